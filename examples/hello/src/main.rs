@@ -1,0 +1,189 @@
+//! `hello`: the tiny services imag's demo, tests and benchmarks wake. Built as a static binary and
+//! run FROM scratch, so it uses only `std`.
+//!
+//! ```text
+//! hello [--port 8080]                              HTTP: "hello from <hostname>[: $GREETING]"
+//! hello --port 8080 --backend 10.77.0.11:8080      HTTP frontend: asks the backend, wraps its answer
+//! hello --udp 5353                                 UDP request/response: "answer <request>"
+//! ```
+//! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
+//! with status 3 after N ms (a crashing one).
+
+use std::{
+    env,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process, thread,
+    time::Duration,
+};
+
+struct Options {
+    port: u16,
+    backend: Option<SocketAddr>,
+    udp: Option<u16>,
+    delay_ms: u64,
+    exit_after_ms: Option<u64>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut opts = Options {
+        port: 8080,
+        backend: None,
+        udp: None,
+        delay_ms: 0,
+        exit_after_ms: None,
+    };
+    let mut args = env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--port" => {
+                opts.port = value("--port")?
+                    .parse()
+                    .map_err(|e| format!("--port: {e}"))?
+            }
+            "--backend" => {
+                opts.backend = Some(
+                    value("--backend")?
+                        .parse()
+                        .map_err(|e| format!("--backend: {e}"))?,
+                )
+            }
+            "--udp" => opts.udp = Some(value("--udp")?.parse().map_err(|e| format!("--udp: {e}"))?),
+            "--delay-ms" => {
+                opts.delay_ms = value("--delay-ms")?
+                    .parse()
+                    .map_err(|e| format!("--delay-ms: {e}"))?
+            }
+            "--exit-after-ms" => {
+                opts.exit_after_ms = Some(
+                    value("--exit-after-ms")?
+                        .parse()
+                        .map_err(|e| format!("--exit-after-ms: {e}"))?,
+                )
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn main() {
+    let opts = parse_args().unwrap_or_else(|e| {
+        eprintln!("hello: {e}");
+        process::exit(2);
+    });
+    if let Some(ms) = opts.exit_after_ms {
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(ms));
+            eprintln!("hello: exiting on purpose (--exit-after-ms)");
+            process::exit(3);
+        });
+    }
+    thread::sleep(Duration::from_millis(opts.delay_ms));
+    let name = hostname();
+    let greeting = env::var("GREETING").ok();
+    let identity = match greeting {
+        Some(g) => format!("{name}: {g}"),
+        None => name,
+    };
+    if let Some(port) = opts.udp {
+        serve_udp(port, &identity);
+    } else {
+        serve_http(opts.port, opts.backend, identity);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn serve_udp(port: u16, identity: &str) {
+    let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
+        eprintln!("hello: binding udp port {port}: {e}");
+        process::exit(1);
+    });
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((len, peer)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let request = String::from_utf8_lossy(&buf[..len]);
+        let answer = format!("answer {} from {identity}", request.trim());
+        let _ = socket.send_to(answer.as_bytes(), peer);
+    }
+}
+
+fn serve_http(port: u16, backend: Option<SocketAddr>, identity: String) {
+    let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
+        eprintln!("hello: binding tcp port {port}: {e}");
+        process::exit(1);
+    });
+    let identity: &'static str = Box::leak(identity.into_boxed_str());
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        thread::spawn(move || {
+            let _ = handle(stream, backend, identity);
+        });
+    }
+}
+
+/// Answers HTTP/1.1 requests on one connection (keep-alive), each with a short text body.
+fn handle(stream: TcpStream, backend: Option<SocketAddr>, identity: &str) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut close = false;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            if header.eq_ignore_ascii_case("connection: close\r\n") {
+                close = true;
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        let body = match backend {
+            None => format!("hello from {identity}\n"),
+            Some(addr) => match http_get(addr) {
+                Ok(answer) => format!("{identity} via backend: {answer}"),
+                Err(e) => format!("{identity}: backend {addr} failed: {e}\n"),
+            },
+        };
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )?;
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// A minimal HTTP GET returning the response body.
+fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map_or(response.clone(), |(_, body)| body.to_string()))
+}

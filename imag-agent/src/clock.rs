@@ -1,0 +1,33 @@
+//! One clock for every phase of a wake: CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns()` reads, so
+//! that "packet held" (stamped in the kernel) and later phases (stamped here) compare directly.
+
+/// Nanoseconds on CLOCK_MONOTONIC.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Milliseconds between two monotonic stamps (0 if they are out of order).
+pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_moves_forward() {
+        let a = monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = monotonic_ns();
+        assert!(b > a);
+        assert!(ms_between(a, b) >= 2.0);
+        assert_eq!(ms_between(b, a), 0.0);
+    }
+}

@@ -1,0 +1,133 @@
+//! What the agent changes in the host's own network configuration, and undoes on exit: firewall
+//! rules that let traffic from the attach interfaces be forwarded into the imag network.
+//!
+//! Docker's FORWARD policy is DROP, and Docker only accepts traffic into a bridge network that a
+//! published port or an established connection explains. imag's hosts have no published ports:
+//! their addresses are reached directly. So for each attach interface the agent inserts one rule
+//! into Docker's DOCKER-USER chain: `-i IFACE -d SUBNET -j ACCEPT`, tagged with a comment so that
+//! `detach` and a restarted agent can find it. Replies pass through Docker's own rules.
+
+use std::process::Command;
+
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
+
+const CHAIN: &str = "DOCKER-USER";
+const COMMENT: &str = "imag";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostNetError {
+    #[error("cannot run iptables ({0}): install iptables, which Docker also needs")]
+    NoIptables(String),
+    #[error(
+        "Docker's {CHAIN} chain does not exist: is the Docker engine running and managing \
+         iptables (\"iptables\": true in /etc/docker/daemon.json)?"
+    )]
+    NoDockerChain,
+    #[error("iptables {args} failed: {stderr}")]
+    Failed { args: String, stderr: String },
+}
+
+/// One accept rule for traffic from `iface` into `subnet`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRule {
+    pub iface: String,
+    pub subnet: Ipv4Net,
+}
+
+impl ForwardRule {
+    fn spec(&self) -> Vec<String> {
+        [
+            "-i",
+            &self.iface,
+            "-d",
+            &self.subnet.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT,
+            "-j",
+            "ACCEPT",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Inserts the rule unless it is already there. Returns whether it was inserted.
+    pub fn install(&self) -> Result<bool, HostNetError> {
+        if let Err(err) = iptables(&["-w", "-n", "-L", CHAIN]) {
+            return Err(match err {
+                HostNetError::Failed { .. } => HostNetError::NoDockerChain,
+                other => other,
+            });
+        }
+        if self.exists()? {
+            return Ok(false);
+        }
+        let mut args = vec!["-w".to_string(), "-I".into(), CHAIN.into()];
+        args.extend(self.spec());
+        iptables(&args)?;
+        info!(iface = %self.iface, subnet = %self.subnet, "forwarding into the imag network allowed");
+        Ok(true)
+    }
+
+    pub fn exists(&self) -> Result<bool, HostNetError> {
+        let mut args = vec!["-w".to_string(), "-C".into(), CHAIN.into()];
+        args.extend(self.spec());
+        match iptables(&args) {
+            Ok(_) => Ok(true),
+            Err(HostNetError::Failed { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Removes the rule (every copy of it).
+    pub fn remove(&self) {
+        let mut args = vec!["-w".to_string(), "-D".into(), CHAIN.into()];
+        args.extend(self.spec());
+        let mut removed = false;
+        while iptables(&args).is_ok() {
+            removed = true;
+        }
+        if removed {
+            info!(iface = %self.iface, subnet = %self.subnet, "forwarding rule removed");
+        } else {
+            warn!(iface = %self.iface, subnet = %self.subnet, "forwarding rule was already gone");
+        }
+    }
+}
+
+fn iptables<S: AsRef<str>>(args: &[S]) -> Result<String, HostNetError> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let output = Command::new("iptables")
+        .args(&args)
+        .output()
+        .map_err(|e| HostNetError::NoIptables(e.to_string()))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(HostNetError::Failed {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Makes sure the kernel forwards IPv4 (Docker normally turns this on). Returns whether it had
+/// to be turned on, so that the caller can turn it off again.
+pub fn ensure_ip_forwarding() -> std::io::Result<bool> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH)?.trim() == "1" {
+        return Ok(false);
+    }
+    std::fs::write(PATH, "1")?;
+    warn!("IPv4 forwarding was off; turned it on (it is turned off again on exit)");
+    Ok(true)
+}
+
+pub fn disable_ip_forwarding() {
+    if let Err(err) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0") {
+        warn!(error = %err, "could not turn IPv4 forwarding off again");
+    }
+}

@@ -1,0 +1,104 @@
+//! Looking up network interfaces by name: index, MAC address, and whether they are virtual.
+
+use std::{ffi::CString, fs, path::Path};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// veth, bridge, and other software devices (no `device` link in sysfs).
+    pub is_virtual: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterfaceError {
+    #[error("interface {0:?} does not exist: check the name with `ip link show`")]
+    NotFound(String),
+    #[error(
+        "interface {name:?} has no Ethernet address ({why}); imag attaches to Ethernet interfaces only"
+    )]
+    NotEthernet { name: String, why: String },
+}
+
+impl Interface {
+    pub fn lookup(name: &str) -> Result<Interface, InterfaceError> {
+        let not_found = || InterfaceError::NotFound(name.to_string());
+        if name.is_empty() || name.contains('/') {
+            return Err(not_found());
+        }
+        let c_name = CString::new(name).map_err(|_| not_found())?;
+        // SAFETY: c_name is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if index == 0 {
+            return Err(not_found());
+        }
+        let sys = Path::new("/sys/class/net").join(name);
+        let mac = fs::read_to_string(sys.join("address"))
+            .map_err(|err| InterfaceError::NotEthernet {
+                name: name.to_string(),
+                why: err.to_string(),
+            })
+            .and_then(|text| {
+                parse_mac(text.trim()).ok_or_else(|| InterfaceError::NotEthernet {
+                    name: name.to_string(),
+                    why: format!("address {:?}", text.trim()),
+                })
+            })?;
+        Ok(Interface {
+            name: name.to_string(),
+            index,
+            mac,
+            is_virtual: !sys.join("device").exists(),
+        })
+    }
+}
+
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:42:0a:4d:00:0a"),
+            Some([2, 0x42, 10, 0x4d, 0, 10])
+        );
+        assert_eq!(parse_mac("02:42:0a:4d:00"), None);
+        assert_eq!(parse_mac("02:42:0a:4d:00:0a:01"), None);
+        assert_eq!(parse_mac("zz:42:0a:4d:00:0a"), None);
+        assert_eq!(format_mac([2, 0x42, 10, 0x4d, 0, 10]), "02:42:0a:4d:00:0a");
+    }
+
+    #[test]
+    fn loopback_exists_and_is_virtual() {
+        let lo = Interface::lookup("lo").unwrap();
+        assert_eq!(lo.index, 1);
+        assert!(lo.is_virtual);
+    }
+
+    #[test]
+    fn unknown_interface_names_the_fix() {
+        let err = Interface::lookup("nosuchif0").unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("ip link"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,403 @@
+//! [`ContainerRuntime`] for the Docker engine, through bollard; and the Docker network that holds
+//! the imaginary hosts.
+
+use std::collections::HashMap;
+
+use bollard::{
+    errors::Error as BollardError,
+    models::{
+        ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
+        HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig,
+    },
+    query_parameters::{
+        CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions,
+        RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    },
+};
+use tracing::{debug, info};
+
+use super::{
+    ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK,
+    LABEL_SPEC, Observed, RuntimeError, Started,
+};
+use crate::{clock::monotonic_ns, config::NetworkConfig, orchestrator::state::Tier};
+
+/// Seconds a stopping container gets to exit on SIGTERM before SIGKILL.
+const STOP_TIMEOUT_SECS: i32 = 10;
+
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+/// The Docker network the hosts live on, as found or created.
+#[derive(Clone, Debug)]
+pub struct NetworkHandle {
+    pub id: String,
+    /// True if this agent created it (and so may remove it on `detach`).
+    pub created: bool,
+}
+
+impl Docker {
+    /// Connects to the local engine and negotiates the API version.
+    pub async fn connect() -> Result<Docker, RuntimeError> {
+        let client = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(Docker { client })
+    }
+
+    /// Creates the network for the imaginary subnet, or reuses it if it exists with that subnet.
+    pub async fn ensure_network(&self, net: &NetworkConfig) -> Result<NetworkHandle, RuntimeError> {
+        match self
+            .client
+            .inspect_network(&net.name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(existing) => {
+                let subnets: Vec<String> = existing
+                    .ipam
+                    .and_then(|ipam| ipam.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.subnet)
+                    .collect();
+                if !subnets.contains(&net.subnet.to_string()) {
+                    return Err(RuntimeError::Engine {
+                        action: "reuse network",
+                        container: net.name.clone(),
+                        message: format!(
+                            "it exists with subnet(s) {subnets:?}, but the configuration says {}: \
+                             remove it (`docker network rm {}`) or set [network] name to another \
+                             network",
+                            net.subnet, net.name
+                        ),
+                    });
+                }
+                let bridge = existing
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get("com.docker.network.bridge.name"))
+                    .cloned()
+                    .unwrap_or_default();
+                if bridge != net.bridge {
+                    return Err(RuntimeError::Engine {
+                        action: "reuse network",
+                        container: net.name.clone(),
+                        message: format!(
+                            "its bridge is {bridge:?} but the configuration says {:?}: remove \
+                             the network (`docker network rm {}`) or set [network] bridge = {bridge:?}",
+                            net.bridge, net.name
+                        ),
+                    });
+                }
+                info!(network = %net.name, subnet = %net.subnet, "reusing Docker network");
+                Ok(NetworkHandle {
+                    id: existing.id.unwrap_or_default(),
+                    created: false,
+                })
+            }
+            Err(err) if status_of(&err) == Some(404) => {
+                let request = NetworkCreateRequest {
+                    name: net.name.clone(),
+                    driver: Some("bridge".into()),
+                    ipam: Some(Ipam {
+                        driver: Some("default".into()),
+                        config: Some(vec![IpamConfig {
+                            subnet: Some(net.subnet.to_string()),
+                            gateway: Some(net.gateway.to_string()),
+                            ..Default::default()
+                        }]),
+                        options: None,
+                    }),
+                    options: Some(HashMap::from([(
+                        "com.docker.network.bridge.name".to_string(),
+                        net.bridge.clone(),
+                    )])),
+                    labels: Some(HashMap::from([(
+                        LABEL_MANAGED.to_string(),
+                        "true".to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                let created = self.client.create_network(request).await.map_err(|e| {
+                    RuntimeError::Engine {
+                        action: "create network",
+                        container: net.name.clone(),
+                        message: format!(
+                            "{}; if the subnet {} overlaps another network, choose a free one",
+                            message_of(&e),
+                            net.subnet
+                        ),
+                    }
+                })?;
+                info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge,
+                    "created Docker network");
+                Ok(NetworkHandle {
+                    id: created.id,
+                    created: true,
+                })
+            }
+            Err(err) => Err(classify(err, "inspect network", &net.name)),
+        }
+    }
+
+    /// Removes a network (used by `detach` for networks the agent created).
+    pub async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.client.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(classify(err, "remove network", name)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_NETWORK.to_string(), spec.network.clone()),
+            (LABEL_HOST.to_string(), spec.host.clone()),
+            (LABEL_SPEC.to_string(), spec.fingerprint()),
+        ]);
+        let endpoint = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(spec.address.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            hostname: Some(spec.host.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                // A tiny init as PID 1 forwards SIGTERM, so that images without a signal handler
+                // stop at once instead of after the stop timeout.
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match self.client.create_container(Some(options), body).await {
+            Ok(created) => {
+                debug!(container = %spec.name, id = %created.id, "created container");
+                Ok(created.id)
+            }
+            Err(err) if status_of(&err) == Some(404) => Err(RuntimeError::ImageMissing {
+                image: spec.image.clone(),
+            }),
+            Err(err) => Err(classify(err, "create", &spec.name)),
+        }
+    }
+
+    async fn start(&self, spec: &ContainerSpec, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .client
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(err) if status_of(&err) == Some(304) => Ok(()),
+            Err(err) if message_of(&err).contains("ddress already in use") => {
+                Err(RuntimeError::AddressInUse {
+                    address: spec.address,
+                    network: spec.network.clone(),
+                })
+            }
+            Err(err) => Err(classify(err, "start", &spec.name)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.client.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(classify(err, "remove", name)),
+        }
+    }
+
+    /// Creates (recreating a stale one) and starts.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let id = match self.create(spec).await {
+            Err(RuntimeError::Engine { message, .. }) if message.contains("already in use") => {
+                // A container by that name exists: it is ours (same name scheme) but the agent's
+                // belief about it was stale; make it current.
+                self.remove(&spec.name).await?;
+                self.create(spec).await?
+            }
+            other => other?,
+        };
+        self.start(spec, &id).await?;
+        Ok(id)
+    }
+}
+
+impl ContainerRuntime for Docker {
+    async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
+        let requested_ns = monotonic_ns();
+        let (id, from) = match from {
+            Tier::Paused => match self.client.unpause_container(&spec.name).await {
+                Ok(()) => (spec.name.clone(), Tier::Paused),
+                Err(err) if status_of(&err) == Some(404) => {
+                    (self.create_and_start(spec).await?, Tier::Absent)
+                }
+                // 409: not paused (stopped or already running).
+                Err(err) if status_of(&err) == Some(409) => {
+                    self.start(spec, &spec.name).await?;
+                    (spec.name.clone(), Tier::Stopped)
+                }
+                Err(err) => return Err(classify(err, "unpause", &spec.name)),
+            },
+            Tier::Stopped => match self
+                .client
+                .start_container(&spec.name, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(()) => (spec.name.clone(), Tier::Stopped),
+                Err(err) if status_of(&err) == Some(304) => (spec.name.clone(), Tier::Stopped),
+                Err(err) if status_of(&err) == Some(404) => {
+                    (self.create_and_start(spec).await?, Tier::Absent)
+                }
+                Err(err) if message_of(&err).contains("ddress already in use") => {
+                    return Err(RuntimeError::AddressInUse {
+                        address: spec.address,
+                        network: spec.network.clone(),
+                    });
+                }
+                Err(err) => return Err(classify(err, "start", &spec.name)),
+            },
+            Tier::Absent => (self.create_and_start(spec).await?, Tier::Absent),
+        };
+        Ok(Started {
+            container_id: id,
+            from,
+            requested_ns,
+            running_ns: monotonic_ns(),
+        })
+    }
+
+    async fn check_running(&self, container_id: &str) -> Result<(), String> {
+        let inspected = self
+            .client
+            .inspect_container(container_id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| format!("container disappeared: {}", message_of(&e)))?;
+        let state = inspected.state.unwrap_or_default();
+        match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+                Ok(())
+            }
+            status => Err(format!(
+                "container exited before it was ready (status {}, exit code {}{})",
+                status.map_or("unknown".to_string(), |s| s.to_string()),
+                state.exit_code.unwrap_or_default(),
+                state
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .map_or(String::new(), |e| format!(", error: {e}"))
+            )),
+        }
+    }
+
+    async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {
+        match to {
+            Tier::Paused => self
+                .client
+                .pause_container(&spec.name)
+                .await
+                .map_err(|e| classify(e, "pause", &spec.name)),
+            Tier::Stopped => {
+                // A paused container cannot be stopped gracefully: thaw it first.
+                let _ = self.client.unpause_container(&spec.name).await;
+                let options = StopContainerOptions {
+                    t: Some(STOP_TIMEOUT_SECS),
+                    signal: None,
+                };
+                match self.client.stop_container(&spec.name, Some(options)).await {
+                    Ok(()) => Ok(()),
+                    Err(err) if matches!(status_of(&err), Some(304) | Some(404)) => Ok(()),
+                    Err(err) => Err(classify(err, "stop", &spec.name)),
+                }
+            }
+            Tier::Absent => self.remove(&spec.name).await,
+        }
+    }
+
+    async fn observe(&self, spec: &ContainerSpec) -> Result<Observed, RuntimeError> {
+        let inspected = match self
+            .client
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(err) if status_of(&err) == Some(404) => return Ok(Observed::Absent),
+            Err(err) => return Err(classify(err, "inspect", &spec.name)),
+        };
+        let labels = inspected
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let current = labels.get(LABEL_SPEC) == Some(&spec.fingerprint());
+        let status = match inspected.state.and_then(|s| s.status) {
+            Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
+            Some(ContainerStateStatusEnum::PAUSED) => ContainerStatus::Paused,
+            Some(ContainerStateStatusEnum::RESTARTING)
+            | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
+            _ => ContainerStatus::Stopped,
+        };
+        Ok(Observed::Present {
+            id: inspected.id.unwrap_or_default(),
+            status,
+            current,
+        })
+    }
+}
+
+fn status_of(err: &BollardError) -> Option<u16> {
+    match err {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn message_of(err: &BollardError) -> String {
+    match err {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn classify(err: BollardError, action: &'static str, container: &str) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
+            action,
+            container: container.to_string(),
+            message,
+        },
+        BollardError::IOError { .. } | BollardError::HyperResponseError { .. } => {
+            RuntimeError::Unreachable(err.to_string())
+        }
+        other => RuntimeError::Engine {
+            action,
+            container: container.to_string(),
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,130 @@
+//! Types shared by imag's eBPF programs (`imag-ebpf`) and its agent (`imag-agent`).
+//!
+//! Everything here crosses the kernel/user boundary through BPF maps or the ring buffer, so every
+//! type is `#[repr(C)]`, fixed-width and free of padding, and there are no enums or `Option`s:
+//! states are `u8`s with named constants. Addresses are IPv4 addresses in network byte order,
+//! stored in a `u32` exactly as they sit in the packet (`u32::from_ne_bytes(addr.octets())`).
+#![no_std]
+
+/// Largest frame (Ethernet header included) the datapath can hold for a cold host: a 9000-byte
+/// jumbo MTU plus headers, rounded up. Larger frames to a cold host are dropped and counted.
+pub const MAX_FRAME_LEN: usize = 9216;
+
+/// Size of the ring buffer that carries held frames to the agent (a power of two of pages).
+pub const HELD_RING_BYTES: u32 = 4 << 20;
+
+/// Maximum number of imaginary hosts the datapath can track.
+pub const MAX_HOSTS: u32 = 65_536;
+
+/// Maximum number of interfaces the datapath can be attached to.
+pub const MAX_INTERFACES: u32 = 256;
+
+/// What the datapath does with packets for a host: hold them for the agent.
+pub const HOST_MODE_HOLD: u8 = 1;
+/// What the datapath does with packets for a host: let them through the kernel untouched.
+pub const HOST_MODE_PASS: u8 = 2;
+
+/// Host flag: answer ARP requests for this host's address on attach interfaces while it is not
+/// warm (the bridge always answers for non-warm hosts).
+pub const HOST_FLAG_PROXY_ARP: u8 = 1 << 0;
+/// Host flag: answer ICMP echo requests for this host from the datapath while it is not warm.
+pub const HOST_FLAG_ANSWER_PING: u8 = 1 << 1;
+
+/// Value of the `HOSTS` map, keyed by the host's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostEntry {
+    /// `HOST_MODE_HOLD` or `HOST_MODE_PASS`.
+    pub mode: u8,
+    /// `HOST_FLAG_*` bits.
+    pub flags: u8,
+    pub _reserved: [u8; 2],
+    /// The agent's index for the host; echoed in held frames so the agent needs no second lookup.
+    pub host_id: u32,
+}
+
+/// Interface flag: this interface is the imag bridge (answers ARP for every non-warm host).
+pub const IFACE_FLAG_BRIDGE: u32 = 1 << 0;
+
+/// Value of the `INTERFACES` map, keyed by ifindex: what the datapath must know about the
+/// interface it runs on to answer on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceEntry {
+    /// The interface's own MAC address: the hardware address ARP answers give out.
+    pub mac: [u8; 6],
+    pub _reserved: [u8; 2],
+    /// `IFACE_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Header of a ring buffer record; the held frame's bytes follow it directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldFrameHeader {
+    /// `bpf_ktime_get_ns()` when the frame was held (CLOCK_MONOTONIC).
+    pub held_at_ns: u64,
+    /// The interface the frame arrived on; re-delivery injects it there again.
+    pub ifindex: u32,
+    /// Number of frame bytes following this header.
+    pub frame_len: u32,
+    /// Destination address (network byte order), the key into `HOSTS`.
+    pub host_addr: u32,
+    /// `HostEntry::host_id` of the destination.
+    pub host_id: u32,
+}
+
+pub const HELD_FRAME_HEADER_LEN: usize = core::mem::size_of::<HeldFrameHeader>();
+
+/// Per-CPU scratch space in which the datapath assembles a ring buffer record before copying it
+/// out: the BPF stack (512 bytes) cannot hold a frame.
+#[repr(C)]
+pub struct HeldFrameRecord {
+    pub header: HeldFrameHeader,
+    pub frame: [u8; MAX_FRAME_LEN],
+}
+
+/// Indexes into the per-CPU `STATS` array. Each counts packets.
+pub mod stat {
+    /// Passed: destination is not an imaginary address (or not IPv4).
+    pub const PASSED_OTHER: u32 = 0;
+    /// Passed: destination is a warm imaginary host.
+    pub const PASSED_WARM: u32 = 1;
+    /// Passed: addressed to an imaginary host but could not be parsed (options, fragment,
+    /// truncated).
+    pub const PASSED_UNPARSED: u32 = 2;
+    /// Held: copied to the ring buffer and dropped from the fast path.
+    pub const HELD: u32 = 3;
+    /// Dropped: a frame for a cold host that the ring buffer had no room for.
+    pub const DROPPED_RING_FULL: u32 = 4;
+    /// Dropped: a frame for a cold host larger than `MAX_FRAME_LEN`.
+    pub const DROPPED_OVERSIZE: u32 = 5;
+    /// Answered: ARP requests for non-warm imaginary hosts.
+    pub const ARP_ANSWERED: u32 = 6;
+    /// Answered: ICMP echo requests for non-warm imaginary hosts.
+    pub const PING_ANSWERED: u32 = 7;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+
+    /// Prometheus-friendly names, indexed like the counters.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "passed_other",
+        "passed_warm",
+        "passed_unparsed",
+        "held",
+        "dropped_ring_full",
+        "dropped_oversize",
+        "arp_answered",
+        "ping_answered",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data with no padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::HostEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InterfaceEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HeldFrameHeader {}
+}

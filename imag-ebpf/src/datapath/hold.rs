@@ -1,0 +1,115 @@
+//! Holding: IPv4 packets to imaginary hosts that are not warm go to the agent, not the stack.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    check_bounds_signed,
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use imag_common::{HELD_FRAME_HEADER_LEN, HOST_MODE_PASS, HostEntry, MAX_FRAME_LEN, stat};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+};
+
+use super::{HELD_FRAMES, HOLD_SCRATCH, HOSTS, count, packet::ptr_at};
+
+const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
+
+pub fn try_hold(ctx: &XdpContext) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        count(stat::PASSED_OTHER);
+        return XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != ETHERTYPE_IPV4 {
+        count(stat::PASSED_OTHER);
+        return XDP_PASS;
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        count(stat::PASSED_OTHER);
+        return XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { &*ip };
+    let dst = u32::from_ne_bytes(ip.dst_addr);
+    let Some(host) = HOSTS.get_ptr(dst) else {
+        count(stat::PASSED_OTHER);
+        return XDP_PASS;
+    };
+    // SAFETY: map values stay valid for the program's run; a concurrent update by the agent
+    // only changes which verdict this packet gets, never memory safety.
+    let host: HostEntry = unsafe { *host };
+    if host.mode == HOST_MODE_PASS {
+        count(stat::PASSED_WARM);
+        return XDP_PASS;
+    }
+    if !is_plain_ipv4(ip) {
+        count(stat::PASSED_UNPARSED);
+        return XDP_PASS;
+    }
+    hold(ctx, dst, host.host_id)
+}
+
+/// A version-4 header without options that is not a fragment: the only packets the agent
+/// re-delivers and answers for.
+#[inline(always)]
+fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
+    const MORE_FRAGMENTS: u8 = 0x20;
+    ip.vihl == 0x45 && ip.frags[0] & MORE_FRAGMENTS == 0 && ip.frag_offset() == 0
+}
+
+fn hold(ctx: &XdpContext, host_addr: u32, host_id: u32) -> u32 {
+    let frame_len = ctx.data_end() - ctx.data();
+    if frame_len > MAX_FRAME_LEN {
+        count(stat::DROPPED_OVERSIZE);
+        return XDP_DROP;
+    }
+    let Some(record) = HOLD_SCRATCH.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
+    let record = unsafe { &mut *record };
+    // The verifier needs the copy length proven to lie within [1, MAX_FRAME_LEN] with a signed
+    // comparison it can follow; a plain `min` gets rewritten by LLVM into a form it rejects.
+    let len = frame_len as i64;
+    if !check_bounds_signed(len, 1, MAX_FRAME_LEN as i64) {
+        count(stat::DROPPED_OVERSIZE);
+        return XDP_DROP;
+    }
+    // SAFETY: the destination holds MAX_FRAME_LEN bytes and len is at most that.
+    let copied =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, record.frame.as_mut_ptr().cast(), len as u32) };
+    if copied != 0 {
+        count(stat::PASSED_UNPARSED);
+        return XDP_PASS;
+    }
+    record.header.held_at_ns = unsafe { bpf_ktime_get_ns() };
+    record.header.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    record.header.frame_len = len as u32;
+    record.header.host_addr = host_addr;
+    record.header.host_id = host_id;
+    let record_len = HELD_FRAME_HEADER_LEN + len as usize;
+    // SAFETY: record_len is at most the size of the record.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (record as *const imag_common::HeldFrameRecord).cast::<u8>(),
+            record_len,
+        )
+    };
+    match HELD_FRAMES.output::<[u8]>(bytes, 0) {
+        Ok(()) => {
+            count(stat::HELD);
+            // Cold path only; the agent turns eBPF logging off unless it runs at debug level.
+            debug!(
+                ctx,
+                "held {} bytes for {:i}",
+                len as u32,
+                u32::from_be(host_addr)
+            );
+        }
+        Err(_) => count(stat::DROPPED_RING_FULL),
+    }
+    XDP_DROP
+}
