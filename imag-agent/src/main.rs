@@ -1,22 +1,12 @@
 //! `imag-agent`: makes configured imaginary hosts look always up, and runs them only while used.
 
-mod agent;
-mod clock;
-mod config;
-mod datapath;
-mod frame;
-mod hostnet;
-mod interfaces;
-mod orchestrator;
-mod readiness;
-mod runtime;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::{config::Config, datapath::XdpModeChoice};
+use imag_agent::{agent, config::Config, datapath::XdpModeChoice};
 
 const DEFAULT_CONFIG: &str = "/etc/imag/imag.toml";
 

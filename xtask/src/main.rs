@@ -1,1 +1,98 @@
-fn main() {}
+//! `cargo xtask …`: set-up, tests, demo and benchmarks for imag.
+//!
+//! The xtask orchestrates; it does not duplicate the build (the agent's build script builds the
+//! eBPF object). Every command first brings what it needs ([`setup`]) and checks the machine
+//! ([`preflight`]), stopping with one sentence naming the cause and the fix.
+
+mod demo;
+mod image;
+pub mod netkit;
+mod preflight;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building imag needs: the nightly rust-src component and bpf-linker.
+    Setup,
+    /// Build the example image (imag-example/hello) from examples/hello.
+    Image,
+    /// Run every test: unit tests, and the privileged integration tests (root, Docker).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Wake a cold host from a client namespace and print the answer and the wake latency.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::run(),
+        Task::Image => setup::run().and_then(|()| image::build()),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    preflight::require_privileges("cargo xtask test")?;
+    image::build()?;
+    // Integration tests wake real containers and count TCP retransmissions; running them one at a
+    // time keeps a shared 2-core machine from stretching a wake past TCP's 1 s SYN timeout.
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace_root())
+        .args(["test", "--workspace", "--all-targets"])
+        .arg("--")
+        .arg("--test-threads=1")
+        .args(args);
+    run_cmd(&mut cmd)
+}
+
+/// The workspace's root directory (the xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, inheriting stdio; fails with the command line if it fails.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its trimmed stdout if it succeeded.
+pub fn cmd_output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -298,6 +298,27 @@ impl Datapath {
         totals
     }
 
+    /// Runs `imag_hold` once on a crafted frame (BPF_PROG_TEST_RUN) and returns its verdict
+    /// (`XDP_PASS` = 2, `XDP_DROP` = 1, …), with all its map and ring buffer effects. For testing
+    /// the datapath without any traffic.
+    pub fn run_hold_program(&mut self, frame: &[u8], ifindex: u32) -> Result<u32, DatapathError> {
+        let program = self.hold_program()?;
+        let ctx = xdp_md_for(ifindex, frame.len());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..TestRunOptions::new()
+        };
+        program
+            .test_run(opts)
+            .map(|result| result.return_value)
+            .map_err(|source| DatapathError::Program {
+                name: HOLD_PROGRAM,
+                source,
+            })
+    }
+
     /// Injects `frame` into the stack as if it had just arrived on `ifindex`.
     ///
     /// This runs the `imag_deliver` program (which returns `XDP_PASS`) through

@@ -1,0 +1,19 @@
+//! imag's agent as a library: the `imag-agent` binary is a thin CLI over it, and the integration
+//! tests drive its datapath directly.
+//!
+//! A wake, module by module: [`datapath`] holds a packet and hands it over through its ring buffer;
+//! [`orchestrator`] decides (its [`orchestrator::state`] machine) and asks [`runtime`] to run the
+//! container, [`readiness`] to wait for it, and [`datapath`] to re-deliver the packet, after
+//! [`frame`] fixed its checksum. [`config`] reads the operator's file; [`hostnet`] and
+//! [`interfaces`] deal with the host's own network; [`agent`] wires it all together.
+
+pub mod agent;
+pub mod clock;
+pub mod config;
+pub mod datapath;
+pub mod frame;
+pub mod hostnet;
+pub mod interfaces;
+pub mod orchestrator;
+pub mod readiness;
+pub mod runtime;

@@ -1,0 +1,43 @@
+//! Checks that the machine can run imag for real, with one sentence per failure naming the fix.
+
+use std::{path::Path, process::Command};
+
+use anyhow::bail;
+
+use crate::cmd_output as output;
+
+/// Root, a reachable Docker engine, a kernel with BTF, and the network tools the tests use.
+pub fn require_privileges(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "`{what}` needs root: it loads eBPF programs, creates network namespaces and talks to \
+             Docker; run it as root (e.g. `sudo -E {what}`)"
+        );
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): imag needs a Linux \
+             kernel built with CONFIG_DEBUG_INFO_BTF (5.18 or newer)"
+        );
+    }
+    if let Some(release) = output(Command::new("uname").arg("-r")) {
+        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (5, 18) {
+            bail!("kernel {release} is too old: imag re-delivers held packets with XDP live frames (Linux 5.18 or newer)");
+        }
+    }
+    for (tool, package) in [("ip", "iproute2"), ("iptables", "iptables")] {
+        if output(Command::new(tool).arg("-V")).is_none() && output(Command::new(tool).arg("--version")).is_none() {
+            bail!("`{tool}` is not installed: install the {package} package");
+        }
+    }
+    if output(Command::new("docker").arg("--version")).is_none() {
+        bail!("the docker command is not installed: install Docker (the engine and its CLI)");
+    }
+    if output(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])).is_none() {
+        bail!("the Docker engine is not reachable: start it (e.g. `systemctl start docker`) and check /var/run/docker.sock");
+    }
+    Ok(())
+}
