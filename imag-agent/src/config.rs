@@ -252,16 +252,16 @@ fn validate(raw: raw::Config, report: &mut Report<'_>) -> Option<Config> {
                 format!("duplicate host name {name:?}: every host needs its own name"),
             );
         }
-        if let Ok(addr) = h.address.get_ref().parse::<Ipv4Addr>() {
-            if let Some(other) = addresses.insert(addr, name) {
-                report(
-                    span(&h.address),
-                    format!(
-                        "hosts {other:?} and {name:?} share the address {addr}: give each host \
-                         its own address"
-                    ),
-                );
-            }
+        if let Ok(addr) = h.address.get_ref().parse::<Ipv4Addr>()
+            && let Some(other) = addresses.insert(addr, name)
+        {
+            report(
+                span(&h.address),
+                format!(
+                    "hosts {other:?} and {name:?} share the address {addr}: give each host its \
+                     own address"
+                ),
+            );
         }
         if let Some(host) = validate_host(host, network.as_ref(), report) {
             hosts.push(host);

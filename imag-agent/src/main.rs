@@ -1,12 +1,10 @@
 //! `imag-agent`: makes configured imaginary hosts look always up, and runs them only while used.
 
-
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-
 use imag_agent::{agent, config::Config, datapath::XdpModeChoice};
+use tracing_subscriber::EnvFilter;
 
 const DEFAULT_CONFIG: &str = "/etc/imag/imag.toml";
 

@@ -40,7 +40,9 @@ fn a_packet_for_a_cold_host_is_held_whole() {
     let mut ring = datapath.take_held_frames().unwrap();
     let frame = syn_to(COLD);
     assert_eq!(datapath.run_hold_program(&frame, 0).unwrap(), XDP_DROP);
-    let record = ring.next().expect("a ring buffer record for the held frame");
+    let record = ring
+        .next()
+        .expect("a ring buffer record for the held frame");
     let held = parse_record(&record).unwrap();
     assert_eq!(held.frame, frame, "the whole frame is copied");
     assert_eq!(held.header.host_id, 7);
@@ -55,8 +57,14 @@ fn a_packet_for_a_cold_host_is_held_whole() {
 fn packets_for_warm_hosts_and_other_addresses_pass() {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
-    assert_eq!(datapath.run_hold_program(&syn_to(WARM), 0).unwrap(), XDP_PASS);
-    assert_eq!(datapath.run_hold_program(&syn_to(OTHER), 0).unwrap(), XDP_PASS);
+    assert_eq!(
+        datapath.run_hold_program(&syn_to(WARM), 0).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        datapath.run_hold_program(&syn_to(OTHER), 0).unwrap(),
+        XDP_PASS
+    );
     assert!(ring.next().is_none(), "nothing held");
     let stats = datapath.stats();
     assert_eq!(stats[stat::PASSED_WARM as usize], 1);
@@ -101,8 +109,16 @@ fn malformed_frames_for_a_cold_host_pass_untouched() {
         ("truncated IPv4 header", truncated_ip),
         ("bare Ethernet header", runt),
     ] {
-        assert_eq!(datapath.run_hold_program(&frame, 0).unwrap(), XDP_PASS, "{what}");
+        assert_eq!(
+            datapath.run_hold_program(&frame, 0).unwrap(),
+            XDP_PASS,
+            "{what}"
+        );
     }
     assert!(ring.next().is_none(), "nothing malformed is held");
-    assert_eq!(datapath.stats()[stat::PASSED_UNPARSED as usize], 3, "options and fragments are counted");
+    assert_eq!(
+        datapath.stats()[stat::PASSED_UNPARSED as usize],
+        3,
+        "options and fragments are counted"
+    );
 }

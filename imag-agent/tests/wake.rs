@@ -16,7 +16,10 @@ fn first_connection_to_a_cold_host_wakes_it_with_its_own_syn() {
     let client = slot.client();
     let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
     let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    assert!(containers_of(&slot).is_empty(), "the host must start cold (no container)");
+    assert!(
+        containers_of(&slot).is_empty(),
+        "the host must start cold (no container)"
+    );
 
     let (body, retransmits) = client
         .run(|| {
@@ -33,10 +36,19 @@ fn first_connection_to_a_cold_host_wakes_it_with_its_own_syn() {
     );
 
     let container = slot.container("web");
-    assert_eq!(docker_inspect(&container, "{{.State.Running}}").as_deref(), Some("true"));
     assert_eq!(
-        docker_inspect(&container, &format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", slot.network()))
-            .as_deref(),
+        docker_inspect(&container, "{{.State.Running}}").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        docker_inspect(
+            &container,
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                slot.network()
+            )
+        )
+        .as_deref(),
         Some("10.200.1.10"),
         "the container must have exactly the host's imaginary address"
     );
@@ -46,8 +58,16 @@ fn first_connection_to_a_cold_host_wakes_it_with_its_own_syn() {
         "containers are labelled so that the agent finds them again"
     );
     let woke = agent.wait_for_log("woke", Duration::from_secs(5));
-    for phase in ["held_to_start_ms=", "start_to_running_ms=", "running_to_ready_ms=", "ready_to_delivered_ms="] {
-        assert!(woke.contains(phase), "the wake log line must carry {phase}: {woke}");
+    for phase in [
+        "held_to_start_ms=",
+        "start_to_running_ms=",
+        "running_to_ready_ms=",
+        "ready_to_delivered_ms=",
+    ] {
+        assert!(
+            woke.contains(phase),
+            "the wake log line must carry {phase}: {woke}"
+        );
     }
 }
 
@@ -60,12 +80,18 @@ fn second_connection_starts_nothing_new() {
     let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
     let addr = http_addr(slot.host_addr(10));
 
-    client.run(|| netkit::http_get(addr, COLD_WAKE_TIMEOUT)).unwrap().expect("first request");
+    client
+        .run(|| netkit::http_get(addr, COLD_WAKE_TIMEOUT))
+        .unwrap()
+        .expect("first request");
     let first = containers_of(&slot);
     assert_eq!(first.len(), 1);
     let started_at = docker_inspect(&slot.container("web"), "{{.State.StartedAt}}");
 
-    let (body, _) = client.run(|| netkit::http_get(addr, Duration::from_secs(5))).unwrap().expect("second request");
+    let (body, _) = client
+        .run(|| netkit::http_get(addr, Duration::from_secs(5)))
+        .unwrap()
+        .expect("second request");
     assert_eq!(body, "hello from web\n");
     assert_eq!(containers_of(&slot), first, "no second container");
     assert_eq!(
@@ -73,7 +99,12 @@ fn second_connection_starts_nothing_new() {
         started_at,
         "the container must not have been restarted"
     );
-    assert_eq!(agent.lines_with(" woke ").len(), 1, "exactly one wake:\n{}", agent.log_text());
+    assert_eq!(
+        agent.lines_with(" woke ").len(),
+        1,
+        "exactly one wake:\n{}",
+        agent.log_text()
+    );
 }
 
 #[test]
@@ -101,9 +132,16 @@ fn concurrent_first_packets_start_exactly_one_container() {
         })
         .unwrap();
     for answer in answers {
-        assert_eq!(answer.expect("every concurrent connection is answered").0, "hello from web\n");
+        assert_eq!(
+            answer.expect("every concurrent connection is answered").0,
+            "hello from web\n"
+        );
     }
-    assert_eq!(containers_of(&slot).len(), 1, "eight first packets, one container");
+    assert_eq!(
+        containers_of(&slot).len(),
+        1,
+        "eight first packets, one container"
+    );
     let woke = agent.lines_with(" woke ");
     assert_eq!(woke.len(), 1, "one wake:\n{}", agent.log_text());
 }
@@ -143,7 +181,9 @@ fn traffic_to_other_addresses_is_untouched() {
     // An address inside the subnet that no host has: passed to the stack (which has no route
     // to a container), never held.
     let unconfigured = http_addr(slot.host_addr(99));
-    let result = client.run(|| netkit::http_get(unconfigured, Duration::from_millis(500))).unwrap();
+    let result = client
+        .run(|| netkit::http_get(unconfigured, Duration::from_millis(500)))
+        .unwrap();
     assert!(result.is_err());
 
     assert!(containers_of(&slot).is_empty(), "nothing was woken");
@@ -161,12 +201,25 @@ fn shutdown_detaches_and_stops_what_it_started() {
     let client = slot.client();
     let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
     let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let link = Command::new("ip").args(["link", "show", &slot.host_if()]).output().unwrap();
-    assert!(String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP attached while running");
+    let link = Command::new("ip")
+        .args(["link", "show", &slot.host_if()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP attached while running"
+    );
 
-    client.run(|| netkit::http_get(http_addr(slot.host_addr(10)), COLD_WAKE_TIMEOUT)).unwrap().unwrap();
+    client
+        .run(|| netkit::http_get(http_addr(slot.host_addr(10)), COLD_WAKE_TIMEOUT))
+        .unwrap()
+        .unwrap();
     let status = agent.stop();
-    assert!(status.success(), "SIGTERM is a clean exit, got {status}:\n{}", agent.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM is a clean exit, got {status}:\n{}",
+        agent.log_text()
+    );
 
     let container = slot.container("web");
     assert_eq!(
@@ -174,9 +227,18 @@ fn shutdown_detaches_and_stops_what_it_started() {
         Some("exited"),
         "the container it started is stopped, not removed"
     );
-    let link = Command::new("ip").args(["link", "show", &slot.host_if()]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP detached on exit");
-    let rules = Command::new("iptables").args(["-S", "DOCKER-USER"]).output().unwrap();
+    let link = Command::new("ip")
+        .args(["link", "show", &slot.host_if()])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP detached on exit"
+    );
+    let rules = Command::new("iptables")
+        .args(["-S", "DOCKER-USER"])
+        .output()
+        .unwrap();
     assert!(
         !String::from_utf8_lossy(&rules.stdout).contains(&slot.host_if()),
         "the forwarding rule is removed on exit"
@@ -202,7 +264,13 @@ fn an_unknown_interface_is_refused_with_the_fix_and_nothing_attached() {
         stderr.contains("interface \"nosuchif0\" does not exist") && stderr.contains("ip link"),
         "{stderr}"
     );
-    let link = Command::new("ip").args(["link", "show", &client.host_if]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "nothing attached to the good interface either");
+    let link = Command::new("ip")
+        .args(["link", "show", &client.host_if])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "nothing attached to the good interface either"
+    );
     slot.clean_docker();
 }

@@ -23,18 +23,32 @@ pub fn run() -> anyhow::Result<()> {
     preflight::require_privileges("cargo xtask demo")?;
     image::build()?;
     let root = workspace_root();
-    run_cmd(Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "imag-agent"]))?;
+    run_cmd(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "imag-agent",
+    ]))?;
     let config_path = root.join("target/demo/imag.toml");
     std::fs::create_dir_all(config_path.parent().expect("has a parent"))?;
     std::fs::write(&config_path, CONFIG)?;
     // Start cold: a container left running by an earlier demo would answer without a wake.
-    let _ = Command::new("docker").args(["rm", "-f", "imag-web"]).output();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "imag-web"])
+        .output();
 
-    let client = ClientNs::create(NETNS, HOST_IF, "10.78.0.1/24", "10.78.0.2/24", &["10.77.0.0/24"])
-        .context("creating the demo's client namespace")?;
-    println!("client namespace {NETNS} (10.78.0.2) → {HOST_IF} (10.78.0.1) → imaginary 10.77.0.0/24");
+    let client = ClientNs::create(
+        NETNS,
+        HOST_IF,
+        "10.78.0.1/24",
+        "10.78.0.2/24",
+        &["10.77.0.0/24"],
+    )
+    .context("creating the demo's client namespace")?;
+    println!(
+        "client namespace {NETNS} (10.78.0.2) → {HOST_IF} (10.78.0.1) → imaginary 10.77.0.0/24"
+    );
 
     let mut agent = Agent::start(&root.join("target/release/imag-agent"), &config_path)?;
     let result = requests(&client, &mut agent);
@@ -50,7 +64,10 @@ fn requests(client: &ClientNs, agent: &mut Agent) -> anyhow::Result<()> {
         .run(|| crate::netkit::http_get(addr, Duration::from_secs(30)))?
         .context("the request to the cold host failed")?;
     print!("{body}");
-    println!("→ answered in {:.1} ms (cold: container created, started, probed, first SYN re-delivered)", ms(took));
+    println!(
+        "→ answered in {:.1} ms (cold: container created, started, probed, first SYN re-delivered)",
+        ms(took)
+    );
     let woke = agent.wait_for_line("woke", Duration::from_secs(5))?;
     println!("  agent: {}", phases(&woke));
     let retrans = client.run(|| crate::netkit::net_counter("TcpExt", "TCPSynRetrans"))??;
@@ -59,7 +76,10 @@ fn requests(client: &ClientNs, agent: &mut Agent) -> anyhow::Result<()> {
     let (body, took) = client.run(|| crate::netkit::http_get(addr, Duration::from_secs(5)))??;
     println!("\n$ curl http://{SERVICE}/   # again, now warm");
     print!("{body}");
-    println!("→ answered in {:.2} ms (warm: straight through the kernel, no proxy)", ms(took));
+    println!(
+        "→ answered in {:.2} ms (warm: straight through the kernel, no proxy)",
+        ms(took)
+    );
     Ok(())
 }
 

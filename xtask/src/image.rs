@@ -12,23 +12,41 @@ pub const IMAGE: &str = "imag-example/hello";
 pub fn build() -> anyhow::Result<()> {
     let root = workspace_root();
     let target_dir = root.join("target/example-image");
-    run_cmd(Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "imag-example", "--target", "x86_64-unknown-linux-gnu"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"))
+    run_cmd(
+        Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "imag-example",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )
     .context("building the example service failed")?;
     let context = target_dir.join("context");
     std::fs::create_dir_all(&context)?;
-    std::fs::copy(target_dir.join("x86_64-unknown-linux-gnu/release/hello"), context.join("hello"))
-        .context("copying the example binary into the image context")?;
-    std::fs::copy(root.join("examples/hello/Dockerfile"), context.join("Dockerfile"))?;
-    run_cmd(Command::new("docker")
-        .args(["build", "--quiet", "-t", IMAGE])
-        .arg(&context)
-        .env("DOCKER_BUILDKIT", "0")
-        .stdout(std::process::Stdio::null()))
+    std::fs::copy(
+        target_dir.join("x86_64-unknown-linux-gnu/release/hello"),
+        context.join("hello"),
+    )
+    .context("copying the example binary into the image context")?;
+    std::fs::copy(
+        root.join("examples/hello/Dockerfile"),
+        context.join("Dockerfile"),
+    )?;
+    run_cmd(
+        Command::new("docker")
+            .args(["build", "--quiet", "-t", IMAGE])
+            .arg(&context)
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(std::process::Stdio::null()),
+    )
     .context("building the example image failed")?;
     eprintln!("xtask: built image {IMAGE}");
     Ok(())

@@ -58,7 +58,9 @@ impl ClientNs {
             host_cidr: host_cidr.to_string(),
             client_cidr: client_cidr.to_string(),
         };
-        ip(&["link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name])?;
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name,
+        ])?;
         ip(&["addr", "add", host_cidr, "dev", host_if])?;
         ip(&["link", "set", host_if, "up"])?;
         ip(&["-n", name, "addr", "add", client_cidr, "dev", "eth0"])?;
@@ -73,7 +75,10 @@ impl ClientNs {
 
     /// The client's own address.
     pub fn client_addr(&self) -> &str {
-        self.client_cidr.split('/').next().unwrap_or(&self.client_cidr)
+        self.client_cidr
+            .split('/')
+            .next()
+            .unwrap_or(&self.client_cidr)
     }
 
     /// Runs `f` on a thread that has entered this namespace.
@@ -113,19 +118,30 @@ pub fn http_get(addr: SocketAddr, timeout: Duration) -> io::Result<(String, Dura
     let start = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(stream, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let elapsed = start.elapsed();
     let body = match response.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => body.to_string(),
-        _ => return Err(io::Error::other(format!("unexpected HTTP response: {response:?}"))),
+        _ => {
+            return Err(io::Error::other(format!(
+                "unexpected HTTP response: {response:?}"
+            )));
+        }
     };
     Ok((body, elapsed))
 }
 
 /// One UDP request and its answer, and the time it took.
-pub fn udp_request(addr: SocketAddr, request: &[u8], timeout: Duration) -> io::Result<(Vec<u8>, Duration)> {
+pub fn udp_request(
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> io::Result<(Vec<u8>, Duration)> {
     let socket = UdpSocket::bind("0.0.0.0:0")?;
     socket.set_read_timeout(Some(timeout))?;
     let start = Instant::now();
@@ -138,11 +154,15 @@ pub fn udp_request(addr: SocketAddr, request: &[u8], timeout: Duration) -> io::R
 /// A counter from the calling thread's namespace's /proc/net/netstat or /proc/net/snmp, e.g.
 /// `("TcpExt", "TCPSynRetrans")`.
 pub fn net_counter(group: &str, name: &str) -> io::Result<u64> {
-    for file in ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"] {
+    for file in [
+        "/proc/thread-self/net/netstat",
+        "/proc/thread-self/net/snmp",
+    ] {
         let text = std::fs::read_to_string(file)?;
         let mut lines = text.lines();
         while let (Some(header), Some(values)) = (lines.next(), lines.next()) {
-            let (Some(h), Some(v)) = (header.strip_prefix(group), values.strip_prefix(group)) else {
+            let (Some(h), Some(v)) = (header.strip_prefix(group), values.strip_prefix(group))
+            else {
                 continue;
             };
             if !h.starts_with(':') {

@@ -22,22 +22,31 @@ pub fn require_privileges(what: &str) -> anyhow::Result<()> {
         );
     }
     if let Some(release) = output(Command::new("uname").arg("-r")) {
-        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|p| p.parse::<u32>().ok());
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if (major, minor) < (5, 18) {
-            bail!("kernel {release} is too old: imag re-delivers held packets with XDP live frames (Linux 5.18 or newer)");
+            bail!(
+                "kernel {release} is too old: imag re-delivers held packets with XDP live frames (Linux 5.18 or newer)"
+            );
         }
     }
     for (tool, package) in [("ip", "iproute2"), ("iptables", "iptables")] {
-        if output(Command::new(tool).arg("-V")).is_none() && output(Command::new(tool).arg("--version")).is_none() {
+        if output(Command::new(tool).arg("-V")).is_none()
+            && output(Command::new(tool).arg("--version")).is_none()
+        {
             bail!("`{tool}` is not installed: install the {package} package");
         }
     }
     if output(Command::new("docker").arg("--version")).is_none() {
         bail!("the docker command is not installed: install Docker (the engine and its CLI)");
     }
-    if output(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])).is_none() {
-        bail!("the Docker engine is not reachable: start it (e.g. `systemctl start docker`) and check /var/run/docker.sock");
+    if output(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])).is_none()
+    {
+        bail!(
+            "the Docker engine is not reachable: start it (e.g. `systemctl start docker`) and check /var/run/docker.sock"
+        );
     }
     Ok(())
 }

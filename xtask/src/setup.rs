@@ -51,7 +51,8 @@ fn put_cargo_bin_on_path() {
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {
-    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])).map(PathBuf::from)
+    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+        .map(PathBuf::from)
 }
 
 fn ensure_nightly_with_rust_src() -> anyhow::Result<()> {
@@ -66,13 +67,22 @@ fn ensure_nightly_with_rust_src() -> anyhow::Result<()> {
             "--component",
             "rust-src",
         ]))
-        .context("installing the nightly toolchain failed; check network access to static.rust-lang.org")?;
+        .context(
+            "installing the nightly toolchain failed; check network access to static.rust-lang.org",
+        )?;
     }
-    let sysroot = nightly_sysroot().context("the nightly toolchain does not run after installing it")?;
+    let sysroot =
+        nightly_sysroot().context("the nightly toolchain does not run after installing it")?;
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         eprintln!("xtask: adding the rust-src component to the nightly toolchain");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("adding rust-src to the nightly toolchain failed; check network access")?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("adding rust-src to the nightly toolchain failed; check network access")?;
     }
     Ok(())
 }
@@ -100,15 +110,21 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+            })
         })
-        .with_context(|| format!("no libLLVM in {}: the nightly toolchain looks incomplete", lib_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM in {}: the nightly toolchain looks incomplete",
+                lib_dir.display()
+            )
+        })?;
 
     let prefix = cargo_home().join(format!("imag-llvm-{llvm_major}"));
     let prefix_lib = prefix.join("lib");
-    std::fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
     let soname = libllvm.file_name().expect("a file").to_owned();
     for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(&soname)] {
         let _ = std::fs::remove_file(&link);
@@ -118,11 +134,21 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     eprintln!(
         "xtask: building bpf-linker against the nightly toolchain's LLVM {llvm_major} (about 2 minutes, once)"
     );
-    run_cmd(Command::new(env!("CARGO"))
-        .args(["install", "bpf-linker", "--force", "--no-default-features", "--features"])
-        .arg(format!("llvm-{llvm_major}"))
-        .env("LLVM_PREFIX", &prefix))
-    .context("building bpf-linker failed; it needs a C compiler (gcc) and network access to crates.io")?;
+    run_cmd(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{llvm_major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context(
+        "building bpf-linker failed; it needs a C compiler (gcc) and network access to crates.io",
+    )?;
     if !bpf_linker_works() {
         bail!(
             "bpf-linker was built but does not run; check that {} points at the nightly toolchain's libLLVM",

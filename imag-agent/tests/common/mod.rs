@@ -31,7 +31,9 @@ pub fn require_environment() {
         0,
         "the integration tests need root (eBPF, namespaces, Docker): run `cargo xtask test` as root"
     );
-    let image = Command::new("docker").args(["image", "inspect", IMAGE]).output();
+    let image = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
     assert!(
         image.is_ok_and(|o| o.status.success()),
         "the example image {IMAGE} is missing (or Docker is unreachable): `cargo xtask test` builds \
@@ -107,14 +109,21 @@ impl Slot {
     /// Removes whatever an earlier, interrupted run of this slot left behind.
     pub fn clean_docker(&self) {
         let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=imag.network={}", self.network())])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=imag.network={}", self.network()),
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default();
         for id in ids.split_whitespace() {
             let _ = Command::new("docker").args(["rm", "-f", id]).output();
         }
-        let _ = Command::new("docker").args(["network", "rm", &self.network()]).output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network()])
+            .output();
     }
 }
 
@@ -173,11 +182,21 @@ impl Agent {
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 return line.clone();
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("imag-agent exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "imag-agent exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                panic!("imag-agent did not log {needle:?} within {timeout:?}:\n{}", self.log_text());
+                panic!(
+                    "imag-agent did not log {needle:?} within {timeout:?}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -189,7 +208,13 @@ impl Agent {
 
     /// Log lines containing `needle`.
     pub fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Sends SIGTERM and waits for the agent to exit; returns its exit status.
@@ -204,7 +229,10 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("imag-agent did not exit within 30 s of SIGTERM:\n{}", self.log_text());
+                panic!(
+                    "imag-agent did not exit within 30 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -235,10 +263,18 @@ pub fn docker_inspect(container: &str, format: &str) -> Option<String> {
 /// Containers (any state) on the slot's network.
 pub fn containers_of(slot: &Slot) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=imag.network={}", slot.network())])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=imag.network={}", slot.network()),
+        ])
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 pub fn http_addr(addr: Ipv4Addr) -> SocketAddr {
