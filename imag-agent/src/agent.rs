@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+use imag_common::IFACE_FLAG_BRIDGE;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -17,8 +18,8 @@ use crate::{
     hostnet::{self, ForwardRule},
     interfaces::Interface,
     orchestrator::{
-        HoldLimits, Orchestrator,
-        state::{HostState, Policy, Tier},
+        Orchestrator,
+        state::{HostState, Tier},
     },
     runtime::{ContainerRuntime, ContainerSpec, ContainerStatus, Observed, docker::Docker},
 };
@@ -83,13 +84,14 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let mut datapath = Datapath::load()?;
     let held_frames = datapath.take_held_frames()?;
     let logger = datapath.take_logger();
-    let mut orchestrator = Orchestrator::new(
-        hosts,
-        datapath,
-        docker,
-        Policy::default(),
-        HoldLimits::default(),
-    );
+    let bridge = Interface::lookup(&config.network.bridge).with_context(|| {
+        format!(
+            "Docker network {} has no bridge named {}",
+            config.network.name, config.network.bridge
+        )
+    })?;
+    let mut orchestrator =
+        Orchestrator::new(hosts, datapath, docker, &config, Some(bridge.clone()));
     orchestrator.publish_hosts()?;
 
     let mut undo = Undo::default();
@@ -97,8 +99,14 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         undo.run();
         return Err(err);
     }
-    for iface in &interfaces {
-        if let Err(err) = orchestrator.datapath_mut().attach(iface, opts.xdp_mode, 0) {
+    // The bridge too: containers reach cold hosts through it (and ask it for their neighbours).
+    let attachments = interfaces.iter().map(|i| (i, opts.xdp_mode, 0)).chain([(
+        &bridge,
+        XdpModeChoice::Generic,
+        IFACE_FLAG_BRIDGE,
+    )]);
+    for (iface, mode, flags) in attachments {
+        if let Err(err) = orchestrator.datapath_mut().attach(iface, mode, flags) {
             orchestrator.datapath_mut().detach_all();
             undo.run();
             return Err(err.into());
@@ -134,9 +142,10 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     undo.run();
     let c = orchestrator.counters;
     info!(
+        held = c.held,
         delivered = c.delivered,
         refused = c.refused,
-        dropped = c.dropped_host_limit + c.dropped_unknown_host + c.dropped_unparsable,
+        dropped = c.dropped(),
         "detached"
     );
     Ok(())

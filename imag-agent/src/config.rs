@@ -22,14 +22,53 @@ use toml::Spanned;
 pub const DEFAULT_NETWORK_NAME: &str = "imag";
 /// Default name of the Linux bridge behind the Docker network.
 pub const DEFAULT_BRIDGE_NAME: &str = "imag0";
-/// Default time a wake may take from start to ready before it counts as failed.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a wake may take from the start request to ready before it counts as failed.
+pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub network: NetworkConfig,
     pub hosts: Vec<HostConfig>,
+    pub hold: HoldConfig,
+    pub wake: WakeConfig,
+}
+
+/// Bounds on packets held for hosts that are waking (`[hold]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldConfig {
+    pub max_packets_per_host: usize,
+    pub max_bytes_per_host: usize,
+    pub max_packets: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        HoldConfig {
+            max_packets_per_host: 1024,
+            max_bytes_per_host: 4 << 20,
+            max_packets: 16384,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How failed wakes are retried (`[wake]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakeConfig {
+    /// Wait after a failed wake before a packet may retry; doubles with each further failure.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for WakeConfig {
+    fn default() -> Self {
+        WakeConfig {
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +81,10 @@ pub struct NetworkConfig {
     pub subnet: Ipv4Net,
     /// The bridge's own address (the first address of the subnet unless configured).
     pub gateway: Ipv4Addr,
+    /// Default for hosts: answer ARP for them on attach interfaces while they are not warm.
+    pub proxy_arp: bool,
+    /// Default for hosts: answer pings for them while they are not warm.
+    pub answer_ping: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,10 +97,16 @@ pub struct HostConfig {
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub ready: ReadyProbe,
-    /// How long a wake may take from start to ready.
-    pub ready_timeout: Duration,
+    /// How long a wake may take from the start request to ready; also how long a held packet
+    /// may wait before it is discarded.
+    pub wake_timeout: Duration,
     /// Time without traffic after which the host may sleep (used by the lifecycle work).
     pub idle_timeout: Option<Duration>,
+    /// Answer ARP for this host on attach interfaces while it is not warm (the bridge always
+    /// answers).
+    pub proxy_arp: bool,
+    /// Answer pings from the datapath while not warm, without waking the host.
+    pub answer_ping: bool,
 }
 
 /// How the agent decides that a started container can take its held packets.
@@ -65,6 +114,11 @@ pub struct HostConfig {
 pub enum ReadyProbe {
     /// A TCP connection to the host's address and this port succeeds.
     Tcp(u16),
+    /// A UDP socket is bound to this port inside the container (for services that never listen
+    /// on TCP).
+    Udp(u16),
+    /// This long after the engine reports the container running.
+    Delay(Duration),
     /// The engine reports the container running.
     Running,
 }
@@ -73,6 +127,8 @@ impl fmt::Display for ReadyProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadyProbe::Tcp(port) => write!(f, "tcp:{port}"),
+            ReadyProbe::Udp(port) => write!(f, "udp:{port}"),
+            ReadyProbe::Delay(d) => write!(f, "delay:{}", humantime::format_duration(*d)),
             ReadyProbe::Running => write!(f, "running"),
         }
     }
@@ -202,6 +258,24 @@ mod raw {
         pub network: Spanned<Network>,
         #[serde(default)]
         pub host: Vec<Spanned<Host>>,
+        pub hold: Option<Hold>,
+        pub wake: Option<Wake>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hold {
+        pub max_packets_per_host: Option<Spanned<usize>>,
+        pub max_bytes_per_host: Option<Spanned<usize>>,
+        pub max_packets: Option<Spanned<usize>>,
+        pub max_bytes: Option<Spanned<usize>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Wake {
+        pub backoff: Option<Spanned<String>>,
+        pub backoff_max: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -211,6 +285,8 @@ mod raw {
         pub name: Option<Spanned<String>>,
         pub bridge: Option<Spanned<String>>,
         pub gateway: Option<Spanned<String>>,
+        pub proxy_arp: Option<bool>,
+        pub answer_ping: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -225,8 +301,10 @@ mod raw {
         #[serde(default)]
         pub ports: Vec<Spanned<u16>>,
         pub ready: Option<Spanned<String>>,
-        pub ready_timeout: Option<Spanned<String>>,
+        pub wake_timeout: Option<Spanned<String>>,
         pub idle_timeout: Option<Spanned<String>>,
+        pub proxy_arp: Option<bool>,
+        pub answer_ping: Option<bool>,
     }
 }
 
@@ -267,9 +345,13 @@ fn validate(raw: raw::Config, report: &mut Report<'_>) -> Option<Config> {
             hosts.push(host);
         }
     }
+    let hold = validate_hold(raw.hold.as_ref(), report);
+    let wake = validate_wake(raw.wake.as_ref(), report);
     Some(Config {
         network: network?,
         hosts,
+        hold: hold?,
+        wake: wake?,
     })
 }
 
@@ -366,6 +448,8 @@ fn validate_network(raw: &Spanned<raw::Network>, report: &mut Report<'_>) -> Opt
         bridge,
         subnet,
         gateway,
+        proxy_arp: net.proxy_arp.unwrap_or(false),
+        answer_ping: net.answer_ping.unwrap_or(true),
     })
 }
 
@@ -468,9 +552,9 @@ fn validate_host(
             None => ReadyProbe::Running,
         }),
     };
-    let ready_timeout = match &host.ready_timeout {
-        None => Some(DEFAULT_READY_TIMEOUT),
-        Some(text) => duration(text, "ready_timeout", report),
+    let wake_timeout = match &host.wake_timeout {
+        None => Some(DEFAULT_WAKE_TIMEOUT),
+        Some(text) => duration(text, "wake_timeout", report),
     };
     let idle_timeout = match &host.idle_timeout {
         None => Some(None),
@@ -487,8 +571,14 @@ fn validate_host(
         env: host.env.clone(),
         ports,
         ready: ready?,
-        ready_timeout: ready_timeout?,
+        wake_timeout: wake_timeout?,
         idle_timeout: idle_timeout?,
+        proxy_arp: host
+            .proxy_arp
+            .unwrap_or(network.is_some_and(|n| n.proxy_arp)),
+        answer_ping: host
+            .answer_ping
+            .unwrap_or(network.is_none_or(|n| n.answer_ping)),
     })
 }
 
@@ -513,21 +603,87 @@ fn duration(text: &Spanned<String>, key: &str, report: &mut Report<'_>) -> Optio
     }
 }
 
-/// Parses a ready probe: `tcp:PORT` or `running`.
+/// Parses a ready probe: `tcp:PORT`, `udp:PORT`, `delay:DURATION` or `running`.
 pub fn parse_probe(text: &str) -> Result<ReadyProbe, String> {
     let bad = || {
         format!(
-            "ready probe {text:?} is not one of \"tcp:PORT\" or \"running\" (e.g. \"tcp:8080\")"
+            "ready probe {text:?} is not one of \"tcp:PORT\", \"udp:PORT\", \"delay:DURATION\" or \
+             \"running\" (e.g. \"tcp:8080\", \"udp:53\", \"delay:200ms\")"
         )
     };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
     match text.split_once(':') {
         None if text == "running" => Ok(ReadyProbe::Running),
-        Some(("tcp", port)) => match port.parse::<u16>() {
-            Ok(port) if port != 0 => Ok(ReadyProbe::Tcp(port)),
-            _ => Err(bad()),
-        },
+        Some(("tcp", p)) => Ok(ReadyProbe::Tcp(port(p)?)),
+        Some(("udp", p)) => Ok(ReadyProbe::Udp(port(p)?)),
+        Some(("delay", d)) => humantime::parse_duration(d)
+            .map(ReadyProbe::Delay)
+            .map_err(|_| bad()),
         _ => Err(bad()),
     }
+}
+
+fn validate_hold(raw: Option<&raw::Hold>, report: &mut Report<'_>) -> Option<HoldConfig> {
+    let defaults = HoldConfig::default();
+    let Some(raw) = raw else {
+        return Some(defaults);
+    };
+    let mut ok = true;
+    let mut limit = |value: &Option<Spanned<usize>>, default: usize, key: &str| match value {
+        Some(v) if *v.get_ref() == 0 => {
+            report(span(v), format!("{key} must be at least 1"));
+            ok = false;
+            default
+        }
+        Some(v) => *v.get_ref(),
+        None => default,
+    };
+    let hold = HoldConfig {
+        max_packets_per_host: limit(
+            &raw.max_packets_per_host,
+            defaults.max_packets_per_host,
+            "max_packets_per_host",
+        ),
+        max_bytes_per_host: limit(
+            &raw.max_bytes_per_host,
+            defaults.max_bytes_per_host,
+            "max_bytes_per_host",
+        ),
+        max_packets: limit(&raw.max_packets, defaults.max_packets, "max_packets"),
+        max_bytes: limit(&raw.max_bytes, defaults.max_bytes, "max_bytes"),
+    };
+    ok.then_some(hold)
+}
+
+fn validate_wake(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Option<WakeConfig> {
+    let defaults = WakeConfig::default();
+    let Some(raw) = raw else {
+        return Some(defaults);
+    };
+    let backoff = match &raw.backoff {
+        Some(text) => duration(text, "backoff", report),
+        None => Some(defaults.backoff),
+    };
+    let backoff_max = match &raw.backoff_max {
+        Some(text) => duration(text, "backoff_max", report),
+        None => Some(defaults.backoff_max),
+    };
+    let (backoff, backoff_max) = (backoff?, backoff_max?);
+    if backoff > backoff_max {
+        report(
+            raw.backoff.as_ref().and_then(span),
+            format!(
+                "backoff ({}) is longer than backoff_max ({})",
+                humantime::format_duration(backoff),
+                humantime::format_duration(backoff_max)
+            ),
+        );
+        return None;
+    }
+    Some(WakeConfig {
+        backoff,
+        backoff_max,
+    })
 }
 
 /// Docker's rule for container and network names.
@@ -578,7 +734,11 @@ idle_timeout = "5m"
             "ready defaults to tcp on the first port"
         );
         assert_eq!(web.idle_timeout, Some(Duration::from_secs(300)));
-        assert_eq!(web.ready_timeout, DEFAULT_READY_TIMEOUT);
+        assert_eq!(web.wake_timeout, DEFAULT_WAKE_TIMEOUT);
+        assert!(!web.proxy_arp, "proxy ARP is opt-in");
+        assert!(web.answer_ping, "pings are answered by default");
+        assert_eq!(config.hold, HoldConfig::default());
+        assert_eq!(config.wake, WakeConfig::default());
         assert_eq!(web.env.get("GREETING").map(String::as_str), Some("hi"));
         assert_eq!(
             web.command.as_deref(),
@@ -619,7 +779,7 @@ subnet = "10.77.0.0/24"
 name = "a"
 address = "10.78.0.5"
 image = "x"
-ready_timeout = "soon"
+wake_timeout = "soon"
 
 [[host]]
 name = "b"
@@ -637,14 +797,14 @@ idle_timeout = "5 parsecs"
         let summary: Vec<(usize, usize)> = found.iter().map(|p| (p.0, p.1)).collect();
         assert_eq!(
             summary,
-            vec![(6, 11), (8, 17), (14, 9), (17, 8), (18, 11), (20, 16)],
+            vec![(6, 11), (8, 16), (14, 9), (17, 8), (18, 11), (20, 16)],
             "{found:#?}"
         );
         assert!(found[0].2.contains("outside the subnet 10.77.0.0/24"));
         assert!(
             found[1]
                 .2
-                .contains("ready_timeout \"soon\" is not a duration")
+                .contains("wake_timeout \"soon\" is not a duration")
         );
         assert!(found[2].2.contains("ready probe \"http:80\""));
         assert!(
@@ -702,8 +862,62 @@ idle_timeout = "5 parsecs"
     }
 
     #[test]
+    fn network_defaults_apply_to_hosts_unless_overridden() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+proxy_arp = true
+answer_ping = false
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+proxy_arp = false
+answer_ping = true
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        assert!(config.hosts[0].proxy_arp && !config.hosts[0].answer_ping);
+        assert!(!config.hosts[1].proxy_arp && config.hosts[1].answer_ping);
+    }
+
+    #[test]
+    fn hold_and_wake_sections() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+[hold]
+max_packets_per_host = 8
+max_bytes = 100000
+[wake]
+backoff = "200ms"
+backoff_max = "2s"
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        assert_eq!(config.hold.max_packets_per_host, 8);
+        assert_eq!(config.hold.max_bytes, 100_000);
+        assert_eq!(config.hold.max_packets, HoldConfig::default().max_packets);
+        assert_eq!(config.wake.backoff, Duration::from_millis(200));
+        assert_eq!(config.wake.backoff_max, Duration::from_secs(2));
+
+        let bad = "[network]\nsubnet = \"10.0.0.0/24\"\n[hold]\nmax_packets = 0\n[wake]\nbackoff = \"1m\"\nbackoff_max = \"1s\"\n";
+        let found = problems(bad);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].2.contains("max_packets must be at least 1"));
+        assert!(found[1].2.contains("longer than backoff_max"));
+    }
+
+    #[test]
     fn probe_syntax() {
         assert_eq!(parse_probe("tcp:80"), Ok(ReadyProbe::Tcp(80)));
+        assert_eq!(parse_probe("udp:53"), Ok(ReadyProbe::Udp(53)));
+        assert_eq!(
+            parse_probe("delay:250ms"),
+            Ok(ReadyProbe::Delay(Duration::from_millis(250)))
+        );
+        assert!(parse_probe("delay:soon").is_err());
+        assert!(parse_probe("udp:0").is_err());
         assert_eq!(parse_probe("running"), Ok(ReadyProbe::Running));
         assert!(parse_probe("tcp:0").is_err());
         assert!(parse_probe("tcp:http").is_err());

@@ -17,3 +17,4 @@ pub mod interfaces;
 pub mod orchestrator;
 pub mod readiness;
 pub mod runtime;
+pub mod wire;

@@ -1,18 +1,23 @@
 //! Deciding that a started container can take its held packets.
 //!
-//! `tcp:PORT` polls a TCP connect from the host to the container's address every millisecond (a
-//! refused connect returns at once, so a poll costs microseconds), and checks every 50 ms that
-//! the container is still running, so that a crashing service fails its wake at once instead of
-//! at the ready timeout.
+//! - `tcp:PORT` polls a TCP connect from the host to the container's address every millisecond
+//!   (a refused connect returns at once, so a poll costs microseconds);
+//! - `udp:PORT` polls the container's own socket table (`/proc/<pid>/net/udp{,6}`, which shows
+//!   the container's network namespace) for a socket bound to the port: "started and bound";
+//! - `delay:D` waits D after the engine reports the container running;
+//! - `running` is ready at once.
+//!
+//! Every 50 ms the container is checked to be still running, so that a crashing service fails its
+//! wake at once instead of at the wake timeout.
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpStream, time::Instant};
 
-use crate::{config::ReadyProbe, runtime::ContainerRuntime};
+use crate::{
+    config::ReadyProbe,
+    runtime::{ContainerRuntime, ContainerSpec},
+};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -22,7 +27,9 @@ const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadyError {
     #[error(
-        "not ready after {timeout:?} (probe {probe}); raise ready_timeout if the service starts slowly"
+        "not ready within the wake timeout of {} (probe {probe}); raise wake_timeout if the \
+         service starts slowly",
+        humantime::format_duration(*timeout)
     )]
     Timeout {
         probe: ReadyProbe,
@@ -36,37 +43,58 @@ impl ReadyError {
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            ReadyError::Timeout { .. } => "ready_timeout",
+            ReadyError::Timeout { .. } => "wake_timeout",
             ReadyError::Exited(_) => "exited",
         }
     }
 }
 
-/// Waits until `probe` passes for the container at `addr`, it exits, or `timeout` passes.
+/// Waits until `probe` passes for the host's container, it exits, or `deadline` passes.
 pub async fn wait_ready<R: ContainerRuntime>(
     runtime: &R,
-    container_id: &str,
+    spec: &ContainerSpec,
     probe: ReadyProbe,
-    addr: Ipv4Addr,
+    deadline: Instant,
     timeout: Duration,
 ) -> Result<(), ReadyError> {
-    let deadline = Instant::now() + timeout;
+    let timed_out = || ReadyError::Timeout { probe, timeout };
+    let check = match probe {
+        ReadyProbe::Running => return Ok(()),
+        ReadyProbe::Delay(delay) => {
+            if Instant::now() + delay > deadline {
+                return Err(timed_out());
+            }
+            tokio::time::sleep(delay).await;
+            return runtime
+                .running_info(spec)
+                .await
+                .map(|_| ())
+                .map_err(ReadyError::Exited);
+        }
+        ReadyProbe::Tcp(port) => Check::Tcp(SocketAddr::from((spec.address, port))),
+        ReadyProbe::Udp(port) => {
+            let info = runtime
+                .running_info(spec)
+                .await
+                .map_err(ReadyError::Exited)?;
+            Check::UdpBound {
+                pid: info.pid,
+                port,
+            }
+        }
+    };
     let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
     loop {
-        let passed = match probe {
-            ReadyProbe::Running => true,
-            ReadyProbe::Tcp(port) => tcp_accepts(SocketAddr::from((addr, port))).await,
-        };
-        if passed {
+        if check.passes().await {
             return Ok(());
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ReadyError::Timeout { probe, timeout });
+            return Err(timed_out());
         }
         if now >= next_liveness_check {
             runtime
-                .check_running(container_id)
+                .running_info(spec)
                 .await
                 .map_err(ReadyError::Exited)?;
             next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
@@ -75,9 +103,53 @@ pub async fn wait_ready<R: ContainerRuntime>(
     }
 }
 
-async fn tcp_accepts(addr: SocketAddr) -> bool {
-    matches!(
-        tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+enum Check {
+    Tcp(SocketAddr),
+    UdpBound { pid: u32, port: u16 },
+}
+
+impl Check {
+    async fn passes(&self) -> bool {
+        match *self {
+            Check::Tcp(addr) => matches!(
+                tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            ),
+            Check::UdpBound { pid, port } => ["udp", "udp6"].iter().any(|table| {
+                std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+                    .is_ok_and(|text| socket_table_has_port(&text, port))
+            }),
+        }
+    }
+}
+
+/// Whether a /proc/net/{tcp,udp}[6] table lists a socket whose local port is `port`.
+pub fn socket_table_has_port(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|line| {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
+            == Some(port)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bound_ports_from_proc_tables() {
+        let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41 2 0 0
+";
+        assert!(socket_table_has_port(udp, 5353));
+        assert!(!socket_table_has_port(udp, 53));
+        let udp6 =
+            "  sl  local_address                         remote_address                        st
+   5: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07
+";
+        assert!(socket_table_has_port(udp6, 53));
+        assert!(!socket_table_has_port("header only\n", 53));
+    }
 }

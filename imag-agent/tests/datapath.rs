@@ -7,10 +7,15 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 use imag_agent::datapath::{Datapath, ring::parse_record};
-use imag_common::stat;
+use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, IFACE_FLAG_BRIDGE, stat};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+/// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
+const LO: u32 = 1;
+const IFACE_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const COLD: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 const WARM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
@@ -39,7 +44,7 @@ fn a_packet_for_a_cold_host_is_held_whole() {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     let frame = syn_to(COLD);
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap(), XDP_DROP);
+    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_DROP);
     let record = ring
         .next()
         .expect("a ring buffer record for the held frame");
@@ -58,11 +63,11 @@ fn packets_for_warm_hosts_and_other_addresses_pass() {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     assert_eq!(
-        datapath.run_hold_program(&syn_to(WARM), 0).unwrap(),
+        datapath.run_hold_program(&syn_to(WARM), 0).unwrap().0,
         XDP_PASS
     );
     assert_eq!(
-        datapath.run_hold_program(&syn_to(OTHER), 0).unwrap(),
+        datapath.run_hold_program(&syn_to(OTHER), 0).unwrap().0,
         XDP_PASS
     );
     assert!(ring.next().is_none(), "nothing held");
@@ -76,9 +81,9 @@ fn packets_for_warm_hosts_and_other_addresses_pass() {
 fn switching_a_host_to_pass_takes_effect_at_once() {
     let mut datapath = loaded();
     let frame = syn_to(COLD);
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap(), XDP_DROP);
+    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_DROP);
     datapath.set_host(COLD, 7, false, 0).unwrap();
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap(), XDP_PASS);
+    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_PASS);
 }
 
 #[test]
@@ -110,7 +115,7 @@ fn malformed_frames_for_a_cold_host_pass_untouched() {
         ("bare Ethernet header", runt),
     ] {
         assert_eq!(
-            datapath.run_hold_program(&frame, 0).unwrap(),
+            datapath.run_hold_program(&frame, 0).unwrap().0,
             XDP_PASS,
             "{what}"
         );
@@ -121,4 +126,124 @@ fn malformed_frames_for_a_cold_host_pass_untouched() {
         3,
         "options and fragments are counted"
     );
+}
+
+fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&[10, 98, 0, 2]);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+#[test]
+fn arp_for_a_cold_host_is_answered_on_the_bridge_with_its_mac() {
+    let mut datapath = loaded();
+    datapath
+        .set_interface(LO, IFACE_MAC, IFACE_FLAG_BRIDGE)
+        .unwrap();
+    let (verdict, reply) = datapath.run_hold_program(&arp_request(COLD), LO).unwrap();
+    assert_eq!(verdict, XDP_TX, "answered from the datapath");
+    assert_eq!(&reply[0..6], &CLIENT_MAC, "to the requester");
+    assert_eq!(&reply[6..12], &IFACE_MAC, "from the interface");
+    assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
+    assert_eq!(&reply[22..28], &IFACE_MAC, "sender MAC: the interface");
+    assert_eq!(&reply[28..32], &COLD.octets(), "sender IP: the cold host");
+    assert_eq!(&reply[32..38], &CLIENT_MAC);
+    assert_eq!(&reply[38..42], &[10, 98, 0, 2]);
+    assert_eq!(datapath.stats()[stat::ARP_ANSWERED as usize], 1);
+
+    // Warm hosts, and addresses imag does not know, answer for themselves.
+    for target in [WARM, OTHER] {
+        assert_eq!(
+            datapath
+                .run_hold_program(&arp_request(target), LO)
+                .unwrap()
+                .0,
+            XDP_PASS
+        );
+    }
+}
+
+#[test]
+fn arp_on_an_attach_interface_is_answered_only_with_proxy_arp() {
+    let mut datapath = loaded();
+    datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
+    assert_eq!(
+        datapath.run_hold_program(&arp_request(COLD), LO).unwrap().0,
+        XDP_PASS
+    );
+    datapath
+        .set_host(COLD, 7, true, HOST_FLAG_PROXY_ARP)
+        .unwrap();
+    assert_eq!(
+        datapath.run_hold_program(&arp_request(COLD), LO).unwrap().0,
+        XDP_TX
+    );
+    // A probe (sender 0.0.0.0) is never answered: it is someone checking the address is free.
+    let mut probe = arp_request(COLD);
+    probe[28..32].copy_from_slice(&[0; 4]);
+    assert_eq!(datapath.run_hold_program(&probe, LO).unwrap().0, XDP_PASS);
+}
+
+fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, IFACE_MAC)
+        .ipv4([10, 98, 0, 2], dst.octets(), 61)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut frame, b"are you there")
+        .unwrap();
+    frame
+}
+
+#[test]
+fn pings_to_a_cold_host_are_answered_without_holding() {
+    let mut datapath = loaded();
+    let mut ring = datapath.take_held_frames().unwrap();
+    datapath
+        .set_host(COLD, 7, true, HOST_FLAG_ANSWER_PING)
+        .unwrap();
+    let (verdict, reply) = datapath
+        .run_hold_program(&echo_request_to(COLD), 0)
+        .unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert!(
+        ring.next().is_none(),
+        "the ping is not held: it wakes nothing"
+    );
+    let packet = etherparse::SlicedPacket::from_ethernet(&reply).expect("a well-formed reply");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
+        panic!("IPv4")
+    };
+    assert_eq!(ip.header().source_addr(), COLD);
+    assert_eq!(ip.header().destination_addr(), Ipv4Addr::new(10, 98, 0, 2));
+    assert_eq!(ip.header().ttl(), 64);
+    assert_eq!(
+        ip.header().header_checksum(),
+        ip.header().to_header().calc_header_checksum(),
+        "IP checksum valid"
+    );
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+        panic!("ICMP")
+    };
+    assert_eq!(icmp.type_u8(), 0, "an echo reply");
+    assert_eq!(icmp.payload(), b"are you there");
+    let mut recomputed = icmp.header();
+    recomputed.update_checksum(icmp.payload());
+    assert_eq!(icmp.checksum(), recomputed.checksum, "ICMP checksum valid");
+
+    // Without the flag, a ping is a packet like any other: held, so that it wakes the host.
+    datapath.set_host(COLD, 7, true, 0).unwrap();
+    assert_eq!(
+        datapath
+            .run_hold_program(&echo_request_to(COLD), 0)
+            .unwrap()
+            .0,
+        XDP_DROP
+    );
+    assert!(ring.next().is_some());
 }

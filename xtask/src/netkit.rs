@@ -11,8 +11,8 @@
 use std::{
     fs::File,
     io::{self, Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::Command,
     time::{Duration, Instant},
 };
@@ -154,11 +154,17 @@ pub fn udp_request(
 /// A counter from the calling thread's namespace's /proc/net/netstat or /proc/net/snmp, e.g.
 /// `("TcpExt", "TCPSynRetrans")`.
 pub fn net_counter(group: &str, name: &str) -> io::Result<u64> {
-    for file in [
-        "/proc/thread-self/net/netstat",
-        "/proc/thread-self/net/snmp",
-    ] {
-        let text = std::fs::read_to_string(file)?;
+    net_counter_in("/proc/thread-self/net", group, name)
+}
+
+/// Like [`net_counter`], in the network namespace of process `pid` (e.g. a container's).
+pub fn net_counter_of(pid: u32, group: &str, name: &str) -> io::Result<u64> {
+    net_counter_in(&format!("/proc/{pid}/net"), group, name)
+}
+
+fn net_counter_in(dir: &str, group: &str, name: &str) -> io::Result<u64> {
+    for file in ["netstat", "snmp"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}"))?;
         let mut lines = text.lines();
         while let (Some(header), Some(values)) = (lines.next(), lines.next()) {
             let (Some(h), Some(v)) = (header.strip_prefix(group), values.strip_prefix(group))
@@ -176,4 +182,85 @@ pub fn net_counter(group: &str, name: &str) -> io::Result<u64> {
         }
     }
     Err(io::Error::other(format!("no counter {group}:{name}")))
+}
+
+/// Sends one ICMP echo request to `addr` (raw socket; needs root) and waits for its reply.
+pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid fd and option value of the stated size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut request = vec![8u8, 0, 0, 0];
+    request.extend_from_slice(&id.to_be_bytes());
+    request.extend_from_slice(&1u16.to_be_bytes());
+    request.extend_from_slice(b"imag ping");
+    let sum = internet_checksum(&request);
+    request[2..4].copy_from_slice(&sum.to_be_bytes());
+    // SAFETY: sockaddr_in is plain data.
+    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    to.sin_family = libc::AF_INET as u16;
+    to.sin_addr.s_addr = u32::from_ne_bytes(addr.octets());
+    let start = Instant::now();
+    // SAFETY: valid fd, buffer and address.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        // SAFETY: valid fd and buffer.
+        let len = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if len < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let packet = &buf[..len as usize];
+        let ihl = usize::from(packet[0] & 0x0f) * 4;
+        let Some(icmp) = packet.get(ihl..ihl + 8) else {
+            continue;
+        };
+        if packet[12..16] == addr.octets() && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"));
+        }
+    }
+}
+
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }

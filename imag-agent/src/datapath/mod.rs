@@ -191,17 +191,7 @@ impl Datapath {
         choice: XdpModeChoice,
         flags: u32,
     ) -> Result<(), DatapathError> {
-        let entry = InterfaceEntry {
-            mac: iface.mac,
-            _reserved: [0; 2],
-            flags,
-        };
-        self.interfaces
-            .insert(iface.index, entry, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "INTERFACES",
-                source,
-            })?;
+        self.set_interface(iface.index, iface.mac, flags)?;
         let program = self.hold_program()?;
         let modes: &[XdpMode] = match choice {
             XdpModeChoice::Driver => &[XdpMode::Driver],
@@ -230,6 +220,26 @@ impl Datapath {
             iface: iface.name.clone(),
             source: last_error.expect("at least one mode was tried"),
         })
+    }
+
+    /// Tells the datapath an interface's MAC address and `IFACE_FLAG_*` bits.
+    pub fn set_interface(
+        &mut self,
+        ifindex: u32,
+        mac: [u8; 6],
+        flags: u32,
+    ) -> Result<(), DatapathError> {
+        let entry = InterfaceEntry {
+            mac,
+            _reserved: [0; 2],
+            flags,
+        };
+        self.interfaces
+            .insert(ifindex, entry, 0)
+            .map_err(|source| DatapathError::Map {
+                map: "INTERFACES",
+                source,
+            })
     }
 
     /// Detaches `imag_hold` from every interface it was attached to.
@@ -298,25 +308,33 @@ impl Datapath {
         totals
     }
 
-    /// Runs `imag_hold` once on a crafted frame (BPF_PROG_TEST_RUN) and returns its verdict
-    /// (`XDP_PASS` = 2, `XDP_DROP` = 1, …), with all its map and ring buffer effects. For testing
-    /// the datapath without any traffic.
-    pub fn run_hold_program(&mut self, frame: &[u8], ifindex: u32) -> Result<u32, DatapathError> {
+    /// Runs `imag_hold` once on a crafted frame (BPF_PROG_TEST_RUN) as if it arrived on
+    /// `ifindex`, with all its map and ring buffer effects. Returns the verdict (`XDP_DROP` = 1,
+    /// `XDP_PASS` = 2, `XDP_TX` = 3) and the frame as the program left it. For testing the
+    /// datapath without traffic.
+    pub fn run_hold_program(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Result<(u32, Vec<u8>), DatapathError> {
         let program = self.hold_program()?;
         let ctx = xdp_md_for(ifindex, frame.len());
+        let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             ctx_in: Some(&ctx),
             repeat: 1,
             ..TestRunOptions::new()
         };
-        program
+        let result = program
             .test_run(opts)
-            .map(|result| result.return_value)
             .map_err(|source| DatapathError::Program {
                 name: HOLD_PROGRAM,
                 source,
-            })
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// Injects `frame` into the stack as if it had just arrived on `ifindex`.

@@ -6,42 +6,37 @@
 //! host ever interleave. Slow work (talking to the container engine, probing readiness) runs in
 //! spawned tasks that report back with a message; the orchestrator itself never waits on it.
 
+pub mod held;
 pub mod state;
 
 use std::{
-    collections::VecDeque,
+    collections::BTreeMap,
     net::Ipv4Addr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use self::state::{Action, Event, HostState, Policy, Tier};
+use self::{
+    held::{Admission, HeldPackets},
+    state::{Action, Event, HostState, Policy, Tier},
+};
 use crate::{
     clock::{monotonic_ns, ms_between},
     config::{Config, HostConfig},
     datapath::{Datapath, addr_key, ring::HeldFrame},
     frame,
+    interfaces::Interface,
     readiness::{self, ReadyError},
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
+    wire::Wire,
 };
 
-/// Limits on held packets, so that a flood towards a cold host cannot exhaust memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HoldLimits {
-    pub per_host_packets: usize,
-    pub per_host_bytes: usize,
-}
-
-impl Default for HoldLimits {
-    fn default() -> Self {
-        HoldLimits {
-            per_host_packets: 1024,
-            per_host_bytes: 4 << 20,
-        }
-    }
-}
+/// How often held packets are checked against their host's wake timeout.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The timings of one wake, as CLOCK_MONOTONIC nanoseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -97,8 +92,8 @@ pub struct Host {
     pub config: HostConfig,
     pub spec: ContainerSpec,
     pub state: HostState,
-    held: VecDeque<HeldFrame>,
-    held_bytes: usize,
+    /// `HOST_FLAG_*` bits for the datapath.
+    pub flags: u8,
     /// The wake under way: where it started from and its timings so far.
     wake: Option<(Tier, WakeTimings)>,
     pub last_wake: Option<WakeRecord>,
@@ -109,33 +104,52 @@ pub struct Host {
 
 impl Host {
     pub fn new(network: &str, config: HostConfig, state: HostState) -> Host {
+        let flags = if config.proxy_arp {
+            HOST_FLAG_PROXY_ARP
+        } else {
+            0
+        } | if config.answer_ping {
+            HOST_FLAG_ANSWER_PING
+        } else {
+            0
+        };
         Host {
             spec: ContainerSpec::for_host(network, &config),
             config,
             state,
-            held: VecDeque::new(),
-            held_bytes: 0,
+            flags,
             wake: None,
             last_wake: None,
             container_id: None,
             started_here: false,
         }
     }
-
-    pub fn held_packets(&self) -> usize {
-        self.held.len()
-    }
 }
 
 /// Counts of what happened to held packets, for logs and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HoldCounters {
+    pub held: u64,
     pub delivered: u64,
+    /// Answered with a RST or an ICMP error after a failed wake.
     pub refused: u64,
+    /// Dropped after a failed wake without an answer (nothing to answer, or sending failed).
+    pub dropped_unanswerable: u64,
     pub dropped_host_limit: u64,
+    pub dropped_global_limit: u64,
+    pub dropped_expired: u64,
     pub dropped_unknown_host: u64,
-    pub dropped_unparsable: u64,
     pub deliver_errors: u64,
+}
+
+impl HoldCounters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_unanswerable
+            + self.dropped_host_limit
+            + self.dropped_global_limit
+            + self.dropped_expired
+            + self.dropped_unknown_host
+    }
 }
 
 /// Messages from the tasks the orchestrator spawned.
@@ -174,11 +188,17 @@ pub struct Orchestrator<R: ContainerRuntime> {
     pub hosts: Vec<Host>,
     datapath: Datapath,
     runtime: R,
+    /// For refusals and neighbour announcements; `None` if it could not be opened.
+    wire: Option<Arc<Wire>>,
+    /// The imag bridge, where neighbours are told which MAC serves a host.
+    bridge: Option<Interface>,
     policy: Policy,
-    limits: HoldLimits,
+    pub held: HeldPackets,
     outcomes_tx: mpsc::UnboundedSender<Outcome>,
     outcomes_rx: mpsc::UnboundedReceiver<Outcome>,
     pub counters: HoldCounters,
+    /// Failed wakes by reason.
+    pub wake_failures: BTreeMap<&'static str, u64>,
 }
 
 impl<R: ContainerRuntime> Orchestrator<R> {
@@ -187,19 +207,34 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         hosts: Vec<Host>,
         datapath: Datapath,
         runtime: R,
-        policy: Policy,
-        limits: HoldLimits,
+        config: &Config,
+        bridge: Option<Interface>,
     ) -> Orchestrator<R> {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let wire = match Wire::open() {
+            Ok(wire) => Some(Arc::new(wire)),
+            Err(err) => {
+                warn!(error = %err, "cannot open a packet socket: failed wakes will time out \
+                    instead of being refused, and neighbours will not be told about wakes");
+                None
+            }
+        };
         Orchestrator {
+            held: HeldPackets::new(hosts.len(), config.hold),
             hosts,
             datapath,
             runtime,
-            policy,
-            limits,
+            wire,
+            bridge,
+            policy: Policy {
+                backoff_base: config.wake.backoff,
+                backoff_max: config.wake.backoff_max,
+                ..Policy::default()
+            },
             outcomes_tx,
             outcomes_rx,
             counters: HoldCounters::default(),
+            wake_failures: BTreeMap::new(),
         }
     }
 
@@ -228,7 +263,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         for (id, host) in self.hosts.iter().enumerate() {
             let hold = !matches!(host.state, HostState::Warm { .. });
             self.datapath
-                .set_host(host.config.address, id as u32, hold, 0)?;
+                .set_host(host.config.address, id as u32, hold, host.flags)?;
         }
         Ok(())
     }
@@ -240,10 +275,12 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
         loop {
             tokio::select! {
                 Some(frame) = held.recv() => self.on_held(frame),
                 Some(outcome) = self.outcomes_rx.recv() => self.on_outcome(outcome),
+                _ = expiry.tick() => self.expire_held(),
                 () = &mut shutdown => return,
             }
         }
@@ -251,7 +288,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
 
     fn on_held(&mut self, frame: HeldFrame) {
         let id = frame.header.host_id as usize;
-        let Some(host) = self.hosts.get_mut(id) else {
+        let Some(host) = self.hosts.get(id) else {
             self.counters.dropped_unknown_host += 1;
             return;
         };
@@ -259,20 +296,31 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             self.counters.dropped_unknown_host += 1;
             return;
         }
-        let len = frame.frame.len();
-        if host.held.len() >= self.limits.per_host_packets
-            || host.held_bytes + len > self.limits.per_host_bytes
-        {
-            self.counters.dropped_host_limit += 1;
-            debug!(host = %host.config.name, "hold queue full; packet dropped");
-        } else {
-            if host.wake.is_none() && host.held.is_empty() {
-                debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
+        self.counters.held += 1;
+        if host.wake.is_none() && self.held.is_empty(id) {
+            debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
+        }
+        match self.held.push(id, frame) {
+            Admission::Held => {}
+            Admission::DroppedHostLimit => {
+                self.counters.dropped_host_limit += 1;
+                debug!(host = %host.config.name, "hold queue of the host full; packet dropped");
             }
-            host.held_bytes += len;
-            host.held.push_back(frame);
+            Admission::DroppedGlobalLimit => {
+                self.counters.dropped_global_limit += 1;
+                debug!(host = %host.config.name, "global hold limit reached; packet dropped");
+            }
         }
         self.apply(id, Event::PacketHeld);
+    }
+
+    /// Discards held packets older than their host's wake timeout.
+    fn expire_held(&mut self) {
+        let now = monotonic_ns();
+        for (id, host) in self.hosts.iter().enumerate() {
+            let cutoff = now.saturating_sub(host.config.wake_timeout.as_nanos() as u64);
+            self.counters.dropped_expired += self.held.expire(id, cutoff) as u64;
+        }
     }
 
     fn on_outcome(&mut self, outcome: Outcome) {
@@ -291,6 +339,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     self.apply(host, Event::WakeSucceeded);
                 }
                 Err(err) => {
+                    *self.wake_failures.entry(err.reason()).or_default() += 1;
+                    let packets = self.held.len(host);
                     let h = &mut self.hosts[host];
                     warn!(host = %h.config.name, reason = err.reason(), error = %err, "wake failed");
                     let (from, timings) = h
@@ -301,7 +351,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         from,
                         timings,
                         failure: Some(format!("{}: {err}", err.reason())),
-                        packets: h.held.len(),
+                        packets,
                     });
                     self.apply(host, Event::WakeFailed);
                 }
@@ -353,8 +403,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     }
 
     fn start_wake(&mut self, id: usize, from: Tier) {
+        let held_ns = self.held.oldest_ns(id).unwrap_or(0);
         let host = &mut self.hosts[id];
-        let held_ns = host.held.front().map_or(0, |f| f.header.held_at_ns);
         host.wake = Some((
             from,
             WakeTimings {
@@ -366,7 +416,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         let runtime = self.runtime.clone();
         let spec = host.spec.clone();
         let probe = host.config.ready;
-        let timeout = host.config.ready_timeout;
+        let timeout = host.config.wake_timeout;
         let outcomes = self.outcomes_tx.clone();
         tokio::spawn(async move {
             let result = wake(&runtime, &spec, from, probe, timeout).await;
@@ -386,10 +436,9 @@ impl<R: ContainerRuntime> Orchestrator<R> {
 
     /// Re-injects every held packet, in arrival order, where it arrived.
     fn deliver_held(&mut self, id: usize) {
-        let host = &mut self.hosts[id];
-        let frames: Vec<HeldFrame> = host.held.drain(..).collect();
-        host.held_bytes = 0;
+        let frames = self.held.take(id);
         let count = frames.len();
+        let host = &mut self.hosts[id];
         for mut held in frames {
             if let Err(err) = frame::complete_checksum(&mut held.frame) {
                 // The datapath only holds plain IPv4 packets; anything else is a bug or a
@@ -404,41 +453,68 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 }
             }
         }
-        if let Some((from, mut timings)) = host.wake.take() {
-            timings.delivered_ns = monotonic_ns();
-            let [held, running, ready, delivered, total] = timings.phases_ms();
-            info!(
-                host = %host.config.name,
-                addr = %host.config.address,
-                from = from.as_str(),
-                outcome = "ok",
-                packets = count,
-                held_to_start_ms = format_args!("{held:.2}"),
-                start_to_running_ms = format_args!("{running:.2}"),
-                running_to_ready_ms = format_args!("{ready:.2}"),
-                ready_to_delivered_ms = format_args!("{delivered:.2}"),
-                total_ms = format_args!("{total:.2}"),
-                "woke"
-            );
-            host.last_wake = Some(WakeRecord {
-                from,
-                timings,
-                failure: None,
-                packets: count,
+        let Some((from, mut timings)) = host.wake.take() else {
+            if count > 0 {
+                debug!(host = %host.config.name, packets = count, "delivered packets that raced the switch to pass");
+            }
+            return;
+        };
+        timings.delivered_ns = monotonic_ns();
+        let [held, running, ready, delivered, total] = timings.phases_ms();
+        info!(
+            host = %host.config.name,
+            addr = %host.config.address,
+            from = from.as_str(),
+            outcome = "ok",
+            packets = count,
+            held_to_start_ms = format_args!("{held:.2}"),
+            start_to_running_ms = format_args!("{running:.2}"),
+            running_to_ready_ms = format_args!("{ready:.2}"),
+            ready_to_delivered_ms = format_args!("{delivered:.2}"),
+            total_ms = format_args!("{total:.2}"),
+            "woke"
+        );
+        host.last_wake = Some(WakeRecord {
+            from,
+            timings,
+            failure: None,
+            packets: count,
+        });
+        // Off the critical path: tell neighbours on the bridge the container's own MAC address, so
+        // that host-to-host traffic goes straight over the bridge instead of through the host.
+        if let (Some(wire), Some(bridge)) = (self.wire.clone(), self.bridge.as_ref()) {
+            let runtime = self.runtime.clone();
+            let spec = host.spec.clone();
+            let bridge = bridge.index;
+            tokio::spawn(async move {
+                if let Ok(info) = runtime.running_info(&spec).await
+                    && let Some(mac) = info.mac
+                {
+                    announce(&wire, bridge, spec.address, mac);
+                }
             });
-        } else if count > 0 {
-            debug!(host = %host.config.name, packets = count, "delivered packets that raced the switch to pass");
         }
     }
 
-    /// Drops every held packet of a host whose wake failed.
+    /// Answers every held packet of a host whose wake failed with a refusal (TCP RST, ICMP
+    /// unreachable), so that clients fail at once instead of timing out.
     fn refuse_held(&mut self, id: usize) {
-        let host = &mut self.hosts[id];
-        let count = host.held.len() as u64;
-        host.held.clear();
-        host.held_bytes = 0;
-        host.wake = None;
-        self.counters.refused += count;
+        let frames = self.held.take(id);
+        self.hosts[id].wake = None;
+        for held in frames {
+            let sent = match (&self.wire, frame::refusal(&held.frame)) {
+                (Some(wire), Some(reply)) => {
+                    wire.send(held.header.ifindex, &reply).map_err(|err| {
+                        debug!(error = %err, "sending a refusal failed");
+                    })
+                }
+                _ => Err(()),
+            };
+            match sent {
+                Ok(()) => self.counters.refused += 1,
+                Err(()) => self.counters.dropped_unanswerable += 1,
+            }
+        }
     }
 
     /// Stops the containers this agent started, in parallel; used on exit.
@@ -465,13 +541,12 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     pub fn host_by_address(&self, addr: Ipv4Addr) -> Option<&Host> {
         self.hosts.iter().find(|h| h.config.address == addr)
     }
+}
 
-    pub fn ready_timeout_max(&self) -> Duration {
-        self.hosts
-            .iter()
-            .map(|h| h.config.ready_timeout)
-            .max()
-            .unwrap_or_default()
+/// Broadcasts on the bridge that `ip` is at `mac`.
+fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
+    if let Err(err) = wire.send(bridge, &frame::gratuitous_arp(ip, mac)) {
+        debug!(%ip, error = %err, "announcing a neighbour failed");
     }
 }
 
@@ -482,8 +557,11 @@ async fn wake<R: ContainerRuntime>(
     probe: crate::config::ReadyProbe,
     timeout: Duration,
 ) -> Result<(Started, u64), WakeError> {
-    let started = runtime.wake(spec, from).await?;
-    readiness::wait_ready(runtime, &started.container_id, probe, spec.address, timeout).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
+        .await
+        .map_err(|_| ReadyError::Timeout { probe, timeout })??;
+    readiness::wait_ready(runtime, spec, probe, deadline, timeout).await?;
     Ok((started, monotonic_ns()))
 }
 

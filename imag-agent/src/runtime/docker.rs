@@ -18,9 +18,11 @@ use tracing::{debug, info};
 
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK,
-    LABEL_SPEC, Observed, RuntimeError, Started,
+    LABEL_SPEC, Observed, RunningInfo, RuntimeError, Started,
 };
-use crate::{clock::monotonic_ns, config::NetworkConfig, orchestrator::state::Tier};
+use crate::{
+    clock::monotonic_ns, config::NetworkConfig, interfaces::parse_mac, orchestrator::state::Tier,
+};
 
 /// Seconds a stopping container gets to exit on SIGTERM before SIGKILL.
 const STOP_TIMEOUT_SECS: i32 = 10;
@@ -292,16 +294,26 @@ impl ContainerRuntime for Docker {
         })
     }
 
-    async fn check_running(&self, container_id: &str) -> Result<(), String> {
+    async fn running_info(&self, spec: &ContainerSpec) -> Result<RunningInfo, String> {
         let inspected = self
             .client
-            .inspect_container(container_id, None::<InspectContainerOptions>)
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
             .await
             .map_err(|e| format!("container disappeared: {}", message_of(&e)))?;
+        let mac = inspected
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|n| n.get(&spec.network))
+            .and_then(|e| e.mac_address.as_deref())
+            .and_then(parse_mac);
         let state = inspected.state.unwrap_or_default();
         match state.status {
             Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
-                Ok(())
+                Ok(RunningInfo {
+                    pid: state.pid.unwrap_or_default() as u32,
+                    mac,
+                })
             }
             status => Err(format!(
                 "container exited before it was ready (status {}, exit code {}{})",

@@ -84,6 +84,16 @@ pub struct Started {
     pub running_ns: u64,
 }
 
+/// What the engine says about a running container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningInfo {
+    /// The PID (in the host's PID namespace) of the container's first process: its
+    /// `/proc/<pid>/net` shows the container's network namespace.
+    pub pid: u32,
+    /// The MAC address of its interface on the imag network.
+    pub mac: Option<[u8; 6]>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
@@ -119,9 +129,12 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
         from: Tier,
     ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
 
-    /// Whether the container is still running (used while waiting for readiness, to fail fast
-    /// when it exits). `Err` carries the reason it is not (exit code, engine error).
-    fn check_running(&self, container_id: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// The running container's process and link, or why it is not running (exit code, engine
+    /// error). Used while waiting for readiness, to fail fast when the container exits.
+    fn running_info(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<RunningInfo, String>> + Send;
 
     /// Puts a running container into `tier`.
     fn sleep(

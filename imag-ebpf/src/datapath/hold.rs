@@ -1,21 +1,27 @@
-//! Holding: IPv4 packets to imaginary hosts that are not warm go to the agent, not the stack.
+//! The entry point's logic: ARP goes to `arp`, echo requests to `ping` (when the host wants
+//! them answered), and every other IPv4 packet to an imaginary host that is not warm is held: it
+//! goes to the agent, not the stack.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     check_bounds_signed,
     helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use imag_common::{HELD_FRAME_HEADER_LEN, HOST_MODE_PASS, HostEntry, MAX_FRAME_LEN, stat};
+use imag_common::{
+    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HostEntry, MAX_FRAME_LEN, stat,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
 };
 
-use super::{HELD_FRAMES, HOLD_SCRATCH, HOSTS, count, packet::ptr_at};
+use super::{HELD_FRAMES, HOLD_SCRATCH, HOSTS, arp, count, packet::ptr_at, ping};
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
+const IPPROTO_ICMP: u8 = 1;
 
 pub fn try_hold(ctx: &XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
@@ -23,17 +29,26 @@ pub fn try_hold(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     };
     // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*eth).ether_type } != ETHERTYPE_IPV4 {
-        count(stat::PASSED_OTHER);
-        return XDP_PASS;
+    match unsafe { (*eth).ether_type } {
+        ETHERTYPE_IPV4 => {}
+        ETHERTYPE_ARP => return arp::try_answer(ctx, eth),
+        _ => {
+            count(stat::PASSED_OTHER);
+            return XDP_PASS;
+        }
     }
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         count(stat::PASSED_OTHER);
         return XDP_PASS;
     };
     // SAFETY: ptr_at checked the bounds.
-    let ip = unsafe { &*ip };
-    let dst = u32::from_ne_bytes(ip.dst_addr);
+    let (dst, plain, proto) = unsafe {
+        (
+            u32::from_ne_bytes((*ip).dst_addr),
+            is_plain_ipv4(&*ip),
+            (*ip).proto,
+        )
+    };
     let Some(host) = HOSTS.get_ptr(dst) else {
         count(stat::PASSED_OTHER);
         return XDP_PASS;
@@ -45,9 +60,15 @@ pub fn try_hold(ctx: &XdpContext) -> u32 {
         count(stat::PASSED_WARM);
         return XDP_PASS;
     }
-    if !is_plain_ipv4(ip) {
+    if !plain {
         count(stat::PASSED_UNPARSED);
         return XDP_PASS;
+    }
+    if proto == IPPROTO_ICMP
+        && host.flags & HOST_FLAG_ANSWER_PING != 0
+        && ping::try_answer(ctx, eth, ip)
+    {
+        return XDP_TX;
     }
     hold(ctx, dst, host.host_id)
 }

@@ -1,7 +1,9 @@
 //! The programs and the maps they share with the agent.
 
+mod arp;
 mod hold;
 mod packet;
+mod ping;
 
 use aya_ebpf::{
     bindings::xdp_action,
