@@ -1,34 +1,55 @@
-//! `imag-agent attach`: sets everything up, runs the orchestrator until SIGINT/SIGTERM, and
-//! undoes what it set up.
+//! `imag-agent attach` and `imag-agent detach`: set everything up (adopting a datapath an earlier
+//! agent left pinned), run the orchestrator until SIGINT/SIGTERM, and undo what was set up.
 //!
 //! Set-up order matters for "nothing lost": everything that can fail on bad input (config,
 //! interfaces, Docker, the kernel) is checked before anything is attached, and a failure half-way
-//! undoes the steps already taken.
+//! undoes the steps already taken (unless they were adopted from an earlier agent, whose warm
+//! traffic must keep flowing).
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
 use imag_common::IFACE_FLAG_BRIDGE;
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
-    datapath::{Datapath, XdpModeChoice, ring},
+    datapath::{Datapath, XdpModeChoice, pins::Pins, ring},
     hostnet::{self, ForwardRule},
     interfaces::Interface,
     orchestrator::{
-        Orchestrator,
+        Input, Orchestrator,
         state::{HostState, Tier},
     },
-    runtime::{ContainerRuntime, ContainerSpec, ContainerStatus, Observed, docker::Docker},
+    runtime::{
+        ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_NETWORK, Observed,
+        docker::Docker,
+    },
 };
+
+/// What a clean exit (SIGINT/SIGTERM) leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    /// Detach the programs, remove the pinned datapath and the firewall rules, stop the
+    /// containers this agent started.
+    Detach,
+    /// Leave the datapath pinned and attached, the rules and the containers as they are: warm
+    /// hosts keep serving, cold hosts' packets keep being held (in the pinned ring buffer) for
+    /// the next agent, which adopts it all. For restarts and upgrades.
+    Keep,
+}
 
 pub struct AttachOptions {
     pub interfaces: Vec<String>,
     pub config: PathBuf,
     pub xdp_mode: XdpModeChoice,
+    pub on_exit: OnExit,
 }
+
+/// How long a clean exit waits for wakes under way before refusing their packets.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Fails unless running as root, naming the command that needs it.
 pub fn ensure_root(command: &str) -> anyhow::Result<()> {
@@ -78,44 +99,71 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         );
     }
 
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect(config.wake.fast_thaw).await?;
     docker.ensure_network(&config.network).await?;
-    let hosts = reconcile(&docker, &config).await?;
-    let mut datapath = Datapath::load()?;
-    let held_frames = datapath.take_held_frames()?;
-    let logger = datapath.take_logger();
     let bridge = Interface::lookup(&config.network.bridge).with_context(|| {
         format!(
             "Docker network {} has no bridge named {}",
             config.network.name, config.network.bridge
         )
     })?;
-    let mut orchestrator =
-        Orchestrator::new(hosts, datapath, docker, &config, Some(bridge.clone()));
-    orchestrator.publish_hosts()?;
+    let hosts = reconcile(&docker, &config).await?;
+    let pins = Pins::for_network(&config.network.name);
+    let mut datapath = Datapath::load(Some(pins.clone()))?;
+    let adopted = datapath.adopted();
+    let held_frames = datapath.take_held_frames()?;
+    let sock_events = datapath.take_sock_events()?;
+    let logger = datapath.take_logger();
+    let (listen_tx, _) = broadcast::channel(64);
+    let mut orchestrator = Orchestrator::new(
+        hosts,
+        datapath,
+        docker.clone(),
+        &config,
+        Some(bridge.clone()),
+        listen_tx.clone(),
+    );
 
     let mut undo = Undo::default();
-    if let Err(err) = set_up_forwarding(&config, &interfaces, &mut undo) {
+    let set_up = async {
+        set_up_forwarding(&config, &interfaces, &mut undo)?;
+        orchestrator.publish_hosts()?;
+        // The bridge too: containers reach cold hosts through it (and ask it for neighbours).
+        let attachments = interfaces
+            .iter()
+            .map(|i| (i, opts.xdp_mode, 0))
+            .chain([(&bridge, XdpModeChoice::Generic, IFACE_FLAG_BRIDGE)]);
+        for (iface, mode, flags) in attachments {
+            orchestrator.datapath_mut().attach(iface, mode, flags)?;
+        }
+        if let Err(err) = orchestrator.datapath_mut().attach_tcp_state() {
+            warn!(error = %format!("{err:#}"), "TCP connections cannot be counted: quiet \
+                long-lived connections will not keep hosts awake, and readiness falls back to polling");
+        }
+        anyhow::Ok(())
+    };
+    if let Err(err) = set_up.await {
+        if !adopted {
+            orchestrator.datapath_mut().detach_all();
+        }
         undo.run();
         return Err(err);
     }
-    // The bridge too: containers reach cold hosts through it (and ask it for their neighbours).
-    let attachments = interfaces.iter().map(|i| (i, opts.xdp_mode, 0)).chain([(
-        &bridge,
-        XdpModeChoice::Generic,
-        IFACE_FLAG_BRIDGE,
-    )]);
-    for (iface, mode, flags) in attachments {
-        if let Err(err) = orchestrator.datapath_mut().attach(iface, mode, flags) {
-            orchestrator.datapath_mut().detach_all();
-            undo.run();
-            return Err(err.into());
-        }
-    }
 
     let (held_tx, mut held_rx) = mpsc::channel(4096);
-    let reader = tokio::spawn(ring::forward_held_frames(held_frames, held_tx));
-    let log_task = logger.map(|logger| tokio::spawn(forward_ebpf_logs(logger)));
+    let (inputs_tx, mut inputs_rx) = mpsc::channel(256);
+    let tasks = vec![
+        tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
+        tokio::spawn(ring::forward_listen_events(sock_events, listen_tx)),
+        tokio::spawn(watch_container_exits(
+            docker.clone(),
+            config.network.name.clone(),
+            inputs_tx.clone(),
+        )),
+    ]
+    .into_iter()
+    .chain(logger.map(|logger| tokio::spawn(forward_ebpf_logs(logger))))
+    .collect::<Vec<_>>();
     let warm = orchestrator
         .hosts
         .iter()
@@ -125,21 +173,35 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         interfaces = %opts.interfaces.join(","),
         hosts = orchestrator.hosts.len(),
         warm,
+        adopted,
         network = %config.network.name,
         subnet = %config.network.subnet,
         "imag is attached and holding packets for cold hosts"
     );
+    // Once everything this configuration needs is attached or adopted, leftovers can go.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    orchestrator.datapath().prune_stale_links();
 
-    orchestrator.run(&mut held_rx, shutdown_signal()).await;
+    orchestrator
+        .run(&mut held_rx, &mut inputs_rx, shutdown_signal())
+        .await;
 
-    info!("shutting down: detaching and stopping the containers this agent started");
-    orchestrator.datapath_mut().detach_all();
-    reader.abort();
-    if let Some(task) = log_task {
+    info!(on_exit = ?opts.on_exit, "shutting down");
+    orchestrator.finish(&mut held_rx, EXIT_GRACE).await;
+    for task in tasks {
         task.abort();
     }
-    orchestrator.stop_started_containers().await;
-    undo.run();
+    match opts.on_exit {
+        OnExit::Detach => {
+            orchestrator.datapath_mut().detach_all();
+            orchestrator.stop_started_containers().await;
+            undo.run();
+        }
+        OnExit::Keep => info!(
+            pins = %pins.dir().display(),
+            "leaving the datapath attached for the next agent (`imag-agent detach` removes it)"
+        ),
+    }
     let c = orchestrator.counters;
     info!(
         held = c.held,
@@ -162,10 +224,11 @@ fn set_up_forwarding(
         let rule = ForwardRule {
             iface: iface.name.clone(),
             subnet: config.network.subnet,
+            network: config.network.name.clone(),
         };
-        if rule.install()? {
-            undo.rules.push(rule);
-        }
+        // Also a rule an earlier agent left (kill -9, --on-exit keep) is ours to remove now.
+        rule.install()?;
+        undo.rules.push(rule);
     }
     Ok(())
 }
@@ -212,12 +275,48 @@ async fn reconcile(
                 tier: Tier::Stopped,
             },
         };
+        debug!(host = %host.name, state = state.name(), "reconciled with the engine");
         states.push(state);
     }
     let mut states = states.into_iter();
     Ok(Orchestrator::<Docker>::hosts_from(config, |_| {
         states.next().expect("one state per host")
     }))
+}
+
+/// Forwards "container stopped" events of this network's containers from the engine.
+async fn watch_container_exits(docker: Docker, network: String, inputs: mpsc::Sender<Input>) {
+    let options = || bollard::query_parameters::EventsOptions {
+        filters: Some(HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+            ("label".to_string(), vec![format!("{LABEL_NETWORK}={network}")]),
+        ])),
+        ..Default::default()
+    };
+    loop {
+        let mut events = docker.client().events(Some(options()));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    let host = event
+                        .actor
+                        .and_then(|a| a.attributes)
+                        .and_then(|a| a.get(LABEL_HOST).cloned());
+                    if let Some(host) = host
+                        && inputs.send(Input::ContainerExited { host }).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "the engine's event stream failed; reconnecting in 1 s");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn shutdown_signal() {
@@ -241,4 +340,30 @@ async fn forward_ebpf_logs(logger: crate::datapath::EbpfLogger) {
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
+}
+
+/// `imag-agent detach` with no agent running: removes the pinned datapath (which detaches every
+/// program), the forwarding rules, the containers and the Docker network of this configuration.
+pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()> {
+    ensure_root("detach")?;
+    let pins = Pins::for_network(&config.network.name);
+    pins.remove_all()
+        .with_context(|| format!("removing the pinned datapath {}", pins.dir().display()))?;
+    info!(dir = %pins.dir().display(), "removed the pinned datapath");
+    let removed = hostnet::remove_rules_of(&config.network.name);
+    info!(rules = removed, "removed forwarding rules");
+    let docker = Docker::connect(false).await?;
+    for host in &config.hosts {
+        let spec = ContainerSpec::for_host(&config.network.name, host);
+        let tier = if keep_containers { Tier::Stopped } else { Tier::Absent };
+        docker
+            .sleep(&spec, tier)
+            .await
+            .with_context(|| format!("removing the container of host {}", host.name))?;
+    }
+    if !keep_containers {
+        docker.remove_network(&config.network.name).await?;
+        info!(network = %config.network.name, "removed the Docker network");
+    }
+    Ok(())
 }

@@ -54,12 +54,18 @@ impl Default for HoldConfig {
     }
 }
 
-/// How failed wakes are retried (`[wake]`).
+/// How wakes run and how failed wakes are retried (`[wake]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WakeConfig {
     /// Wait after a failed wake before a packet may retry; doubles with each further failure.
     pub backoff: Duration,
     pub backoff_max: Duration,
+    /// Release held packets the moment the service's socket starts listening (TCP probes),
+    /// instead of waiting for the next poll.
+    pub ready_events: bool,
+    /// Wake paused hosts by thawing their cgroup directly (then telling the engine), instead of
+    /// waiting for the engine's unpause.
+    pub fast_thaw: bool,
 }
 
 impl Default for WakeConfig {
@@ -67,9 +73,27 @@ impl Default for WakeConfig {
         WakeConfig {
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            ready_events: true,
+            fast_thaw: true,
         }
     }
 }
+
+/// Where an idle host goes (`sleep = …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SleepTier {
+    /// Freeze the container (memory kept): the fastest wake.
+    Pause,
+    /// Stop the container (memory released; its file system kept).
+    Stop,
+    /// Remove the container (only the image remains).
+    Remove,
+}
+
+/// Default poll interval of ready probes (the fallback when readiness events are on).
+pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
+/// Default shortest time a woken host stays warm before idleness may put it to sleep.
+pub const DEFAULT_MIN_WARM: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetworkConfig {
@@ -85,6 +109,8 @@ pub struct NetworkConfig {
     pub proxy_arp: bool,
     /// Default for hosts: answer pings for them while they are not warm.
     pub answer_ping: bool,
+    /// Default for hosts: peers whose traffic does not keep a host awake.
+    pub idle_ignore: Vec<Ipv4Net>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -100,8 +126,18 @@ pub struct HostConfig {
     /// How long a wake may take from the start request to ready; also how long a held packet
     /// may wait before it is discarded.
     pub wake_timeout: Duration,
-    /// Time without traffic after which the host may sleep (used by the lifecycle work).
+    /// Time without packets and without open TCP connections after which the host sleeps.
     pub idle_timeout: Option<Duration>,
+    /// Where it sleeps.
+    pub sleep: SleepTier,
+    /// With `sleep = "pause"`: stop the paused container after this long.
+    pub stop_after: Option<Duration>,
+    /// Shortest time a woken host stays warm before idleness may put it to sleep.
+    pub min_warm: Duration,
+    /// Peers (health checkers) whose traffic does not keep the host awake.
+    pub idle_ignore: Vec<Ipv4Net>,
+    /// Poll interval of the ready probe.
+    pub ready_poll: Duration,
     /// Answer ARP for this host on attach interfaces while it is not warm (the bridge always
     /// answers).
     pub proxy_arp: bool,
@@ -276,6 +312,8 @@ mod raw {
     pub struct Wake {
         pub backoff: Option<Spanned<String>>,
         pub backoff_max: Option<Spanned<String>>,
+        pub ready_events: Option<bool>,
+        pub fast_thaw: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -287,6 +325,8 @@ mod raw {
         pub gateway: Option<Spanned<String>>,
         pub proxy_arp: Option<bool>,
         pub answer_ping: Option<bool>,
+        #[serde(default)]
+        pub idle_ignore: Vec<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -303,6 +343,11 @@ mod raw {
         pub ready: Option<Spanned<String>>,
         pub wake_timeout: Option<Spanned<String>>,
         pub idle_timeout: Option<Spanned<String>>,
+        pub sleep: Option<Spanned<String>>,
+        pub stop_after: Option<Spanned<String>>,
+        pub min_warm: Option<Spanned<String>>,
+        pub idle_ignore: Option<Vec<Spanned<String>>>,
+        pub ready_poll: Option<Spanned<String>>,
         pub proxy_arp: Option<bool>,
         pub answer_ping: Option<bool>,
     }
@@ -450,6 +495,7 @@ fn validate_network(raw: &Spanned<raw::Network>, report: &mut Report<'_>) -> Opt
         gateway,
         proxy_arp: net.proxy_arp.unwrap_or(false),
         answer_ping: net.answer_ping.unwrap_or(true),
+        idle_ignore: prefixes(&net.idle_ignore, report)?,
     })
 }
 
@@ -560,6 +606,46 @@ fn validate_host(
         None => Some(None),
         Some(text) => duration(text, "idle_timeout", report).map(Some),
     };
+    let sleep = match &host.sleep {
+        None => Some(SleepTier::Stop),
+        Some(text) => match text.get_ref().as_str() {
+            "pause" => Some(SleepTier::Pause),
+            "stop" => Some(SleepTier::Stop),
+            "remove" => Some(SleepTier::Remove),
+            other => {
+                report(
+                    span(text),
+                    format!("sleep {other:?} is not one of \"pause\", \"stop\" or \"remove\""),
+                );
+                None
+            }
+        },
+    };
+    let stop_after = match &host.stop_after {
+        None => Some(None),
+        Some(text) => {
+            if sleep.is_some_and(|s| s != SleepTier::Pause) {
+                report(
+                    span(text),
+                    format!("stop_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
+                );
+                ok = false;
+            }
+            duration(text, "stop_after", report).map(Some)
+        }
+    };
+    let min_warm = match &host.min_warm {
+        None => Some(DEFAULT_MIN_WARM),
+        Some(text) => duration_or_zero(text, "min_warm", report),
+    };
+    let ready_poll = match &host.ready_poll {
+        None => Some(DEFAULT_READY_POLL),
+        Some(text) => duration(text, "ready_poll", report),
+    };
+    let idle_ignore = match &host.idle_ignore {
+        None => Some(network.map(|n| n.idle_ignore.clone()).unwrap_or_default()),
+        Some(list) => prefixes(list, report),
+    };
     if !ok {
         return None;
     }
@@ -573,6 +659,11 @@ fn validate_host(
         ready: ready?,
         wake_timeout: wake_timeout?,
         idle_timeout: idle_timeout?,
+        sleep: sleep?,
+        stop_after: stop_after?,
+        min_warm: min_warm?,
+        idle_ignore: idle_ignore?,
+        ready_poll: ready_poll?,
         proxy_arp: host
             .proxy_arp
             .unwrap_or(network.is_some_and(|n| n.proxy_arp)),
@@ -580,6 +671,47 @@ fn validate_host(
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
     })
+}
+
+/// Parses a list of IPv4 prefixes (`"10.0.9.0/24"`, or a bare address for a /32).
+fn prefixes(list: &[Spanned<String>], report: &mut Report<'_>) -> Option<Vec<Ipv4Net>> {
+    let mut ok = true;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list {
+        let text = item.get_ref();
+        let parsed = text
+            .parse::<Ipv4Net>()
+            .or_else(|_| text.parse::<Ipv4Addr>().map(Ipv4Net::from));
+        match parsed {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => {
+                report(
+                    span(item),
+                    format!("{text:?} is not an IPv4 prefix (like \"10.0.9.0/24\") or address"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A duration that may be zero (e.g. `min_warm = "0s"`).
+fn duration_or_zero(text: &Spanned<String>, key: &str, report: &mut Report<'_>) -> Option<Duration> {
+    match humantime::parse_duration(text.get_ref()) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            report(
+                span(text),
+                format!(
+                    "{key} {:?} is not a duration ({err}); write it like \"30s\", \"5m\" or \
+                     \"0s\"",
+                    text.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn duration(text: &Spanned<String>, key: &str, report: &mut Report<'_>) -> Option<Duration> {
@@ -683,6 +815,8 @@ fn validate_wake(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Option<Wak
     Some(WakeConfig {
         backoff,
         backoff_max,
+        ready_events: raw.ready_events.unwrap_or(defaults.ready_events),
+        fast_thaw: raw.fast_thaw.unwrap_or(defaults.fast_thaw),
     })
 }
 
@@ -881,6 +1015,64 @@ answer_ping = true
         let config = Config::parse(text, "t").unwrap();
         assert!(config.hosts[0].proxy_arp && !config.hosts[0].answer_ping);
         assert!(!config.hosts[1].proxy_arp && config.hosts[1].answer_ping);
+    }
+
+    #[test]
+    fn lifecycle_keys() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+idle_ignore = ["10.9.0.0/16"]
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+idle_timeout = "2m"
+sleep = "pause"
+stop_after = "1h"
+min_warm = "0s"
+ready_poll = "5ms"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        let a = &config.hosts[0];
+        assert_eq!(a.sleep, SleepTier::Pause);
+        assert_eq!(a.stop_after, Some(Duration::from_secs(3600)));
+        assert_eq!(a.min_warm, Duration::ZERO);
+        assert_eq!(a.ready_poll, Duration::from_millis(5));
+        assert_eq!(a.idle_ignore, vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()], "network default");
+        let b = &config.hosts[1];
+        assert_eq!(b.sleep, SleepTier::Stop, "stop by default");
+        assert_eq!(b.min_warm, DEFAULT_MIN_WARM);
+        assert_eq!(b.ready_poll, DEFAULT_READY_POLL);
+        assert_eq!(
+            b.idle_ignore,
+            vec!["10.1.2.3/32".parse::<Ipv4Net>().unwrap(), "10.8.0.0/24".parse().unwrap()]
+        );
+        assert!(config.wake.ready_events && config.wake.fast_thaw);
+
+        let bad = r#"[network]
+subnet = "10.0.0.0/24"
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+sleep = "hibernate"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+stop_after = "1h"
+idle_ignore = ["nowhere"]
+"#;
+        let found = problems(bad);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].2.contains("sleep \"hibernate\""));
+        assert!(found[1].2.contains("stop_after only applies"));
+        assert!(found[2].2.contains("\"nowhere\" is not an IPv4 prefix"));
     }
 
     #[test]

@@ -13,7 +13,6 @@ use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 const CHAIN: &str = "DOCKER-USER";
-const COMMENT: &str = "imag";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostNetError {
@@ -28,11 +27,16 @@ pub enum HostNetError {
     Failed { args: String, stderr: String },
 }
 
-/// One accept rule for traffic from `iface` into `subnet`.
+/// One accept rule for traffic from `iface` into `subnet`, tagged `imag:<network>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardRule {
     pub iface: String,
     pub subnet: Ipv4Net,
+    pub network: String,
+}
+
+fn comment(network: &str) -> String {
+    format!("imag:{network}")
 }
 
 impl ForwardRule {
@@ -45,7 +49,7 @@ impl ForwardRule {
             "-m",
             "comment",
             "--comment",
-            COMMENT,
+            &comment(&self.network),
             "-j",
             "ACCEPT",
         ]
@@ -112,6 +116,28 @@ fn iptables<S: AsRef<str>>(args: &[S]) -> Result<String, HostNetError> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
     }
+}
+
+/// Removes every rule tagged for `network` (what `detach` does when no agent runs); returns how
+/// many.
+pub fn remove_rules_of(network: &str) -> usize {
+    let Ok(listing) = iptables(&["-w", "-S", CHAIN]) else {
+        return 0;
+    };
+    let tag = format!("--comment {}", comment(network));
+    let mut removed = 0;
+    for rule in listing.lines().filter(|l| l.contains(&tag)) {
+        // "-A DOCKER-USER <spec>" → "-D DOCKER-USER <spec>"
+        let Some(spec) = rule.strip_prefix(&format!("-A {CHAIN} ")) else {
+            continue;
+        };
+        let mut args = vec!["-w", "-D", CHAIN];
+        args.extend(spec.split_whitespace());
+        if iptables(&args).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Makes sure the kernel forwards IPv4 (Docker normally turns this on). Returns whether it had

@@ -54,6 +54,50 @@ impl Interface {
     }
 }
 
+/// The host side of a container's `eth0` veth pair: asks netlink, from inside the container's
+/// network namespace (entered through `/proc/<pid>/ns/net` on a thread of its own), which
+/// interface `eth0` is linked to, and looks that index up here.
+pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
+    use futures::TryStreamExt as _;
+    use rtnetlink::packet_route::link::LinkAttribute;
+
+    let peer_index = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<u32> {
+                let netns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
+                // SAFETY: a valid namespace fd; setns affects only this thread.
+                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The netlink socket must be created on this thread, inside the namespace.
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+                runtime.block_on(async {
+                    let (connection, handle, _) = rtnetlink::new_connection()?;
+                    tokio::spawn(connection);
+                    let mut links = handle.link().get().match_name("eth0").execute();
+                    while let Some(link) = links.try_next().await.map_err(std::io::Error::other)? {
+                        for attr in link.attributes {
+                            if let LinkAttribute::Link(index) = attr {
+                                return Ok(index);
+                            }
+                        }
+                    }
+                    Err(std::io::Error::other("the container has no veth eth0"))
+                })
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: name has room for IF_NAMESIZE bytes.
+    if unsafe { libc::if_indextoname(peer_index, name.as_mut_ptr()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    Interface::lookup(&name).map_err(std::io::Error::other)
+}
+
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');

@@ -3,7 +3,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use imag_agent::{agent, config::Config, datapath::XdpModeChoice};
+use imag_agent::{
+    agent::{self, OnExit},
+    config::Config,
+    datapath::XdpModeChoice,
+};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_CONFIG: &str = "/etc/imag/imag.toml";
@@ -31,6 +35,18 @@ enum Command {
         /// How to attach XDP.
         #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
         xdp_mode: XdpModeChoice,
+        /// What SIGINT/SIGTERM leave behind.
+        #[arg(long, value_enum, default_value_t = OnExit::Detach)]
+        on_exit: OnExit,
+    },
+    /// Remove everything imag installed for a configuration: programs, pins, firewall rules,
+    /// containers and the Docker network.
+    Detach {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
+        config: PathBuf,
+        /// Stop the containers instead of removing them (the network stays for them).
+        #[arg(long)]
+        keep_containers: bool,
     },
     /// Check a configuration file and report every problem with its line and column.
     Validate {
@@ -54,17 +70,19 @@ fn main() -> ExitCode {
             interfaces,
             config,
             xdp_mode,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
+            on_exit,
+        } => block_on(agent::attach(agent::AttachOptions {
+            interfaces,
+            config,
+            xdp_mode,
+            on_exit,
+        })),
+        Command::Detach {
+            config,
+            keep_containers,
+        } => Config::load(&config)
             .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(agent::attach(agent::AttachOptions {
-                    interfaces,
-                    config,
-                    xdp_mode,
-                }))
-            }),
+            .and_then(|config| block_on(agent::detach(&config, keep_containers))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +91,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {

@@ -1,9 +1,12 @@
 //! Deciding that a started container can take its held packets.
 //!
-//! - `tcp:PORT` polls a TCP connect from the host to the container's address every millisecond
-//!   (a refused connect returns at once, so a poll costs microseconds);
+//! - `tcp:PORT` tries a TCP connect from the host to the container's address; with readiness
+//!   events it tries again the moment a socket starts listening on that port (the datapath's
+//!   tracepoint reports it), else every poll interval (a refused connect returns at once, so a
+//!   try costs microseconds);
 //! - `udp:PORT` polls the container's own socket table (`/proc/<pid>/net/udp{,6}`, which shows
-//!   the container's network namespace) for a socket bound to the port: "started and bound";
+//!   the container's network namespace) for a socket bound to the port ("started and bound")
+//!   every poll interval;
 //! - `delay:D` waits D after the engine reports the container running;
 //! - `running` is ready at once.
 //!
@@ -12,14 +15,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{net::TcpStream, sync::broadcast, time::Instant};
 
 use crate::{
     config::ReadyProbe,
     runtime::{ContainerRuntime, ContainerSpec},
 };
 
-const POLL_INTERVAL: Duration = Duration::from_millis(1);
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(50);
 /// One connect attempt may wait this long (for neighbour resolution) before it counts as failed.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -49,13 +51,16 @@ impl ReadyError {
     }
 }
 
-/// Waits until `probe` passes for the host's container, it exits, or `deadline` passes.
+/// Waits until `probe` passes for the host's container, it exits, or `deadline` passes. With
+/// `listen`, a LISTEN event on the probe's port triggers the next try at once.
 pub async fn wait_ready<R: ContainerRuntime>(
     runtime: &R,
     spec: &ContainerSpec,
     probe: ReadyProbe,
     deadline: Instant,
     timeout: Duration,
+    poll: Duration,
+    mut listen: Option<broadcast::Receiver<u16>>,
 ) -> Result<(), ReadyError> {
     let timed_out = || ReadyError::Timeout { probe, timeout };
     let check = match probe {
@@ -99,7 +104,30 @@ pub async fn wait_ready<R: ContainerRuntime>(
                 .map_err(ReadyError::Exited)?;
             next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        let wait_until = (now + poll).min(next_liveness_check).min(deadline);
+        match (&mut listen, &check) {
+            (Some(events), Check::Tcp(addr)) => {
+                let port = addr.port();
+                tokio::select! {
+                    () = tokio::time::sleep_until(wait_until) => {}
+                    () = wait_for_listen(events, port) => {}
+                }
+            }
+            _ => tokio::time::sleep_until(wait_until).await,
+        }
+    }
+}
+
+/// Returns when a LISTEN event for `port` arrives (never, if the event source is gone).
+async fn wait_for_listen(events: &mut broadcast::Receiver<u16>, port: u16) {
+    loop {
+        match events.recv().await {
+            Ok(p) if p == port => return,
+            Ok(_) => {}
+            // Missed events: try again at once rather than risk waiting for one already gone.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ fn syn_to(dst: Ipv4Addr) -> Vec<u8> {
 
 fn loaded() -> Datapath {
     common::require_environment();
-    let mut datapath = Datapath::load().expect("the datapath loads and passes the verifier");
+    let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
     datapath.set_host(COLD, 7, true, 0).unwrap();
     datapath.set_host(WARM, 8, false, 0).unwrap();
     datapath

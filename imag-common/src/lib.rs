@@ -84,6 +84,58 @@ pub struct HeldFrameRecord {
     pub frame: [u8; MAX_FRAME_LEN],
 }
 
+/// Value of the per-CPU `ACTIVITY` map, keyed by host address: what the datapath saw of a
+/// host's own traffic (on its container's link) and of its TCP connections. The agent sums the
+/// per-CPU copies (and takes the latest `last_packet_ns`) to judge idleness.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostActivity {
+    /// `bpf_ktime_get_ns()` of the latest packet to or from the host that counts for idleness
+    /// (peers in the host's idle-ignore prefixes do not).
+    pub last_packet_ns: u64,
+    /// Packets and bytes delivered to the host's container.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Packets and bytes sent by the host's container.
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// TCP connections of the host that reached ESTABLISHED, and those that left it; open
+    /// connections are the difference.
+    pub tcp_opened: u64,
+    pub tcp_closed: u64,
+    /// Packets exchanged with ignored peers (health checkers), which do not keep a host awake.
+    pub ignored_packets: u64,
+}
+
+/// Key data of the `IDLE_IGNORE` LPM trie: which peers do not count as activity for a host.
+/// The prefix length of a key is 32 (the host id always matches in full) plus the peer prefix's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IgnoreKey {
+    /// `HostEntry::host_id`, big-endian so that the trie matches it as leading bits.
+    pub host_id_be: [u8; 4],
+    /// Peer address, network byte order.
+    pub peer: [u8; 4],
+}
+
+/// A socket event for the agent, sent through the `SOCK_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockEvent {
+    /// `bpf_ktime_get_ns()` of the event.
+    pub at_ns: u64,
+    /// `SOCK_EVENT_*`.
+    pub kind: u32,
+    /// The local port of the socket.
+    pub port: u32,
+}
+
+/// A TCP socket started listening on a port that a wake is waiting for (`WAITING_PORTS`).
+pub const SOCK_EVENT_LISTEN: u32 = 1;
+
+/// Size of the ring buffer for socket events.
+pub const SOCK_EVENTS_BYTES: u32 = 64 << 10;
+
 /// Indexes into the per-CPU `STATS` array. Each counts packets.
 pub mod stat {
     /// Passed: destination is not an imaginary address (or not IPv4).
@@ -103,8 +155,14 @@ pub mod stat {
     pub const ARP_ANSWERED: u32 = 6;
     /// Answered: ICMP echo requests for non-warm imaginary hosts.
     pub const PING_ANSWERED: u32 = 7;
+    /// Held at a host's own link: a neighbour on the bridge sent it straight to the container's
+    /// MAC address while the host was not warm.
+    pub const HELD_AT_HOST_LINK: u32 = 8;
+    /// Dropped at a host's own link while it was not warm: ARP (only the datapath answers for
+    /// a sleeping host) and routed packets that were already past the hold point.
+    pub const DROPPED_AT_HOST_LINK: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 
     /// Prometheus-friendly names, indexed like the counters.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -116,6 +174,8 @@ pub mod stat {
         "dropped_oversize",
         "arp_answered",
         "ping_answered",
+        "held_at_host_link",
+        "dropped_at_host_link",
     ];
 }
 
@@ -127,4 +187,10 @@ mod pod {
     unsafe impl aya::Pod for super::InterfaceEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HeldFrameHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HostActivity {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IgnoreKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockEvent {}
 }

@@ -2,9 +2,12 @@
 //! view of it, and performs the actions that [`state::next`] decides.
 //!
 //! Inputs arrive on channels — held frames from the ring buffer reader, outcomes of wakes and
-//! sleeps from the tasks it spawned — and are handled one at a time, so no two decisions about a
-//! host ever interleave. Slow work (talking to the container engine, probing readiness) runs in
-//! spawned tasks that report back with a message; the orchestrator itself never waits on it.
+//! sleeps from the tasks it spawned, container events from the engine, operator commands — and
+//! are handled one at a time, so no two decisions about a host ever interleave. Slow work (talking
+//! to the container engine, probing readiness) runs in spawned tasks that report back with a
+//! message; the orchestrator itself never waits on it. A timer drives idleness: warm hosts whose
+//! datapath activity shows neither packets nor open connections for their idle timeout go to
+//! sleep.
 
 pub mod held;
 pub mod state;
@@ -16,8 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP};
-use tokio::sync::mpsc;
+use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, HostActivity};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use self::{
@@ -26,10 +29,10 @@ use self::{
 };
 use crate::{
     clock::{monotonic_ns, ms_between},
-    config::{Config, HostConfig},
+    config::{Config, HostConfig, ReadyProbe, SleepTier},
     datapath::{Datapath, addr_key, ring::HeldFrame},
     frame,
-    interfaces::Interface,
+    interfaces::{self, Interface},
     readiness::{self, ReadyError},
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
     wire::Wire,
@@ -37,6 +40,14 @@ use crate::{
 
 /// How often held packets are checked against their host's wake timeout.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often warm hosts are checked for idleness (and paused ones for escalation).
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// After the datapath switched an idle host to hold, how long to wait for packets already past
+/// the hold point to reach the container (and show up in its activity) before deciding.
+const SLEEP_SETTLE_TIME: Duration = Duration::from_millis(2);
+/// How long a fast-woken host must have been quiet before the engine's view of it is repaired
+/// (which freezes it for the engine's unpause, a few tens of milliseconds).
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
 
 /// The timings of one wake, as CLOCK_MONOTONIC nanoseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,10 +92,19 @@ impl WakeTimings {
 pub struct WakeRecord {
     pub from: Tier,
     pub timings: WakeTimings,
-    /// `None` on success, else the reason.
-    pub failure: Option<String>,
+    /// `None` on success, else the reason label and the message.
+    pub failure: Option<(&'static str, String)>,
     /// Packets re-delivered (or refused, on failure).
     pub packets: usize,
+}
+
+/// Why a host is going to sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SleepCause {
+    /// Idleness decided at this CLOCK_MONOTONIC time: called off if traffic shows up after it.
+    Idle { decided_ns: u64 },
+    /// The operator (or an escalation): no second look.
+    Requested,
 }
 
 /// One configured host and everything the orchestrator tracks about it.
@@ -97,9 +117,17 @@ pub struct Host {
     /// The wake under way: where it started from and its timings so far.
     wake: Option<(Tier, WakeTimings)>,
     pub last_wake: Option<WakeRecord>,
-    pub container_id: Option<String>,
     /// Whether this agent process woke the container (and so stops it on exit).
     pub started_here: bool,
+    /// CLOCK_MONOTONIC ns when the host last became warm.
+    pub warm_since_ns: u64,
+    /// When the host last fell asleep.
+    pub asleep_since: Instant,
+    sleep_cause: Option<SleepCause>,
+    /// The port a wake asked the datapath to report LISTEN events for.
+    watched_port: Option<u16>,
+    /// A settle (engine view repair) is under way.
+    settling: bool,
 }
 
 impl Host {
@@ -120,8 +148,20 @@ impl Host {
             flags,
             wake: None,
             last_wake: None,
-            container_id: None,
             started_here: false,
+            warm_since_ns: monotonic_ns(),
+            asleep_since: Instant::now(),
+            sleep_cause: None,
+            watched_port: None,
+            settling: false,
+        }
+    }
+
+    fn sleep_tier(&self) -> Tier {
+        match self.config.sleep {
+            SleepTier::Pause => Tier::Paused,
+            SleepTier::Stop => Tier::Stopped,
+            SleepTier::Remove => Tier::Absent,
         }
     }
 }
@@ -152,15 +192,44 @@ impl HoldCounters {
     }
 }
 
+/// Inputs from outside the orchestrator: the engine and the operator.
+pub enum Input {
+    /// The engine reports that a container of this network stopped.
+    ContainerExited { host: String },
+    /// Wake a host now (as a packet would).
+    Wake {
+        host: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Put a host to sleep now, in its configured tier (or `to`).
+    Sleep {
+        host: String,
+        to: Option<Tier>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
 /// Messages from the tasks the orchestrator spawned.
 enum Outcome {
     Woke {
         host: usize,
         result: Result<(Started, u64), WakeError>,
     },
+    SleepCheck {
+        host: usize,
+    },
     Slept {
         host: usize,
         result: Result<(), RuntimeError>,
+    },
+    Settled {
+        host: usize,
+    },
+    /// The host side of a warm host's container link was found.
+    HostLink {
+        host: usize,
+        veth: Interface,
+        established: Option<u64>,
     },
 }
 
@@ -193,6 +262,8 @@ pub struct Orchestrator<R: ContainerRuntime> {
     /// The imag bridge, where neighbours are told which MAC serves a host.
     bridge: Option<Interface>,
     policy: Policy,
+    ready_events: bool,
+    listen_events: broadcast::Sender<u16>,
     pub held: HeldPackets,
     outcomes_tx: mpsc::UnboundedSender<Outcome>,
     outcomes_rx: mpsc::UnboundedReceiver<Outcome>,
@@ -203,12 +274,14 @@ pub struct Orchestrator<R: ContainerRuntime> {
 
 impl<R: ContainerRuntime> Orchestrator<R> {
     /// `hosts` are in config order; a host's index is its `host_id` in the datapath.
+    /// `listen_events` carries the ports of sockets that started listening (readiness events).
     pub fn new(
         hosts: Vec<Host>,
         datapath: Datapath,
         runtime: R,
         config: &Config,
         bridge: Option<Interface>,
+        listen_events: broadcast::Sender<u16>,
     ) -> Orchestrator<R> {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let wire = match Wire::open() {
@@ -231,6 +304,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 backoff_max: config.wake.backoff_max,
                 ..Policy::default()
             },
+            ready_events: config.wake.ready_events,
+            listen_events,
             outcomes_tx,
             outcomes_rx,
             counters: HoldCounters::default(),
@@ -258,12 +333,23 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         &mut self.datapath
     }
 
-    /// Writes every host's entry into the datapath according to its state.
+    /// Writes every host into the datapath according to its state (entry, activity, ignored
+    /// peers), and starts activity counting on the links of warm hosts.
     pub fn publish_hosts(&mut self) -> Result<(), crate::datapath::DatapathError> {
         for (id, host) in self.hosts.iter().enumerate() {
             let hold = !matches!(host.state, HostState::Warm { .. });
             self.datapath
                 .set_host(host.config.address, id as u32, hold, host.flags)?;
+            self.datapath.ensure_activity(host.config.address)?;
+            for prefix in &host.config.idle_ignore {
+                self.datapath.ignore_peers(id as u32, *prefix)?;
+            }
+        }
+        for id in 0..self.hosts.len() {
+            if matches!(self.hosts[id].state, HostState::Warm { .. }) {
+                // Adopted warm hosts: their connections may have changed while no agent ran.
+                self.find_host_link(id, true);
+            }
         }
         Ok(())
     }
@@ -272,31 +358,76 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     pub async fn run(
         &mut self,
         held: &mut mpsc::Receiver<HeldFrame>,
+        inputs: &mut mpsc::Receiver<Input>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+        let mut idle = tokio::time::interval(IDLE_CHECK_INTERVAL);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(frame) = held.recv() => self.on_held(frame),
                 Some(outcome) = self.outcomes_rx.recv() => self.on_outcome(outcome),
+                Some(input) = inputs.recv() => self.on_input(input),
                 _ = expiry.tick() => self.expire_held(),
+                _ = idle.tick() => self.check_idle(),
                 () = &mut shutdown => return,
             }
         }
     }
 
+    /// On the way out: takes the frames still queued, lets wakes under way finish (up to
+    /// `grace`), and refuses whatever is still held, so that no held packet is silently lost.
+    pub async fn finish(&mut self, held: &mut mpsc::Receiver<HeldFrame>, grace: Duration) {
+        while let Ok(frame) = held.try_recv() {
+            self.on_held(frame);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.hosts.iter().any(|h| {
+            matches!(
+                h.state,
+                HostState::Waking { .. } | HostState::Sleeping { .. }
+            )
+        }) {
+            match tokio::time::timeout_at(deadline, self.outcomes_rx.recv()).await {
+                Ok(Some(outcome)) => self.on_outcome(outcome),
+                _ => break,
+            }
+            while let Ok(frame) = held.try_recv() {
+                self.on_held(frame);
+            }
+        }
+        for id in 0..self.hosts.len() {
+            if !self.held.is_empty(id) {
+                self.refuse_held(id);
+            }
+        }
+    }
+
     fn on_held(&mut self, frame: HeldFrame) {
-        let id = frame.header.host_id as usize;
-        let Some(host) = self.hosts.get(id) else {
-            self.counters.dropped_unknown_host += 1;
-            return;
+        let mut id = frame.header.host_id as usize;
+        let matches = |hosts: &[Host], id: usize| {
+            hosts
+                .get(id)
+                .is_some_and(|h| addr_key(h.config.address) == frame.header.host_addr)
         };
-        if addr_key(host.config.address) != frame.header.host_addr {
-            self.counters.dropped_unknown_host += 1;
-            return;
+        if !matches(&self.hosts, id) {
+            // Held by a datapath that an earlier agent (with another configuration) set up.
+            match self
+                .hosts
+                .iter()
+                .position(|h| addr_key(h.config.address) == frame.header.host_addr)
+            {
+                Some(found) => id = found,
+                None => {
+                    self.counters.dropped_unknown_host += 1;
+                    return;
+                }
+            }
         }
         self.counters.held += 1;
+        let host = &self.hosts[id];
         if host.wake.is_none() && self.held.is_empty(id) {
             debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
         }
@@ -314,6 +445,45 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         self.apply(id, Event::PacketHeld);
     }
 
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::ContainerExited { host } => {
+                if let Some(id) = self.host_id(&host)
+                    && matches!(self.hosts[id].state, HostState::Warm { .. })
+                {
+                    warn!(host = %host, "its container stopped while warm; the next packet wakes it again");
+                    self.apply(id, Event::ContainerExited);
+                }
+            }
+            Input::Wake { host, reply } => {
+                let result = match self.host_id(&host) {
+                    Some(id) => {
+                        self.apply(id, Event::WakeRequested);
+                        Ok(())
+                    }
+                    None => Err(format!("no host named {host:?}")),
+                };
+                let _ = reply.send(result);
+            }
+            Input::Sleep { host, to, reply } => {
+                let result = match self.host_id(&host) {
+                    Some(id) => {
+                        let to = to.unwrap_or_else(|| self.hosts[id].sleep_tier());
+                        self.hosts[id].sleep_cause = Some(SleepCause::Requested);
+                        self.apply(id, Event::SleepRequested { to });
+                        Ok(())
+                    }
+                    None => Err(format!("no host named {host:?}")),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn host_id(&self, name: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| h.config.name == name)
+    }
+
     /// Discards held packets older than their host's wake timeout.
     fn expire_held(&mut self) {
         let now = monotonic_ns();
@@ -323,39 +493,94 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         }
     }
 
+    /// Puts idle warm hosts to sleep, escalates paused ones, and settles fast-woken ones.
+    fn check_idle(&mut self) {
+        let now_ns = monotonic_ns();
+        for id in 0..self.hosts.len() {
+            let host = &self.hosts[id];
+            match host.state {
+                HostState::Warm { .. } => {
+                    let activity = self.datapath.activity(host.config.address).unwrap_or_default();
+                    let last = activity.last_packet_ns.max(host.warm_since_ns);
+                    let quiet = Duration::from_nanos(now_ns.saturating_sub(last));
+                    if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET {
+                        self.start_settle(id);
+                        continue;
+                    }
+                    let Some(idle_timeout) = host.config.idle_timeout else {
+                        continue;
+                    };
+                    if open_connections(&activity) == 0 && quiet >= idle_timeout {
+                        let to = host.sleep_tier();
+                        self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
+                        self.apply(id, Event::Idle { to });
+                    }
+                }
+                HostState::Asleep { tier: Tier::Paused } => {
+                    if let Some(after) = host.config.stop_after
+                        && host.asleep_since.elapsed() >= after
+                    {
+                        self.hosts[id].sleep_cause = Some(SleepCause::Requested);
+                        self.apply(id, Event::Idle { to: Tier::Stopped });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Woke { host, result } => match result {
-                Ok((started, ready_ns)) => {
-                    let h = &mut self.hosts[host];
-                    h.container_id = Some(started.container_id.clone());
-                    h.started_here = true;
-                    if let Some((from, timings)) = h.wake.as_mut() {
-                        *from = started.from;
-                        timings.requested_ns = started.requested_ns;
-                        timings.running_ns = started.running_ns;
-                        timings.ready_ns = ready_ns;
+            Outcome::Woke { host, result } => {
+                if let Some(port) = self.hosts[host].watched_port.take() {
+                    self.datapath.unwatch_port(port);
+                }
+                match result {
+                    Ok((started, ready_ns)) => {
+                        let h = &mut self.hosts[host];
+                        h.started_here = true;
+                        if let Some((from, timings)) = h.wake.as_mut() {
+                            *from = started.from;
+                            timings.requested_ns = started.requested_ns;
+                            timings.running_ns = started.running_ns;
+                            timings.ready_ns = ready_ns;
+                        }
+                        self.apply(host, Event::WakeSucceeded);
                     }
-                    self.apply(host, Event::WakeSucceeded);
+                    Err(err) => {
+                        *self.wake_failures.entry(err.reason()).or_default() += 1;
+                        let packets = self.held.len(host);
+                        let h = &mut self.hosts[host];
+                        warn!(host = %h.config.name, reason = err.reason(), error = %err, "wake failed");
+                        let (from, timings) = h
+                            .wake
+                            .take()
+                            .unwrap_or((Tier::Absent, WakeTimings::default()));
+                        h.last_wake = Some(WakeRecord {
+                            from,
+                            timings,
+                            failure: Some((err.reason(), err.to_string())),
+                            packets,
+                        });
+                        self.apply(host, Event::WakeFailed);
+                    }
                 }
-                Err(err) => {
-                    *self.wake_failures.entry(err.reason()).or_default() += 1;
-                    let packets = self.held.len(host);
-                    let h = &mut self.hosts[host];
-                    warn!(host = %h.config.name, reason = err.reason(), error = %err, "wake failed");
-                    let (from, timings) = h
-                        .wake
-                        .take()
-                        .unwrap_or((Tier::Absent, WakeTimings::default()));
-                    h.last_wake = Some(WakeRecord {
-                        from,
-                        timings,
-                        failure: Some(format!("{}: {err}", err.reason())),
-                        packets,
-                    });
-                    self.apply(host, Event::WakeFailed);
+            }
+            Outcome::SleepCheck { host } => {
+                let h = &self.hosts[host];
+                let (HostState::Sleeping { to, .. }, Some(SleepCause::Idle { decided_ns })) =
+                    (h.state, h.sleep_cause)
+                else {
+                    return;
+                };
+                let activity = self.datapath.activity(h.config.address).unwrap_or_default();
+                if activity.last_packet_ns > decided_ns || open_connections(&activity) > 0 {
+                    info!(host = %h.config.name, "sleep called off: traffic arrived meanwhile");
+                    self.apply(host, Event::SleepFailed);
+                } else {
+                    self.spawn_sleep(host, to);
                 }
-            },
+            }
             Outcome::Slept { host, result } => {
                 let event = match result {
                     Ok(()) => Event::SleepSucceeded,
@@ -365,6 +590,27 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     }
                 };
                 self.apply(host, event);
+            }
+            Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::HostLink {
+                host,
+                veth,
+                established,
+            } => {
+                let h = &self.hosts[host];
+                if !matches!(h.state, HostState::Warm { .. }) {
+                    return;
+                }
+                let addr = h.config.address;
+                if let Err(err) = self.datapath.attach_host_link(addr, &veth) {
+                    warn!(host = %h.config.name, error = %err,
+                        "cannot count the host's traffic on its link; idleness sees only its TCP connections");
+                }
+                if let Some(open) = established
+                    && let Err(err) = self.datapath.reset_connections(addr, open)
+                {
+                    debug!(host = %h.config.name, error = %err, "resetting the connection count failed");
+                }
             }
         }
     }
@@ -377,6 +623,21 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         host.state = after;
         if before.name() != after.name() {
             debug!(host = %host.config.name, from = before.name(), to = after.name(), ?event, "state");
+            match after {
+                HostState::Warm { .. } => host.warm_since_ns = monotonic_ns(),
+                HostState::Asleep { tier } => {
+                    host.asleep_since = Instant::now();
+                    host.sleep_cause = None;
+                    info!(host = %host.config.name, tier = tier.as_str(), "asleep");
+                    if tier != Tier::Paused {
+                        // Its link is gone with the container, and so are its connections.
+                        let addr = host.config.address;
+                        self.datapath.detach_host_link(addr);
+                        let _ = self.datapath.reset_connections(addr, 0);
+                    }
+                }
+                _ => {}
+            }
         }
         for action in actions {
             self.perform(id, action);
@@ -388,11 +649,18 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             Action::Hold | Action::Pass => {
                 let host = &self.hosts[id];
                 let hold = action == Action::Hold;
-                if let Err(err) = self
-                    .datapath
-                    .set_host(host.config.address, id as u32, hold, 0)
+                if let Err(err) =
+                    self.datapath
+                        .set_host(host.config.address, id as u32, hold, host.flags)
                 {
                     warn!(host = %host.config.name, error = %err, "updating the datapath failed");
+                }
+                if hold {
+                    // Leaving warm: neighbours on the bridge must stop using the container's MAC
+                    // address and send to the bridge, where the datapath holds and answers.
+                    if let (Some(wire), Some(bridge)) = (&self.wire, &self.bridge) {
+                        announce(wire, bridge.index, host.config.address, bridge.mac);
+                    }
                 }
             }
             Action::StartWake { from } => self.start_wake(id, from),
@@ -413,24 +681,97 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 ..WakeTimings::default()
             },
         ));
+        let probe = host.config.ready;
+        let listen = match probe {
+            ReadyProbe::Tcp(port) if self.ready_events => {
+                host.watched_port = Some(port);
+                Some(self.listen_events.subscribe())
+            }
+            _ => None,
+        };
+        if let Some(port) = host.watched_port {
+            self.datapath.watch_port(port);
+        }
         let runtime = self.runtime.clone();
         let spec = host.spec.clone();
-        let probe = host.config.ready;
         let timeout = host.config.wake_timeout;
+        let poll = host.config.ready_poll;
         let outcomes = self.outcomes_tx.clone();
         tokio::spawn(async move {
-            let result = wake(&runtime, &spec, from, probe, timeout).await;
+            let result = wake(&runtime, &spec, from, probe, timeout, poll, listen).await;
             let _ = outcomes.send(Outcome::Woke { host: id, result });
         });
     }
 
     fn start_sleep(&mut self, id: usize, to: Tier) {
+        if matches!(self.hosts[id].sleep_cause, Some(SleepCause::Idle { .. })) {
+            // The datapath holds from now on; give packets already past it a moment to show up
+            // in the host's activity before committing (Outcome::SleepCheck).
+            let outcomes = self.outcomes_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SLEEP_SETTLE_TIME).await;
+                let _ = outcomes.send(Outcome::SleepCheck { host: id });
+            });
+        } else {
+            self.spawn_sleep(id, to);
+        }
+    }
+
+    fn spawn_sleep(&mut self, id: usize, to: Tier) {
+        let host = &self.hosts[id];
+        info!(host = %host.config.name, to = to.as_str(), "going to sleep");
         let runtime = self.runtime.clone();
-        let spec = self.hosts[id].spec.clone();
+        let spec = host.spec.clone();
         let outcomes = self.outcomes_tx.clone();
         tokio::spawn(async move {
             let result = runtime.sleep(&spec, to).await;
             let _ = outcomes.send(Outcome::Slept { host: id, result });
+        });
+    }
+
+    fn start_settle(&mut self, id: usize) {
+        self.hosts[id].settling = true;
+        let runtime = self.runtime.clone();
+        let spec = self.hosts[id].spec.clone();
+        let outcomes = self.outcomes_tx.clone();
+        tokio::spawn(async move {
+            match runtime.settle(&spec).await {
+                Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
+                Err(err) => warn!(container = %spec.name, error = %err, "settling the engine's view failed"),
+            }
+            let _ = outcomes.send(Outcome::Settled { host: id });
+        });
+    }
+
+    /// Finds the host side of a warm host's container link (off the critical path) so that its
+    /// traffic is counted; with `count_connections`, also counts its established connections.
+    fn find_host_link(&mut self, id: usize, count_connections: bool) {
+        let runtime = self.runtime.clone();
+        let spec = self.hosts[id].spec.clone();
+        let outcomes = self.outcomes_tx.clone();
+        tokio::spawn(async move {
+            let Ok(info) = runtime.running_info(&spec).await else {
+                return;
+            };
+            let pid = info.pid;
+            let address = spec.address;
+            let found = tokio::task::spawn_blocking(move || {
+                let veth = interfaces::host_side_of_container(pid)?;
+                let established = count_connections.then(|| established_connections(pid, address));
+                std::io::Result::Ok((veth, established))
+            })
+            .await;
+            match found {
+                Ok(Ok((veth, established))) => {
+                    let _ = outcomes.send(Outcome::HostLink {
+                        host: id,
+                        veth,
+                        established,
+                    });
+                }
+                Ok(Err(err)) => warn!(container = %spec.name, error = %err, "cannot find the container's link"),
+                Err(err) => warn!(container = %spec.name, error = %err, "looking for the container's link failed"),
+            }
         });
     }
 
@@ -494,6 +835,10 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 }
             });
         }
+        // And start counting its traffic (a paused host's link still has its programs).
+        if from != Tier::Paused || !self.datapath.has_host_link(self.hosts[id].config.address) {
+            self.find_host_link(id, false);
+        }
     }
 
     /// Answers every held packet of a host whose wake failed with a refusal (TCP RST, ICMP
@@ -543,6 +888,44 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     }
 }
 
+fn open_connections(activity: &HostActivity) -> u64 {
+    activity.tcp_opened.saturating_sub(activity.tcp_closed)
+}
+
+/// Established TCP connections whose local address is `addr`, from the socket table of the
+/// network namespace of process `pid`.
+fn established_connections(pid: u32, addr: Ipv4Addr) -> u64 {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .map(|text| count_established(&text, addr))
+        .sum()
+}
+
+/// Counts ESTABLISHED sockets with local address `addr` in a /proc/net/tcp{,6} table (IPv4
+/// addresses appear as the hex of the address in host byte order; in tcp6, v4-mapped addresses
+/// end with it).
+fn count_established(table: &str, addr: Ipv4Addr) -> u64 {
+    const ESTABLISHED: &str = "01";
+    let local = format!("{:08X}", u32::from_ne_bytes(addr.octets()));
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            match (fields.nth(1), fields.nth(1)) {
+                (Some(local_addr), Some(state)) => {
+                    state == ESTABLISHED
+                        && local_addr
+                            .rsplit_once(':')
+                            .is_some_and(|(ip, _)| ip.ends_with(&local))
+                }
+                _ => false,
+            }
+        })
+        .count() as u64
+}
+
 /// Broadcasts on the bridge that `ip` is at `mac`.
 fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
     if let Err(err) = wire.send(bridge, &frame::gratuitous_arp(ip, mac)) {
@@ -554,17 +937,39 @@ async fn wake<R: ContainerRuntime>(
     runtime: &R,
     spec: &ContainerSpec,
     from: Tier,
-    probe: crate::config::ReadyProbe,
+    probe: ReadyProbe,
     timeout: Duration,
+    poll: Duration,
+    listen: Option<broadcast::Receiver<u16>>,
 ) -> Result<(Started, u64), WakeError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
         .await
         .map_err(|_| ReadyError::Timeout { probe, timeout })??;
-    readiness::wait_ready(runtime, spec, probe, deadline, timeout).await?;
+    readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
     Ok((started, monotonic_ns()))
 }
 
 fn summary(frame: &[u8]) -> String {
     frame::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn established_connections_are_counted_by_local_address() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000
+   1: 0A004D0A:1F90 02004E0A:9C40 01 00000000:00000000
+   2: 0A004D0A:1F90 02004E0A:9C41 06 00000000:00000000
+   3: 0B004D0A:1F90 02004E0A:9C42 01 00000000:00000000
+";
+        assert_eq!(count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)), 1, "listening, time-wait and other hosts do not count");
+        let tcp6 = "  sl  local_address                         remote_address                        st
+   0: 0000000000000000FFFF00000A004D0A:1F90 0000000000000000FFFF000002004E0A:9C40 01
+";
+        assert_eq!(count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)), 1, "v4-mapped");
+    }
 }

@@ -1,7 +1,10 @@
 //! [`ContainerRuntime`] for the Docker engine, through bollard; and the Docker network that holds
 //! the imaginary hosts.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use bollard::{
     errors::Error as BollardError,
@@ -18,7 +21,7 @@ use tracing::{debug, info};
 
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK,
-    LABEL_SPEC, Observed, RunningInfo, RuntimeError, Started,
+    LABEL_SPEC, Observed, RunningInfo, RuntimeError, Started, freezer::Freezer,
 };
 use crate::{
     clock::monotonic_ns, config::NetworkConfig, interfaces::parse_mac, orchestrator::state::Tier,
@@ -30,6 +33,13 @@ const STOP_TIMEOUT_SECS: i32 = 10;
 #[derive(Clone)]
 pub struct Docker {
     client: bollard::Docker,
+    /// Wake paused containers by thawing their freezer directly.
+    fast_thaw: bool,
+    /// Freezers of containers this agent paused, found when pausing (so that a wake needs no
+    /// engine round trip to find them).
+    freezers: Arc<Mutex<HashMap<String, Freezer>>>,
+    /// Containers thawed directly: running, though the engine still says paused.
+    unsettled: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The Docker network the hosts live on, as found or created.
@@ -42,13 +52,55 @@ pub struct NetworkHandle {
 
 impl Docker {
     /// Connects to the local engine and negotiates the API version.
-    pub async fn connect() -> Result<Docker, RuntimeError> {
+    pub async fn connect(fast_thaw: bool) -> Result<Docker, RuntimeError> {
         let client = bollard::Docker::connect_with_local_defaults()
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
             .negotiate_version()
             .await
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-        Ok(Docker { client })
+        Ok(Docker {
+            client,
+            fast_thaw,
+            freezers: Arc::default(),
+            unsettled: Arc::default(),
+        })
+    }
+
+    /// The bollard client, for the engine's event stream.
+    pub fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+
+    /// The freezer of a container: cached from when it was paused, else found through its PID.
+    async fn freezer(&self, name: &str) -> Option<Freezer> {
+        if let Some(freezer) = self.freezers.lock().expect("not poisoned").get(name) {
+            return Some(freezer.clone());
+        }
+        let inspected = self
+            .client
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let pid = inspected.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
+        let freezer = Freezer::of_process(pid as u32).ok()?;
+        self.freezers
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), freezer.clone());
+        Some(freezer)
+    }
+
+    fn is_unsettled(&self, name: &str) -> bool {
+        self.unsettled.lock().expect("not poisoned").contains(name)
+    }
+
+    fn set_unsettled(&self, name: &str, unsettled: bool) {
+        let mut set = self.unsettled.lock().expect("not poisoned");
+        if unsettled {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
     }
 
     /// Creates the network for the imaginary subnet, or reuses it if it exists with that subnet.
@@ -253,6 +305,22 @@ impl Docker {
 impl ContainerRuntime for Docker {
     async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
         let requested_ns = monotonic_ns();
+        if from == Tier::Paused && self.fast_thaw && !self.is_unsettled(&spec.name) {
+            // The fast path: thaw the freezer ourselves (microseconds) and let the engine catch
+            // up later (settle).
+            if let Some(freezer) = self.freezer(&spec.name).await
+                && freezer.is_frozen().unwrap_or(false)
+                && freezer.thaw().is_ok()
+            {
+                self.set_unsettled(&spec.name, true);
+                return Ok(Started {
+                    container_id: spec.name.clone(),
+                    from: Tier::Paused,
+                    requested_ns,
+                    running_ns: monotonic_ns(),
+                });
+            }
+        }
         let (id, from) = match from {
             Tier::Paused => match self.client.unpause_container(&spec.name).await {
                 Ok(()) => (spec.name.clone(), Tier::Paused),
@@ -329,14 +397,30 @@ impl ContainerRuntime for Docker {
 
     async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {
         match to {
-            Tier::Paused => self
-                .client
-                .pause_container(&spec.name)
-                .await
-                .map_err(|e| classify(e, "pause", &spec.name)),
+            Tier::Paused => {
+                if self.is_unsettled(&spec.name) {
+                    // The engine still says paused: freezing again makes that true.
+                    let freezer = self.freezer(&spec.name).await;
+                    if let Some(freezer) = freezer
+                        && freezer.freeze().is_ok()
+                    {
+                        self.set_unsettled(&spec.name, false);
+                        return Ok(());
+                    }
+                    self.settle(spec).await?;
+                }
+                // Remember the freezer now, while the container runs, for a fast wake.
+                let _ = self.freezer(&spec.name).await;
+                self.client
+                    .pause_container(&spec.name)
+                    .await
+                    .map_err(|e| classify(e, "pause", &spec.name))
+            }
             Tier::Stopped => {
+                self.settle(spec).await?;
                 // A paused container cannot be stopped gracefully: thaw it first.
                 let _ = self.client.unpause_container(&spec.name).await;
+                self.freezers.lock().expect("not poisoned").remove(&spec.name);
                 let options = StopContainerOptions {
                     t: Some(STOP_TIMEOUT_SECS),
                     signal: None,
@@ -347,8 +431,40 @@ impl ContainerRuntime for Docker {
                     Err(err) => Err(classify(err, "stop", &spec.name)),
                 }
             }
-            Tier::Absent => self.remove(&spec.name).await,
+            Tier::Absent => {
+                self.settle(spec).await?;
+                self.freezers.lock().expect("not poisoned").remove(&spec.name);
+                self.remove(&spec.name).await
+            }
         }
+    }
+
+    fn unsettled(&self, spec: &ContainerSpec) -> bool {
+        self.is_unsettled(&spec.name)
+    }
+
+    /// Repairs the engine's view of a container thawed directly: freeze it again (for the few
+    /// milliseconds the engine needs), and let the engine unpause it; if that fails, thaw it
+    /// ourselves again, so that the container is never left frozen.
+    async fn settle(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if !self.is_unsettled(&spec.name) {
+            return Ok(());
+        }
+        let Some(freezer) = self.freezer(&spec.name).await else {
+            self.set_unsettled(&spec.name, false);
+            return Ok(());
+        };
+        freezer.freeze().map_err(|e| RuntimeError::Engine {
+            action: "freeze (to settle)",
+            container: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        let unpaused = self.client.unpause_container(&spec.name).await;
+        if unpaused.is_err() || freezer.is_frozen().unwrap_or(true) {
+            let _ = freezer.thaw();
+        }
+        self.set_unsettled(&spec.name, false);
+        unpaused.map_err(|e| classify(e, "unpause (to settle)", &spec.name))
     }
 
     async fn observe(&self, spec: &ContainerSpec) -> Result<Observed, RuntimeError> {
@@ -367,9 +483,20 @@ impl ContainerRuntime for Docker {
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         let current = labels.get(LABEL_SPEC) == Some(&spec.fingerprint());
+        let pid = inspected.state.as_ref().and_then(|s| s.pid).unwrap_or_default();
         let status = match inspected.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
-            Some(ContainerStateStatusEnum::PAUSED) => ContainerStatus::Paused,
+            Some(ContainerStateStatusEnum::PAUSED) => {
+                // Paused for the engine, but thawed directly by an earlier agent: it runs, and
+                // the engine's view needs settling.
+                match Freezer::of_process(pid as u32).and_then(|f| f.is_frozen()) {
+                    Ok(false) => {
+                        self.set_unsettled(&spec.name, true);
+                        ContainerStatus::Running
+                    }
+                    _ => ContainerStatus::Paused,
+                }
+            }
             Some(ContainerStateStatusEnum::RESTARTING)
             | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
             _ => ContainerStatus::Stopped,

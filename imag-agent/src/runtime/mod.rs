@@ -3,6 +3,7 @@
 //! of the orchestrator use a fake.
 
 pub mod docker;
+pub mod freezer;
 
 use std::{collections::BTreeMap, future::Future, net::Ipv4Addr};
 
@@ -148,4 +149,11 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
         &self,
         spec: &ContainerSpec,
     ) -> impl Future<Output = Result<Observed, RuntimeError>> + Send;
+
+    /// Whether a fast wake left the engine's own view of the container stale (see
+    /// [`freezer`]), to be repaired with [`ContainerRuntime::settle`] at a quiet moment.
+    fn unsettled(&self, spec: &ContainerSpec) -> bool;
+
+    /// Brings the engine's view of a container in line with reality after a fast wake.
+    fn settle(&self, spec: &ContainerSpec) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

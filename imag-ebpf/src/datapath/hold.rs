@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use imag_common::{
-    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HostEntry, MAX_FRAME_LEN, stat,
+    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HeldFrameRecord, HostEntry,
+    MAX_FRAME_LEN, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -83,54 +84,57 @@ fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
 
 fn hold(ctx: &XdpContext, host_addr: u32, host_id: u32) -> u32 {
     let frame_len = ctx.data_end() - ctx.data();
-    if frame_len > MAX_FRAME_LEN {
-        count(stat::DROPPED_OVERSIZE);
-        return XDP_DROP;
+    // SAFETY: ctx.ctx is the program's context.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let emitted = emit_held(frame_len, ifindex, host_addr, host_id, |dst, len| {
+        // SAFETY: dst holds at least len bytes (emit_held checked it).
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, dst, len) }
+    });
+    match emitted {
+        Ok(()) => {
+            count(stat::HELD);
+            // Cold path only; the agent turns eBPF logging off unless it runs at debug level.
+            debug!(ctx, "held {} bytes for {:i}", frame_len as u32, u32::from_be(host_addr));
+        }
+        Err(counter) => count(counter),
     }
-    let Some(record) = HOLD_SCRATCH.get_ptr_mut(0) else {
-        return XDP_PASS;
-    };
+    XDP_DROP
+}
+
+/// Copies a frame of `frame_len` bytes (through `load`, the program type's copy helper) into the
+/// per-CPU scratch record and out through the `HELD_FRAMES` ring buffer. On failure, returns the
+/// counter that says why.
+#[inline(always)]
+pub fn emit_held(
+    frame_len: usize,
+    ifindex: u32,
+    host_addr: u32,
+    host_id: u32,
+    load: impl FnOnce(*mut core::ffi::c_void, u32) -> i64,
+) -> Result<(), u32> {
+    let record = HOLD_SCRATCH.get_ptr_mut(0).ok_or(stat::DROPPED_RING_FULL)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
     let record = unsafe { &mut *record };
     // The verifier needs the copy length proven to lie within [1, MAX_FRAME_LEN] with a signed
     // comparison it can follow; a plain `min` gets rewritten by LLVM into a form it rejects.
     let len = frame_len as i64;
     if !check_bounds_signed(len, 1, MAX_FRAME_LEN as i64) {
-        count(stat::DROPPED_OVERSIZE);
-        return XDP_DROP;
+        return Err(stat::DROPPED_OVERSIZE);
     }
-    // SAFETY: the destination holds MAX_FRAME_LEN bytes and len is at most that.
-    let copied =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, record.frame.as_mut_ptr().cast(), len as u32) };
-    if copied != 0 {
-        count(stat::PASSED_UNPARSED);
-        return XDP_PASS;
+    if load(record.frame.as_mut_ptr().cast(), len as u32) != 0 {
+        return Err(stat::PASSED_UNPARSED);
     }
     record.header.held_at_ns = unsafe { bpf_ktime_get_ns() };
-    record.header.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    record.header.ifindex = ifindex;
     record.header.frame_len = len as u32;
     record.header.host_addr = host_addr;
     record.header.host_id = host_id;
     let record_len = HELD_FRAME_HEADER_LEN + len as usize;
     // SAFETY: record_len is at most the size of the record.
     let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (record as *const imag_common::HeldFrameRecord).cast::<u8>(),
-            record_len,
-        )
+        core::slice::from_raw_parts((record as *const HeldFrameRecord).cast::<u8>(), record_len)
     };
-    match HELD_FRAMES.output::<[u8]>(bytes, 0) {
-        Ok(()) => {
-            count(stat::HELD);
-            // Cold path only; the agent turns eBPF logging off unless it runs at debug level.
-            debug!(
-                ctx,
-                "held {} bytes for {:i}",
-                len as u32,
-                u32::from_be(host_addr)
-            );
-        }
-        Err(_) => count(stat::DROPPED_RING_FULL),
-    }
-    XDP_DROP
+    HELD_FRAMES
+        .output::<[u8]>(bytes, 0)
+        .map_err(|_| stat::DROPPED_RING_FULL)
 }

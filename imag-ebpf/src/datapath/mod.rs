@@ -2,17 +2,20 @@
 
 mod arp;
 mod hold;
+mod host_link;
 mod packet;
 mod ping;
+mod sock_state;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{map, xdp},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    macros::{classifier, map, tracepoint, xdp},
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{TcContext, TracePointContext, XdpContext},
 };
 use imag_common::{
-    HELD_RING_BYTES, HeldFrameRecord, HostEntry, InterfaceEntry, MAX_HOSTS, MAX_INTERFACES, stat,
+    HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
+    MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
 };
 
 /// Imaginary hosts by address (network byte order); written by the agent.
@@ -30,6 +33,23 @@ static HELD_FRAMES: RingBuf = RingBuf::with_byte_size(HELD_RING_BYTES, 0);
 /// Scratch space for assembling one ring buffer record (too big for the BPF stack).
 #[map(name = "HOLD_SCRATCH")]
 static HOLD_SCRATCH: PerCpuArray<HeldFrameRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-host activity (traffic on the host's own link, TCP connections), per CPU; the agent
+/// creates an entry for every host.
+#[map(name = "ACTIVITY")]
+static ACTIVITY: PerCpuHashMap<u32, HostActivity> = PerCpuHashMap::with_max_entries(MAX_HOSTS, 0);
+
+/// Peers (per host, by prefix) whose traffic does not keep a host awake.
+#[map(name = "IDLE_IGNORE")]
+static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
+
+/// Ports that wakes are waiting for a listening socket on; written by the agent.
+#[map(name = "WAITING_PORTS")]
+static WAITING_PORTS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Socket events for the agent (`imag_common::SockEvent`).
+#[map(name = "SOCK_EVENTS")]
+static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 
 /// Packet counters, indexed by `imag_common::stat::*`.
 #[map(name = "STATS")]
@@ -51,4 +71,20 @@ pub fn imag_hold(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn imag_deliver(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn imag_to_host(ctx: TcContext) -> i32 {
+    host_link::to_host(&ctx)
+}
+
+#[classifier]
+pub fn imag_from_host(ctx: TcContext) -> i32 {
+    host_link::from_host(&ctx)
+}
+
+#[tracepoint]
+pub fn imag_tcp_state(ctx: TracePointContext) -> u32 {
+    sock_state::on_change(&ctx);
+    0
 }

@@ -1,0 +1,147 @@
+//! Where the datapath lives on the BPF filesystem so that it outlives the agent:
+//! `/sys/fs/bpf/imag/<network>/` holds the maps (by name) and the links (`link-…`). A restarted
+//! agent — also after `kill -9` — reopens the maps and adopts the links; `detach` removes the
+//! directory, which detaches everything.
+
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{maps::MapData, programs::links::FdLink};
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// The pin directory of one imag network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    pub fn for_network(network: &str) -> Pins {
+        Pins {
+            dir: Path::new(BPFFS).join("imag").join(network),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether an earlier agent left a datapath here.
+    pub fn exists(&self) -> bool {
+        self.map("HOSTS").exists()
+    }
+
+    /// Mounts the BPF filesystem if needed and creates the directory.
+    pub fn prepare(&self) -> io::Result<()> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(&self.dir)
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("link-{name}"))
+    }
+
+    /// Opens a pinned link, if there is one.
+    pub fn open_link(&self, name: &str) -> Option<FdLink> {
+        let path = self.link(name);
+        if !path.exists() {
+            return None;
+        }
+        aya::programs::links::PinnedLink::from_pin(&path)
+            .ok()
+            .map(FdLink::from)
+    }
+
+    /// Removes a link's pin; the link is detached once no process holds it.
+    pub fn remove_link(&self, name: &str) {
+        let _ = std::fs::remove_file(self.link(name));
+    }
+
+    /// Removes every pin and the directory: detaches all links and frees all maps (once no
+    /// process holds them).
+    pub fn remove_all(&self) -> io::Result<()> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    std::fs::remove_file(entry?.path())?;
+                }
+                std::fs::remove_dir(&self.dir)?;
+                let _ = std::fs::remove_dir(self.dir.parent().expect("imag/<network>"));
+                Ok(())
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Checks that a pinned map has the key and value sizes this agent expects; a datapath left
+    /// by an incompatible version must be detached before this agent can adopt it.
+    pub fn check_map(&self, name: &str, key_size: usize, value_size: usize) -> Result<(), String> {
+        let path = self.map(name);
+        if !path.exists() {
+            return Ok(());
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|e| format!("cannot open the pinned map {}: {e}", path.display()))?;
+        if info.key_size() as usize != key_size || info.value_size() as usize != value_size {
+            return Err(format!(
+                "the pinned map {} was left by an incompatible imag version (key/value sizes \
+                 {}/{}, expected {key_size}/{value_size}): run `imag-agent detach` first",
+                path.display(),
+                info.key_size(),
+                info.value_size()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn ensure_bpffs() -> io::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf"))
+    {
+        return Ok(());
+    }
+    let target = CString::new(BPFFS).expect("no NUL");
+    let fstype = CString::new("bpf").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(io::Error::other(format!(
+            "the BPF filesystem is not mounted at {BPFFS} and mounting it failed ({}): mount it \
+             with `mount -t bpf bpf {BPFFS}`",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted (tracepoints need it).
+pub fn ensure_tracefs() -> io::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
+        return Ok(());
+    }
+    let target = CString::new("/sys/kernel/tracing").expect("no NUL");
+    let fstype = CString::new("tracefs").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(io::Error::other(format!(
+            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({})",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Programs on a warm host's own link (TC on the host side of its container's veth): they count
+//! the host's traffic for idleness, and make sure nothing reaches a container that is not warm.
+//!
+//! - `to_host` (egress towards the container) counts packets in. While the host is not warm, it
+//!   drops ARP (only the datapath answers for a sleeping host: a paused container's kernel would
+//!   still answer, and neighbours would then send to a frozen container), and holds IPv4 packets
+//!   that a neighbour on the bridge sent straight to the container's MAC address (they are
+//!   re-delivered on that neighbour's port once the host is warm again).
+//! - `from_host` (ingress from the container) counts packets out.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use imag_common::{HOST_MODE_PASS, HostActivity, IgnoreKey, stat};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+};
+
+use super::{ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES, count, hold::emit_held};
+
+const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
+/// Offset of the ARP target protocol address in an Ethernet frame.
+const ARP_TPA_OFFSET: usize = EthHdr::LEN + 24;
+
+pub fn to_host(ctx: &TcContext) -> i32 {
+    let Ok(ether_type) = ctx.load::<u16>(12) else {
+        return TC_ACT_OK;
+    };
+    if ether_type == ETHERTYPE_ARP {
+        let Ok(target) = ctx.load::<[u8; 4]>(ARP_TPA_OFFSET) else {
+            return TC_ACT_OK;
+        };
+        return match HOSTS.get_ptr(u32::from_ne_bytes(target)) {
+            // SAFETY: map values stay valid for the program's run.
+            Some(host) if unsafe { (*host).mode } != HOST_MODE_PASS => {
+                count(stat::DROPPED_AT_HOST_LINK);
+                TC_ACT_SHOT
+            }
+            _ => TC_ACT_OK,
+        };
+    }
+    if ether_type != ETHERTYPE_IPV4 {
+        return TC_ACT_OK;
+    }
+    let Ok(ip) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
+        return TC_ACT_OK;
+    };
+    let host_addr = u32::from_ne_bytes(ip.dst_addr);
+    let Some(host) = HOSTS.get_ptr(host_addr) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let host = unsafe { *host };
+    if host.mode == HOST_MODE_PASS {
+        record(host_addr, host.host_id, ip.src_addr, ctx.len(), Direction::In);
+        return TC_ACT_OK;
+    }
+    // Not warm. A frame bridged from a neighbour's port (an ifindex the datapath does not run
+    // on) can be re-delivered on that port later: hold it. Anything else got here by routing
+    // after the switch to hold, and is dropped (its sender retransmits).
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // SAFETY: skb is the program's context.
+    let ingress = unsafe { (*skb).ingress_ifindex };
+    if ingress == 0 || INTERFACES.get_ptr(ingress).is_some() {
+        count(stat::DROPPED_AT_HOST_LINK);
+        return TC_ACT_SHOT;
+    }
+    let emitted = emit_held(ctx.len() as usize, ingress, host_addr, host.host_id, |dst, len| {
+        // SAFETY: dst holds at least len bytes (emit_held checked it).
+        unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, len) }
+    });
+    count(match emitted {
+        Ok(()) => stat::HELD_AT_HOST_LINK,
+        Err(counter) => counter,
+    });
+    TC_ACT_SHOT
+}
+
+pub fn from_host(ctx: &TcContext) -> i32 {
+    if ctx.load::<u16>(12) != Ok(ETHERTYPE_IPV4) {
+        return TC_ACT_OK;
+    }
+    let Ok(ip) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
+        return TC_ACT_OK;
+    };
+    let host_addr = u32::from_ne_bytes(ip.src_addr);
+    if let Some(host) = HOSTS.get_ptr(host_addr) {
+        // SAFETY: map values stay valid for the program's run.
+        let host_id = unsafe { (*host).host_id };
+        record(host_addr, host_id, ip.dst_addr, ctx.len(), Direction::Out);
+    }
+    TC_ACT_OK
+}
+
+enum Direction {
+    In,
+    Out,
+}
+
+/// Adds a packet to the host's activity; it counts for idleness unless its peer is ignored.
+#[inline(always)]
+fn record(host_addr: u32, host_id: u32, peer: [u8; 4], len: u32, direction: Direction) {
+    let Some(activity) = ACTIVITY.get_ptr_mut(host_addr) else {
+        return;
+    };
+    // SAFETY: per-CPU value: no other writer on this CPU.
+    let activity: &mut HostActivity = unsafe { &mut *activity };
+    match direction {
+        Direction::In => {
+            activity.packets_in += 1;
+            activity.bytes_in += u64::from(len);
+        }
+        Direction::Out => {
+            activity.packets_out += 1;
+            activity.bytes_out += u64::from(len);
+        }
+    }
+    let key = Key::new(
+        64,
+        IgnoreKey {
+            host_id_be: host_id.to_be_bytes(),
+            peer,
+        },
+    );
+    if IDLE_IGNORE.get(&key).is_some() {
+        activity.ignored_packets += 1;
+    } else {
+        // SAFETY: no preconditions.
+        activity.last_packet_ns = unsafe { bpf_ktime_get_ns() };
+    }
+}
