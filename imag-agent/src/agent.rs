@@ -129,10 +129,11 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         set_up_forwarding(&config, &interfaces, &mut undo)?;
         orchestrator.publish_hosts()?;
         // The bridge too: containers reach cold hosts through it (and ask it for neighbours).
-        let attachments = interfaces
-            .iter()
-            .map(|i| (i, opts.xdp_mode, 0))
-            .chain([(&bridge, XdpModeChoice::Generic, IFACE_FLAG_BRIDGE)]);
+        let attachments = interfaces.iter().map(|i| (i, opts.xdp_mode, 0)).chain([(
+            &bridge,
+            XdpModeChoice::Generic,
+            IFACE_FLAG_BRIDGE,
+        )]);
         for (iface, mode, flags) in attachments {
             orchestrator.datapath_mut().attach(iface, mode, flags)?;
         }
@@ -178,8 +179,6 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         subnet = %config.network.subnet,
         "imag is attached and holding packets for cold hosts"
     );
-    // Once everything this configuration needs is attached or adopted, leftovers can go.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     orchestrator.datapath().prune_stale_links();
 
     orchestrator
@@ -290,7 +289,10 @@ async fn watch_container_exits(docker: Docker, network: String, inputs: mpsc::Se
         filters: Some(HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("event".to_string(), vec!["die".to_string()]),
-            ("label".to_string(), vec![format!("{LABEL_NETWORK}={network}")]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_NETWORK}={network}")],
+            ),
         ])),
         ..Default::default()
     };
@@ -355,7 +357,11 @@ pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()
     let docker = Docker::connect(false).await?;
     for host in &config.hosts {
         let spec = ContainerSpec::for_host(&config.network.name, host);
-        let tier = if keep_containers { Tier::Stopped } else { Tier::Absent };
+        let tier = if keep_containers {
+            Tier::Stopped
+        } else {
+            Tier::Absent
+        };
         docker
             .sleep(&spec, tier)
             .await

@@ -627,7 +627,9 @@ fn validate_host(
             if sleep.is_some_and(|s| s != SleepTier::Pause) {
                 report(
                     span(text),
-                    format!("stop_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
+                    format!(
+                        "stop_after only applies to hosts with sleep = \"pause\" (host {name:?})"
+                    ),
                 );
                 ok = false;
             }
@@ -697,7 +699,11 @@ fn prefixes(list: &[Spanned<String>], report: &mut Report<'_>) -> Option<Vec<Ipv
 }
 
 /// A duration that may be zero (e.g. `min_warm = "0s"`).
-fn duration_or_zero(text: &Spanned<String>, key: &str, report: &mut Report<'_>) -> Option<Duration> {
+fn duration_or_zero(
+    text: &Spanned<String>,
+    key: &str,
+    report: &mut Report<'_>,
+) -> Option<Duration> {
     match humantime::parse_duration(text.get_ref()) {
         Ok(d) => Some(d),
         Err(err) => {
@@ -1043,14 +1049,21 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
         assert_eq!(a.stop_after, Some(Duration::from_secs(3600)));
         assert_eq!(a.min_warm, Duration::ZERO);
         assert_eq!(a.ready_poll, Duration::from_millis(5));
-        assert_eq!(a.idle_ignore, vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()], "network default");
+        assert_eq!(
+            a.idle_ignore,
+            vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()],
+            "network default"
+        );
         let b = &config.hosts[1];
         assert_eq!(b.sleep, SleepTier::Stop, "stop by default");
         assert_eq!(b.min_warm, DEFAULT_MIN_WARM);
         assert_eq!(b.ready_poll, DEFAULT_READY_POLL);
         assert_eq!(
             b.idle_ignore,
-            vec!["10.1.2.3/32".parse::<Ipv4Net>().unwrap(), "10.8.0.0/24".parse().unwrap()]
+            vec![
+                "10.1.2.3/32".parse::<Ipv4Net>().unwrap(),
+                "10.8.0.0/24".parse().unwrap()
+            ]
         );
         assert!(config.wake.ready_events && config.wake.fast_thaw);
 

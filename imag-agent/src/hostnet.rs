@@ -124,20 +124,32 @@ pub fn remove_rules_of(network: &str) -> usize {
     let Ok(listing) = iptables(&["-w", "-S", CHAIN]) else {
         return 0;
     };
-    let tag = format!("--comment {}", comment(network));
-    let mut removed = 0;
-    for rule in listing.lines().filter(|l| l.contains(&tag)) {
-        // "-A DOCKER-USER <spec>" → "-D DOCKER-USER <spec>"
-        let Some(spec) = rule.strip_prefix(&format!("-A {CHAIN} ")) else {
-            continue;
-        };
-        let mut args = vec!["-w", "-D", CHAIN];
-        args.extend(spec.split_whitespace());
-        if iptables(&args).is_ok() {
-            removed += 1;
-        }
+    let rules: Vec<ForwardRule> = listing
+        .lines()
+        .filter_map(|line| parse_rule(line, network))
+        .collect();
+    for rule in &rules {
+        rule.remove();
     }
-    removed
+    rules.len()
+}
+
+/// The rule an `iptables -S` line describes, if it is one of ours for `network`.
+fn parse_rule(line: &str, network: &str) -> Option<ForwardRule> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |flag: &str| {
+        words
+            .iter()
+            .position(|w| *w == flag)
+            .and_then(|i| words.get(i + 1))
+            .map(|w| w.trim_matches('"'))
+    };
+    (value("--comment")? == comment(network)).then_some(())?;
+    Some(ForwardRule {
+        iface: value("-i")?.to_string(),
+        subnet: value("-d")?.parse().ok()?,
+        network: network.to_string(),
+    })
 }
 
 /// Makes sure the kernel forwards IPv4 (Docker normally turns this on). Returns whether it had
@@ -155,5 +167,25 @@ pub fn ensure_ip_forwarding() -> std::io::Result<bool> {
 pub fn disable_ip_forwarding() {
     if let Err(err) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0") {
         warn!(error = %err, "could not turn IPv4 forwarding off again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_our_rules_from_iptables_listing() {
+        let line = r#"-A DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment "imag:imagt26" -j ACCEPT"#;
+        assert_eq!(
+            parse_rule(line, "imagt26"),
+            Some(ForwardRule {
+                iface: "imagt26h".into(),
+                subnet: "10.200.26.0/24".parse().unwrap(),
+                network: "imagt26".into(),
+            })
+        );
+        assert_eq!(parse_rule(line, "imagt2"), None, "another network's rule");
+        assert_eq!(parse_rule("-A DOCKER-USER -j RETURN", "imagt26"), None);
     }
 }

@@ -66,11 +66,16 @@ pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
             .spawn(|| -> std::io::Result<u32> {
                 let netns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
                 // SAFETY: a valid namespace fd; setns affects only this thread.
-                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) } != 0 {
+                if unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET)
+                } != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The netlink socket must be created on this thread, inside the namespace.
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?;
                 runtime.block_on(async {
                     let (connection, handle, _) = rtnetlink::new_connection()?;
                     tokio::spawn(connection);
@@ -94,7 +99,9 @@ pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: if_indextoname wrote a NUL-terminated string.
-    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     Interface::lookup(&name).map_err(std::io::Error::other)
 }
 

@@ -51,8 +51,30 @@ impl ReadyError {
     }
 }
 
+/// What made a wake ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyBy {
+    /// The first try passed (the service was already up, or the probe needs no waiting).
+    FirstTry,
+    /// A try right after a LISTEN event on the probe's port.
+    Event,
+    /// A try at a poll interval.
+    Poll,
+}
+
+impl ReadyBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyBy::FirstTry => "first_try",
+            ReadyBy::Event => "event",
+            ReadyBy::Poll => "poll",
+        }
+    }
+}
+
 /// Waits until `probe` passes for the host's container, it exits, or `deadline` passes. With
-/// `listen`, a LISTEN event on the probe's port triggers the next try at once.
+/// `listen`, a LISTEN event on the probe's port triggers the next try at once; otherwise tries
+/// come every `poll`.
 pub async fn wait_ready<R: ContainerRuntime>(
     runtime: &R,
     spec: &ContainerSpec,
@@ -61,10 +83,10 @@ pub async fn wait_ready<R: ContainerRuntime>(
     timeout: Duration,
     poll: Duration,
     mut listen: Option<broadcast::Receiver<u16>>,
-) -> Result<(), ReadyError> {
+) -> Result<ReadyBy, ReadyError> {
     let timed_out = || ReadyError::Timeout { probe, timeout };
     let check = match probe {
-        ReadyProbe::Running => return Ok(()),
+        ReadyProbe::Running => return Ok(ReadyBy::FirstTry),
         ReadyProbe::Delay(delay) => {
             if Instant::now() + delay > deadline {
                 return Err(timed_out());
@@ -73,7 +95,7 @@ pub async fn wait_ready<R: ContainerRuntime>(
             return runtime
                 .running_info(spec)
                 .await
-                .map(|_| ())
+                .map(|_| ReadyBy::FirstTry)
                 .map_err(ReadyError::Exited);
         }
         ReadyProbe::Tcp(port) => Check::Tcp(SocketAddr::from((spec.address, port))),
@@ -88,32 +110,43 @@ pub async fn wait_ready<R: ContainerRuntime>(
             }
         }
     };
+    let listen_port = match (&check, &listen) {
+        (Check::Tcp(addr), Some(_)) => Some(addr.port()),
+        _ => {
+            listen = None;
+            None
+        }
+    };
+    let mut by = ReadyBy::FirstTry;
+    let mut next_poll = Instant::now() + poll;
     let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
     loop {
         if check.passes().await {
-            return Ok(());
+            return Ok(by);
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(timed_out());
-        }
-        if now >= next_liveness_check {
-            runtime
-                .running_info(spec)
-                .await
-                .map_err(ReadyError::Exited)?;
-            next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
-        }
-        let wait_until = (now + poll).min(next_liveness_check).min(deadline);
-        match (&mut listen, &check) {
-            (Some(events), Check::Tcp(addr)) => {
-                let port = addr.port();
-                tokio::select! {
-                    () = tokio::time::sleep_until(wait_until) => {}
-                    () = wait_for_listen(events, port) => {}
+        loop {
+            let listen_event = async {
+                match (&mut listen, listen_port) {
+                    (Some(events), Some(port)) => wait_for_listen(events, port).await,
+                    _ => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                () = listen_event => {
+                    by = ReadyBy::Event;
+                    break;
+                }
+                () = tokio::time::sleep_until(next_poll) => {
+                    by = ReadyBy::Poll;
+                    next_poll += poll;
+                    break;
+                }
+                () = tokio::time::sleep_until(next_liveness_check) => {
+                    runtime.running_info(spec).await.map_err(ReadyError::Exited)?;
+                    next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             }
-            _ => tokio::time::sleep_until(wait_until).await,
         }
     }
 }

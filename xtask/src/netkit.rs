@@ -136,6 +136,55 @@ pub fn http_get(addr: SocketAddr, timeout: Duration) -> io::Result<(String, Dura
     Ok((body, elapsed))
 }
 
+/// A keep-alive HTTP/1.1 connection: requests `/` again and again on one TCP connection.
+pub struct HttpConnection {
+    reader: io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl HttpConnection {
+    pub fn open(addr: SocketAddr, timeout: Duration) -> io::Result<HttpConnection> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConnection {
+            reader: io::BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    /// One request; returns the response body.
+    pub fn get(&mut self) -> io::Result<String> {
+        use io::BufRead;
+        self.writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: imag\r\n\r\n")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        if !line.starts_with("HTTP/1.1 200") {
+            return Err(io::Error::other(format!("unexpected status line {line:?}")));
+        }
+        let mut length = 0;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().map_err(io::Error::other)?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        String::from_utf8(body).map_err(io::Error::other)
+    }
+}
+
 /// One UDP request and its answer, and the time it took.
 pub fn udp_request(
     addr: SocketAddr,

@@ -7,7 +7,8 @@
 //! hello --udp 5353                                 UDP request/response: "answer <request>"
 //! ```
 //! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
-//! with status 3 after N ms (a crashing one).
+//! with status 3 after N ms (a crashing one); `--stop-delay-ms N` takes N ms to exit on SIGTERM
+//! (a slow-stopping one).
 
 use std::{
     env,
@@ -23,6 +24,7 @@ struct Options {
     udp: Option<u16>,
     delay_ms: u64,
     exit_after_ms: Option<u64>,
+    stop_delay_ms: Option<u64>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -32,6 +34,7 @@ fn parse_args() -> Result<Options, String> {
         udp: None,
         delay_ms: 0,
         exit_after_ms: None,
+        stop_delay_ms: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -62,6 +65,13 @@ fn parse_args() -> Result<Options, String> {
                         .map_err(|e| format!("--exit-after-ms: {e}"))?,
                 )
             }
+            "--stop-delay-ms" => {
+                opts.stop_delay_ms = Some(
+                    value("--stop-delay-ms")?
+                        .parse()
+                        .map_err(|e| format!("--stop-delay-ms: {e}"))?,
+                )
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -80,6 +90,9 @@ fn main() {
             process::exit(3);
         });
     }
+    if let Some(ms) = opts.stop_delay_ms {
+        exit_slowly_on_sigterm(ms);
+    }
     thread::sleep(Duration::from_millis(opts.delay_ms));
     let name = hostname();
     let greeting = env::var("GREETING").ok();
@@ -92,6 +105,25 @@ fn main() {
     } else {
         serve_http(opts.port, opts.backend, identity);
     }
+}
+
+static TERMINATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// On SIGTERM, keep serving for `ms` milliseconds, then exit.
+fn exit_slowly_on_sigterm(ms: u64) {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+    thread::spawn(move || {
+        while !TERMINATING.load(std::sync::atomic::Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(ms));
+        process::exit(0);
+    });
 }
 
 fn hostname() -> String {
@@ -160,13 +192,13 @@ fn handle(stream: TcpStream, backend: Option<SocketAddr>, identity: &str) -> std
                 Err(e) => format!("{identity}: backend {addr} failed: {e}\n"),
             },
         };
-        write!(
-            writer,
+        // One write, one segment: the response is formatted first.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(response.as_bytes())?;
         if close {
             return Ok(());
         }

@@ -17,7 +17,9 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf, lpm_trie::Key},
+    maps::{
+        HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf, lpm_trie::Key,
+    },
     programs::{
         ProgramError, SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, TracePoint, Xdp,
         links::FdLink, tc::TcAttachType, xdp::XdpMode,
@@ -170,15 +172,20 @@ impl Datapath {
         let mut adopted = false;
         let map_paths: Vec<(&str, std::path::PathBuf)> = match &pins {
             Some(pins) => {
-                pins.prepare()
-                    .map_err(|e| DatapathError::Pins(format!("preparing {}: {e}", pins.dir().display())))?;
+                pins.prepare().map_err(|e| {
+                    DatapathError::Pins(format!("preparing {}: {e}", pins.dir().display()))
+                })?;
                 adopted = pins.exists();
                 for (name, key, value) in PINNED_MAPS {
                     if key > 0 {
-                        pins.check_map(name, key, value).map_err(DatapathError::Pins)?;
+                        pins.check_map(name, key, value)
+                            .map_err(DatapathError::Pins)?;
                     }
                 }
-                PINNED_MAPS.iter().map(|(name, _, _)| (*name, pins.map(name))).collect()
+                PINNED_MAPS
+                    .iter()
+                    .map(|(name, _, _)| (*name, pins.map(name)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -188,11 +195,15 @@ impl Datapath {
         let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
         for name in [HOLD_PROGRAM, DELIVER_PROGRAM] {
             let program: &mut Xdp = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
         for name in [TO_HOST_PROGRAM, FROM_HOST_PROGRAM] {
             let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
         let program: &mut TracePoint = program_mut(&mut ebpf, TCP_STATE_PROGRAM)?;
         program.load().map_err(|source| DatapathError::Program {
@@ -325,14 +336,20 @@ impl Datapath {
             source,
         };
         let program: &mut TracePoint = program_mut(&mut self.ebpf, TCP_STATE_PROGRAM)?;
-        let link_id = program.attach("sock", "inet_sock_set_state").map_err(attach_error)?;
+        let link_id = program
+            .attach("sock", "inet_sock_set_state")
+            .map_err(attach_error)?;
         let link = fd_link(TCP_STATE_PROGRAM, program.take_link(link_id))?;
         self.keep_link(LINK.into(), link)
     }
 
     /// Attaches the TC programs to a warm host's own link (the host side of its container's
     /// veth), adopting pinned ones; replaces the links of an earlier container of the host.
-    pub fn attach_host_link(&mut self, addr: Ipv4Addr, veth: &Interface) -> Result<(), DatapathError> {
+    pub fn attach_host_link(
+        &mut self,
+        addr: Ipv4Addr,
+        veth: &Interface,
+    ) -> Result<(), DatapathError> {
         if self.host_links.get(&addr) == Some(&veth.index) {
             return Ok(());
         }
@@ -351,7 +368,9 @@ impl Datapath {
                 source,
             };
             let program: &mut SchedClassifier = program_mut(&mut self.ebpf, program_name)?;
-            let link_id = program.attach(&veth.name, attach_type).map_err(attach_error)?;
+            let link_id = program
+                .attach(&veth.name, attach_type)
+                .map_err(attach_error)?;
             let link = fd_link(program_name, program.take_link(link_id))?;
             self.keep_link(link_name, link)?;
         }
@@ -378,16 +397,28 @@ impl Datapath {
         }
     }
 
-    /// Removes pinned links that nothing in this agent adopted or attached: leftovers of
-    /// interfaces or containers that no longer exist.
+    /// Removes pinned links that are leftovers: links of host links whose interface no longer
+    /// exists (the container is gone), and interface or tracepoint links that this agent neither
+    /// adopted nor attached (an interface no longer named on the command line).
     pub fn prune_stale_links(&self) {
         let Some(pins) = &self.pins else { return };
-        let Ok(entries) = std::fs::read_dir(pins.dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(pins.dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(name) = file.strip_prefix("link-")
-                && !self.links.contains_key(name)
-            {
+            let Some(name) = file.strip_prefix("link-") else {
+                continue;
+            };
+            let host_link_index = name
+                .strip_prefix("to-")
+                .or_else(|| name.strip_prefix("from-"))
+                .and_then(|i| i.parse::<u32>().ok());
+            let stale = match host_link_index {
+                Some(index) => !interface_exists(index),
+                None => !self.links.contains_key(name),
+            };
+            if stale {
                 debug!(link = name, "removing a stale pinned link");
                 pins.remove_link(name);
             }
@@ -404,9 +435,10 @@ impl Datapath {
 
     fn keep_link(&mut self, name: String, link: FdLink) -> Result<(), DatapathError> {
         let link = match &self.pins {
-            Some(pins) => FdLink::from(link.pin(pins.link(&name)).map_err(|e| {
-                DatapathError::Pins(format!("pinning link {name}: {e}"))
-            })?),
+            Some(pins) => FdLink::from(
+                link.pin(pins.link(&name))
+                    .map_err(|e| DatapathError::Pins(format!("pinning link {name}: {e}")))?,
+            ),
             None => link,
         };
         self.links.insert(name, link);
@@ -508,14 +540,24 @@ impl Datapath {
         self.write_activity(addr, base, 0)
     }
 
-    fn write_activity(&mut self, addr: Ipv4Addr, first: HostActivity, _flags: u64) -> Result<(), DatapathError> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Pins(format!("{what}: {e}")))?;
+    fn write_activity(
+        &mut self,
+        addr: Ipv4Addr,
+        first: HostActivity,
+        _flags: u64,
+    ) -> Result<(), DatapathError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DatapathError::Pins(format!("{what}: {e}")))?;
         let mut values = vec![HostActivity::default(); cpus];
         values[0] = first;
-        let values = PerCpuValues::try_from(values).map_err(|e| DatapathError::Pins(e.to_string()))?;
+        let values =
+            PerCpuValues::try_from(values).map_err(|e| DatapathError::Pins(e.to_string()))?;
         self.activity
             .insert(addr_key(addr), values, 0)
-            .map_err(|source| DatapathError::Map { map: "ACTIVITY", source })
+            .map_err(|source| DatapathError::Map {
+                map: "ACTIVITY",
+                source,
+            })
     }
 
     /// Makes traffic between host `host_id` and peers in `prefix` not count as activity.
@@ -529,7 +571,10 @@ impl Datapath {
         );
         self.idle_ignore
             .insert(&key, 1, 0)
-            .map_err(|source| DatapathError::Map { map: "IDLE_IGNORE", source })
+            .map_err(|source| DatapathError::Map {
+                map: "IDLE_IGNORE",
+                source,
+            })
     }
 
     /// Asks for LISTEN events on `port` (counted: several wakes may wait on one port).
@@ -542,7 +587,9 @@ impl Datapath {
     }
 
     pub fn unwatch_port(&mut self, port: u16) {
-        let Some(count) = self.waiters.get_mut(&port) else { return };
+        let Some(count) = self.waiters.get_mut(&port) else {
+            return;
+        };
         *count -= 1;
         if *count == 0 {
             self.waiters.remove(&port);
@@ -624,13 +671,23 @@ impl Datapath {
     }
 }
 
+fn interface_exists(index: u32) -> bool {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: name has room for IF_NAMESIZE bytes.
+    !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()
+}
+
 /// Turns a program's link into a plain fd link (which can be pinned).
 fn fd_link<L>(program: &'static str, link: Result<L, ProgramError>) -> Result<FdLink, DatapathError>
 where
     FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
 {
-    let link = link.map_err(|source| DatapathError::Program { name: program, source })?;
-    FdLink::try_from(link).map_err(|e| DatapathError::Pins(format!("{program}: link is not a bpf_link ({e})")))
+    let link = link.map_err(|source| DatapathError::Program {
+        name: program,
+        source,
+    })?;
+    FdLink::try_from(link)
+        .map_err(|e| DatapathError::Pins(format!("{program}: link is not a bpf_link ({e})")))
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
@@ -638,7 +695,10 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or(DatapathError::Missing { what: "program", name })?
+        .ok_or(DatapathError::Missing {
+            what: "program",
+            name,
+        })?
         .try_into()
         .map_err(|source| DatapathError::Program { name, source })
 }
@@ -648,7 +708,9 @@ where
 fn check_tracepoint_layout() -> Result<(), String> {
     let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
-        .find_map(|dir| std::fs::read_to_string(format!("{dir}/events/sock/inet_sock_set_state/format")).ok());
+        .find_map(|dir| {
+            std::fs::read_to_string(format!("{dir}/events/sock/inet_sock_set_state/format")).ok()
+        });
     let Some(format) = format else {
         // tracefs not mounted yet: ensure_tracefs mounts it and aya's attach reads it.
         return Ok(());

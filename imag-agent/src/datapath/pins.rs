@@ -107,16 +107,23 @@ impl Pins {
 
 fn ensure_bpffs() -> io::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf"))
-    {
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
         return Ok(());
     }
     let target = CString::new(BPFFS).expect("no NUL");
     let fstype = CString::new("bpf").expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(io::Error::other(format!(
             "the BPF filesystem is not mounted at {BPFFS} and mounting it failed ({}): mount it \
@@ -130,13 +137,24 @@ fn ensure_bpffs() -> io::Result<()> {
 /// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted (tracepoints need it).
 pub fn ensure_tracefs() -> io::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+    {
         return Ok(());
     }
     let target = CString::new("/sys/kernel/tracing").expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(io::Error::other(format!(
             "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({})",

@@ -62,6 +62,37 @@ pub async fn forward_held_frames(ring: RingBuf<MapData>, frames: mpsc::Sender<He
     }
 }
 
+/// Forwards the ports of LISTEN events from the `SOCK_EVENTS` ring buffer to every wake waiting
+/// for readiness.
+pub async fn forward_listen_events(
+    ring: RingBuf<MapData>,
+    ports: tokio::sync::broadcast::Sender<u16>,
+) {
+    let mut ring = match super::poll_readable(ring) {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!(error = %err, "cannot poll socket events; readiness falls back to polling");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = ring.readable_mut().await else {
+            return;
+        };
+        while let Some(record) = guard.get_inner_mut().next() {
+            if record.len() >= std::mem::size_of::<imag_common::SockEvent>() {
+                // SAFETY: plain old data, length checked.
+                let event: imag_common::SockEvent =
+                    unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+                if event.kind == imag_common::SOCK_EVENT_LISTEN {
+                    let _ = ports.send(event.port as u16);
+                }
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,33 +127,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(parse_record(&record(header, &[1, 2, 3])), None);
-    }
-}
-
-/// Forwards the ports of LISTEN events from the `SOCK_EVENTS` ring buffer to every wake waiting
-/// for readiness.
-pub async fn forward_listen_events(ring: RingBuf<MapData>, ports: tokio::sync::broadcast::Sender<u16>) {
-    let mut ring = match super::poll_readable(ring) {
-        Ok(fd) => fd,
-        Err(err) => {
-            warn!(error = %err, "cannot poll socket events; readiness falls back to polling");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = ring.readable_mut().await else {
-            return;
-        };
-        while let Some(record) = guard.get_inner_mut().next() {
-            if record.len() >= std::mem::size_of::<imag_common::SockEvent>() {
-                // SAFETY: plain old data, length checked.
-                let event: imag_common::SockEvent =
-                    unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-                if event.kind == imag_common::SOCK_EVENT_LISTEN {
-                    let _ = ports.send(event.port as u16);
-                }
-            }
-        }
-        guard.clear_ready();
     }
 }

@@ -33,7 +33,7 @@ use crate::{
     datapath::{Datapath, addr_key, ring::HeldFrame},
     frame,
     interfaces::{self, Interface},
-    readiness::{self, ReadyError},
+    readiness::{self, ReadyBy, ReadyError},
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
     wire::Wire,
 };
@@ -128,6 +128,8 @@ pub struct Host {
     watched_port: Option<u16>,
     /// A settle (engine view repair) is under way.
     settling: bool,
+    /// What made the latest wake ready.
+    pub ready_by: ReadyBy,
 }
 
 impl Host {
@@ -154,6 +156,7 @@ impl Host {
             sleep_cause: None,
             watched_port: None,
             settling: false,
+            ready_by: ReadyBy::FirstTry,
         }
     }
 
@@ -213,7 +216,7 @@ pub enum Input {
 enum Outcome {
     Woke {
         host: usize,
-        result: Result<(Started, u64), WakeError>,
+        result: Result<(Started, u64, ReadyBy), WakeError>,
     },
     SleepCheck {
         host: usize,
@@ -500,10 +503,14 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             let host = &self.hosts[id];
             match host.state {
                 HostState::Warm { .. } => {
-                    let activity = self.datapath.activity(host.config.address).unwrap_or_default();
+                    let activity = self
+                        .datapath
+                        .activity(host.config.address)
+                        .unwrap_or_default();
                     let last = activity.last_packet_ns.max(host.warm_since_ns);
                     let quiet = Duration::from_nanos(now_ns.saturating_sub(last));
-                    if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET {
+                    if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET
+                    {
                         self.start_settle(id);
                         continue;
                     }
@@ -536,9 +543,10 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     self.datapath.unwatch_port(port);
                 }
                 match result {
-                    Ok((started, ready_ns)) => {
+                    Ok((started, ready_ns, ready_by)) => {
                         let h = &mut self.hosts[host];
                         h.started_here = true;
+                        h.ready_by = ready_by;
                         if let Some((from, timings)) = h.wake.as_mut() {
                             *from = started.from;
                             timings.requested_ns = started.requested_ns;
@@ -619,7 +627,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     pub fn apply(&mut self, id: usize, event: Event) {
         let host = &mut self.hosts[id];
         let before = host.state;
-        let (after, actions) = state::next(before, event, Instant::now(), &self.policy);
+        let policy = Policy {
+            min_warm: host.config.min_warm,
+            ..self.policy
+        };
+        let (after, actions) = state::next(before, event, Instant::now(), &policy);
         host.state = after;
         if before.name() != after.name() {
             debug!(host = %host.config.name, from = before.name(), to = after.name(), ?event, "state");
@@ -737,7 +749,9 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         tokio::spawn(async move {
             match runtime.settle(&spec).await {
                 Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
-                Err(err) => warn!(container = %spec.name, error = %err, "settling the engine's view failed"),
+                Err(err) => {
+                    warn!(container = %spec.name, error = %err, "settling the engine's view failed")
+                }
             }
             let _ = outcomes.send(Outcome::Settled { host: id });
         });
@@ -769,8 +783,12 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         established,
                     });
                 }
-                Ok(Err(err)) => warn!(container = %spec.name, error = %err, "cannot find the container's link"),
-                Err(err) => warn!(container = %spec.name, error = %err, "looking for the container's link failed"),
+                Ok(Err(err)) => {
+                    warn!(container = %spec.name, error = %err, "cannot find the container's link")
+                }
+                Err(err) => {
+                    warn!(container = %spec.name, error = %err, "looking for the container's link failed")
+                }
             }
         });
     }
@@ -808,6 +826,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             from = from.as_str(),
             outcome = "ok",
             packets = count,
+            ready_by = host.ready_by.as_str(),
             held_to_start_ms = format_args!("{held:.2}"),
             start_to_running_ms = format_args!("{running:.2}"),
             running_to_ready_ms = format_args!("{ready:.2}"),
@@ -941,13 +960,13 @@ async fn wake<R: ContainerRuntime>(
     timeout: Duration,
     poll: Duration,
     listen: Option<broadcast::Receiver<u16>>,
-) -> Result<(Started, u64), WakeError> {
+) -> Result<(Started, u64, ReadyBy), WakeError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
         .await
         .map_err(|_| ReadyError::Timeout { probe, timeout })??;
-    readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
-    Ok((started, monotonic_ns()))
+    let by = readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
+    Ok((started, monotonic_ns(), by))
 }
 
 fn summary(frame: &[u8]) -> String {
@@ -966,10 +985,19 @@ mod tests {
    2: 0A004D0A:1F90 02004E0A:9C41 06 00000000:00000000
    3: 0B004D0A:1F90 02004E0A:9C42 01 00000000:00000000
 ";
-        assert_eq!(count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)), 1, "listening, time-wait and other hosts do not count");
-        let tcp6 = "  sl  local_address                         remote_address                        st
+        assert_eq!(
+            count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)),
+            1,
+            "listening, time-wait and other hosts do not count"
+        );
+        let tcp6 =
+            "  sl  local_address                         remote_address                        st
    0: 0000000000000000FFFF00000A004D0A:1F90 0000000000000000FFFF000002004E0A:9C40 01
 ";
-        assert_eq!(count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)), 1, "v4-mapped");
+        assert_eq!(
+            count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)),
+            1,
+            "v4-mapped"
+        );
     }
 }

@@ -420,7 +420,10 @@ impl ContainerRuntime for Docker {
                 self.settle(spec).await?;
                 // A paused container cannot be stopped gracefully: thaw it first.
                 let _ = self.client.unpause_container(&spec.name).await;
-                self.freezers.lock().expect("not poisoned").remove(&spec.name);
+                self.freezers
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&spec.name);
                 let options = StopContainerOptions {
                     t: Some(STOP_TIMEOUT_SECS),
                     signal: None,
@@ -433,7 +436,10 @@ impl ContainerRuntime for Docker {
             }
             Tier::Absent => {
                 self.settle(spec).await?;
-                self.freezers.lock().expect("not poisoned").remove(&spec.name);
+                self.freezers
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&spec.name);
                 self.remove(&spec.name).await
             }
         }
@@ -483,7 +489,11 @@ impl ContainerRuntime for Docker {
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         let current = labels.get(LABEL_SPEC) == Some(&spec.fingerprint());
-        let pid = inspected.state.as_ref().and_then(|s| s.pid).unwrap_or_default();
+        let pid = inspected
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .unwrap_or_default();
         let status = match inspected.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
             Some(ContainerStateStatusEnum::PAUSED) => {

@@ -28,7 +28,8 @@ impl Freezer {
     fn from_cgroups(listing: &str, exists: impl Fn(&str) -> bool) -> Option<Freezer> {
         for line in listing.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -57,7 +58,11 @@ impl Freezer {
 
     pub fn is_frozen(&self) -> io::Result<bool> {
         let state = std::fs::read_to_string(&self.file)?;
-        Ok(if self.v2 { state.trim() == "1" } else { state.trim() == "FROZEN" })
+        Ok(if self.v2 {
+            state.trim() == "1"
+        } else {
+            state.trim() == "FROZEN"
+        })
     }
 }
 
@@ -67,9 +72,13 @@ mod tests {
 
     #[test]
     fn finds_the_v1_freezer_of_a_docker_container() {
-        let listing = "12:pids:/docker/abc\n6:freezer:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n";
+        let listing =
+            "12:pids:/docker/abc\n6:freezer:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n";
         let freezer = Freezer::from_cgroups(listing, |_| false).unwrap();
-        assert_eq!(freezer.file, PathBuf::from("/sys/fs/cgroup/freezer/docker/abc/freezer.state"));
+        assert_eq!(
+            freezer.file,
+            PathBuf::from("/sys/fs/cgroup/freezer/docker/abc/freezer.state")
+        );
         assert!(!freezer.v2);
     }
 
@@ -86,6 +95,9 @@ mod tests {
 
     #[test]
     fn the_root_cgroup_has_no_freezer() {
-        assert_eq!(Freezer::from_cgroups("6:freezer:/\n0::/\n", |_| false), None);
+        assert_eq!(
+            Freezer::from_cgroups("6:freezer:/\n0::/\n", |_| false),
+            None
+        );
     }
 }

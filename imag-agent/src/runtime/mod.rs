@@ -155,5 +155,6 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
     fn unsettled(&self, spec: &ContainerSpec) -> bool;
 
     /// Brings the engine's view of a container in line with reality after a fast wake.
-    fn settle(&self, spec: &ContainerSpec) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn settle(&self, spec: &ContainerSpec)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

@@ -139,12 +139,21 @@ pub struct Agent {
     pub log: Arc<Mutex<Vec<String>>>,
     slot: Slot,
     pub config_path: PathBuf,
+    /// Whether dropping this agent removes the slot's containers, network and pins.
+    clean_up: bool,
 }
 
 impl Agent {
-    /// Writes `config`, starts the agent on `interfaces`, and waits until it is attached.
+    /// Writes `config`, starts the agent on `interfaces` (from a clean slate: no containers,
+    /// network or pins of the slot), and waits until it is attached.
     pub fn start(slot: &Slot, config: &str, interfaces: &[&str]) -> Agent {
         slot.clean_docker();
+        Agent::start_with(slot, config, interfaces, &[])
+    }
+
+    /// Like [`Agent::start`] without cleaning up first (to adopt what an earlier agent left),
+    /// with extra command-line arguments.
+    pub fn start_with(slot: &Slot, config: &str, interfaces: &[&str], extra: &[&str]) -> Agent {
         let config_path = std::env::temp_dir().join(format!("imag-test-{}.toml", slot.n));
         std::fs::write(&config_path, config).expect("writing the test config");
         let mut child = Command::new(agent_binary())
@@ -152,6 +161,7 @@ impl Agent {
             .args(interfaces)
             .arg("--config")
             .arg(&config_path)
+            .args(extra)
             .env("RUST_LOG", "imag_agent=debug")
             .stderr(Stdio::piped())
             .spawn()
@@ -170,6 +180,7 @@ impl Agent {
             log,
             slot: slot.clone(),
             config_path,
+            clean_up: true,
         };
         agent.wait_for_log("imag is attached", Duration::from_secs(30));
         agent
@@ -237,6 +248,24 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Kills the agent with SIGKILL: nothing of its own clean-up runs, and dropping this handle
+    /// leaves everything in place (for a restarted agent to adopt).
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("agent still running");
+        let _ = child.kill();
+        let _ = child.wait();
+        self.clean_up = false;
+    }
+
+    /// Runs `imag-agent detach` on this agent's configuration.
+    pub fn detach_command(&self) -> std::process::Output {
+        Command::new(agent_binary())
+            .args(["detach", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .expect("running imag-agent detach")
+    }
 }
 
 impl Drop for Agent {
@@ -244,9 +273,32 @@ impl Drop for Agent {
         if self.child.is_some() {
             self.stop();
         }
+        if !self.clean_up {
+            return;
+        }
+        if std::path::Path::new(&format!("/sys/fs/bpf/imag/{}", self.slot.network())).exists() {
+            let _ = self.detach_command();
+        }
         self.slot.clean_docker();
         let _ = std::fs::remove_file(&self.config_path);
     }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The container's state as `docker inspect` reports it (`running`, `paused`, `exited`, …).
+pub fn container_status(container: &str) -> Option<String> {
+    docker_inspect(container, "{{.State.Status}}")
 }
 
 /// `docker inspect --format FORMAT container`, trimmed; `None` if it does not exist.

@@ -94,7 +94,12 @@ fn hold(ctx: &XdpContext, host_addr: u32, host_id: u32) -> u32 {
         Ok(()) => {
             count(stat::HELD);
             // Cold path only; the agent turns eBPF logging off unless it runs at debug level.
-            debug!(ctx, "held {} bytes for {:i}", frame_len as u32, u32::from_be(host_addr));
+            debug!(
+                ctx,
+                "held {} bytes for {:i}",
+                frame_len as u32,
+                u32::from_be(host_addr)
+            );
         }
         Err(counter) => count(counter),
     }

@@ -9,7 +9,7 @@
 //! - `from_host` (ingress from the container) counts packets out.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -31,7 +31,16 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     let Ok(ether_type) = ctx.load::<u16>(12) else {
         return TC_ACT_OK;
     };
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // SAFETY: skb is the program's context.
+    let ingress = unsafe { (*skb).ingress_ifindex };
+    // Packets the host itself sends (ingress 0) always pass: the agent's ready probes (and the
+    // ARP they need) must reach a container that is not warm yet.
+    let from_this_host = ingress == 0;
     if ether_type == ETHERTYPE_ARP {
+        if from_this_host {
+            return TC_ACT_OK;
+        }
         let Ok(target) = ctx.load::<[u8; 4]>(ARP_TPA_OFFSET) else {
             return TC_ACT_OK;
         };
@@ -57,23 +66,35 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     // SAFETY: map values stay valid for the program's run.
     let host = unsafe { *host };
     if host.mode == HOST_MODE_PASS {
-        record(host_addr, host.host_id, ip.src_addr, ctx.len(), Direction::In);
+        record(
+            host_addr,
+            host.host_id,
+            ip.src_addr,
+            ctx.len(),
+            Direction::In,
+        );
+        return TC_ACT_OK;
+    }
+    if from_this_host {
         return TC_ACT_OK;
     }
     // Not warm. A frame bridged from a neighbour's port (an ifindex the datapath does not run
     // on) can be re-delivered on that port later: hold it. Anything else got here by routing
     // after the switch to hold, and is dropped (its sender retransmits).
-    let skb: *mut __sk_buff = ctx.skb.skb;
-    // SAFETY: skb is the program's context.
-    let ingress = unsafe { (*skb).ingress_ifindex };
-    if ingress == 0 || INTERFACES.get_ptr(ingress).is_some() {
+    if INTERFACES.get_ptr(ingress).is_some() {
         count(stat::DROPPED_AT_HOST_LINK);
         return TC_ACT_SHOT;
     }
-    let emitted = emit_held(ctx.len() as usize, ingress, host_addr, host.host_id, |dst, len| {
-        // SAFETY: dst holds at least len bytes (emit_held checked it).
-        unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, len) }
-    });
+    let emitted = emit_held(
+        ctx.len() as usize,
+        ingress,
+        host_addr,
+        host.host_id,
+        |dst, len| {
+            // SAFETY: dst holds at least len bytes (emit_held checked it).
+            unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, len) }
+        },
+    );
     count(match emitted {
         Ok(()) => stat::HELD_AT_HOST_LINK,
         Err(counter) => counter,

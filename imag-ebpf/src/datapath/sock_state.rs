@@ -24,9 +24,11 @@ const TCP_LISTEN: i32 = 10;
 
 pub fn on_change(ctx: &TracePointContext) {
     // SAFETY: the offsets lie within the tracepoint's record (checked by the agent at load).
-    let (Ok(protocol), Ok(old), Ok(new)) = (unsafe { ctx.read_at::<u16>(OFFSET_PROTOCOL) }, unsafe {
-        ctx.read_at::<i32>(OFFSET_OLDSTATE)
-    }, unsafe { ctx.read_at::<i32>(OFFSET_NEWSTATE) }) else {
+    let (Ok(protocol), Ok(old), Ok(new)) = (
+        unsafe { ctx.read_at::<u16>(OFFSET_PROTOCOL) },
+        unsafe { ctx.read_at::<i32>(OFFSET_OLDSTATE) },
+        unsafe { ctx.read_at::<i32>(OFFSET_NEWSTATE) },
+    ) else {
         return;
     };
     if protocol != IPPROTO_TCP {
