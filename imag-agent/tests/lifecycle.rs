@@ -385,3 +385,108 @@ fn sigterm_delivers_or_refuses_every_held_packet() {
     let err = never.expect_err("a wake that cannot finish in the grace time is refused");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
+
+#[test]
+fn health_checks_from_ignored_peers_do_not_keep_a_host_awake() {
+    common::require_environment();
+    let slot = Slot::new(28);
+    let client = slot.client();
+    let checker = client.client_addr().to_string();
+    let config = slot.network_toml()
+        + &host(
+            &slot,
+            "web",
+            10,
+            &[],
+            &format!("idle_timeout = \"1s\"\nmin_warm = \"0s\"\nidle_ignore = [\"{checker}\"]\n"),
+        );
+    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let container = slot.container("web");
+    // A health checker polling every 300 ms, from an ignored address.
+    client
+        .run(|| {
+            let mut conn =
+                netkit::HttpConnection::open(http_addr(slot.host_addr(10)), WAKE).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while container_status(&container).as_deref() == Some("running") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the checked host never slept"
+                );
+                // The connection dies with the container; that is the point.
+                if conn.get().is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+        .unwrap();
+    wait_until(
+        "the host sleeps despite its health checks",
+        Duration::from_secs(15),
+        || container_status(&container).as_deref() == Some("exited"),
+    );
+}
+
+#[test]
+fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
+    common::require_environment();
+    let slot = Slot::new(29);
+    let client = slot.client();
+    let b = slot.host_addr(11).to_string() + ":8080";
+    let config = slot.network_toml()
+        + &host(&slot, "a", 10, &["--backend", &b], "")
+        + &host(
+            &slot,
+            "b",
+            11,
+            &[],
+            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\n",
+        );
+    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let a_arp = || {
+        let pid = docker_inspect(&slot.container("a"), "{{.State.Pid}}").unwrap();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/arp")).unwrap();
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", slot.host_addr(11))))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let b_mac = || {
+        docker_inspect(
+            &slot.container("b"),
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
+                slot.network()
+            ),
+        )
+        .unwrap()
+    };
+    let bridge_mac =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", slot.network())).unwrap();
+
+    assert_eq!(
+        request(&client, &slot, 10).0,
+        "a via backend: hello from b\n"
+    );
+    let warm_mac = b_mac();
+    wait_until(
+        "a uses b's own MAC while b is warm",
+        Duration::from_secs(5),
+        || a_arp().contains(&warm_mac),
+    );
+    wait_until("b sleeps", Duration::from_secs(15), || {
+        container_status(&slot.container("b")).as_deref() == Some("exited")
+    });
+    wait_until(
+        "a is pointed back at the bridge",
+        Duration::from_secs(5),
+        || a_arp().contains(bridge_mac.trim()),
+    );
+    assert_eq!(
+        request(&client, &slot, 10).0,
+        "a via backend: hello from b\n",
+        "b wakes again through the bridge"
+    );
+}

@@ -721,6 +721,7 @@ fn check_tracepoint_layout() -> Result<(), String> {
         ("__u16 sport;", 24),
         ("__u16 protocol;", 30),
         ("__u8 saddr[4];", 32),
+        ("__u8 daddr[4];", 36),
     ] {
         let expected = format!("{field}\toffset:{offset};");
         if !format.contains(&expected) {

@@ -5,16 +5,19 @@
 //! The tracepoint's record layout is stable kernel ABI (offsets below, from its `format` file;
 //! the agent checks them against the running kernel before attaching).
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::TracePointContext};
-use imag_common::{HostActivity, SOCK_EVENT_LISTEN, SockEvent};
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::TracePointContext,
+};
+use imag_common::{HostActivity, IgnoreKey, SOCK_EVENT_LISTEN, SockEvent};
 
-use super::{ACTIVITY, SOCK_EVENTS, WAITING_PORTS};
+use super::{ACTIVITY, HOSTS, IDLE_IGNORE, SOCK_EVENTS, WAITING_PORTS};
 
 pub const OFFSET_OLDSTATE: usize = 16;
 pub const OFFSET_NEWSTATE: usize = 20;
 pub const OFFSET_SPORT: usize = 24;
 pub const OFFSET_PROTOCOL: usize = 30;
 pub const OFFSET_SADDR: usize = 32;
+pub const OFFSET_DADDR: usize = 36;
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -59,9 +62,25 @@ pub fn on_change(ctx: &TracePointContext) {
     let Ok(saddr) = (unsafe { ctx.read_at::<[u8; 4]>(OFFSET_SADDR) }) else {
         return;
     };
-    let Some(activity) = ACTIVITY.get_ptr_mut(u32::from_ne_bytes(saddr)) else {
+    let host_addr = u32::from_ne_bytes(saddr);
+    let (Some(host), Some(activity)) = (HOSTS.get_ptr(host_addr), ACTIVITY.get_ptr_mut(host_addr))
+    else {
         return;
     };
+    // Connections with ignored peers (health checkers) do not keep the host awake either.
+    // SAFETY: as above; map values stay valid for the program's run.
+    if let Ok(peer) = unsafe { ctx.read_at::<[u8; 4]>(OFFSET_DADDR) } {
+        let key = Key::new(
+            64,
+            IgnoreKey {
+                host_id_be: unsafe { (*host).host_id }.to_be_bytes(),
+                peer,
+            },
+        );
+        if IDLE_IGNORE.get(&key).is_some() {
+            return;
+        }
+    }
     // SAFETY: per-CPU value: no other writer on this CPU.
     let activity: &mut HostActivity = unsafe { &mut *activity };
     if opened {
