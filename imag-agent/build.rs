@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("finding the eBPF crate at {}", ebpf_dir.display()))?;
     check_toolchain()?;
+    emit_git_revision(Path::new(&manifest_dir));
     let root_dir = ebpf_dir.to_str().context("eBPF crate path is not UTF-8")?;
     // aya-build forwards the inner cargo's progress lines as build warnings; keep only real
     // diagnostics. SAFETY: build scripts are single-threaded.
@@ -24,6 +25,25 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
+}
+
+/// IMAG_GIT_REVISION for the build_info metric ("unknown" outside a git checkout).
+fn emit_git_revision(manifest_dir: &Path) {
+    let revision = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(manifest_dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=IMAG_GIT_REVISION={revision}");
+    let git = manifest_dir.join("../.git");
+    for file in ["HEAD", "index"] {
+        if git.join(file).exists() {
+            println!("cargo:rerun-if-changed={}", git.join(file).display());
+        }
+    }
 }
 
 /// Fails with one sentence naming the fix instead of a page of linker errors.

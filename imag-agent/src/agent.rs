@@ -16,9 +16,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
+    control,
     datapath::{Datapath, XdpModeChoice, pins::Pins, ring},
     hostnet::{self, ForwardRule},
     interfaces::Interface,
+    metrics::{self, Metrics},
     orchestrator::{
         Input, Orchestrator,
         state::{HostState, Tier},
@@ -46,6 +48,8 @@ pub struct AttachOptions {
     pub config: PathBuf,
     pub xdp_mode: XdpModeChoice,
     pub on_exit: OnExit,
+    /// Overrides `[agent] metrics` (Some(None) turns metrics off).
+    pub metrics: Option<Option<std::net::SocketAddr>>,
 }
 
 /// How long a clean exit waits for wakes under way before refusing their packets.
@@ -115,6 +119,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let sock_events = datapath.take_sock_events()?;
     let logger = datapath.take_logger();
     let (listen_tx, _) = broadcast::channel(64);
+    let metrics = Metrics::new();
     let mut orchestrator = Orchestrator::new(
         hosts,
         datapath,
@@ -122,6 +127,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         &config,
         Some(bridge.clone()),
         listen_tx.clone(),
+        metrics.clone(),
     );
 
     let mut undo = Undo::default();
@@ -153,6 +159,21 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
 
     let (held_tx, mut held_rx) = mpsc::channel(4096);
     let (inputs_tx, mut inputs_rx) = mpsc::channel(256);
+    let (detach_tx, mut detach_rx) = mpsc::channel(1);
+    let socket = control::socket_path(&config.network.name);
+    let endpoints = async {
+        if let Some(addr) = opts.metrics.unwrap_or(config.agent.metrics) {
+            metrics::serve(metrics.clone(), addr).await?;
+        }
+        control::serve(socket.clone(), inputs_tx.clone(), detach_tx).await
+    };
+    if let Err(err) = endpoints.await {
+        if !adopted {
+            orchestrator.datapath_mut().detach_all();
+        }
+        undo.run();
+        return Err(err.into());
+    }
     let tasks = vec![
         tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
         tokio::spawn(ring::forward_listen_events(sock_events, listen_tx)),
@@ -181,16 +202,25 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     );
     orchestrator.datapath().prune_stale_links();
 
-    orchestrator
-        .run(&mut held_rx, &mut inputs_rx, shutdown_signal())
-        .await;
+    let mut on_exit = opts.on_exit;
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = detach_rx.recv() => {
+                info!("detach requested on the control socket");
+                on_exit = OnExit::Detach;
+            }
+        }
+    };
+    orchestrator.run(&mut held_rx, &mut inputs_rx, stop).await;
+    let _ = std::fs::remove_file(&socket);
 
-    info!(on_exit = ?opts.on_exit, "shutting down");
+    info!(?on_exit, "shutting down");
     orchestrator.finish(&mut held_rx, EXIT_GRACE).await;
     for task in tasks {
         task.abort();
     }
-    match opts.on_exit {
+    match on_exit {
         OnExit::Detach => {
             orchestrator.datapath_mut().detach_all();
             orchestrator.stop_started_containers().await;

@@ -32,6 +32,25 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub hold: HoldConfig,
     pub wake: WakeConfig,
+    pub agent: AgentConfig,
+}
+
+/// Default address of the Prometheus endpoint: loopback only.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9477";
+
+/// The agent's own endpoints (`[agent]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Where `/metrics` is served; `None` when turned off (`metrics = "off"`).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            metrics: Some(DEFAULT_METRICS.parse().expect("a valid address")),
+        }
+    }
 }
 
 /// Bounds on packets held for hosts that are waking (`[hold]`).
@@ -296,6 +315,13 @@ mod raw {
         pub host: Vec<Spanned<Host>>,
         pub hold: Option<Hold>,
         pub wake: Option<Wake>,
+        pub agent: Option<Agent>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Agent {
+        pub metrics: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -392,11 +418,19 @@ fn validate(raw: raw::Config, report: &mut Report<'_>) -> Option<Config> {
     }
     let hold = validate_hold(raw.hold.as_ref(), report);
     let wake = validate_wake(raw.wake.as_ref(), report);
+    let agent = match raw.agent.as_ref().and_then(|a| a.metrics.as_ref()) {
+        None => Some(AgentConfig::default()),
+        Some(text) => parse_metrics_address(text.get_ref())
+            .map(|metrics| AgentConfig { metrics })
+            .map_err(|message| report(span(text), message))
+            .ok(),
+    };
     Some(Config {
         network: network?,
         hosts,
         hold: hold?,
         wake: wake?,
+        agent: agent?,
     })
 }
 
@@ -823,6 +857,18 @@ fn validate_wake(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Option<Wak
         backoff_max,
         ready_events: raw.ready_events.unwrap_or(defaults.ready_events),
         fast_thaw: raw.fast_thaw.unwrap_or(defaults.fast_thaw),
+    })
+}
+
+/// Parses where to serve metrics: an address with a port, or "off".
+pub fn parse_metrics_address(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        format!(
+            "metrics {text:?} is not an address with a port (like \"127.0.0.1:9477\") or \"off\""
+        )
     })
 }
 

@@ -5,7 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use imag_agent::{
     agent::{self, OnExit},
-    config::Config,
+    config::{self, Config},
+    control::{self, ClientError, Request, Response},
     datapath::XdpModeChoice,
 };
 use tracing_subscriber::EnvFilter;
@@ -38,9 +39,34 @@ enum Command {
         /// What SIGINT/SIGTERM leave behind.
         #[arg(long, value_enum, default_value_t = OnExit::Detach)]
         on_exit: OnExit,
+        /// Where to serve Prometheus metrics ("off" to turn them off); overrides [agent] metrics.
+        #[arg(long, value_name = "ADDR|off")]
+        metrics: Option<String>,
+    },
+    /// Show every host of the running agent: state, container, last wake, idleness, held packets.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wake a host now, as its first packet would.
+    Wake {
+        host: String,
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Put a host to sleep now (in its configured tier, or --tier pause|stop|remove).
+    Sleep {
+        host: String,
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
+        config: PathBuf,
     },
     /// Remove everything imag installed for a configuration: programs, pins, firewall rules,
-    /// containers and the Docker network.
+    /// containers and the Docker network (through the running agent, if there is one).
     Detach {
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
         config: PathBuf,
@@ -71,18 +97,32 @@ fn main() -> ExitCode {
             config,
             xdp_mode,
             on_exit,
-        } => block_on(agent::attach(agent::AttachOptions {
-            interfaces,
-            config,
-            xdp_mode,
-            on_exit,
-        })),
+            metrics,
+        } => metrics
+            .as_deref()
+            .map(config::parse_metrics_address)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .and_then(|metrics| {
+                block_on(agent::attach(agent::AttachOptions {
+                    interfaces,
+                    config,
+                    xdp_mode,
+                    on_exit,
+                    metrics,
+                }))
+            }),
+        Command::Status { config, json } => control_request(&config, Request::Status, json),
+        Command::Wake { host, config } => control_request(&config, Request::Wake { host }, false),
+        Command::Sleep { host, tier, config } => {
+            control_request(&config, Request::Sleep { host, tier }, false)
+        }
         Command::Detach {
             config,
             keep_containers,
         } => Config::load(&config)
             .map_err(anyhow::Error::from)
-            .and_then(|config| block_on(agent::detach(&config, keep_containers))),
+            .and_then(|config| block_on(detach(config, keep_containers))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,7 +133,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+/// Sends one request to the running agent of the configuration's network and prints the answer.
+fn control_request(config: &std::path::Path, request: Request, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let socket = control::socket_path(&config.network.name);
+    let response = block_on(async { Ok(control::request(&socket, &request).await?) })?;
+    match response {
+        Response::Status(report) if json => {
+            println!("{}", serde_json::to_string_pretty(&report)?)
+        }
+        Response::Status(report) => print!("{}", control::render_table(&report)),
+        Response::Ok { message } => println!("{message}"),
+        Response::Error { message } => anyhow::bail!("{message}"),
+    }
+    Ok(())
+}
+
+/// `detach`: through the running agent if there is one, else directly.
+async fn detach(config: Config, keep_containers: bool) -> anyhow::Result<()> {
+    let socket = control::socket_path(&config.network.name);
+    match control::request(&socket, &Request::Detach).await {
+        Ok(Response::Ok { message }) => {
+            println!("{message}");
+            // Wait for the agent to finish (its socket goes away last).
+            for _ in 0..600 {
+                if !socket.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if keep_containers {
+                return Ok(());
+            }
+            agent::detach(&config, keep_containers).await
+        }
+        Ok(other) => anyhow::bail!("the agent refused to detach: {other:?}"),
+        Err(ClientError::NoAgent(_)) => agent::detach(&config, keep_containers).await,
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -115,12 +115,21 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
 /// An HTTP GET of `/` on a fresh connection: the body, and the time from connect to the last
 /// byte.
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> io::Result<(String, Duration)> {
+    http_get_path(addr, "/", timeout)
+}
+
+/// Like [`http_get`], for another path.
+pub fn http_get_path(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(String, Duration)> {
     let start = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -30,9 +30,11 @@ use self::{
 use crate::{
     clock::{monotonic_ns, ms_between},
     config::{Config, HostConfig, ReadyProbe, SleepTier},
+    control::{HostStatus, StatusReport},
     datapath::{Datapath, addr_key, ring::HeldFrame},
     frame,
     interfaces::{self, Interface},
+    metrics::Metrics,
     readiness::{self, ReadyBy, ReadyError},
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
     wire::Wire,
@@ -210,6 +212,10 @@ pub enum Input {
         to: Option<Tier>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Report every host's state.
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
 }
 
 /// Messages from the tasks the orchestrator spawned.
@@ -273,6 +279,8 @@ pub struct Orchestrator<R: ContainerRuntime> {
     pub counters: HoldCounters,
     /// Failed wakes by reason.
     pub wake_failures: BTreeMap<&'static str, u64>,
+    metrics: Arc<Metrics>,
+    network: (String, String),
 }
 
 impl<R: ContainerRuntime> Orchestrator<R> {
@@ -285,6 +293,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         config: &Config,
         bridge: Option<Interface>,
         listen_events: broadcast::Sender<u16>,
+        metrics: Arc<Metrics>,
     ) -> Orchestrator<R> {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let wire = match Wire::open() {
@@ -313,6 +322,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             outcomes_rx,
             counters: HoldCounters::default(),
             wake_failures: BTreeMap::new(),
+            metrics,
+            network: (
+                config.network.name.clone(),
+                config.network.subnet.to_string(),
+            ),
         }
     }
 
@@ -480,6 +494,76 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 };
                 let _ = reply.send(result);
             }
+            Input::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    /// Every host's state, as `imag-agent status` shows it.
+    pub fn status(&self) -> StatusReport {
+        let now_ns = monotonic_ns();
+        let hosts = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(id, h)| {
+                let activity = self.datapath.activity(h.config.address).unwrap_or_default();
+                let warm = matches!(h.state, HostState::Warm { .. });
+                let last_ok = h.last_wake.as_ref().filter(|w| w.failure.is_none());
+                HostStatus {
+                    name: h.config.name.clone(),
+                    address: h.config.address.to_string(),
+                    state: h.state.name().to_string(),
+                    tier: match h.state {
+                        HostState::Asleep { tier } | HostState::Failed { tier, .. } => {
+                            Some(tier.as_str().to_string())
+                        }
+                        _ => None,
+                    },
+                    container: h.spec.name.clone(),
+                    last_wake_ms: last_ok.map(|w| w.timings.phases_ms()[4]),
+                    last_wake_from: last_ok.map(|w| w.from.as_str().to_string()),
+                    last_failure: h
+                        .last_wake
+                        .as_ref()
+                        .and_then(|w| w.failure.as_ref())
+                        .map(|(reason, message)| format!("{reason}: {message}")),
+                    idle_for_s: warm.then(|| {
+                        let last = activity.last_packet_ns.max(h.warm_since_ns);
+                        now_ns.saturating_sub(last) as f64 / 1e9
+                    }),
+                    open_connections: open_connections(&activity),
+                    held_packets: self.held.len(id),
+                }
+            })
+            .collect();
+        let c = self.counters;
+        StatusReport {
+            network: self.network.0.clone(),
+            subnet: self.network.1.clone(),
+            hosts,
+            held_packets: c.held,
+            delivered_packets: c.delivered,
+            refused_packets: c.refused,
+            dropped_packets: c.dropped(),
+        }
+    }
+
+    /// Refreshes the metrics that come from the datapath and the orchestrator's counters.
+    fn refresh_metrics(&self) {
+        self.metrics
+            .set_hosts_by_state(self.hosts.iter().map(|h| &h.state));
+        self.metrics.set_hold_counters(&self.counters);
+        self.metrics.set_datapath_counters(&self.datapath.stats());
+        let now_ns = monotonic_ns();
+        for h in &self.hosts {
+            let activity = self.datapath.activity(h.config.address).unwrap_or_default();
+            let idle = matches!(h.state, HostState::Warm { .. }).then(|| {
+                now_ns.saturating_sub(activity.last_packet_ns.max(h.warm_since_ns)) as f64 / 1e9
+            });
+            self.metrics
+                .set_host_activity(&h.config.name, &activity, idle);
         }
     }
 
@@ -498,6 +582,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
 
     /// Puts idle warm hosts to sleep, escalates paused ones, and settles fast-woken ones.
     fn check_idle(&mut self) {
+        self.refresh_metrics();
         let now_ns = monotonic_ns();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
@@ -559,11 +644,32 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         *self.wake_failures.entry(err.reason()).or_default() += 1;
                         let packets = self.held.len(host);
                         let h = &mut self.hosts[host];
-                        warn!(host = %h.config.name, reason = err.reason(), error = %err, "wake failed");
                         let (from, timings) = h
                             .wake
                             .take()
                             .unwrap_or((Tier::Absent, WakeTimings::default()));
+                        let held_to_start = if timings.held_ns != 0 {
+                            ms_between(timings.held_ns, timings.requested_ns)
+                        } else {
+                            0.0
+                        };
+                        warn!(
+                            host = %h.config.name,
+                            addr = %h.config.address,
+                            from = from.as_str(),
+                            outcome = "failed",
+                            reason = err.reason(),
+                            packets,
+                            held_to_start_ms = format_args!("{held_to_start:.2}"),
+                            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
+                            error = %err,
+                            "wake failed"
+                        );
+                        self.metrics.record_wake_failed(
+                            &h.config.name,
+                            from.as_str(),
+                            err.reason(),
+                        );
                         h.last_wake = Some(WakeRecord {
                             from,
                             timings,
@@ -834,6 +940,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             total_ms = format_args!("{total:.2}"),
             "woke"
         );
+        self.metrics
+            .record_wake_ok(&host.config.name, from.as_str(), &timings);
         host.last_wake = Some(WakeRecord {
             from,
             timings,

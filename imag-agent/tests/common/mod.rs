@@ -68,6 +68,11 @@ impl Slot {
     pub fn host_side_addr(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 201, self.n, 1)
     }
+    /// Where this slot's agent serves metrics.
+    pub fn metrics_addr(&self) -> String {
+        format!("127.0.0.1:{}", 19000 + u16::from(self.n))
+    }
+
     pub fn container(&self, host: &str) -> String {
         format!("{}-{host}", self.network())
     }
@@ -161,6 +166,8 @@ impl Agent {
             .args(interfaces)
             .arg("--config")
             .arg(&config_path)
+            .arg("--metrics")
+            .arg(slot.metrics_addr())
             .args(extra)
             .env("RUST_LOG", "imag_agent=debug")
             .stderr(Stdio::piped())

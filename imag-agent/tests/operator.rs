@@ -1,0 +1,362 @@
+//! The operator's surface, for real: Prometheus metrics moving during a wake, the status, wake
+//! and sleep commands against a running agent, and `validate` pointing at every problem.
+
+mod common;
+
+use std::{
+    collections::HashMap, os::unix::process::CommandExt as _, process::Command, time::Duration,
+};
+
+use common::{Agent, Slot, container_status, http_addr, netkit, wait_until};
+
+/// Parses the Prometheus text format into `name{labels}` → value.
+fn scrape(slot: &Slot) -> HashMap<String, f64> {
+    let (body, _) = netkit::http_get_path(
+        slot.metrics_addr().parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .expect("/metrics answers");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one series named `name` whose labels include every `labels` pair.
+fn value(metrics: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = metrics
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    match matching.as_slice() {
+        [] => 0.0,
+        [one] => *one,
+        many => panic!("{name} {labels:?} matches {} series", many.len()),
+    }
+}
+
+#[test]
+fn metrics_move_with_a_real_wake() {
+    common::require_environment();
+    let slot = Slot::new(30);
+    let client = slot.client();
+    let config = slot.network_toml()
+        + &slot.http_host("web", 10, &[])
+        + &slot
+            .http_host("broken", 11, &[])
+            .replace(common::IMAGE, "imag-example/missing-30");
+    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+
+    let before = scrape(&slot);
+    assert_eq!(value(&before, "imag_hosts", &[("state", "asleep")]), 2.0);
+    assert_eq!(
+        value(
+            &before,
+            "imag_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &before,
+            "imag_wake_duration_seconds_count",
+            &[("host", "web"), ("phase", "total")]
+        ),
+        0.0
+    );
+
+    client
+        .run(|| netkit::http_get(http_addr(slot.host_addr(10)), Duration::from_secs(30)))
+        .unwrap()
+        .unwrap();
+    let _ = client
+        .run(|| {
+            std::net::TcpStream::connect_timeout(
+                &http_addr(slot.host_addr(11)),
+                Duration::from_secs(30),
+            )
+        })
+        .unwrap();
+    // The orchestrator refreshes datapath-derived series every 250 ms.
+    let mut after = scrape(&slot);
+    wait_until("the metrics are refreshed", Duration::from_secs(5), || {
+        after = scrape(&slot);
+        value(&after, "imag_hosts", &[("state", "warm")]) == 1.0
+    });
+
+    for phase in metrics_phases() {
+        let labels = [("host", "web"), ("phase", phase), ("from", "absent")];
+        assert_eq!(
+            value(&after, "imag_wake_duration_seconds_count", &labels),
+            1.0,
+            "{phase}"
+        );
+        let sum = value(&after, "imag_wake_duration_seconds_sum", &labels);
+        assert!(sum > 0.0 && sum < 30.0, "{phase}: {sum}");
+        let mut le_60 = labels.to_vec();
+        le_60.push(("le", "60"));
+        assert_eq!(
+            value(&after, "imag_wake_duration_seconds_bucket", &le_60),
+            1.0
+        );
+        let mut le_1ms = labels.to_vec();
+        le_1ms.push(("le", "0.001"));
+        assert!(value(&after, "imag_wake_duration_seconds_bucket", &le_1ms) <= 1.0);
+    }
+    assert_eq!(
+        value(
+            &after,
+            "imag_wakes_total",
+            &[("host", "web"), ("result", "ok"), ("from", "absent")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "imag_wakes_total",
+            &[
+                ("host", "broken"),
+                ("result", "failed"),
+                ("reason", "image_missing")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "imag_hosts", &[("state", "failed")]), 1.0);
+    assert!(value(&after, "imag_held_packets_total", &[("outcome", "held")]) >= 2.0);
+    assert!(
+        value(
+            &after,
+            "imag_held_packets_total",
+            &[("outcome", "delivered")]
+        ) >= 1.0
+    );
+    assert!(value(&after, "imag_held_packets_total", &[("outcome", "refused")]) >= 1.0);
+    assert!(
+        value(
+            &after,
+            "imag_datapath_packets_total",
+            &[("verdict", "held")]
+        ) >= 2.0
+    );
+    assert!(
+        value(
+            &after,
+            "imag_datapath_packets_total",
+            &[("verdict", "passed_warm")]
+        ) >= 1.0
+    );
+    assert_eq!(value(&after, "imag_ring_buffer_lost_packets", &[]), 0.0);
+    // Warm traffic is counted on the host's own link (attached just after the wake).
+    wait_until(
+        "warm traffic shows in the host's activity",
+        Duration::from_secs(10),
+        || {
+            client
+                .run(|| netkit::http_get(http_addr(slot.host_addr(10)), Duration::from_secs(5)))
+                .unwrap()
+                .unwrap();
+            let now = scrape(&slot);
+            value(
+                &now,
+                "imag_host_packets_total",
+                &[("host", "web"), ("direction", "out")],
+            ) >= 1.0
+                && value(
+                    &now,
+                    "imag_host_bytes_total",
+                    &[("host", "web"), ("direction", "in")],
+                ) > 0.0
+        },
+    );
+}
+
+fn metrics_phases() -> [&'static str; 5] {
+    [
+        "held_to_start",
+        "start_to_running",
+        "running_to_ready",
+        "ready_to_delivered",
+        "total",
+    ]
+}
+
+fn agent_command(agent: &Agent, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::agent_binary())
+        .args(args)
+        .arg("--config")
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_wake_and_sleep_drive_a_running_agent() {
+    common::require_environment();
+    let slot = Slot::new(31);
+    let _client = slot.client();
+    let config =
+        slot.network_toml() + &slot.http_host("web", 10, &[]) + &slot.http_host("db", 11, &[]);
+    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let container = slot.container("web");
+
+    let (ok, table, err) = agent_command(&agent, &["status"]);
+    assert!(ok, "{err}");
+    let header = table.lines().nth(1).unwrap();
+    for column in [
+        "HOST",
+        "ADDRESS",
+        "STATE",
+        "CONTAINER",
+        "LAST WAKE",
+        "IDLE FOR",
+        "HELD",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web") && l.contains("asleep (absent)")),
+        "{table}"
+    );
+
+    let (ok, out, err) = agent_command(&agent, &["wake", "web"]);
+    assert!(ok && out.contains("waking web"), "{out}{err}");
+    wait_until("web is warm", Duration::from_secs(30), || {
+        let (_, json, _) = agent_command(&agent, &["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        status["hosts"][0]["state"] == "warm"
+            && status["hosts"][0]["last_wake_ms"].as_f64().is_some()
+    });
+    assert_eq!(container_status(&container).as_deref(), Some("running"));
+
+    let (ok, out, err) = agent_command(&agent, &["sleep", "web", "--tier", "pause"]);
+    assert!(ok && out.contains("putting web to sleep"), "{out}{err}");
+    wait_until("web is paused", Duration::from_secs(15), || {
+        container_status(&container).as_deref() == Some("paused")
+    });
+    let (_, json, _) = agent_command(&agent, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["hosts"][0]["state"], "asleep");
+    assert_eq!(status["hosts"][0]["tier"], "paused");
+
+    let (ok, _, err) = agent_command(&agent, &["wake", "nosuchhost"]);
+    assert!(!ok && err.contains("no host named \"nosuchhost\""), "{err}");
+}
+
+#[test]
+fn commands_without_a_running_agent_say_so() {
+    common::require_environment();
+    let slot = Slot::new(32);
+    let path = std::env::temp_dir().join("imag-test-32-none.toml");
+    std::fs::write(&path, slot.network_toml()).unwrap();
+    let out = Command::new(common::agent_binary())
+        .args(["status", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no agent is running") && err.contains("imag-agent attach"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_needs_no_root_and_points_at_every_problem() {
+    let dir = std::env::temp_dir();
+    let good = dir.join("imag-validate-good.toml");
+    std::fs::write(&good, include_str!("../../examples/demo.toml")).unwrap();
+    let broken = dir.join("imag-validate-broken.toml");
+    std::fs::write(
+        &broken,
+        r#"[network]
+subnet = "10.77.0.0/24"
+
+[[host]]
+name = "web"
+address = "10.88.0.10"
+image = "x"
+idle_timeout = "5 minutes-ish"
+
+[[host]]
+name = "web"
+address = "10.77.0.11"
+image = "x"
+"#,
+    )
+    .unwrap();
+    let unknown = dir.join("imag-validate-unknown.toml");
+    std::fs::write(
+        &unknown,
+        "[network]\nsubnet = \"10.77.0.0/24\"\nsubnett = \"x\"\n",
+    )
+    .unwrap();
+    for file in [&good, &broken, &unknown] {
+        // Readable by the unprivileged user the command runs as.
+        let mut perms = std::fs::metadata(file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(file, perms).unwrap();
+    }
+    let validate = |file: &std::path::Path| {
+        let out = Command::new(common::agent_binary())
+            .args(["validate", "--config"])
+            .arg(file)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = validate(&good);
+    assert!(ok, "{err}");
+    assert!(out.contains("ok (1 host in 10.77.0.0/24)"), "{out}");
+
+    let (ok, _, err) = validate(&broken);
+    assert!(!ok);
+    let path = broken.display();
+    for expected in [
+        format!(
+            "{path}:6:11: address 10.88.0.10 of host \"web\" lies outside the subnet 10.77.0.0/24"
+        ),
+        format!("{path}:8:16: idle_timeout \"5 minutes-ish\" is not a duration"),
+        format!("{path}:11:8: duplicate host name \"web\""),
+    ] {
+        assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
+    }
+    assert!(err.contains("has 3 problems"), "{err}");
+
+    let (ok, _, err) = validate(&unknown);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: unknown field `subnett`",
+            unknown.display()
+        )),
+        "{err}"
+    );
+}
