@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     control,
-    datapath::{Datapath, XdpModeChoice, pins::Pins, ring},
+    datapath::{Datapath, HookChoice, pins::Pins, ring},
     hostnet::{self, ForwardRule},
     interfaces::Interface,
     metrics::{self, Metrics},
@@ -46,7 +46,7 @@ pub enum OnExit {
 pub struct AttachOptions {
     pub interfaces: Vec<String>,
     pub config: PathBuf,
-    pub xdp_mode: XdpModeChoice,
+    pub hook: HookChoice,
     pub on_exit: OnExit,
     /// Overrides `[agent] metrics` (Some(None) turns metrics off).
     pub metrics: Option<Option<std::net::SocketAddr>>,
@@ -113,7 +113,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     })?;
     let hosts = reconcile(&docker, &config).await?;
     let pins = Pins::for_network(&config.network.name);
-    let mut datapath = Datapath::load(Some(pins.clone()))?;
+    let mut datapath = Datapath::load_for(Some(pins.clone()), config.hosts.len())?;
     let adopted = datapath.adopted();
     let held_frames = datapath.take_held_frames()?;
     let sock_events = datapath.take_sock_events()?;
@@ -135,9 +135,14 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         set_up_forwarding(&config, &interfaces, &mut undo)?;
         orchestrator.publish_hosts()?;
         // The bridge too: containers reach cold hosts through it (and ask it for neighbours).
-        let attachments = interfaces.iter().map(|i| (i, opts.xdp_mode, 0)).chain([(
+        // (Native XDP cannot run on a bridge; other choices apply to it as well.)
+        let bridge_hook = match opts.hook {
+            HookChoice::XdpNative => HookChoice::Auto,
+            other => other,
+        };
+        let attachments = interfaces.iter().map(|i| (i, opts.hook, 0)).chain([(
             &bridge,
-            XdpModeChoice::Generic,
+            bridge_hook,
             IFACE_FLAG_BRIDGE,
         )]);
         for (iface, mode, flags) in attachments {
@@ -267,11 +272,15 @@ async fn reconcile(
     docker: &Docker,
     config: &Config,
 ) -> anyhow::Result<Vec<crate::orchestrator::Host>> {
+    let specs: Vec<ContainerSpec> = config
+        .hosts
+        .iter()
+        .map(|h| ContainerSpec::for_host(&config.network.name, h))
+        .collect();
+    let mut observed = docker.observe_network(&config.network.name, &specs).await?;
     let mut states = Vec::with_capacity(config.hosts.len());
-    for host in &config.hosts {
-        let spec = ContainerSpec::for_host(&config.network.name, host);
-        let observed = docker.observe(&spec).await?;
-        let state = match observed {
+    for (host, spec) in config.hosts.iter().zip(&specs) {
+        let state = match observed.remove(&spec.name).unwrap_or(Observed::Absent) {
             Observed::Absent => HostState::Asleep { tier: Tier::Absent },
             Observed::Present {
                 current: false,
@@ -286,7 +295,7 @@ async fn reconcile(
                     }
                 } else {
                     info!(host = %host.name, "its container was created from another configuration; removing it");
-                    docker.sleep(&spec, Tier::Absent).await?;
+                    docker.sleep(spec, Tier::Absent).await?;
                     HostState::Asleep { tier: Tier::Absent }
                 }
             }

@@ -7,7 +7,7 @@ use imag_agent::{
     agent::{self, OnExit},
     config::{self, Config},
     control::{self, ClientError, Request, Response},
-    datapath::XdpModeChoice,
+    datapath::HookChoice,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -33,9 +33,10 @@ enum Command {
         interfaces: Vec<String>,
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
         config: PathBuf,
-        /// How to attach XDP.
-        #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
-        xdp_mode: XdpModeChoice,
+        /// How to hook the holding program into the interfaces: XDP native on NICs and TC on
+        /// virtual interfaces (auto), or one for all.
+        #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+        hook: HookChoice,
         /// What SIGINT/SIGTERM leave behind.
         #[arg(long, value_enum, default_value_t = OnExit::Detach)]
         on_exit: OnExit,
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
         Command::Attach {
             interfaces,
             config,
-            xdp_mode,
+            hook,
             on_exit,
             metrics,
         } => metrics
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
                 block_on(agent::attach(agent::AttachOptions {
                     interfaces,
                     config,
-                    xdp_mode,
+                    hook,
                     on_exit,
                     metrics,
                 }))

@@ -253,6 +253,11 @@ impl Metrics {
         }
     }
 
+    /// Drops the idle gauge of a host that is not warm.
+    pub fn clear_idle(&self, host: &str) {
+        let _ = self.host_idle_seconds.remove_label_values(&[host]);
+    }
+
     /// The exposition text of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

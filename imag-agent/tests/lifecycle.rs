@@ -301,14 +301,8 @@ fn detach_leaves_no_program_pin_rule_or_network_behind() {
         Path::new(&pins).exists(),
         "--on-exit keep leaves the datapath pinned"
     );
-    let xdp_attached = |iface: &str| {
-        let out = Command::new("ip")
-            .args(["link", "show", iface])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("xdp")
-    };
-    assert!(xdp_attached(&slot.host_if()), "and attached");
+    let attached = common::holding_program_attached;
+    assert!(attached(&slot.host_if()), "and attached");
     assert_eq!(
         request(&client, &slot, 10).0,
         "hello from web\n",
@@ -323,7 +317,7 @@ fn detach_leaves_no_program_pin_rule_or_network_behind() {
     );
     assert!(!Path::new(&pins).exists(), "no pins left");
     assert!(
-        !xdp_attached(&slot.host_if()),
+        !attached(&slot.host_if()),
         "no XDP program on the attach interface"
     );
     assert!(

@@ -92,14 +92,23 @@ fn a_chain_of_cold_hosts_answers_one_request() {
 
 #[test]
 fn a_neighbour_on_the_same_segment_resolves_a_cold_host_by_arp() {
+    neighbour_resolves_cold_host(11, &[]);
+}
+
+#[test]
+fn a_neighbour_resolves_a_cold_host_through_xdp_too() {
+    neighbour_resolves_cold_host(17, &["--hook", "xdp-generic"]);
+}
+
+fn neighbour_resolves_cold_host(n: u8, hook: &[&str]) {
     common::require_environment();
-    let slot = Slot::new(11);
+    let slot = Slot::new(n);
     // The client believes the imaginary subnet is on its own link: it asks ARP, not a router.
     let client = netkit::ClientNs::create(
-        "imagt11c",
+        &format!("imagt{n}c"),
         &slot.host_if(),
-        "10.201.11.1/24",
-        "10.201.11.2/24",
+        &format!("10.201.{n}.1/24"),
+        &format!("10.201.{n}.2/24"),
         &[],
     )
     .unwrap();
@@ -117,7 +126,8 @@ fn a_neighbour_on_the_same_segment_resolves_a_cold_host_by_arp() {
         .network_toml()
         .replace("[network]\n", "[network]\nproxy_arp = true\n")
         + &slot.http_host("web", 10, &[]);
-    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    slot.clean_docker();
+    let _agent = Agent::start_with(&slot, &config, &[&slot.host_if()], hook);
 
     let (answer, retransmits) = client
         .run(|| {
@@ -177,15 +187,25 @@ fn the_first_udp_request_to_a_cold_host_gets_its_answer() {
 
 #[test]
 fn pings_are_answered_while_the_host_stays_cold() {
+    pings_answered(13, &[]);
+}
+
+#[test]
+fn pings_are_answered_through_xdp_too() {
+    pings_answered(18, &["--hook", "xdp-generic"]);
+}
+
+fn pings_answered(n: u8, hook: &[&str]) {
     common::require_environment();
-    let slot = Slot::new(13);
+    let slot = Slot::new(n);
     let client = slot.client();
     let config = slot.network_toml()
         + &slot.http_host("web", 10, &[])
         + &slot
             .http_host("pinged", 11, &[])
             .replace("ports = [8080]\n", "ports = [8080]\nanswer_ping = false\n");
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    slot.clean_docker();
+    let agent = Agent::start_with(&slot, &config, &[&slot.host_if()], hook);
 
     for _ in 0..3 {
         client

@@ -1,17 +1,13 @@
 //! `cargo xtask demo`: a client namespace sends one request to a cold imaginary host; imag wakes
 //! it; the demo prints the answer, the latency the client saw, and the agent's phase timings.
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    agent_process::AgentProcess, image, netkit::ClientNs, preflight, run_cmd, setup, workspace_root,
 };
-
-use anyhow::{Context as _, bail};
-
-use crate::{image, netkit::ClientNs, preflight, run_cmd, setup, workspace_root};
 
 const CONFIG: &str = include_str!("../../examples/demo.toml");
 const NETNS: &str = "imag-demo-client";
@@ -50,14 +46,20 @@ pub fn run() -> anyhow::Result<()> {
         "client namespace {NETNS} (10.78.0.2) → {HOST_IF} (10.78.0.1) → imaginary 10.77.0.0/24"
     );
 
-    let mut agent = Agent::start(&root.join("target/release/imag-agent"), &config_path)?;
+    let mut agent = AgentProcess::start(
+        &root.join("target/release/imag-agent"),
+        &config_path,
+        &[HOST_IF],
+        &[],
+    )?;
+    println!("imag-agent attached to {HOST_IF}");
     let result = requests(&client, &mut agent);
     agent.stop();
     drop(client);
     result
 }
 
-fn requests(client: &ClientNs, agent: &mut Agent) -> anyhow::Result<()> {
+fn requests(client: &ClientNs, agent: &mut AgentProcess) -> anyhow::Result<()> {
     let addr: SocketAddr = SERVICE.parse().expect("a valid address");
     println!("\n$ curl http://{SERVICE}/   # host 'web' is cold: no container exists");
     let (body, took) = client
@@ -93,57 +95,4 @@ fn phases(line: &str) -> String {
         .filter(|w| w.contains("_ms=") || w.starts_with("from="))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The agent as a child process whose log lines are collected.
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Agent {
-    fn start(binary: &std::path::Path, config: &std::path::Path) -> anyhow::Result<Agent> {
-        let mut child = Command::new(binary)
-            .args(["attach", HOST_IF, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut agent = Agent { child, lines };
-        if let Err(err) = agent.wait_for_line("attached", Duration::from_secs(30)) {
-            agent.stop();
-            return Err(err);
-        }
-        println!("imag-agent attached to {HOST_IF}");
-        Ok(agent)
-    }
-
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Ok(line),
-                Ok(line) if line.contains("imag-agent:") => bail!("the agent failed: {line}"),
-                Ok(_) => {}
-                Err(_) => bail!("the agent did not log {needle:?} within {timeout:?}"),
-            }
-        }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill with a valid pid of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }

@@ -4,6 +4,8 @@
 //! eBPF object). Every command first brings what it needs ([`setup`]) and checks the machine
 //! ([`preflight`]), stopping with one sentence naming the cause and the fix.
 
+mod agent_process;
+mod bench;
 mod demo;
 mod image;
 pub mod netkit;
@@ -36,6 +38,8 @@ enum Task {
     },
     /// Wake a cold host from a client namespace and print the answer and the wake latency.
     Demo,
+    /// Measure wakes, the warm path and scale against their baselines; writes bench/results.*.
+    Bench(bench::BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Task::Image => setup::run().and_then(|()| image::build()),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
+        Task::Bench(opts) => bench::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

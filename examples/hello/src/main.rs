@@ -5,6 +5,7 @@
 //! hello [--port 8080]                              HTTP: "hello from <hostname>[: $GREETING]"
 //! hello --port 8080 --backend 10.77.0.11:8080      HTTP frontend: asks the backend, wraps its answer
 //! hello --udp 5353                                 UDP request/response: "answer <request>"
+//! hello --sink 9000                                 TCP sink: reads to EOF, answers the byte count
 //! ```
 //! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
 //! with status 3 after N ms (a crashing one); `--stop-delay-ms N` takes N ms to exit on SIGTERM
@@ -22,6 +23,7 @@ struct Options {
     port: u16,
     backend: Option<SocketAddr>,
     udp: Option<u16>,
+    sink: Option<u16>,
     delay_ms: u64,
     exit_after_ms: Option<u64>,
     stop_delay_ms: Option<u64>,
@@ -32,6 +34,7 @@ fn parse_args() -> Result<Options, String> {
         port: 8080,
         backend: None,
         udp: None,
+        sink: None,
         delay_ms: 0,
         exit_after_ms: None,
         stop_delay_ms: None,
@@ -53,6 +56,13 @@ fn parse_args() -> Result<Options, String> {
                 )
             }
             "--udp" => opts.udp = Some(value("--udp")?.parse().map_err(|e| format!("--udp: {e}"))?),
+            "--sink" => {
+                opts.sink = Some(
+                    value("--sink")?
+                        .parse()
+                        .map_err(|e| format!("--sink: {e}"))?,
+                )
+            }
             "--delay-ms" => {
                 opts.delay_ms = value("--delay-ms")?
                     .parse()
@@ -100,7 +110,9 @@ fn main() {
         Some(g) => format!("{name}: {g}"),
         None => name,
     };
-    if let Some(port) = opts.udp {
+    if let Some(port) = opts.sink {
+        serve_sink(port);
+    } else if let Some(port) = opts.udp {
         serve_udp(port, &identity);
     } else {
         serve_http(opts.port, opts.backend, identity);
@@ -145,6 +157,29 @@ fn serve_udp(port: u16, identity: &str) {
         let request = String::from_utf8_lossy(&buf[..len]);
         let answer = format!("answer {} from {identity}", request.trim());
         let _ = socket.send_to(answer.as_bytes(), peer);
+    }
+}
+
+/// For throughput measurements: each connection's bytes are read to EOF and counted; the count
+/// is the answer.
+fn serve_sink(port: u16) {
+    let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
+        eprintln!("hello: binding tcp port {port}: {e}");
+        process::exit(1);
+    });
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total: u64 = 0;
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            let _ = writeln!(stream, "{total}");
+        });
     }
 }
 

@@ -38,6 +38,7 @@ use crate::interfaces::Interface;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/imag"));
 
 const HOLD_PROGRAM: &str = "imag_hold";
+const HOLD_TC_PROGRAM: &str = "imag_hold_tc";
 const DELIVER_PROGRAM: &str = "imag_deliver";
 const TO_HOST_PROGRAM: &str = "imag_to_host";
 const FROM_HOST_PROGRAM: &str = "imag_from_host";
@@ -74,8 +75,8 @@ pub enum DatapathError {
         source: ProgramError,
     },
     #[error(
-        "attaching XDP to {iface} failed in every mode; is another XDP program attached? (see \
-         `ip link show {iface}`)"
+        "attaching the holding program to {iface} failed; is another XDP or TC program attached \
+         there? (see `ip link show {iface}` and `bpftool net`)"
     )]
     Attach {
         iface: String,
@@ -105,16 +106,19 @@ pub enum DatapathError {
     },
 }
 
-/// How to attach XDP to an interface.
+/// How the holding program is hooked into an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpModeChoice {
-    /// Native (driver) mode on physical NICs, falling back to generic mode; generic mode on
-    /// virtual interfaces (veth, bridges), where native mode cannot answer ARP or ping.
+pub enum HookChoice {
+    /// XDP in native (driver) mode on physical NICs, falling back to generic mode; a TC ingress
+    /// classifier on virtual interfaces (veth, bridges), where XDP could only run in generic
+    /// mode, which copies every multi-segment packet (measured: a third of a veth's throughput).
     Auto,
-    /// Native mode only.
-    Driver,
-    /// Generic (skb) mode only.
-    Generic,
+    /// XDP in native (driver) mode only.
+    XdpNative,
+    /// XDP in generic (skb) mode only.
+    XdpGeneric,
+    /// A TC ingress classifier (TCX).
+    Tc,
 }
 
 /// The loaded programs and maps, and the links this agent holds.
@@ -161,6 +165,13 @@ impl Datapath {
     /// reopened, with everything in them, if an earlier agent left them — and links attached
     /// later are pinned there too. Nothing is attached yet.
     pub fn load(pins: Option<Pins>) -> Result<Datapath, DatapathError> {
+        Datapath::load_for(pins, 0)
+    }
+
+    /// Like [`Datapath::load`], with the per-host maps sized for `hosts` hosts (with room to
+    /// grow: twice that, rounded up to a power of two, at least 1024).
+    pub fn load_for(pins: Option<Pins>, hosts: usize) -> Result<Datapath, DatapathError> {
+        let capacity = (hosts.max(512) * 2).next_power_of_two() as u32;
         // eBPF-side logs are only for debugging: off unless the agent logs at debug level.
         let log_level: u8 = if tracing::enabled!(target: "imag_ebpf", tracing::Level::DEBUG) {
             4
@@ -169,6 +180,9 @@ impl Datapath {
         };
         let mut loader = EbpfLoader::new();
         loader.override_global(aya_log::LEVEL, &log_level, false);
+        for map in ["HOSTS", "ACTIVITY"] {
+            loader.map_max_entries(map, capacity.min(imag_common::MAX_HOSTS));
+        }
         let mut adopted = false;
         let map_paths: Vec<(&str, std::path::PathBuf)> = match &pins {
             Some(pins) => {
@@ -178,7 +192,12 @@ impl Datapath {
                 adopted = pins.exists();
                 for (name, key, value) in PINNED_MAPS {
                     if key > 0 {
-                        pins.check_map(name, key, value)
+                        let needed = if matches!(name, "HOSTS" | "ACTIVITY") {
+                            hosts as u32
+                        } else {
+                            0
+                        };
+                        pins.check_map(name, key, value, needed)
                             .map_err(DatapathError::Pins)?;
                     }
                 }
@@ -199,7 +218,7 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        for name in [TO_HOST_PROGRAM, FROM_HOST_PROGRAM] {
+        for name in [HOLD_TC_PROGRAM, TO_HOST_PROGRAM, FROM_HOST_PROGRAM] {
             let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             program
                 .load()
@@ -278,34 +297,40 @@ impl Datapath {
         }
     }
 
-    /// Attaches `imag_hold` to `iface` and tells the datapath the interface's MAC address. A
-    /// link an earlier agent pinned for this very interface is adopted as it is.
+    /// Attaches the holding program to `iface` (XDP or TC, see [`HookChoice`]) and tells the
+    /// datapath the interface's MAC address. A link an earlier agent pinned for this very
+    /// interface is adopted as it is.
     pub fn attach(
         &mut self,
         iface: &Interface,
-        choice: XdpModeChoice,
+        choice: HookChoice,
         flags: u32,
     ) -> Result<(), DatapathError> {
         self.set_interface(iface.index, iface.mac, flags)?;
-        let link_name = format!("xdp-{}", iface.index);
-        if self.adopt_link(&link_name) {
-            info!(iface = %iface.name, "adopted the XDP program an earlier agent attached");
-            return Ok(());
+        for existing in [
+            format!("xdp-{}", iface.index),
+            format!("tc-{}", iface.index),
+        ] {
+            if self.adopt_link(&existing) {
+                info!(iface = %iface.name, "adopted the holding program an earlier agent attached");
+                return Ok(());
+            }
         }
-        let program: &mut Xdp = program_mut(&mut self.ebpf, HOLD_PROGRAM)?;
         let modes: &[XdpMode] = match choice {
-            XdpModeChoice::Driver => &[XdpMode::Driver],
-            XdpModeChoice::Generic => &[XdpMode::Skb],
-            XdpModeChoice::Auto if iface.is_virtual => &[XdpMode::Skb],
-            XdpModeChoice::Auto => &[XdpMode::Driver, XdpMode::Skb],
+            HookChoice::Tc => return self.attach_tc_hold(iface),
+            HookChoice::Auto if iface.is_virtual => return self.attach_tc_hold(iface),
+            HookChoice::XdpNative => &[XdpMode::Driver],
+            HookChoice::XdpGeneric => &[XdpMode::Skb],
+            HookChoice::Auto => &[XdpMode::Driver, XdpMode::Skb],
         };
+        let program: &mut Xdp = program_mut(&mut self.ebpf, HOLD_PROGRAM)?;
         let mut last_error = None;
         for &mode in modes {
             match program.attach_to_if_index(iface.index, mode) {
                 Ok(link_id) => {
-                    info!(iface = %iface.name, mode = mode_name(mode), "attached XDP program");
+                    info!(iface = %iface.name, hook = mode_name(mode), "attached the holding program");
                     let link = fd_link(HOLD_PROGRAM, program.take_link(link_id))?;
-                    return self.keep_link(link_name, link);
+                    return self.keep_link(format!("xdp-{}", iface.index), link);
                 }
                 Err(err) => {
                     if modes.len() > 1 {
@@ -320,6 +345,19 @@ impl Datapath {
             iface: iface.name.clone(),
             source: last_error.expect("at least one mode was tried"),
         })
+    }
+
+    fn attach_tc_hold(&mut self, iface: &Interface) -> Result<(), DatapathError> {
+        let program: &mut SchedClassifier = program_mut(&mut self.ebpf, HOLD_TC_PROGRAM)?;
+        let link_id = program
+            .attach(&iface.name, TcAttachType::Ingress)
+            .map_err(|source| DatapathError::Attach {
+                iface: iface.name.clone(),
+                source,
+            })?;
+        info!(iface = %iface.name, hook = "tc", "attached the holding program");
+        let link = fd_link(HOLD_TC_PROGRAM, program.take_link(link_id))?;
+        self.keep_link(format!("tc-{}", iface.index), link)
     }
 
     /// Attaches `imag_tcp_state` to the TCP state tracepoint (adopting a pinned one).
@@ -741,8 +779,8 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datap
 
 fn mode_name(mode: XdpMode) -> &'static str {
     match mode {
-        XdpMode::Driver => "driver",
-        XdpMode::Skb => "generic",
+        XdpMode::Driver => "xdp-native",
+        XdpMode::Skb => "xdp-generic",
         XdpMode::Hardware => "hardware",
         XdpMode::Default => "default",
     }

@@ -82,9 +82,16 @@ impl Pins {
         }
     }
 
-    /// Checks that a pinned map has the key and value sizes this agent expects; a datapath left
-    /// by an incompatible version must be detached before this agent can adopt it.
-    pub fn check_map(&self, name: &str, key_size: usize, value_size: usize) -> Result<(), String> {
+    /// Checks that a pinned map has the key and value sizes this agent expects and room for
+    /// `entries`; a datapath left by an incompatible version, or sized for fewer hosts, must be
+    /// detached before this agent can adopt it.
+    pub fn check_map(
+        &self,
+        name: &str,
+        key_size: usize,
+        value_size: usize,
+        entries: u32,
+    ) -> Result<(), String> {
         let path = self.map(name);
         if !path.exists() {
             return Ok(());
@@ -99,6 +106,14 @@ impl Pins {
                 path.display(),
                 info.key_size(),
                 info.value_size()
+            ));
+        }
+        if info.max_entries() < entries {
+            return Err(format!(
+                "the pinned map {} has room for {} hosts, but the configuration has {entries}: \
+                 run `imag-agent detach` first (the agent sizes its maps for the configuration)",
+                path.display(),
+                info.max_entries()
             ));
         }
         Ok(())

@@ -66,6 +66,74 @@ impl Docker {
         })
     }
 
+    /// Observes every container of `network` in one engine call (instead of one inspect per
+    /// host): container name → what the engine says. Hosts without an entry have no container.
+    pub async fn observe_network(
+        &self,
+        network: &str,
+        specs: &[ContainerSpec],
+    ) -> Result<HashMap<String, Observed>, RuntimeError> {
+        use bollard::{
+            models::ContainerSummaryStateEnum as State, query_parameters::ListContainersOptions,
+        };
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_NETWORK}={network}")],
+            )])),
+            ..Default::default()
+        };
+        let listed = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| classify(e, "list containers of network", network))?;
+        let fingerprints: HashMap<&str, String> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.fingerprint()))
+            .collect();
+        let mut observed = HashMap::new();
+        for container in listed {
+            let Some(name) = container
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+            else {
+                continue;
+            };
+            let Some(fingerprint) = fingerprints.get(name.as_str()) else {
+                continue;
+            };
+            let status = match container.state {
+                Some(State::RUNNING) => ContainerStatus::Running,
+                // Whether it is really frozen needs a closer look (a fast wake may have thawed it).
+                Some(State::PAUSED) => {
+                    let spec = specs.iter().find(|s| s.name == name).expect("found above");
+                    observed.insert(name, self.observe(spec).await?);
+                    continue;
+                }
+                Some(State::RESTARTING) | Some(State::REMOVING) => ContainerStatus::Transitional,
+                _ => ContainerStatus::Stopped,
+            };
+            let current = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SPEC))
+                .is_some_and(|f| f == fingerprint);
+            observed.insert(
+                name,
+                Observed::Present {
+                    id: container.id.unwrap_or_default(),
+                    status,
+                    current,
+                },
+            );
+        }
+        Ok(observed)
+    }
+
     /// The bollard client, for the engine's event stream.
     pub fn client(&self) -> &bollard::Docker {
         &self.client

@@ -339,3 +339,18 @@ pub fn containers_of(slot: &Slot) -> Vec<String> {
 pub fn http_addr(addr: Ipv4Addr) -> SocketAddr {
     SocketAddr::from((addr, 8080))
 }
+
+/// Whether any of imag's programs is attached to `iface`: XDP (as `ip link` shows it) or a TC
+/// ingress program (as the kernel's TCX query reports it).
+pub fn holding_program_attached(iface: &str) -> bool {
+    let link = Command::new("ip")
+        .args(["link", "show", iface])
+        .output()
+        .expect("ip link");
+    let xdp = String::from_utf8_lossy(&link.stdout).contains("xdp");
+    let tc =
+        aya::programs::SchedClassifier::query_tcx(iface, aya::programs::tc::TcAttachType::Ingress)
+            .map(|(_, programs)| !programs.is_empty())
+            .unwrap_or(false);
+    xdp || tc
+}

@@ -2,21 +2,20 @@
 //! proxy ARP, on an attach interface) asking "who has 10.77.0.10?" is told "this interface", so
 //! that it sends the packet the datapath then holds. Warm hosts answer for themselves.
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_PASS, XDP_TX},
-    programs::XdpContext,
-};
 use imag_common::{HOST_FLAG_PROXY_ARP, HOST_MODE_PASS, IFACE_FLAG_BRIDGE, stat};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
-use super::{HOSTS, INTERFACES, count, packet::ptr_at};
+use super::{
+    HOSTS, INTERFACES, count,
+    packet::{Frame, Verdict, ptr_at},
+};
 
 const ARP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
 const ARP_REPLY: [u8; 2] = 2u16.to_be_bytes();
 
-pub fn try_answer(ctx: &XdpContext, eth: *mut EthHdr) -> u32 {
-    let Some(arp) = ptr_at::<ArpHdr>(ctx, EthHdr::LEN) else {
-        return XDP_PASS;
+pub fn try_answer<F: Frame>(ctx: &F, eth: *mut EthHdr) -> Verdict {
+    let Some(arp) = ptr_at::<ArpHdr, F>(ctx, EthHdr::LEN) else {
+        return Verdict::Pass;
     };
     // SAFETY: ptr_at checked the bounds of both headers.
     let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
@@ -26,24 +25,24 @@ pub fn try_answer(ctx: &XdpContext, eth: *mut EthHdr) -> u32 {
         && arp.plen == 4;
     // Probes (sender 0.0.0.0) and announcements (sender = target) are not questions to answer.
     if !ethernet_ipv4 || arp.oper != ARP_REQUEST || arp.spa == [0; 4] || arp.spa == arp.tpa {
-        return XDP_PASS;
+        return Verdict::Pass;
     }
     let target = arp.tpa;
     let Some(host) = HOSTS.get_ptr(u32::from_ne_bytes(target)) else {
-        return XDP_PASS;
+        return Verdict::Pass;
     };
     // SAFETY: map values stay valid for the program's run.
     let host = unsafe { *host };
     if host.mode == HOST_MODE_PASS {
-        return XDP_PASS;
+        return Verdict::Pass;
     }
-    let Some(iface) = INTERFACES.get_ptr(unsafe { (*ctx.ctx).ingress_ifindex }) else {
-        return XDP_PASS;
+    let Some(iface) = INTERFACES.get_ptr(ctx.ingress_ifindex()) else {
+        return Verdict::Pass;
     };
     // SAFETY: as above.
     let iface = unsafe { *iface };
     if iface.flags & IFACE_FLAG_BRIDGE == 0 && host.flags & HOST_FLAG_PROXY_ARP == 0 {
-        return XDP_PASS;
+        return Verdict::Pass;
     }
     // Turn the request into the reply, in place.
     let requester_mac = arp.sha;
@@ -56,5 +55,5 @@ pub fn try_answer(ctx: &XdpContext, eth: *mut EthHdr) -> u32 {
     eth.dst_addr = requester_mac;
     eth.src_addr = iface.mac;
     count(stat::ARP_ANSWERED);
-    XDP_TX
+    Verdict::Bounce
 }

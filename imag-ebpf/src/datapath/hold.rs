@@ -1,13 +1,8 @@
-//! The entry point's logic: ARP goes to `arp`, echo requests to `ping` (when the host wants
-//! them answered), and every other IPv4 packet to an imaginary host that is not warm is held: it
-//! goes to the agent, not the stack.
+//! The holding programs' logic, the same for XDP and TC: ARP goes to `arp`, echo requests to
+//! `ping` (when the host wants them answered), and every other IPv4 packet to an imaginary host
+//! that is not warm is held: it goes to the agent, not the stack.
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    check_bounds_signed,
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
-    programs::XdpContext,
-};
+use aya_ebpf::{check_bounds_signed, helpers::generated::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use imag_common::{
     HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HeldFrameRecord, HostEntry,
@@ -18,16 +13,20 @@ use network_types::{
     ip::Ipv4Hdr,
 };
 
-use super::{HELD_FRAMES, HOLD_SCRATCH, HOSTS, arp, count, packet::ptr_at, ping};
+use super::{
+    HELD_FRAMES, HOLD_SCRATCH, HOSTS, arp, count,
+    packet::{Frame, Verdict, ptr_at},
+    ping,
+};
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
 const IPPROTO_ICMP: u8 = 1;
 
-pub fn try_hold(ctx: &XdpContext) -> u32 {
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
+    let Some(eth) = ptr_at::<EthHdr, F>(ctx, 0) else {
         count(stat::PASSED_OTHER);
-        return XDP_PASS;
+        return Verdict::Pass;
     };
     // SAFETY: ptr_at checked the bounds.
     match unsafe { (*eth).ether_type } {
@@ -35,12 +34,12 @@ pub fn try_hold(ctx: &XdpContext) -> u32 {
         ETHERTYPE_ARP => return arp::try_answer(ctx, eth),
         _ => {
             count(stat::PASSED_OTHER);
-            return XDP_PASS;
+            return Verdict::Pass;
         }
     }
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+    let Some(ip) = ptr_at::<Ipv4Hdr, F>(ctx, EthHdr::LEN) else {
         count(stat::PASSED_OTHER);
-        return XDP_PASS;
+        return Verdict::Pass;
     };
     // SAFETY: ptr_at checked the bounds.
     let (dst, plain, proto) = unsafe {
@@ -52,24 +51,24 @@ pub fn try_hold(ctx: &XdpContext) -> u32 {
     };
     let Some(host) = HOSTS.get_ptr(dst) else {
         count(stat::PASSED_OTHER);
-        return XDP_PASS;
+        return Verdict::Pass;
     };
     // SAFETY: map values stay valid for the program's run; a concurrent update by the agent
     // only changes which verdict this packet gets, never memory safety.
     let host: HostEntry = unsafe { *host };
     if host.mode == HOST_MODE_PASS {
         count(stat::PASSED_WARM);
-        return XDP_PASS;
+        return Verdict::Pass;
     }
     if !plain {
         count(stat::PASSED_UNPARSED);
-        return XDP_PASS;
+        return Verdict::Pass;
     }
     if proto == IPPROTO_ICMP
         && host.flags & HOST_FLAG_ANSWER_PING != 0
         && ping::try_answer(ctx, eth, ip)
     {
-        return XDP_TX;
+        return Verdict::Bounce;
     }
     hold(ctx, dst, host.host_id)
 }
@@ -82,14 +81,17 @@ fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
     ip.vihl == 0x45 && ip.frags[0] & MORE_FRAGMENTS == 0 && ip.frag_offset() == 0
 }
 
-fn hold(ctx: &XdpContext, host_addr: u32, host_id: u32) -> u32 {
-    let frame_len = ctx.data_end() - ctx.data();
-    // SAFETY: ctx.ctx is the program's context.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let emitted = emit_held(frame_len, ifindex, host_addr, host_id, |dst, len| {
-        // SAFETY: dst holds at least len bytes (emit_held checked it).
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, dst, len) }
-    });
+fn hold<F: Frame>(ctx: &F, host_addr: u32, host_id: u32) -> Verdict {
+    let emitted = emit_held(
+        ctx.len(),
+        ctx.ingress_ifindex(),
+        host_addr,
+        host_id,
+        |dst, len| {
+            // SAFETY: dst holds at least len bytes (emit_held checked it).
+            unsafe { ctx.copy_out(dst, len) }
+        },
+    );
     match emitted {
         Ok(()) => {
             count(stat::HELD);
@@ -97,13 +99,13 @@ fn hold(ctx: &XdpContext, host_addr: u32, host_id: u32) -> u32 {
             debug!(
                 ctx,
                 "held {} bytes for {:i}",
-                frame_len as u32,
+                ctx.len() as u32,
                 u32::from_be(host_addr)
             );
         }
         Err(counter) => count(counter),
     }
-    XDP_DROP
+    Verdict::Drop
 }
 
 /// Copies a frame of `frame_len` bytes (through `load`, the program type's copy helper) into the

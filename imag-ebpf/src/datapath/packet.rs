@@ -1,14 +1,97 @@
-//! Bounds-checked access to packet bytes, the one helper every parser here goes through, and the
-//! checksum arithmetic for headers rewritten in place.
+//! The one view of a frame every parser here goes through, for both program types that hold:
+//! XDP (`imag_hold`, on NICs) and TC (`imag_hold_tc`, on virtual interfaces). `ptr_at` is the one
+//! bounds helper, and the checksum arithmetic for headers rewritten in place lives here too.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
+
+/// What a program does with a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it continue into the stack.
+    Pass,
+    /// It was held (or is unusable): it goes no further.
+    Drop,
+    /// It was rewritten into an answer: send it back out of the interface it came in on.
+    Bounce,
+}
+
+/// A frame under inspection (also a program context, for aya-log).
+pub trait Frame: aya_ebpf::EbpfContext {
+    /// Start and end of the directly readable (linear) bytes.
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Length of the whole frame.
+    fn len(&self) -> usize;
+    fn ingress_ifindex(&self) -> u32;
+    /// Copies `len` bytes from the start of the frame to `dst`; 0 on success.
+    ///
+    /// # Safety
+    /// `dst` must have room for `len` bytes.
+    unsafe fn copy_out(&self, dst: *mut core::ffi::c_void, len: u32) -> i64;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        let md: *mut xdp_md = self.ctx;
+        // SAFETY: the program's context.
+        unsafe { (*md).ingress_ifindex }
+    }
+    #[inline(always)]
+    unsafe fn copy_out(&self, dst: *mut core::ffi::c_void, len: u32) -> i64 {
+        // SAFETY: the caller guarantees room.
+        unsafe { bpf_xdp_load_bytes(self.ctx, 0, dst, len) }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        let skb: *mut __sk_buff = self.skb.skb;
+        // SAFETY: the program's context.
+        unsafe { (*skb).ingress_ifindex }
+    }
+    #[inline(always)]
+    unsafe fn copy_out(&self, dst: *mut core::ffi::c_void, len: u32) -> i64 {
+        // SAFETY: the caller guarantees room.
+        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, dst, len) }
+    }
+}
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.
 ///
 /// The explicit comparison against `data_end` is what the verifier needs to accept every later
 /// read or write through the pointer.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+pub fn ptr_at<T, F: Frame>(ctx: &F, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {

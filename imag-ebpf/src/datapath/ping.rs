@@ -1,13 +1,12 @@
 //! Echo replies for imaginary hosts that are not warm, so that monitoring sees every configured
 //! host up and cannot keep hosts awake.
 
-use aya_ebpf::programs::XdpContext;
 use imag_common::stat;
 use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr};
 
 use super::{
     count,
-    packet::{checksum_replace, ptr_at},
+    packet::{Frame, checksum_replace, ptr_at},
 };
 
 const ECHO_REQUEST: u8 = 8;
@@ -16,8 +15,8 @@ const REPLY_TTL: u8 = 64;
 
 /// Turns an ICMP echo request into its reply in place. Returns false (frame untouched) for any
 /// other ICMP message.
-pub fn try_answer(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv4Hdr) -> bool {
-    let Some(icmp) = ptr_at::<Icmpv4Hdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
+pub fn try_answer<F: Frame>(ctx: &F, eth: *mut EthHdr, ip: *mut Ipv4Hdr) -> bool {
+    let Some(icmp) = ptr_at::<Icmpv4Hdr, F>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
         return false;
     };
     // SAFETY: ptr_at checked the bounds of all three headers.

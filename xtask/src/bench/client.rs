@@ -1,0 +1,82 @@
+//! The client side of the measurements: time to first byte of a request on a fresh connection,
+//! request/response latency on one connection, and bulk TCP throughput.
+
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use crate::netkit::HttpConnection;
+
+/// Connect, send `GET /`, and return the time from the start of the connect to the first byte of
+/// the answer (the whole answer is read before returning).
+pub fn time_to_first_byte(addr: SocketAddr, timeout: Duration) -> io::Result<Duration> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first)?;
+    let took = start.elapsed();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    if first[0] != b'H' {
+        return Err(io::Error::other("not an HTTP answer"));
+    }
+    Ok(took)
+}
+
+/// Polls `time_to_first_byte` until the service answers; returns when it first did (measured
+/// from `since`).
+pub fn until_serving(addr: SocketAddr, since: Instant, timeout: Duration) -> io::Result<Duration> {
+    loop {
+        match time_to_first_byte(addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(since.elapsed()),
+            Err(err) if since.elapsed() > timeout => return Err(err),
+            Err(_) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
+/// `count` requests on one keep-alive connection; the latency of each, in microseconds.
+pub fn request_latencies(addr: SocketAddr, count: usize) -> io::Result<Vec<f64>> {
+    let mut conn = HttpConnection::open(addr, Duration::from_secs(10))?;
+    // Warm up the connection and the caches.
+    for _ in 0..100 {
+        conn.get()?;
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        conn.get()?;
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(latencies)
+}
+
+/// Sends `bytes` over one connection to a sink that answers with the count it received; returns
+/// the goodput in Gbit/s.
+pub fn bulk_throughput(addr: SocketAddr, bytes: u64) -> io::Result<f64> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = chunk.len().min((bytes - sent) as usize);
+        stream.write_all(&chunk[..n])?;
+        sent += n as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let took = start.elapsed();
+    let received: u64 = answer.trim().parse().map_err(io::Error::other)?;
+    if received != bytes {
+        return Err(io::Error::other(format!(
+            "the sink received {received} of {bytes} bytes"
+        )));
+    }
+    Ok(bytes as f64 * 8.0 / took.as_secs_f64() / 1e9)
+}

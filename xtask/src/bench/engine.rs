@@ -1,0 +1,71 @@
+//! The engine's own floor: Docker API calls timed directly on its Unix socket (no CLI process in
+//! the measurement), for the baselines that imag's wakes are compared with.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+const SOCKET: &str = "/var/run/docker.sock";
+
+/// `POST /containers/<name>/<action>` (start, stop, pause, unpause); returns how long the engine
+/// took to answer.
+pub fn container_action(name: &str, action: &str) -> anyhow::Result<Duration> {
+    let mut stream =
+        UnixStream::connect(SOCKET).with_context(|| format!("connecting to {SOCKET}"))?;
+    let start = Instant::now();
+    write!(
+        stream,
+        "POST /containers/{name}/{action} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let took = start.elapsed();
+    let status = response.split_whitespace().nth(1).unwrap_or("?");
+    if !matches!(status, "204" | "304") {
+        bail!(
+            "docker {action} {name}: HTTP {status}: {}",
+            response.lines().last().unwrap_or("")
+        );
+    }
+    Ok(took)
+}
+
+/// The container's state as the engine reports it (`running`, `paused`, `exited`, …).
+pub fn container_state(name: &str) -> anyhow::Result<String> {
+    let mut stream = UnixStream::connect(SOCKET)?;
+    write!(
+        stream,
+        "GET /containers/{name}/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    // The body may be chunked; the state object is small enough to find by its key.
+    let state = body
+        .split("\"Status\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("no state in the engine's answer")?;
+    Ok(state.to_string())
+}
+
+/// Waits until the container is in `state`.
+pub fn wait_for_state(name: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if container_state(name).is_ok_and(|s| s == state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not become {state} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,678 @@
+//! `cargo xtask bench`: imag's claims as numbers, each measured in the same run as its baseline,
+//! written to `bench/results.{md,json}` and `bench/wake-latency.svg`.
+//!
+//! 1. Cold wakes (container stopped) through imag, interleaved with the engine's own floor: the
+//!    Docker API start of the same container plus the time until it serves; readiness by event
+//!    against a 10 ms poll.
+//! 2. Standby wakes (container paused) through imag — cgroup thawed directly, and through the
+//!    engine's unpause — interleaved with the engine's unpause plus serve.
+//! 3. The warm path, three ways in rounds: no program attached, imag attached, a userspace TCP
+//!    proxy (haproxy) in the path: request/response latency and bulk throughput.
+//! 4. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
+//!    of 50 and 100 cold hosts woken at once.
+
+mod client;
+mod engine;
+mod report;
+pub mod stats;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::{
+    agent_process::AgentProcess, cmd_output, image, netkit::ClientNs, preflight, run_cmd, setup,
+    workspace_root,
+};
+
+const NETNS: &str = "imagbench-c";
+const HOST_IF: &str = "imagbench-h";
+const NETWORK: &str = "imagbench";
+const WEB: &str = "10.76.0.10:8080";
+const SINK: &str = "10.76.0.11:9000";
+const PROXY_WEB: &str = "10.79.0.1:18080";
+const PROXY_SINK: &str = "10.79.0.1:19000";
+const METRICS: &str = "127.0.0.1:19477";
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchOptions {
+    /// Wakes per series (cold, standby, …).
+    #[arg(long, default_value_t = 25)]
+    pub wakes: usize,
+    /// Requests per warm-path latency run.
+    #[arg(long, default_value_t = 10_000)]
+    pub requests: usize,
+    /// Bytes per bulk-throughput run.
+    #[arg(long, default_value_t = 2 << 30)]
+    pub bytes: u64,
+    /// Rounds of the warm-path comparison.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Skip the scale section (1,000/10,000 hosts, storms of 50/100 wakes).
+    #[arg(long)]
+    pub no_scale: bool,
+}
+
+/// One wake as the client and the agent saw it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WakeSample {
+    /// Client: connect → first byte of the answer (ms).
+    pub client_ms: f64,
+    /// Agent: held → start requested, → running, → ready, → delivered, total (ms).
+    pub phases_ms: [f64; 5],
+    pub ready_by: String,
+}
+
+/// One baseline start (or unpause) through the engine.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EngineSample {
+    /// The API call (ms).
+    pub call_ms: f64,
+    /// From the call to the first byte of an answer from the service (ms).
+    pub serve_ms: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub cold_imag: Vec<WakeSample>,
+    pub cold_engine: Vec<EngineSample>,
+    pub cold_imag_poll: Vec<WakeSample>,
+    pub standby_imag: Vec<WakeSample>,
+    pub standby_imag_engine_unpause: Vec<WakeSample>,
+    pub standby_engine: Vec<EngineSample>,
+    pub warm: Vec<WarmRun>,
+    pub scale: Vec<ScaleRun>,
+    pub storms: Vec<StormRun>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub docker: String,
+    pub date: String,
+    pub revision: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WarmRun {
+    pub mode: &'static str,
+    pub round: usize,
+    pub latencies_us: Vec<f64>,
+    pub throughput_gbps: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScaleRun {
+    pub hosts: usize,
+    pub attach_ms: f64,
+    pub rss_mib: f64,
+    pub map_memory_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StormRun {
+    pub hosts: usize,
+    pub succeeded: usize,
+    pub client_ms: Vec<f64>,
+}
+
+pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    setup::run()?;
+    preflight::require_privileges("cargo xtask bench")?;
+    ensure_tools()?;
+    image::build()?;
+    let root = workspace_root();
+    run_cmd(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "imag-agent",
+    ]))?;
+    let binary = root.join("target/release/imag-agent");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+
+    let mut results = Results {
+        machine: machine(&root),
+        ..Default::default()
+    };
+    let client = ClientNs::create(
+        NETNS,
+        HOST_IF,
+        "10.79.0.1/24",
+        "10.79.0.2/24",
+        &["10.76.0.0/24", "10.64.0.0/18", "10.65.0.0/24"],
+    )
+    .context("creating the benchmark's client namespace")?;
+    let bench_config = |name: &str, extra: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("imag-{name}.toml"));
+        std::fs::write(&path, config_text(extra))?;
+        Ok(path)
+    };
+    let base = bench_config("base", "")?;
+    let outcome = (|| -> anyhow::Result<()> {
+        cleanup(&binary, &base);
+        eprintln!(
+            "bench: cold and standby wakes ({} each), with the engine's floor",
+            opts.wakes
+        );
+        let mut agent = start_agent(&binary, &base)?;
+        // The first wake creates the container; the series then start and stop it.
+        agent.command(&["wake", "web"])?;
+        agent.command(&["wake", "sink"])?;
+        wait_warm(&agent, &["web", "sink"])?;
+        let _ = agent.wait_for_line(" woke ", Duration::from_secs(5));
+        let _ = agent.wait_for_line(" woke ", Duration::from_secs(5));
+        for i in 0..opts.wakes {
+            results
+                .cold_imag
+                .push(imag_wake(&mut agent, &client, "stop", "exited")?);
+            results
+                .cold_engine
+                .push(engine_wake(&mut agent, "stop", "exited", "start", "stop")?);
+            eprint!("\r  cold {}/{}", i + 1, opts.wakes);
+        }
+        eprintln!();
+        for i in 0..opts.wakes {
+            results
+                .standby_imag
+                .push(imag_wake(&mut agent, &client, "pause", "paused")?);
+            results.standby_engine.push(engine_wake(
+                &mut agent, "pause", "paused", "unpause", "pause",
+            )?);
+            eprint!("\r  standby {}/{}", i + 1, opts.wakes);
+        }
+        eprintln!();
+        agent.stop();
+
+        eprintln!("bench: cold wakes with readiness by 10 ms poll instead of events");
+        let poll = bench_config("poll", "[wake]\nready_events = false\n")?;
+        let mut agent = start_agent(&binary, &poll)?;
+        for _ in 0..opts.wakes {
+            results
+                .cold_imag_poll
+                .push(imag_wake(&mut agent, &client, "stop", "exited")?);
+        }
+        agent.stop();
+
+        eprintln!("bench: standby wakes through the engine's unpause (fast thaw off)");
+        let slow_thaw = bench_config("engine-unpause", "[wake]\nfast_thaw = false\n")?;
+        let mut agent = start_agent(&binary, &slow_thaw)?;
+        for _ in 0..opts.wakes {
+            results
+                .standby_imag_engine_unpause
+                .push(imag_wake(&mut agent, &client, "pause", "paused")?);
+        }
+        agent.command(&["wake", "web"])?;
+        agent.command(&["wake", "sink"])?;
+        wait_warm(&agent, &["web", "sink"])?;
+        agent.stop();
+
+        eprintln!(
+            "bench: warm path, {} rounds of none / imag / proxy",
+            opts.rounds
+        );
+        let mut proxy = start_proxy(&dir)?;
+        for round in 0..opts.rounds {
+            for mode in ["none", "imag", "proxy"] {
+                let agent = match mode {
+                    "imag" => {
+                        let agent = start_agent(&binary, &base)?;
+                        wait_warm(&agent, &["web", "sink"])?;
+                        // The host links' programs are attached just after adoption.
+                        std::thread::sleep(Duration::from_millis(1500));
+                        Some(agent)
+                    }
+                    _ => {
+                        remove_pins(NETWORK);
+                        None
+                    }
+                };
+                let (web, sink) = match mode {
+                    "proxy" => (PROXY_WEB, PROXY_SINK),
+                    _ => (WEB, SINK),
+                };
+                let web: SocketAddr = web.parse().expect("valid");
+                let sink: SocketAddr = sink.parse().expect("valid");
+                let latencies_us =
+                    client.run(|| client::request_latencies(web, opts.requests))??;
+                let throughput_gbps =
+                    client.run(|| client::bulk_throughput(sink, opts.bytes))??;
+                eprintln!(
+                    "  round {} {mode:>5}: p50 {:.1} µs, p99 {:.1} µs, {throughput_gbps:.2} Gbit/s",
+                    round + 1,
+                    stats::summarize(&latencies_us).p50,
+                    stats::summarize(&latencies_us).p99
+                );
+                results.warm.push(WarmRun {
+                    mode,
+                    round,
+                    latencies_us,
+                    throughput_gbps,
+                });
+                if let Some(mut agent) = agent {
+                    agent.stop();
+                }
+            }
+        }
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        cleanup(&binary, &base);
+
+        if !opts.no_scale {
+            scale(&binary, &dir, &client, &mut results)?;
+        }
+        Ok(())
+    })();
+    cleanup(&binary, &base);
+    drop(client);
+    outcome?;
+
+    let out = root.join("bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("wake-latency.svg"), report::svg(&results))?;
+    let markdown = report::markdown(&results);
+    std::fs::write(out.join("results.md"), &markdown)?;
+    println!("{markdown}");
+    println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");
+    Ok(())
+}
+
+fn config_text(extra: &str) -> String {
+    format!(
+        r#"[network]
+subnet = "10.76.0.0/24"
+name = "{NETWORK}"
+bridge = "{NETWORK}0"
+
+[[host]]
+name = "web"
+address = "10.76.0.10"
+image = "{image}"
+command = ["/hello", "--port", "8080"]
+ports = [8080]
+
+[[host]]
+name = "sink"
+address = "10.76.0.11"
+image = "{image}"
+command = ["/hello", "--sink", "9000"]
+ports = [9000]
+
+{extra}"#,
+        image = image::IMAGE
+    )
+}
+
+fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
+    AgentProcess::start(
+        binary,
+        config,
+        &[HOST_IF],
+        &["--on-exit", "keep", "--metrics", METRICS],
+    )
+}
+
+/// Puts `web` to sleep through the agent, waits until the engine reports `engine_state` and the
+/// agent reports it asleep, then wakes it with a client request and collects the agent's phases.
+fn imag_wake(
+    agent: &mut AgentProcess,
+    client: &ClientNs,
+    tier: &str,
+    engine_state: &str,
+) -> anyhow::Result<WakeSample> {
+    put_to_sleep(agent, tier, engine_state)?;
+    let addr: SocketAddr = WEB.parse().expect("valid");
+    let took = client.run(|| client::time_to_first_byte(addr, Duration::from_secs(30)))??;
+    let line = agent.wait_for_line(" woke ", Duration::from_secs(10))?;
+    Ok(WakeSample {
+        client_ms: took.as_secs_f64() * 1000.0,
+        phases_ms: parse_phases(&line),
+        ready_by: field(&line, "ready_by").unwrap_or_default(),
+    })
+}
+
+/// The engine's floor: with `web` asleep (in `tier`, through the agent), the engine alone
+/// `wake_action`s it, and the time until it serves is measured from the host; then it is put
+/// back with `sleep_action`.
+fn engine_wake(
+    agent: &mut AgentProcess,
+    tier: &str,
+    engine_state: &str,
+    wake_action: &str,
+    sleep_action: &str,
+) -> anyhow::Result<EngineSample> {
+    put_to_sleep(agent, tier, engine_state)?;
+    let container = format!("{NETWORK}-web");
+    let start = Instant::now();
+    let call = engine::container_action(&container, wake_action)?;
+    let serve = client::until_serving(WEB.parse().expect("valid"), start, Duration::from_secs(30))?;
+    engine::container_action(&container, sleep_action)?;
+    engine::wait_for_state(&container, engine_state, Duration::from_secs(30))?;
+    Ok(EngineSample {
+        call_ms: call.as_secs_f64() * 1000.0,
+        serve_ms: serve.as_secs_f64() * 1000.0,
+    })
+}
+
+/// Brings `web` into `tier` through the agent (waking it first if it sleeps in another tier),
+/// and waits until the engine reports `engine_state` and the agent reports it asleep.
+fn put_to_sleep(agent: &mut AgentProcess, tier: &str, engine_state: &str) -> anyhow::Result<()> {
+    let tier_name = match tier {
+        "stop" => "stopped",
+        "pause" => "paused",
+        other => other,
+    };
+    let web = web_status(agent)?;
+    if web["state"] == "asleep" && web["tier"] == tier_name {
+        return engine::wait_for_state(
+            &format!("{NETWORK}-web"),
+            engine_state,
+            Duration::from_secs(30),
+        );
+    }
+    if web["state"] != "warm" {
+        agent.command(&["wake", "web"])?;
+        wait_warm(agent, &["web"])?;
+        agent.wait_for_line(" woke ", Duration::from_secs(30))?;
+    }
+    agent.command(&["sleep", "web", "--tier", tier])?;
+    engine::wait_for_state(
+        &format!("{NETWORK}-web"),
+        engine_state,
+        Duration::from_secs(30),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while web_status(agent)?["state"] != "asleep" {
+        if Instant::now() > deadline {
+            bail!("web did not fall asleep");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn web_status(agent: &AgentProcess) -> anyhow::Result<serde_json::Value> {
+    let status: serde_json::Value = serde_json::from_str(&agent.command(&["status", "--json"])?)?;
+    status["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "web"))
+        .cloned()
+        .context("no host web in the agent's status")
+}
+
+fn wait_warm(agent: &AgentProcess, hosts: &[&str]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&agent.command(&["status", "--json"])?)?;
+        let all_warm = hosts.iter().all(|name| {
+            status["hosts"]
+                .as_array()
+                .and_then(|h| h.iter().find(|h| h["name"] == *name))
+                .is_some_and(|h| h["state"] == "warm")
+        });
+        if all_warm {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("hosts {hosts:?} did not become warm");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+fn parse_phases(line: &str) -> [f64; 5] {
+    let mut phases = [0.0; 5];
+    for (slot, name) in phases.iter_mut().zip([
+        "held_to_start_ms",
+        "start_to_running_ms",
+        "running_to_ready_ms",
+        "ready_to_delivered_ms",
+        "total_ms",
+    ]) {
+        *slot = field(line, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+    }
+    phases
+}
+
+/// Removes the pinned datapath of a network (detaching its programs) without touching its
+/// containers or firewall rules: the "no program attached" mode.
+fn remove_pins(network: &str) {
+    let dir = Path::new("/sys/fs/bpf/imag").join(network);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    // Give the kernel a moment to release the links.
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Removes what a configuration left (agent-side detach: pins, rules, containers, network).
+fn cleanup(binary: &Path, config: &Path) {
+    let _ = Command::new(binary)
+        .args(["detach", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn start_proxy(dir: &Path) -> anyhow::Result<Child> {
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n\
+             frontend web\n  bind {PROXY_WEB}\n  default_backend web\nbackend web\n  server web {WEB}\n\
+             frontend sink\n  bind {PROXY_SINK}\n  default_backend sink\nbackend sink\n  server sink {SINK}\n"
+        ),
+    )?;
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting haproxy")?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("haproxy", "haproxy"), ("bpftool", "bpftool")]
+        .iter()
+        .filter(|(tool, _)| cmd_output(Command::new("which").arg(tool)).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("the benchmarks need haproxy (the userspace proxy baseline) and bpftool (map memory): install them")
+}
+
+fn machine(root: &Path) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default(),
+        kernel: cmd_output(Command::new("uname").arg("-r")).unwrap_or_default(),
+        docker: cmd_output(Command::new("docker").args([
+            "version",
+            "--format",
+            "{{.Server.Version}} (API {{.Server.APIVersion}})",
+        ]))
+        .unwrap_or_default(),
+        date: cmd_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .unwrap_or_default(),
+        revision: cmd_output(Command::new("git").current_dir(root).args([
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ]))
+        .unwrap_or_default(),
+    }
+}
+
+/// 1,000 and 10,000 configured hosts; storms of 50 and 100 cold hosts woken at once.
+fn scale(
+    binary: &Path,
+    dir: &Path,
+    client: &ClientNs,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for hosts in [1_000usize, 10_000] {
+        eprintln!("bench: {hosts} configured hosts");
+        let config = dir.join(format!("scale-{hosts}.toml"));
+        let mut text =
+            "[network]\nsubnet = \"10.64.0.0/18\"\nname = \"imagscale\"\nbridge = \"imagscale0\"\n"
+                .to_string();
+        for i in 0..hosts {
+            let n = i + 2;
+            text += &format!(
+                "\n[[host]]\nname = \"h{i}\"\naddress = \"10.64.{}.{}\"\nimage = \"{}\"\nports = [8080]\n",
+                n / 256,
+                n % 256,
+                image::IMAGE
+            );
+        }
+        std::fs::write(&config, text)?;
+        cleanup(binary, &config);
+        let start = Instant::now();
+        let mut agent = AgentProcess::start(binary, &config, &[HOST_IF], &["--metrics", "off"])?;
+        let attach_ms = start.elapsed().as_secs_f64() * 1000.0;
+        std::thread::sleep(Duration::from_secs(1));
+        let rss_mib = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| {
+                        v.split_whitespace()
+                            .next()
+                            .and_then(|kb| kb.parse::<f64>().ok())
+                    })
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0);
+        let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / (1 << 20) as f64);
+        agent.stop();
+        cleanup(binary, &config);
+        eprintln!("  attach {attach_ms:.0} ms, RSS {rss_mib:.1} MiB, maps {map_memory_mib:?} MiB");
+        results.scale.push(ScaleRun {
+            hosts,
+            attach_ms,
+            rss_mib,
+            map_memory_mib,
+        });
+    }
+
+    let config = dir.join("storm.toml");
+    let mut text =
+        "[network]\nsubnet = \"10.65.0.0/24\"\nname = \"imagstorm\"\nbridge = \"imagstorm0\"\n"
+            .to_string();
+    for i in 0..150 {
+        text += &format!(
+            "\n[[host]]\nname = \"s{i}\"\naddress = \"10.65.0.{}\"\nimage = \"{}\"\ncommand = [\"/hello\", \"--port\", \"8080\"]\nports = [8080]\nwake_timeout = \"300s\"\n",
+            i + 2,
+            image::IMAGE
+        );
+    }
+    std::fs::write(&config, text)?;
+    cleanup(binary, &config);
+    let agent = AgentProcess::start(
+        binary,
+        &config,
+        &[HOST_IF],
+        &["--metrics", "off", "--on-exit", "keep"],
+    )?;
+    for (first, count) in [(0usize, 50usize), (50, 100)] {
+        eprintln!("bench: storm of {count} cold hosts woken at once");
+        let outcomes: Vec<Result<f64, String>> = client.run(|| {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (first..first + count)
+                    .map(|i| {
+                        scope.spawn(move || {
+                            let addr = SocketAddr::from(([10, 65, 0, (i + 2) as u8], 8080));
+                            client::time_to_first_byte(addr, Duration::from_secs(300))
+                                .map(|d| d.as_secs_f64() * 1000.0)
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("no panic"))
+                    .collect()
+            })
+        })?;
+        let client_ms: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().copied())
+            .collect();
+        for failure in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            eprintln!("  failed: {failure}");
+        }
+        eprintln!(
+            "  {}/{count} answered, p99 {:.0} ms",
+            client_ms.len(),
+            stats::summarize(&client_ms).p99
+        );
+        results.storms.push(StormRun {
+            hosts: count,
+            succeeded: client_ms.len(),
+            client_ms,
+        });
+    }
+    drop(agent);
+    cleanup(binary, &config);
+    Ok(())
+}
+
+/// Bytes of kernel memory held by the network's pinned maps (bpftool's `bytes_memlock`).
+fn map_memory(network: &str) -> Option<u64> {
+    let json = cmd_output(Command::new("bpftool").args(["-j", "-f", "map", "show"]))?;
+    let maps: serde_json::Value = serde_json::from_str(&json).ok()?;
+    let prefix = format!("/sys/fs/bpf/imag/{network}/");
+    Some(
+        maps.as_array()?
+            .iter()
+            .filter(|m| {
+                m["pinned"].as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p.as_str().is_some_and(|p| p.starts_with(&prefix)))
+                })
+            })
+            .filter_map(|m| m["bytes_memlock"].as_u64())
+            .sum(),
+    )
+}

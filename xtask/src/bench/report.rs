@@ -1,0 +1,397 @@
+//! The benchmark report: `bench/results.md` (tables, targets met or not) and
+//! `bench/wake-latency.svg` (every wake of every series on a log scale).
+
+use std::fmt::Write as _;
+
+use super::{
+    Results, WakeSample,
+    stats::{Summary, summarize},
+};
+
+fn row(out: &mut String, name: &str, s: &Summary, unit: &str) {
+    let _ = writeln!(
+        out,
+        "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {unit} |",
+        s.n, s.p50, s.p95, s.p99, s.max
+    );
+}
+
+fn header(out: &mut String) {
+    out.push_str("| series | n | p50 | p95 | p99 | max | unit |\n|---|---|---|---|---|---|---|\n");
+}
+
+fn phase(samples: &[WakeSample], i: usize) -> Vec<f64> {
+    samples
+        .iter()
+        .map(|s| s.phases_ms[i])
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn client(samples: &[WakeSample]) -> Vec<f64> {
+    samples.iter().map(|s| s.client_ms).collect()
+}
+
+/// What imag itself adds to a wake: holding → asking the engine, and ready → delivered.
+fn agent_share(samples: &[WakeSample]) -> Vec<f64> {
+    samples
+        .iter()
+        .map(|s| s.phases_ms[0] + s.phases_ms[3])
+        .collect()
+}
+
+const PHASE_NAMES: [&str; 5] = [
+    "held → start requested",
+    "start requested → running",
+    "running → ready",
+    "ready → delivered",
+    "held → delivered (total)",
+];
+
+fn mark(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+pub fn markdown(r: &Results) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    let _ = writeln!(out, "# imag benchmark results\n");
+    let _ = writeln!(
+        out,
+        "Measured by `cargo xtask bench` (as root) on {} CPUs ({}), Linux {}, Docker {}; imag {} \
+         on {}. Every figure was measured in the same run as its baseline.\n",
+        m.cpus, m.cpu_model, m.kernel, m.docker, m.revision, m.date
+    );
+
+    let cold_client = summarize(&client(&r.cold_imag));
+    let cold_engine = summarize(&r.cold_engine.iter().map(|e| e.serve_ms).collect::<Vec<_>>());
+    let cold_share = summarize(&agent_share(&r.cold_imag));
+    let standby_total = summarize(&phase(&r.standby_imag, 4));
+    let warm = |mode: &str| -> (Summary, f64) {
+        let runs: Vec<_> = r.warm.iter().filter(|w| w.mode == mode).collect();
+        let latencies: Vec<f64> = runs
+            .iter()
+            .flat_map(|w| w.latencies_us.iter().copied())
+            .collect();
+        let mut throughput: Vec<f64> = runs.iter().map(|w| w.throughput_gbps).collect();
+        throughput.sort_by(f64::total_cmp);
+        let median = throughput
+            .get(throughput.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN);
+        (summarize(&latencies), median)
+    };
+    let (none_lat, none_tp) = warm("none");
+    let (imag_lat, imag_tp) = warm("imag");
+    let (proxy_lat, proxy_tp) = warm("proxy");
+
+    out.push_str("## Targets\n\n| target | measured | |\n|---|---|---|\n");
+    let _ = writeln!(
+        out,
+        "| cold wake: imag's overhead p99 ≤ 2 ms | agent's share (held → start requested + ready → delivered) p99 {:.2} ms; client-seen p99 − engine start+serve p99 = {:+.1} ms | {} |",
+        cold_share.p99,
+        cold_client.p99 - cold_engine.p99,
+        mark(cold_share.p99 <= 2.0)
+    );
+    let _ = writeln!(
+        out,
+        "| standby wake p50 (first packet → delivered) ≤ 10 ms | {:.2} ms (p95 {:.2} ms) | {} |",
+        standby_total.p50,
+        standby_total.p95,
+        mark(standby_total.p50 <= 10.0)
+    );
+    let _ = writeln!(
+        out,
+        "| warm throughput ≥ 98 % of no program | {:.1} % ({imag_tp:.2} vs {none_tp:.2} Gbit/s, medians of rounds) | {} |",
+        100.0 * imag_tp / none_tp,
+        mark(imag_tp >= 0.98 * none_tp)
+    );
+    let _ = writeln!(
+        out,
+        "| warm p99 latency within 3 % of no program | {:+.1} % ({:.1} vs {:.1} µs) | {} |",
+        100.0 * (imag_lat.p99 / none_lat.p99 - 1.0),
+        imag_lat.p99,
+        none_lat.p99,
+        mark(imag_lat.p99 <= 1.03 * none_lat.p99)
+    );
+    let _ = writeln!(
+        out,
+        "| warm throughput ≥ 3× a userspace proxy | {:.1}× ({imag_tp:.2} vs {proxy_tp:.2} Gbit/s) | {} |",
+        imag_tp / proxy_tp,
+        mark(imag_tp >= 3.0 * proxy_tp)
+    );
+    for storm in &r.storms {
+        let s = summarize(&storm.client_ms);
+        let _ = writeln!(
+            out,
+            "| storm of {} cold hosts: all succeed | {}/{} answered, wake p99 {:.0} ms | {} |",
+            storm.hosts,
+            storm.succeeded,
+            storm.hosts,
+            s.p99,
+            mark(storm.succeeded == storm.hosts)
+        );
+    }
+
+    out.push_str("\n## 1. Cold wakes (container stopped)\n\n");
+    out.push_str(
+        "imag: a client's connect → first byte of the answer, the container started by imag from \
+         the client's first SYN. Engine: the Docker API start of the same (stopped) container, \
+         then polling from the host until it serves; interleaved with imag's wakes.\n\n",
+    );
+    header(&mut out);
+    row(
+        &mut out,
+        "imag: client connect → first byte",
+        &cold_client,
+        "ms",
+    );
+    row(
+        &mut out,
+        "engine: start call",
+        &summarize(&r.cold_engine.iter().map(|e| e.call_ms).collect::<Vec<_>>()),
+        "ms",
+    );
+    row(
+        &mut out,
+        "engine: start call + until serving",
+        &cold_engine,
+        "ms",
+    );
+    row(&mut out, "imag: agent's share", &cold_share, "ms");
+    for (i, name) in PHASE_NAMES.iter().enumerate() {
+        row(
+            &mut out,
+            &format!("imag phase: {name}"),
+            &summarize(&phase(&r.cold_imag, i)),
+            "ms",
+        );
+    }
+
+    out.push_str("\n### Readiness by event vs a 10 ms poll\n\n");
+    header(&mut out);
+    let events_ready = summarize(&phase(&r.cold_imag, 2));
+    let poll_ready = summarize(&phase(&r.cold_imag_poll, 2));
+    row(
+        &mut out,
+        "running → ready, LISTEN event",
+        &events_ready,
+        "ms",
+    );
+    row(&mut out, "running → ready, 10 ms poll", &poll_ready, "ms");
+    row(
+        &mut out,
+        "total, LISTEN event",
+        &summarize(&phase(&r.cold_imag, 4)),
+        "ms",
+    );
+    row(
+        &mut out,
+        "total, 10 ms poll",
+        &summarize(&phase(&r.cold_imag_poll, 4)),
+        "ms",
+    );
+    let by_event = r.cold_imag.iter().filter(|s| s.ready_by == "event").count();
+    let _ = writeln!(
+        out,
+        "\nReadiness by event saves {:.2} ms at the median and {:.2} ms at p95 of running → ready \
+         ({by_event} of {} wakes were released by the event, the rest passed the first try).",
+        poll_ready.p50 - events_ready.p50,
+        poll_ready.p95 - events_ready.p95,
+        r.cold_imag.len()
+    );
+
+    out.push_str("\n## 2. Standby wakes (container paused)\n\n");
+    out.push_str(
+        "imag thaws the container's freezer cgroup itself and lets the engine catch up later; \
+         with `fast_thaw = false` it calls the engine's unpause. Engine: the Docker API unpause \
+         of the same paused container, then polling until it serves.\n\n",
+    );
+    header(&mut out);
+    row(
+        &mut out,
+        "imag (fast thaw): client connect → first byte",
+        &summarize(&client(&r.standby_imag)),
+        "ms",
+    );
+    row(
+        &mut out,
+        "imag (fast thaw): first packet → delivered",
+        &standby_total,
+        "ms",
+    );
+    row(
+        &mut out,
+        "imag (engine unpause): client connect → first byte",
+        &summarize(&client(&r.standby_imag_engine_unpause)),
+        "ms",
+    );
+    row(
+        &mut out,
+        "imag (engine unpause): first packet → delivered",
+        &summarize(&phase(&r.standby_imag_engine_unpause, 4)),
+        "ms",
+    );
+    row(
+        &mut out,
+        "engine: unpause call",
+        &summarize(
+            &r.standby_engine
+                .iter()
+                .map(|e| e.call_ms)
+                .collect::<Vec<_>>(),
+        ),
+        "ms",
+    );
+    row(
+        &mut out,
+        "engine: unpause call + until serving",
+        &summarize(
+            &r.standby_engine
+                .iter()
+                .map(|e| e.serve_ms)
+                .collect::<Vec<_>>(),
+        ),
+        "ms",
+    );
+    for (i, name) in PHASE_NAMES.iter().enumerate() {
+        row(
+            &mut out,
+            &format!("imag (fast thaw) phase: {name}"),
+            &summarize(&phase(&r.standby_imag, i)),
+            "ms",
+        );
+    }
+
+    out.push_str("\n## 3. Warm path\n\n");
+    let _ = writeln!(
+        out,
+        "From the client namespace to a warm container, in {} rounds: no program attached; imag \
+         attached (XDP on the attach interface and the bridge, TC on the container's link); \
+         haproxy (TCP mode) in the path, the hop proxy-based scale-to-zero tools add. Latency: \
+         HTTP request/response on one keep-alive connection ({} per round); throughput: one bulk \
+         TCP transfer per round (median of rounds).\n",
+        r.warm.iter().map(|w| w.round).max().map_or(0, |m| m + 1),
+        r.warm.first().map_or(0, |w| w.latencies_us.len())
+    );
+    out.push_str("| mode | p50 µs | p99 µs | throughput Gbit/s | throughput vs none |\n|---|---|---|---|---|\n");
+    for (mode, lat, tp) in [
+        ("no program", &none_lat, none_tp),
+        ("imag", &imag_lat, imag_tp),
+        ("haproxy", &proxy_lat, proxy_tp),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {mode} | {:.1} | {:.1} | {tp:.2} | {:.1} % |",
+            lat.p50,
+            lat.p99,
+            100.0 * tp / none_tp
+        );
+    }
+
+    if !r.scale.is_empty() || !r.storms.is_empty() {
+        out.push_str("\n## 4. Scale\n\n| configured hosts | attach time ms | agent RSS MiB | map memory MiB |\n|---|---|---|---|\n");
+        for s in &r.scale {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {} |",
+                s.hosts,
+                s.attach_ms,
+                s.rss_mib,
+                s.map_memory_mib.map_or("n/a".into(), |m| format!("{m:.1}"))
+            );
+        }
+        out.push_str("\n| storm | answered | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|\n");
+        for storm in &r.storms {
+            let s = summarize(&storm.client_ms);
+            let _ = writeln!(
+                out,
+                "| {} cold hosts at once | {}/{} | {:.0} | {:.0} | {:.0} |",
+                storm.hosts, storm.succeeded, storm.hosts, s.p50, s.p95, s.p99
+            );
+        }
+    }
+    out.push_str("\nThe wake latency distributions: [wake-latency.svg](wake-latency.svg).\n");
+    out
+}
+
+/// Every wake of every series as a dot on a log-scaled millisecond axis, p50 marked.
+pub fn svg(r: &Results) -> String {
+    let series: Vec<(&str, Vec<f64>)> = vec![
+        ("cold: imag (client)", client(&r.cold_imag)),
+        (
+            "cold: engine start + serve",
+            r.cold_engine.iter().map(|e| e.serve_ms).collect(),
+        ),
+        ("cold: imag, 10 ms poll (client)", client(&r.cold_imag_poll)),
+        ("standby: imag fast thaw (client)", client(&r.standby_imag)),
+        (
+            "standby: imag engine unpause (client)",
+            client(&r.standby_imag_engine_unpause),
+        ),
+        (
+            "standby: engine unpause + serve",
+            r.standby_engine.iter().map(|e| e.serve_ms).collect(),
+        ),
+    ];
+    let (left, width, row_height, top) = (300.0, 900.0, 44.0, 40.0);
+    let (min_ms, max_ms) = (0.1f64, 5000.0f64);
+    let x = |ms: f64| {
+        left + width * ((ms.max(min_ms).ln() - min_ms.ln()) / (max_ms.ln() - min_ms.ln()))
+    };
+    let height = top + row_height * series.len() as f64 + 50.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
+        left + width + 30.0
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{left}" y="20" font-size="14" font-weight="bold">imag wake latency, every wake (ms, log scale); | = p50</text>"#
+    );
+    for tick in [0.1, 1.0, 10.0, 100.0, 1000.0] {
+        let tx = x(tick);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{tx}" y1="{top}" x2="{tx}" y2="{}" stroke="#ddd"/><text x="{tx}" y="{}" text-anchor="middle">{tick}</text>"##,
+            height - 40.0,
+            height - 25.0
+        );
+    }
+    let colors = [
+        "#d62728", "#7f7f7f", "#ff7f0e", "#1f77b4", "#9467bd", "#7f7f7f",
+    ];
+    for (i, (name, samples)) in series.iter().enumerate() {
+        let y = top + row_height * (i as f64 + 0.5);
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="end">{name}</text>"#,
+            left - 10.0,
+            y + 4.0
+        );
+        for (j, v) in samples.iter().enumerate() {
+            let jitter = ((j * 7) % 11) as f64 - 5.0;
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}" fill-opacity="0.6"/>"#,
+                x(*v),
+                y + jitter,
+                colors[i % colors.len()]
+            );
+        }
+        if !samples.is_empty() {
+            let p50 = summarize(samples).p50;
+            let _ = writeln!(
+                out,
+                r#"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="black" stroke-width="2"/>"#,
+                x(p50),
+                y - 12.0,
+                y + 12.0
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -1,0 +1,57 @@
+//! Summaries of samples: percentiles by nearest rank.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub min: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, by nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn summarize(samples: &[f64]) -> Summary {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return Summary::default();
+    }
+    Summary {
+        n: sorted.len(),
+        min: sorted[0],
+        p50: quantile(&sorted, 0.50),
+        p95: quantile(&sorted, 0.95),
+        p99: quantile(&sorted, 0.99),
+        max: sorted[sorted.len() - 1],
+        mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = summarize(&samples);
+        assert_eq!(
+            (s.p50, s.p95, s.p99, s.min, s.max),
+            (50.0, 95.0, 99.0, 1.0, 100.0)
+        );
+        assert_eq!(summarize(&[7.0]).p99, 7.0);
+        assert_eq!(summarize(&[]).n, 0);
+    }
+}
