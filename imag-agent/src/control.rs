@@ -150,49 +150,16 @@ async fn dispatch(
                 .unwrap_or_else(|_| gone())
         }
         Request::Wake { host } => {
-            let (reply, answer) = oneshot::channel();
-            if inputs
-                .send(Input::Wake {
-                    host: host.clone(),
-                    reply,
-                })
-                .await
-                .is_err()
-            {
-                return gone();
-            }
-            match answer.await {
-                Ok(Ok(())) => Response::Ok {
-                    message: format!("waking {host}"),
-                },
-                Ok(Err(message)) => Response::Error { message },
-                Err(_) => gone(),
-            }
+            let message = format!("waking {host}");
+            ask(inputs, |reply| Input::Wake { host, reply }, message).await
         }
         Request::Sleep { host, tier } => {
             let to = match tier.as_deref().map(parse_tier).transpose() {
                 Ok(to) => to,
                 Err(message) => return Response::Error { message },
             };
-            let (reply, answer) = oneshot::channel();
-            if inputs
-                .send(Input::Sleep {
-                    host: host.clone(),
-                    to,
-                    reply,
-                })
-                .await
-                .is_err()
-            {
-                return gone();
-            }
-            match answer.await {
-                Ok(Ok(())) => Response::Ok {
-                    message: format!("putting {host} to sleep"),
-                },
-                Ok(Err(message)) => Response::Error { message },
-                Err(_) => gone(),
-            }
+            let message = format!("putting {host} to sleep");
+            ask(inputs, |reply| Input::Sleep { host, to, reply }, message).await
         }
         Request::Detach => {
             if detach.send(()).await.is_err() {
@@ -202,6 +169,29 @@ async fn dispatch(
                 message: "detaching: the agent removes everything it installed and exits".into(),
             }
         }
+    }
+}
+
+/// Sends the orchestrator an input that answers Ok or an error message, and turns the answer
+/// into a response.
+async fn ask(
+    inputs: &mpsc::Sender<Input>,
+    input: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Input,
+    ok_message: String,
+) -> Response {
+    let gone = || Response::Error {
+        message: "the agent is shutting down".into(),
+    };
+    let (reply, answer) = oneshot::channel();
+    if inputs.send(input(reply)).await.is_err() {
+        return gone();
+    }
+    match answer.await {
+        Ok(Ok(())) => Response::Ok {
+            message: ok_message,
+        },
+        Ok(Err(message)) => Response::Error { message },
+        Err(_) => gone(),
     }
 }
 

@@ -29,6 +29,9 @@ pub const HOST_MODE_PASS: u8 = 2;
 pub const HOST_FLAG_PROXY_ARP: u8 = 1 << 0;
 /// Host flag: answer ICMP echo requests for this host from the datapath while it is not warm.
 pub const HOST_FLAG_ANSWER_PING: u8 = 1 << 1;
+/// Host flag: the host has idle-ignore prefixes (so the datapath looks peers up in
+/// `IDLE_IGNORE`; without the flag it saves the trie lookup on every packet).
+pub const HOST_FLAG_IGNORES_PEERS: u8 = 1 << 2;
 
 /// Value of the `HOSTS` map, keyed by the host's address.
 #[repr(C)]

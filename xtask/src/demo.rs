@@ -5,9 +5,7 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 
 use anyhow::Context as _;
 
-use crate::{
-    agent_process::AgentProcess, image, netkit::ClientNs, preflight, run_cmd, setup, workspace_root,
-};
+use crate::{agent_process::AgentProcess, netkit::ClientNs, workspace_root};
 
 const CONFIG: &str = include_str!("../../examples/demo.toml");
 const NETNS: &str = "imag-demo-client";
@@ -15,17 +13,8 @@ const HOST_IF: &str = "imag-demo";
 const SERVICE: &str = "10.77.0.10:8080";
 
 pub fn run() -> anyhow::Result<()> {
-    setup::run()?;
-    preflight::require_privileges("cargo xtask demo")?;
-    image::build()?;
+    let binary = crate::prepare_agent("cargo xtask demo")?;
     let root = workspace_root();
-    run_cmd(Command::new(env!("CARGO")).current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "imag-agent",
-    ]))?;
     let config_path = root.join("target/demo/imag.toml");
     std::fs::create_dir_all(config_path.parent().expect("has a parent"))?;
     std::fs::write(&config_path, CONFIG)?;
@@ -46,12 +35,7 @@ pub fn run() -> anyhow::Result<()> {
         "client namespace {NETNS} (10.78.0.2) → {HOST_IF} (10.78.0.1) → imaginary 10.77.0.0/24"
     );
 
-    let mut agent = AgentProcess::start(
-        &root.join("target/release/imag-agent"),
-        &config_path,
-        &[HOST_IF],
-        &[],
-    )?;
+    let mut agent = AgentProcess::start(&binary, &config_path, &[HOST_IF], &[])?;
     println!("imag-agent attached to {HOST_IF}");
     let result = requests(&client, &mut agent);
     agent.stop();

@@ -75,6 +75,23 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run_cmd(&mut cmd)
 }
 
+/// What running the agent for real needs, in order: the toolchain, privileges and a Docker
+/// engine, the example image, and a release build of the agent. Returns the agent binary.
+pub fn prepare_agent(what: &str) -> anyhow::Result<std::path::PathBuf> {
+    setup::run()?;
+    preflight::require_privileges(what)?;
+    image::build()?;
+    let root = workspace_root();
+    run_cmd(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "imag-agent",
+    ]))?;
+    Ok(root.join("target/release/imag-agent"))
+}
+
 /// The workspace's root directory (the xtask lives one level below it).
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

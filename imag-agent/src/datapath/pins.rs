@@ -121,58 +121,44 @@ impl Pins {
 }
 
 fn ensure_bpffs() -> io::Result<()> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if mounts.lines().any(|l| {
-        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
-    }) {
-        return Ok(());
-    }
-    let target = CString::new(BPFFS).expect("no NUL");
-    let fstype = CString::new("bpf").expect("no NUL");
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::other(format!(
-            "the BPF filesystem is not mounted at {BPFFS} and mounting it failed ({}): mount it \
-             with `mount -t bpf bpf {BPFFS}`",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    mount_unless("bpf", BPFFS, |fields| {
+        fields.get(1) == Some(&BPFFS) && fields.get(2) == Some(&"bpf")
+    })
 }
 
 /// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted (tracepoints need it).
 pub fn ensure_tracefs() -> io::Result<()> {
+    mount_unless("tracefs", "/sys/kernel/tracing", |fields| {
+        fields.get(2) == Some(&"tracefs")
+    })
+}
+
+/// Mounts a `fstype` file system at `target` unless a line of /proc/self/mounts (split into its
+/// fields) says `mounted`.
+fn mount_unless(fstype: &str, target: &str, mounted: impl Fn(&[&str]) -> bool) -> io::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
     if mounts
         .lines()
-        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+        .any(|l| mounted(&l.split_whitespace().collect::<Vec<_>>()))
     {
         return Ok(());
     }
-    let target = CString::new("/sys/kernel/tracing").expect("no NUL");
-    let fstype = CString::new("tracefs").expect("no NUL");
+    let c_target = CString::new(target).expect("no NUL");
+    let c_fstype = CString::new(fstype).expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
+            c_fstype.as_ptr(),
+            c_target.as_ptr(),
+            c_fstype.as_ptr(),
             0,
             std::ptr::null(),
         )
     };
     if rc != 0 {
         return Err(io::Error::other(format!(
-            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({})",
+            "{fstype} is not mounted at {target} and mounting it failed ({}): mount it with \
+             `mount -t {fstype} {fstype} {target}`",
             io::Error::last_os_error()
         )));
     }

@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, HostActivity};
+use imag_common::{
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_FLAG_PROXY_ARP, HostActivity,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -144,6 +146,10 @@ impl Host {
             HOST_FLAG_ANSWER_PING
         } else {
             0
+        } | if config.idle_ignore.is_empty() {
+            0
+        } else {
+            HOST_FLAG_IGNORES_PEERS
         };
         Host {
             spec: ContainerSpec::for_host(network, &config),

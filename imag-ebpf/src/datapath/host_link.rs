@@ -14,7 +14,9 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use imag_common::{HOST_MODE_PASS, HostActivity, IgnoreKey, stat};
+use imag_common::{
+    HOST_FLAG_IGNORES_PEERS, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, stat,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -66,13 +68,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     // SAFETY: map values stay valid for the program's run.
     let host = unsafe { *host };
     if host.mode == HOST_MODE_PASS {
-        record(
-            host_addr,
-            host.host_id,
-            ip.src_addr,
-            ctx.len(),
-            Direction::In,
-        );
+        record(host_addr, &host, ip.src_addr, ctx.len(), Direction::In);
         return TC_ACT_OK;
     }
     if from_this_host {
@@ -112,8 +108,8 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     let host_addr = u32::from_ne_bytes(ip.src_addr);
     if let Some(host) = HOSTS.get_ptr(host_addr) {
         // SAFETY: map values stay valid for the program's run.
-        let host_id = unsafe { (*host).host_id };
-        record(host_addr, host_id, ip.dst_addr, ctx.len(), Direction::Out);
+        let host = unsafe { *host };
+        record(host_addr, &host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK
 }
@@ -125,7 +121,7 @@ enum Direction {
 
 /// Adds a packet to the host's activity; it counts for idleness unless its peer is ignored.
 #[inline(always)]
-fn record(host_addr: u32, host_id: u32, peer: [u8; 4], len: u32, direction: Direction) {
+fn record(host_addr: u32, host: &HostEntry, peer: [u8; 4], len: u32, direction: Direction) {
     let Some(activity) = ACTIVITY.get_ptr_mut(host_addr) else {
         return;
     };
@@ -144,11 +140,11 @@ fn record(host_addr: u32, host_id: u32, peer: [u8; 4], len: u32, direction: Dire
     let key = Key::new(
         64,
         IgnoreKey {
-            host_id_be: host_id.to_be_bytes(),
+            host_id_be: host.host_id.to_be_bytes(),
             peer,
         },
     );
-    if IDLE_IGNORE.get(&key).is_some() {
+    if host.flags & HOST_FLAG_IGNORES_PEERS != 0 && IDLE_IGNORE.get(&key).is_some() {
         activity.ignored_packets += 1;
     } else {
         // SAFETY: no preconditions.

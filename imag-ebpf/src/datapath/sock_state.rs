@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::TracePointContext,
 };
-use imag_common::{HostActivity, IgnoreKey, SOCK_EVENT_LISTEN, SockEvent};
+use imag_common::{HOST_FLAG_IGNORES_PEERS, HostActivity, IgnoreKey, SOCK_EVENT_LISTEN, SockEvent};
 
 use super::{ACTIVITY, HOSTS, IDLE_IGNORE, SOCK_EVENTS, WAITING_PORTS};
 
@@ -69,7 +69,9 @@ pub fn on_change(ctx: &TracePointContext) {
     };
     // Connections with ignored peers (health checkers) do not keep the host awake either.
     // SAFETY: as above; map values stay valid for the program's run.
-    if let Ok(peer) = unsafe { ctx.read_at::<[u8; 4]>(OFFSET_DADDR) } {
+    if unsafe { (*host).flags } & HOST_FLAG_IGNORES_PEERS != 0
+        && let Ok(peer) = unsafe { ctx.read_at::<[u8; 4]>(OFFSET_DADDR) }
+    {
         let key = Key::new(
             64,
             IgnoreKey {

@@ -27,8 +27,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::{
-    agent_process::AgentProcess, cmd_output, image, netkit::ClientNs, preflight, run_cmd, setup,
-    workspace_root,
+    agent_process::AgentProcess, cmd_output, image, netkit::ClientNs, run_cmd, workspace_root,
 };
 
 const NETNS: &str = "imagbench-c";
@@ -52,7 +51,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 2 << 30)]
     pub bytes: u64,
     /// Rounds of the warm-path comparison.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Skip the scale section (1,000/10,000 hosts, storms of 50/100 wakes).
     #[arg(long)]
@@ -126,19 +125,9 @@ pub struct StormRun {
 }
 
 pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
-    setup::run()?;
-    preflight::require_privileges("cargo xtask bench")?;
+    let binary = crate::prepare_agent("cargo xtask bench")?;
     ensure_tools()?;
-    image::build()?;
     let root = workspace_root();
-    run_cmd(Command::new(env!("CARGO")).current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "imag-agent",
-    ]))?;
-    let binary = root.join("target/release/imag-agent");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
 

@@ -267,7 +267,9 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "From the client namespace to a warm container, in {} rounds: no program attached; imag \
-         attached (XDP on the attach interface and the bridge, TC on the container's link); \
+         attached (its holding program on the attach interface and the bridge — as TC \
+         classifiers, these being virtual interfaces — and its counters on the container's \
+         link); \
          haproxy (TCP mode) in the path, the hop proxy-based scale-to-zero tools add. Latency: \
          HTTP request/response on one keep-alive connection ({} per round); throughput: one bulk \
          TCP transfer per round (median of rounds).\n",
