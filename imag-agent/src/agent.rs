@@ -407,8 +407,11 @@ pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()
             .with_context(|| format!("removing the container of host {}", host.name))?;
     }
     if !keep_containers {
-        docker.remove_network(&config.network.name).await?;
-        info!(network = %config.network.name, "removed the Docker network");
+        if docker.remove_network(&config.network.name).await? {
+            info!(network = %config.network.name, "removed the Docker network");
+        } else {
+            info!(network = %config.network.name, "left the Docker network: imag did not create it");
+        }
     }
     Ok(())
 }

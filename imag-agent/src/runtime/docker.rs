@@ -266,11 +266,29 @@ impl Docker {
         }
     }
 
-    /// Removes a network (used by `detach` for networks the agent created).
-    pub async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
-        match self.client.remove_network(name).await {
-            Ok(()) => Ok(()),
-            Err(err) if status_of(&err) == Some(404) => Ok(()),
+    /// Removes a network imag created (labelled `imag.managed`); returns false, leaving it, for
+    /// a network someone else made (`detach` must not remove what it did not install).
+    pub async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .client
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(network) => {
+                let managed = network
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.get(LABEL_MANAGED).map(String::as_str) == Some("true"));
+                if !managed {
+                    return Ok(false);
+                }
+            }
+            Err(err) if status_of(&err) == Some(404) => return Ok(true),
+            Err(err) => return Err(classify(err, "inspect network", name)),
+        }
+        match self.client.remove_network(name).await.map(|()| true) {
+            Ok(removed) => Ok(removed),
+            Err(err) if status_of(&err) == Some(404) => Ok(true),
             Err(err) => Err(classify(err, "remove network", name)),
         }
     }

@@ -51,7 +51,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 2 << 30)]
     pub bytes: u64,
     /// Rounds of the warm-path comparison.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     pub rounds: usize,
     /// Skip the scale section (1,000/10,000 hosts, storms of 50/100 wakes).
     #[arg(long)]
@@ -213,7 +213,11 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
         );
         let mut proxy = start_proxy(&dir)?;
         for round in 0..opts.rounds {
-            for mode in ["none", "imag", "proxy"] {
+            // The order rotates from round to round, so that no mode always runs right after
+            // another.
+            let mut modes = ["none", "imag", "proxy"];
+            modes.rotate_left(round % 3);
+            for mode in modes {
                 let agent = match mode {
                     "imag" => {
                         let agent = start_agent(&binary, &base)?;
