@@ -66,6 +66,8 @@ fn requests(client: &ClientNs, agent: &mut AgentProcess) -> anyhow::Result<()> {
         "→ answered in {:.2} ms (warm: straight through the kernel, no proxy)",
         ms(took)
     );
+    println!("\n$ imag-agent status");
+    print!("{}", agent.command(&["status"])?);
     Ok(())
 }
 

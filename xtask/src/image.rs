@@ -40,14 +40,19 @@ pub fn build() -> anyhow::Result<()> {
         root.join("examples/hello/Dockerfile"),
         context.join("Dockerfile"),
     )?;
-    run_cmd(
-        Command::new("docker")
-            .args(["build", "--quiet", "-t", IMAGE])
-            .arg(&context)
-            .env("DOCKER_BUILDKIT", "0")
-            .stdout(std::process::Stdio::null()),
-    )
-    .context("building the example image failed")?;
+    // The output is shown only when the build fails (the legacy builder warns on every build).
+    let out = Command::new("docker")
+        .args(["build", "--quiet", "-t", IMAGE])
+        .arg(&context)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .context("running docker build")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "building the example image failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     eprintln!("xtask: built image {IMAGE}");
     Ok(())
 }
