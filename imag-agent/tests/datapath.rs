@@ -6,12 +6,15 @@ mod common;
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
-use imag_agent::datapath::{Datapath, ring::parse_record};
+use imag_agent::datapath::{
+    Datapath, TestHook,
+    TestVerdict::{Bounce, Drop, Pass},
+    ring::parse_record,
+};
 use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, IFACE_FLAG_BRIDGE, stat};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+/// Both holding programs run the same logic; every test runs both.
+const HOOKS: [TestHook; 2] = [TestHook::Xdp, TestHook::Tc];
 /// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
 const LO: u32 = 1;
 const IFACE_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 1];
@@ -41,10 +44,16 @@ fn loaded() -> Datapath {
 
 #[test]
 fn a_packet_for_a_cold_host_is_held_whole() {
+    for hook in HOOKS {
+        a_packet_for_a_cold_host_is_held_whole_by(hook);
+    }
+}
+
+fn a_packet_for_a_cold_host_is_held_whole_by(hook: TestHook) {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     let frame = syn_to(COLD);
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_DROP);
+    assert_eq!(datapath.run_hold_program(hook, &frame, 0).unwrap().0, Drop);
     let record = ring
         .next()
         .expect("a ring buffer record for the held frame");
@@ -60,15 +69,24 @@ fn a_packet_for_a_cold_host_is_held_whole() {
 
 #[test]
 fn packets_for_warm_hosts_and_other_addresses_pass() {
+    for hook in HOOKS {
+        packets_for_warm_hosts_and_other_addresses_pass_by(hook);
+    }
+}
+
+fn packets_for_warm_hosts_and_other_addresses_pass_by(hook: TestHook) {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     assert_eq!(
-        datapath.run_hold_program(&syn_to(WARM), 0).unwrap().0,
-        XDP_PASS
+        datapath.run_hold_program(hook, &syn_to(WARM), 0).unwrap().0,
+        Pass
     );
     assert_eq!(
-        datapath.run_hold_program(&syn_to(OTHER), 0).unwrap().0,
-        XDP_PASS
+        datapath
+            .run_hold_program(hook, &syn_to(OTHER), 0)
+            .unwrap()
+            .0,
+        Pass
     );
     assert!(ring.next().is_none(), "nothing held");
     let stats = datapath.stats();
@@ -79,15 +97,27 @@ fn packets_for_warm_hosts_and_other_addresses_pass() {
 
 #[test]
 fn switching_a_host_to_pass_takes_effect_at_once() {
+    for hook in HOOKS {
+        switching_a_host_to_pass_takes_effect_at_once_by(hook);
+    }
+}
+
+fn switching_a_host_to_pass_takes_effect_at_once_by(hook: TestHook) {
     let mut datapath = loaded();
     let frame = syn_to(COLD);
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_DROP);
+    assert_eq!(datapath.run_hold_program(hook, &frame, 0).unwrap().0, Drop);
     datapath.set_host(COLD, 7, false, 0).unwrap();
-    assert_eq!(datapath.run_hold_program(&frame, 0).unwrap().0, XDP_PASS);
+    assert_eq!(datapath.run_hold_program(hook, &frame, 0).unwrap().0, Pass);
 }
 
 #[test]
 fn malformed_frames_for_a_cold_host_pass_untouched() {
+    for hook in HOOKS {
+        malformed_frames_for_a_cold_host_pass_untouched_by(hook);
+    }
+}
+
+fn malformed_frames_for_a_cold_host_pass_untouched_by(hook: TestHook) {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     let good = syn_to(COLD);
@@ -114,10 +144,15 @@ fn malformed_frames_for_a_cold_host_pass_untouched() {
         ("truncated IPv4 header", truncated_ip),
         ("bare Ethernet header", runt),
     ] {
-        assert_eq!(
-            datapath.run_hold_program(&frame, 0).unwrap().0,
-            XDP_PASS,
-            "{what}"
+        if hook == TestHook::Tc && frame.len() < 14 + 20 {
+            // BPF_PROG_TEST_RUN refuses (EINVAL) to build an skb from an IPv4 frame shorter
+            // than an IP header, before any program runs; the XDP runs cover these frames.
+            continue;
+        }
+        let verdict = datapath.run_hold_program(hook, &frame, 0);
+        assert!(
+            matches!(verdict, Ok((Pass, _))),
+            "{what} ({hook:?}): {verdict:?}"
         );
     }
     assert!(ring.next().is_none(), "nothing malformed is held");
@@ -142,12 +177,20 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn arp_for_a_cold_host_is_answered_on_the_bridge_with_its_mac() {
+    for hook in HOOKS {
+        arp_for_a_cold_host_is_answered_on_the_bridge_by(hook);
+    }
+}
+
+fn arp_for_a_cold_host_is_answered_on_the_bridge_by(hook: TestHook) {
     let mut datapath = loaded();
     datapath
         .set_interface(LO, IFACE_MAC, IFACE_FLAG_BRIDGE)
         .unwrap();
-    let (verdict, reply) = datapath.run_hold_program(&arp_request(COLD), LO).unwrap();
-    assert_eq!(verdict, XDP_TX, "answered from the datapath");
+    let (verdict, reply) = datapath
+        .run_hold_program(hook, &arp_request(COLD), LO)
+        .unwrap();
+    assert_eq!(verdict, Bounce, "answered from the datapath");
     assert_eq!(&reply[0..6], &CLIENT_MAC, "to the requester");
     assert_eq!(&reply[6..12], &IFACE_MAC, "from the interface");
     assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
@@ -161,33 +204,45 @@ fn arp_for_a_cold_host_is_answered_on_the_bridge_with_its_mac() {
     for target in [WARM, OTHER] {
         assert_eq!(
             datapath
-                .run_hold_program(&arp_request(target), LO)
+                .run_hold_program(hook, &arp_request(target), LO)
                 .unwrap()
                 .0,
-            XDP_PASS
+            Pass
         );
     }
 }
 
 #[test]
 fn arp_on_an_attach_interface_is_answered_only_with_proxy_arp() {
+    for hook in HOOKS {
+        arp_on_an_attach_interface_is_answered_only_with_proxy_arp_by(hook);
+    }
+}
+
+fn arp_on_an_attach_interface_is_answered_only_with_proxy_arp_by(hook: TestHook) {
     let mut datapath = loaded();
     datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
     assert_eq!(
-        datapath.run_hold_program(&arp_request(COLD), LO).unwrap().0,
-        XDP_PASS
+        datapath
+            .run_hold_program(hook, &arp_request(COLD), LO)
+            .unwrap()
+            .0,
+        Pass
     );
     datapath
         .set_host(COLD, 7, true, HOST_FLAG_PROXY_ARP)
         .unwrap();
     assert_eq!(
-        datapath.run_hold_program(&arp_request(COLD), LO).unwrap().0,
-        XDP_TX
+        datapath
+            .run_hold_program(hook, &arp_request(COLD), LO)
+            .unwrap()
+            .0,
+        Bounce
     );
     // A probe (sender 0.0.0.0) is never answered: it is someone checking the address is free.
     let mut probe = arp_request(COLD);
     probe[28..32].copy_from_slice(&[0; 4]);
-    assert_eq!(datapath.run_hold_program(&probe, LO).unwrap().0, XDP_PASS);
+    assert_eq!(datapath.run_hold_program(hook, &probe, LO).unwrap().0, Pass);
 }
 
 fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {
@@ -202,15 +257,21 @@ fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn pings_to_a_cold_host_are_answered_without_holding() {
+    for hook in HOOKS {
+        pings_to_a_cold_host_are_answered_without_holding_by(hook);
+    }
+}
+
+fn pings_to_a_cold_host_are_answered_without_holding_by(hook: TestHook) {
     let mut datapath = loaded();
     let mut ring = datapath.take_held_frames().unwrap();
     datapath
         .set_host(COLD, 7, true, HOST_FLAG_ANSWER_PING)
         .unwrap();
     let (verdict, reply) = datapath
-        .run_hold_program(&echo_request_to(COLD), 0)
+        .run_hold_program(hook, &echo_request_to(COLD), 0)
         .unwrap();
-    assert_eq!(verdict, XDP_TX);
+    assert_eq!(verdict, Bounce);
     assert!(
         ring.next().is_none(),
         "the ping is not held: it wakes nothing"
@@ -240,10 +301,10 @@ fn pings_to_a_cold_host_are_answered_without_holding() {
     datapath.set_host(COLD, 7, true, 0).unwrap();
     assert_eq!(
         datapath
-            .run_hold_program(&echo_request_to(COLD), 0)
+            .run_hold_program(hook, &echo_request_to(COLD), 0)
             .unwrap()
             .0,
-        XDP_DROP
+        Drop
     );
     assert!(ring.next().is_some());
 }

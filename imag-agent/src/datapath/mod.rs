@@ -646,18 +646,21 @@ impl Datapath {
         totals
     }
 
-    /// Runs `imag_hold` once on a crafted frame (BPF_PROG_TEST_RUN) as if it arrived on
-    /// `ifindex`, with all its map and ring buffer effects. Returns the verdict (`XDP_DROP` = 1,
-    /// `XDP_PASS` = 2, `XDP_TX` = 3) and the frame as the program left it. For testing the
+    /// Runs the holding program — `imag_hold` (XDP) or `imag_hold_tc` (TC) — once on a crafted
+    /// frame (BPF_PROG_TEST_RUN) as if it arrived on `ifindex`, with all its map and ring buffer
+    /// effects. Returns what the program decided and the frame as it left it. For testing the
     /// datapath without traffic.
     pub fn run_hold_program(
         &mut self,
+        hook: TestHook,
         frame: &[u8],
         ifindex: u32,
-    ) -> Result<(u32, Vec<u8>), DatapathError> {
-        let program: &mut Xdp = program_mut(&mut self.ebpf, HOLD_PROGRAM)?;
-        let ctx = xdp_md_for(ifindex, frame.len());
+    ) -> Result<(TestVerdict, Vec<u8>), DatapathError> {
         let mut out = vec![0u8; frame.len() + 256];
+        let (name, ctx): (&'static str, Vec<u8>) = match hook {
+            TestHook::Xdp => (HOLD_PROGRAM, xdp_md_for(ifindex, frame.len()).to_vec()),
+            TestHook::Tc => (HOLD_TC_PROGRAM, sk_buff_for(ifindex).to_vec()),
+        };
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -665,14 +668,20 @@ impl Datapath {
             repeat: 1,
             ..TestRunOptions::new()
         };
-        let result = program
-            .test_run(opts)
-            .map_err(|source| DatapathError::Program {
-                name: HOLD_PROGRAM,
-                source,
-            })?;
+        let run_error = |source| DatapathError::Program { name, source };
+        let result = match hook {
+            TestHook::Xdp => program_mut::<Xdp>(&mut self.ebpf, name)?.test_run(opts),
+            TestHook::Tc => program_mut::<SchedClassifier>(&mut self.ebpf, name)?.test_run(opts),
+        }
+        .map_err(run_error)?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        let verdict = match (hook, result.return_value) {
+            (TestHook::Xdp, 1) | (TestHook::Tc, 2) => TestVerdict::Drop,
+            (TestHook::Xdp, 2) | (TestHook::Tc, 0) => TestVerdict::Pass,
+            (TestHook::Xdp, 3) | (TestHook::Tc, 7) => TestVerdict::Bounce,
+            (_, other) => TestVerdict::Other(other),
+        };
+        Ok((verdict, out))
     }
 
     /// Injects `frame` into the stack as if it had just arrived on `ifindex`.
@@ -784,6 +793,33 @@ fn mode_name(mode: XdpMode) -> &'static str {
         XdpMode::Hardware => "hardware",
         XdpMode::Default => "default",
     }
+}
+
+/// Which holding program [`Datapath::run_hold_program`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestHook {
+    Xdp,
+    Tc,
+}
+
+/// What a holding program decided, the same for XDP and TC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestVerdict {
+    /// XDP_PASS / TC_ACT_OK.
+    Pass,
+    /// XDP_DROP / TC_ACT_SHOT.
+    Drop,
+    /// XDP_TX / TC_ACT_REDIRECT back out of the interface.
+    Bounce,
+    Other(u32),
+}
+
+/// A `struct __sk_buff` for BPF_PROG_TEST_RUN of a TC program: everything zero but
+/// `ingress_ifindex` (offset 36), which becomes the skb's `skb_iif`.
+fn sk_buff_for(ingress_ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx
 }
 
 /// A `struct xdp_md` for BPF_PROG_TEST_RUN: the frame starts at offset 0, has no metadata, and
