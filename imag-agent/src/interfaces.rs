@@ -114,13 +114,6 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +127,6 @@ mod tests {
         assert_eq!(parse_mac("02:42:0a:4d:00"), None);
         assert_eq!(parse_mac("02:42:0a:4d:00:0a:01"), None);
         assert_eq!(parse_mac("zz:42:0a:4d:00:0a"), None);
-        assert_eq!(format_mac([2, 0x42, 10, 0x4d, 0, 10]), "02:42:0a:4d:00:0a");
     }
 
     #[test]

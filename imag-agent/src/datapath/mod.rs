@@ -539,11 +539,6 @@ impl Datapath {
             })
     }
 
-    /// The datapath's entry for `addr`, if any.
-    pub fn host(&self, addr: Ipv4Addr) -> Option<HostEntry> {
-        self.hosts.get(&addr_key(addr), 0).ok()
-    }
-
     /// Makes sure the host has an activity entry (zero for a new one; an adopted one keeps its
     /// counts).
     pub fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {

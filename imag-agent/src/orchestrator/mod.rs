@@ -1015,10 +1015,6 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             }
         }
     }
-
-    pub fn host_by_address(&self, addr: Ipv4Addr) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.config.address == addr)
-    }
 }
 
 fn open_connections(activity: &HostActivity) -> u64 {

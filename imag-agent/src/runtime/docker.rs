@@ -42,14 +42,6 @@ pub struct Docker {
     unsettled: Arc<Mutex<HashSet<String>>>,
 }
 
-/// The Docker network the hosts live on, as found or created.
-#[derive(Clone, Debug)]
-pub struct NetworkHandle {
-    pub id: String,
-    /// True if this agent created it (and so may remove it on `detach`).
-    pub created: bool,
-}
-
 impl Docker {
     /// Connects to the local engine and negotiates the API version.
     pub async fn connect(fast_thaw: bool) -> Result<Docker, RuntimeError> {
@@ -172,7 +164,7 @@ impl Docker {
     }
 
     /// Creates the network for the imaginary subnet, or reuses it if it exists with that subnet.
-    pub async fn ensure_network(&self, net: &NetworkConfig) -> Result<NetworkHandle, RuntimeError> {
+    pub async fn ensure_network(&self, net: &NetworkConfig) -> Result<(), RuntimeError> {
         match self
             .client
             .inspect_network(&net.name, None::<InspectNetworkOptions>)
@@ -216,10 +208,7 @@ impl Docker {
                     });
                 }
                 info!(network = %net.name, subnet = %net.subnet, "reusing Docker network");
-                Ok(NetworkHandle {
-                    id: existing.id.unwrap_or_default(),
-                    created: false,
-                })
+                Ok(())
             }
             Err(err) if status_of(&err) == Some(404) => {
                 let request = NetworkCreateRequest {
@@ -244,8 +233,10 @@ impl Docker {
                     )])),
                     ..Default::default()
                 };
-                let created = self.client.create_network(request).await.map_err(|e| {
-                    RuntimeError::Engine {
+                self.client
+                    .create_network(request)
+                    .await
+                    .map_err(|e| RuntimeError::Engine {
                         action: "create network",
                         container: net.name.clone(),
                         message: format!(
@@ -253,14 +244,10 @@ impl Docker {
                             message_of(&e),
                             net.subnet
                         ),
-                    }
-                })?;
+                    })?;
                 info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge,
                     "created Docker network");
-                Ok(NetworkHandle {
-                    id: created.id,
-                    created: true,
-                })
+                Ok(())
             }
             Err(err) => Err(classify(err, "inspect network", &net.name)),
         }
