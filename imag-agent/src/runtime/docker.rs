@@ -114,14 +114,7 @@ impl Docker {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_SPEC))
                 .is_some_and(|f| f == fingerprint);
-            observed.insert(
-                name,
-                Observed::Present {
-                    id: container.id.unwrap_or_default(),
-                    status,
-                    current,
-                },
-            );
+            observed.insert(name, Observed::Present { status, current });
         }
         Ok(observed)
     }
@@ -328,15 +321,17 @@ impl Docker {
         }
     }
 
-    async fn start(&self, spec: &ContainerSpec, id: &str) -> Result<(), RuntimeError> {
+    /// Starts an existing container; `Ok(false)` if there is no such container.
+    async fn start_existing(&self, spec: &ContainerSpec, id: &str) -> Result<bool, RuntimeError> {
         match self
             .client
             .start_container(id, None::<StartContainerOptions>)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             // 304: already running.
-            Err(err) if status_of(&err) == Some(304) => Ok(()),
+            Err(err) if status_of(&err) == Some(304) => Ok(true),
+            Err(err) if status_of(&err) == Some(404) => Ok(false),
             Err(err) if message_of(&err).contains("ddress already in use") => {
                 Err(RuntimeError::AddressInUse {
                     address: spec.address,
@@ -359,8 +354,19 @@ impl Docker {
         }
     }
 
+    /// Starts the host's container, creating it if it does not exist; returns the tier it
+    /// really came from.
+    async fn start_or_create(&self, spec: &ContainerSpec) -> Result<Tier, RuntimeError> {
+        if self.start_existing(spec, &spec.name).await? {
+            Ok(Tier::Stopped)
+        } else {
+            self.create_and_start(spec).await?;
+            Ok(Tier::Absent)
+        }
+    }
+
     /// Creates (recreating a stale one) and starts.
-    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let id = match self.create(spec).await {
             Err(RuntimeError::Engine { message, .. }) if message.contains("already in use") => {
                 // A container by that name exists: it is ours (same name scheme) but the agent's
@@ -370,8 +376,14 @@ impl Docker {
             }
             other => other?,
         };
-        self.start(spec, &id).await?;
-        Ok(id)
+        if !self.start_existing(spec, &id).await? {
+            return Err(RuntimeError::Engine {
+                action: "start",
+                container: spec.name.clone(),
+                message: "the container disappeared right after it was created".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -387,48 +399,30 @@ impl ContainerRuntime for Docker {
             {
                 self.set_unsettled(&spec.name, true);
                 return Ok(Started {
-                    container_id: spec.name.clone(),
                     from: Tier::Paused,
                     requested_ns,
                     running_ns: monotonic_ns(),
                 });
             }
         }
-        let (id, from) = match from {
+        let from = match from {
             Tier::Paused => match self.client.unpause_container(&spec.name).await {
-                Ok(()) => (spec.name.clone(), Tier::Paused),
+                Ok(()) => Tier::Paused,
                 Err(err) if status_of(&err) == Some(404) => {
-                    (self.create_and_start(spec).await?, Tier::Absent)
+                    self.create_and_start(spec).await?;
+                    Tier::Absent
                 }
                 // 409: not paused (stopped or already running).
-                Err(err) if status_of(&err) == Some(409) => {
-                    self.start(spec, &spec.name).await?;
-                    (spec.name.clone(), Tier::Stopped)
-                }
+                Err(err) if status_of(&err) == Some(409) => self.start_or_create(spec).await?,
                 Err(err) => return Err(classify(err, "unpause", &spec.name)),
             },
-            Tier::Stopped => match self
-                .client
-                .start_container(&spec.name, None::<StartContainerOptions>)
-                .await
-            {
-                Ok(()) => (spec.name.clone(), Tier::Stopped),
-                Err(err) if status_of(&err) == Some(304) => (spec.name.clone(), Tier::Stopped),
-                Err(err) if status_of(&err) == Some(404) => {
-                    (self.create_and_start(spec).await?, Tier::Absent)
-                }
-                Err(err) if message_of(&err).contains("ddress already in use") => {
-                    return Err(RuntimeError::AddressInUse {
-                        address: spec.address,
-                        network: spec.network.clone(),
-                    });
-                }
-                Err(err) => return Err(classify(err, "start", &spec.name)),
-            },
-            Tier::Absent => (self.create_and_start(spec).await?, Tier::Absent),
+            Tier::Stopped => self.start_or_create(spec).await?,
+            Tier::Absent => {
+                self.create_and_start(spec).await?;
+                Tier::Absent
+            }
         };
         Ok(Started {
-            container_id: id,
             from,
             requested_ns,
             running_ns: monotonic_ns(),
@@ -584,11 +578,7 @@ impl ContainerRuntime for Docker {
             | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
             _ => ContainerStatus::Stopped,
         };
-        Ok(Observed::Present {
-            id: inspected.id.unwrap_or_default(),
-            status,
-            current,
-        })
+        Ok(Observed::Present { status, current })
     }
 }
 

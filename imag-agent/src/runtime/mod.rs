@@ -57,7 +57,6 @@ pub enum Observed {
     Absent,
     /// Exists; `current` is false when it was created from a different spec.
     Present {
-        id: String,
         status: ContainerStatus,
         current: bool,
     },
@@ -76,7 +75,6 @@ pub enum ContainerStatus {
 /// A container that the engine reports running, with the engine's share of the wake timed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Started {
-    pub container_id: String,
     /// The tier the container actually came from (the hint may have been stale).
     pub from: Tier,
     /// CLOCK_MONOTONIC ns when the engine was asked to create, start or unpause.
