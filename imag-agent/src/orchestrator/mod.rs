@@ -13,7 +13,6 @@ pub mod held;
 pub mod state;
 
 use std::{
-    collections::BTreeMap,
     net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
@@ -168,6 +167,12 @@ impl Host {
         }
     }
 
+    /// When the host last did something that counts against idleness: its latest counted
+    /// packet, or becoming warm.
+    fn last_active_ns(&self, activity: &HostActivity) -> u64 {
+        activity.last_packet_ns.max(self.warm_since_ns)
+    }
+
     fn sleep_tier(&self) -> Tier {
         match self.config.sleep {
             SleepTier::Pause => Tier::Paused,
@@ -283,8 +288,6 @@ pub struct Orchestrator<R: ContainerRuntime> {
     outcomes_tx: mpsc::UnboundedSender<Outcome>,
     outcomes_rx: mpsc::UnboundedReceiver<Outcome>,
     pub counters: HoldCounters,
-    /// Failed wakes by reason.
-    pub wake_failures: BTreeMap<&'static str, u64>,
     metrics: Arc<Metrics>,
     network: (String, String),
 }
@@ -327,7 +330,6 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             outcomes_tx,
             outcomes_rx,
             counters: HoldCounters::default(),
-            wake_failures: BTreeMap::new(),
             metrics,
             network: (
                 config.network.name.clone(),
@@ -371,7 +373,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         for id in 0..self.hosts.len() {
             if matches!(self.hosts[id].state, HostState::Warm { .. }) {
                 // Adopted warm hosts: their connections may have changed while no agent ran.
-                self.find_host_link(id, true);
+                self.inspect_warm_container(id, false, true, true);
             }
         }
         Ok(())
@@ -535,10 +537,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         .as_ref()
                         .and_then(|w| w.failure.as_ref())
                         .map(|(reason, message)| format!("{reason}: {message}")),
-                    idle_for_s: warm.then(|| {
-                        let last = activity.last_packet_ns.max(h.warm_since_ns);
-                        now_ns.saturating_sub(last) as f64 / 1e9
-                    }),
+                    idle_for_s: warm
+                        .then(|| now_ns.saturating_sub(h.last_active_ns(&activity)) as f64 / 1e9),
                     open_connections: open_connections(&activity),
                     held_packets: self.held.len(id),
                 }
@@ -556,23 +556,6 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         }
     }
 
-    /// Refreshes the metrics that come from the datapath and the orchestrator's counters.
-    fn refresh_metrics(&self) {
-        self.metrics
-            .set_hosts_by_state(self.hosts.iter().map(|h| &h.state));
-        self.metrics.set_hold_counters(&self.counters);
-        self.metrics.set_datapath_counters(&self.datapath.stats());
-        let now_ns = monotonic_ns();
-        for h in &self.hosts {
-            let activity = self.datapath.activity(h.config.address).unwrap_or_default();
-            let idle = matches!(h.state, HostState::Warm { .. }).then(|| {
-                now_ns.saturating_sub(activity.last_packet_ns.max(h.warm_since_ns)) as f64 / 1e9
-            });
-            self.metrics
-                .set_host_activity(&h.config.name, &activity, idle);
-        }
-    }
-
     fn host_id(&self, name: &str) -> Option<usize> {
         self.hosts.iter().position(|h| h.config.name == name)
     }
@@ -586,43 +569,62 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         }
     }
 
-    /// Puts idle warm hosts to sleep, escalates paused ones, and settles fast-woken ones.
+    /// The periodic look at every host: puts idle warm hosts to sleep, escalates paused ones,
+    /// settles fast-woken ones, and refreshes the metrics. The activity of each host that can
+    /// have traffic is read once, for both; sleeping hosts' counters do not move and are not
+    /// read (with thousands of configured hosts that would be thousands of syscalls a tick).
     fn check_idle(&mut self) {
-        self.refresh_metrics();
+        self.metrics
+            .set_hosts_by_state(self.hosts.iter().map(|h| &h.state));
+        self.metrics.set_hold_counters(&self.counters);
+        self.metrics.set_datapath_counters(&self.datapath.stats());
         let now_ns = monotonic_ns();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             match host.state {
-                HostState::Warm { .. } => {
-                    let activity = self
-                        .datapath
-                        .activity(host.config.address)
-                        .unwrap_or_default();
-                    let last = activity.last_packet_ns.max(host.warm_since_ns);
-                    let quiet = Duration::from_nanos(now_ns.saturating_sub(last));
-                    if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET
-                    {
-                        self.start_settle(id);
-                        continue;
-                    }
-                    let Some(idle_timeout) = host.config.idle_timeout else {
-                        continue;
-                    };
-                    if open_connections(&activity) == 0 && quiet >= idle_timeout {
-                        let to = host.sleep_tier();
-                        self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
-                        self.apply(id, Event::Idle { to });
-                    }
+                HostState::Warm { .. } | HostState::Sleeping { .. } => {}
+                HostState::Asleep { tier: Tier::Paused }
+                    if host
+                        .config
+                        .stop_after
+                        .is_some_and(|after| host.asleep_since.elapsed() >= after) =>
+                {
+                    self.metrics.clear_idle(&host.config.name);
+                    self.hosts[id].sleep_cause = Some(SleepCause::Requested);
+                    self.apply(id, Event::Idle { to: Tier::Stopped });
+                    continue;
                 }
-                HostState::Asleep { tier: Tier::Paused } => {
-                    if let Some(after) = host.config.stop_after
-                        && host.asleep_since.elapsed() >= after
-                    {
-                        self.hosts[id].sleep_cause = Some(SleepCause::Requested);
-                        self.apply(id, Event::Idle { to: Tier::Stopped });
-                    }
+                _ => {
+                    self.metrics.clear_idle(&host.config.name);
+                    continue;
                 }
-                _ => {}
+            }
+            let activity = self
+                .datapath
+                .activity(host.config.address)
+                .unwrap_or_default();
+            let quiet = Duration::from_nanos(now_ns.saturating_sub(host.last_active_ns(&activity)));
+            let warm = matches!(host.state, HostState::Warm { .. });
+            self.metrics.set_host_activity(
+                &host.config.name,
+                &activity,
+                warm.then_some(quiet.as_secs_f64()),
+            );
+            if !warm {
+                continue;
+            }
+            if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET {
+                self.start_settle(id);
+                continue;
+            }
+            if host
+                .config
+                .idle_timeout
+                .is_some_and(|timeout| open_connections(&activity) == 0 && quiet >= timeout)
+            {
+                let to = host.sleep_tier();
+                self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
+                self.apply(id, Event::Idle { to });
             }
         }
     }
@@ -647,7 +649,6 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         self.apply(host, Event::WakeSucceeded);
                     }
                     Err(err) => {
-                        *self.wake_failures.entry(err.reason()).or_default() += 1;
                         let packets = self.held.len(host);
                         let h = &mut self.hosts[host];
                         let (from, timings) = h
@@ -869,16 +870,35 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         });
     }
 
-    /// Finds the host side of a warm host's container link (off the critical path) so that its
-    /// traffic is counted; with `count_connections`, also counts its established connections.
-    fn find_host_link(&mut self, id: usize, count_connections: bool) {
+    /// Off the critical path, one look at a warm host's container (a single engine call) for
+    /// what follows a wake or an adoption: with `announce`, tell neighbours on the bridge its MAC
+    /// address; with `find_link`, find the host side of its link so that its traffic is counted
+    /// (and, with `count_connections`, count its established connections).
+    fn inspect_warm_container(
+        &mut self,
+        id: usize,
+        announce: bool,
+        find_link: bool,
+        count_connections: bool,
+    ) {
         let runtime = self.runtime.clone();
         let spec = self.hosts[id].spec.clone();
         let outcomes = self.outcomes_tx.clone();
+        let neighbours = self
+            .wire
+            .clone()
+            .zip(self.bridge.as_ref().map(|b| b.index))
+            .filter(|_| announce);
         tokio::spawn(async move {
             let Ok(info) = runtime.running_info(&spec).await else {
                 return;
             };
+            if let (Some((wire, bridge)), Some(mac)) = (neighbours, info.mac) {
+                self::announce(&wire, bridge, spec.address, mac);
+            }
+            if !find_link {
+                return;
+            }
             let pid = info.pid;
             let address = spec.address;
             let found = tokio::task::spawn_blocking(move || {
@@ -955,23 +975,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             packets: count,
         });
         // Off the critical path: tell neighbours on the bridge the container's own MAC address, so
-        // that host-to-host traffic goes straight over the bridge instead of through the host.
-        if let (Some(wire), Some(bridge)) = (self.wire.clone(), self.bridge.as_ref()) {
-            let runtime = self.runtime.clone();
-            let spec = host.spec.clone();
-            let bridge = bridge.index;
-            tokio::spawn(async move {
-                if let Ok(info) = runtime.running_info(&spec).await
-                    && let Some(mac) = info.mac
-                {
-                    announce(&wire, bridge, spec.address, mac);
-                }
-            });
-        }
-        // And start counting its traffic (a paused host's link still has its programs).
-        if from != Tier::Paused || !self.datapath.has_host_link(self.hosts[id].config.address) {
-            self.find_host_link(id, false);
-        }
+        // that host-to-host traffic goes straight over the bridge instead of through the host,
+        // and start counting its traffic (a paused host's link still has its programs).
+        let find_link =
+            from != Tier::Paused || !self.datapath.has_host_link(self.hosts[id].config.address);
+        self.inspect_warm_container(id, true, find_link, false);
     }
 
     /// Answers every held packet of a host whose wake failed with a refusal (TCP RST, ICMP
