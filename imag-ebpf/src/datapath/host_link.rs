@@ -22,7 +22,7 @@ use network_types::{
     ip::Ipv4Hdr,
 };
 
-use super::{ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES, count, hold::emit_held};
+use super::{ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES, count, hold::emit_held, packet::ptr_at};
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
@@ -30,7 +30,7 @@ const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
 const ARP_TPA_OFFSET: usize = EthHdr::LEN + 24;
 
 pub fn to_host(ctx: &TcContext) -> i32 {
-    let Ok(ether_type) = ctx.load::<u16>(12) else {
+    let Ok(ether_type) = read::<u16>(ctx, 12) else {
         return TC_ACT_OK;
     };
     let skb: *mut __sk_buff = ctx.skb.skb;
@@ -43,7 +43,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         if from_this_host {
             return TC_ACT_OK;
         }
-        let Ok(target) = ctx.load::<[u8; 4]>(ARP_TPA_OFFSET) else {
+        let Ok(target) = read::<[u8; 4]>(ctx, ARP_TPA_OFFSET) else {
             return TC_ACT_OK;
         };
         return match HOSTS.get_ptr(u32::from_ne_bytes(target)) {
@@ -58,7 +58,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     if ether_type != ETHERTYPE_IPV4 {
         return TC_ACT_OK;
     }
-    let Ok(ip) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
+    let Ok(ip) = read::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.dst_addr);
@@ -99,10 +99,10 @@ pub fn to_host(ctx: &TcContext) -> i32 {
 }
 
 pub fn from_host(ctx: &TcContext) -> i32 {
-    if ctx.load::<u16>(12) != Ok(ETHERTYPE_IPV4) {
+    if read::<u16>(ctx, 12) != Ok(ETHERTYPE_IPV4) {
         return TC_ACT_OK;
     }
-    let Ok(ip) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
+    let Ok(ip) = read::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.src_addr);
@@ -112,6 +112,17 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         record(host_addr, &host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK
+}
+
+/// Reads a header: straight from the packet when it is in the linear part (no helper call: this
+/// runs for every packet of a warm host), else through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+    match ptr_at::<T, TcContext>(ctx, offset) {
+        // SAFETY: ptr_at checked the bounds; headers are read unaligned.
+        Some(p) => Ok(unsafe { core::ptr::read_unaligned(p) }),
+        None => ctx.load::<T>(offset),
+    }
 }
 
 enum Direction {
