@@ -18,6 +18,8 @@ use std::{
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
+pub use crate::runtime::Tier;
+
 /// Default Docker network name.
 pub const DEFAULT_NETWORK_NAME: &str = "imag";
 /// Default name of the Linux bridge behind the Docker network.
@@ -98,17 +100,6 @@ impl Default for WakeConfig {
     }
 }
 
-/// Where an idle host goes (`sleep = …`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SleepTier {
-    /// Freeze the container (memory kept): the fastest wake.
-    Pause,
-    /// Stop the container (memory released; its file system kept).
-    Stop,
-    /// Remove the container (only the image remains).
-    Remove,
-}
-
 /// Default poll interval of ready probes (the fallback when readiness events are on).
 pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
 /// Default shortest time a woken host stays warm before idleness may put it to sleep.
@@ -148,7 +139,7 @@ pub struct HostConfig {
     /// Time without packets and without open TCP connections after which the host sleeps.
     pub idle_timeout: Option<Duration>,
     /// Where it sleeps.
-    pub sleep: SleepTier,
+    pub sleep: Tier,
     /// With `sleep = "pause"`: stop the paused container after this long.
     pub stop_after: Option<Duration>,
     /// Shortest time a woken host stays warm before idleness may put it to sleep.
@@ -641,16 +632,11 @@ fn validate_host(
         Some(text) => duration(text, "idle_timeout", report).map(Some),
     };
     let sleep = match &host.sleep {
-        None => Some(SleepTier::Stop),
-        Some(text) => match text.get_ref().as_str() {
-            "pause" => Some(SleepTier::Pause),
-            "stop" => Some(SleepTier::Stop),
-            "remove" => Some(SleepTier::Remove),
-            other => {
-                report(
-                    span(text),
-                    format!("sleep {other:?} is not one of \"pause\", \"stop\" or \"remove\""),
-                );
+        None => Some(Tier::Stopped),
+        Some(text) => match text.get_ref().parse::<Tier>() {
+            Ok(tier) => Some(tier),
+            Err(err) => {
+                report(span(text), format!("sleep {err}"));
                 None
             }
         },
@@ -658,7 +644,7 @@ fn validate_host(
     let stop_after = match &host.stop_after {
         None => Some(None),
         Some(text) => {
-            if sleep.is_some_and(|s| s != SleepTier::Pause) {
+            if sleep.is_some_and(|s| s != Tier::Paused) {
                 report(
                     span(text),
                     format!(
@@ -1091,7 +1077,7 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
 "#;
         let config = Config::parse(text, "t").unwrap();
         let a = &config.hosts[0];
-        assert_eq!(a.sleep, SleepTier::Pause);
+        assert_eq!(a.sleep, Tier::Paused);
         assert_eq!(a.stop_after, Some(Duration::from_secs(3600)));
         assert_eq!(a.min_warm, Duration::ZERO);
         assert_eq!(a.ready_poll, Duration::from_millis(5));
@@ -1101,7 +1087,7 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
             "network default"
         );
         let b = &config.hosts[1];
-        assert_eq!(b.sleep, SleepTier::Stop, "stop by default");
+        assert_eq!(b.sleep, Tier::Stopped, "stop by default");
         assert_eq!(b.min_warm, DEFAULT_MIN_WARM);
         assert_eq!(b.ready_poll, DEFAULT_READY_POLL);
         assert_eq!(

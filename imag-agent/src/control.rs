@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::orchestrator::Input;
+use crate::{orchestrator::Input, runtime::Tier};
 
 /// Where the agent of a network listens.
 pub fn socket_path(network: &str) -> PathBuf {
@@ -29,7 +29,7 @@ pub fn socket_path(network: &str) -> PathBuf {
 pub enum Request {
     Status,
     Wake { host: String },
-    Sleep { host: String, tier: Option<String> },
+    Sleep { host: String, tier: Option<Tier> },
     Detach,
 }
 
@@ -58,7 +58,7 @@ pub struct HostStatus {
     pub address: String,
     pub state: String,
     /// The tier a sleeping host is in (`absent`, `stopped`, `paused`).
-    pub tier: Option<String>,
+    pub tier: Option<Tier>,
     pub container: String,
     /// End-to-end latency of the latest successful wake, in milliseconds.
     pub last_wake_ms: Option<f64>,
@@ -154,10 +154,7 @@ async fn dispatch(
             ask(inputs, |reply| Input::Wake { host, reply }, message).await
         }
         Request::Sleep { host, tier } => {
-            let to = match tier.as_deref().map(parse_tier).transpose() {
-                Ok(to) => to,
-                Err(message) => return Response::Error { message },
-            };
+            let to = tier;
             let message = format!("putting {host} to sleep");
             ask(inputs, |reply| Input::Sleep { host, to, reply }, message).await
         }
@@ -192,16 +189,6 @@ async fn ask(
         },
         Ok(Err(message)) => Response::Error { message },
         Err(_) => gone(),
-    }
-}
-
-fn parse_tier(text: &str) -> Result<crate::orchestrator::state::Tier, String> {
-    use crate::orchestrator::state::Tier;
-    match text {
-        "pause" | "paused" => Ok(Tier::Paused),
-        "stop" | "stopped" => Ok(Tier::Stopped),
-        "remove" | "absent" => Ok(Tier::Absent),
-        other => Err(format!("tier {other:?} is not one of pause, stop, remove")),
     }
 }
 
@@ -326,10 +313,10 @@ mod tests {
     fn requests_and_responses_round_trip_as_json() {
         let request = Request::Sleep {
             host: "web".into(),
-            tier: Some("pause".into()),
+            tier: Some(Tier::Paused),
         };
         let text = serde_json::to_string(&request).unwrap();
-        assert_eq!(text, r#"{"command":"sleep","host":"web","tier":"pause"}"#);
+        assert_eq!(text, r#"{"command":"sleep","host":"web","tier":"paused"}"#);
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
         let response = Response::Error {
             message: "no".into(),
@@ -358,7 +345,7 @@ mod tests {
                     name: "db".into(),
                     address: "10.77.0.11".into(),
                     state: "asleep".into(),
-                    tier: Some("paused".into()),
+                    tier: Some(Tier::Paused),
                     container: "imag-db".into(),
                     ..Default::default()
                 },
@@ -375,10 +362,5 @@ mod tests {
                 && lines[2].contains("3.2s")
         );
         assert!(lines[3].contains("asleep (paused)"));
-        assert_eq!(
-            parse_tier("pause"),
-            Ok(crate::orchestrator::state::Tier::Paused)
-        );
-        assert!(parse_tier("hibernate").is_err());
     }
 }

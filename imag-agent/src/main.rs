@@ -8,6 +8,7 @@ use imag_agent::{
     config::{self, Config},
     control::{self, ClientError, Request, Response},
     datapath::HookChoice,
+    runtime::Tier,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -62,7 +63,7 @@ enum Command {
     Sleep {
         host: String,
         #[arg(long)]
-        tier: Option<String>,
+        tier: Option<Tier>,
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
         config: PathBuf,
     },

@@ -30,7 +30,7 @@ use self::{
 };
 use crate::{
     clock::{monotonic_ns, ms_between},
-    config::{Config, HostConfig, ReadyProbe, SleepTier},
+    config::{Config, HostConfig, ReadyProbe},
     control::{HostStatus, StatusReport},
     datapath::{Datapath, addr_key, ring::HeldFrame},
     frame,
@@ -174,11 +174,7 @@ impl Host {
     }
 
     fn sleep_tier(&self) -> Tier {
-        match self.config.sleep {
-            SleepTier::Pause => Tier::Paused,
-            SleepTier::Stop => Tier::Stopped,
-            SleepTier::Remove => Tier::Absent,
-        }
+        self.config.sleep
     }
 }
 
@@ -524,9 +520,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     address: h.config.address.to_string(),
                     state: h.state.name().to_string(),
                     tier: match h.state {
-                        HostState::Asleep { tier } | HostState::Failed { tier, .. } => {
-                            Some(tier.as_str().to_string())
-                        }
+                        HostState::Asleep { tier } | HostState::Failed { tier, .. } => Some(tier),
                         _ => None,
                     },
                     container: h.spec.name.clone(),

@@ -20,26 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Where a host that is not running keeps its container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// No container exists: a wake creates one.
-    Absent,
-    /// The container exists but is stopped: a wake starts it.
-    Stopped,
-    /// The container is paused (frozen in memory): a wake unpauses it.
-    Paused,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Absent => "absent",
-            Tier::Stopped => "stopped",
-            Tier::Paused => "paused",
-        }
-    }
-}
+pub use crate::runtime::Tier;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostState {
@@ -279,14 +260,7 @@ pub fn next(
 
 /// Whether `to` releases more than `from` (paused → stopped → absent).
 fn deeper(to: Tier, from: Tier) -> bool {
-    fn depth(t: Tier) -> u8 {
-        match t {
-            Tier::Paused => 0,
-            Tier::Stopped => 1,
-            Tier::Absent => 2,
-        }
-    }
-    depth(to) > depth(from)
+    to.depth() > from.depth()
 }
 
 #[cfg(test)]

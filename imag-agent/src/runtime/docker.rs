@@ -23,9 +23,7 @@ use super::{
     ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK,
     LABEL_SPEC, Observed, RunningInfo, RuntimeError, Started, freezer::Freezer,
 };
-use crate::{
-    clock::monotonic_ns, config::NetworkConfig, interfaces::parse_mac, orchestrator::state::Tier,
-};
+use crate::{clock::monotonic_ns, config::NetworkConfig, interfaces::parse_mac, runtime::Tier};
 
 /// Seconds a stopping container gets to exit on SIGTERM before SIGKILL.
 const STOP_TIMEOUT_SECS: i32 = 10;

@@ -4,12 +4,15 @@
 
 pub mod docker;
 pub mod freezer;
+mod tier;
+
+pub use tier::{Tier, UnknownTier};
 
 use std::{collections::BTreeMap, future::Future, net::Ipv4Addr};
 
 use serde::Serialize;
 
-use crate::{config::HostConfig, orchestrator::state::Tier};
+use crate::config::HostConfig;
 
 /// Labels on every container imag manages, so that a restarted agent finds its containers.
 pub const LABEL_MANAGED: &str = "imag.managed";
