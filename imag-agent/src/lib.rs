@@ -10,13 +10,13 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
-pub mod control;
 pub mod datapath;
 pub mod frame;
 pub mod hostnet;
 pub mod interfaces;
-pub mod metrics;
+pub mod ops;
 pub mod orchestrator;
 pub mod readiness;
+pub mod report;
 pub mod runtime;
 pub mod wire;

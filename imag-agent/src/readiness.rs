@@ -17,6 +17,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpStream, sync::broadcast, time::Instant};
 
+pub use crate::report::ReadyBy;
 use crate::{
     config::ReadyProbe,
     runtime::{ContainerRuntime, ContainerSpec},
@@ -47,27 +48,6 @@ impl ReadyError {
         match self {
             ReadyError::Timeout { .. } => "wake_timeout",
             ReadyError::Exited(_) => "exited",
-        }
-    }
-}
-
-/// What made a wake ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadyBy {
-    /// The first try passed (the service was already up, or the probe needs no waiting).
-    FirstTry,
-    /// A try right after a LISTEN event on the probe's port.
-    Event,
-    /// A try at a poll interval.
-    Poll,
-}
-
-impl ReadyBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadyBy::FirstTry => "first_try",
-            ReadyBy::Event => "event",
-            ReadyBy::Poll => "poll",
         }
     }
 }
