@@ -88,11 +88,21 @@ fn metrics_move_with_a_real_wake() {
             )
         })
         .unwrap();
-    // The orchestrator refreshes datapath-derived series every 250 ms.
+    // Host states are published as they change; the datapath's own counters every 250 ms.
     let mut after = scrape(&slot);
     wait_until("the metrics are refreshed", Duration::from_secs(5), || {
         after = scrape(&slot);
         value(&after, "imag_hosts", &[("state", "warm")]) == 1.0
+            && value(
+                &after,
+                "imag_datapath_packets_total",
+                &[("verdict", "held")],
+            ) >= 2.0
+            && value(
+                &after,
+                "imag_datapath_packets_total",
+                &[("verdict", "passed_warm")],
+            ) >= 1.0
     });
 
     for phase in metrics_phases() {
