@@ -33,12 +33,12 @@ use crate::{
     config::{Config, HostConfig, ReadyProbe},
     control::{HostStatus, StatusReport},
     datapath::{Datapath, addr_key, ring::HeldFrame},
-    frame,
     interfaces::{self, Interface},
     metrics::Metrics,
+    packets::{self, Wire},
+    procnet,
     readiness::{self, ReadyBy, ReadyError},
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
-    wire::Wire,
 };
 
 /// How often held packets are checked against their host's wake timeout.
@@ -897,7 +897,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             let address = spec.address;
             let found = tokio::task::spawn_blocking(move || {
                 let veth = interfaces::host_side_of_container(pid)?;
-                let established = count_connections.then(|| established_connections(pid, address));
+                let established =
+                    count_connections.then(|| procnet::established_connections(pid, address));
                 std::io::Result::Ok((veth, established))
             })
             .await;
@@ -925,7 +926,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         let count = frames.len();
         let host = &mut self.hosts[id];
         for mut held in frames {
-            if let Err(err) = frame::complete_checksum(&mut held.frame) {
+            if let Err(err) = packets::complete_checksum(&mut held.frame) {
                 // The datapath only holds plain IPv4 packets; anything else is a bug or a
                 // truncated copy. Deliver it as it is rather than lose it.
                 debug!(host = %host.config.name, error = %err, "delivering a frame without checksum fix-up");
@@ -982,7 +983,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         let frames = self.held.take(id);
         self.hosts[id].wake = None;
         for held in frames {
-            let sent = match (&self.wire, frame::refusal(&held.frame)) {
+            let sent = match (&self.wire, packets::refusal(&held.frame)) {
                 (Some(wire), Some(reply)) => {
                     wire.send(held.header.ifindex, &reply).map_err(|err| {
                         debug!(error = %err, "sending a refusal failed");
@@ -1023,43 +1024,9 @@ fn open_connections(activity: &HostActivity) -> u64 {
     activity.tcp_opened.saturating_sub(activity.tcp_closed)
 }
 
-/// Established TCP connections whose local address is `addr`, from the socket table of the
-/// network namespace of process `pid`.
-fn established_connections(pid: u32, addr: Ipv4Addr) -> u64 {
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
-        .map(|text| count_established(&text, addr))
-        .sum()
-}
-
-/// Counts ESTABLISHED sockets with local address `addr` in a /proc/net/tcp{,6} table (IPv4
-/// addresses appear as the hex of the address in host byte order; in tcp6, v4-mapped addresses
-/// end with it).
-fn count_established(table: &str, addr: Ipv4Addr) -> u64 {
-    const ESTABLISHED: &str = "01";
-    let local = format!("{:08X}", u32::from_ne_bytes(addr.octets()));
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace();
-            match (fields.nth(1), fields.nth(1)) {
-                (Some(local_addr), Some(state)) => {
-                    state == ESTABLISHED
-                        && local_addr
-                            .rsplit_once(':')
-                            .is_some_and(|(ip, _)| ip.ends_with(&local))
-                }
-                _ => false,
-            }
-        })
-        .count() as u64
-}
-
 /// Broadcasts on the bridge that `ip` is at `mac`.
 fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
-    if let Err(err) = wire.send(bridge, &frame::gratuitous_arp(ip, mac)) {
+    if let Err(err) = wire.send(bridge, &packets::gratuitous_arp(ip, mac)) {
         debug!(%ip, error = %err, "announcing a neighbour failed");
     }
 }
@@ -1082,34 +1049,5 @@ async fn wake<R: ContainerRuntime>(
 }
 
 fn summary(frame: &[u8]) -> String {
-    frame::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn established_connections_are_counted_by_local_address() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000
-   1: 0A004D0A:1F90 02004E0A:9C40 01 00000000:00000000
-   2: 0A004D0A:1F90 02004E0A:9C41 06 00000000:00000000
-   3: 0B004D0A:1F90 02004E0A:9C42 01 00000000:00000000
-";
-        assert_eq!(
-            count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "listening, time-wait and other hosts do not count"
-        );
-        let tcp6 =
-            "  sl  local_address                         remote_address                        st
-   0: 0000000000000000FFFF00000A004D0A:1F90 0000000000000000FFFF000002004E0A:9C40 01
-";
-        assert_eq!(
-            count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "v4-mapped"
-        );
-    }
+    packets::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
 }
