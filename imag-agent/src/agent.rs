@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     datapath::{Datapath, HookChoice, pins::Pins, ring},
-    hostnet::{self, ForwardRule},
+    firewall::{self, ForwardRule},
     interfaces::Interface,
     ops::{
         control,
@@ -82,7 +82,7 @@ impl Undo {
             rule.remove();
         }
         if self.forwarding_enabled {
-            hostnet::disable_ip_forwarding();
+            firewall::disable_ip_forwarding();
         }
     }
 }
@@ -260,7 +260,7 @@ fn set_up_forwarding(
     undo: &mut Undo,
 ) -> anyhow::Result<()> {
     undo.forwarding_enabled =
-        hostnet::ensure_ip_forwarding().context("checking /proc/sys/net/ipv4/ip_forward")?;
+        firewall::ensure_ip_forwarding().context("checking /proc/sys/net/ipv4/ip_forward")?;
     for iface in interfaces {
         let rule = ForwardRule {
             iface: iface.name.clone(),
@@ -398,7 +398,7 @@ pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()
     pins.remove_all()
         .with_context(|| format!("removing the pinned datapath {}", pins.dir().display()))?;
     info!(dir = %pins.dir().display(), "removed the pinned datapath");
-    let removed = hostnet::remove_rules_of(&config.network.name);
+    let removed = firewall::remove_rules_of(&config.network.name);
     info!(rules = removed, "removed forwarding rules");
     let docker = Docker::connect(false).await?;
     for host in &config.hosts {

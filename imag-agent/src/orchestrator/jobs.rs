@@ -11,12 +11,11 @@ use super::hosts::SLEEP_SETTLE_TIME;
 use crate::{
     clock::monotonic_ns,
     config::ReadyProbe,
-    frame, interfaces,
-    interfaces::Interface,
+    interfaces::{self, Interface},
+    packets::{self, Wire},
     readiness::{self, ReadyError},
     report::ReadyBy,
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started, Tier},
-    wire::Wire,
 };
 
 /// Messages from jobs to the orchestrator; `host` is the host's index.
@@ -152,8 +151,8 @@ impl<R: ContainerRuntime> Jobs<R> {
             let address = spec.address;
             let found = tokio::task::spawn_blocking(move || {
                 let veth = interfaces::host_side_of_container(pid)?;
-                let established =
-                    count_connections.then(|| super::established_connections(pid, address));
+                let established = count_connections
+                    .then(|| crate::procnet::established_connections(pid, address));
                 std::io::Result::Ok((veth, established))
             })
             .await;
@@ -178,7 +177,7 @@ impl<R: ContainerRuntime> Jobs<R> {
 
 /// Broadcasts on the bridge that `ip` is at `mac`.
 pub fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
-    if let Err(err) = wire.send(bridge, &frame::gratuitous_arp(ip, mac)) {
+    if let Err(err) = wire.send(bridge, &packets::gratuitous_arp(ip, mac)) {
         debug!(%ip, error = %err, "announcing a neighbour failed");
     }
 }

@@ -15,7 +15,7 @@ mod release;
 pub mod state;
 mod wake_metrics;
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -31,11 +31,10 @@ use crate::{
     clock::{monotonic_ns, ms_between},
     config::{Config, HostConfig, ReadyProbe},
     datapath::{Datapath, addr_key, ring::HeldFrame},
-    frame,
     interfaces::Interface,
+    packets::{self, Wire},
     report::{HoldCounters, Phase, Snapshot, WakeRecord, WakeTimings},
     runtime::ContainerRuntime,
-    wire::Wire,
 };
 
 /// How often held packets are checked against their host's wake timeout.
@@ -618,68 +617,5 @@ impl<R: ContainerRuntime> Orchestrator<R> {
 }
 
 fn summary(frame: &[u8]) -> String {
-    frame::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
-}
-
-/// Established TCP connections whose local address is `addr`, from the socket table of the
-/// network namespace of process `pid`.
-fn established_connections(pid: u32, addr: Ipv4Addr) -> u64 {
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
-        .map(|text| count_established(&text, addr))
-        .sum()
-}
-
-/// Counts ESTABLISHED sockets with local address `addr` in a /proc/net/tcp{,6} table (IPv4
-/// addresses appear as the hex of the address in host byte order; in tcp6, v4-mapped addresses
-/// end with it).
-fn count_established(table: &str, addr: Ipv4Addr) -> u64 {
-    const ESTABLISHED: &str = "01";
-    let local = format!("{:08X}", u32::from_ne_bytes(addr.octets()));
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace();
-            match (fields.nth(1), fields.nth(1)) {
-                (Some(local_addr), Some(state)) => {
-                    state == ESTABLISHED
-                        && local_addr
-                            .rsplit_once(':')
-                            .is_some_and(|(ip, _)| ip.ends_with(&local))
-                }
-                _ => false,
-            }
-        })
-        .count() as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn established_connections_are_counted_by_local_address() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000
-   1: 0A004D0A:1F90 02004E0A:9C40 01 00000000:00000000
-   2: 0A004D0A:1F90 02004E0A:9C41 06 00000000:00000000
-   3: 0B004D0A:1F90 02004E0A:9C42 01 00000000:00000000
-";
-        assert_eq!(
-            count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "listening, time-wait and other hosts do not count"
-        );
-        let tcp6 =
-            "  sl  local_address                         remote_address                        st
-   0: 0000000000000000FFFF00000A004D0A:1F90 0000000000000000FFFF000002004E0A:9C40 01
-";
-        assert_eq!(
-            count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "v4-mapped"
-        );
-    }
+    packets::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
 }

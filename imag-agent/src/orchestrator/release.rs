@@ -11,7 +11,7 @@ use super::{Orchestrator, state::HostState};
 use crate::{
     clock::monotonic_ns,
     datapath::ring::HeldFrame,
-    frame,
+    packets,
     report::{Phase, WakeRecord},
     runtime::{ContainerRuntime, Tier},
 };
@@ -23,7 +23,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         let count = frames.len();
         let host = &mut self.hosts[id];
         for mut held in frames {
-            if let Err(err) = frame::complete_checksum(&mut held.frame) {
+            if let Err(err) = packets::complete_checksum(&mut held.frame) {
                 // The datapath only holds plain IPv4 packets; anything else is a bug or a
                 // truncated copy. Deliver it as it is rather than lose it.
                 debug!(host = %host.config.name, error = %err, "delivering a frame without checksum fix-up");
@@ -80,7 +80,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         self.hosts[id].wake = None;
         self.touch(id);
         for held in frames {
-            let sent = match (&self.wire, frame::refusal(&held.frame)) {
+            let sent = match (&self.wire, packets::refusal(&held.frame)) {
                 (Some(wire), Some(reply)) => {
                     wire.send(held.header.ifindex, &reply).map_err(|err| {
                         debug!(error = %err, "sending a refusal failed");
