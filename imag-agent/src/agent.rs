@@ -129,7 +129,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         Some(bridge.clone()),
         listen_tx.clone(),
     );
-    orchestrator.set_adopted(adopted);
+    orchestrator.set_origin(adopted, &opts.config);
 
     let mut undo = Undo::default();
     let set_up = async {

@@ -161,9 +161,14 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         self.snapshot.subscribe()
     }
 
-    /// Marks the snapshot as describing an adopted datapath (an earlier agent's).
-    pub fn set_adopted(&self, adopted: bool) {
-        self.snapshot.send_modify(|s| s.adopted = adopted);
+    /// Says where this agent came from: whether it adopted an earlier agent's datapath, and the
+    /// configuration file it was started with.
+    pub fn set_origin(&self, adopted: bool, config: &std::path::Path) {
+        let config = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+        self.snapshot.send_modify(|s| {
+            s.adopted = adopted;
+            s.config = Some(config.display().to_string());
+        });
     }
 
     /// Writes every host into the datapath according to its state (entry, activity, ignored
