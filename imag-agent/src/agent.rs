@@ -93,6 +93,9 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         bail!("name at least one interface to attach to, e.g. `imag-agent attach eth0`");
     }
     let config = Config::load(&opts.config)?;
+    for w in &config.warnings {
+        warn!(file = %opts.config.display(), line = w.line, column = w.column, "{}", w.message);
+    }
     let interfaces = opts
         .interfaces
         .iter()

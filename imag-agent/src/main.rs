@@ -242,6 +242,15 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    for warning in &config.warnings {
+        println!(
+            "{}:{}:{}: warning: {}",
+            path.display(),
+            warning.line,
+            warning.column,
+            warning.message
+        );
+    }
     println!(
         "{}: ok ({} host{} in {})",
         path.display(),

@@ -19,6 +19,7 @@ mod probe;
 mod raw;
 mod values;
 mod wake;
+mod warnings;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -51,6 +52,8 @@ pub struct Config {
     pub hold: HoldConfig,
     pub wake: WakeConfig,
     pub agent: AgentConfig,
+    /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {
@@ -78,11 +81,14 @@ impl Config {
             problems: vec![locate(err.span(), err.message().trim_end().to_string())],
         })?;
         let mut problems = Vec::new();
-        let config = validate(raw, &mut |span, message| {
+        let config = validate(&raw, &mut |span, message| {
             problems.push(locate(span, message))
         });
         match config {
-            Some(config) if problems.is_empty() => Ok(config),
+            Some(mut config) if problems.is_empty() => {
+                config.warnings = warnings::warnings(&raw, &config, &locate);
+                Ok(config)
+            }
             _ => {
                 // Stable: problems at one place keep the order in which they were found.
                 problems.sort_by_key(|p| (p.line, p.column));
@@ -101,7 +107,7 @@ impl Config {
 
 /// Checks everything serde cannot; reports each problem and returns the config if it could be
 /// built at all (the caller discards it when anything was reported).
-fn validate(raw: raw::Config, report: &mut Report<'_>) -> Option<Config> {
+fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     let network = network::validate(&raw.network, report);
     let mut hosts = Vec::with_capacity(raw.host.len());
     let mut names: HashSet<&str> = HashSet::new();
@@ -139,6 +145,7 @@ fn validate(raw: raw::Config, report: &mut Report<'_>) -> Option<Config> {
         hold: hold?,
         wake: wake?,
         agent: agent?,
+        warnings: Vec::new(),
     })
 }
 
