@@ -19,7 +19,7 @@ use tokio::{net::TcpStream, sync::broadcast, time::Instant};
 
 use crate::{
     config::ReadyProbe,
-    runtime::{ContainerRuntime, ContainerSpec},
+    runtime::{ContainerRuntime, ContainerSpec, NotRunning},
 };
 
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -38,7 +38,7 @@ pub enum ReadyError {
         timeout: Duration,
     },
     #[error("{0}")]
-    Exited(String),
+    Exited(NotRunning),
 }
 
 impl ReadyError {
