@@ -426,3 +426,131 @@ async fn remove_containers<R: ContainerRuntime>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::{Call, FakeRuntime};
+
+    const CONFIG: &str = r#"
+[network]
+subnet = "10.77.0.0/24"
+
+[[host]]
+name = "absent"
+address = "10.77.0.10"
+image = "imag-test/http"
+
+[[host]]
+name = "running"
+address = "10.77.0.11"
+image = "imag-test/http"
+
+[[host]]
+name = "paused"
+address = "10.77.0.12"
+image = "imag-test/http"
+
+[[host]]
+name = "stopped"
+address = "10.77.0.13"
+image = "imag-test/http"
+
+[[host]]
+name = "stale-stopped"
+address = "10.77.0.14"
+image = "imag-test/http"
+
+[[host]]
+name = "stale-running"
+address = "10.77.0.15"
+image = "imag-test/http"
+"#;
+
+    fn spec(config: &Config, host: &str) -> ContainerSpec {
+        let host = config.hosts.iter().find(|h| h.name == host).unwrap();
+        ContainerSpec::for_host(&config.network.name, host)
+    }
+
+    #[tokio::test]
+    async fn reconcile_takes_each_host_s_state_from_the_engine_in_one_look() {
+        let config = Config::parse(CONFIG, "test.toml").unwrap();
+        let fake = FakeRuntime::new();
+        fake.put(&spec(&config, "running"), ContainerStatus::Running);
+        fake.put(&spec(&config, "paused"), ContainerStatus::Paused);
+        fake.put(&spec(&config, "stopped"), ContainerStatus::Stopped);
+        fake.put_stale(&spec(&config, "stale-stopped"), ContainerStatus::Stopped);
+        fake.put_stale(&spec(&config, "stale-running"), ContainerStatus::Running);
+
+        let hosts = reconcile(&fake, &config).await.unwrap();
+        let states: Vec<_> = hosts
+            .iter()
+            .map(|h| (h.config.name.as_str(), h.state.name()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("absent", "asleep"),
+                ("running", "warm"),
+                ("paused", "asleep"),
+                ("stopped", "asleep"),
+                ("stale-stopped", "asleep"),
+                ("stale-running", "warm"),
+            ]
+        );
+        let tiers: Vec<_> = hosts
+            .iter()
+            .filter_map(|h| match h.state {
+                HostState::Asleep { tier } => Some(tier),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [Tier::Absent, Tier::Paused, Tier::Stopped, Tier::Absent]
+        );
+        // One look at the whole network; the stale stopped container is removed, the stale
+        // running one keeps serving.
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::ObserveAll("imag".into()),
+                Call::Sleep {
+                    container: "imag-stale-stopped".into(),
+                    to: Tier::Absent
+                },
+            ]
+        );
+        assert_eq!(fake.status("imag-stale-stopped"), None);
+        assert_eq!(
+            fake.status("imag-stale-running"),
+            Some(ContainerStatus::Running)
+        );
+    }
+
+    #[tokio::test]
+    async fn container_exits_reach_the_orchestrator_as_inputs() {
+        let config = Config::parse(CONFIG, "test.toml").unwrap();
+        let fake = FakeRuntime::new();
+        fake.put(&spec(&config, "running"), ContainerStatus::Running);
+        let (inputs_tx, mut inputs_rx) = mpsc::channel(4);
+        let watcher = tokio::spawn(watch_container_exits(
+            fake.clone(),
+            "imag".into(),
+            inputs_tx,
+        ));
+        // Exits before the watcher subscribed are not reported (as with a real engine).
+        while !fake.calls().contains(&Call::Events("imag".into())) {
+            tokio::task::yield_now().await;
+        }
+        fake.exit("imag-running", 137);
+        match inputs_rx.recv().await {
+            Some(Input::ContainerExited { host }) => assert_eq!(host, "running"),
+            _ => panic!("expected the exit of host running as an input"),
+        }
+        // The orchestrator gone, the watcher ends at the next event.
+        drop(inputs_rx);
+        fake.exit("imag-running", 137);
+        watcher.await.unwrap();
+    }
+}
