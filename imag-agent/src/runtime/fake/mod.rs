@@ -73,6 +73,9 @@ pub struct FakeContainer {
     pub exit_code: i64,
 }
 
+/// Queued outcomes of a container's next calls, each after its delay.
+type Script<T> = VecDeque<(Duration, T)>;
+
 #[derive(Default)]
 struct State {
     fast_thaw: bool,
@@ -80,8 +83,8 @@ struct State {
     /// Network name → (managed by imag, its configuration when it was created).
     networks: HashMap<String, (bool, Option<NetworkConfig>)>,
     unsettled: HashSet<String>,
-    wakes: HashMap<String, VecDeque<(Duration, WakeOutcome)>>,
-    sleeps: HashMap<String, VecDeque<(Duration, Result<(), RuntimeError>)>>,
+    wakes: HashMap<String, Script<WakeOutcome>>,
+    sleeps: HashMap<String, Script<Result<(), RuntimeError>>>,
     calls: Vec<Call>,
     next_pid: u32,
 }
