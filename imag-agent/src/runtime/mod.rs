@@ -6,7 +6,7 @@
 //! [`freezer`]) is an optional capability: the trait's `unsettled`/`settle` default to "nothing
 //! to repair", and only an engine that thaws behind its own back overrides them.
 //!
-//! [`docker::Docker`] implements the trait with bollard; [`fake::FakeRuntime`] (tests and the
+//! [`docker::Docker`] implements the trait with bollard; `fake::FakeRuntime` (unit tests and the
 //! `test-helpers` feature) is an in-memory engine that records calls and plays scripted outcomes,
 //! for unit tests of the code above the seam. [`Engine`] names the implementations: a second
 //! engine is one file implementing the trait plus one [`Engine`] variant (`[agent] engine`).

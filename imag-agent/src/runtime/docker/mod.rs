@@ -1,7 +1,7 @@
 //! [`ContainerRuntime`] for the Docker engine, through bollard. This file drives one host's
-//! container (create, start, pause, stop, remove, inspect); [`network`] holds what concerns the
+//! container (create, start, pause, stop, remove, inspect); `network` holds what concerns the
 //! whole network (the Docker network itself, listing its containers, the event stream) and
-//! [`thaw`] the optional fast-thaw capability (the cgroup freezer, behind the engine's back).
+//! `thaw` the optional fast-thaw capability (the cgroup freezer, behind the engine's back).
 
 mod network;
 mod thaw;
