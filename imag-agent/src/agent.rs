@@ -114,10 +114,8 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
 }
 
 /// The engine the configuration names.
-// The `[agent] engine` key is not parsed yet (config is being split by section): it becomes
-// `config.agent.engine` here.
-fn engine(_config: &Config) -> Engine {
-    Engine::default()
+fn engine(config: &Config) -> Engine {
+    config.agent.engine
 }
 
 /// [`attach`] once the engine is chosen: from here on, only the [`ContainerRuntime`] trait.
@@ -130,7 +128,7 @@ async fn attach_on<R: ContainerRuntime>(
         fast_thaw: config.wake.fast_thaw,
     })
     .await?;
-    runtime.ensure_network(&config.network).await?;
+    runtime.ensure_network(&config.network.spec()).await?;
     let bridge = Interface::lookup(&config.network.bridge).with_context(|| {
         format!(
             "Docker network {} has no bridge named {}",
@@ -306,7 +304,7 @@ async fn reconcile<R: ContainerRuntime>(
     let specs: Vec<ContainerSpec> = config
         .hosts
         .iter()
-        .map(|h| ContainerSpec::for_host(&config.network.name, h))
+        .map(|h| h.container_spec(&config.network.name))
         .collect();
     let mut observed = runtime.observe_all(&config.network.name, &specs).await?;
     let mut states = Vec::with_capacity(config.hosts.len());
@@ -416,7 +414,7 @@ async fn remove_containers<R: ContainerRuntime>(
 ) -> anyhow::Result<()> {
     let runtime = R::connect(EngineOptions::default()).await?;
     for host in &config.hosts {
-        let spec = ContainerSpec::for_host(&config.network.name, host);
+        let spec = host.container_spec(&config.network.name);
         let tier = if keep_containers {
             Tier::Stopped
         } else {
@@ -479,7 +477,7 @@ image = "imag-test/http"
 
     fn spec(config: &Config, host: &str) -> ContainerSpec {
         let host = config.hosts.iter().find(|h| h.name == host).unwrap();
-        ContainerSpec::for_host(&config.network.name, host)
+        host.container_spec(&config.network.name)
     }
 
     #[tokio::test]

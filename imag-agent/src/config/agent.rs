@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::runtime::Engine;
+
 use super::{
     error::FieldError,
     field::{Report, field_or},
@@ -18,12 +20,15 @@ pub const DEFAULT_METRICS: &str = "127.0.0.1:9477";
 pub struct AgentConfig {
     /// Where `/metrics` is served; `None` when turned off (`metrics = "off"`).
     pub metrics: Option<SocketAddr>,
+    /// The container engine that runs the hosts (`engine = "docker"`).
+    pub engine: Engine,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             metrics: Some(DEFAULT_METRICS.parse().expect("a valid address")),
+            engine: Engine::default(),
         }
     }
 }
@@ -44,8 +49,13 @@ pub fn parse_metrics_address(
 pub(super) fn validate(raw: Option<&raw::Agent>, report: &mut Report<'_>) -> Option<AgentConfig> {
     let metrics = raw.and_then(|a| a.metrics.as_ref());
     let default = MetricsAddress(AgentConfig::default().metrics);
-    field_or(metrics, "metrics", default, report)
-        .map(|MetricsAddress(metrics)| AgentConfig { metrics })
+    let metrics = field_or(metrics, "metrics", default, report);
+    let engine = raw.and_then(|a| a.engine.as_ref());
+    let engine = field_or(engine, "engine", Engine::default(), report);
+    Some(AgentConfig {
+        metrics: metrics?.0,
+        engine: engine?,
+    })
 }
 
 #[cfg(test)]
@@ -87,6 +97,21 @@ mod tests {
             parse_metrics_address("nowhere").unwrap_err().to_string(),
             "metrics \"nowhere\" is not an address with a port (like \"127.0.0.1:9477\") or \
              \"off\""
+        );
+    }
+
+    #[test]
+    fn the_engine_is_docker_unless_named() {
+        let with = |agent: &str| format!("[network]\nsubnet = \"10.0.0.0/24\"\n{agent}");
+        let parse = |agent: &str| Config::parse(&with(agent), "t").map(|c| c.agent.engine);
+        assert_eq!(parse(""), Ok(Engine::Docker));
+        assert_eq!(parse("[agent]\nengine = \"docker\"\n"), Ok(Engine::Docker));
+        let found = problems(&with("[agent]\nengine = \"podman\"\n"));
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].0, found[0].1), (4, 10));
+        assert!(
+            found[0].2.contains("\"podman\" is not a container engine"),
+            "{found:?}"
         );
     }
 }

@@ -8,6 +8,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
+use crate::runtime::ContainerSpec;
+
 use super::{
     NetworkConfig, ReadyProbe, Tier,
     field::{Report, field, field_or, items, optional, parse_with, span},
@@ -52,6 +54,21 @@ pub struct HostConfig {
     pub proxy_arp: bool,
     /// Answer pings from the datapath while not warm, without waking the host.
     pub answer_ping: bool,
+}
+
+impl HostConfig {
+    /// The container that runs this host on network `network`.
+    pub fn container_spec(&self, network: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: format!("{network}-{}", self.name),
+            host: self.name.clone(),
+            network: network.to_string(),
+            address: self.address,
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
 }
 
 /// Checks one host; `network` is `None` when `[network]` itself was unusable (then the address is

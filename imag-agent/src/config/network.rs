@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
+use crate::runtime::NetworkSpec;
+
 use super::{
     field::{Report, field, field_or, items, parse_with, span},
     raw,
@@ -33,6 +35,18 @@ pub struct NetworkConfig {
     pub answer_ping: bool,
     /// Default for hosts: peers whose traffic does not keep a host awake.
     pub idle_ignore: Vec<Ipv4Net>,
+}
+
+impl NetworkConfig {
+    /// What the container engine needs to know of the network.
+    pub fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            name: self.name.clone(),
+            bridge: self.bridge.clone(),
+            subnet: self.subnet,
+            gateway: self.gateway,
+        }
+    }
 }
 
 /// Checks `[network]`. A bad name or bridge is reported but still yields a network, so that hosts

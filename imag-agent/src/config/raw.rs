@@ -24,6 +24,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     pub metrics: Option<Spanned<String>>,
+    pub engine: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -88,7 +88,7 @@ impl Host {
             flags |= HOST_FLAG_IGNORES_PEERS;
         }
         Host {
-            spec: ContainerSpec::for_host(network, &config),
+            spec: config.container_spec(network),
             config,
             state,
             flags,

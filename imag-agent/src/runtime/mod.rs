@@ -31,7 +31,7 @@ use std::{
 use futures::stream::BoxStream;
 use serde::Serialize;
 
-use crate::config::{HostConfig, NetworkConfig};
+use ipnet::Ipv4Net;
 
 /// Labels on every container imag manages, so that a restarted agent finds its containers.
 pub const LABEL_MANAGED: &str = "imag.managed";
@@ -54,19 +54,19 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
 }
 
-impl ContainerSpec {
-    pub fn for_host(network: &str, host: &HostConfig) -> ContainerSpec {
-        ContainerSpec {
-            name: format!("{network}-{}", host.name),
-            host: host.name.clone(),
-            network: network.to_string(),
-            address: host.address,
-            image: host.image.clone(),
-            command: host.command.clone(),
-            env: host.env.clone(),
-        }
-    }
+/// The network every host's container joins: a bridge network on the imaginary subnet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// The engine's name for the network.
+    pub name: String,
+    /// The Linux bridge interface behind it.
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    /// The bridge's own address.
+    pub gateway: Ipv4Addr,
+}
 
+impl ContainerSpec {
     /// The value of the spec label.
     pub fn fingerprint(&self) -> String {
         serde_json::to_string(self).expect("a spec always serializes")
@@ -182,7 +182,7 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
     /// configured subnet and bridge (and fails, saying how to fix it, if it does not match).
     fn ensure_network(
         &self,
-        net: &NetworkConfig,
+        net: &NetworkSpec,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Removes a network imag created; returns false, leaving it, for a network someone else

@@ -28,7 +28,11 @@ use super::{
     LABEL_NETWORK, LABEL_SPEC, NotRunning, Observed, RunningInfo, RuntimeError, RuntimeEvent,
     Started, freezer::Freezer,
 };
-use crate::{clock::monotonic_ns, config::NetworkConfig, interfaces::parse_mac, runtime::Tier};
+use crate::{
+    clock::monotonic_ns,
+    interfaces::parse_mac,
+    runtime::{NetworkSpec, Tier},
+};
 
 /// Seconds a stopping container gets to exit on SIGTERM before SIGKILL.
 const STOP_TIMEOUT_SECS: i32 = 10;
@@ -169,7 +173,7 @@ impl ContainerRuntime for Docker {
         })
     }
 
-    async fn ensure_network(&self, net: &NetworkConfig) -> Result<(), RuntimeError> {
+    async fn ensure_network(&self, net: &NetworkSpec) -> Result<(), RuntimeError> {
         self.ensure_docker_network(net).await
     }
 

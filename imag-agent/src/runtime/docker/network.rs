@@ -13,12 +13,9 @@ use futures::{Stream, StreamExt as _, stream::BoxStream};
 use tracing::{info, warn};
 
 use super::{Docker, classify, message_of, status_of};
-use crate::{
-    config::NetworkConfig,
-    runtime::{
-        ContainerRuntime as _, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED,
-        LABEL_NETWORK, LABEL_SPEC, Observed, RuntimeError, RuntimeEvent,
-    },
+use crate::runtime::{
+    ContainerRuntime as _, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED,
+    LABEL_NETWORK, LABEL_SPEC, NetworkSpec, Observed, RuntimeError, RuntimeEvent,
 };
 
 /// How long to wait before resubscribing when the engine's event stream ends or fails.
@@ -89,7 +86,7 @@ impl Docker {
     /// Creates the network for the imaginary subnet, or reuses it if it exists with that subnet.
     pub(super) async fn ensure_docker_network(
         &self,
-        net: &NetworkConfig,
+        net: &NetworkSpec,
     ) -> Result<(), RuntimeError> {
         match self
             .client

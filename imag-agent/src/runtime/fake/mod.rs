@@ -20,10 +20,10 @@ use futures::{StreamExt as _, stream::BoxStream};
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, NotRunning, Observed,
-    RunningInfo, RuntimeError, RuntimeEvent, Started, Tier,
+    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, NetworkSpec, NotRunning,
+    Observed, RunningInfo, RuntimeError, RuntimeEvent, Started, Tier,
 };
-use crate::{clock::monotonic_ns, config::NetworkConfig};
+use crate::clock::monotonic_ns;
 
 /// The first PID the fake hands out: above the kernel's largest `pid_max` (2^22), so that it is
 /// never a real process (code that reads `/proc/<pid>` finds nothing, as after an exit).
@@ -81,7 +81,7 @@ struct State {
     fast_thaw: bool,
     containers: HashMap<String, FakeContainer>,
     /// Network name → (managed by imag, its configuration when it was created).
-    networks: HashMap<String, (bool, Option<NetworkConfig>)>,
+    networks: HashMap<String, (bool, Option<NetworkSpec>)>,
     unsettled: HashSet<String>,
     wakes: HashMap<String, Script<WakeOutcome>>,
     sleeps: HashMap<String, Script<Result<(), RuntimeError>>>,
@@ -269,7 +269,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(fake)
     }
 
-    async fn ensure_network(&self, net: &NetworkConfig) -> Result<(), RuntimeError> {
+    async fn ensure_network(&self, net: &NetworkSpec) -> Result<(), RuntimeError> {
         self.record(Call::EnsureNetwork(net.name.clone()));
         let mut state = self.state();
         match state.networks.get(&net.name) {

@@ -20,11 +20,12 @@ fn spec(host: &str) -> ContainerSpec {
     }
 }
 
-fn network(subnet: &str) -> NetworkConfig {
+fn network(subnet: &str) -> NetworkSpec {
     let text = format!("[network]\nsubnet = \"{subnet}\"\n");
     crate::config::Config::parse(&text, "test.toml")
         .unwrap()
         .network
+        .spec()
 }
 
 #[tokio::test]
