@@ -10,6 +10,7 @@
 //! looks like. Nothing else in the agent sees the raw structs.
 
 mod agent;
+mod depends;
 mod error;
 mod field;
 mod hold;
@@ -32,7 +33,10 @@ pub use self::{
     agent::{AgentConfig, DEFAULT_METRICS, parse_metrics_address},
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
-    host::{DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, HostConfig},
+    host::{
+        BadDependency, DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, Dependency,
+        HostConfig,
+    },
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
     values::BadMetricsAddress,
@@ -136,6 +140,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
             hosts.push(host);
         }
     }
+    depends::check(raw, &hosts, report);
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
