@@ -11,6 +11,7 @@ pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod datapath;
+pub mod dns;
 pub mod frame;
 pub mod hostnet;
 pub mod interfaces;
