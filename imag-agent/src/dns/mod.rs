@@ -145,6 +145,23 @@ pub async fn serve(
     })
 }
 
+/// The server for a configuration: its hosts' names, on the bridge gateway's port 53 and the
+/// extra `listen` addresses.
+pub async fn serve_config(
+    config: &crate::config::Config,
+    dns: &DnsConfig,
+    metrics: DnsMetrics,
+) -> Result<DnsServer, DnsError> {
+    let names = NameTable::from_config(config, &dns.domain);
+    serve(
+        dns,
+        names,
+        dns.listen_addrs(config.network.gateway),
+        metrics,
+    )
+    .await
+}
+
 /// A UDP socket and a TCP listener on the same address and port.
 async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
     let error = |transport, source: std::io::Error| match source.kind() {

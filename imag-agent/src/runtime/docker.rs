@@ -38,6 +38,8 @@ pub struct Docker {
     freezers: Arc<Mutex<HashMap<String, Freezer>>>,
     /// Containers thawed directly: running, though the engine still says paused.
     unsettled: Arc<Mutex<HashSet<String>>>,
+    /// DNS servers of the containers it creates (the agent's, for the names Docker's own lacks).
+    pub dns: Vec<String>,
 }
 
 impl Docker {
@@ -53,6 +55,7 @@ impl Docker {
             fast_thaw,
             freezers: Arc::default(),
             unsettled: Arc::default(),
+            dns: Vec::new(),
         })
     }
 
@@ -296,6 +299,7 @@ impl Docker {
                 // A tiny init as PID 1 forwards SIGTERM, so that images without a signal handler
                 // stop at once instead of after the stop timeout.
                 init: Some(true),
+                dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
