@@ -247,6 +247,28 @@ pub mod stat {
     ];
 }
 
+#[cfg(test)]
+mod tests {
+    use super::stat;
+
+    #[test]
+    fn counter_names_line_up_with_their_indexes() {
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+        assert_eq!(
+            stat::NAMES[stat::PASSED_UNPARSED as usize],
+            "passed_unparsed"
+        );
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_RING_FULL as usize],
+            "dropped_ring_full"
+        );
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_COPY_FAILED as usize],
+            "dropped_copy_failed"
+        );
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data with no padding and no invalid bit patterns.

@@ -226,6 +226,13 @@ mod tests {
     }
 
     #[test]
+    fn the_counters_array_has_a_slot_per_counter() {
+        let object = object();
+        let stats = &object.maps[maps::STATS];
+        assert_eq!(stats.max_entries(), imag_common::stat::COUNT);
+    }
+
+    #[test]
     fn every_map_in_the_object_is_declared() {
         for name in object().maps.keys() {
             // aya-log's own map and the sections the compiler emits for globals are not ours.
