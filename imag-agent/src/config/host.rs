@@ -8,10 +8,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::ContainerSpec;
+use crate::runtime::{ContainerOptions, ContainerSpec};
 
 use super::{
-    NetworkConfig, ReadyProbe, Tier,
+    NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
     values::{AnyDuration, HostName, NonZeroDuration, Port, Prefix},
@@ -54,6 +54,9 @@ pub struct HostConfig {
     pub proxy_arp: bool,
     /// Answer pings from the datapath while not warm, without waking the host.
     pub answer_ping: bool,
+    /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
+    /// the container spec as they are.
+    pub container: ContainerOptions,
 }
 
 impl HostConfig {
@@ -67,6 +70,7 @@ impl HostConfig {
             image: self.image.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
+            options: self.container.clone(),
         }
     }
 }
@@ -159,6 +163,19 @@ pub(super) fn validate(
             items(list, report).map(|list: Vec<Prefix>| list.into_iter().map(|p| p.0).collect())
         }
     };
+    let container = container::validate(host, report);
+    if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
+        && check.healthcheck.as_ref().is_some_and(|h| h.disables())
+    {
+        report(
+            host.ready.as_ref().and_then(span),
+            format!(
+                "host {name:?} waits for ready = \"healthy\" but its healthcheck is \"NONE\": \
+                 remove the healthcheck or use ready = \"tcp:PORT\""
+            ),
+        );
+        ok = false;
+    }
     if !ok {
         return None;
     }
@@ -183,6 +200,7 @@ pub(super) fn validate(
         answer_ping: host
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
+        container: container?,
     })
 }
 
