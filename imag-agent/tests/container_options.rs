@@ -26,8 +26,8 @@ fn agent_command(agent: &Agent, args: &[&str]) -> (bool, String) {
         .arg(&agent.config_path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -70,14 +70,20 @@ fn a_named_volume_keeps_its_data_through_sleep_remove_and_detach() {
     let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
     let container = slot.container("db");
 
-    assert_eq!(request(&client, &slot, 10).unwrap(), "hello from db (start 1)\n");
+    assert_eq!(
+        request(&client, &slot, 10).unwrap(),
+        "hello from db (start 1)\n"
+    );
     let (ok, out) = agent_command(&agent, &["sleep", "db", "--tier", "remove"]);
     assert!(ok, "{out}");
     wait_until("the container is removed", Duration::from_secs(15), || {
         docker_inspect(&container, "{{.Id}}").is_none()
     });
     agent.wait_for_log("asleep host=db tier=\"absent\"", Duration::from_secs(5));
-    assert!(volume_exists(&volume.0), "the volume outlives its container");
+    assert!(
+        volume_exists(&volume.0),
+        "the volume outlives its container"
+    );
 
     assert_eq!(
         request(&client, &slot, 10).unwrap(),
@@ -92,9 +98,11 @@ fn a_named_volume_keeps_its_data_through_sleep_remove_and_detach() {
 
     let (ok, out) = agent_command(&agent, &["detach"]);
     assert!(ok, "{out}");
-    wait_until("detach removed the container", Duration::from_secs(30), || {
-        common::containers_of(&slot).is_empty()
-    });
+    wait_until(
+        "detach removed the container",
+        Duration::from_secs(30),
+        || common::containers_of(&slot).is_empty(),
+    );
     assert!(volume_exists(&volume.0), "detach leaves the data");
 }
 

@@ -164,7 +164,7 @@ impl FromRaw<f64> for Cpus {
 
     fn from_raw(raw: &f64) -> Result<Self, BadCpus> {
         let nanos = (raw * 1e9).round();
-        if !raw.is_finite() || nanos < 1.0 || nanos > 1e18 {
+        if !raw.is_finite() || !(1.0..=1e18).contains(&nanos) {
             return Err(BadCpus(*raw));
         }
         Ok(Cpus(nanos as u64))
