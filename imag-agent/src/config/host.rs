@@ -8,10 +8,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::ContainerSpec;
+use crate::runtime::{ContainerOptions, ContainerSpec};
 
 use super::{
-    NetworkConfig, ReadyProbe, Tier,
+    NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
     values::{AnyDuration, HostName, NonZeroDuration, Port, Prefix},
@@ -56,6 +56,9 @@ pub struct HostConfig {
     pub answer_ping: bool,
     /// Hosts woken with this one, before its own container starts (`depends_on`).
     pub depends_on: Vec<Dependency>,
+    /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
+    /// the container spec as they are.
+    pub container: ContainerOptions,
 }
 
 /// A host another host needs running before it starts (compose's `depends_on`).
@@ -105,6 +108,7 @@ impl HostConfig {
             image: self.image.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
+            options: self.container.clone(),
         }
     }
 }
@@ -201,6 +205,19 @@ pub(super) fn validate(
         None => Some(Vec::new()),
         Some(list) => items(list, report),
     };
+    let container = container::validate(host, report);
+    if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
+        && check.healthcheck.as_ref().is_some_and(|h| h.disables())
+    {
+        report(
+            host.ready.as_ref().and_then(span),
+            format!(
+                "host {name:?} waits for ready = \"healthy\" but its healthcheck is \"NONE\": \
+                 remove the healthcheck or use ready = \"tcp:PORT\""
+            ),
+        );
+        ok = false;
+    }
     if !ok {
         return None;
     }
@@ -226,6 +243,7 @@ pub(super) fn validate(
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
         depends_on: depends_on?,
+        container: container?,
     })
 }
 

@@ -10,6 +10,7 @@
 //! looks like. Nothing else in the agent sees the raw structs.
 
 mod agent;
+pub(crate) mod container;
 mod depends;
 mod dns;
 mod error;
