@@ -1,8 +1,6 @@
 //! `imag_hold` on crafted frames through BPF_PROG_TEST_RUN, in the real kernel: the verdicts and
 //! the ring buffer records, for well-formed and malformed packets.
 
-mod common;
-
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
@@ -35,7 +33,7 @@ fn syn_to(dst: Ipv4Addr) -> Vec<u8> {
 }
 
 fn loaded() -> Datapath {
-    common::require_environment();
+    imag_testkit::require_environment();
     let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
     datapath.set_host(COLD, 7, true, 0).unwrap();
     datapath.set_host(WARM, 8, false, 0).unwrap();
