@@ -6,7 +6,7 @@
 //! undoes the steps already taken (unless they were adopted from an earlier agent, whose warm
 //! traffic must keep flowing).
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
@@ -16,11 +16,13 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
-    control,
     datapath::{Datapath, HookChoice, pins::Pins, ring},
-    hostnet::{self, ForwardRule},
+    firewall::{self, ForwardRule},
     interfaces::Interface,
-    metrics::{self, Metrics},
+    ops::{
+        control,
+        metrics::{self, Metrics},
+    },
     orchestrator::{
         Input, Orchestrator,
         state::{HostState, Tier},
@@ -80,7 +82,7 @@ impl Undo {
             rule.remove();
         }
         if self.forwarding_enabled {
-            hostnet::disable_ip_forwarding();
+            firewall::disable_ip_forwarding();
         }
     }
 }
@@ -119,7 +121,6 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let sock_events = datapath.take_sock_events()?;
     let logger = datapath.take_logger();
     let (listen_tx, _) = broadcast::channel(64);
-    let metrics = Metrics::new();
     let mut orchestrator = Orchestrator::new(
         hosts,
         datapath,
@@ -127,8 +128,8 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         &config,
         Some(bridge.clone()),
         listen_tx.clone(),
-        metrics.clone(),
     );
+    orchestrator.set_adopted(adopted);
 
     let mut undo = Undo::default();
     let set_up = async {
@@ -168,9 +169,15 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let socket = control::socket_path(&config.network.name);
     let endpoints = async {
         if let Some(addr) = opts.metrics.unwrap_or(config.agent.metrics) {
-            metrics::serve(metrics.clone(), addr).await?;
+            let metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
+            metrics::serve(Arc::new(metrics), addr).await?;
         }
-        control::serve(socket.clone(), inputs_tx.clone(), detach_tx).await
+        let handles = control::Handles {
+            inputs: inputs_tx.clone(),
+            snapshot: orchestrator.subscribe(),
+            detach: detach_tx,
+        };
+        control::serve(socket.clone(), handles).await
     };
     if let Err(err) = endpoints.await {
         if !adopted {
@@ -253,7 +260,7 @@ fn set_up_forwarding(
     undo: &mut Undo,
 ) -> anyhow::Result<()> {
     undo.forwarding_enabled =
-        hostnet::ensure_ip_forwarding().context("checking /proc/sys/net/ipv4/ip_forward")?;
+        firewall::ensure_ip_forwarding().context("checking /proc/sys/net/ipv4/ip_forward")?;
     for iface in interfaces {
         let rule = ForwardRule {
             iface: iface.name.clone(),
@@ -391,7 +398,7 @@ pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()
     pins.remove_all()
         .with_context(|| format!("removing the pinned datapath {}", pins.dir().display()))?;
     info!(dir = %pins.dir().display(), "removed the pinned datapath");
-    let removed = hostnet::remove_rules_of(&config.network.name);
+    let removed = firewall::remove_rules_of(&config.network.name);
     info!(rules = removed, "removed forwarding rules");
     let docker = Docker::connect(false).await?;
     for host in &config.hosts {

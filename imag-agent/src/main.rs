@@ -6,8 +6,11 @@ use clap::{Parser, Subcommand};
 use imag_agent::{
     agent::{self, OnExit},
     config::{self, Config},
-    control::{self, ClientError, Request, Response},
     datapath::HookChoice,
+    ops::{
+        control::{self, ClientError, Request, Response},
+        table,
+    },
     runtime::Tier,
 };
 use tracing_subscriber::EnvFilter;
@@ -144,7 +147,7 @@ fn control_request(config: &std::path::Path, request: Request, json: bool) -> an
         Response::Status(report) if json => {
             println!("{}", serde_json::to_string_pretty(&report)?)
         }
-        Response::Status(report) => print!("{}", control::render_table(&report)),
+        Response::Status(report) => print!("{}", table::render_table(&report)),
         Response::Ok { message } => println!("{message}"),
         Response::Error { message } => anyhow::bail!("{message}"),
     }

@@ -17,8 +17,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpStream, sync::broadcast, time::Instant};
 
+pub use crate::report::ReadyBy;
 use crate::{
     config::ReadyProbe,
+    procnet,
     runtime::{ContainerRuntime, ContainerSpec},
 };
 
@@ -47,27 +49,6 @@ impl ReadyError {
         match self {
             ReadyError::Timeout { .. } => "wake_timeout",
             ReadyError::Exited(_) => "exited",
-        }
-    }
-}
-
-/// What made a wake ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadyBy {
-    /// The first try passed (the service was already up, or the probe needs no waiting).
-    FirstTry,
-    /// A try right after a LISTEN event on the probe's port.
-    Event,
-    /// A try at a poll interval.
-    Poll,
-}
-
-impl ReadyBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadyBy::FirstTry => "first_try",
-            ReadyBy::Event => "event",
-            ReadyBy::Poll => "poll",
         }
     }
 }
@@ -176,41 +157,7 @@ impl Check {
                 tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await,
                 Ok(Ok(_))
             ),
-            Check::UdpBound { pid, port } => ["udp", "udp6"].iter().any(|table| {
-                std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
-                    .is_ok_and(|text| socket_table_has_port(&text, port))
-            }),
+            Check::UdpBound { pid, port } => procnet::udp_port_bound(pid, port),
         }
-    }
-}
-
-/// Whether a /proc/net/{tcp,udp}[6] table lists a socket whose local port is `port`.
-pub fn socket_table_has_port(table: &str, port: u16) -> bool {
-    table.lines().skip(1).any(|line| {
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|local| local.rsplit_once(':'))
-            .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
-            == Some(port)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_bound_ports_from_proc_tables() {
-        let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  123: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41 2 0 0
-";
-        assert!(socket_table_has_port(udp, 5353));
-        assert!(!socket_table_has_port(udp, 53));
-        let udp6 =
-            "  sl  local_address                         remote_address                        st
-   5: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07
-";
-        assert!(socket_table_has_port(udp6, 53));
-        assert!(!socket_table_has_port("header only\n", 53));
     }
 }

@@ -243,7 +243,7 @@ fn readiness_is_released_by_the_listen_event() {
     assert_eq!(body, "hello from slow\n");
     assert_eq!(retransmits, 0);
     let slow = agent.host("slow").unwrap();
-    assert_eq!(slow["last_wake_ready_by"], "event", "{slow}");
+    assert_eq!(slow["last_ready_by"], "event", "{slow}");
 }
 
 #[test]

@@ -37,11 +37,13 @@ fn metrics_move_with_a_real_wake() {
     let _ = client
         .run(|| std::net::TcpStream::connect_timeout(&net.http_addr(11), Duration::from_secs(30)))
         .unwrap();
-    // The orchestrator refreshes datapath-derived series every 250 ms.
+    // Host states are published as they change; the datapath's own counters every 250 ms.
     let mut after = net.scrape();
     wait_until("the metrics are refreshed", Duration::from_secs(5), || {
         after = net.scrape();
         after.value("imag_hosts", &[("state", "warm")]) == 1.0
+            && after.value("imag_datapath_packets_total", &[("verdict", "held")]) >= 2.0
+            && after.value("imag_datapath_packets_total", &[("verdict", "passed_warm")]) >= 1.0
     });
 
     for phase in metrics_phases() {

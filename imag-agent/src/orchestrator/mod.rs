@@ -1,208 +1,46 @@
 //! The orchestrator: one task that owns every host's state, its held packets and the datapath's
 //! view of it, and performs the actions that [`state::next`] decides.
 //!
-//! Inputs arrive on channels — held frames from the ring buffer reader, outcomes of wakes and
-//! sleeps from the tasks it spawned, container events from the engine, operator commands — and
-//! are handled one at a time, so no two decisions about a host ever interleave. Slow work (talking
-//! to the container engine, probing readiness) runs in spawned tasks that report back with a
-//! message; the orchestrator itself never waits on it. A timer drives idleness: warm hosts whose
-//! datapath activity shows neither packets nor open connections for their idle timeout go to
-//! sleep.
+//! Inputs arrive on channels — held frames from the ring buffer reader, outcomes of the jobs it
+//! spawned ([`jobs`]), container events from the engine, operator commands — and are handled one
+//! at a time, so no two decisions about a host ever interleave. The decisions themselves are pure:
+//! [`state::next`] for events, [`hosts::tick`] for timers (idleness, escalation, settling). This
+//! file is the shell that feeds them and performs what they return; after every input it
+//! publishes a [`Snapshot`] for its observers (`/metrics`, `status`), which never reach in.
 
 pub mod held;
+pub mod hosts;
+mod jobs;
+mod release;
 pub mod state;
+mod wake_metrics;
 
-use std::{
-    net::Ipv4Addr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use imag_common::{
-    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_FLAG_PROXY_ARP, HostActivity,
-};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::{
     held::{Admission, HeldPackets},
+    hosts::{SleepCause, Tick},
+    jobs::{Jobs, Outcome, WakeJob},
     state::{Action, Event, HostState, Policy, Tier},
 };
+pub use self::{hosts::Host, wake_metrics::WakeMetrics};
 use crate::{
     clock::{monotonic_ns, ms_between},
     config::{Config, HostConfig, ReadyProbe},
-    control::{HostStatus, StatusReport},
     datapath::{Datapath, addr_key, ring::HeldFrame},
-    frame,
-    interfaces::{self, Interface},
-    metrics::Metrics,
-    readiness::{self, ReadyBy, ReadyError},
-    runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started},
-    wire::Wire,
+    interfaces::Interface,
+    packets::{self, Wire},
+    report::{HoldCounters, Phase, Snapshot, WakeRecord, WakeTimings},
+    runtime::ContainerRuntime,
 };
 
 /// How often held packets are checked against their host's wake timeout.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How often warm hosts are checked for idleness (and paused ones for escalation).
-const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
-/// After the datapath switched an idle host to hold, how long to wait for packets already past
-/// the hold point to reach the container (and show up in its activity) before deciding.
-const SLEEP_SETTLE_TIME: Duration = Duration::from_millis(2);
-/// How long a fast-woken host must have been quiet before the engine's view of it is repaired
-/// (which freezes it for the engine's unpause, a few tens of milliseconds).
-const SETTLE_QUIET: Duration = Duration::from_secs(1);
-
-/// The timings of one wake, as CLOCK_MONOTONIC nanoseconds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WakeTimings {
-    /// When the datapath held the first packet (0 for an operator's wake).
-    pub held_ns: u64,
-    /// When the agent asked the engine to create/start/unpause.
-    pub requested_ns: u64,
-    /// When the engine reported the container running.
-    pub running_ns: u64,
-    /// When the ready probe passed.
-    pub ready_ns: u64,
-    /// When the held packets had been re-delivered.
-    pub delivered_ns: u64,
-}
-
-impl WakeTimings {
-    /// Milliseconds: held → requested, requested → running, running → ready, ready → delivered,
-    /// and held (or requested) → delivered.
-    pub fn phases_ms(&self) -> [f64; 5] {
-        let start = if self.held_ns != 0 {
-            self.held_ns
-        } else {
-            self.requested_ns
-        };
-        [
-            if self.held_ns != 0 {
-                ms_between(self.held_ns, self.requested_ns)
-            } else {
-                0.0
-            },
-            ms_between(self.requested_ns, self.running_ns),
-            ms_between(self.running_ns, self.ready_ns),
-            ms_between(self.ready_ns, self.delivered_ns),
-            ms_between(start, self.delivered_ns),
-        ]
-    }
-}
-
-/// The outcome of the latest wake of a host.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WakeRecord {
-    pub from: Tier,
-    pub timings: WakeTimings,
-    /// `None` on success, else the reason label and the message.
-    pub failure: Option<(&'static str, String)>,
-    /// Packets re-delivered (or refused, on failure).
-    pub packets: usize,
-}
-
-/// Why a host is going to sleep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SleepCause {
-    /// Idleness decided at this CLOCK_MONOTONIC time: called off if traffic shows up after it.
-    Idle { decided_ns: u64 },
-    /// The operator (or an escalation): no second look.
-    Requested,
-}
-
-/// One configured host and everything the orchestrator tracks about it.
-pub struct Host {
-    pub config: HostConfig,
-    pub spec: ContainerSpec,
-    pub state: HostState,
-    /// `HOST_FLAG_*` bits for the datapath.
-    pub flags: u8,
-    /// The wake under way: where it started from and its timings so far.
-    wake: Option<(Tier, WakeTimings)>,
-    pub last_wake: Option<WakeRecord>,
-    /// Whether this agent process woke the container (and so stops it on exit).
-    pub started_here: bool,
-    /// CLOCK_MONOTONIC ns when the host last became warm.
-    pub warm_since_ns: u64,
-    /// When the host last fell asleep.
-    pub asleep_since: Instant,
-    sleep_cause: Option<SleepCause>,
-    /// The port a wake asked the datapath to report LISTEN events for.
-    watched_port: Option<u16>,
-    /// A settle (engine view repair) is under way.
-    settling: bool,
-    /// What made the latest wake ready.
-    pub ready_by: ReadyBy,
-}
-
-impl Host {
-    pub fn new(network: &str, config: HostConfig, state: HostState) -> Host {
-        let flags = if config.proxy_arp {
-            HOST_FLAG_PROXY_ARP
-        } else {
-            0
-        } | if config.answer_ping {
-            HOST_FLAG_ANSWER_PING
-        } else {
-            0
-        } | if config.idle_ignore.is_empty() {
-            0
-        } else {
-            HOST_FLAG_IGNORES_PEERS
-        };
-        Host {
-            spec: ContainerSpec::for_host(network, &config),
-            config,
-            state,
-            flags,
-            wake: None,
-            last_wake: None,
-            started_here: false,
-            warm_since_ns: monotonic_ns(),
-            asleep_since: Instant::now(),
-            sleep_cause: None,
-            watched_port: None,
-            settling: false,
-            ready_by: ReadyBy::FirstTry,
-        }
-    }
-
-    /// When the host last did something that counts against idleness: its latest counted
-    /// packet, or becoming warm.
-    fn last_active_ns(&self, activity: &HostActivity) -> u64 {
-        activity.last_packet_ns.max(self.warm_since_ns)
-    }
-
-    fn sleep_tier(&self) -> Tier {
-        self.config.sleep
-    }
-}
-
-/// Counts of what happened to held packets, for logs and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HoldCounters {
-    pub held: u64,
-    pub delivered: u64,
-    /// Answered with a RST or an ICMP error after a failed wake.
-    pub refused: u64,
-    /// Dropped after a failed wake without an answer (nothing to answer, or sending failed).
-    pub dropped_unanswerable: u64,
-    pub dropped_host_limit: u64,
-    pub dropped_global_limit: u64,
-    pub dropped_expired: u64,
-    pub dropped_unknown_host: u64,
-    pub deliver_errors: u64,
-}
-
-impl HoldCounters {
-    pub fn dropped(&self) -> u64 {
-        self.dropped_unanswerable
-            + self.dropped_host_limit
-            + self.dropped_global_limit
-            + self.dropped_expired
-            + self.dropped_unknown_host
-    }
-}
+const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Inputs from outside the orchestrator: the engine and the operator.
 pub enum Input {
@@ -219,60 +57,12 @@ pub enum Input {
         to: Option<Tier>,
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// Report every host's state.
-    Status {
-        reply: oneshot::Sender<StatusReport>,
-    },
-}
-
-/// Messages from the tasks the orchestrator spawned.
-enum Outcome {
-    Woke {
-        host: usize,
-        result: Result<(Started, u64, ReadyBy), WakeError>,
-    },
-    SleepCheck {
-        host: usize,
-    },
-    Slept {
-        host: usize,
-        result: Result<(), RuntimeError>,
-    },
-    Settled {
-        host: usize,
-    },
-    /// The host side of a warm host's container link was found.
-    HostLink {
-        host: usize,
-        veth: Interface,
-        established: Option<u64>,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-enum WakeError {
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Ready(#[from] ReadyError),
-}
-
-impl WakeError {
-    fn reason(&self) -> &'static str {
-        match self {
-            WakeError::Runtime(RuntimeError::ImageMissing { .. }) => "image_missing",
-            WakeError::Runtime(RuntimeError::AddressInUse { .. }) => "address_in_use",
-            WakeError::Runtime(RuntimeError::Unreachable(_)) => "engine_unreachable",
-            WakeError::Runtime(RuntimeError::Engine { .. }) => "engine_error",
-            WakeError::Ready(r) => r.reason(),
-        }
-    }
 }
 
 pub struct Orchestrator<R: ContainerRuntime> {
     pub hosts: Vec<Host>,
     datapath: Datapath,
-    runtime: R,
+    jobs: Jobs<R>,
     /// For refusals and neighbour announcements; `None` if it could not be opened.
     wire: Option<Arc<Wire>>,
     /// The imag bridge, where neighbours are told which MAC serves a host.
@@ -281,11 +71,12 @@ pub struct Orchestrator<R: ContainerRuntime> {
     ready_events: bool,
     listen_events: broadcast::Sender<u16>,
     pub held: HeldPackets,
-    outcomes_tx: mpsc::UnboundedSender<Outcome>,
-    outcomes_rx: mpsc::UnboundedReceiver<Outcome>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
     pub counters: HoldCounters,
-    metrics: Arc<Metrics>,
-    network: (String, String),
+    wake_metrics: WakeMetrics,
+    snapshot: watch::Sender<Snapshot>,
+    /// Hosts whose view changed since the last publication.
+    changed: Vec<usize>,
 }
 
 impl<R: ContainerRuntime> Orchestrator<R> {
@@ -298,9 +89,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         config: &Config,
         bridge: Option<Interface>,
         listen_events: broadcast::Sender<u16>,
-        metrics: Arc<Metrics>,
     ) -> Orchestrator<R> {
-        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
         let wire = match Wire::open() {
             Ok(wire) => Some(Arc::new(wire)),
             Err(err) => {
@@ -309,11 +99,20 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 None
             }
         };
+        let snapshot = Snapshot {
+            network: config.network.name.clone(),
+            subnet: config.network.subnet.to_string(),
+            hosts: hosts.iter().map(|h| h.view(0)).collect(),
+            ..Snapshot::default()
+        };
         Orchestrator {
             held: HeldPackets::new(hosts.len(), config.hold),
             hosts,
             datapath,
-            runtime,
+            jobs: Jobs {
+                runtime,
+                outcomes: outcomes_tx,
+            },
             wire,
             bridge,
             policy: Policy {
@@ -323,14 +122,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             },
             ready_events: config.wake.ready_events,
             listen_events,
-            outcomes_tx,
-            outcomes_rx,
+            outcomes,
             counters: HoldCounters::default(),
-            metrics,
-            network: (
-                config.network.name.clone(),
-                config.network.subnet.to_string(),
-            ),
+            wake_metrics: WakeMetrics::new(),
+            snapshot: watch::Sender::new(snapshot),
+            changed: Vec::new(),
         }
     }
 
@@ -339,10 +135,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         config: &Config,
         mut initial: impl FnMut(&HostConfig) -> HostState,
     ) -> Vec<Host> {
+        let now_ns = monotonic_ns();
         config
             .hosts
             .iter()
-            .map(|h| Host::new(&config.network.name, h.clone(), initial(h)))
+            .map(|h| Host::new(&config.network.name, h.clone(), initial(h), now_ns))
             .collect()
     }
 
@@ -354,11 +151,26 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         &mut self.datapath
     }
 
+    /// The orchestrator's wake metrics, for the registry behind `/metrics`.
+    pub fn wake_metrics(&self) -> &WakeMetrics {
+        &self.wake_metrics
+    }
+
+    /// What observers read: every host's view, the counters, the datapath's verdicts.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// Marks the snapshot as describing an adopted datapath (an earlier agent's).
+    pub fn set_adopted(&self, adopted: bool) {
+        self.snapshot.send_modify(|s| s.adopted = adopted);
+    }
+
     /// Writes every host into the datapath according to its state (entry, activity, ignored
     /// peers), and starts activity counting on the links of warm hosts.
     pub fn publish_hosts(&mut self) -> Result<(), crate::datapath::DatapathError> {
         for (id, host) in self.hosts.iter().enumerate() {
-            let hold = !matches!(host.state, HostState::Warm { .. });
+            let hold = !host.is_warm();
             self.datapath
                 .set_host(host.config.address, id as u32, hold, host.flags)?;
             self.datapath.ensure_activity(host.config.address)?;
@@ -367,11 +179,12 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             }
         }
         for id in 0..self.hosts.len() {
-            if matches!(self.hosts[id].state, HostState::Warm { .. }) {
+            if self.hosts[id].is_warm() {
                 // Adopted warm hosts: their connections may have changed while no agent ran.
                 self.inspect_warm_container(id, false, true, true);
             }
         }
+        self.refresh();
         Ok(())
     }
 
@@ -384,46 +197,55 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     ) {
         tokio::pin!(shutdown);
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
-        let mut idle = tokio::time::interval(IDLE_CHECK_INTERVAL);
-        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(frame) = held.recv() => self.on_held(frame),
-                Some(outcome) = self.outcomes_rx.recv() => self.on_outcome(outcome),
+                Some(outcome) = self.outcomes.recv() => self.on_outcome(outcome),
                 Some(input) = inputs.recv() => self.on_input(input),
                 _ = expiry.tick() => self.expire_held(),
-                _ = idle.tick() => self.check_idle(),
+                _ = tick.tick() => self.tick(),
                 () = &mut shutdown => return,
             }
+            self.publish();
         }
     }
 
-    /// On the way out: takes the frames still queued, lets wakes under way finish (up to
-    /// `grace`), and refuses whatever is still held, so that no held packet is silently lost.
-    pub async fn finish(&mut self, held: &mut mpsc::Receiver<HeldFrame>, grace: Duration) {
-        while let Ok(frame) = held.try_recv() {
-            self.on_held(frame);
+    /// Publishes what changed since the last publication: one notification per input.
+    fn publish(&mut self) {
+        if self.changed.is_empty() {
+            return;
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.hosts.iter().any(|h| {
-            matches!(
-                h.state,
-                HostState::Waking { .. } | HostState::Sleeping { .. }
-            )
-        }) {
-            match tokio::time::timeout_at(deadline, self.outcomes_rx.recv()).await {
-                Ok(Some(outcome)) => self.on_outcome(outcome),
-                _ => break,
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let counters = self.counters;
+        self.snapshot.send_modify(|s| {
+            s.counters = counters;
+            for &id in &changed {
+                s.hosts[id] = self.hosts[id].view(self.held.len(id));
             }
-            while let Ok(frame) = held.try_recv() {
-                self.on_held(frame);
-            }
-        }
+        });
+        self.changed = changed;
+        self.changed.clear();
+    }
+
+    /// Marks host `id` as changed for the next publication.
+    fn touch(&mut self, id: usize) {
+        self.changed.push(id);
+    }
+
+    /// Re-reads every host's activity and the datapath's counters, and publishes them.
+    fn refresh(&mut self) {
         for id in 0..self.hosts.len() {
-            if !self.held.is_empty(id) {
-                self.refuse_held(id);
-            }
+            let addr = self.hosts[id].config.address;
+            self.hosts[id].activity = self.datapath.activity(addr).unwrap_or_default();
+            self.touch(id);
         }
+        self.snapshot
+            .send_modify(|s| s.datapath = self.datapath.stats().to_vec());
+        self.publish();
     }
 
     fn on_held(&mut self, frame: HeldFrame) {
@@ -448,6 +270,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             }
         }
         self.counters.held += 1;
+        self.touch(id);
         let host = &self.hosts[id];
         if host.wake.is_none() && self.held.is_empty(id) {
             debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
@@ -470,84 +293,33 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         match input {
             Input::ContainerExited { host } => {
                 if let Some(id) = self.host_id(&host)
-                    && matches!(self.hosts[id].state, HostState::Warm { .. })
+                    && self.hosts[id].is_warm()
                 {
                     warn!(host = %host, "its container stopped while warm; the next packet wakes it again");
                     self.apply(id, Event::ContainerExited);
                 }
             }
             Input::Wake { host, reply } => {
-                let result = match self.host_id(&host) {
-                    Some(id) => {
-                        self.apply(id, Event::WakeRequested);
-                        Ok(())
-                    }
-                    None => Err(format!("no host named {host:?}")),
-                };
+                let result = self.with_host(&host, |this, id| this.apply(id, Event::WakeRequested));
                 let _ = reply.send(result);
             }
             Input::Sleep { host, to, reply } => {
-                let result = match self.host_id(&host) {
-                    Some(id) => {
-                        let to = to.unwrap_or_else(|| self.hosts[id].sleep_tier());
-                        self.hosts[id].sleep_cause = Some(SleepCause::Requested);
-                        self.apply(id, Event::SleepRequested { to });
-                        Ok(())
-                    }
-                    None => Err(format!("no host named {host:?}")),
-                };
+                let result = self.with_host(&host, |this, id| {
+                    let to = to.unwrap_or(this.hosts[id].config.sleep);
+                    this.hosts[id].sleep_cause = Some(SleepCause::Requested);
+                    this.apply(id, Event::SleepRequested { to });
+                });
                 let _ = reply.send(result);
-            }
-            Input::Status { reply } => {
-                let _ = reply.send(self.status());
             }
         }
     }
 
-    /// Every host's state, as `imag-agent status` shows it.
-    pub fn status(&self) -> StatusReport {
-        let now_ns = monotonic_ns();
-        let hosts = self
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(id, h)| {
-                let activity = self.datapath.activity(h.config.address).unwrap_or_default();
-                let warm = matches!(h.state, HostState::Warm { .. });
-                let last_ok = h.last_wake.as_ref().filter(|w| w.failure.is_none());
-                HostStatus {
-                    name: h.config.name.clone(),
-                    address: h.config.address.to_string(),
-                    state: h.state.name().to_string(),
-                    tier: match h.state {
-                        HostState::Asleep { tier } | HostState::Failed { tier, .. } => Some(tier),
-                        _ => None,
-                    },
-                    container: h.spec.name.clone(),
-                    last_wake_ms: last_ok.map(|w| w.timings.phases_ms()[4]),
-                    last_wake_from: last_ok.map(|w| w.from.as_str().to_string()),
-                    last_failure: h
-                        .last_wake
-                        .as_ref()
-                        .and_then(|w| w.failure.as_ref())
-                        .map(|(reason, message)| format!("{reason}: {message}")),
-                    idle_for_s: warm
-                        .then(|| now_ns.saturating_sub(h.last_active_ns(&activity)) as f64 / 1e9),
-                    open_connections: open_connections(&activity),
-                    held_packets: self.held.len(id),
-                }
-            })
-            .collect();
-        let c = self.counters;
-        StatusReport {
-            network: self.network.0.clone(),
-            subnet: self.network.1.clone(),
-            hosts,
-            held_packets: c.held,
-            delivered_packets: c.delivered,
-            refused_packets: c.refused,
-            dropped_packets: c.dropped(),
-        }
+    fn with_host(&mut self, name: &str, f: impl FnOnce(&mut Self, usize)) -> Result<(), String> {
+        let id = self
+            .host_id(name)
+            .ok_or_else(|| format!("no host named {name:?}"))?;
+        f(self, id);
+        Ok(())
     }
 
     fn host_id(&self, name: &str) -> Option<usize> {
@@ -557,68 +329,47 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     /// Discards held packets older than their host's wake timeout.
     fn expire_held(&mut self) {
         let now = monotonic_ns();
-        for (id, host) in self.hosts.iter().enumerate() {
-            let cutoff = now.saturating_sub(host.config.wake_timeout.as_nanos() as u64);
-            self.counters.dropped_expired += self.held.expire(id, cutoff) as u64;
+        for id in 0..self.hosts.len() {
+            let cutoff = hosts::expiry_cutoff(&self.hosts[id], now);
+            let expired = self.held.expire(id, cutoff) as u64;
+            if expired > 0 {
+                self.counters.dropped_expired += expired;
+                self.touch(id);
+            }
         }
     }
 
-    /// The periodic look at every host: puts idle warm hosts to sleep, escalates paused ones,
-    /// settles fast-woken ones, and refreshes the metrics. The activity of each host that can
-    /// have traffic is read once, for both; sleeping hosts' counters do not move and are not
-    /// read (with thousands of configured hosts that would be thousands of syscalls a tick).
-    fn check_idle(&mut self) {
-        self.metrics
-            .set_hosts_by_state(self.hosts.iter().map(|h| &h.state));
-        self.metrics.set_hold_counters(&self.counters);
-        self.metrics.set_datapath_counters(&self.datapath.stats());
+    /// The periodic look at every host: reads the activity of each host that can have traffic
+    /// (once, for both idleness and the observers; sleeping hosts' counters do not move and are
+    /// not read: with thousands of configured hosts that would be thousands of syscalls a tick)
+    /// and acts on the timers that fired.
+    fn tick(&mut self) {
+        self.snapshot
+            .send_modify(|s| s.datapath = self.datapath.stats().to_vec());
         let now_ns = monotonic_ns();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
-            match host.state {
-                HostState::Warm { .. } | HostState::Sleeping { .. } => {}
-                HostState::Asleep { tier: Tier::Paused }
-                    if host
-                        .config
-                        .stop_after
-                        .is_some_and(|after| host.asleep_since.elapsed() >= after) =>
-                {
-                    self.metrics.clear_idle(&host.config.name);
+            if host.has_traffic() {
+                let activity = self
+                    .datapath
+                    .activity(host.config.address)
+                    .unwrap_or_default();
+                self.hosts[id].activity = activity;
+                self.touch(id);
+            }
+            let host = &self.hosts[id];
+            let unsettled = host.is_warm() && self.jobs.runtime.unsettled(&host.spec);
+            match hosts::tick(host, &host.activity, unsettled, now_ns) {
+                None => {}
+                Some(Tick::Settle) => self.start_settle(id),
+                Some(Tick::Escalate) => {
                     self.hosts[id].sleep_cause = Some(SleepCause::Requested);
                     self.apply(id, Event::Idle { to: Tier::Stopped });
-                    continue;
                 }
-                _ => {
-                    self.metrics.clear_idle(&host.config.name);
-                    continue;
+                Some(Tick::Idle { to }) => {
+                    self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
+                    self.apply(id, Event::Idle { to });
                 }
-            }
-            let activity = self
-                .datapath
-                .activity(host.config.address)
-                .unwrap_or_default();
-            let quiet = Duration::from_nanos(now_ns.saturating_sub(host.last_active_ns(&activity)));
-            let warm = matches!(host.state, HostState::Warm { .. });
-            self.metrics.set_host_activity(
-                &host.config.name,
-                &activity,
-                warm.then_some(quiet.as_secs_f64()),
-            );
-            if !warm {
-                continue;
-            }
-            if self.runtime.unsettled(&host.spec) && !host.settling && quiet >= SETTLE_QUIET {
-                self.start_settle(id);
-                continue;
-            }
-            if host
-                .config
-                .idle_timeout
-                .is_some_and(|timeout| open_connections(&activity) == 0 && quiet >= timeout)
-            {
-                let to = host.sleep_tier();
-                self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
-                self.apply(id, Event::Idle { to });
             }
         }
     }
@@ -643,40 +394,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         self.apply(host, Event::WakeSucceeded);
                     }
                     Err(err) => {
-                        let packets = self.held.len(host);
-                        let h = &mut self.hosts[host];
-                        let (from, timings) = h
-                            .wake
-                            .take()
-                            .unwrap_or((Tier::Absent, WakeTimings::default()));
-                        let held_to_start = if timings.held_ns != 0 {
-                            ms_between(timings.held_ns, timings.requested_ns)
-                        } else {
-                            0.0
-                        };
-                        warn!(
-                            host = %h.config.name,
-                            addr = %h.config.address,
-                            from = from.as_str(),
-                            outcome = "failed",
-                            reason = err.reason(),
-                            packets,
-                            held_to_start_ms = format_args!("{held_to_start:.2}"),
-                            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
-                            error = %err,
-                            "wake failed"
-                        );
-                        self.metrics.record_wake_failed(
-                            &h.config.name,
-                            from.as_str(),
-                            err.reason(),
-                        );
-                        h.last_wake = Some(WakeRecord {
-                            from,
-                            timings,
-                            failure: Some((err.reason(), err.to_string())),
-                            packets,
-                        });
+                        self.record_failed_wake(host, &err);
                         self.apply(host, Event::WakeFailed);
                     }
                 }
@@ -689,7 +407,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     return;
                 };
                 let activity = self.datapath.activity(h.config.address).unwrap_or_default();
-                if activity.last_packet_ns > decided_ns || open_connections(&activity) > 0 {
+                if hosts::sleep_called_off(decided_ns, &activity) {
                     info!(host = %h.config.name, "sleep called off: traffic arrived meanwhile");
                     self.apply(host, Event::SleepFailed);
                 } else {
@@ -713,7 +431,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 established,
             } => {
                 let h = &self.hosts[host];
-                if !matches!(h.state, HostState::Warm { .. }) {
+                if !h.is_warm() {
                     return;
                 }
                 let addr = h.config.address;
@@ -730,22 +448,53 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         }
     }
 
+    fn record_failed_wake(&mut self, id: usize, err: &jobs::WakeError) {
+        let packets = self.held.len(id);
+        let h = &mut self.hosts[id];
+        let (from, timings) = h
+            .wake
+            .take()
+            .unwrap_or((Tier::Absent, WakeTimings::default()));
+        warn!(
+            host = %h.config.name,
+            addr = %h.config.address,
+            from = from.as_str(),
+            outcome = "failed",
+            reason = err.reason(),
+            packets,
+            held_to_start_ms = format_args!("{:.2}", timings.ms(Phase::HeldToStart)),
+            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
+            error = %err,
+            "wake failed"
+        );
+        let record = WakeRecord {
+            from,
+            timings,
+            failure: Some((err.reason(), err.to_string())),
+            packets,
+            ready_by: h.ready_by,
+        };
+        self.wake_metrics.record(&h.config.name, &record);
+        h.last_wake = Some(record);
+    }
+
     /// Feeds `event` to the state machine and performs the resulting actions.
     pub fn apply(&mut self, id: usize, event: Event) {
+        self.touch(id);
         let host = &mut self.hosts[id];
         let before = host.state;
         let policy = Policy {
             min_warm: host.config.min_warm,
             ..self.policy
         };
-        let (after, actions) = state::next(before, event, Instant::now(), &policy);
+        let (after, actions) = state::next(before, event, std::time::Instant::now(), &policy);
         host.state = after;
         if before.name() != after.name() {
             debug!(host = %host.config.name, from = before.name(), to = after.name(), ?event, "state");
             match after {
                 HostState::Warm { .. } => host.warm_since_ns = monotonic_ns(),
                 HostState::Asleep { tier } => {
-                    host.asleep_since = Instant::now();
+                    host.asleep_since_ns = monotonic_ns();
                     host.sleep_cause = None;
                     info!(host = %host.config.name, tier = tier.as_str(), "asleep");
                     if tier != Tier::Paused {
@@ -753,6 +502,8 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                         let addr = host.config.address;
                         self.datapath.detach_host_link(addr);
                         let _ = self.datapath.reset_connections(addr, 0);
+                        self.hosts[id].activity.tcp_opened = 0;
+                        self.hosts[id].activity.tcp_closed = 0;
                     }
                 }
                 _ => {}
@@ -778,7 +529,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                     // Leaving warm: neighbours on the bridge must stop using the container's MAC
                     // address and send to the bridge, where the datapath holds and answers.
                     if let (Some(wire), Some(bridge)) = (&self.wire, &self.bridge) {
-                        announce(wire, bridge.index, host.config.address, bridge.mac);
+                        jobs::announce(wire, bridge.index, host.config.address, bridge.mac);
                     }
                 }
             }
@@ -811,26 +562,21 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         if let Some(port) = host.watched_port {
             self.datapath.watch_port(port);
         }
-        let runtime = self.runtime.clone();
-        let spec = host.spec.clone();
-        let timeout = host.config.wake_timeout;
-        let poll = host.config.ready_poll;
-        let outcomes = self.outcomes_tx.clone();
-        tokio::spawn(async move {
-            let result = wake(&runtime, &spec, from, probe, timeout, poll, listen).await;
-            let _ = outcomes.send(Outcome::Woke { host: id, result });
-        });
+        let job = WakeJob {
+            from,
+            probe,
+            timeout: host.config.wake_timeout,
+            poll: host.config.ready_poll,
+            listen,
+        };
+        self.jobs.wake(id, host.spec.clone(), job);
     }
 
     fn start_sleep(&mut self, id: usize, to: Tier) {
         if matches!(self.hosts[id].sleep_cause, Some(SleepCause::Idle { .. })) {
             // The datapath holds from now on; give packets already past it a moment to show up
             // in the host's activity before committing (Outcome::SleepCheck).
-            let outcomes = self.outcomes_tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(SLEEP_SETTLE_TIME).await;
-                let _ = outcomes.send(Outcome::SleepCheck { host: id });
-            });
+            self.jobs.sleep_check(id);
         } else {
             self.spawn_sleep(id, to);
         }
@@ -839,35 +585,15 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     fn spawn_sleep(&mut self, id: usize, to: Tier) {
         let host = &self.hosts[id];
         info!(host = %host.config.name, to = to.as_str(), "going to sleep");
-        let runtime = self.runtime.clone();
-        let spec = host.spec.clone();
-        let outcomes = self.outcomes_tx.clone();
-        tokio::spawn(async move {
-            let result = runtime.sleep(&spec, to).await;
-            let _ = outcomes.send(Outcome::Slept { host: id, result });
-        });
+        self.jobs.sleep(id, host.spec.clone(), to);
     }
 
     fn start_settle(&mut self, id: usize) {
         self.hosts[id].settling = true;
-        let runtime = self.runtime.clone();
-        let spec = self.hosts[id].spec.clone();
-        let outcomes = self.outcomes_tx.clone();
-        tokio::spawn(async move {
-            match runtime.settle(&spec).await {
-                Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
-                Err(err) => {
-                    warn!(container = %spec.name, error = %err, "settling the engine's view failed")
-                }
-            }
-            let _ = outcomes.send(Outcome::Settled { host: id });
-        });
+        self.jobs.settle(id, self.hosts[id].spec.clone());
     }
 
-    /// Off the critical path, one look at a warm host's container (a single engine call) for
-    /// what follows a wake or an adoption: with `announce`, tell neighbours on the bridge its MAC
-    /// address; with `find_link`, find the host side of its link so that its traffic is counted
-    /// (and, with `count_connections`, count its established connections).
+    /// Off the critical path, one look at a warm host's container (see [`Jobs::inspect_warm`]).
     fn inspect_warm_container(
         &mut self,
         id: usize,
@@ -875,241 +601,21 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         find_link: bool,
         count_connections: bool,
     ) {
-        let runtime = self.runtime.clone();
-        let spec = self.hosts[id].spec.clone();
-        let outcomes = self.outcomes_tx.clone();
         let neighbours = self
             .wire
             .clone()
             .zip(self.bridge.as_ref().map(|b| b.index))
             .filter(|_| announce);
-        tokio::spawn(async move {
-            let Ok(info) = runtime.running_info(&spec).await else {
-                return;
-            };
-            if let (Some((wire, bridge)), Some(mac)) = (neighbours, info.mac) {
-                self::announce(&wire, bridge, spec.address, mac);
-            }
-            if !find_link {
-                return;
-            }
-            let pid = info.pid;
-            let address = spec.address;
-            let found = tokio::task::spawn_blocking(move || {
-                let veth = interfaces::host_side_of_container(pid)?;
-                let established = count_connections.then(|| established_connections(pid, address));
-                std::io::Result::Ok((veth, established))
-            })
-            .await;
-            match found {
-                Ok(Ok((veth, established))) => {
-                    let _ = outcomes.send(Outcome::HostLink {
-                        host: id,
-                        veth,
-                        established,
-                    });
-                }
-                Ok(Err(err)) => {
-                    warn!(container = %spec.name, error = %err, "cannot find the container's link")
-                }
-                Err(err) => {
-                    warn!(container = %spec.name, error = %err, "looking for the container's link failed")
-                }
-            }
-        });
-    }
-
-    /// Re-injects every held packet, in arrival order, where it arrived.
-    fn deliver_held(&mut self, id: usize) {
-        let frames = self.held.take(id);
-        let count = frames.len();
-        let host = &mut self.hosts[id];
-        for mut held in frames {
-            if let Err(err) = frame::complete_checksum(&mut held.frame) {
-                // The datapath only holds plain IPv4 packets; anything else is a bug or a
-                // truncated copy. Deliver it as it is rather than lose it.
-                debug!(host = %host.config.name, error = %err, "delivering a frame without checksum fix-up");
-            }
-            match self.datapath.deliver(held.header.ifindex, &held.frame) {
-                Ok(()) => self.counters.delivered += 1,
-                Err(err) => {
-                    self.counters.deliver_errors += 1;
-                    warn!(host = %host.config.name, error = %err, "re-delivering a held packet failed");
-                }
-            }
-        }
-        let Some((from, mut timings)) = host.wake.take() else {
-            if count > 0 {
-                debug!(host = %host.config.name, packets = count, "delivered packets that raced the switch to pass");
-            }
-            return;
-        };
-        timings.delivered_ns = monotonic_ns();
-        let [held, running, ready, delivered, total] = timings.phases_ms();
-        info!(
-            host = %host.config.name,
-            addr = %host.config.address,
-            from = from.as_str(),
-            outcome = "ok",
-            packets = count,
-            ready_by = host.ready_by.as_str(),
-            held_to_start_ms = format_args!("{held:.2}"),
-            start_to_running_ms = format_args!("{running:.2}"),
-            running_to_ready_ms = format_args!("{ready:.2}"),
-            ready_to_delivered_ms = format_args!("{delivered:.2}"),
-            total_ms = format_args!("{total:.2}"),
-            "woke"
+        self.jobs.inspect_warm(
+            id,
+            self.hosts[id].spec.clone(),
+            neighbours,
+            find_link,
+            count_connections,
         );
-        self.metrics
-            .record_wake_ok(&host.config.name, from.as_str(), &timings);
-        host.last_wake = Some(WakeRecord {
-            from,
-            timings,
-            failure: None,
-            packets: count,
-        });
-        // Off the critical path: tell neighbours on the bridge the container's own MAC address, so
-        // that host-to-host traffic goes straight over the bridge instead of through the host,
-        // and start counting its traffic (a paused host's link still has its programs).
-        let find_link =
-            from != Tier::Paused || !self.datapath.has_host_link(self.hosts[id].config.address);
-        self.inspect_warm_container(id, true, find_link, false);
     }
-
-    /// Answers every held packet of a host whose wake failed with a refusal (TCP RST, ICMP
-    /// unreachable), so that clients fail at once instead of timing out.
-    fn refuse_held(&mut self, id: usize) {
-        let frames = self.held.take(id);
-        self.hosts[id].wake = None;
-        for held in frames {
-            let sent = match (&self.wire, frame::refusal(&held.frame)) {
-                (Some(wire), Some(reply)) => {
-                    wire.send(held.header.ifindex, &reply).map_err(|err| {
-                        debug!(error = %err, "sending a refusal failed");
-                    })
-                }
-                _ => Err(()),
-            };
-            match sent {
-                Ok(()) => self.counters.refused += 1,
-                Err(()) => self.counters.dropped_unanswerable += 1,
-            }
-        }
-    }
-
-    /// Stops the containers this agent started, in parallel; used on exit.
-    pub async fn stop_started_containers(&mut self) {
-        let mut stops = Vec::new();
-        for host in &self.hosts {
-            if host.started_here {
-                let runtime = self.runtime.clone();
-                let spec = host.spec.clone();
-                stops.push(async move {
-                    let result = runtime.sleep(&spec, Tier::Stopped).await;
-                    (spec.name, result)
-                });
-            }
-        }
-        for (name, result) in futures::future::join_all(stops).await {
-            match result {
-                Ok(()) => info!(container = %name, "stopped"),
-                Err(err) => warn!(container = %name, error = %err, "stopping failed"),
-            }
-        }
-    }
-}
-
-fn open_connections(activity: &HostActivity) -> u64 {
-    activity.tcp_opened.saturating_sub(activity.tcp_closed)
-}
-
-/// Established TCP connections whose local address is `addr`, from the socket table of the
-/// network namespace of process `pid`.
-fn established_connections(pid: u32, addr: Ipv4Addr) -> u64 {
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
-        .map(|text| count_established(&text, addr))
-        .sum()
-}
-
-/// Counts ESTABLISHED sockets with local address `addr` in a /proc/net/tcp{,6} table (IPv4
-/// addresses appear as the hex of the address in host byte order; in tcp6, v4-mapped addresses
-/// end with it).
-fn count_established(table: &str, addr: Ipv4Addr) -> u64 {
-    const ESTABLISHED: &str = "01";
-    let local = format!("{:08X}", u32::from_ne_bytes(addr.octets()));
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace();
-            match (fields.nth(1), fields.nth(1)) {
-                (Some(local_addr), Some(state)) => {
-                    state == ESTABLISHED
-                        && local_addr
-                            .rsplit_once(':')
-                            .is_some_and(|(ip, _)| ip.ends_with(&local))
-                }
-                _ => false,
-            }
-        })
-        .count() as u64
-}
-
-/// Broadcasts on the bridge that `ip` is at `mac`.
-fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
-    if let Err(err) = wire.send(bridge, &frame::gratuitous_arp(ip, mac)) {
-        debug!(%ip, error = %err, "announcing a neighbour failed");
-    }
-}
-
-async fn wake<R: ContainerRuntime>(
-    runtime: &R,
-    spec: &ContainerSpec,
-    from: Tier,
-    probe: ReadyProbe,
-    timeout: Duration,
-    poll: Duration,
-    listen: Option<broadcast::Receiver<u16>>,
-) -> Result<(Started, u64, ReadyBy), WakeError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
-        .await
-        .map_err(|_| ReadyError::Timeout { probe, timeout })??;
-    let by = readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
-    Ok((started, monotonic_ns(), by))
 }
 
 fn summary(frame: &[u8]) -> String {
-    frame::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn established_connections_are_counted_by_local_address() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000
-   1: 0A004D0A:1F90 02004E0A:9C40 01 00000000:00000000
-   2: 0A004D0A:1F90 02004E0A:9C41 06 00000000:00000000
-   3: 0B004D0A:1F90 02004E0A:9C42 01 00000000:00000000
-";
-        assert_eq!(
-            count_established(tcp, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "listening, time-wait and other hosts do not count"
-        );
-        let tcp6 =
-            "  sl  local_address                         remote_address                        st
-   0: 0000000000000000FFFF00000A004D0A:1F90 0000000000000000FFFF000002004E0A:9C40 01
-";
-        assert_eq!(
-            count_established(tcp6, Ipv4Addr::new(10, 77, 0, 10)),
-            1,
-            "v4-mapped"
-        );
-    }
+    packets::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
 }

@@ -20,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::report::StateName;
 pub use crate::runtime::Tier;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,17 +44,27 @@ pub enum HostState {
 
 impl HostState {
     pub fn name(&self) -> &'static str {
+        self.label().as_str()
+    }
+
+    /// The state's name in the shared vocabulary (status, metrics).
+    pub fn label(&self) -> StateName {
         match self {
-            HostState::Asleep { .. } => "asleep",
-            HostState::Waking { .. } => "waking",
-            HostState::Warm { .. } => "warm",
-            HostState::Sleeping { .. } => "sleeping",
-            HostState::Failed { .. } => "failed",
+            HostState::Asleep { .. } => StateName::Asleep,
+            HostState::Waking { .. } => StateName::Waking,
+            HostState::Warm { .. } => StateName::Warm,
+            HostState::Sleeping { .. } => StateName::Sleeping,
+            HostState::Failed { .. } => StateName::Failed,
         }
     }
 
-    /// Every state name, for gauges that report hosts by state.
-    pub const NAMES: [&'static str; 5] = ["asleep", "waking", "warm", "sleeping", "failed"];
+    /// Where the container is while the host is not running (asleep or failed).
+    pub fn tier(&self) -> Option<Tier> {
+        match *self {
+            HostState::Asleep { tier } | HostState::Failed { tier, .. } => Some(tier),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,14 @@
-//! Frames the agent itself puts on a link (AF_PACKET): refusals for held packets whose host
-//! could not be woken, and gratuitous ARP announcements. These go *out* of an interface, towards
+//! The socket through which the agent itself puts frames on a link (AF_PACKET): refusals
+//! ([`super::refusal`]) for held packets whose host could not be woken, and gratuitous ARP
+//! announcements ([`super::gratuitous_arp`]). These go *out* of an interface, towards
 //! the neighbour a held frame came from, so no routing or firewall decision is involved.
 
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
+
+use etherparse::Ethernet2HeaderSlice;
 
 pub struct Wire {
     socket: OwnedFd,
@@ -27,19 +30,20 @@ impl Wire {
 
     /// Transmits a whole Ethernet frame out of `ifindex`.
     pub fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
-        if frame.len() < 14 {
-            return Err(io::Error::new(
+        let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| {
+            io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "frame shorter than an Ethernet header",
-            ));
-        }
+            )
+        })?;
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid starting point.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = u16::from_ne_bytes([frame[12], frame[13]]);
+        // In network byte order, as the kernel reads it.
+        addr.sll_protocol = eth.ether_type().0.to_be();
         addr.sll_ifindex = ifindex as i32;
         addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        addr.sll_addr[..6].copy_from_slice(&eth.destination());
         // SAFETY: valid socket, buffer and address of the stated sizes.
         let sent = unsafe {
             libc::sendto(

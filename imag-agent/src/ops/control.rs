@@ -4,7 +4,6 @@
 //! connection.
 
 use std::{
-    fmt::Write as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
@@ -13,11 +12,15 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
 };
 use tracing::{debug, warn};
 
-use crate::{orchestrator::Input, runtime::Tier};
+use crate::{
+    orchestrator::Input,
+    report::{Snapshot, StatusReport},
+    runtime::Tier,
+};
 
 /// Where the agent of a network listens.
 pub fn socket_path(network: &str) -> PathBuf {
@@ -41,42 +44,18 @@ pub enum Response {
     Error { message: String },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    pub network: String,
-    pub subnet: String,
-    pub hosts: Vec<HostStatus>,
-    pub held_packets: u64,
-    pub delivered_packets: u64,
-    pub refused_packets: u64,
-    pub dropped_packets: u64,
+/// What the control socket talks to: the orchestrator's inputs (commands), its published
+/// snapshot (status), and the agent's detach signal.
+#[derive(Clone)]
+pub struct Handles {
+    pub inputs: mpsc::Sender<Input>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// Sent on when the operator asks the agent to detach and exit.
+    pub detach: mpsc::Sender<()>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostStatus {
-    pub name: String,
-    pub address: String,
-    pub state: String,
-    /// The tier a sleeping host is in (`absent`, `stopped`, `paused`).
-    pub tier: Option<Tier>,
-    pub container: String,
-    /// End-to-end latency of the latest successful wake, in milliseconds.
-    pub last_wake_ms: Option<f64>,
-    pub last_wake_from: Option<String>,
-    pub last_failure: Option<String>,
-    /// Seconds since the last packet that counts for idleness (warm hosts).
-    pub idle_for_s: Option<f64>,
-    pub open_connections: u64,
-    pub held_packets: usize,
-}
-
-/// Serves the control socket, forwarding requests to the orchestrator. `detach` is sent on
-/// when the operator asks the agent to detach and exit.
-pub async fn serve(
-    path: PathBuf,
-    inputs: mpsc::Sender<Input>,
-    detach: mpsc::Sender<()>,
-) -> std::io::Result<()> {
+/// Serves the control socket at `path`.
+pub async fn serve(path: PathBuf, handles: Handles) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -99,10 +78,9 @@ pub async fn serve(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let inputs = inputs.clone();
-            let detach = detach.clone();
+            let handles = handles.clone();
             tokio::spawn(async move {
-                if let Err(err) = handle(stream, inputs, detach).await {
+                if let Err(err) = handle(stream, &handles).await {
                     debug!(error = %err, "control connection failed");
                 }
             });
@@ -111,11 +89,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(
-    stream: UnixStream,
-    inputs: mpsc::Sender<Input>,
-    detach: mpsc::Sender<()>,
-) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, handles: &Handles) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
@@ -123,43 +97,36 @@ async fn handle(
         Err(err) => Response::Error {
             message: format!("bad request: {err}"),
         },
-        Ok(request) => dispatch(request, &inputs, &detach).await,
+        Ok(request) => dispatch(request, handles).await,
     };
     let mut text = serde_json::to_string(&response).expect("responses serialize");
     text.push('\n');
     write.write_all(text.as_bytes()).await
 }
 
-async fn dispatch(
-    request: Request,
-    inputs: &mpsc::Sender<Input>,
-    detach: &mpsc::Sender<()>,
-) -> Response {
-    let gone = || Response::Error {
-        message: "the agent is shutting down".into(),
-    };
+async fn dispatch(request: Request, handles: &Handles) -> Response {
+    let inputs = &handles.inputs;
     match request {
-        Request::Status => {
-            let (reply, answer) = oneshot::channel();
-            if inputs.send(Input::Status { reply }).await.is_err() {
-                return gone();
-            }
-            answer
-                .await
-                .map(Response::Status)
-                .unwrap_or_else(|_| gone())
-        }
+        Request::Status => Response::Status(handles.snapshot.borrow().status()),
         Request::Wake { host } => {
             let message = format!("waking {host}");
             ask(inputs, |reply| Input::Wake { host, reply }, message).await
         }
         Request::Sleep { host, tier } => {
-            let to = tier;
             let message = format!("putting {host} to sleep");
-            ask(inputs, |reply| Input::Sleep { host, to, reply }, message).await
+            ask(
+                inputs,
+                |reply| Input::Sleep {
+                    host,
+                    to: tier,
+                    reply,
+                },
+                message,
+            )
+            .await
         }
         Request::Detach => {
-            if detach.send(()).await.is_err() {
+            if handles.detach.send(()).await.is_err() {
                 warn!("detach requested while already shutting down");
             }
             Response::Ok {
@@ -241,70 +208,6 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response, ClientE
     serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
-/// The status as a table, as `imag-agent status` prints it.
-pub fn render_table(report: &StatusReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "network {} ({}): held {}, delivered {}, refused {}, dropped {}",
-        report.network,
-        report.subnet,
-        report.held_packets,
-        report.delivered_packets,
-        report.refused_packets,
-        report.dropped_packets
-    );
-    let rows: Vec<[String; 8]> = std::iter::once(
-        [
-            "HOST",
-            "ADDRESS",
-            "STATE",
-            "CONTAINER",
-            "LAST WAKE",
-            "IDLE FOR",
-            "CONNS",
-            "HELD",
-        ]
-        .map(String::from),
-    )
-    .chain(report.hosts.iter().map(|h| {
-        let state = match &h.tier {
-            Some(tier) => format!("{} ({tier})", h.state),
-            None => h.state.clone(),
-        };
-        let last_wake = match (&h.last_failure, h.last_wake_ms, &h.last_wake_from) {
-            (Some(failure), _, _) => {
-                format!("failed: {}", failure.split(':').next().unwrap_or(failure))
-            }
-            (None, Some(ms), Some(from)) => format!("{ms:.1} ms from {from}"),
-            _ => "-".into(),
-        };
-        [
-            h.name.clone(),
-            h.address.clone(),
-            state,
-            h.container.clone(),
-            last_wake,
-            h.idle_for_s.map_or("-".into(), |s| format!("{s:.1}s")),
-            h.open_connections.to_string(),
-            h.held_packets.to_string(),
-        ]
-    }))
-    .collect();
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,44 +226,5 @@ mod tests {
         };
         let text = serde_json::to_string(&response).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), response);
-    }
-
-    #[test]
-    fn the_table_has_a_row_per_host() {
-        let report = StatusReport {
-            network: "imag".into(),
-            subnet: "10.77.0.0/24".into(),
-            hosts: vec![
-                HostStatus {
-                    name: "web".into(),
-                    address: "10.77.0.10".into(),
-                    state: "warm".into(),
-                    container: "imag-web".into(),
-                    last_wake_ms: Some(272.34),
-                    last_wake_from: Some("absent".into()),
-                    idle_for_s: Some(3.21),
-                    ..Default::default()
-                },
-                HostStatus {
-                    name: "db".into(),
-                    address: "10.77.0.11".into(),
-                    state: "asleep".into(),
-                    tier: Some(Tier::Paused),
-                    container: "imag-db".into(),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        let table = render_table(&report);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert!(lines[1].starts_with("HOST"));
-        assert!(
-            lines[2].contains("web")
-                && lines[2].contains("272.3 ms from absent")
-                && lines[2].contains("3.2s")
-        );
-        assert!(lines[3].contains("asleep (paused)"));
     }
 }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 const CHAIN: &str = "DOCKER-USER";
 
 #[derive(Debug, thiserror::Error)]
-pub enum HostNetError {
+pub enum FirewallError {
     #[error("cannot run iptables ({0}): install iptables, which Docker also needs")]
     NoIptables(String),
     #[error(
@@ -59,10 +59,10 @@ impl ForwardRule {
     }
 
     /// Inserts the rule unless it is already there. Returns whether it was inserted.
-    pub fn install(&self) -> Result<bool, HostNetError> {
+    pub fn install(&self) -> Result<bool, FirewallError> {
         if let Err(err) = iptables(&["-w", "-n", "-L", CHAIN]) {
             return Err(match err {
-                HostNetError::Failed { .. } => HostNetError::NoDockerChain,
+                FirewallError::Failed { .. } => FirewallError::NoDockerChain,
                 other => other,
             });
         }
@@ -76,12 +76,12 @@ impl ForwardRule {
         Ok(true)
     }
 
-    pub fn exists(&self) -> Result<bool, HostNetError> {
+    pub fn exists(&self) -> Result<bool, FirewallError> {
         let mut args = vec!["-w".to_string(), "-C".into(), CHAIN.into()];
         args.extend(self.spec());
         match iptables(&args) {
             Ok(_) => Ok(true),
-            Err(HostNetError::Failed { .. }) => Ok(false),
+            Err(FirewallError::Failed { .. }) => Ok(false),
             Err(other) => Err(other),
         }
     }
@@ -102,16 +102,16 @@ impl ForwardRule {
     }
 }
 
-fn iptables<S: AsRef<str>>(args: &[S]) -> Result<String, HostNetError> {
+fn iptables<S: AsRef<str>>(args: &[S]) -> Result<String, FirewallError> {
     let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let output = Command::new("iptables")
         .args(&args)
         .output()
-        .map_err(|e| HostNetError::NoIptables(e.to_string()))?;
+        .map_err(|e| FirewallError::NoIptables(e.to_string()))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(HostNetError::Failed {
+        Err(FirewallError::Failed {
             args: args.join(" "),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })

@@ -1,0 +1,117 @@
+//! `imag-agent status` as a table.
+
+use std::fmt::Write as _;
+
+use crate::report::StatusReport;
+
+/// The status as a table, as `imag-agent status` prints it.
+pub fn render_table(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "network {} ({}): held {}, delivered {}, refused {}, dropped {}",
+        report.network,
+        report.subnet,
+        report.held_packets,
+        report.delivered_packets,
+        report.refused_packets,
+        report.dropped_packets
+    );
+    let rows: Vec<[String; 8]> = std::iter::once(
+        [
+            "HOST",
+            "ADDRESS",
+            "STATE",
+            "CONTAINER",
+            "LAST WAKE",
+            "IDLE FOR",
+            "CONNS",
+            "HELD",
+        ]
+        .map(String::from),
+    )
+    .chain(report.hosts.iter().map(|h| {
+        let state = match &h.tier {
+            Some(tier) => format!("{} ({tier})", h.state),
+            None => h.state.to_string(),
+        };
+        let last_wake = match (&h.last_failure, h.last_wake_ms, &h.last_wake_from) {
+            (Some(failure), _, _) => {
+                format!("failed: {}", failure.split(':').next().unwrap_or(failure))
+            }
+            (None, Some(ms), Some(from)) => format!("{ms:.1} ms from {from}"),
+            _ => "-".into(),
+        };
+        [
+            h.name.clone(),
+            h.address.clone(),
+            state,
+            h.container.clone(),
+            last_wake,
+            h.idle_for_s.map_or("-".into(), |s| format!("{s:.1}s")),
+            h.open_connections.to_string(),
+            h.held_packets.to_string(),
+        ]
+    }))
+    .collect();
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        report::{HostStatus, StateName},
+        runtime::Tier,
+    };
+
+    #[test]
+    fn the_table_has_a_row_per_host() {
+        let report = StatusReport {
+            network: "imag".into(),
+            subnet: "10.77.0.0/24".into(),
+            hosts: vec![
+                HostStatus {
+                    name: "web".into(),
+                    address: "10.77.0.10".into(),
+                    state: StateName::Warm,
+                    container: "imag-web".into(),
+                    last_wake_ms: Some(272.34),
+                    last_wake_from: Some(Tier::Absent),
+                    idle_for_s: Some(3.21),
+                    ..Default::default()
+                },
+                HostStatus {
+                    name: "db".into(),
+                    address: "10.77.0.11".into(),
+                    state: StateName::Asleep,
+                    tier: Some(Tier::Paused),
+                    container: "imag-db".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let table = render_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[1].starts_with("HOST"));
+        assert!(
+            lines[2].contains("web")
+                && lines[2].contains("272.3 ms from absent")
+                && lines[2].contains("3.2s")
+        );
+        assert!(lines[3].contains("asleep (paused)"));
+    }
+}

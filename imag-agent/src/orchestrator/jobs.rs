@@ -1,0 +1,203 @@
+//! The slow work the orchestrator hands off: each job runs in its own task, talks to the
+//! container engine (or just waits), and reports back with one [`Outcome`] on the orchestrator's
+//! channel. Jobs never touch host state; the orchestrator applies their outcomes in order.
+
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, warn};
+
+use super::hosts::SLEEP_SETTLE_TIME;
+use crate::{
+    clock::monotonic_ns,
+    config::ReadyProbe,
+    interfaces::{self, Interface},
+    packets::{self, Wire},
+    readiness::{self, ReadyError},
+    report::ReadyBy,
+    runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started, Tier},
+};
+
+/// Messages from jobs to the orchestrator; `host` is the host's index.
+pub enum Outcome {
+    Woke {
+        host: usize,
+        result: Result<(Started, u64, ReadyBy), WakeError>,
+    },
+    /// The settle time after an idle host was switched to hold has passed: look again.
+    SleepCheck {
+        host: usize,
+    },
+    Slept {
+        host: usize,
+        result: Result<(), RuntimeError>,
+    },
+    Settled {
+        host: usize,
+    },
+    /// The host side of a warm host's container link was found.
+    HostLink {
+        host: usize,
+        veth: Interface,
+        established: Option<u64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Ready(#[from] ReadyError),
+}
+
+impl WakeError {
+    /// The label of `imag_wakes_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WakeError::Runtime(RuntimeError::ImageMissing { .. }) => "image_missing",
+            WakeError::Runtime(RuntimeError::AddressInUse { .. }) => "address_in_use",
+            WakeError::Runtime(RuntimeError::Unreachable(_)) => "engine_unreachable",
+            WakeError::Runtime(RuntimeError::Engine { .. }) => "engine_error",
+            WakeError::Ready(r) => r.reason(),
+        }
+    }
+}
+
+/// What a wake needs to know besides the container: how to tell it is ready, and how long it
+/// may take.
+pub struct WakeJob {
+    pub from: Tier,
+    pub probe: ReadyProbe,
+    pub timeout: Duration,
+    pub poll: Duration,
+    /// LISTEN events of the port the probe waits for (readiness by event), if on.
+    pub listen: Option<broadcast::Receiver<u16>>,
+}
+
+/// The jobs' side of the orchestrator: the engine and the channel back.
+#[derive(Clone)]
+pub struct Jobs<R> {
+    pub runtime: R,
+    pub outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+impl<R: ContainerRuntime> Jobs<R> {
+    /// Makes the host's container run and ready, within the job's timeout.
+    pub fn wake(&self, host: usize, spec: ContainerSpec, job: WakeJob) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = wake(&this.runtime, &spec, job).await;
+            let _ = this.outcomes.send(Outcome::Woke { host, result });
+        });
+    }
+
+    /// Reports back after [`SLEEP_SETTLE_TIME`], for the second look at an idle host.
+    pub fn sleep_check(&self, host: usize) {
+        let outcomes = self.outcomes.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SLEEP_SETTLE_TIME).await;
+            let _ = outcomes.send(Outcome::SleepCheck { host });
+        });
+    }
+
+    /// Puts the host's container into `to`.
+    pub fn sleep(&self, host: usize, spec: ContainerSpec, to: Tier) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.runtime.sleep(&spec, to).await;
+            let _ = this.outcomes.send(Outcome::Slept { host, result });
+        });
+    }
+
+    /// Repairs the engine's view of a fast-thawed container.
+    pub fn settle(&self, host: usize, spec: ContainerSpec) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.runtime.settle(&spec).await {
+                Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
+                Err(err) => {
+                    warn!(container = %spec.name, error = %err, "settling the engine's view failed")
+                }
+            }
+            let _ = this.outcomes.send(Outcome::Settled { host });
+        });
+    }
+
+    /// One look at a warm host's container (a single engine call) for what follows a wake or an
+    /// adoption: tell `neighbours` (a packet socket and the bridge's index) its MAC address;
+    /// with `find_link`, find the host side of its link so that its traffic is counted (and,
+    /// with `count_connections`, count its established connections).
+    pub fn inspect_warm(
+        &self,
+        host: usize,
+        spec: ContainerSpec,
+        neighbours: Option<(Arc<Wire>, u32)>,
+        find_link: bool,
+        count_connections: bool,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(info) = this.runtime.running_info(&spec).await else {
+                return;
+            };
+            if let (Some((wire, bridge)), Some(mac)) = (neighbours, info.mac) {
+                announce(&wire, bridge, spec.address, mac);
+            }
+            if !find_link {
+                return;
+            }
+            let pid = info.pid;
+            let address = spec.address;
+            let found = tokio::task::spawn_blocking(move || {
+                let veth = interfaces::host_side_of_container(pid)?;
+                let established = count_connections
+                    .then(|| crate::procnet::established_connections(pid, address));
+                std::io::Result::Ok((veth, established))
+            })
+            .await;
+            match found {
+                Ok(Ok((veth, established))) => {
+                    let _ = this.outcomes.send(Outcome::HostLink {
+                        host,
+                        veth,
+                        established,
+                    });
+                }
+                Ok(Err(err)) => {
+                    warn!(container = %spec.name, error = %err, "cannot find the container's link")
+                }
+                Err(err) => {
+                    warn!(container = %spec.name, error = %err, "looking for the container's link failed")
+                }
+            }
+        });
+    }
+}
+
+/// Broadcasts on the bridge that `ip` is at `mac`.
+pub fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
+    if let Err(err) = wire.send(bridge, &packets::gratuitous_arp(ip, mac)) {
+        debug!(%ip, error = %err, "announcing a neighbour failed");
+    }
+}
+
+async fn wake<R: ContainerRuntime>(
+    runtime: &R,
+    spec: &ContainerSpec,
+    job: WakeJob,
+) -> Result<(Started, u64, ReadyBy), WakeError> {
+    let WakeJob {
+        from,
+        probe,
+        timeout,
+        poll,
+        listen,
+    } = job;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
+        .await
+        .map_err(|_| ReadyError::Timeout { probe, timeout })??;
+    let by = readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
+    Ok((started, monotonic_ns(), by))
+}

@@ -1,0 +1,406 @@
+//! The agent's shared vocabulary for what it observed: the phases and timings of a wake, what
+//! became of held packets, and the snapshot of every host that the orchestrator publishes for
+//! its observers (`/metrics`, `imag-agent status`).
+//!
+//! This module sits at the bottom: the orchestrator writes these types, the operator surface
+//! (`ops/`) reads them, and neither has to import the other's internals. Enums here serialize
+//! themselves, so the control protocol and the metrics labels use the same words.
+
+use std::{fmt, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::{monotonic_ns, ms_between},
+    runtime::Tier,
+};
+
+/// One phase of a wake, as labelled in `imag_wake_duration_seconds{phase}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The datapath held the first packet → the agent asked the engine.
+    HeldToStart,
+    /// The engine was asked → it reported the container running.
+    StartToRunning,
+    /// Running → the ready probe passed.
+    RunningToReady,
+    /// Ready → the held packets had been re-delivered.
+    ReadyToDelivered,
+    /// First held packet (or the operator's request) → delivered.
+    Total,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::HeldToStart,
+        Phase::StartToRunning,
+        Phase::RunningToReady,
+        Phase::ReadyToDelivered,
+        Phase::Total,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::HeldToStart => "held_to_start",
+            Phase::StartToRunning => "start_to_running",
+            Phase::RunningToReady => "running_to_ready",
+            Phase::ReadyToDelivered => "ready_to_delivered",
+            Phase::Total => "total",
+        }
+    }
+}
+
+/// The timings of one wake, as CLOCK_MONOTONIC nanoseconds (the clock `bpf_ktime_get_ns()`
+/// reads, so the kernel's hold stamp and the agent's stamps compare).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WakeTimings {
+    /// When the datapath held the first packet (0 for an operator's wake).
+    pub held_ns: u64,
+    /// When the agent asked the engine to create/start/unpause.
+    pub requested_ns: u64,
+    /// When the engine reported the container running.
+    pub running_ns: u64,
+    /// When the ready probe passed.
+    pub ready_ns: u64,
+    /// When the held packets had been re-delivered.
+    pub delivered_ns: u64,
+}
+
+impl WakeTimings {
+    /// Whether a packet started this wake (an operator's wake has no held-to-start phase).
+    pub fn from_packet(&self) -> bool {
+        self.held_ns != 0
+    }
+
+    /// The duration of `phase` in milliseconds.
+    pub fn ms(&self, phase: Phase) -> f64 {
+        match phase {
+            Phase::HeldToStart if self.from_packet() => ms_between(self.held_ns, self.requested_ns),
+            Phase::HeldToStart => 0.0,
+            Phase::StartToRunning => ms_between(self.requested_ns, self.running_ns),
+            Phase::RunningToReady => ms_between(self.running_ns, self.ready_ns),
+            Phase::ReadyToDelivered => ms_between(self.ready_ns, self.delivered_ns),
+            Phase::Total => {
+                let start = if self.from_packet() {
+                    self.held_ns
+                } else {
+                    self.requested_ns
+                };
+                ms_between(start, self.delivered_ns)
+            }
+        }
+    }
+
+    /// The phases that this wake went through, with their durations in milliseconds.
+    pub fn phases(&self) -> impl Iterator<Item = (Phase, f64)> + '_ {
+        Phase::ALL
+            .into_iter()
+            .filter(|p| *p != Phase::HeldToStart || self.from_packet())
+            .map(|p| (p, self.ms(p)))
+    }
+}
+
+/// What made a woken host count as ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyBy {
+    /// The probe passed at its first try (or needs no probing).
+    #[default]
+    FirstTry,
+    /// The datapath reported the service's socket listening, and the probe passed right after.
+    Event,
+    /// A later periodic try passed.
+    Poll,
+}
+
+impl ReadyBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyBy::FirstTry => "first_try",
+            ReadyBy::Event => "event",
+            ReadyBy::Poll => "poll",
+        }
+    }
+}
+
+/// The latest wake of a host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WakeRecord {
+    pub from: Tier,
+    pub timings: WakeTimings,
+    /// `None` on success, else the reason label and the message.
+    pub failure: Option<(&'static str, String)>,
+    /// Packets re-delivered (or refused, on failure).
+    pub packets: usize,
+    /// What made it ready (successful wakes).
+    pub ready_by: ReadyBy,
+}
+
+/// Counts of what happened to held packets, for logs, status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldCounters {
+    pub held: u64,
+    pub delivered: u64,
+    /// Answered with a RST or an ICMP error after a failed wake.
+    pub refused: u64,
+    /// Dropped after a failed wake without an answer (nothing to answer, or sending failed).
+    pub dropped_unanswerable: u64,
+    pub dropped_host_limit: u64,
+    pub dropped_global_limit: u64,
+    pub dropped_expired: u64,
+    pub dropped_unknown_host: u64,
+    pub deliver_errors: u64,
+}
+
+impl HoldCounters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_unanswerable
+            + self.dropped_host_limit
+            + self.dropped_global_limit
+            + self.dropped_expired
+            + self.dropped_unknown_host
+    }
+
+    /// Every counter with its label in `imag_held_packets_total{outcome}`.
+    pub fn by_outcome(&self) -> [(&'static str, u64); 9] {
+        [
+            ("held", self.held),
+            ("delivered", self.delivered),
+            ("refused", self.refused),
+            ("dropped_unanswerable", self.dropped_unanswerable),
+            ("dropped_host_limit", self.dropped_host_limit),
+            ("dropped_global_limit", self.dropped_global_limit),
+            ("dropped_expired", self.dropped_expired),
+            ("dropped_unknown_host", self.dropped_unknown_host),
+            ("deliver_errors", self.deliver_errors),
+        ]
+    }
+}
+
+/// The name of a host's state, as status and `imag_hosts{state}` show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    #[default]
+    Asleep,
+    Waking,
+    Warm,
+    Sleeping,
+    Failed,
+}
+
+impl StateName {
+    pub const ALL: [StateName; 5] = [
+        StateName::Asleep,
+        StateName::Waking,
+        StateName::Warm,
+        StateName::Sleeping,
+        StateName::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Asleep => "asleep",
+            StateName::Waking => "waking",
+            StateName::Warm => "warm",
+            StateName::Sleeping => "sleeping",
+            StateName::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for StateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the datapath counted on a host's own link (warm hosts; zero until its link is found).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub open_connections: u64,
+}
+
+/// One host as its observers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostView {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub container: String,
+    pub state: StateName,
+    /// Where a sleeping (or failed) host's container is.
+    pub tier: Option<Tier>,
+    pub last_wake: Option<WakeRecord>,
+    pub held_packets: usize,
+    pub traffic: Traffic,
+    /// CLOCK_MONOTONIC ns of the last packet that counts for idleness (warm hosts).
+    pub last_active_ns: Option<u64>,
+}
+
+/// Everything the orchestrator publishes for its observers: updated as hosts change state and
+/// on the orchestrator's tick (traffic, datapath counters).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub network: String,
+    pub subnet: String,
+    pub hosts: Vec<HostView>,
+    pub counters: HoldCounters,
+    /// The datapath's verdict counters (summed over CPUs), indexed by `imag_common::stat`.
+    pub datapath: Vec<u64>,
+    /// Whether this agent process adopted a running datapath and warm hosts from an earlier one.
+    pub adopted: bool,
+}
+
+impl Snapshot {
+    /// The status report that `imag-agent status` shows, as of now.
+    pub fn status(&self) -> StatusReport {
+        let now_ns = monotonic_ns();
+        StatusReport {
+            network: self.network.clone(),
+            subnet: self.subnet.clone(),
+            adopted: self.adopted,
+            hosts: self.hosts.iter().map(|h| h.status(now_ns)).collect(),
+            held_packets: self.counters.held,
+            delivered_packets: self.counters.delivered,
+            refused_packets: self.counters.refused,
+            dropped_packets: self.counters.dropped(),
+        }
+    }
+}
+
+impl HostView {
+    fn status(&self, now_ns: u64) -> HostStatus {
+        let last_ok = self.last_wake.as_ref().filter(|w| w.failure.is_none());
+        HostStatus {
+            name: self.name.clone(),
+            address: self.address.to_string(),
+            state: self.state,
+            tier: self.tier,
+            container: self.container.clone(),
+            last_wake_ms: last_ok.map(|w| w.timings.ms(Phase::Total)),
+            last_wake_from: last_ok.map(|w| w.from),
+            last_ready_by: last_ok.map(|w| w.ready_by),
+            last_failure: self
+                .last_wake
+                .as_ref()
+                .and_then(|w| w.failure.as_ref())
+                .map(|(reason, message)| format!("{reason}: {message}")),
+            idle_for_s: self
+                .last_active_ns
+                .map(|at| now_ns.saturating_sub(at) as f64 / 1e9),
+            open_connections: self.traffic.open_connections,
+            held_packets: self.held_packets,
+        }
+    }
+}
+
+/// `imag-agent status`: every host of a network.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub network: String,
+    pub subnet: String,
+    /// Whether the agent adopted a datapath (and warm hosts) left running by an earlier one.
+    #[serde(default)]
+    pub adopted: bool,
+    pub hosts: Vec<HostStatus>,
+    pub held_packets: u64,
+    pub delivered_packets: u64,
+    pub refused_packets: u64,
+    pub dropped_packets: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub address: String,
+    pub state: StateName,
+    /// The tier a sleeping host is in (`absent`, `stopped`, `paused`).
+    pub tier: Option<Tier>,
+    pub container: String,
+    /// End-to-end latency of the latest successful wake, in milliseconds.
+    pub last_wake_ms: Option<f64>,
+    pub last_wake_from: Option<Tier>,
+    /// What made the latest successful wake ready.
+    #[serde(default)]
+    pub last_ready_by: Option<ReadyBy>,
+    pub last_failure: Option<String>,
+    /// Seconds since the last packet that counts for idleness (warm hosts).
+    pub idle_for_s: Option<f64>,
+    pub open_connections: u64,
+    pub held_packets: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_of_a_packet_wake_and_of_an_operator_wake() {
+        let timings = WakeTimings {
+            held_ns: 1_000_000,
+            requested_ns: 2_000_000,
+            running_ns: 5_000_000,
+            ready_ns: 6_000_000,
+            delivered_ns: 6_500_000,
+        };
+        let phases: Vec<_> = timings.phases().collect();
+        assert_eq!(
+            phases,
+            vec![
+                (Phase::HeldToStart, 1.0),
+                (Phase::StartToRunning, 3.0),
+                (Phase::RunningToReady, 1.0),
+                (Phase::ReadyToDelivered, 0.5),
+                (Phase::Total, 5.5),
+            ]
+        );
+        let operator = WakeTimings {
+            held_ns: 0,
+            ..timings
+        };
+        assert_eq!(operator.phases().count(), 4, "no held_to_start phase");
+        assert_eq!(operator.ms(Phase::Total), 4.5, "measured from the request");
+    }
+
+    #[test]
+    fn names_serialize_as_their_labels() {
+        for state in StateName::ALL {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{}\"", state.as_str())
+            );
+        }
+        for phase in Phase::ALL {
+            assert_eq!(
+                serde_json::to_string(&phase).unwrap(),
+                format!("\"{}\"", phase.as_str())
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&ReadyBy::FirstTry).unwrap(),
+            "\"first_try\""
+        );
+    }
+
+    #[test]
+    fn dropped_sums_every_drop_reason() {
+        let c = HoldCounters {
+            held: 10,
+            delivered: 3,
+            refused: 2,
+            dropped_unanswerable: 1,
+            dropped_host_limit: 1,
+            dropped_global_limit: 1,
+            dropped_expired: 1,
+            dropped_unknown_host: 1,
+            deliver_errors: 4,
+        };
+        assert_eq!(c.dropped(), 5);
+        assert_eq!(c.by_outcome().len(), 9);
+    }
+}
