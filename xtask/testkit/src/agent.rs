@@ -7,6 +7,7 @@
 use std::{
     fmt,
     io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
@@ -103,19 +104,30 @@ impl AgentProcess {
     /// (its control socket answers a status request, which the agent serves only once its
     /// datapath is attached and its orchestrator runs).
     pub fn start(launch: Launch) -> Result<AgentProcess, AgentError> {
-        let mut child = Command::new(&launch.binary)
+        let mut command = Command::new(&launch.binary);
+        command
             .arg("attach")
             .args(&launch.interfaces)
             .arg("--config")
             .arg(&launch.config)
             .args(&launch.args)
             .env("RUST_LOG", &launch.log_filter)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| AgentError::Spawn {
-                binary: launch.binary.display().to_string(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        // If this process dies without dropping the handle (SIGKILL, abort), the agent gets the
+        // SIGTERM that Drop would have sent, and cleans up after itself.
+        // SAFETY: prctl is async-signal-safe and touches only the child being exec'd.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| AgentError::Spawn {
+            binary: launch.binary.display().to_string(),
+            source,
+        })?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped");
         let sink = log.clone();

@@ -215,7 +215,7 @@ impl Drop for TestNet {
         let config = self.config_path();
         let detach = config
             .exists()
-            .then(|| (self.binary.as_path(), config.as_path()));
+            .then_some((self.binary.as_path(), config.as_path()));
         sweep(self.lease.tag(), detach);
         let _ = std::fs::remove_file(&config);
         // Deleting the namespace after the detach: the datapath is removed before its link.
