@@ -58,10 +58,10 @@ impl Launch {
 /// log where it helps), so that `unwrap` in a test prints something readable.
 #[derive(thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot start {binary}: {source}")]
+    #[error("cannot start {binary}: {error}")]
     Spawn {
         binary: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("imag-agent exited ({status}) before {what}:\n{log}")]
     Exited {
@@ -124,9 +124,9 @@ impl AgentProcess {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| AgentError::Spawn {
+        let mut child = command.spawn().map_err(|error| AgentError::Spawn {
             binary: launch.binary.display().to_string(),
-            source,
+            error,
         })?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped");
