@@ -6,7 +6,7 @@
 //! undoes the steps already taken (unless they were adopted from an earlier agent, whose warm
 //! traffic must keep flowing).
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     datapath::{Datapath, HookChoice, pins::Pins, ring},
+    dns,
     firewall::{self, ForwardRule},
     interfaces::Interface,
     ops::{
@@ -28,8 +29,8 @@ use crate::{
         state::{HostState, Tier},
     },
     runtime::{
-        ContainerRuntime, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_NETWORK, Observed,
-        docker::Docker,
+        ContainerRuntime, ContainerSpec, ContainerStatus, Engine, EngineOptions, Observed,
+        RuntimeEvent, docker::Docker,
     },
 };
 
@@ -93,6 +94,9 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         bail!("name at least one interface to attach to, e.g. `imag-agent attach eth0`");
     }
     let config = Config::load(&opts.config)?;
+    for w in &config.warnings {
+        warn!(file = %opts.config.display(), line = w.line, column = w.column, "{}", w.message);
+    }
     let interfaces = opts
         .interfaces
         .iter()
@@ -105,15 +109,40 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
         );
     }
 
-    let docker = Docker::connect(config.wake.fast_thaw).await?;
-    docker.ensure_network(&config.network).await?;
+    match engine(&config) {
+        Engine::Docker => attach_on::<Docker>(opts, config, interfaces).await,
+    }
+}
+
+/// The engine the configuration names.
+fn engine(config: &Config) -> Engine {
+    config.agent.engine
+}
+
+/// [`attach`] once the engine is chosen: from here on, only the [`ContainerRuntime`] trait.
+async fn attach_on<R: ContainerRuntime>(
+    opts: AttachOptions,
+    config: Config,
+    interfaces: Vec<Interface>,
+) -> anyhow::Result<()> {
+    let dns_config = config.dns.clone();
+    let runtime = R::connect(EngineOptions {
+        fast_thaw: config.wake.fast_thaw,
+        dns: if dns_config.enabled {
+            vec![config.network.gateway]
+        } else {
+            Vec::new()
+        },
+    })
+    .await?;
+    runtime.ensure_network(&config.network.spec()).await?;
     let bridge = Interface::lookup(&config.network.bridge).with_context(|| {
         format!(
             "Docker network {} has no bridge named {}",
             config.network.name, config.network.bridge
         )
     })?;
-    let hosts = reconcile(&docker, &config).await?;
+    let hosts = reconcile(&runtime, &config).await?;
     let pins = Pins::for_network(&config.network.name);
     let mut datapath = Datapath::load_for(Some(pins.clone()), config.hosts.len())?;
     let adopted = datapath.adopted();
@@ -124,12 +153,12 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let mut orchestrator = Orchestrator::new(
         hosts,
         datapath,
-        docker.clone(),
+        runtime.clone(),
         &config,
         Some(bridge.clone()),
         listen_tx.clone(),
     );
-    orchestrator.set_adopted(adopted);
+    orchestrator.set_origin(adopted, &opts.config);
 
     let mut undo = Undo::default();
     let set_up = async {
@@ -167,9 +196,12 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     let (inputs_tx, mut inputs_rx) = mpsc::channel(256);
     let (detach_tx, mut detach_rx) = mpsc::channel(1);
     let socket = control::socket_path(&config.network.name);
+    let dns_metrics = dns::DnsMetrics::new();
     let endpoints = async {
+        let dns = dns::serve_config(&config, &dns_config, dns_metrics.clone()).await?;
         if let Some(addr) = opts.metrics.unwrap_or(config.agent.metrics) {
-            let metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
+            let mut metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
+            metrics.register(dns_metrics.collectors());
             metrics::serve(Arc::new(metrics), addr).await?;
         }
         let handles = control::Handles {
@@ -177,20 +209,25 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
             snapshot: orchestrator.subscribe(),
             detach: detach_tx,
         };
-        control::serve(socket.clone(), handles).await
+        control::serve(socket.clone(), handles).await?;
+        anyhow::Ok(dns)
     };
-    if let Err(err) = endpoints.await {
-        if !adopted {
-            orchestrator.datapath_mut().detach_all();
+    // Answers names until the agent returns (dropping it stops the server).
+    let _dns = match endpoints.await {
+        Ok(dns) => dns,
+        Err(err) => {
+            if !adopted {
+                orchestrator.datapath_mut().detach_all();
+            }
+            undo.run();
+            return Err(err);
         }
-        undo.run();
-        return Err(err.into());
-    }
+    };
     let tasks = vec![
         tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
         tokio::spawn(ring::forward_listen_events(sock_events, listen_tx)),
         tokio::spawn(watch_container_exits(
-            docker.clone(),
+            runtime.clone(),
             config.network.name.clone(),
             inputs_tx.clone(),
         )),
@@ -274,17 +311,17 @@ fn set_up_forwarding(
     Ok(())
 }
 
-/// The initial state of every host, from what Docker says about its container.
-async fn reconcile(
-    docker: &Docker,
+/// The initial state of every host, from what the engine says about its container.
+async fn reconcile<R: ContainerRuntime>(
+    runtime: &R,
     config: &Config,
 ) -> anyhow::Result<Vec<crate::orchestrator::Host>> {
     let specs: Vec<ContainerSpec> = config
         .hosts
         .iter()
-        .map(|h| ContainerSpec::for_host(&config.network.name, h))
+        .map(|h| h.container_spec(&config.network.name))
         .collect();
-    let mut observed = docker.observe_network(&config.network.name, &specs).await?;
+    let mut observed = runtime.observe_all(&config.network.name, &specs).await?;
     let mut states = Vec::with_capacity(config.hosts.len());
     for (host, spec) in config.hosts.iter().zip(&specs) {
         let state = match observed.remove(&spec.name).unwrap_or(Observed::Absent) {
@@ -302,7 +339,7 @@ async fn reconcile(
                     }
                 } else {
                     info!(host = %host.name, "its container was created from another configuration; removing it");
-                    docker.sleep(spec, Tier::Absent).await?;
+                    runtime.sleep(spec, Tier::Absent).await?;
                     HostState::Asleep { tier: Tier::Absent }
                 }
             }
@@ -324,46 +361,25 @@ async fn reconcile(
         states.push(state);
     }
     let mut states = states.into_iter();
-    Ok(Orchestrator::<Docker>::hosts_from(config, |_| {
+    Ok(Orchestrator::<R>::hosts_from(config, |_| {
         states.next().expect("one state per host")
     }))
 }
 
 /// Forwards "container stopped" events of this network's containers from the engine.
-async fn watch_container_exits(docker: Docker, network: String, inputs: mpsc::Sender<Input>) {
-    let options = || bollard::query_parameters::EventsOptions {
-        filters: Some(HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["die".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{LABEL_NETWORK}={network}")],
-            ),
-        ])),
-        ..Default::default()
-    };
-    loop {
-        let mut events = docker.client().events(Some(options()));
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => {
-                    let host = event
-                        .actor
-                        .and_then(|a| a.attributes)
-                        .and_then(|a| a.get(LABEL_HOST).cloned());
-                    if let Some(host) = host
-                        && inputs.send(Input::ContainerExited { host }).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    warn!(error = %err, "the engine's event stream failed; reconnecting in 1 s");
-                    break;
-                }
-            }
+async fn watch_container_exits<R: ContainerRuntime>(
+    runtime: R,
+    network: String,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut events = runtime.events(&network);
+    while let Some(event) = events.next().await {
+        let input = match event {
+            RuntimeEvent::Exited { host } => Input::ContainerExited { host },
+        };
+        if inputs.send(input).await.is_err() {
+            return;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -400,25 +416,164 @@ pub async fn detach(config: &Config, keep_containers: bool) -> anyhow::Result<()
     info!(dir = %pins.dir().display(), "removed the pinned datapath");
     let removed = firewall::remove_rules_of(&config.network.name);
     info!(rules = removed, "removed forwarding rules");
-    let docker = Docker::connect(false).await?;
+    match engine(config) {
+        Engine::Docker => remove_containers::<Docker>(config, keep_containers).await,
+    }
+}
+
+/// The engine's part of [`detach`]: stop or remove the containers, and remove the network
+/// (unless the containers stay).
+async fn remove_containers<R: ContainerRuntime>(
+    config: &Config,
+    keep_containers: bool,
+) -> anyhow::Result<()> {
+    let runtime = R::connect(EngineOptions::default()).await?;
     for host in &config.hosts {
-        let spec = ContainerSpec::for_host(&config.network.name, host);
+        let spec = host.container_spec(&config.network.name);
         let tier = if keep_containers {
             Tier::Stopped
         } else {
             Tier::Absent
         };
-        docker
+        runtime
             .sleep(&spec, tier)
             .await
             .with_context(|| format!("removing the container of host {}", host.name))?;
     }
     if !keep_containers {
-        if docker.remove_network(&config.network.name).await? {
+        if runtime.remove_network(&config.network.name).await? {
             info!(network = %config.network.name, "removed the Docker network");
         } else {
             info!(network = %config.network.name, "left the Docker network: imag did not create it");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::{Call, FakeRuntime};
+
+    const CONFIG: &str = r#"
+[network]
+subnet = "10.77.0.0/24"
+
+[[host]]
+name = "absent"
+address = "10.77.0.10"
+image = "imag-test/http"
+
+[[host]]
+name = "running"
+address = "10.77.0.11"
+image = "imag-test/http"
+
+[[host]]
+name = "paused"
+address = "10.77.0.12"
+image = "imag-test/http"
+
+[[host]]
+name = "stopped"
+address = "10.77.0.13"
+image = "imag-test/http"
+
+[[host]]
+name = "stale-stopped"
+address = "10.77.0.14"
+image = "imag-test/http"
+
+[[host]]
+name = "stale-running"
+address = "10.77.0.15"
+image = "imag-test/http"
+"#;
+
+    fn spec(config: &Config, host: &str) -> ContainerSpec {
+        let host = config.hosts.iter().find(|h| h.name == host).unwrap();
+        host.container_spec(&config.network.name)
+    }
+
+    #[tokio::test]
+    async fn reconcile_takes_each_host_s_state_from_the_engine_in_one_look() {
+        let config = Config::parse(CONFIG, "test.toml").unwrap();
+        let fake = FakeRuntime::new();
+        fake.put(&spec(&config, "running"), ContainerStatus::Running);
+        fake.put(&spec(&config, "paused"), ContainerStatus::Paused);
+        fake.put(&spec(&config, "stopped"), ContainerStatus::Stopped);
+        fake.put_stale(&spec(&config, "stale-stopped"), ContainerStatus::Stopped);
+        fake.put_stale(&spec(&config, "stale-running"), ContainerStatus::Running);
+
+        let hosts = reconcile(&fake, &config).await.unwrap();
+        let states: Vec<_> = hosts
+            .iter()
+            .map(|h| (h.config.name.as_str(), h.state.name()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("absent", "asleep"),
+                ("running", "warm"),
+                ("paused", "asleep"),
+                ("stopped", "asleep"),
+                ("stale-stopped", "asleep"),
+                ("stale-running", "warm"),
+            ]
+        );
+        let tiers: Vec<_> = hosts
+            .iter()
+            .filter_map(|h| match h.state {
+                HostState::Asleep { tier } => Some(tier),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [Tier::Absent, Tier::Paused, Tier::Stopped, Tier::Absent]
+        );
+        // One look at the whole network; the stale stopped container is removed, the stale
+        // running one keeps serving.
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::ObserveAll("imag".into()),
+                Call::Sleep {
+                    container: "imag-stale-stopped".into(),
+                    to: Tier::Absent
+                },
+            ]
+        );
+        assert_eq!(fake.status("imag-stale-stopped"), None);
+        assert_eq!(
+            fake.status("imag-stale-running"),
+            Some(ContainerStatus::Running)
+        );
+    }
+
+    #[tokio::test]
+    async fn container_exits_reach_the_orchestrator_as_inputs() {
+        let config = Config::parse(CONFIG, "test.toml").unwrap();
+        let fake = FakeRuntime::new();
+        fake.put(&spec(&config, "running"), ContainerStatus::Running);
+        let (inputs_tx, mut inputs_rx) = mpsc::channel(4);
+        let watcher = tokio::spawn(watch_container_exits(
+            fake.clone(),
+            "imag".into(),
+            inputs_tx,
+        ));
+        // Exits before the watcher subscribed are not reported (as with a real engine).
+        while !fake.calls().contains(&Call::Events("imag".into())) {
+            tokio::task::yield_now().await;
+        }
+        fake.exit("imag-running", 137);
+        match inputs_rx.recv().await {
+            Some(Input::ContainerExited { host }) => assert_eq!(host, "running"),
+            _ => panic!("expected the exit of host running as an input"),
+        }
+        // The orchestrator gone, the watcher ends at the next event.
+        drop(inputs_rx);
+        fake.exit("imag-running", 137);
+        watcher.await.unwrap();
+    }
 }

@@ -50,8 +50,8 @@ enum Command {
     },
     /// Show every host of the running agent: state, container, last wake, idleness, held packets.
     Status {
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -59,22 +59,22 @@ enum Command {
     /// Wake a host now, as its first packet would.
     Wake {
         host: String,
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Put a host to sleep now (in its configured tier, or --tier pause|stop|remove).
     Sleep {
         host: String,
         #[arg(long)]
         tier: Option<Tier>,
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Remove everything imag installed for a configuration: programs, pins, firewall rules,
     /// containers and the Docker network (through the running agent, if there is one).
     Detach {
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Stop the containers instead of removing them (the network stays for them).
         #[arg(long)]
         keep_containers: bool,
@@ -84,6 +84,32 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
         config: PathBuf,
     },
+}
+
+/// Which running agent a command talks to. Without either option: the one agent running (its
+/// control socket in /run/imag), or an error listing them when there are several.
+#[derive(clap::Args)]
+struct Target {
+    /// The agent's configuration file.
+    #[arg(long, short, env = "IMAG_CONFIG")]
+    config: Option<PathBuf>,
+    /// The agent's network name (`[network] name`), instead of its configuration file.
+    #[arg(long, conflicts_with = "config")]
+    network: Option<String>,
+}
+
+impl Target {
+    /// The network whose agent to talk to, and its configuration when one was named.
+    async fn resolve(&self) -> anyhow::Result<(String, Option<Config>)> {
+        if let Some(path) = &self.config {
+            let config = Config::load(path)?;
+            return Ok((config.network.name.clone(), Some(config)));
+        }
+        if let Some(network) = &self.network {
+            return Ok((network.clone(), None));
+        }
+        Ok((control::the_running_agent().await?, None))
+    }
 }
 
 fn main() -> ExitCode {
@@ -117,17 +143,15 @@ fn main() -> ExitCode {
                     metrics,
                 }))
             }),
-        Command::Status { config, json } => control_request(&config, Request::Status, json),
-        Command::Wake { host, config } => control_request(&config, Request::Wake { host }, false),
-        Command::Sleep { host, tier, config } => {
-            control_request(&config, Request::Sleep { host, tier }, false)
+        Command::Status { target, json } => control_request(&target, Request::Status, json),
+        Command::Wake { host, target } => control_request(&target, Request::Wake { host }, false),
+        Command::Sleep { host, tier, target } => {
+            control_request(&target, Request::Sleep { host, tier }, false)
         }
         Command::Detach {
-            config,
+            target,
             keep_containers,
-        } => Config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|config| block_on(detach(config, keep_containers))),
+        } => block_on(detach(target, keep_containers)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,11 +162,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends one request to the running agent of the configuration's network and prints the answer.
-fn control_request(config: &std::path::Path, request: Request, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let socket = control::socket_path(&config.network.name);
-    let response = block_on(async { Ok(control::request(&socket, &request).await?) })?;
+/// Sends one request to the running agent and prints the answer.
+fn control_request(target: &Target, request: Request, json: bool) -> anyhow::Result<()> {
+    let response = block_on(async {
+        let (network, _) = target.resolve().await?;
+        Ok(control::request(&control::socket_path(&network), &request).await?)
+    })?;
     match response {
         Response::Status(report) if json => {
             println!("{}", serde_json::to_string_pretty(&report)?)
@@ -154,9 +179,39 @@ fn control_request(config: &std::path::Path, request: Request, json: bool) -> an
     Ok(())
 }
 
-/// `detach`: through the running agent if there is one, else directly.
-async fn detach(config: Config, keep_containers: bool) -> anyhow::Result<()> {
-    let socket = control::socket_path(&config.network.name);
+/// `detach`: through the running agent if there is one, else directly (which needs the
+/// configuration, for the containers of its hosts).
+async fn detach(target: Target, keep_containers: bool) -> anyhow::Result<()> {
+    let (network, config) = match target.resolve().await {
+        Ok(found) => found,
+        Err(err) => match err.downcast_ref::<ClientError>() {
+            Some(ClientError::NoneRunning) => anyhow::bail!(
+                "no imag agent is running; to remove what an earlier agent left behind, name its \
+                 configuration: imag-agent detach --config FILE"
+            ),
+            _ => return Err(err),
+        },
+    };
+    let socket = control::socket_path(&network);
+    // The running agent knows the file it was started with.
+    let config = match config {
+        Some(config) => config,
+        None => match control::request(&socket, &Request::Status).await {
+            Ok(Response::Status(report)) => match report.config {
+                Some(path) => Config::load(std::path::Path::new(&path))?,
+                None => anyhow::bail!(
+                    "the agent of network {network} did not say its configuration: name it with \
+                     --config FILE"
+                ),
+            },
+            Err(ClientError::NoAgent(_)) => anyhow::bail!(
+                "no agent is running for network {network}; to remove what it left behind, name \
+                 its configuration: imag-agent detach --config FILE"
+            ),
+            Ok(other) => anyhow::bail!("unexpected answer from the agent: {other:?}"),
+            Err(err) => return Err(err.into()),
+        },
+    };
     match control::request(&socket, &Request::Detach).await {
         Ok(Response::Ok { message }) => {
             println!("{message}");
@@ -187,6 +242,15 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    for warning in &config.warnings {
+        println!(
+            "{}:{}:{}: warning: {}",
+            path.display(),
+            warning.line,
+            warning.column,
+            warning.message
+        );
+    }
     println!(
         "{}: ok ({} host{} in {})",
         path.display(),

@@ -21,7 +21,7 @@ pub use crate::report::ReadyBy;
 use crate::{
     config::ReadyProbe,
     procnet,
-    runtime::{ContainerRuntime, ContainerSpec},
+    runtime::{ContainerRuntime, ContainerSpec, NotRunning},
 };
 
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -40,7 +40,7 @@ pub enum ReadyError {
         timeout: Duration,
     },
     #[error("{0}")]
-    Exited(String),
+    Exited(NotRunning),
 }
 
 impl ReadyError {

@@ -254,6 +254,8 @@ pub struct Snapshot {
     pub datapath: Vec<u64>,
     /// Whether this agent process adopted a running datapath and warm hosts from an earlier one.
     pub adopted: bool,
+    /// The configuration file the agent was started with.
+    pub config: Option<String>,
 }
 
 impl Snapshot {
@@ -264,6 +266,7 @@ impl Snapshot {
             network: self.network.clone(),
             subnet: self.subnet.clone(),
             adopted: self.adopted,
+            config: self.config.clone(),
             hosts: self.hosts.iter().map(|h| h.status(now_ns)).collect(),
             held_packets: self.counters.held,
             delivered_packets: self.counters.delivered,
@@ -307,6 +310,9 @@ pub struct StatusReport {
     /// Whether the agent adopted a datapath (and warm hosts) left running by an earlier one.
     #[serde(default)]
     pub adopted: bool,
+    /// The configuration file the agent was started with.
+    #[serde(default)]
+    pub config: Option<String>,
     pub hosts: Vec<HostStatus>,
     pub held_packets: u64,
     pub delivered_packets: u64,

@@ -24,7 +24,44 @@ use crate::{
 
 /// Where the agent of a network listens.
 pub fn socket_path(network: &str) -> PathBuf {
-    PathBuf::from(format!("/run/imag/{network}.sock"))
+    Path::new(SOCKET_DIR).join(format!("{network}.sock"))
+}
+
+/// Where every agent's control socket lives.
+pub const SOCKET_DIR: &str = "/run/imag";
+
+/// The running agents: the networks whose control socket accepts a connection, by name.
+pub async fn running_agents() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(SOCKET_DIR) else {
+        return Vec::new();
+    };
+    let mut networks = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(network) = path
+            .extension()
+            .filter(|e| *e == "sock")
+            .and(path.file_stem())
+            .and_then(|s| s.to_str())
+        else {
+            continue;
+        };
+        if UnixStream::connect(&path).await.is_ok() {
+            networks.push(network.to_string());
+        }
+    }
+    networks.sort();
+    networks
+}
+
+/// Picks the one running agent when the command names none (no `--config`, no `--network`).
+pub async fn the_running_agent() -> Result<String, ClientError> {
+    let mut agents = running_agents().await;
+    match agents.len() {
+        1 => Ok(agents.remove(0)),
+        0 => Err(ClientError::NoneRunning),
+        _ => Err(ClientError::Several(agents)),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +212,17 @@ pub enum ClientError {
     },
     #[error("the agent's answer could not be read: {0}")]
     Protocol(String),
+    #[error(
+        "no imag agent is running (no live control socket in {SOCKET_DIR}): start one with \
+         `imag-agent attach IFACE --config FILE`"
+    )]
+    NoneRunning,
+    #[error(
+        "{} agents are running (networks {}): name one with --network NAME or --config FILE",
+        .0.len(),
+        .0.join(", ")
+    )]
+    Several(Vec<String>),
 }
 
 /// Sends one request to the agent listening on `path` and returns its response.

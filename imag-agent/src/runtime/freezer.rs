@@ -4,7 +4,7 @@
 //! The engine keeps its own idea of "paused", and runc refuses to resume a container whose
 //! freezer is already thawed ("container not paused"), so a direct thaw leaves `docker inspect`
 //! saying paused. [`super::docker::Docker`] therefore repairs the engine's view later, at a quiet
-//! moment: freeze again, then let the engine unpause (see `repair_view`).
+//! moment: freeze again, then let the engine unpause (`settle`, in `docker/thaw.rs`).
 
 use std::{io, path::PathBuf};
 

@@ -1,18 +1,37 @@
-//! The container runtime as the orchestrator needs it: make a host's container run, put it to
-//! sleep, and say what state it is in. [`docker::Docker`] implements it with bollard; unit tests
-//! of the orchestrator use a fake.
+//! The container engine, as everything else in the agent sees it: one trait,
+//! [`ContainerRuntime`], covering all the agent asks of an engine — connect, the network that
+//! holds the imaginary hosts (ensure, remove), what exists (one container, or all of a network in
+//! one call), a stream of container exits, and per host wake, sleep and the running container's
+//! process and link. Fast thaw (thawing a paused container's cgroup freezer directly, see
+//! [`freezer`]) is an optional capability: the trait's `unsettled`/`settle` default to "nothing
+//! to repair", and only an engine that thaws behind its own back overrides them.
+//!
+//! [`docker::Docker`] implements the trait with bollard; `fake::FakeRuntime` (unit tests and the
+//! `test-helpers` feature) is an in-memory engine that records calls and plays scripted outcomes,
+//! for unit tests of the code above the seam. [`Engine`] names the implementations: a second
+//! engine is one file implementing the trait plus one [`Engine`] variant (`[agent] engine`).
+//! [`Tier`] is the one vocabulary for where a sleeping host's container is.
 
 pub mod docker;
+mod engine;
+#[cfg(any(test, feature = "test-helpers"))]
+pub mod fake;
 pub mod freezer;
 mod tier;
 
+pub use engine::{Engine, UnknownEngine};
 pub use tier::{Tier, UnknownTier};
 
-use std::{collections::BTreeMap, future::Future, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    net::Ipv4Addr,
+};
 
+use futures::stream::BoxStream;
 use serde::Serialize;
 
-use crate::config::HostConfig;
+use ipnet::Ipv4Net;
 
 /// Labels on every container imag manages, so that a restarted agent finds its containers.
 pub const LABEL_MANAGED: &str = "imag.managed";
@@ -35,19 +54,19 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
 }
 
-impl ContainerSpec {
-    pub fn for_host(network: &str, host: &HostConfig) -> ContainerSpec {
-        ContainerSpec {
-            name: format!("{network}-{}", host.name),
-            host: host.name.clone(),
-            network: network.to_string(),
-            address: host.address,
-            image: host.image.clone(),
-            command: host.command.clone(),
-            env: host.env.clone(),
-        }
-    }
+/// The network every host's container joins: a bridge network on the imaginary subnet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// The engine's name for the network.
+    pub name: String,
+    /// The Linux bridge interface behind it.
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    /// The bridge's own address.
+    pub gateway: Ipv4Addr,
+}
 
+impl ContainerSpec {
     /// The value of the spec label.
     pub fn fingerprint(&self) -> String {
         serde_json::to_string(self).expect("a spec always serializes")
@@ -96,7 +115,42 @@ pub struct RunningInfo {
     pub mac: Option<[u8; 6]>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a container is not running when it should be (a wake is waiting for readiness).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunning {
+    /// The engine no longer knows the container.
+    #[error("container disappeared: {0}")]
+    Gone(String),
+    /// The container stopped: the engine's status, its exit code and the engine's error, if any.
+    #[error(
+        "container exited before it was ready (status {status}, exit code {code}{})",
+        error.as_ref().map_or(String::new(), |e| format!(", error: {e}"))
+    )]
+    Exited {
+        status: String,
+        code: i64,
+        error: Option<String>,
+    },
+}
+
+/// What the engine reports on its own about the containers of a network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The container of `host` stopped (its process exited or was killed).
+    Exited { host: String },
+}
+
+/// How to drive the engine, from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Use fast thaw where the engine supports it (`[wake] fast_thaw`).
+    pub fast_thaw: bool,
+    /// DNS servers of the containers it creates: the agent's own, which answers for every host
+    /// (the engine's embedded resolver forwards the names it does not know there).
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
         "image {image:?} is not on this host and no registry can provide it: build or load it \
@@ -121,8 +175,38 @@ pub enum RuntimeError {
     Unreachable(String),
 }
 
-/// What the orchestrator asks of a container engine.
+/// Everything the agent asks of a container engine. Implementations are cheap to clone (a handle
+/// on shared state): the orchestrator hands a clone to every task it spawns.
 pub trait ContainerRuntime: Clone + Send + Sync + 'static {
+    /// Connects to the engine (and checks that it answers).
+    fn connect(options: EngineOptions) -> impl Future<Output = Result<Self, RuntimeError>> + Send;
+
+    /// Creates the network for the imaginary subnet, or reuses one that exists with the
+    /// configured subnet and bridge (and fails, saying how to fix it, if it does not match).
+    fn ensure_network(
+        &self,
+        net: &NetworkSpec,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes a network imag created; returns false, leaving it, for a network someone else
+    /// made (`detach` must not remove what it did not install). A missing network counts as
+    /// removed.
+    fn remove_network(&self, name: &str)
+    -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
+    /// What the engine knows about every container of `network` that belongs to one of `specs`,
+    /// in as few engine calls as it can: container name → what the engine says. A spec without
+    /// an entry has no container.
+    fn observe_all(
+        &self,
+        network: &str,
+        specs: &[ContainerSpec],
+    ) -> impl Future<Output = Result<HashMap<String, Observed>, RuntimeError>> + Send;
+
+    /// The engine's events about the containers of `network`, for as long as the stream is
+    /// polled: the implementation reconnects by itself if the engine's own stream breaks.
+    fn events(&self, network: &str) -> BoxStream<'static, RuntimeEvent>;
+
     /// Makes the host's container run, starting from the tier it is believed to be in (and
     /// recovering if that belief is stale).
     fn wake(
@@ -131,12 +215,12 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
         from: Tier,
     ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
 
-    /// The running container's process and link, or why it is not running (exit code, engine
-    /// error). Used while waiting for readiness, to fail fast when the container exits.
+    /// The running container's process and link, or why it is not running. Used while waiting
+    /// for readiness, to fail fast when the container exits, and after a wake to find its link.
     fn running_info(
         &self,
         spec: &ContainerSpec,
-    ) -> impl Future<Output = Result<RunningInfo, String>> + Send;
+    ) -> impl Future<Output = Result<RunningInfo, NotRunning>> + Send;
 
     /// Puts a running container into `tier`.
     fn sleep(
@@ -151,11 +235,19 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
         spec: &ContainerSpec,
     ) -> impl Future<Output = Result<Observed, RuntimeError>> + Send;
 
-    /// Whether a fast wake left the engine's own view of the container stale (see
-    /// [`freezer`]), to be repaired with [`ContainerRuntime::settle`] at a quiet moment.
-    fn unsettled(&self, spec: &ContainerSpec) -> bool;
+    /// Optional capability, fast thaw: whether a fast wake left the engine's own view of the
+    /// container stale (see [`freezer`]), to be repaired with [`ContainerRuntime::settle`] at a
+    /// quiet moment. Engines without fast thaw are never unsettled.
+    fn unsettled(&self, _spec: &ContainerSpec) -> bool {
+        false
+    }
 
-    /// Brings the engine's view of a container in line with reality after a fast wake.
-    fn settle(&self, spec: &ContainerSpec)
-    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Optional capability, fast thaw: brings the engine's view of a container in line with
+    /// reality after a fast wake. Nothing to do for engines without fast thaw.
+    fn settle(
+        &self,
+        _spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -1,0 +1,364 @@
+//! One `[[host]]`: an imaginary host, its container, how it wakes and when it sleeps. Checks that
+//! need the network (address inside the subnet, inherited defaults) take the validated
+//! `[network]` from `network.rs`; checks across hosts (unique names and addresses) are in
+//! `mod.rs`.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
+
+use ipnet::Ipv4Net;
+use toml::Spanned;
+
+use crate::runtime::ContainerSpec;
+
+use super::{
+    NetworkConfig, ReadyProbe, Tier,
+    field::{Report, field, field_or, items, optional, parse_with, span},
+    raw,
+    values::{AnyDuration, HostName, NonZeroDuration, Port, Prefix},
+};
+
+/// Default time a wake may take from the start request to ready before it counts as failed.
+pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default poll interval of ready probes (the fallback when readiness events are on).
+pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
+/// Default shortest time a woken host stays warm before idleness may put it to sleep.
+pub const DEFAULT_MIN_WARM: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostConfig {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub image: String,
+    /// Replaces the image's command when set.
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub ready: ReadyProbe,
+    /// How long a wake may take from the start request to ready; also how long a held packet
+    /// may wait before it is discarded.
+    pub wake_timeout: Duration,
+    /// Time without packets and without open TCP connections after which the host sleeps.
+    pub idle_timeout: Option<Duration>,
+    /// Where it sleeps.
+    pub sleep: Tier,
+    /// With `sleep = "pause"`: stop the paused container after this long.
+    pub stop_after: Option<Duration>,
+    /// Shortest time a woken host stays warm before idleness may put it to sleep.
+    pub min_warm: Duration,
+    /// Peers (health checkers) whose traffic does not keep the host awake.
+    pub idle_ignore: Vec<Ipv4Net>,
+    /// Poll interval of the ready probe.
+    pub ready_poll: Duration,
+    /// Answer ARP for this host on attach interfaces while it is not warm (the bridge always
+    /// answers).
+    pub proxy_arp: bool,
+    /// Answer pings from the datapath while not warm, without waking the host.
+    pub answer_ping: bool,
+    /// Hosts woken with this one, before its own container starts (`depends_on`).
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A host another host needs running before it starts (compose's `depends_on`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub host: String,
+    /// Wait until it is healthy (compose's `condition: service_healthy`), not only started.
+    /// imag waits for a dependency's own ready probe either way; with `healthy` that probe is
+    /// its healthcheck.
+    pub healthy: bool,
+}
+
+impl FromStr for Dependency {
+    type Err = BadDependency;
+
+    /// `NAME` or `NAME:healthy`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (host, healthy) = match text.split_once(':') {
+            None => (text, false),
+            Some((host, "healthy")) => (host, true),
+            Some((host, "started")) => (host, false),
+            Some(_) => return Err(BadDependency(text.to_string())),
+        };
+        if host.is_empty() {
+            return Err(BadDependency(text.to_string()));
+        }
+        Ok(Dependency {
+            host: host.to_string(),
+            healthy,
+        })
+    }
+}
+
+/// A `depends_on` entry that is not `NAME`, `NAME:started` or `NAME:healthy`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a host name, optionally with \":healthy\" or \":started\"")]
+pub struct BadDependency(pub String);
+
+impl HostConfig {
+    /// The container that runs this host on network `network`.
+    pub fn container_spec(&self, network: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: format!("{network}-{}", self.name),
+            host: self.name.clone(),
+            network: network.to_string(),
+            address: self.address,
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// Checks one host; `network` is `None` when `[network]` itself was unusable (then the address is
+/// only checked for syntax).
+pub(super) fn validate(
+    raw: &Spanned<raw::Host>,
+    network: Option<&NetworkConfig>,
+    report: &mut Report<'_>,
+) -> Option<HostConfig> {
+    let host = raw.get_ref();
+    let name = host.name.get_ref().clone();
+    let mut ok = field::<_, HostName>(&host.name, "host name", report).is_some();
+    let address = parse_with(&host.address, report, |_| {
+        format!(
+            "address {:?} of host {name:?} is not an IPv4 address",
+            host.address.get_ref()
+        )
+    });
+    if let (Some(addr), Some(net)) = (address, network)
+        && let Some(why) = reserved(addr, net)
+    {
+        report(
+            span(&host.address),
+            format!("address {addr} of host {name:?} {why}"),
+        );
+        ok = false;
+    }
+    if host.image.get_ref().trim().is_empty() {
+        report(
+            span(&host.image),
+            format!("host {name:?} has an empty image"),
+        );
+        ok = false;
+    }
+    if let Some(command) = &host.command
+        && command.is_empty()
+    {
+        report(
+            span(&host.name),
+            format!("host {name:?} has an empty command: remove the key to use the image's own"),
+        );
+        ok = false;
+    }
+    let ports: Option<Vec<Port>> = items(&host.ports, report);
+    let ports: Option<Vec<u16>> = ports.map(|ports| ports.into_iter().map(|p| p.0).collect());
+    let ready = match &host.ready {
+        Some(probe) => field(probe, "ready probe", report),
+        None => ports.as_ref().map(|ports| match ports.first() {
+            Some(port) => ReadyProbe::Tcp(*port),
+            None => ReadyProbe::Running,
+        }),
+    };
+    let wake_timeout = field_or(
+        host.wake_timeout.as_ref(),
+        "wake_timeout",
+        NonZeroDuration(DEFAULT_WAKE_TIMEOUT),
+        report,
+    );
+    let idle_timeout: Option<Option<NonZeroDuration>> =
+        optional(host.idle_timeout.as_ref(), "idle_timeout", report);
+    let sleep = field_or(host.sleep.as_ref(), "sleep", Tier::Stopped, report);
+    if let Some(text) = &host.stop_after
+        && sleep.is_some_and(|s| s != Tier::Paused)
+    {
+        report(
+            span(text),
+            format!("stop_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
+        );
+        ok = false;
+    }
+    let stop_after: Option<Option<NonZeroDuration>> =
+        optional(host.stop_after.as_ref(), "stop_after", report);
+    let min_warm = field_or(
+        host.min_warm.as_ref(),
+        "min_warm",
+        AnyDuration(DEFAULT_MIN_WARM),
+        report,
+    );
+    let ready_poll = field_or(
+        host.ready_poll.as_ref(),
+        "ready_poll",
+        NonZeroDuration(DEFAULT_READY_POLL),
+        report,
+    );
+    let idle_ignore = match &host.idle_ignore {
+        None => Some(network.map(|n| n.idle_ignore.clone()).unwrap_or_default()),
+        Some(list) => {
+            items(list, report).map(|list: Vec<Prefix>| list.into_iter().map(|p| p.0).collect())
+        }
+    };
+    let depends_on: Option<Vec<Dependency>> = match &host.depends_on {
+        None => Some(Vec::new()),
+        Some(list) => items(list, report),
+    };
+    if !ok {
+        return None;
+    }
+    Some(HostConfig {
+        name,
+        address: address?,
+        image: host.image.get_ref().trim().to_string(),
+        command: host.command.clone(),
+        env: host.env.clone(),
+        ports: ports?,
+        ready: ready?,
+        wake_timeout: wake_timeout?.0,
+        idle_timeout: idle_timeout?.map(|d| d.0),
+        sleep: sleep?,
+        stop_after: stop_after?.map(|d| d.0),
+        min_warm: min_warm?.0,
+        idle_ignore: idle_ignore?,
+        ready_poll: ready_poll?.0,
+        proxy_arp: host
+            .proxy_arp
+            .unwrap_or(network.is_some_and(|n| n.proxy_arp)),
+        answer_ping: host
+            .answer_ping
+            .unwrap_or(network.is_none_or(|n| n.answer_ping)),
+        depends_on: depends_on?,
+    })
+}
+
+/// Why a host may not have this address in this network, if it may not.
+fn reserved(addr: Ipv4Addr, net: &NetworkConfig) -> Option<String> {
+    if !net.subnet.contains(&addr) {
+        Some(format!("lies outside the subnet {}", net.subnet))
+    } else if addr == net.subnet.network() || addr == net.subnet.broadcast() {
+        Some("is the subnet's network or broadcast address".to_string())
+    } else if addr == net.gateway {
+        Some("is the network's gateway (the bridge's own address)".to_string())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ipnet::Ipv4Net;
+
+    use super::*;
+    use crate::config::{Config, tests::problems};
+
+    #[test]
+    fn host_without_ports_is_ready_when_running() {
+        let text = "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \
+                    \"10.0.0.5\"\nimage = \"x\"\n";
+        let config = Config::parse(text, "t").unwrap();
+        assert_eq!(config.hosts[0].ready, ReadyProbe::Running);
+    }
+
+    #[test]
+    fn addresses_reserved_by_the_network_are_rejected() {
+        for (addr, why) in [
+            ("10.77.0.0", "network or broadcast"),
+            ("10.77.0.255", "network or broadcast"),
+            ("10.77.0.1", "gateway"),
+        ] {
+            let text = format!(
+                "[network]\nsubnet = \"10.77.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \
+                 \"{addr}\"\nimage = \"x\"\n"
+            );
+            let found = problems(&text);
+            assert!(found[0].2.contains(why), "{addr}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn network_defaults_apply_to_hosts_unless_overridden() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+proxy_arp = true
+answer_ping = false
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+proxy_arp = false
+answer_ping = true
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        assert!(config.hosts[0].proxy_arp && !config.hosts[0].answer_ping);
+        assert!(!config.hosts[1].proxy_arp && config.hosts[1].answer_ping);
+    }
+
+    #[test]
+    fn lifecycle_keys() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+idle_ignore = ["10.9.0.0/16"]
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+idle_timeout = "2m"
+sleep = "pause"
+stop_after = "1h"
+min_warm = "0s"
+ready_poll = "5ms"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        let a = &config.hosts[0];
+        assert_eq!(a.sleep, Tier::Paused);
+        assert_eq!(a.stop_after, Some(Duration::from_secs(3600)));
+        assert_eq!(a.min_warm, Duration::ZERO);
+        assert_eq!(a.ready_poll, Duration::from_millis(5));
+        assert_eq!(
+            a.idle_ignore,
+            vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()],
+            "network default"
+        );
+        let b = &config.hosts[1];
+        assert_eq!(b.sleep, Tier::Stopped, "stop by default");
+        assert_eq!(b.min_warm, DEFAULT_MIN_WARM);
+        assert_eq!(b.ready_poll, DEFAULT_READY_POLL);
+        assert_eq!(
+            b.idle_ignore,
+            vec![
+                "10.1.2.3/32".parse::<Ipv4Net>().unwrap(),
+                "10.8.0.0/24".parse().unwrap()
+            ]
+        );
+        assert!(config.wake.ready_events && config.wake.fast_thaw);
+
+        let bad = r#"[network]
+subnet = "10.0.0.0/24"
+[[host]]
+name = "a"
+address = "10.0.0.5"
+image = "x"
+sleep = "hibernate"
+[[host]]
+name = "b"
+address = "10.0.0.6"
+image = "x"
+stop_after = "1h"
+idle_ignore = ["nowhere"]
+"#;
+        let found = problems(bad);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].2.contains("sleep \"hibernate\""));
+        assert!(found[1].2.contains("stop_after only applies"));
+        assert!(found[2].2.contains("\"nowhere\" is not an IPv4 prefix"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The operator's configuration: the TOML schema, its defaults, and validation.
+//!
+//! Parsing happens in two passes. `serde` reads the file into the `raw` structs, whose fields keep
+//! their byte spans (`toml::Spanned`), rejecting syntax errors and unknown keys; then each section
+//! (`network`, `host`, `hold`, `wake`, `agent`) checks what serde cannot (addresses inside the
+//! subnet, probe syntax, durations) and this file checks across hosts (unique names and
+//! addresses). Every problem is reported, each with its line and column, so that an operator fixes
+//! a file in one round. Values parse themselves (`values`, `probe`, `crate::runtime::Tier`) and
+//! reach the sections through the spanned-field helpers of `field`; `error` holds what a failure
+//! looks like. Nothing else in the agent sees the raw structs.
+
+mod agent;
+mod depends;
+mod dns;
+mod error;
+mod field;
+mod hold;
+mod host;
+mod network;
+mod probe;
+mod raw;
+mod values;
+mod wake;
+mod warnings;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    ops::Range,
+    path::Path,
+};
+
+pub use self::{
+    agent::{AgentConfig, DEFAULT_METRICS, parse_metrics_address},
+    dns::{DnsConfig, DnsConfigError},
+    error::{ConfigError, FieldError, LoadError, Problem},
+    hold::HoldConfig,
+    host::{
+        BadDependency, DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, Dependency,
+        HostConfig,
+    },
+    network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
+    probe::{BadProbe, ReadyProbe},
+    values::BadMetricsAddress,
+    wake::WakeConfig,
+};
+use self::{
+    error::line_column,
+    field::{Report, span},
+};
+pub use crate::runtime::Tier;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub network: NetworkConfig,
+    pub hosts: Vec<HostConfig>,
+    pub hold: HoldConfig,
+    pub wake: WakeConfig,
+    pub agent: AgentConfig,
+    /// The agent's DNS server for the hosts' names (`[dns]`).
+    pub dns: DnsConfig,
+    /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Config::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let locate = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+            Problem {
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: raw::Config = toml::from_str(text).map_err(|err| ConfigError {
+            origin: origin.to_string(),
+            problems: vec![locate(err.span(), err.message().trim_end().to_string())],
+        })?;
+        let mut problems = Vec::new();
+        let config = validate(&raw, &mut |span, message| {
+            problems.push(locate(span, message))
+        });
+        match config {
+            Some(mut config) if problems.is_empty() => {
+                config.warnings = warnings::warnings(&raw, &config, &locate);
+                Ok(config)
+            }
+            _ => {
+                // Stable: problems at one place keep the order in which they were found.
+                problems.sort_by_key(|p| (p.line, p.column));
+                Err(ConfigError {
+                    origin: origin.to_string(),
+                    problems,
+                })
+            }
+        }
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostConfig> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// Checks everything serde cannot; reports each problem and returns the config if it could be
+/// built at all (the caller discards it when anything was reported).
+fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
+    let network = network::validate(&raw.network, report);
+    let mut hosts = Vec::with_capacity(raw.host.len());
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut addresses: HashMap<Ipv4Addr, &str> = HashMap::new();
+    for host in &raw.host {
+        let h = host.get_ref();
+        let name = h.name.get_ref().as_str();
+        if !names.insert(name) {
+            report(
+                span(&h.name),
+                format!("duplicate host name {name:?}: every host needs its own name"),
+            );
+        }
+        if let Ok(addr) = h.address.get_ref().parse::<Ipv4Addr>()
+            && let Some(other) = addresses.insert(addr, name)
+        {
+            report(
+                span(&h.address),
+                format!(
+                    "hosts {other:?} and {name:?} share the address {addr}: give each host its \
+                     own address"
+                ),
+            );
+        }
+        if let Some(host) = host::validate(host, network.as_ref(), report) {
+            hosts.push(host);
+        }
+    }
+    depends::check(raw, &hosts, report);
+    let hold = hold::validate(raw.hold.as_ref(), report);
+    let wake = wake::validate(raw.wake.as_ref(), report);
+    let agent = agent::validate(raw.agent.as_ref(), report);
+    let dns = network
+        .as_ref()
+        .and_then(|n| raw.dns.clone().unwrap_or_default().resolve(&n.name, report));
+    Some(Config {
+        network: network?,
+        hosts,
+        hold: hold?,
+        wake: wake?,
+        agent: agent?,
+        dns: dns?,
+        warnings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const GOOD: &str = r#"
+[network]
+subnet = "10.77.0.0/24"
+
+[[host]]
+name = "web"
+address = "10.77.0.10"
+image = "imag-example/hello"
+command = ["/hello", "--port", "8080"]
+env = { GREETING = "hi" }
+ports = [8080]
+idle_timeout = "5m"
+"#;
+
+    /// Every problem `text` has, as (line, column, message); panics when it has none.
+    pub(crate) fn problems(text: &str) -> Vec<(usize, usize, String)> {
+        Config::parse(text, "test.toml")
+            .expect_err("config should be rejected")
+            .problems
+            .into_iter()
+            .map(|p| (p.line, p.column, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let config = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(config.network.name, "imag");
+        assert_eq!(config.network.bridge, "imag0");
+        assert_eq!(config.network.gateway, Ipv4Addr::new(10, 77, 0, 1));
+        let web = config.host("web").unwrap();
+        assert_eq!(web.address, Ipv4Addr::new(10, 77, 0, 10));
+        assert_eq!(
+            web.ready,
+            ReadyProbe::Tcp(8080),
+            "ready defaults to tcp on the first port"
+        );
+        assert_eq!(web.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(web.wake_timeout, DEFAULT_WAKE_TIMEOUT);
+        assert!(!web.proxy_arp, "proxy ARP is opt-in");
+        assert!(web.answer_ping, "pings are answered by default");
+        assert_eq!(config.hold, HoldConfig::default());
+        assert_eq!(config.wake, WakeConfig::default());
+        assert_eq!(web.env.get("GREETING").map(String::as_str), Some("hi"));
+        assert_eq!(
+            web.command.as_deref(),
+            Some(&["/hello".to_string(), "--port".into(), "8080".into()][..])
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_position() {
+        let text = "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \
+                    \"10.0.0.5\"\nimage = \"x\"\nimgae = \"y\"\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].0, found[0].1), (7, 1));
+        assert!(found[0].2.contains("unknown field `imgae`"), "{found:?}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_its_position() {
+        let found = problems("[network]\nsubnet = \"10.0.0.0/24\n");
+        assert_eq!(found[0].0, 2, "{found:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = r#"[network]
+subnet = "10.77.0.0/24"
+
+[[host]]
+name = "a"
+address = "10.78.0.5"
+image = "x"
+wake_timeout = "soon"
+
+[[host]]
+name = "b"
+address = "10.77.0.9"
+image = "x"
+ready = "http:80"
+
+[[host]]
+name = "b"
+address = "10.77.0.9"
+image = "x"
+idle_timeout = "5 parsecs"
+"#;
+        let found = problems(text);
+        let summary: Vec<(usize, usize)> = found.iter().map(|p| (p.0, p.1)).collect();
+        assert_eq!(
+            summary,
+            vec![(6, 11), (8, 16), (14, 9), (17, 8), (18, 11), (20, 16)],
+            "{found:#?}"
+        );
+        assert!(found[0].2.contains("outside the subnet 10.77.0.0/24"));
+        assert!(
+            found[1]
+                .2
+                .contains("wake_timeout \"soon\" is not a duration")
+        );
+        assert!(found[2].2.contains("ready probe \"http:80\""));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.2.contains("duplicate host name \"b\""))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.2.contains("share the address 10.77.0.9"))
+        );
+        assert!(found[5].2.contains("idle_timeout \"5 parsecs\""));
+    }
+
+    #[test]
+    fn missing_network_section_is_reported() {
+        let found = problems("[[host]]\nname = \"a\"\naddress = \"10.0.0.2\"\nimage = \"x\"\n");
+        assert!(found[0].2.contains("missing field `network`"), "{found:?}");
+    }
+
+    #[test]
+    fn hold_and_wake_sections() {
+        let text = r#"[network]
+subnet = "10.0.0.0/24"
+[hold]
+max_packets_per_host = 8
+max_bytes = 100000
+[wake]
+backoff = "200ms"
+backoff_max = "2s"
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        assert_eq!(config.hold.max_packets_per_host, 8);
+        assert_eq!(config.hold.max_bytes, 100_000);
+        assert_eq!(config.hold.max_packets, HoldConfig::default().max_packets);
+        assert_eq!(config.wake.backoff, Duration::from_millis(200));
+        assert_eq!(config.wake.backoff_max, Duration::from_secs(2));
+
+        let bad = "[network]\nsubnet = \"10.0.0.0/24\"\n[hold]\nmax_packets = 0\n[wake]\nbackoff = \"1m\"\nbackoff_max = \"1s\"\n";
+        let found = problems(bad);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].2.contains("max_packets must be at least 1"));
+        assert!(found[1].2.contains("longer than backoff_max"));
+    }
+
+    #[test]
+    fn error_display_names_file_line_and_column() {
+        let err = Config::parse("[network]\nsubnet = \"x\"\n", "imag.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("imag.toml has 1 problem:"), "{text}");
+        assert!(text.contains("imag.toml:2:10: subnet \"x\""), "{text}");
+    }
+}

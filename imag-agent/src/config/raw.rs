@@ -1,0 +1,84 @@
+//! The file as written: what serde reads in the first pass. Unknown keys are refused here
+//! (`deny_unknown_fields`), and every value a later check may complain about keeps its byte span
+//! (`toml::Spanned`) so that the problem can be placed. Nothing outside `config` sees these
+//! structs; the sections (`network.rs`, `host.rs`, `hold.rs`, `wake.rs`, `agent.rs`) turn them
+//! into the validated ones.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub network: Spanned<Network>,
+    #[serde(default)]
+    pub host: Vec<Spanned<Host>>,
+    pub hold: Option<Hold>,
+    pub wake: Option<Wake>,
+    pub agent: Option<Agent>,
+    pub dns: Option<super::dns::DnsSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    pub metrics: Option<Spanned<String>>,
+    pub engine: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hold {
+    pub max_packets_per_host: Option<Spanned<usize>>,
+    pub max_bytes_per_host: Option<Spanned<usize>>,
+    pub max_packets: Option<Spanned<usize>>,
+    pub max_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wake {
+    pub backoff: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
+    pub ready_events: Option<bool>,
+    pub fast_thaw: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub subnet: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub bridge: Option<Spanned<String>>,
+    pub gateway: Option<Spanned<String>>,
+    pub proxy_arp: Option<bool>,
+    pub answer_ping: Option<bool>,
+    #[serde(default)]
+    pub idle_ignore: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub image: Spanned<String>,
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<Spanned<u16>>,
+    pub ready: Option<Spanned<String>>,
+    pub wake_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub sleep: Option<Spanned<String>>,
+    pub stop_after: Option<Spanned<String>>,
+    pub min_warm: Option<Spanned<String>>,
+    pub idle_ignore: Option<Vec<Spanned<String>>>,
+    pub ready_poll: Option<Spanned<String>>,
+    pub proxy_arp: Option<bool>,
+    pub answer_ping: Option<bool>,
+    pub depends_on: Option<Vec<Spanned<String>>>,
+}

@@ -1,0 +1,385 @@
+//! The configuration's value types, each parsing itself (`FromStr`, or `FromRaw` for integers)
+//! with an error that names the value but not the key: `field.rs` puts the key in front, so
+//! "wake_timeout" and "backoff" share one duration type. The sections unwrap these into the plain
+//! types of the public config structs. The ready probe, a public type, is in `probe.rs`; the
+//! sleep tier is `crate::runtime::Tier`.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use ipnet::Ipv4Net;
+
+use super::field::FromRaw;
+
+/// A duration longer than zero (timeouts, intervals): "30s", "5m", "500ms".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NonZeroDuration(pub Duration);
+
+/// A duration that may be zero (e.g. `min_warm = "0s"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnyDuration(pub Duration);
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// `example` is the third example of the hint: one that the key accepts.
+    #[error(
+        "{text:?} is not a duration ({reason}); write it like \"30s\", \"5m\" or \"{example}\""
+    )]
+    Syntax {
+        text: String,
+        reason: humantime::DurationError,
+        example: &'static str,
+    },
+    #[error("must be longer than zero")]
+    Zero,
+}
+
+fn duration(text: &str, example: &'static str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text).map_err(|reason| DurationError::Syntax {
+        text: text.to_string(),
+        reason,
+        example,
+    })
+}
+
+impl FromStr for NonZeroDuration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match duration(text, "500ms")? {
+            d if d.is_zero() => Err(DurationError::Zero),
+            d => Ok(NonZeroDuration(d)),
+        }
+    }
+}
+
+impl FromStr for AnyDuration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        duration(text, "0s").map(AnyDuration)
+    }
+}
+
+/// A bound on held packets or bytes (`[hold]`), written as an integer; zero would hold nothing
+/// and is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be at least 1")]
+pub struct ZeroLimit;
+
+impl FromRaw<usize> for Limit {
+    type Err = ZeroLimit;
+
+    fn from_raw(raw: &usize) -> Result<Self, ZeroLimit> {
+        match *raw {
+            0 => Err(ZeroLimit),
+            n => Ok(Limit(n)),
+        }
+    }
+}
+
+/// A service port of a host (`ports = [8080]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("port 0 is not a port")]
+pub struct ZeroPort;
+
+impl FromRaw<u16> for Port {
+    type Err = ZeroPort;
+
+    fn from_raw(raw: &u16) -> Result<Self, ZeroPort> {
+        match *raw {
+            0 => Err(ZeroPort),
+            n => Ok(Port(n)),
+        }
+    }
+}
+
+/// A peer prefix (`idle_ignore`): CIDR, or a bare address for a /32; host bits are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix(pub Ipv4Net);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPv4 prefix (like \"10.0.9.0/24\") or address")]
+pub struct BadPrefix(pub String);
+
+impl FromStr for Prefix {
+    type Err = BadPrefix;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse::<Ipv4Net>()
+            .or_else(|_| text.parse::<std::net::Ipv4Addr>().map(Ipv4Net::from))
+            .map(|net| Prefix(net.trunc()))
+            .map_err(|_| BadPrefix(text.to_string()))
+    }
+}
+
+/// The imaginary address space: a network in CIDR form with room for a gateway and hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet(pub Ipv4Net);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubnetError {
+    #[error("{0} is too small: it needs room for a gateway and hosts (use /30 or larger)")]
+    TooSmall(Ipv4Net),
+    #[error("{0} has host bits set: did you mean {trunc}?", trunc = .0.trunc())]
+    HostBits(Ipv4Net),
+    #[error("{0:?} is not an IPv4 network in CIDR form (like \"10.77.0.0/24\")")]
+    NotCidr(String),
+}
+
+impl FromStr for Subnet {
+    type Err = SubnetError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.parse::<Ipv4Net>() {
+            Ok(subnet) if subnet.prefix_len() > 30 => Err(SubnetError::TooSmall(subnet)),
+            Ok(subnet) if subnet.network() != subnet.addr() => Err(SubnetError::HostBits(subnet)),
+            Ok(subnet) => Ok(Subnet(subnet)),
+            Err(_) => Err(SubnetError::NotCidr(text.to_string())),
+        }
+    }
+}
+
+/// Docker's rule for container and network names.
+fn is_docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The Docker network's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkName(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid Docker network name (letters, digits, '_', '.', '-')")]
+pub struct BadNetworkName(pub String);
+
+impl FromStr for NetworkName {
+    type Err = BadNetworkName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if is_docker_name(text) {
+            Ok(NetworkName(text.to_string()))
+        } else {
+            Err(BadNetworkName(text.to_string()))
+        }
+    }
+}
+
+/// A host's name, which also names its container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostName(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be letters, digits, '_', '.' or '-' (it names the container)")]
+pub struct BadHostName(pub String);
+
+impl FromStr for HostName {
+    type Err = BadHostName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if is_docker_name(text) {
+            Ok(HostName(text.to_string()))
+        } else {
+            Err(BadHostName(text.to_string()))
+        }
+    }
+}
+
+/// The Linux bridge's interface name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeName(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")]
+pub struct BadBridgeName(pub String);
+
+impl FromStr for BridgeName {
+    type Err = BadBridgeName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // IFNAMSIZ is 16 bytes with the terminating NUL.
+        if text.is_empty()
+            || text.len() > 15
+            || text.contains(['/', ' ', ':'])
+            || text.chars().any(char::is_whitespace)
+        {
+            Err(BadBridgeName(text.to_string()))
+        } else {
+            Ok(BridgeName(text.to_string()))
+        }
+    }
+}
+
+/// Where `/metrics` is served: an address with a port, or "off" (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddress(pub Option<SocketAddr>);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address with a port (like \"127.0.0.1:9477\") or \"off\"")]
+pub struct BadMetricsAddress(pub String);
+
+impl FromStr for MetricsAddress {
+    type Err = BadMetricsAddress;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(MetricsAddress(None));
+        }
+        text.parse()
+            .map(|addr| MetricsAddress(Some(addr)))
+            .map_err(|_| BadMetricsAddress(text.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err<T: FromStr<Err: std::fmt::Display> + std::fmt::Debug>(text: &str) -> String {
+        text.parse::<T>().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            "500ms".parse(),
+            Ok(NonZeroDuration(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            "1h 30m".parse(),
+            Ok(NonZeroDuration(Duration::from_secs(5400)))
+        );
+        assert_eq!("0s".parse::<NonZeroDuration>(), Err(DurationError::Zero));
+        assert_eq!(err::<NonZeroDuration>("0ms"), "must be longer than zero");
+        assert_eq!(
+            err::<NonZeroDuration>("soon"),
+            "\"soon\" is not a duration (expected number at 0); write it like \"30s\", \"5m\" or \
+             \"500ms\""
+        );
+        assert_eq!("0s".parse(), Ok(AnyDuration(Duration::ZERO)));
+        assert_eq!("2m".parse(), Ok(AnyDuration(Duration::from_secs(120))));
+        assert!(err::<AnyDuration>("5").ends_with("write it like \"30s\", \"5m\" or \"0s\""));
+        assert!(err::<AnyDuration>("").starts_with("\"\" is not a duration"));
+    }
+
+    #[test]
+    fn limits_and_ports() {
+        assert_eq!(Limit::from_raw(&1), Ok(Limit(1)));
+        assert_eq!(Limit::from_raw(&0), Err(ZeroLimit));
+        assert_eq!(ZeroLimit.to_string(), "must be at least 1");
+        assert_eq!(Port::from_raw(&8080), Ok(Port(8080)));
+        assert_eq!(Port::from_raw(&0), Err(ZeroPort));
+        assert_eq!(ZeroPort.to_string(), "port 0 is not a port");
+    }
+
+    #[test]
+    fn prefixes() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!("10.0.9.0/24".parse(), Ok(Prefix(net("10.0.9.0/24"))));
+        assert_eq!(
+            "10.0.9.7/24".parse(),
+            Ok(Prefix(net("10.0.9.0/24"))),
+            "host bits dropped"
+        );
+        assert_eq!("10.1.2.3".parse(), Ok(Prefix(net("10.1.2.3/32"))));
+        assert_eq!(
+            err::<Prefix>("nowhere"),
+            "\"nowhere\" is not an IPv4 prefix (like \"10.0.9.0/24\") or address"
+        );
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("::1".parse::<Prefix>().is_err());
+    }
+
+    #[test]
+    fn subnets() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!("10.77.0.0/24".parse(), Ok(Subnet(net("10.77.0.0/24"))));
+        assert_eq!("10.77.0.4/30".parse(), Ok(Subnet(net("10.77.0.4/30"))));
+        assert_eq!(
+            err::<Subnet>("10.0.0.0/31"),
+            "10.0.0.0/31 is too small: it needs room for a gateway and hosts (use /30 or larger)"
+        );
+        assert_eq!(
+            err::<Subnet>("10.77.0.5/24"),
+            "10.77.0.5/24 has host bits set: did you mean 10.77.0.0/24?"
+        );
+        assert_eq!(
+            err::<Subnet>("banana"),
+            "\"banana\" is not an IPv4 network in CIDR form (like \"10.77.0.0/24\")"
+        );
+        assert!("10.77.0.0".parse::<Subnet>().is_err(), "a prefix is needed");
+    }
+
+    #[test]
+    fn names() {
+        for good in ["imag", "a", "web-1", "a.b_c", "9lives"] {
+            assert_eq!(good.parse(), Ok(NetworkName(good.into())));
+            assert_eq!(good.parse(), Ok(HostName(good.into())));
+        }
+        for bad in ["", "-web", "_x", "a b", "a/b", "wéb"] {
+            assert!(bad.parse::<NetworkName>().is_err(), "{bad:?}");
+            assert!(bad.parse::<HostName>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            err::<NetworkName>("a b"),
+            "\"a b\" is not a valid Docker network name (letters, digits, '_', '.', '-')"
+        );
+        assert_eq!(
+            err::<HostName>("a b"),
+            "\"a b\" must be letters, digits, '_', '.' or '-' (it names the container)"
+        );
+        assert_eq!(
+            super::super::DEFAULT_NETWORK_NAME.parse::<NetworkName>(),
+            Ok(NetworkName("imag".into()))
+        );
+    }
+
+    #[test]
+    fn bridge_names() {
+        for good in ["imag0", "br-0.1", "a", "fifteen-chars-x"] {
+            assert_eq!(good.parse(), Ok(BridgeName(good.into())));
+        }
+        for bad in ["", "sixteen-chars-xx", "a/b", "a b", "a:b", "a\tb"] {
+            assert!(bad.parse::<BridgeName>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            err::<BridgeName>("a/b"),
+            "\"a/b\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+        );
+        assert!(
+            super::super::DEFAULT_BRIDGE_NAME
+                .parse::<BridgeName>()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!("off".parse(), Ok(MetricsAddress(None)));
+        assert_eq!(
+            "127.0.0.1:9477".parse(),
+            Ok(MetricsAddress(Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                9477
+            )))))
+        );
+        assert_eq!(
+            "[::1]:80"
+                .parse::<MetricsAddress>()
+                .map(|m| m.0.map(|a| a.port())),
+            Ok(Some(80))
+        );
+        assert_eq!(
+            err::<MetricsAddress>("127.0.0.1"),
+            "\"127.0.0.1\" is not an address with a port (like \"127.0.0.1:9477\") or \"off\""
+        );
+        assert!("OFF".parse::<MetricsAddress>().is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! [`ContainerRuntime`] for the Docker engine, through bollard. This file drives one host's
+//! container (create, start, pause, stop, remove, inspect); `network` holds what concerns the
+//! whole network (the Docker network itself, listing its containers, the event stream) and
+//! `thaw` the optional fast-thaw capability (the cgroup freezer, behind the engine's back).
+
+mod network;
+mod thaw;
+
+use std::collections::HashMap;
+
+use bollard::{
+    errors::Error as BollardError,
+    models::{
+        ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
+        HostConfig, NetworkingConfig,
+    },
+    query_parameters::{
+        CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
+        StartContainerOptions, StopContainerOptions,
+    },
+};
+use futures::stream::BoxStream;
+use tracing::debug;
+
+use self::thaw::FastThaw;
+use super::{
+    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, LABEL_HOST, LABEL_MANAGED,
+    LABEL_NETWORK, LABEL_SPEC, NotRunning, Observed, RunningInfo, RuntimeError, RuntimeEvent,
+    Started, freezer::Freezer,
+};
+use crate::{
+    clock::monotonic_ns,
+    interfaces::parse_mac,
+    runtime::{NetworkSpec, Tier},
+};
+
+/// Seconds a stopping container gets to exit on SIGTERM before SIGKILL.
+const STOP_TIMEOUT_SECS: i32 = 10;
+
+/// A handle on the local Docker engine (cheap to clone: clones share the fast-thaw state).
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    thaw: FastThaw,
+    /// DNS servers of the containers it creates ([`EngineOptions::dns`]).
+    dns: Vec<String>,
+}
+
+impl Docker {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_NETWORK.to_string(), spec.network.clone()),
+            (LABEL_HOST.to_string(), spec.host.clone()),
+            (LABEL_SPEC.to_string(), spec.fingerprint()),
+        ]);
+        let endpoint = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(spec.address.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            hostname: Some(spec.host.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                // A tiny init as PID 1 forwards SIGTERM, so that images without a signal handler
+                // stop at once instead of after the stop timeout.
+                init: Some(true),
+                dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match self.client.create_container(Some(options), body).await {
+            Ok(created) => {
+                debug!(container = %spec.name, id = %created.id, "created container");
+                Ok(created.id)
+            }
+            Err(err) if status_of(&err) == Some(404) => Err(RuntimeError::ImageMissing {
+                image: spec.image.clone(),
+            }),
+            Err(err) => Err(classify(err, "create", &spec.name)),
+        }
+    }
+
+    /// Starts an existing container; `Ok(false)` if there is no such container.
+    async fn start_existing(&self, spec: &ContainerSpec, id: &str) -> Result<bool, RuntimeError> {
+        match self
+            .client
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            // 304: already running.
+            Err(err) if status_of(&err) == Some(304) => Ok(true),
+            Err(err) if status_of(&err) == Some(404) => Ok(false),
+            Err(err) if message_of(&err).contains("ddress already in use") => {
+                Err(RuntimeError::AddressInUse {
+                    address: spec.address,
+                    network: spec.network.clone(),
+                })
+            }
+            Err(err) => Err(classify(err, "start", &spec.name)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.client.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(classify(err, "remove", name)),
+        }
+    }
+
+    /// Starts the host's container, creating it if it does not exist; returns the tier it
+    /// really came from.
+    async fn start_or_create(&self, spec: &ContainerSpec) -> Result<Tier, RuntimeError> {
+        if self.start_existing(spec, &spec.name).await? {
+            Ok(Tier::Stopped)
+        } else {
+            self.create_and_start(spec).await?;
+            Ok(Tier::Absent)
+        }
+    }
+
+    /// Creates (recreating a stale one) and starts.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let id = match self.create(spec).await {
+            Err(RuntimeError::Engine { message, .. }) if message.contains("already in use") => {
+                // A container by that name exists: it is ours (same name scheme) but the agent's
+                // belief about it was stale; make it current.
+                self.remove(&spec.name).await?;
+                self.create(spec).await?
+            }
+            other => other?,
+        };
+        if !self.start_existing(spec, &id).await? {
+            return Err(RuntimeError::Engine {
+                action: "start",
+                container: spec.name.clone(),
+                message: "the container disappeared right after it was created".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ContainerRuntime for Docker {
+    /// Connects to the local engine and negotiates the API version.
+    async fn connect(options: EngineOptions) -> Result<Docker, RuntimeError> {
+        let client = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(Docker {
+            client,
+            thaw: FastThaw::new(options.fast_thaw),
+            dns: options.dns.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    async fn ensure_network(&self, net: &NetworkSpec) -> Result<(), RuntimeError> {
+        self.ensure_docker_network(net).await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.remove_docker_network(name).await
+    }
+
+    async fn observe_all(
+        &self,
+        network: &str,
+        specs: &[ContainerSpec],
+    ) -> Result<HashMap<String, Observed>, RuntimeError> {
+        self.list_network(network, specs).await
+    }
+
+    fn events(&self, network: &str) -> BoxStream<'static, RuntimeEvent> {
+        self.die_events(network)
+    }
+
+    async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
+        let requested_ns = monotonic_ns();
+        if from == Tier::Paused && self.thaw_directly(&spec.name).await {
+            return Ok(Started {
+                from: Tier::Paused,
+                requested_ns,
+                running_ns: monotonic_ns(),
+            });
+        }
+        let from = match from {
+            Tier::Paused => match self.client.unpause_container(&spec.name).await {
+                Ok(()) => Tier::Paused,
+                Err(err) if status_of(&err) == Some(404) => {
+                    self.create_and_start(spec).await?;
+                    Tier::Absent
+                }
+                // 409: not paused (stopped or already running).
+                Err(err) if status_of(&err) == Some(409) => self.start_or_create(spec).await?,
+                Err(err) => return Err(classify(err, "unpause", &spec.name)),
+            },
+            Tier::Stopped => self.start_or_create(spec).await?,
+            Tier::Absent => {
+                self.create_and_start(spec).await?;
+                Tier::Absent
+            }
+        };
+        Ok(Started {
+            from,
+            requested_ns,
+            running_ns: monotonic_ns(),
+        })
+    }
+
+    async fn running_info(&self, spec: &ContainerSpec) -> Result<RunningInfo, NotRunning> {
+        let inspected = self
+            .client
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| NotRunning::Gone(message_of(&e)))?;
+        let mac = inspected
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|n| n.get(&spec.network))
+            .and_then(|e| e.mac_address.as_deref())
+            .and_then(parse_mac);
+        let state = inspected.state.unwrap_or_default();
+        match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+                Ok(RunningInfo {
+                    pid: state.pid.unwrap_or_default() as u32,
+                    mac,
+                })
+            }
+            status => Err(NotRunning::Exited {
+                status: status.map_or("unknown".to_string(), |s| s.to_string()),
+                code: state.exit_code.unwrap_or_default(),
+                error: state.error.filter(|e| !e.is_empty()),
+            }),
+        }
+    }
+
+    async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {
+        match to {
+            Tier::Paused => {
+                if self.thaw.is_unsettled(&spec.name) {
+                    // The engine still says paused: freezing again makes that true.
+                    if self.refreeze(&spec.name).await {
+                        return Ok(());
+                    }
+                    self.settle(spec).await?;
+                }
+                // Remember the freezer now, while the container runs, for a fast wake.
+                let _ = self.freezer(&spec.name).await;
+                self.client
+                    .pause_container(&spec.name)
+                    .await
+                    .map_err(|e| classify(e, "pause", &spec.name))
+            }
+            Tier::Stopped => {
+                self.settle(spec).await?;
+                // A paused container cannot be stopped gracefully: thaw it first.
+                let _ = self.client.unpause_container(&spec.name).await;
+                self.thaw.forget(&spec.name);
+                let options = StopContainerOptions {
+                    t: Some(STOP_TIMEOUT_SECS),
+                    signal: None,
+                };
+                match self.client.stop_container(&spec.name, Some(options)).await {
+                    Ok(()) => Ok(()),
+                    Err(err) if matches!(status_of(&err), Some(304) | Some(404)) => Ok(()),
+                    Err(err) => Err(classify(err, "stop", &spec.name)),
+                }
+            }
+            Tier::Absent => {
+                self.settle(spec).await?;
+                self.thaw.forget(&spec.name);
+                self.remove(&spec.name).await
+            }
+        }
+    }
+
+    fn unsettled(&self, spec: &ContainerSpec) -> bool {
+        self.thaw.is_unsettled(&spec.name)
+    }
+
+    async fn settle(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.settle_view(spec).await
+    }
+
+    async fn observe(&self, spec: &ContainerSpec) -> Result<Observed, RuntimeError> {
+        let inspected = match self
+            .client
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(err) if status_of(&err) == Some(404) => return Ok(Observed::Absent),
+            Err(err) => return Err(classify(err, "inspect", &spec.name)),
+        };
+        let labels = inspected
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let current = labels.get(LABEL_SPEC) == Some(&spec.fingerprint());
+        let pid = inspected
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .unwrap_or_default();
+        let status = match inspected.state.and_then(|s| s.status) {
+            Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
+            Some(ContainerStateStatusEnum::PAUSED) => {
+                // Paused for the engine, but thawed directly by an earlier agent: it runs, and
+                // the engine's view needs settling.
+                match Freezer::of_process(pid as u32).and_then(|f| f.is_frozen()) {
+                    Ok(false) => {
+                        self.thaw.set_unsettled(&spec.name, true);
+                        ContainerStatus::Running
+                    }
+                    _ => ContainerStatus::Paused,
+                }
+            }
+            Some(ContainerStateStatusEnum::RESTARTING)
+            | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
+            _ => ContainerStatus::Stopped,
+        };
+        Ok(Observed::Present { status, current })
+    }
+}
+
+fn status_of(err: &BollardError) -> Option<u16> {
+    match err {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn message_of(err: &BollardError) -> String {
+    match err {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn classify(err: BollardError, action: &'static str, container: &str) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
+            action,
+            container: container.to_string(),
+            message,
+        },
+        BollardError::IOError { .. } | BollardError::HyperResponseError { .. } => {
+            RuntimeError::Unreachable(err.to_string())
+        }
+        other => RuntimeError::Engine {
+            action,
+            container: container.to_string(),
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,128 @@
+//! Fast thaw, the Docker runtime's optional capability: wake a paused container by thawing its
+//! cgroup freezer directly ([`Freezer`], microseconds) instead of the engine's unpause (tens of
+//! milliseconds), and repair the engine's view of it later ("settle"), at a quiet moment. Its
+//! neighbour `mod.rs` calls in here from wake, sleep and observe.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use bollard::query_parameters::InspectContainerOptions;
+
+use super::{Docker, classify};
+use crate::runtime::{ContainerSpec, RuntimeError, freezer::Freezer};
+
+/// What fast thaw remembers, shared by every clone of a [`Docker`] handle.
+#[derive(Clone, Default)]
+pub(super) struct FastThaw {
+    /// Wake paused containers by thawing their freezer directly.
+    enabled: bool,
+    /// Freezers of containers this agent paused, found when pausing (so that a wake needs no
+    /// engine round trip to find them).
+    freezers: Arc<Mutex<HashMap<String, Freezer>>>,
+    /// Containers thawed directly: running, though the engine still says paused.
+    unsettled: Arc<Mutex<HashSet<String>>>,
+}
+
+impl FastThaw {
+    pub(super) fn new(enabled: bool) -> FastThaw {
+        FastThaw {
+            enabled,
+            ..FastThaw::default()
+        }
+    }
+
+    pub(super) fn is_unsettled(&self, name: &str) -> bool {
+        self.unsettled.lock().expect("not poisoned").contains(name)
+    }
+
+    pub(super) fn set_unsettled(&self, name: &str, unsettled: bool) {
+        let mut set = self.unsettled.lock().expect("not poisoned");
+        if unsettled {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    /// Drops the remembered freezer of a container that is being stopped or removed.
+    pub(super) fn forget(&self, name: &str) {
+        self.freezers.lock().expect("not poisoned").remove(name);
+    }
+}
+
+impl Docker {
+    /// The freezer of a container: cached from when it was paused, else found through its PID.
+    pub(super) async fn freezer(&self, name: &str) -> Option<Freezer> {
+        if let Some(freezer) = self.thaw.freezers.lock().expect("not poisoned").get(name) {
+            return Some(freezer.clone());
+        }
+        let inspected = self
+            .client
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let pid = inspected.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
+        let freezer = Freezer::of_process(pid as u32).ok()?;
+        self.thaw
+            .freezers
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), freezer.clone());
+        Some(freezer)
+    }
+
+    /// The fast path of a wake from pause: thaws the freezer ourselves and leaves the engine's
+    /// view to be settled later. False (nothing done) when fast thaw is off, the container is
+    /// already unsettled, or its freezer cannot be found or is not frozen.
+    pub(super) async fn thaw_directly(&self, name: &str) -> bool {
+        if !self.thaw.enabled || self.thaw.is_unsettled(name) {
+            return false;
+        }
+        if let Some(freezer) = self.freezer(name).await
+            && freezer.is_frozen().unwrap_or(false)
+            && freezer.thaw().is_ok()
+        {
+            self.thaw.set_unsettled(name, true);
+            return true;
+        }
+        false
+    }
+
+    /// Puts an unsettled container back to sleep by freezing it again, which makes the engine's
+    /// "paused" true once more. False if that failed (the caller settles and pauses instead).
+    pub(super) async fn refreeze(&self, name: &str) -> bool {
+        if let Some(freezer) = self.freezer(name).await
+            && freezer.freeze().is_ok()
+        {
+            self.thaw.set_unsettled(name, false);
+            return true;
+        }
+        false
+    }
+
+    /// Repairs the engine's view of a container thawed directly: freeze it again (for the few
+    /// milliseconds the engine needs), and let the engine unpause it; if that fails, thaw it
+    /// ourselves again, so that the container is never left frozen.
+    pub(super) async fn settle_view(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if !self.thaw.is_unsettled(&spec.name) {
+            return Ok(());
+        }
+        let Some(freezer) = self.freezer(&spec.name).await else {
+            self.thaw.set_unsettled(&spec.name, false);
+            return Ok(());
+        };
+        freezer.freeze().map_err(|e| RuntimeError::Engine {
+            action: "freeze (to settle)",
+            container: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        let unpaused = self.client.unpause_container(&spec.name).await;
+        if unpaused.is_err() || freezer.is_frozen().unwrap_or(true) {
+            let _ = freezer.thaw();
+        }
+        self.thaw.set_unsettled(&spec.name, false);
+        unpaused.map_err(|e| classify(e, "unpause (to settle)", &spec.name))
+    }
+}
