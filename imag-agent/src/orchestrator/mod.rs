@@ -14,6 +14,8 @@ pub mod hosts;
 mod jobs;
 mod release;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod wake_metrics;
 
 use std::{sync::Arc, time::Duration};
@@ -153,6 +155,13 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     pub fn datapath_mut(&mut self) -> &mut D {
         &mut self.datapath
+    }
+
+    /// Drops the packet socket: refusals and neighbour announcements are not sent (for tests).
+    #[cfg(test)]
+    fn without_wire(mut self) -> Self {
+        self.wire = None;
+        self
     }
 
     /// The orchestrator's wake metrics, for the registry behind `/metrics`.

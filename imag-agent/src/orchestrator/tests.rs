@@ -1,0 +1,343 @@
+//! The orchestrator's shell on a fake engine and an in-memory datapath: held packets in, engine
+//! calls, datapath switches, deliveries, refusals and published snapshots out. Time is tokio's
+//! paused clock, so scripted engine delays cost nothing.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use imag_common::{HeldFrameHeader, HostActivity, stat};
+use ipnet::Ipv4Net;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::{
+    datapath::DatapathError,
+    readiness::ListenWatch,
+    report::StateName,
+    runtime::{
+        ContainerStatus,
+        fake::{Call, FakeRuntime, WakeOutcome},
+    },
+};
+
+/// The datapath's per-host state, in memory.
+#[derive(Default)]
+struct FakeTable {
+    /// Hold (true) or pass, by address.
+    hold: HashMap<Ipv4Addr, bool>,
+    activity: HashMap<Ipv4Addr, HostActivity>,
+    links: HashSet<Ipv4Addr>,
+    /// Frames re-delivered, in order: (ifindex, frame length).
+    delivered: std::sync::Mutex<Vec<(u32, usize)>>,
+}
+
+impl HostTable for FakeTable {
+    fn set_host(&mut self, addr: Ipv4Addr, _: u32, hold: bool, _: u8) -> Result<(), DatapathError> {
+        self.hold.insert(addr, hold);
+        Ok(())
+    }
+    fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
+        self.activity.entry(addr).or_default();
+        Ok(())
+    }
+    fn ignore_peers(&mut self, _: u32, _: Ipv4Net) -> Result<(), DatapathError> {
+        Ok(())
+    }
+    fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
+        self.activity.get(&addr).copied()
+    }
+    fn reset_connections(&mut self, addr: Ipv4Addr, open: u64) -> Result<(), DatapathError> {
+        let a = self.activity.entry(addr).or_default();
+        a.tcp_opened = open;
+        a.tcp_closed = 0;
+        Ok(())
+    }
+    fn stats(&self) -> [u64; stat::COUNT as usize] {
+        [0; stat::COUNT as usize]
+    }
+    fn attach_host_link(&mut self, addr: Ipv4Addr, _: &Interface) -> Result<(), DatapathError> {
+        self.links.insert(addr);
+        Ok(())
+    }
+    fn has_host_link(&self, addr: Ipv4Addr) -> bool {
+        self.links.contains(&addr)
+    }
+    fn detach_host_link(&mut self, addr: Ipv4Addr) {
+        self.links.remove(&addr);
+    }
+    fn deliver(&self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
+        self.delivered.lock().unwrap().push((ifindex, frame.len()));
+        Ok(())
+    }
+}
+
+type Orch = Orchestrator<FakeRuntime, FakeTable>;
+
+/// A network 10.9.0.0/24 with `hosts` (TOML of `[[host]]` sections).
+fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {
+    let text = format!("[network]\nname = \"t\"\nsubnet = \"10.9.0.0/24\"\n\n{hosts}");
+    let config = Config::parse(&text, "test.toml").expect("a valid test config");
+    let fake = FakeRuntime::new();
+    let hosts = Orch::hosts_from(&config, |_| HostState::Asleep { tier: Tier::Absent });
+    let mut orch = Orchestrator::new(
+        hosts,
+        FakeTable::default(),
+        fake.clone(),
+        &config,
+        None,
+        ListenWatch::new(None),
+    )
+    .without_wire();
+    orch.publish_hosts().unwrap();
+    (orch, fake)
+}
+
+fn host(name: &str, last_octet: u8, extra: &str) -> String {
+    format!(
+        "[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{last_octet}\"\nimage = \"img\"\n{extra}\n"
+    )
+}
+
+/// A held SYN-sized frame for `addr`, as the ring buffer reader hands it over.
+fn held(orch: &Orch, addr: Ipv4Addr) -> HeldFrame {
+    let id = orch
+        .hosts
+        .iter()
+        .position(|h| h.config.address == addr)
+        .unwrap();
+    HeldFrame {
+        header: HeldFrameHeader {
+            held_at_ns: monotonic_ns(),
+            ifindex: 3,
+            frame_len: 60,
+            host_addr: addr_key(addr),
+            host_id: id as u32,
+        },
+        frame: vec![0; 60],
+    }
+}
+
+/// Handles the jobs' outcomes until none comes within `quiet` (paused time: instant).
+async fn settle(orch: &mut Orch, quiet: Duration) {
+    while let Ok(Some(outcome)) = tokio::time::timeout(quiet, orch.outcomes.recv()).await {
+        orch.on_outcome(outcome);
+        orch.publish();
+    }
+}
+
+fn wakes(fake: &FakeRuntime) -> Vec<String> {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Wake { container, .. } => Some(container),
+            _ => None,
+        })
+        .collect()
+}
+
+fn state(orch: &Orch, name: &str) -> StateName {
+    let snapshot = orch.subscribe();
+    let snapshot = snapshot.borrow();
+    snapshot
+        .hosts
+        .iter()
+        .find(|h| h.name == name)
+        .unwrap()
+        .state
+}
+
+const WEB: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 10);
+const DB: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 11);
+
+#[tokio::test(start_paused = true)]
+async fn held_packets_wake_a_cold_host_once_and_are_delivered() {
+    let (mut orch, fake) = orchestrator(&host("web", 10, ""));
+    assert!(orch.datapath().hold[&WEB], "cold hosts are held");
+    fake.script_wake("t-web", Duration::from_millis(200), WakeOutcome::Runs);
+    for _ in 0..5 {
+        let frame = held(&orch, WEB);
+        orch.on_held(frame);
+    }
+    orch.publish();
+    assert_eq!(state(&orch, "web"), StateName::Waking);
+    assert_eq!(orch.subscribe().borrow().hosts[0].held_packets, 5);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(wakes(&fake), vec!["t-web"], "one wake for five packets");
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert!(!orch.datapath().hold[&WEB], "warm hosts pass");
+    assert_eq!(orch.counters.delivered, 5);
+    let snapshot = orch.subscribe().borrow().clone();
+    let last = snapshot.hosts[0].last_wake.clone().expect("a wake record");
+    assert!(last.failure.is_none());
+    assert_eq!(last.from, Tier::Absent);
+    // Phases are stamped on CLOCK_MONOTONIC (the kernel's clock), not tokio's paused one.
+    assert!(
+        last.timings.running_ns >= last.timings.requested_ns,
+        "{last:?}"
+    );
+    assert_eq!(
+        *orch.datapath().delivered.lock().unwrap(),
+        vec![(3, 60); 5],
+        "every held frame, where it arrived"
+    );
+    assert_eq!(snapshot.counters.held, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_wake_refuses_what_was_held_and_backs_off() {
+    let (mut orch, fake) = orchestrator(&host("web", 10, ""));
+    fake.script_wake("t-web", Duration::ZERO, WakeOutcome::ImageMissing);
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Failed);
+    // No packet socket in the test: the refusal cannot be sent and is counted as such.
+    assert_eq!(orch.counters.dropped_unanswerable, 1);
+    let failure = orch.hosts[0].last_wake.as_ref().unwrap().failure.clone();
+    assert_eq!(failure.unwrap().0, "image_missing");
+    // Within the backoff, the next packet is refused without another engine call.
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_millis(100)).await;
+    assert_eq!(wakes(&fake).len(), 1);
+    assert_eq!(orch.counters.dropped_unanswerable, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
+    let (mut orch, fake) = orchestrator(&host(
+        "web",
+        10,
+        "idle_timeout = \"10s\"\nmin_warm = \"0s\"\nsleep = \"pause\"",
+    ));
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    // Quiet since becoming warm: the tick after 10 s decides, the 2 ms look confirms.
+    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
+    orch.tick();
+    assert!(
+        orch.datapath().hold[&WEB],
+        "held before the engine is asked"
+    );
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert!(fake.calls().contains(&Call::Sleep {
+        container: "t-web".into(),
+        to: Tier::Paused
+    }));
+    assert_eq!(
+        orch.hosts[0].state,
+        HostState::Asleep { tier: Tier::Paused }
+    );
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert_eq!(fake.status("t-web"), Some(ContainerStatus::Running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
+    let (mut orch, fake) = orchestrator(&host(
+        "web",
+        10,
+        "idle_timeout = \"10s\"\nmin_warm = \"0s\"",
+    ));
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
+    orch.tick();
+    // A packet slipped past the switch to hold, after the decision.
+    orch.datapath_mut()
+        .activity
+        .get_mut(&WEB)
+        .unwrap()
+        .last_packet_ns = monotonic_ns() + 1;
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert!(
+        !fake.calls().iter().any(|c| matches!(c, Call::Sleep { .. })),
+        "the engine was never asked"
+    );
+    assert!(!orch.datapath().hold[&WEB]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependencies_wake_first_and_a_failed_one_fails_the_dependent() {
+    let (mut orch, fake) =
+        orchestrator(&(host("web", 10, "depends_on = [\"db\"]") + &host("db", 11, "")));
+    fake.script_wake("t-db", Duration::from_millis(300), WakeOutcome::Runs);
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    orch.publish();
+    assert_eq!(
+        wakes(&fake),
+        Vec::<String>::new(),
+        "nothing asked before db's job runs"
+    );
+    assert_eq!(state(&orch, "db"), StateName::Waking);
+    assert_eq!(state(&orch, "web"), StateName::Waking);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(wakes(&fake), vec!["t-db", "t-web"], "db first, then web");
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert!(!orch.datapath().hold[&DB]);
+
+    let (mut orch, fake) =
+        orchestrator(&(host("web", 10, "depends_on = [\"db\"]") + &host("db", 11, "")));
+    fake.script_wake("t-db", Duration::ZERO, WakeOutcome::ImageMissing);
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(
+        wakes(&fake),
+        vec!["t-db"],
+        "web's own container is never started"
+    );
+    assert_eq!(state(&orch, "web"), StateName::Failed);
+    let failure = orch.hosts[0]
+        .last_wake
+        .as_ref()
+        .unwrap()
+        .failure
+        .clone()
+        .unwrap();
+    assert_eq!(failure.0, "dependency_failed");
+    assert_eq!(
+        orch.counters.dropped_unanswerable, 1,
+        "web's packet refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_commands_and_engine_exits() {
+    let (mut orch, fake) = orchestrator(&host("web", 10, ""));
+    let (reply, answer) = oneshot::channel();
+    orch.on_input(Input::Wake {
+        host: "web".into(),
+        reply,
+    });
+    assert_eq!(answer.await.unwrap(), Ok(()));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    let last = orch.hosts[0].last_wake.clone().unwrap();
+    assert!(!last.timings.from_packet(), "an operator's wake");
+
+    let (reply, answer) = oneshot::channel();
+    orch.on_input(Input::Sleep {
+        host: "nope".into(),
+        to: None,
+        reply,
+    });
+    assert_eq!(answer.await.unwrap(), Err("no host named \"nope\"".into()));
+
+    fake.exit("t-web", 1);
+    orch.on_input(Input::ContainerExited { host: "web".into() });
+    orch.publish();
+    assert_eq!(state(&orch, "web"), StateName::Asleep);
+    assert!(orch.datapath().hold[&WEB], "held again");
+}
