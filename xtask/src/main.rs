@@ -66,7 +66,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // time keeps a shared 2-core machine from stretching a wake past TCP's 1 s SYN timeout.
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
-        .args(["test", "--workspace", "--all-targets"])
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .arg("--")
         .arg("--test-threads=1")
         .args(args);
