@@ -39,8 +39,15 @@ pub fn run() -> anyhow::Result<()> {
     let mut agent = AgentProcess::start(Launch::new(&binary, &config_path, &[HOST_IF]))?;
     println!("imag-agent attached to {HOST_IF}");
     let result = requests(&client, &mut agent);
+    // Leave nothing behind: `detach` through the running agent removes its programs, rules,
+    // containers and the Docker network it created, and the agent exits.
+    let detached = agent.command(&["detach"]);
     agent.stop()?;
     drop(client);
+    match detached {
+        Ok(_) => println!("\n$ imag-agent detach   # programs, rules, containers and network removed"),
+        Err(err) => eprintln!("detaching after the demo failed: {err}"),
+    }
     result
 }
 

@@ -87,7 +87,9 @@ pub fn prepare_agent(what: &str) -> anyhow::Result<std::path::PathBuf> {
         "-p",
         "imag-agent",
     ]))?;
-    Ok(root.join("target/release/imag-agent"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/imag-agent"))
 }
 
 /// The workspace's root directory (the xtask lives one level below it).
