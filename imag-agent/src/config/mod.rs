@@ -10,6 +10,7 @@
 //! looks like. Nothing else in the agent sees the raw structs.
 
 mod agent;
+mod compose;
 mod error;
 mod field;
 mod hold;

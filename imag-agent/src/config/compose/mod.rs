@@ -1,0 +1,2 @@
+//! Compose files as configuration.
+mod yaml;
