@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     datapath::{Datapath, HookChoice, pins::Pins, ring},
+    dns,
     firewall::{self, ForwardRule},
     interfaces::Interface,
     ops::{
@@ -124,8 +125,15 @@ async fn attach_on<R: ContainerRuntime>(
     config: Config,
     interfaces: Vec<Interface>,
 ) -> anyhow::Result<()> {
+    // Until the configuration has a [dns] section: the defaults for this network.
+    let dns_config = dns::DnsConfig::default_for(&config.network.name);
     let runtime = R::connect(EngineOptions {
         fast_thaw: config.wake.fast_thaw,
+        dns: if dns_config.enabled {
+            vec![config.network.gateway]
+        } else {
+            Vec::new()
+        },
     })
     .await?;
     runtime.ensure_network(&config.network.spec()).await?;
@@ -189,9 +197,12 @@ async fn attach_on<R: ContainerRuntime>(
     let (inputs_tx, mut inputs_rx) = mpsc::channel(256);
     let (detach_tx, mut detach_rx) = mpsc::channel(1);
     let socket = control::socket_path(&config.network.name);
+    let dns_metrics = dns::DnsMetrics::new();
     let endpoints = async {
+        let dns = dns::serve_config(&config, &dns_config, dns_metrics.clone()).await?;
         if let Some(addr) = opts.metrics.unwrap_or(config.agent.metrics) {
-            let metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
+            let mut metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
+            metrics.register(dns_metrics.collectors());
             metrics::serve(Arc::new(metrics), addr).await?;
         }
         let handles = control::Handles {
@@ -199,15 +210,20 @@ async fn attach_on<R: ContainerRuntime>(
             snapshot: orchestrator.subscribe(),
             detach: detach_tx,
         };
-        control::serve(socket.clone(), handles).await
+        control::serve(socket.clone(), handles).await?;
+        anyhow::Ok(dns)
     };
-    if let Err(err) = endpoints.await {
-        if !adopted {
-            orchestrator.datapath_mut().detach_all();
+    // Answers names until the agent returns (dropping it stops the server).
+    let _dns = match endpoints.await {
+        Ok(dns) => dns,
+        Err(err) => {
+            if !adopted {
+                orchestrator.datapath_mut().detach_all();
+            }
+            undo.run();
+            return Err(err);
         }
-        undo.run();
-        return Err(err.into());
-    }
+    };
     let tasks = vec![
         tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
         tokio::spawn(ring::forward_listen_events(sock_events, listen_tx)),

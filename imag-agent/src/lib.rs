@@ -11,6 +11,7 @@ pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod datapath;
+pub mod dns;
 pub mod firewall;
 pub mod interfaces;
 pub mod ops;

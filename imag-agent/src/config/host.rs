@@ -3,7 +3,7 @@
 //! `[network]` from `network.rs`; checks across hosts (unique names and addresses) are in
 //! `mod.rs`.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 
 use ipnet::Ipv4Net;
 use toml::Spanned;
@@ -54,7 +54,45 @@ pub struct HostConfig {
     pub proxy_arp: bool,
     /// Answer pings from the datapath while not warm, without waking the host.
     pub answer_ping: bool,
+    /// Hosts woken with this one, before its own container starts (`depends_on`).
+    pub depends_on: Vec<Dependency>,
 }
+
+/// A host another host needs running before it starts (compose's `depends_on`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub host: String,
+    /// Wait until it is healthy (compose's `condition: service_healthy`), not only started.
+    /// imag waits for a dependency's own ready probe either way; with `healthy` that probe is
+    /// its healthcheck.
+    pub healthy: bool,
+}
+
+impl FromStr for Dependency {
+    type Err = BadDependency;
+
+    /// `NAME` or `NAME:healthy`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (host, healthy) = match text.split_once(':') {
+            None => (text, false),
+            Some((host, "healthy")) => (host, true),
+            Some((host, "started")) => (host, false),
+            Some(_) => return Err(BadDependency(text.to_string())),
+        };
+        if host.is_empty() {
+            return Err(BadDependency(text.to_string()));
+        }
+        Ok(Dependency {
+            host: host.to_string(),
+            healthy,
+        })
+    }
+}
+
+/// A `depends_on` entry that is not `NAME`, `NAME:started` or `NAME:healthy`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a host name, optionally with \":healthy\" or \":started\"")]
+pub struct BadDependency(pub String);
 
 impl HostConfig {
     /// The container that runs this host on network `network`.
@@ -159,6 +197,10 @@ pub(super) fn validate(
             items(list, report).map(|list: Vec<Prefix>| list.into_iter().map(|p| p.0).collect())
         }
     };
+    let depends_on: Option<Vec<Dependency>> = match &host.depends_on {
+        None => Some(Vec::new()),
+        Some(list) => items(list, report),
+    };
     if !ok {
         return None;
     }
@@ -183,6 +225,7 @@ pub(super) fn validate(
         answer_ping: host
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
+        depends_on: depends_on?,
     })
 }
 

@@ -11,6 +11,7 @@
 
 mod agent;
 mod compose;
+mod depends;
 mod error;
 mod field;
 mod hold;
@@ -33,7 +34,10 @@ pub use self::{
     agent::{AgentConfig, DEFAULT_METRICS, parse_metrics_address},
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
-    host::{DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, HostConfig},
+    host::{
+        BadDependency, DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, Dependency,
+        HostConfig,
+    },
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
     values::BadMetricsAddress,
@@ -137,6 +141,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
             hosts.push(host);
         }
     }
+    depends::check(raw, &hosts, report);
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);

@@ -79,4 +79,5 @@ pub struct Host {
     pub ready_poll: Option<Spanned<String>>,
     pub proxy_arp: Option<bool>,
     pub answer_ping: Option<bool>,
+    pub depends_on: Option<Vec<Spanned<String>>>,
 }

@@ -52,6 +52,17 @@ impl Metrics {
         Metrics { registry, names }
     }
 
+    /// Registers a component's own collectors (e.g. [`crate::dns::DnsMetrics::collectors`]).
+    pub fn register(&mut self, collectors: Vec<Box<dyn Collector>>) {
+        for collector in collectors {
+            self.names
+                .extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+            self.registry
+                .register(collector)
+                .expect("unique metric names");
+        }
+    }
+
     /// The full names (`imag_…`) of every metric family.
     pub fn names(&self) -> &[String] {
         &self.names

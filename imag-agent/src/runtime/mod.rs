@@ -141,10 +141,13 @@ pub enum RuntimeEvent {
 }
 
 /// How to drive the engine, from the configuration.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Use fast thaw where the engine supports it (`[wake] fast_thaw`).
     pub fast_thaw: bool,
+    /// DNS servers of the containers it creates: the agent's own, which answers for every host
+    /// (the engine's embedded resolver forwards the names it does not know there).
+    pub dns: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -42,6 +42,8 @@ const STOP_TIMEOUT_SECS: i32 = 10;
 pub struct Docker {
     client: bollard::Docker,
     thaw: FastThaw,
+    /// DNS servers of the containers it creates ([`EngineOptions::dns`]).
+    dns: Vec<String>,
 }
 
 impl Docker {
@@ -70,6 +72,7 @@ impl Docker {
                 // A tiny init as PID 1 forwards SIGTERM, so that images without a signal handler
                 // stop at once instead of after the stop timeout.
                 init: Some(true),
+                dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -170,6 +173,7 @@ impl ContainerRuntime for Docker {
         Ok(Docker {
             client,
             thaw: FastThaw::new(options.fast_thaw),
+            dns: options.dns.iter().map(ToString::to_string).collect(),
         })
     }
 

@@ -219,9 +219,12 @@ async fn networks_are_created_reused_checked_and_removed_only_if_ours() {
 
 #[tokio::test]
 async fn fast_thaw_leaves_a_wake_from_pause_unsettled_until_settled_or_paused_again() {
-    let fake = FakeRuntime::connect(EngineOptions { fast_thaw: true })
-        .await
-        .unwrap();
+    let fake = FakeRuntime::connect(EngineOptions {
+        fast_thaw: true,
+        ..EngineOptions::default()
+    })
+    .await
+    .unwrap();
     let web = spec("web");
     fake.put(&web, ContainerStatus::Paused);
     fake.wake(&web, Tier::Paused).await.unwrap();

@@ -1,0 +1,126 @@
+//! `depends_on` across hosts: every dependency names another configured host, and no host
+//! depends on itself through a chain (a cycle could never finish waking).
+
+use std::collections::HashMap;
+
+use super::{HostConfig, field::Report, raw, span};
+
+/// Reports unknown, self and circular dependencies at the entry that introduces them.
+pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
+    let known: HashMap<&str, &HostConfig> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let all_names: Vec<&str> = raw
+        .host
+        .iter()
+        .map(|h| h.get_ref().name.get_ref().as_str())
+        .collect();
+    for raw_host in &raw.host {
+        let raw_host = raw_host.get_ref();
+        let name = raw_host.name.get_ref().as_str();
+        let Some(entries) = &raw_host.depends_on else {
+            continue;
+        };
+        let Some(host) = known.get(name) else {
+            continue; // its own problems are reported already
+        };
+        for (entry, dep) in entries.iter().zip(&host.depends_on) {
+            if dep.host == name {
+                report(
+                    span(entry),
+                    format!("host {name:?} depends on itself: remove it from depends_on"),
+                );
+            } else if !all_names.contains(&dep.host.as_str()) {
+                report(
+                    span(entry),
+                    format!(
+                        "host {name:?} depends on {:?}, which is not a configured host",
+                        dep.host
+                    ),
+                );
+            } else if let Some(path) = cycle_through(&known, &dep.host, name) {
+                report(
+                    span(entry),
+                    format!(
+                        "depends_on makes a cycle: {name} → {}: no host of it could ever start \
+                         first",
+                        path.join(" → ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The chain of dependencies from `from` back to `target`, if there is one.
+fn cycle_through(
+    hosts: &HashMap<&str, &HostConfig>,
+    from: &str,
+    target: &str,
+) -> Option<Vec<String>> {
+    let mut stack = vec![(from.to_string(), vec![from.to_string()])];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((at, path)) = stack.pop() {
+        if at == target {
+            return Some(path);
+        }
+        if !seen.insert(at.clone()) {
+            continue;
+        }
+        for dep in hosts.get(at.as_str()).map_or(&[][..], |h| &h.depends_on) {
+            let mut next = path.clone();
+            next.push(dep.host.clone());
+            stack.push((dep.host.clone(), next));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, tests::problems};
+
+    fn config(hosts: &[(&str, &str)]) -> String {
+        let mut text = String::from("[network]\nsubnet = \"10.9.0.0/24\"\n");
+        for (i, (name, deps)) in hosts.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{}\"\nimage = \"i\"\ndepends_on = [{deps}]\n",
+                10 + i
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn dependencies_parse_with_their_condition() {
+        let c = Config::parse(
+            &config(&[("web", "\"api\""), ("api", "\"db:healthy\""), ("db", "")]),
+            "t",
+        )
+        .unwrap();
+        let deps = |h: &str| c.host(h).unwrap().depends_on.clone();
+        assert_eq!(deps("web")[0].host, "api");
+        assert!(!deps("web")[0].healthy);
+        assert!(deps("api")[0].healthy);
+        assert!(deps("db").is_empty());
+    }
+
+    #[test]
+    fn unknown_self_and_circular_dependencies_are_reported_where_written() {
+        let found = problems(&config(&[("web", "\"nope\", \"web\"")]));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (8, 15));
+        assert!(
+            found[0]
+                .2
+                .contains("\"nope\", which is not a configured host")
+        );
+        assert!(found[1].2.contains("depends on itself"));
+        let found = problems(&config(&[("a", "\"b\""), ("b", "\"c\""), ("c", "\"a\"")]));
+        assert_eq!(found.len(), 3, "every host of the cycle: {found:?}");
+        assert!(found[0].2.contains("a → b → c → a"), "{found:?}");
+        let found = problems(&config(&[("a", "\"b:sometime\""), ("b", "")]));
+        assert!(
+            found[0].2.contains("\"b:sometime\" is not a host name"),
+            "{found:?}"
+        );
+    }
+}
