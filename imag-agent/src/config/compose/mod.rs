@@ -1,2 +1,3 @@
 //! Compose files as configuration.
 mod yaml;
+mod interpolate;
