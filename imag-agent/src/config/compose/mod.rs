@@ -1,3 +1,4 @@
 //! Compose files as configuration.
 mod yaml;
 mod interpolate;
+mod address;
