@@ -85,28 +85,52 @@ impl Config {
             origin: origin.to_string(),
             problems: vec![locate(err.span(), err.message().trim_end().to_string())],
         })?;
-        let mut problems = Vec::new();
-        let config = validate(&raw, &mut |span, message| {
-            problems.push(locate(span, message))
-        });
-        match config {
-            Some(mut config) if problems.is_empty() => {
-                config.warnings = warnings::warnings(&raw, &config, &locate);
-                Ok(config)
-            }
-            _ => {
-                // Stable: problems at one place keep the order in which they were found.
-                problems.sort_by_key(|p| (p.line, p.column));
-                Err(ConfigError {
-                    origin: origin.to_string(),
-                    problems,
-                })
-            }
-        }
+        from_raw(&raw, text, origin, Vec::new(), Vec::new())
+    }
+
+    /// Reads and validates a compose file as the configuration (see `compose/mod.rs`): the
+    /// variables of the agent's environment and of a `.env` file next to it are interpolated.
+    pub fn load_compose(path: &Path) -> Result<Config, LoadError> {
+        compose::load(path)
     }
 
     pub fn host(&self, name: &str) -> Option<&HostConfig> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// The second pass of every front end: validates `raw` (whose spans are byte offsets into
+/// `text`), adding the front end's own `problems` and `warnings`.
+fn from_raw(
+    raw: &raw::Config,
+    text: &str,
+    origin: &str,
+    mut problems: Vec<Problem>,
+    mut extra_warnings: Vec<Problem>,
+) -> Result<Config, ConfigError> {
+    let locate = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+        Problem {
+            line,
+            column,
+            message,
+        }
+    };
+    let config = validate(raw, &mut |span, message| problems.push(locate(span, message)));
+    match config {
+        Some(mut config) if problems.is_empty() => {
+            config.warnings = warnings::warnings(raw, &config, &locate);
+            config.warnings.append(&mut extra_warnings);
+            Ok(config)
+        }
+        _ => {
+            // Stable: problems at one place keep the order in which they were found.
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
     }
 }
 

@@ -80,4 +80,5 @@ pub struct Host {
     pub proxy_arp: Option<bool>,
     pub answer_ping: Option<bool>,
     pub depends_on: Option<Vec<Spanned<String>>>,
+    pub extra_hosts: Option<Vec<Spanned<String>>>,
 }

@@ -217,6 +217,35 @@ impl FromStr for BridgeName {
     }
 }
 
+/// An extra /etc/hosts entry: `NAME:ADDRESS` (or compose's `NAME=ADDRESS`), kept as
+/// `NAME:ADDRESS` for the engine; the address may be Docker's `host-gateway`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraHost(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("extra host {0:?} is not NAME:ADDRESS (like \"db.local:10.0.0.5\")")]
+pub struct BadExtraHost(pub String);
+
+impl FromStr for ExtraHost {
+    type Err = BadExtraHost;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // `=` first: an IPv6 address has colons of its own.
+        let (name, addr) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .ok_or_else(|| BadExtraHost(text.to_string()))?;
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty()
+            || name.contains(char::is_whitespace)
+            || (addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(BadExtraHost(text.to_string()));
+        }
+        Ok(ExtraHost(format!("{name}:{addr}")))
+    }
+}
+
 /// Where `/metrics` is served: an address with a port, or "off" (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsAddress(pub Option<SocketAddr>);

@@ -73,6 +73,7 @@ impl Docker {
                 // stop at once instead of after the stop timeout.
                 init: Some(true),
                 dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
+                extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
