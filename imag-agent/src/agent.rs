@@ -125,8 +125,7 @@ async fn attach_on<R: ContainerRuntime>(
     config: Config,
     interfaces: Vec<Interface>,
 ) -> anyhow::Result<()> {
-    // Until the configuration has a [dns] section: the defaults for this network.
-    let dns_config = dns::DnsConfig::default_for(&config.network.name);
+    let dns_config = config.dns.clone();
     let runtime = R::connect(EngineOptions {
         fast_thaw: config.wake.fast_thaw,
         dns: if dns_config.enabled {

@@ -12,6 +12,7 @@
 mod agent;
 mod compose;
 mod depends;
+mod dns;
 mod error;
 mod field;
 mod hold;
@@ -32,6 +33,7 @@ use std::{
 
 pub use self::{
     agent::{AgentConfig, DEFAULT_METRICS, parse_metrics_address},
+    dns::{DnsConfig, DnsConfigError},
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
     host::{
@@ -57,6 +59,8 @@ pub struct Config {
     pub hold: HoldConfig,
     pub wake: WakeConfig,
     pub agent: AgentConfig,
+    /// The agent's DNS server for the hosts' names (`[dns]`).
+    pub dns: DnsConfig,
     /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
     pub warnings: Vec<Problem>,
 }
@@ -169,12 +173,16 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
+    let dns = network
+        .as_ref()
+        .and_then(|n| raw.dns.clone().unwrap_or_default().resolve(&n.name, report));
     Some(Config {
         network: network?,
         hosts,
         hold: hold?,
         wake: wake?,
         agent: agent?,
+        dns: dns?,
         warnings: Vec::new(),
     })
 }

@@ -18,6 +18,7 @@ pub struct Config {
     pub hold: Option<Hold>,
     pub wake: Option<Wake>,
     pub agent: Option<Agent>,
+    pub dns: Option<super::dns::DnsSection>,
 }
 
 #[derive(Deserialize)]

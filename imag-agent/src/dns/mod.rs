@@ -9,15 +9,14 @@
 //! the `[dns]` section, [`metrics`] the component's own series.
 
 pub mod answer;
-pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod upstream;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
+pub use crate::config::DnsConfig;
 pub use answer::{NameTable, Outcome};
-pub use config::{DnsConfig, DnsSection};
 pub use metrics::DnsMetrics;
 use tokio::{
     net::{TcpListener, UdpSocket},

@@ -73,6 +73,12 @@ pub struct Host {
     pub ready_by: ReadyBy,
     /// The latest activity read from the datapath (warm and sleeping hosts, on the tick).
     pub activity: HostActivity,
+    /// The hosts this one depends on (`depends_on`), by index.
+    pub deps: Vec<usize>,
+    /// The hosts that depend on this one, by index.
+    pub dependents: Vec<usize>,
+    /// This host's own wake waits for its dependencies; it will start from this tier.
+    pub awaiting_deps: Option<Tier>,
 }
 
 impl Host {
@@ -102,6 +108,9 @@ impl Host {
             settling: false,
             ready_by: ReadyBy::FirstTry,
             activity: HostActivity::default(),
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            awaiting_deps: None,
         }
     }
 

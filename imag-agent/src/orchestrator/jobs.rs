@@ -49,6 +49,8 @@ pub enum WakeError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Ready(#[from] ReadyError),
+    #[error("its dependency {host:?} could not be woken (see that host's last failure)")]
+    Dependency { host: String },
 }
 
 impl WakeError {
@@ -60,6 +62,7 @@ impl WakeError {
             WakeError::Runtime(RuntimeError::Unreachable(_)) => "engine_unreachable",
             WakeError::Runtime(RuntimeError::Engine { .. }) => "engine_error",
             WakeError::Ready(r) => r.reason(),
+            WakeError::Dependency { .. } => "dependency_failed",
         }
     }
 }

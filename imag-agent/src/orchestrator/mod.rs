@@ -8,6 +8,7 @@
 //! file is the shell that feeds them and performs what they return; after every input it
 //! publishes a [`Snapshot`] for its observers (`/metrics`, `status`), which never reach in.
 
+mod depends;
 pub mod held;
 pub mod hosts;
 mod jobs;
@@ -83,13 +84,14 @@ impl<R: ContainerRuntime> Orchestrator<R> {
     /// `hosts` are in config order; a host's index is its `host_id` in the datapath.
     /// `listen_events` carries the ports of sockets that started listening (readiness events).
     pub fn new(
-        hosts: Vec<Host>,
+        mut hosts: Vec<Host>,
         datapath: Datapath,
         runtime: R,
         config: &Config,
         bridge: Option<Interface>,
         listen_events: broadcast::Sender<u16>,
     ) -> Orchestrator<R> {
+        depends::link(&mut hosts);
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
         let wire = match Wire::open() {
             Ok(wire) => Some(Arc::new(wire)),
@@ -496,6 +498,10 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         host.state = after;
         if before.name() != after.name() {
             debug!(host = %host.config.name, from = before.name(), to = after.name(), ?event, "state");
+            if !self.hosts[id].dependents.is_empty() {
+                self.dependency_changed(id);
+            }
+            let host = &mut self.hosts[id];
             match after {
                 HostState::Warm { .. } => host.warm_since_ns = monotonic_ns(),
                 HostState::Asleep { tier } => {
@@ -556,6 +562,18 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 ..WakeTimings::default()
             },
         ));
+        if !self.dependencies_ready(id, from) {
+            return;
+        }
+        self.spawn_wake(id, from);
+    }
+
+    /// Starts host `id`'s own wake job (its dependencies, if any, are warm).
+    fn spawn_wake(&mut self, id: usize, from: Tier) {
+        let host = &mut self.hosts[id];
+        if let Some((_, timings)) = host.wake.as_mut() {
+            timings.requested_ns = monotonic_ns();
+        }
         let probe = host.config.ready;
         let listen = match probe {
             ReadyProbe::Tcp(port) if self.ready_events => {

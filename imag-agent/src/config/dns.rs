@@ -1,7 +1,7 @@
 //! The `[dns]` section: its shape as written ([`DnsSection`], deserialized from TOML with spans)
 //! and its validated form ([`DnsConfig`]) with defaults, plus one parser per kind of value. The
-//! configuration module ([`crate::config`]) deserializes the section and calls
-//! [`DnsSection::resolve`] with its own problem reporter; the server ([`super::serve`]) reads only
+//! configuration (`config/mod.rs`) deserializes the section and calls
+//! [`DnsSection::resolve`] with its own problem reporter; the server (`crate::dns`) reads only
 //! [`DnsConfig`].
 //!
 //! ```toml
@@ -267,5 +267,21 @@ mod tests {
             Err(DnsConfigError::TimeoutRange("1min".into()))
         );
         assert!(resolve("port = 53").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_section_is_part_of_the_configuration() {
+        use crate::config::{Config, tests::problems};
+        let base = "[network]\nname = \"shop\"\nsubnet = \"10.9.0.0/24\"\n";
+        let config = Config::parse(base, "t").unwrap();
+        assert!(config.dns.enabled);
+        assert_eq!(config.dns.domain, "shop.internal");
+        let off = Config::parse(&format!("{base}[dns]\nenabled = false\n"), "t").unwrap();
+        assert!(!off.dns.enabled);
+        let found = problems(&format!(
+            "{base}[dns]\nlisten = [\"10.9.0.1:53\", \"nowhere\"]\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (5, 26));
     }
 }

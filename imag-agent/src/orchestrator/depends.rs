@@ -1,0 +1,114 @@
+//! `depends_on`: a host's dependencies are woken with it, before its own container starts — in
+//! dependency order, and in parallel where the graph allows (each dependency is woken as a packet
+//! would wake it, and its own dependencies before it, recursively). The dependent stays `Waking`
+//! (its packets held) until every dependency is warm, that is ready by its own probe (with
+//! `:healthy`, that probe is its healthcheck); a dependency that fails fails the dependent's
+//! wake, whose held packets are refused like those of any failed wake.
+
+use tracing::{debug, warn};
+
+use super::{Host, Orchestrator, jobs::WakeError, state::Event};
+use crate::runtime::{ContainerRuntime, Tier};
+
+/// Resolves `depends_on` names to host indices, both ways. Unknown names cannot occur: the
+/// configuration refuses them.
+pub(super) fn link(hosts: &mut [Host]) {
+    let index: std::collections::HashMap<String, usize> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.config.name.clone(), i))
+        .collect();
+    for id in 0..hosts.len() {
+        let deps: Vec<usize> = hosts[id]
+            .config
+            .depends_on
+            .iter()
+            .filter_map(|d| index.get(&d.host).copied())
+            .collect();
+        for &dep in &deps {
+            hosts[dep].dependents.push(id);
+        }
+        hosts[id].deps = deps;
+    }
+}
+
+/// Where a host's dependencies stand.
+enum Deps {
+    /// All warm: its own wake may start.
+    Warm,
+    /// Some are waking.
+    Waiting,
+    /// This one could not be woken (it failed, and its backoff has not passed).
+    Failed(usize),
+}
+
+impl<R: ContainerRuntime> Orchestrator<R> {
+    /// Before host `id` wakes from `from`: wakes every dependency that is not warm, and says
+    /// whether its own wake may start now. When it must wait, the wake starts (or fails) once
+    /// the dependencies have settled ([`Self::dependency_changed`]).
+    pub(super) fn dependencies_ready(&mut self, id: usize, from: Tier) -> bool {
+        if self.hosts[id].deps.is_empty() {
+            return true;
+        }
+        for dep in self.hosts[id].deps.clone() {
+            if !self.hosts[dep].is_warm() {
+                debug!(host = %self.hosts[id].config.name, dependency = %self.hosts[dep].config.name, "waking a dependency first");
+                self.apply(dep, Event::PacketHeld);
+            }
+        }
+        match self.deps_state(id) {
+            Deps::Warm => true,
+            Deps::Waiting => {
+                self.hosts[id].awaiting_deps = Some(from);
+                false
+            }
+            Deps::Failed(dep) => {
+                self.fail_for_dependency(id, dep);
+                false
+            }
+        }
+    }
+
+    /// A host that others depend on changed state: starts the wakes that waited for it, or
+    /// fails them if it failed.
+    pub(super) fn dependency_changed(&mut self, dep: usize) {
+        for id in self.hosts[dep].dependents.clone() {
+            let Some(from) = self.hosts[id].awaiting_deps else {
+                continue;
+            };
+            match self.deps_state(id) {
+                Deps::Waiting => {}
+                Deps::Warm => {
+                    self.hosts[id].awaiting_deps = None;
+                    self.spawn_wake(id, from);
+                }
+                Deps::Failed(dep) => {
+                    self.hosts[id].awaiting_deps = None;
+                    self.fail_for_dependency(id, dep);
+                }
+            }
+        }
+    }
+
+    fn deps_state(&self, id: usize) -> Deps {
+        let mut waiting = false;
+        for &dep in &self.hosts[id].deps {
+            let host = &self.hosts[dep];
+            if host.is_warm() {
+                continue;
+            }
+            if host.state.label() == crate::report::StateName::Failed {
+                return Deps::Failed(dep);
+            }
+            waiting = true;
+        }
+        if waiting { Deps::Waiting } else { Deps::Warm }
+    }
+
+    fn fail_for_dependency(&mut self, id: usize, dep: usize) {
+        let name = self.hosts[dep].config.name.clone();
+        warn!(host = %self.hosts[id].config.name, dependency = %name, "a dependency could not be woken");
+        self.record_failed_wake(id, &WakeError::Dependency { host: name });
+        self.apply(id, Event::WakeFailed);
+    }
+}
