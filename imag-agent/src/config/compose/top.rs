@@ -10,6 +10,7 @@
 //!   hold: { max_packets_per_host: 64, … }
 //!   wake: { backoff: 1s, … }
 //!   agent: { metrics: "127.0.0.1:9477", engine: docker }
+//!   dns: { enabled: true, domain: …, listen: […], upstream: […], timeout: 2s }
 //! networks:
 //!   imag:                      # the imag network: the one with `x-imag`, or the only one
 //!     ipam: { config: [ { subnet: 10.77.0.0/24, gateway: 10.77.0.1 } ] }
@@ -17,7 +18,7 @@
 //! ```
 
 use super::{Cx, service, spanned, yaml::Node};
-use crate::config::raw;
+use crate::config::{dns::DnsSection, raw};
 
 /// Reads the whole file into the raw configuration; `None` when it has no usable network.
 pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
@@ -44,14 +45,6 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
         None => Vec::new(),
     };
     let section = |name: &str| sections.iter().find(|(k, _)| *k == name).map(|(_, n)| *n);
-    if let Some(dns) = section("dns") {
-        cx.problem(
-            dns.at,
-            "x-imag.dns is not supported yet: the DNS settings are not part of the \
-             configuration in this version"
-                .into(),
-        );
-    }
     let (net_key, network) = network(doc, section("network"), cx)?;
     let hosts = service::hosts(doc, &net_key, &network, section("hosts"), cx);
     Some(raw::Config {
@@ -60,6 +53,7 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
         hold: section("hold").and_then(|n| hold(n, cx)),
         wake: section("wake").and_then(|n| wake(n, cx)),
         agent: section("agent").and_then(|n| agent(n, cx)),
+        dns: section("dns").map(|n| dns(n, cx)),
     })
 }
 
@@ -326,4 +320,19 @@ fn agent(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Agent> {
         }
     }
     Some(agent)
+}
+
+fn dns(node: &Node, cx: &mut Cx<'_>) -> DnsSection {
+    let allowed = ["enabled", "domain", "listen", "upstream", "timeout"];
+    let mut dns = DnsSection::default();
+    for (key, value) in keys(cx, node, "x-imag.dns", &allowed) {
+        match key {
+            "enabled" => dns.enabled = cx.boolean(value, key),
+            "domain" => dns.domain = cx.string(value, key),
+            "listen" => dns.listen = cx.strings(value, key, true).unwrap_or_default(),
+            "upstream" => dns.upstream = cx.strings(value, key, true).unwrap_or_default(),
+            _ => dns.timeout = cx.string(value, key),
+        }
+    }
+    dns
 }
