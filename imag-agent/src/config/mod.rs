@@ -51,6 +51,25 @@ use self::{
 };
 pub use crate::runtime::Tier;
 
+/// Which front end reads a configuration file: imag's TOML or a compose file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Toml,
+    Compose,
+}
+
+impl Format {
+    /// Guessed from the file's name (`.yml`, `.yaml`: compose), for files named without saying
+    /// which they are (`--config`, the running agent's own file).
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => Format::Compose,
+            _ => Format::Toml,
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -92,6 +111,14 @@ impl Config {
         from_raw(&raw, text, origin, Vec::new(), Vec::new())
     }
 
+    /// Reads and validates a configuration file written in `format`.
+    pub fn load_as(path: &Path, format: Format) -> Result<Config, LoadError> {
+        match format {
+            Format::Toml => Config::load(path),
+            Format::Compose => Config::load_compose(path),
+        }
+    }
+
     /// Reads and validates a compose file as the configuration (see `compose/mod.rs`): the
     /// variables of the agent's environment and of a `.env` file next to it are interpolated.
     pub fn load_compose(path: &Path) -> Result<Config, LoadError> {
@@ -120,7 +147,9 @@ fn from_raw(
             message,
         }
     };
-    let config = validate(raw, &mut |span, message| problems.push(locate(span, message)));
+    let config = validate(raw, &mut |span, message| {
+        problems.push(locate(span, message))
+    });
     match config {
         Some(mut config) if problems.is_empty() => {
             config.warnings = warnings::warnings(raw, &config, &locate);

@@ -225,7 +225,10 @@ pub fn dotenv(text: &str, vars: &Vars) -> Result<Vec<(String, String)>, BadLine>
                 .ok_or_else(|| bad("the ' is never closed".into()))?;
             (rest[..end].to_string(), false)
         } else if let Some(rest) = value.strip_prefix('"') {
-            (double_quoted(rest).ok_or_else(|| bad("the \" is never closed".into()))?, true)
+            (
+                double_quoted(rest).ok_or_else(|| bad("the \" is never closed".into()))?,
+                true,
+            )
         } else {
             let end = value.find(" #").unwrap_or(value.len());
             (value[..end].trim_end().to_string(), true)
@@ -320,7 +323,10 @@ mod tests {
         assert_eq!(err("${U?}").message, "variable U must be set");
         let bad = err("x ${A/b/c}");
         assert_eq!(bad.offset, 2);
-        assert!(bad.message.contains("\"${A/b/c}\" is not a supported"), "{bad:?}");
+        assert!(
+            bad.message.contains("\"${A/b/c}\" is not a supported"),
+            "{bad:?}"
+        );
         assert!(err("${#A}").message.contains("not a supported"));
         assert!(err("cost: 5$").message.contains("lone $"));
         assert!(err("${A:-x").message.contains("never closed"));

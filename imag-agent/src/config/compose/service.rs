@@ -77,14 +77,20 @@ const IGNORED: [(&str, &str); 11] = [
         "imag names the container <network>-<service>",
     ),
     ("hostname", "the container's hostname is the service name"),
-    ("stop_grace_period", "imag stops containers with the engine's default timeout"),
+    (
+        "stop_grace_period",
+        "imag stops containers with the engine's default timeout",
+    ),
     ("init", "imag always runs a tiny init as PID 1"),
     ("logging", "the engine's default logging is used"),
     ("pull_policy", "imag never pulls: the image must be there"),
     ("platform", "the engine's platform is used"),
     ("stdin_open", "imag containers have no terminal"),
     ("tty", "imag containers have no terminal"),
-    ("build", "imag runs the image named by `image`; build it first"),
+    (
+        "build",
+        "imag runs the image named by `image`; build it first",
+    ),
 ];
 
 /// Every service as a raw host, in the file's order.
@@ -258,7 +264,10 @@ fn service(
         }
     }
     if def.get("image").is_none() && def.get("build").is_none() {
-        cx.problem(def.at, format!("service {name} has no `image`"));
+        let at = host.name.span().start;
+        cx.problem(at, format!("service {name} has no `image`"));
+        // Reported once: the shared validation would also call it empty.
+        host.image = spanned(at, "(none)".to_string());
     }
     host.ports.extend(expose_ports);
     // env_file first, `environment` over it, as compose does.
@@ -269,7 +278,10 @@ fn service(
         && first_port_udp == Some(true)
         && let Some(first) = host.ports.first()
     {
-        host.ready = Some(spanned(first.span().start, format!("udp:{}", first.get_ref())));
+        host.ready = Some(spanned(
+            first.span().start,
+            format!("udp:{}", first.get_ref()),
+        ));
     }
     address
 }
@@ -305,7 +317,10 @@ fn environment(node: &Node, env: &mut BTreeMap<String, String>, cx: &mut Cx<'_>)
             for (key, value) in entries {
                 let text = value.text().map(str::to_string);
                 if text.is_none() && !value.is_null() {
-                    cx.problem(value.at, format!("environment {} must be a single value", key.name));
+                    cx.problem(
+                        value.at,
+                        format!("environment {} must be a single value", key.name),
+                    );
                     continue;
                 }
                 set(&key.name, text, env);
@@ -329,7 +344,10 @@ fn environment(node: &Node, env: &mut BTreeMap<String, String>, cx: &mut Cx<'_>)
 fn env_file(node: &Node, out: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
     for item in node.seq().unwrap_or(std::slice::from_ref(node)) {
         let (path, required) = match item.map() {
-            Some(_) => (item.get("path"), item.get("required").and_then(Node::boolean)),
+            Some(_) => (
+                item.get("path"),
+                item.get("required").and_then(Node::boolean),
+            ),
             None => (Some(item), None),
         };
         let Some(path) = path.and_then(|p| cx.string(p, "env_file path")) else {
@@ -341,7 +359,10 @@ fn env_file(node: &Node, out: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
             Ok(text) => text,
             Err(_) if required == Some(false) => continue,
             Err(err) => {
-                cx.problem(item.at, format!("cannot read env_file {}: {err}", file.display()));
+                cx.problem(
+                    item.at,
+                    format!("cannot read env_file {}: {err}", file.display()),
+                );
                 continue;
             }
         };
@@ -359,17 +380,40 @@ fn env_file(node: &Node, out: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
 /// The container ports of one `ports` (or `expose`) entry, and whether they are UDP.
 fn port(item: &Node, expose: bool, name: &str, cx: &mut Cx<'_>) -> (Vec<Spanned<u16>>, bool) {
     let (target, published, protocol) = if item.map().is_some() {
-        let allowed = ["target", "published", "protocol", "host_ip", "mode", "name", "app_protocol"];
+        let allowed = [
+            "target",
+            "published",
+            "protocol",
+            "host_ip",
+            "mode",
+            "name",
+            "app_protocol",
+        ];
         let found = keys(cx, item, "a port", &allowed);
-        let get = |k: &str| found.iter().find(|(key, _)| *key == k).and_then(|(_, n)| n.text());
+        let get = |k: &str| {
+            found
+                .iter()
+                .find(|(key, _)| *key == k)
+                .and_then(|(_, n)| n.text())
+        };
         let Some(target) = get("target") else {
-            cx.problem(item.at, "a port needs a `target` (the container's port)".into());
+            cx.problem(
+                item.at,
+                "a port needs a `target` (the container's port)".into(),
+            );
             return (Vec::new(), false);
         };
-        (target.to_string(), get("published").map(str::to_string), get("protocol").unwrap_or("tcp").to_string())
+        (
+            target.to_string(),
+            get("published").map(str::to_string),
+            get("protocol").unwrap_or("tcp").to_string(),
+        )
     } else {
         let Some(text) = item.text() else {
-            cx.problem(item.at, "a port is a number or text like \"8080:80/tcp\"".into());
+            cx.problem(
+                item.at,
+                "a port is a number or text like \"8080:80/tcp\"".into(),
+            );
             return (Vec::new(), false);
         };
         let (spec, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
@@ -380,14 +424,25 @@ fn port(item: &Node, expose: bool, name: &str, cx: &mut Cx<'_>) -> (Vec<Spanned<
         (target.to_string(), published, protocol.to_string())
     };
     if protocol != "tcp" && protocol != "udp" {
-        cx.problem(item.at, format!("port protocol {protocol:?} is neither tcp nor udp"));
+        cx.problem(
+            item.at,
+            format!("port protocol {protocol:?} is neither tcp nor udp"),
+        );
     }
     let ports = match target.split_once('-') {
-        Some((a, b)) => a.parse::<u16>().ok().zip(b.parse::<u16>().ok()).filter(|(a, b)| a <= b && b - a < 1024).map(|(a, b)| (a..=b).collect()),
+        Some((a, b)) => a
+            .parse::<u16>()
+            .ok()
+            .zip(b.parse::<u16>().ok())
+            .filter(|(a, b)| a <= b && b - a < 1024)
+            .map(|(a, b)| (a..=b).collect()),
         None => target.parse::<u16>().ok().map(|p| vec![p]),
     };
     let Some(ports) = ports else {
-        cx.problem(item.at, format!("{target:?} is not a container port (or a range of up to 1024)"));
+        cx.problem(
+            item.at,
+            format!("{target:?} is not a container port (or a range of up to 1024)"),
+        );
         return (Vec::new(), false);
     };
     if let Some(published) = published
@@ -401,7 +456,10 @@ fn port(item: &Node, expose: bool, name: &str, cx: &mut Cx<'_>) -> (Vec<Spanned<
             ),
         );
     }
-    (ports.into_iter().map(|p| spanned(item.at, p)).collect(), protocol == "udp")
+    (
+        ports.into_iter().map(|p| spanned(item.at, p)).collect(),
+        protocol == "udp",
+    )
 }
 
 fn depends_on(node: &Node, cx: &mut Cx<'_>) -> Option<Vec<Spanned<String>>> {
@@ -412,7 +470,12 @@ fn depends_on(node: &Node, cx: &mut Cx<'_>) -> Option<Vec<Spanned<String>>> {
     for (key, value) in cx.mapping(node, "depends_on")? {
         let mut healthy = false;
         if !value.is_null() {
-            for (k, v) in keys(cx, value, "a dependency", &["condition", "restart", "required"]) {
+            for (k, v) in keys(
+                cx,
+                value,
+                "a dependency",
+                &["condition", "restart", "required"],
+            ) {
                 match (k, v.text()) {
                     ("condition", Some("service_started")) => {}
                     ("condition", Some("service_healthy")) => healthy = true,
@@ -428,7 +491,11 @@ fn depends_on(node: &Node, cx: &mut Cx<'_>) -> Option<Vec<Spanned<String>>> {
                 }
             }
         }
-        let text = if healthy { format!("{}:healthy", key.name) } else { key.name.clone() };
+        let text = if healthy {
+            format!("{}:healthy", key.name)
+        } else {
+            key.name.clone()
+        };
         out.push(spanned(key.at, text));
     }
     Some(out)
@@ -441,7 +508,10 @@ fn extra_hosts(node: &Node, cx: &mut Cx<'_>) -> Option<Vec<Spanned<String>>> {
     let mut out = Vec::new();
     for (key, value) in cx.mapping(node, "extra_hosts")? {
         let addr = cx.string(value, "an extra host's address")?;
-        out.push(spanned(value.at, format!("{}={}", key.name, addr.get_ref())));
+        out.push(spanned(
+            value.at,
+            format!("{}={}", key.name, addr.get_ref()),
+        ));
     }
     Some(out)
 }
@@ -474,7 +544,12 @@ fn networks(node: &Node, name: &str, net_key: &str, cx: &mut Cx<'_>) -> Option<S
         if value.is_null() {
             continue;
         }
-        for (k, v) in keys(cx, value, "a service's network", &["ipv4_address", "aliases"]) {
+        for (k, v) in keys(
+            cx,
+            value,
+            "a service's network",
+            &["ipv4_address", "aliases"],
+        ) {
             match k {
                 "ipv4_address" => address = cx.string(v, "ipv4_address"),
                 _ => cx.problem(
@@ -489,7 +564,17 @@ fn networks(node: &Node, name: &str, net_key: &str, cx: &mut Cx<'_>) -> Option<S
 }
 
 fn deploy(node: &Node, cx: &mut Cx<'_>) {
-    let allowed = ["resources", "restart_policy", "replicas", "mode", "labels", "placement", "update_config", "rollback_config", "endpoint_mode"];
+    let allowed = [
+        "resources",
+        "restart_policy",
+        "replicas",
+        "mode",
+        "labels",
+        "placement",
+        "update_config",
+        "rollback_config",
+        "endpoint_mode",
+    ];
     for (k, v) in keys(cx, node, "deploy", &allowed) {
         match k {
             "restart_policy" => cx.warn(v.at, "`deploy.restart_policy` is ignored: imag owns the container's lifecycle".into()),

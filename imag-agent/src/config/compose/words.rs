@@ -64,7 +64,10 @@ mod tests {
         let ok = |t: &str| split(t).unwrap();
         assert_eq!(ok("/hello --port 8080"), ["/hello", "--port", "8080"]);
         assert_eq!(ok("  sh -c 'echo $A; ls'  "), ["sh", "-c", "echo $A; ls"]);
-        assert_eq!(ok(r#"a "b \"c\" d" e\ f ''"#), ["a", r#"b "c" d"#, "e f", ""]);
+        assert_eq!(
+            ok(r#"a "b \"c\" d" e\ f ''"#),
+            ["a", r#"b "c" d"#, "e f", ""]
+        );
         assert_eq!(ok(r#"x"y"'z'"#), ["xyz"]);
         assert!(ok("").is_empty());
         assert_eq!(split("echo 'open"), Err(5));

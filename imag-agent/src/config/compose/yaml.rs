@@ -197,7 +197,8 @@ fn convert(node: &MarkedYaml<'_>, offset: &dyn Fn(&Marker) -> usize) -> Converte
                     _ => return Err((key_at, "a mapping key must be a plain value".into())),
                 };
                 let value = convert(value, offset)?;
-                if name == "<<" && matches!(&key.data, YamlData::Representation(_, s, _) if *s == ScalarStyle::Plain)
+                if name == "<<"
+                    && matches!(&key.data, YamlData::Representation(_, s, _) if *s == ScalarStyle::Plain)
                 {
                     merged.push(value);
                 } else {
@@ -228,8 +229,7 @@ fn convert(node: &MarkedYaml<'_>, offset: &dyn Fn(&Marker) -> usize) -> Converte
 
 fn scalar(text: &Cow<'_, str>, style: ScalarStyle, at: usize) -> Value {
     let quoted = matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
-    if style == ScalarStyle::Plain && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL")
-    {
+    if style == ScalarStyle::Plain && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
         return Value::Null;
     }
     Value::Scalar(Scalar {
