@@ -6,8 +6,6 @@
 //! (`<<: *defaults`), which YAML 1.2 leaves to applications and compose files use, are resolved
 //! here.
 
-use std::borrow::Cow;
-
 use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
 use saphyr_parser::{Marker, Parser};
 
@@ -227,9 +225,9 @@ fn convert(node: &MarkedYaml<'_>, offset: &dyn Fn(&Marker) -> usize) -> Converte
     Ok(Node { at, value })
 }
 
-fn scalar(text: &Cow<'_, str>, style: ScalarStyle, at: usize) -> Value {
+fn scalar(text: &str, style: ScalarStyle, at: usize) -> Value {
     let quoted = matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
-    if style == ScalarStyle::Plain && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
+    if style == ScalarStyle::Plain && matches!(text, "" | "~" | "null" | "Null" | "NULL") {
         return Value::Null;
     }
     Value::Scalar(Scalar {
