@@ -8,7 +8,10 @@
 //!   the container's network namespace) for a socket bound to the port ("started and bound")
 //!   every poll interval;
 //! - `delay:D` waits D after the engine reports the container running;
-//! - `running` is ready at once.
+//! - `running` is ready at once;
+//! - `healthy` polls the engine's health status of the container every poll interval until it
+//!   says healthy (an unhealthy container may still turn healthy within its retries: only an exit
+//!   or the wake timeout fail the wake; a container without any healthcheck fails at once).
 //!
 //! Every 50 ms the container is checked to be still running, so that a crashing service fails its
 //! wake at once instead of at the wake timeout.
@@ -21,7 +24,7 @@ pub use crate::report::ReadyBy;
 use crate::{
     config::ReadyProbe,
     procnet,
-    runtime::{ContainerRuntime, ContainerSpec, NotRunning},
+    runtime::{ContainerRuntime, ContainerSpec, Health, NotRunning},
 };
 
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,6 +44,11 @@ pub enum ReadyError {
     },
     #[error("{0}")]
     Exited(NotRunning),
+    #[error(
+        "ready = \"healthy\" but the container has no healthcheck: add one to the host or its \
+         image, or use ready = \"tcp:PORT\""
+    )]
+    NoHealthcheck,
 }
 
 impl ReadyError {
@@ -49,6 +57,7 @@ impl ReadyError {
         match self {
             ReadyError::Timeout { .. } => "wake_timeout",
             ReadyError::Exited(_) => "exited",
+            ReadyError::NoHealthcheck => "no_healthcheck",
         }
     }
 }
@@ -79,6 +88,7 @@ pub async fn wait_ready<R: ContainerRuntime>(
                 .map(|_| ReadyBy::FirstTry)
                 .map_err(ReadyError::Exited);
         }
+        ReadyProbe::Healthy => return wait_healthy(runtime, spec, deadline, poll, timed_out).await,
         ReadyProbe::Tcp(port) => Check::Tcp(SocketAddr::from((spec.address, port))),
         ReadyProbe::Udp(port) => {
             let info = runtime
@@ -129,6 +139,32 @@ pub async fn wait_ready<R: ContainerRuntime>(
                 () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             }
         }
+    }
+}
+
+/// `ready = "healthy"`: asks the engine for the container's health every `poll` (each answer also
+/// says whether it still runs).
+async fn wait_healthy<R: ContainerRuntime>(
+    runtime: &R,
+    spec: &ContainerSpec,
+    deadline: Instant,
+    poll: Duration,
+    timed_out: impl Fn() -> ReadyError,
+) -> Result<ReadyBy, ReadyError> {
+    let mut by = ReadyBy::FirstTry;
+    loop {
+        match runtime.health(spec).await.map_err(ReadyError::Exited)? {
+            Some(Health::Healthy) => return Ok(by),
+            Some(Health::Starting | Health::Unhealthy) => {}
+            None => return Err(ReadyError::NoHealthcheck),
+        }
+        let next = Instant::now() + poll;
+        if next > deadline {
+            tokio::time::sleep_until(deadline).await;
+            return Err(timed_out());
+        }
+        tokio::time::sleep_until(next).await;
+        by = ReadyBy::Poll;
     }
 }
 

@@ -19,6 +19,67 @@ pub const MAX_HOSTS: u32 = 65_536;
 /// Maximum number of interfaces the datapath can be attached to.
 pub const MAX_INTERFACES: u32 = 256;
 
+/// The kernel contract's names, declared once: every map the eBPF object defines (its `#[map]`
+/// static carries exactly this name) with its key and value types, and every program the agent
+/// loads (the eBPF entry point's function name). The agent looks them up by these constants only,
+/// and its tests check that each one resolves in the embedded object.
+pub mod maps {
+    /// `HashMap<u32, HostEntry>`: imaginary hosts by address (network byte order); written by
+    /// the agent, sized for the configuration (at most `MAX_HOSTS`).
+    pub const HOSTS: &str = "HOSTS";
+    /// `HashMap<u32, InterfaceEntry>`: the interfaces the datapath runs on, by ifindex.
+    pub const INTERFACES: &str = "INTERFACES";
+    /// `RingBuf` of `HeldFrameHeader` + frame bytes: held frames on their way to the agent.
+    pub const HELD_FRAMES: &str = "HELD_FRAMES";
+    /// `PerCpuArray<HeldFrameRecord>` (one entry): eBPF-only scratch space for assembling a
+    /// `HELD_FRAMES` record; the agent never touches it.
+    pub const HOLD_SCRATCH: &str = "HOLD_SCRATCH";
+    /// `PerCpuHashMap<u32, HostActivity>`: per-host activity by address, sized like `HOSTS`.
+    pub const ACTIVITY: &str = "ACTIVITY";
+    /// `LpmTrie<IgnoreKey, u8>`: peers (per host, by prefix) whose traffic does not keep a host
+    /// awake.
+    pub const IDLE_IGNORE: &str = "IDLE_IGNORE";
+    /// `HashMap<u32, u32>`: ports (key) that wakes wait for a listening socket on, with how many
+    /// wakes wait (value); written by the agent.
+    pub const WAITING_PORTS: &str = "WAITING_PORTS";
+    /// `RingBuf` of `SockEvent`s.
+    pub const SOCK_EVENTS: &str = "SOCK_EVENTS";
+    /// `PerCpuArray<u64>` of packet counters, indexed by `stat::*`.
+    pub const STATS: &str = "STATS";
+
+    /// Every map above.
+    pub const ALL: [&str; 9] = [
+        HOSTS,
+        INTERFACES,
+        HELD_FRAMES,
+        HOLD_SCRATCH,
+        ACTIVITY,
+        IDLE_IGNORE,
+        WAITING_PORTS,
+        SOCK_EVENTS,
+        STATS,
+    ];
+}
+
+/// The programs of the eBPF object, by name (see [`maps`]).
+pub mod programs {
+    /// XDP: holds packets for hosts that are not warm, answers ARP and pings for them.
+    pub const HOLD: &str = "imag_hold";
+    /// TC ingress classifier: `HOLD` for virtual interfaces.
+    pub const HOLD_TC: &str = "imag_hold_tc";
+    /// XDP, never attached: returns `XDP_PASS`, run in live-frames mode to re-deliver frames.
+    pub const DELIVER: &str = "imag_deliver";
+    /// TC egress on a host's own link (towards its container).
+    pub const TO_HOST: &str = "imag_to_host";
+    /// TC ingress on a host's own link (from its container).
+    pub const FROM_HOST: &str = "imag_from_host";
+    /// Tracepoint `sock/inet_sock_set_state`: counts TCP connections, reports LISTEN.
+    pub const TCP_STATE: &str = "imag_tcp_state";
+
+    /// Every program above.
+    pub const ALL: [&str; 6] = [HOLD, HOLD_TC, DELIVER, TO_HOST, FROM_HOST, TCP_STATE];
+}
+
 /// What the datapath does with packets for a host: hold them for the agent.
 pub const HOST_MODE_HOLD: u8 = 1;
 /// What the datapath does with packets for a host: let them through the kernel untouched.
@@ -164,8 +225,11 @@ pub mod stat {
     /// Dropped at a host's own link while it was not warm: ARP (only the datapath answers for
     /// a sleeping host) and routed packets that were already past the hold point.
     pub const DROPPED_AT_HOST_LINK: u32 = 9;
+    /// Dropped: a frame for a cold host that could not be copied into the ring buffer record
+    /// (the program type's copy helper failed), so it was neither held nor passed.
+    pub const DROPPED_COPY_FAILED: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     /// Prometheus-friendly names, indexed like the counters.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -179,7 +243,30 @@ pub mod stat {
         "ping_answered",
         "held_at_host_link",
         "dropped_at_host_link",
+        "dropped_copy_failed",
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat;
+
+    #[test]
+    fn counter_names_line_up_with_their_indexes() {
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+        assert_eq!(
+            stat::NAMES[stat::PASSED_UNPARSED as usize],
+            "passed_unparsed"
+        );
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_RING_FULL as usize],
+            "dropped_ring_full"
+        );
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_COPY_FAILED as usize],
+            "dropped_copy_failed"
+        );
+    }
 }
 
 #[cfg(feature = "user")]

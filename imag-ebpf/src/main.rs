@@ -1,8 +1,12 @@
 //! imag's datapath, loaded by the agent into the kernel.
 //!
-//! `imag_hold` (XDP) runs on every attach interface and on the imag bridge. It looks up the
-//! destination of each IPv4 packet in `HOSTS`: packets to imaginary hosts that are not warm are
-//! copied to the agent through the `HELD_FRAMES` ring buffer and dropped; everything else passes.
+//! The holding program runs on every attach interface and on the imag bridge: `imag_hold` (XDP)
+//! on NICs, `imag_hold_tc` (TC ingress) on virtual interfaces, the same logic behind both. It
+//! looks up the destination of each IPv4 packet in `HOSTS`: packets to imaginary hosts that are
+//! not warm are copied to the agent through the `HELD_FRAMES` ring buffer and dropped (ARP and
+//! pings for them may be answered instead); everything else passes. `imag_to_host` and
+//! `imag_from_host` (TC) count a warm host's traffic on its own link, `imag_tcp_state` its TCP
+//! connections.
 //! `imag_deliver` (XDP, always `XDP_PASS`) is never attached: the agent runs it with
 //! `BPF_PROG_TEST_RUN` in live-frames mode to inject held frames back into the stack on the
 //! interface they arrived on.

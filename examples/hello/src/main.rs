@@ -8,6 +8,9 @@
 //! hello --udp 5353                                 UDP request/response: "answer <request>"
 //! hello --sink 9000                                 TCP sink: reads to EOF, answers the byte count
 //! ```
+//! `--count-file PATH` counts its starts in PATH (on a volume: the count survives the container) and
+//! says "hello from <hostname> (start N)"; `hello --probe 8080` exits 0 if 127.0.0.1:8080 accepts a
+//! TCP connection, else 1 (a healthcheck for an image without a shell).
 //! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
 //! with status 3 after N ms (a crashing one); `--stop-delay-ms N` takes N ms to exit on SIGTERM
 //! (a slow-stopping one).
@@ -29,6 +32,7 @@ struct Options {
     delay_ms: u64,
     exit_after_ms: Option<u64>,
     stop_delay_ms: Option<u64>,
+    count_file: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -40,6 +44,7 @@ fn parse_args() -> Result<Options, String> {
         delay_ms: 0,
         exit_after_ms: None,
         stop_delay_ms: None,
+        count_file: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -84,6 +89,15 @@ fn parse_args() -> Result<Options, String> {
                         .map_err(|e| format!("--stop-delay-ms: {e}"))?,
                 )
             }
+            "--count-file" => opts.count_file = Some(value("--count-file")?),
+            "--probe" => {
+                let port: u16 = value("--probe")?
+                    .parse()
+                    .map_err(|e| format!("--probe: {e}"))?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let up = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+                process::exit(if up { 0 } else { 1 });
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -108,10 +122,22 @@ fn main() {
     thread::sleep(Duration::from_millis(opts.delay_ms));
     let name = hostname();
     let greeting = env::var("GREETING").ok();
-    let identity = match greeting {
+    let mut identity = match greeting {
         Some(g) => format!("{name}: {g}"),
         None => name,
     };
+    if let Some(path) = &opts.count_file {
+        let starts = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        if let Err(e) = std::fs::write(path, format!("{starts}\n")) {
+            eprintln!("hello: cannot write {path}: {e}");
+            process::exit(2);
+        }
+        identity = format!("{identity} (start {starts})");
+    }
     if let Some(port) = opts.sink {
         serve_sink(port);
     } else if let Some(port) = opts.udp {

@@ -8,10 +8,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::ContainerSpec;
+use crate::runtime::{ContainerOptions, ContainerSpec};
 
 use super::{
-    NetworkConfig, ReadyProbe, Tier,
+    NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
     values::{AnyDuration, ExtraHost, HostName, NonZeroDuration, Port, Prefix},
@@ -58,6 +58,9 @@ pub struct HostConfig {
     pub depends_on: Vec<Dependency>,
     /// Extra `NAME:ADDRESS` entries of the container's /etc/hosts (compose's `extra_hosts`).
     pub extra_hosts: Vec<String>,
+    /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
+    /// the container spec as they are.
+    pub container: ContainerOptions,
 }
 
 /// A host another host needs running before it starts (compose's `depends_on`).
@@ -108,6 +111,7 @@ impl HostConfig {
             command: self.command.clone(),
             env: self.env.clone(),
             extra_hosts: self.extra_hosts.clone(),
+            options: self.container.clone(),
         }
     }
 }
@@ -208,6 +212,19 @@ pub(super) fn validate(
         None => Some(Vec::new()),
         Some(list) => items(list, report),
     };
+    let container = container::validate(host, report);
+    if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
+        && check.healthcheck.as_ref().is_some_and(|h| h.disables())
+    {
+        report(
+            host.ready.as_ref().and_then(span),
+            format!(
+                "host {name:?} waits for ready = \"healthy\" but its healthcheck is \"NONE\": \
+                 remove the healthcheck or use ready = \"tcp:PORT\""
+            ),
+        );
+        ok = false;
+    }
     if !ok {
         return None;
     }
@@ -234,6 +251,7 @@ pub(super) fn validate(
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
         depends_on: depends_on?,
         extra_hosts: extra_hosts?.into_iter().map(|e| e.0).collect(),
+        container: container?,
     })
 }
 

@@ -11,6 +11,7 @@
 
 mod agent;
 mod compose;
+pub(crate) mod container;
 mod depends;
 mod dns;
 mod error;

@@ -16,6 +16,8 @@ pub enum ReadyProbe {
     Delay(Duration),
     /// The engine reports the container running.
     Running,
+    /// The engine reports the container healthy (the host's healthcheck, else its image's).
+    Healthy,
 }
 
 impl fmt::Display for ReadyProbe {
@@ -25,6 +27,7 @@ impl fmt::Display for ReadyProbe {
             ReadyProbe::Udp(port) => write!(f, "udp:{port}"),
             ReadyProbe::Delay(d) => write!(f, "delay:{}", humantime::format_duration(*d)),
             ReadyProbe::Running => write!(f, "running"),
+            ReadyProbe::Healthy => write!(f, "healthy"),
         }
     }
 }
@@ -32,20 +35,21 @@ impl fmt::Display for ReadyProbe {
 /// Text that is no ready probe; the message lists the accepted forms.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not one of \"tcp:PORT\", \"udp:PORT\", \"delay:DURATION\" or \"running\" (e.g. \
-     \"tcp:8080\", \"udp:53\", \"delay:200ms\")"
+    "{0:?} is not one of \"tcp:PORT\", \"udp:PORT\", \"delay:DURATION\", \"running\" or \
+     \"healthy\" (e.g. \"tcp:8080\", \"udp:53\", \"delay:200ms\")"
 )]
 pub struct BadProbe(pub String);
 
 impl FromStr for ReadyProbe {
     type Err = BadProbe;
 
-    /// Parses `tcp:PORT`, `udp:PORT`, `delay:DURATION` (zero allowed) or `running`.
+    /// Parses `tcp:PORT`, `udp:PORT`, `delay:DURATION` (zero allowed), `running` or `healthy`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || BadProbe(text.to_string());
         let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
         match text.split_once(':') {
             None if text == "running" => Ok(ReadyProbe::Running),
+            None if text == "healthy" => Ok(ReadyProbe::Healthy),
             Some(("tcp", p)) => Ok(ReadyProbe::Tcp(port(p)?)),
             Some(("udp", p)) => Ok(ReadyProbe::Udp(port(p)?)),
             Some(("delay", d)) => humantime::parse_duration(d)
@@ -75,6 +79,7 @@ mod tests {
         assert!(parse_probe("delay:soon").is_err());
         assert!(parse_probe("udp:0").is_err());
         assert_eq!(parse_probe("running"), Ok(ReadyProbe::Running));
+        assert_eq!(parse_probe("healthy"), Ok(ReadyProbe::Healthy));
         assert!(parse_probe("tcp:0").is_err());
         assert!(parse_probe("tcp:http").is_err());
         assert!(parse_probe("").is_err());
@@ -94,8 +99,8 @@ mod tests {
         }
         assert_eq!(
             BadProbe("http:80".into()).to_string(),
-            "\"http:80\" is not one of \"tcp:PORT\", \"udp:PORT\", \"delay:DURATION\" or \
-             \"running\" (e.g. \"tcp:8080\", \"udp:53\", \"delay:200ms\")"
+            "\"http:80\" is not one of \"tcp:PORT\", \"udp:PORT\", \"delay:DURATION\", \
+             \"running\" or \"healthy\" (e.g. \"tcp:8080\", \"udp:53\", \"delay:200ms\")"
         );
     }
 
@@ -107,6 +112,7 @@ mod tests {
             ReadyProbe::Delay(Duration::from_millis(1500)),
             ReadyProbe::Delay(Duration::ZERO),
             ReadyProbe::Running,
+            ReadyProbe::Healthy,
         ] {
             assert_eq!(parse_probe(&probe.to_string()), Ok(probe), "{probe}");
         }

@@ -82,4 +82,54 @@ pub struct Host {
     pub answer_ping: Option<bool>,
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub extra_hosts: Option<Vec<Spanned<String>>>,
+    // Container options (`container.rs`).
+    #[serde(default)]
+    pub volumes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub mounts: Vec<Spanned<Mount>>,
+    pub user: Option<Spanned<String>>,
+    pub working_dir: Option<Spanned<String>>,
+    pub entrypoint: Option<Spanned<Vec<String>>>,
+    pub memory: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<f64>>,
+    pub pids_limit: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub cap_add: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub cap_drop: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tmpfs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<Spanned<String>, String>,
+    pub healthcheck: Option<Spanned<Healthcheck>>,
+}
+
+/// The long form of a mount (`mounts = [{ type = "volume", source = "data", target = "/d" }]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub source: Spanned<String>,
+    pub target: Spanned<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    pub test: Spanned<StringOrList>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub start_period: Option<Spanned<String>>,
+    pub retries: Option<Spanned<u32>>,
+}
+
+/// A command written as one string (run by the shell) or as a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    String(String),
+    List(Vec<String>),
 }

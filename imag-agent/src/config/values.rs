@@ -118,6 +118,53 @@ impl FromStr for Prefix {
     }
 }
 
+/// An amount of memory (`memory = "256MiB"`): a number (fractions allowed) and a unit. Units are
+/// binary and case-insensitive, as Docker and compose read them (`b`, `k`/`kb`/`kib`, `m`/`mb`/
+/// `mib`, `g`/`gb`/`gib`, `t`/`tb`/`tib`), so that "256m" means the same in both front ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    #[error("{0:?} is not a size: write a number and a unit, like \"256MiB\", \"512m\" or \"1g\"")]
+    Syntax(String),
+    #[error(
+        "{0:?} is not a size: unknown unit (use b, k, m, g or t, optionally with \"b\" or \"ib\")"
+    )]
+    Unit(String),
+    #[error("must be more than zero bytes")]
+    Zero,
+}
+
+impl FromStr for ByteSize {
+    type Err = ByteSizeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let syntax = || ByteSizeError::Syntax(text.to_string());
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().map_err(|_| syntax())?;
+        let shift = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            "t" | "tb" | "tib" => 40,
+            _ => return Err(ByteSizeError::Unit(text.to_string())),
+        };
+        let bytes = (number * (1u64 << shift) as f64).round();
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(syntax());
+        }
+        match bytes as u64 {
+            0 => Err(ByteSizeError::Zero),
+            n => Ok(ByteSize(n)),
+        }
+    }
+}
+
 /// The imaginary address space: a network in CIDR form with room for a gateway and hosts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subnet(pub Ipv4Net);
@@ -306,6 +353,30 @@ mod tests {
         assert_eq!(Port::from_raw(&8080), Ok(Port(8080)));
         assert_eq!(Port::from_raw(&0), Err(ZeroPort));
         assert_eq!(ZeroPort.to_string(), "port 0 is not a port");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("256MiB".parse(), Ok(ByteSize(256 << 20)));
+        assert_eq!("512m".parse(), Ok(ByteSize(512 << 20)));
+        assert_eq!("1g".parse(), Ok(ByteSize(1 << 30)));
+        assert_eq!("1.5G".parse(), Ok(ByteSize(3 << 29)));
+        assert_eq!("64 kB".parse(), Ok(ByteSize(64 << 10)), "binary, as Docker");
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        assert_eq!("2tib".parse(), Ok(ByteSize(2 << 40)));
+        assert_eq!("0m".parse::<ByteSize>(), Err(ByteSizeError::Zero));
+        assert_eq!(
+            err::<ByteSize>("lots"),
+            "\"lots\" is not a size: write a number and a unit, like \"256MiB\", \"512m\" or \"1g\""
+        );
+        assert_eq!(
+            err::<ByteSize>("3 parsecs"),
+            "\"3 parsecs\" is not a size: unknown unit (use b, k, m, g or t, optionally with \"b\" \
+             or \"ib\")"
+        );
+        assert!("".parse::<ByteSize>().is_err());
+        assert!("1.2.3m".parse::<ByteSize>().is_err());
+        assert!("99999999999t".parse::<ByteSize>().is_err(), "overflow");
     }
 
     #[test]

@@ -10,8 +10,70 @@ use std::{
 };
 
 use aya::{maps::MapData, programs::links::FdLink};
+use imag_common::maps;
 
 const BPFFS: &str = "/sys/fs/bpf";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Why the pin directory (or a file system the datapath needs) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PinsError {
+    #[error(
+        "{fstype} is not mounted at {target} and mounting it failed: mount it with \
+         `mount -t {fstype} {fstype} {target}`"
+    )]
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("creating the pin directory {} failed (imag needs root)", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot open the pinned map {}: run `imag-agent detach` to remove the datapath an \
+         earlier agent left",
+        path.display()
+    )]
+    OpenMap {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "the pinned map {} was left by an incompatible imag version (key/value sizes \
+         {found_key}/{found_value}, expected {key}/{value}): run `imag-agent detach` first",
+        path.display()
+    )]
+    Incompatible {
+        path: PathBuf,
+        found_key: u32,
+        found_value: u32,
+        key: usize,
+        value: usize,
+    },
+    #[error(
+        "the pinned map {} has room for {room} hosts, but the configuration has {needed}: run \
+         `imag-agent detach` first (the agent sizes its maps for the configuration)",
+        path.display()
+    )]
+    TooSmall {
+        path: PathBuf,
+        room: u32,
+        needed: u32,
+    },
+    #[error("pinning link {name} at {} failed", path.display())]
+    PinLink {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+}
 
 /// The pin directory of one imag network.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,13 +94,16 @@ impl Pins {
 
     /// Whether an earlier agent left a datapath here.
     pub fn exists(&self) -> bool {
-        self.map("HOSTS").exists()
+        self.map(maps::HOSTS).exists()
     }
 
     /// Mounts the BPF filesystem if needed and creates the directory.
-    pub fn prepare(&self) -> io::Result<()> {
+    pub fn prepare(&self) -> Result<(), PinsError> {
         ensure_bpffs()?;
-        std::fs::create_dir_all(&self.dir)
+        std::fs::create_dir_all(&self.dir).map_err(|source| PinsError::CreateDir {
+            dir: self.dir.clone(),
+            source,
+        })
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
@@ -91,52 +156,74 @@ impl Pins {
         key_size: usize,
         value_size: usize,
         entries: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), PinsError> {
         let path = self.map(name);
         if !path.exists() {
             return Ok(());
         }
-        let info = MapData::from_pin(&path)
-            .and_then(|m| m.info())
-            .map_err(|e| format!("cannot open the pinned map {}: {e}", path.display()))?;
+        let info = match MapData::from_pin(&path).and_then(|m| m.info()) {
+            Ok(info) => info,
+            Err(source) => return Err(PinsError::OpenMap { path, source }),
+        };
         if info.key_size() as usize != key_size || info.value_size() as usize != value_size {
-            return Err(format!(
-                "the pinned map {} was left by an incompatible imag version (key/value sizes \
-                 {}/{}, expected {key_size}/{value_size}): run `imag-agent detach` first",
-                path.display(),
-                info.key_size(),
-                info.value_size()
-            ));
+            return Err(PinsError::Incompatible {
+                path,
+                found_key: info.key_size(),
+                found_value: info.value_size(),
+                key: key_size,
+                value: value_size,
+            });
         }
         if info.max_entries() < entries {
-            return Err(format!(
-                "the pinned map {} has room for {} hosts, but the configuration has {entries}: \
-                 run `imag-agent detach` first (the agent sizes its maps for the configuration)",
-                path.display(),
-                info.max_entries()
-            ));
+            return Err(PinsError::TooSmall {
+                path,
+                room: info.max_entries(),
+                needed: entries,
+            });
         }
         Ok(())
     }
+
+    /// Pins `link` as `name` (see [`Pins::link`]).
+    pub fn pin_link(&self, name: &str, link: FdLink) -> Result<FdLink, PinsError> {
+        let path = self.link(name);
+        match link.pin(&path) {
+            Ok(pinned) => Ok(FdLink::from(pinned)),
+            Err(source) => Err(PinsError::PinLink {
+                name: name.to_string(),
+                path,
+                source,
+            }),
+        }
+    }
 }
 
-fn ensure_bpffs() -> io::Result<()> {
+fn ensure_bpffs() -> Result<(), PinsError> {
     mount_unless("bpf", BPFFS, |fields| {
         fields.get(1) == Some(&BPFFS) && fields.get(2) == Some(&"bpf")
     })
 }
 
 /// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted (tracepoints need it).
-pub fn ensure_tracefs() -> io::Result<()> {
-    mount_unless("tracefs", "/sys/kernel/tracing", |fields| {
+pub fn ensure_tracefs() -> Result<(), PinsError> {
+    mount_unless("tracefs", TRACEFS, |fields| {
         fields.get(2) == Some(&"tracefs")
     })
 }
 
 /// Mounts a `fstype` file system at `target` unless a line of /proc/self/mounts (split into its
 /// fields) says `mounted`.
-fn mount_unless(fstype: &str, target: &str, mounted: impl Fn(&[&str]) -> bool) -> io::Result<()> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+fn mount_unless(
+    fstype: &'static str,
+    target: &'static str,
+    mounted: impl Fn(&[&str]) -> bool,
+) -> Result<(), PinsError> {
+    let failed = |source| PinsError::Mount {
+        fstype,
+        target,
+        source,
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(failed)?;
     if mounts
         .lines()
         .any(|l| mounted(&l.split_whitespace().collect::<Vec<_>>()))
@@ -156,11 +243,7 @@ fn mount_unless(fstype: &str, target: &str, mounted: impl Fn(&[&str]) -> bool) -
         )
     };
     if rc != 0 {
-        return Err(io::Error::other(format!(
-            "{fstype} is not mounted at {target} and mounting it failed ({}): mount it with \
-             `mount -t {fstype} {fstype} {target}`",
-            io::Error::last_os_error()
-        )));
+        return Err(failed(io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -17,9 +17,11 @@ mod engine;
 #[cfg(any(test, feature = "test-helpers"))]
 pub mod fake;
 pub mod freezer;
+mod options;
 mod tier;
 
 pub use engine::{Engine, UnknownEngine};
+pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
 pub use tier::{Tier, UnknownTier};
 
 use std::{
@@ -56,6 +58,10 @@ pub struct ContainerSpec {
     /// of the fingerprint when empty, so that containers created before it existed stay current.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    /// Everything else the container asks of the engine (flattened, and absent from the JSON
+    /// while unset, so that the fingerprint of a spec without options never changes).
+    #[serde(flatten)]
+    pub options: ContainerOptions,
 }
 
 /// The network every host's container joins: a bridge network on the imaginary subnet.
@@ -225,6 +231,13 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
         &self,
         spec: &ContainerSpec,
     ) -> impl Future<Output = Result<RunningInfo, NotRunning>> + Send;
+
+    /// The container's health as the engine reports it (`ready = "healthy"`): `None` when neither
+    /// the host nor its image has a healthcheck, an error when the container is not running.
+    fn health(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<Option<Health>, NotRunning>> + Send;
 
     /// Puts a running container into `tier`.
     fn sleep(

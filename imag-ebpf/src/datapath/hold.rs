@@ -119,7 +119,10 @@ pub fn emit_held(
     host_id: u32,
     load: impl FnOnce(*mut core::ffi::c_void, u32) -> i64,
 ) -> Result<(), u32> {
-    let record = HOLD_SCRATCH.get_ptr_mut(0).ok_or(stat::DROPPED_RING_FULL)?;
+    // Index 0 of a one-entry array always exists; were it missing, nothing could be copied.
+    let record = HOLD_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(stat::DROPPED_COPY_FAILED)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
     let record = unsafe { &mut *record };
     // The verifier needs the copy length proven to lie within [1, MAX_FRAME_LEN] with a signed
@@ -128,8 +131,9 @@ pub fn emit_held(
     if !check_bounds_signed(len, 1, MAX_FRAME_LEN as i64) {
         return Err(stat::DROPPED_OVERSIZE);
     }
+    // The frame is dropped either way (the caller's verdict is Drop): count it as such.
     if load(record.frame.as_mut_ptr().cast(), len as u32) != 0 {
-        return Err(stat::PASSED_UNPARSED);
+        return Err(stat::DROPPED_COPY_FAILED);
     }
     record.header.held_at_ns = unsafe { bpf_ktime_get_ns() };
     record.header.ifindex = ifindex;

@@ -1,4 +1,9 @@
 //! The programs and the maps they share with the agent.
+//!
+//! Names are the contract with the agent, declared once in `imag_common::maps` and
+//! `imag_common::programs`: a `#[map]` static's identifier is its map name and an entry point's
+//! function name is its program name, so renaming either here means renaming it there (the
+//! agent's tests check that every declared name resolves in this object).
 
 mod arp;
 mod hold;
@@ -22,40 +27,40 @@ use imag_common::{
 use self::packet::Verdict;
 
 /// Imaginary hosts by address (network byte order); written by the agent.
-#[map(name = "HOSTS")]
+#[map]
 static HOSTS: HashMap<u32, HostEntry> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
 /// What the datapath knows about the interfaces it runs on, by ifindex; written by the agent.
-#[map(name = "INTERFACES")]
+#[map]
 static INTERFACES: HashMap<u32, InterfaceEntry> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
 /// Held frames on their way to the agent.
-#[map(name = "HELD_FRAMES")]
+#[map]
 static HELD_FRAMES: RingBuf = RingBuf::with_byte_size(HELD_RING_BYTES, 0);
 
 /// Scratch space for assembling one ring buffer record (too big for the BPF stack).
-#[map(name = "HOLD_SCRATCH")]
+#[map]
 static HOLD_SCRATCH: PerCpuArray<HeldFrameRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-host activity (traffic on the host's own link, TCP connections), per CPU; the agent
 /// creates an entry for every host.
-#[map(name = "ACTIVITY")]
+#[map]
 static ACTIVITY: PerCpuHashMap<u32, HostActivity> = PerCpuHashMap::with_max_entries(MAX_HOSTS, 0);
 
 /// Peers (per host, by prefix) whose traffic does not keep a host awake.
-#[map(name = "IDLE_IGNORE")]
+#[map]
 static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
-#[map(name = "WAITING_PORTS")]
+#[map]
 static WAITING_PORTS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 /// Socket events for the agent (`imag_common::SockEvent`).
-#[map(name = "SOCK_EVENTS")]
+#[map]
 static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 
 /// Packet counters, indexed by `imag_common::stat::*`.
-#[map(name = "STATS")]
+#[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[inline(always)]

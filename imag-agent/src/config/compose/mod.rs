@@ -24,6 +24,7 @@
 
 mod address;
 mod interpolate;
+mod options;
 mod service;
 #[cfg(test)]
 mod tests;

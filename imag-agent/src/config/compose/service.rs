@@ -7,15 +7,17 @@
 //!   `expose` (their container ports: the first is the default ready probe, `tcp:` or `udp:`),
 //!   `depends_on` (list, or `condition: service_started|service_healthy`), `extra_hosts`,
 //!   `networks` (the imag network only; `ipv4_address`), `x-imag` (imag's per-host settings,
-//!   over the top-level `x-imag.hosts` defaults).
+//!   over the top-level `x-imag.hosts` defaults), and the container options of `options.rs`
+//!   (volumes, user, working_dir, entrypoint, limits, capabilities, tmpfs, labels,
+//!   healthcheck). A healthcheck does not change the ready probe by itself (as in imag.toml):
+//!   `x-imag: { ready: healthy }` makes it the signal.
 //! - accepted with a warning, because imag owns what they would control: `restart` (imag starts
 //!   and stops the container; it is created with Docker's "no" restart policy), published host
 //!   ports (an imag host has its own address), `container_name` and `hostname` (both are the
 //!   service name), `stop_grace_period`, `init`, `logging`, `pull_policy`, `platform`,
 //!   `stdin_open`, `tty`, `build` next to `image`, `deploy.restart_policy`.
 //! - refused with the key named: everything else, `networks.*.aliases` included (imag's names
-//!   are the service names), and the container options of the host spec that this version does
-//!   not have yet (`HOST_SPEC_KEYS`).
+//!   are the service names).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -27,7 +29,7 @@ use toml::Spanned;
 use super::{
     Cx,
     address::{self, Assigned},
-    interpolate, spanned,
+    interpolate, options, spanned,
     top::keys,
     words,
     yaml::{Node, Value},
@@ -46,23 +48,6 @@ const IMAG_KEYS: [&str; 10] = [
     "ready_poll",
     "proxy_arp",
     "answer_ping",
-];
-
-/// Compose keys for container options that the host spec does not carry in this version.
-const HOST_SPEC_KEYS: [&str; 13] = [
-    "entrypoint",
-    "volumes",
-    "working_dir",
-    "user",
-    "healthcheck",
-    "labels",
-    "mem_limit",
-    "cpus",
-    "pids_limit",
-    "cap_add",
-    "cap_drop",
-    "tmpfs",
-    "memswap_limit",
 ];
 
 /// Keys accepted and ignored, with why.
@@ -113,7 +98,7 @@ pub(super) fn hosts(
         if let Some(defaults) = defaults {
             imag_settings(defaults, "x-imag.hosts", &mut host, cx);
         }
-        let address = service(def, &key.name, net_key, &mut host, cx);
+        let address = service(def, &key.name, net_key, doc.get("volumes"), &mut host, cx);
         hosts.push((key.at, host, address.is_some()));
         if let Some(address) = address {
             hosts.last_mut().expect("just pushed").1.address = address;
@@ -146,6 +131,19 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         answer_ping: None,
         depends_on: None,
         extra_hosts: None,
+        volumes: Vec::new(),
+        mounts: Vec::new(),
+        user: None,
+        working_dir: None,
+        entrypoint: None,
+        memory: None,
+        cpus: None,
+        pids_limit: None,
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
+        tmpfs: Vec::new(),
+        labels: BTreeMap::new(),
+        healthcheck: None,
     }
 }
 
@@ -206,6 +204,7 @@ fn service(
     def: &Node,
     name: &str,
     net_key: &str,
+    volumes: Option<&Node>,
     host: &mut raw::Host,
     cx: &mut Cx<'_>,
 ) -> Option<Spanned<String>> {
@@ -241,15 +240,10 @@ fn service(
             "extra_hosts" => host.extra_hosts = extra_hosts(value, cx),
             "networks" => address = networks(value, name, net_key, cx),
             "x-imag" => imag_settings(value, "x-imag", host, cx),
-            "deploy" => deploy(value, cx),
             k if k.starts_with("x-") => {}
-            k if HOST_SPEC_KEYS.contains(&k) => cx.problem(
-                key.at,
-                format!(
-                    "service key `{k}` is not supported by this version of imag yet (the host \
-                     spec has no such container option)"
-                ),
-            ),
+            k if options::KEYS.contains(&k) => {
+                options::apply(k, value, volumes, host, cx);
+            }
             k => match IGNORED.iter().find(|(i, _)| *i == k) {
                 Some(("build", _)) if def.get("image").is_none() => cx.problem(
                     key.at,
@@ -561,28 +555,6 @@ fn networks(node: &Node, name: &str, net_key: &str, cx: &mut Cx<'_>) -> Option<S
         }
     }
     address
-}
-
-fn deploy(node: &Node, cx: &mut Cx<'_>) {
-    let allowed = [
-        "resources",
-        "restart_policy",
-        "replicas",
-        "mode",
-        "labels",
-        "placement",
-        "update_config",
-        "rollback_config",
-        "endpoint_mode",
-    ];
-    for (k, v) in keys(cx, node, "deploy", &allowed) {
-        match k {
-            "restart_policy" => cx.warn(v.at, "`deploy.restart_policy` is ignored: imag owns the container's lifecycle".into()),
-            "replicas" if v.text() == Some("1") => {}
-            "resources" => cx.problem(v.at, "`deploy.resources` is not supported by this version of imag yet (the host spec has no limits)".into()),
-            _ => cx.problem(v.at, format!("`deploy.{k}` is not supported: an imag host is one container")),
-        }
-    }
 }
 
 /// imag's per-host settings from a service's `x-imag` (or the `x-imag.hosts` defaults).

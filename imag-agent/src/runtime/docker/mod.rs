@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use bollard::{
     errors::Error as BollardError,
     models::{
-        ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
-        HostConfig, NetworkingConfig,
+        ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+        EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
+        NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
         CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
@@ -24,9 +25,9 @@ use tracing::debug;
 
 use self::thaw::FastThaw;
 use super::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, LABEL_HOST, LABEL_MANAGED,
-    LABEL_NETWORK, LABEL_SPEC, NotRunning, Observed, RunningInfo, RuntimeError, RuntimeEvent,
-    Started, freezer::Freezer,
+    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, Health, Healthcheck,
+    LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK, LABEL_SPEC, NotRunning, Observed, RunningInfo,
+    RuntimeError, RuntimeEvent, Started, freezer::Freezer,
 };
 use crate::{
     clock::monotonic_ns,
@@ -48,7 +49,11 @@ pub struct Docker {
 
 impl Docker {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let labels = HashMap::from([
+        let o = &spec.options;
+        // The user's labels first, imag's on top: config validation refuses `imag.*` keys, and
+        // this order keeps imag's even if a front end did not.
+        let mut labels: HashMap<String, String> = o.labels.clone().into_iter().collect();
+        labels.extend([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_NETWORK.to_string(), spec.network.clone()),
             (LABEL_HOST.to_string(), spec.host.clone()),
@@ -61,12 +66,17 @@ impl Docker {
             }),
             ..Default::default()
         };
+        let non_empty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
+            entrypoint: o.entrypoint.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             hostname: Some(spec.host.clone()),
+            user: o.user.clone(),
+            working_dir: o.working_dir.clone(),
             labels: Some(labels),
+            healthcheck: o.healthcheck.as_ref().map(health_config),
             host_config: Some(HostConfig {
                 network_mode: Some(spec.network.clone()),
                 // A tiny init as PID 1 forwards SIGTERM, so that images without a signal handler
@@ -74,6 +84,20 @@ impl Docker {
                 init: Some(true),
                 dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
                 extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+                // imag owns the lifecycle: the engine must never restart what imag put to sleep.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                // `-v` syntax: the engine creates a named volume on first use.
+                binds: (!o.mounts.is_empty())
+                    .then(|| o.mounts.iter().map(|m| m.to_bind()).collect()),
+                tmpfs: (!o.tmpfs.is_empty()).then(|| o.tmpfs.clone().into_iter().collect()),
+                memory: o.memory.map(saturating_i64),
+                nano_cpus: o.nano_cpus.map(saturating_i64),
+                pids_limit: o.pids_limit.map(i64::from),
+                cap_add: non_empty(&o.cap_add),
+                cap_drop: non_empty(&o.cap_drop),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -94,6 +118,30 @@ impl Docker {
                 image: spec.image.clone(),
             }),
             Err(err) => Err(classify(err, "create", &spec.name)),
+        }
+    }
+
+    /// Inspects a container that should be running (or paused: it still has its process and
+    /// link); why not, if it is not.
+    async fn inspect_running(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerInspectResponse, NotRunning> {
+        let inspected = self
+            .client
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| NotRunning::Gone(message_of(&e)))?;
+        let state = inspected.state.clone().unwrap_or_default();
+        match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+                Ok(inspected)
+            }
+            status => Err(NotRunning::Exited {
+                status: status.map_or("unknown".to_string(), |s| s.to_string()),
+                code: state.exit_code.unwrap_or_default(),
+                error: state.error.filter(|e| !e.is_empty()),
+            }),
         }
     }
 
@@ -121,6 +169,9 @@ impl Docker {
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptions {
             force: true,
+            // Never the volumes: a named volume is the host's data, and must survive every sleep
+            // tier (and `detach`), `remove` included.
+            v: false,
             ..Default::default()
         };
         match self.client.remove_container(name, Some(options)).await {
@@ -232,11 +283,7 @@ impl ContainerRuntime for Docker {
     }
 
     async fn running_info(&self, spec: &ContainerSpec) -> Result<RunningInfo, NotRunning> {
-        let inspected = self
-            .client
-            .inspect_container(&spec.name, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| NotRunning::Gone(message_of(&e)))?;
+        let inspected = self.inspect_running(spec).await?;
         let mac = inspected
             .network_settings
             .as_ref()
@@ -244,20 +291,26 @@ impl ContainerRuntime for Docker {
             .and_then(|n| n.get(&spec.network))
             .and_then(|e| e.mac_address.as_deref())
             .and_then(parse_mac);
-        let state = inspected.state.unwrap_or_default();
-        match state.status {
-            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
-                Ok(RunningInfo {
-                    pid: state.pid.unwrap_or_default() as u32,
-                    mac,
-                })
-            }
-            status => Err(NotRunning::Exited {
-                status: status.map_or("unknown".to_string(), |s| s.to_string()),
-                code: state.exit_code.unwrap_or_default(),
-                error: state.error.filter(|e| !e.is_empty()),
-            }),
-        }
+        let pid = inspected.state.and_then(|s| s.pid).unwrap_or_default();
+        Ok(RunningInfo {
+            pid: pid as u32,
+            mac,
+        })
+    }
+
+    async fn health(&self, spec: &ContainerSpec) -> Result<Option<Health>, NotRunning> {
+        let inspected = self.inspect_running(spec).await?;
+        let status = inspected
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.status);
+        Ok(match status {
+            Some(HealthStatusEnum::STARTING) => Some(Health::Starting),
+            Some(HealthStatusEnum::HEALTHY) => Some(Health::Healthy),
+            Some(HealthStatusEnum::UNHEALTHY) => Some(Health::Unhealthy),
+            // No healthcheck on the container nor its image (or one set to NONE).
+            Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => None,
+        })
     }
 
     async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {
@@ -348,6 +401,23 @@ impl ContainerRuntime for Docker {
         };
         Ok(Observed::Present { status, current })
     }
+}
+
+/// The healthcheck as the engine's API takes it (durations in nanoseconds).
+fn health_config(check: &Healthcheck) -> HealthConfig {
+    let nanos = |d: Option<std::time::Duration>| d.map(|d| saturating_i64(d.as_nanos()));
+    HealthConfig {
+        test: Some(check.test.clone()),
+        interval: nanos(check.interval),
+        timeout: nanos(check.timeout),
+        retries: check.retries.map(i64::from),
+        start_period: nanos(check.start_period),
+        start_interval: None,
+    }
+}
+
+fn saturating_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 fn status_of(err: &BollardError) -> Option<u16> {

@@ -6,7 +6,9 @@
 //! scripted and what the code under test sees always agree. A test seeds containers
 //! ([`FakeRuntime::put`]), scripts the next wakes and sleeps of a container (outcome and delay,
 //! the delay on tokio's clock so that `start_paused` tests run instantly), and makes containers
-//! exit ([`FakeRuntime::exit`]), which the [`ContainerRuntime::events`] stream reports. With fast
+//! exit ([`FakeRuntime::exit`]), which the [`ContainerRuntime::events`] stream reports, or change
+//! health ([`FakeRuntime::set_health`]; a container created from a spec with a healthcheck starts
+//! out `Starting`, one without has no health, as if its image had none). With fast
 //! thaw on, wakes from pause leave the container unsettled until `settle`, as Docker's do.
 //! Compiled for unit tests and behind the `test-helpers` feature.
 
@@ -20,8 +22,8 @@ use futures::{StreamExt as _, stream::BoxStream};
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, NetworkSpec, NotRunning,
-    Observed, RunningInfo, RuntimeError, RuntimeEvent, Started, Tier,
+    ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, Health, NetworkSpec,
+    NotRunning, Observed, RunningInfo, RuntimeError, RuntimeEvent, Started, Tier,
 };
 use crate::clock::monotonic_ns;
 
@@ -41,6 +43,7 @@ pub enum Call {
     Sleep { container: String, to: Tier },
     Observe(String),
     Settle(String),
+    Health(String),
 }
 
 /// How a scripted wake ends (after its delay).
@@ -71,6 +74,8 @@ pub struct FakeContainer {
     pub mac: [u8; 6],
     /// The exit code of its last run, once it stopped.
     pub exit_code: i64,
+    /// Its healthcheck's verdict (`None`: it has no healthcheck).
+    pub health: Option<Health>,
 }
 
 /// Queued outcomes of a container's next calls, each after its delay.
@@ -173,6 +178,13 @@ impl FakeRuntime {
         }
     }
 
+    /// The healthcheck of container `name` now reports `health` (`None`: it has none).
+    pub fn set_health(&self, name: &str, health: Option<Health>) {
+        if let Some(c) = self.state().containers.get_mut(name) {
+            c.health = health;
+        }
+    }
+
     /// The container named `name`, as the engine holds it.
     pub fn container(&self, name: &str) -> Option<FakeContainer> {
         self.state().containers.get(name).cloned()
@@ -219,6 +231,7 @@ impl State {
                 pid,
                 mac: [0x02, 0x42, 0x0a, 0x00, a, b],
                 exit_code: 0,
+                health: spec.options.healthcheck.as_ref().map(|_| Health::Starting),
             },
         );
     }
@@ -230,6 +243,25 @@ impl State {
                 status: c.status,
                 current: c.fingerprint == spec.fingerprint(),
             },
+        }
+    }
+
+    /// The container, if it is running (as Docker: a paused container still has its process and
+    /// link), else why not.
+    fn running(&self, spec: &ContainerSpec) -> Result<&FakeContainer, NotRunning> {
+        let Some(c) = self.containers.get(&spec.name) else {
+            return Err(NotRunning::Gone(format!(
+                "No such container: {}",
+                spec.name
+            )));
+        };
+        match c.status {
+            ContainerStatus::Running | ContainerStatus::Paused => Ok(c),
+            ContainerStatus::Stopped | ContainerStatus::Transitional => Err(NotRunning::Exited {
+                status: "exited".into(),
+                code: c.exit_code,
+                error: None,
+            }),
         }
     }
 
@@ -253,6 +285,10 @@ impl State {
         }
         let container = self.containers.get_mut(&spec.name).expect("exists now");
         container.status = ContainerStatus::Running;
+        if from == Tier::Stopped {
+            // A (re)started container's healthcheck starts over, as Docker's does.
+            container.health = container.health.map(|_| Health::Starting);
+        }
         if let Some(code) = exits {
             container.status = ContainerStatus::Stopped;
             container.exit_code = code;
@@ -387,25 +423,15 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn running_info(&self, spec: &ContainerSpec) -> Result<RunningInfo, NotRunning> {
         self.record(Call::RunningInfo(spec.name.clone()));
-        let state = self.state();
-        let Some(c) = state.containers.get(&spec.name) else {
-            return Err(NotRunning::Gone(format!(
-                "No such container: {}",
-                spec.name
-            )));
-        };
-        match c.status {
-            // As Docker: a paused container still has its process and link.
-            ContainerStatus::Running | ContainerStatus::Paused => Ok(RunningInfo {
-                pid: c.pid,
-                mac: Some(c.mac),
-            }),
-            ContainerStatus::Stopped | ContainerStatus::Transitional => Err(NotRunning::Exited {
-                status: "exited".into(),
-                code: c.exit_code,
-                error: None,
-            }),
-        }
+        self.state().running(spec).map(|c| RunningInfo {
+            pid: c.pid,
+            mac: Some(c.mac),
+        })
+    }
+
+    async fn health(&self, spec: &ContainerSpec) -> Result<Option<Health>, NotRunning> {
+        self.record(Call::Health(spec.name.clone()));
+        self.state().running(spec).map(|c| c.health)
     }
 
     async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {

@@ -18,6 +18,7 @@ fn spec(host: &str) -> ContainerSpec {
         command: None,
         env: Default::default(),
         extra_hosts: Vec::new(),
+        options: Default::default(),
     }
 }
 
@@ -282,4 +283,130 @@ async fn readiness_sees_a_scripted_exit() {
     .await;
     assert!(matches!(ready, Err(ReadyError::Timeout { .. })));
     assert_eq!(tokio::time::Instant::now(), deadline);
+}
+
+/// `ready = "healthy"`: released when the engine says healthy (not before, and not failed by an
+/// unhealthy spell); an exit fails at once, no healthcheck at all fails with the fix.
+#[tokio::test(start_paused = true)]
+async fn readiness_waits_for_the_engines_health() {
+    let fake = FakeRuntime::new();
+    let mut web = spec("web");
+    web.options.healthcheck = Some(crate::runtime::Healthcheck {
+        test: vec!["CMD".into(), "/check".into()],
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+    });
+    fake.wake(&web, Tier::Absent).await.unwrap();
+    assert_eq!(
+        fake.container("imag-web").unwrap().health,
+        Some(Health::Starting)
+    );
+    let timeout = Duration::from_secs(5);
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let script = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        script.set_health("imag-web", Some(Health::Unhealthy));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        script.set_health("imag-web", Some(Health::Healthy));
+    });
+    let poll = Duration::from_millis(100);
+    let ready = readiness::wait_ready(
+        &fake,
+        &web,
+        ReadyProbe::Healthy,
+        deadline,
+        timeout,
+        poll,
+        None,
+    )
+    .await;
+    assert_eq!(ready, Ok(readiness::ReadyBy::Poll));
+    assert_eq!(
+        tokio::time::Instant::now() - start,
+        Duration::from_millis(600),
+        "released at the first poll after healthy"
+    );
+    assert!(fake.calls().contains(&Call::Health("imag-web".into())));
+
+    // Restarted: its healthcheck starts over; it exits before turning healthy.
+    fake.sleep(&web, Tier::Stopped).await.unwrap();
+    fake.wake(&web, Tier::Stopped).await.unwrap();
+    assert_eq!(
+        fake.container("imag-web").unwrap().health,
+        Some(Health::Starting)
+    );
+    let script = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        script.exit("imag-web", 137);
+    });
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ready = readiness::wait_ready(
+        &fake,
+        &web,
+        ReadyProbe::Healthy,
+        deadline,
+        timeout,
+        poll,
+        None,
+    )
+    .await;
+    assert!(matches!(
+        ready,
+        Err(ReadyError::Exited(NotRunning::Exited { code: 137, .. }))
+    ));
+
+    // Never healthy: the wake timeout.
+    fake.wake(&web, Tier::Stopped).await.unwrap();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ready = readiness::wait_ready(
+        &fake,
+        &web,
+        ReadyProbe::Healthy,
+        deadline,
+        timeout,
+        poll,
+        None,
+    )
+    .await;
+    assert!(matches!(ready, Err(ReadyError::Timeout { .. })));
+    assert_eq!(tokio::time::Instant::now(), deadline);
+
+    // Neither the host nor (as the engine reports) its image has a healthcheck.
+    let plain = spec("plain");
+    fake.wake(&plain, Tier::Absent).await.unwrap();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ready = readiness::wait_ready(
+        &fake,
+        &plain,
+        ReadyProbe::Healthy,
+        deadline,
+        timeout,
+        poll,
+        None,
+    )
+    .await;
+    assert_eq!(ready, Err(ReadyError::NoHealthcheck));
+    assert!(
+        ReadyError::NoHealthcheck
+            .to_string()
+            .contains("add one to the host or its image")
+    );
+    // The image's own healthcheck, as the engine would report it.
+    fake.set_health("imag-plain", Some(Health::Healthy));
+    let ready = readiness::wait_ready(
+        &fake,
+        &plain,
+        ReadyProbe::Healthy,
+        deadline,
+        timeout,
+        poll,
+        None,
+    )
+    .await;
+    assert_eq!(ready, Ok(readiness::ReadyBy::FirstTry));
 }

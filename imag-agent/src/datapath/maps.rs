@@ -1,0 +1,168 @@
+//! Typed access to the maps the agent writes and reads: which hosts are held or passed, what the
+//! datapath knows of its interfaces, each host's activity and ignored peers, the ports wakes wait
+//! on, and the packet counters. Keys and values are `imag_common`'s types; the map names come
+//! from `imag_common::maps`, which names each map's key and value types.
+//!
+//! Neighbours: the policy that decides what to write lives in `orchestrator`; [`super::load`]
+//! opens these maps.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{PerCpuValues, lpm_trie::Key};
+use imag_common::{
+    HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, stat,
+};
+use ipnet::Ipv4Net;
+use tracing::debug;
+
+use super::{Datapath, DatapathError};
+
+/// Map key of an address: its octets as they sit in the packet.
+pub fn addr_key(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+impl Datapath {
+    /// Tells the datapath an interface's MAC address and `IFACE_FLAG_*` bits.
+    pub fn set_interface(
+        &mut self,
+        ifindex: u32,
+        mac: [u8; 6],
+        flags: u32,
+    ) -> Result<(), DatapathError> {
+        let entry = InterfaceEntry {
+            mac,
+            _reserved: [0; 2],
+            flags,
+        };
+        self.interfaces
+            .insert(ifindex, entry, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::INTERFACES,
+                source,
+            })
+    }
+
+    /// Registers or updates a host: `hold` makes the datapath hold its packets, otherwise pass.
+    pub fn set_host(
+        &mut self,
+        addr: Ipv4Addr,
+        host_id: u32,
+        hold: bool,
+        flags: u8,
+    ) -> Result<(), DatapathError> {
+        let entry = HostEntry {
+            mode: if hold { HOST_MODE_HOLD } else { HOST_MODE_PASS },
+            flags,
+            _reserved: [0; 2],
+            host_id,
+        };
+        self.hosts
+            .insert(addr_key(addr), entry, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::HOSTS,
+                source,
+            })
+    }
+
+    /// Makes sure the host has an activity entry (zero for a new one; an adopted one keeps its
+    /// counts).
+    pub fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
+        if self.activity.get(&addr_key(addr), 0).is_ok() {
+            return Ok(());
+        }
+        self.write_activity(addr, HostActivity::default())
+    }
+
+    /// The host's activity summed over CPUs (the latest packet time over CPUs).
+    pub fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
+        let values = self.activity.get(&addr_key(addr), 0).ok()?;
+        Some(values.iter().fold(HostActivity::default(), |mut sum, v| {
+            sum.last_packet_ns = sum.last_packet_ns.max(v.last_packet_ns);
+            sum.packets_in += v.packets_in;
+            sum.bytes_in += v.bytes_in;
+            sum.packets_out += v.packets_out;
+            sum.bytes_out += v.bytes_out;
+            sum.tcp_opened += v.tcp_opened;
+            sum.tcp_closed += v.tcp_closed;
+            sum.ignored_packets += v.ignored_packets;
+            sum
+        }))
+    }
+
+    /// Sets the host's open-connection count to `open` (from the container's own socket table),
+    /// correcting drift from transitions the tracepoint missed (e.g. while no agent ran).
+    pub fn reset_connections(&mut self, addr: Ipv4Addr, open: u64) -> Result<(), DatapathError> {
+        let mut base = self.activity(addr).unwrap_or_default();
+        base.tcp_opened = open;
+        base.tcp_closed = 0;
+        self.write_activity(addr, base)
+    }
+
+    /// Replaces the host's per-CPU activity with `first` on CPU 0 and zeros elsewhere (the sums
+    /// the agent reads stay `first`).
+    fn write_activity(&mut self, addr: Ipv4Addr, first: HostActivity) -> Result<(), DatapathError> {
+        let cpus_error = |source| DatapathError::PossibleCpus {
+            path: "/sys/devices/system/cpu/possible",
+            source,
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| cpus_error(source))?;
+        let mut values = vec![HostActivity::default(); cpus];
+        values[0] = first;
+        let values = PerCpuValues::try_from(values).map_err(cpus_error)?;
+        self.activity
+            .insert(addr_key(addr), values, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::ACTIVITY,
+                source,
+            })
+    }
+
+    /// Makes traffic between host `host_id` and peers in `prefix` not count as activity.
+    pub fn ignore_peers(&mut self, host_id: u32, prefix: Ipv4Net) -> Result<(), DatapathError> {
+        let key = Key::new(
+            32 + u32::from(prefix.prefix_len()),
+            IgnoreKey {
+                host_id_be: host_id.to_be_bytes(),
+                peer: prefix.network().octets(),
+            },
+        );
+        self.idle_ignore
+            .insert(&key, 1, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::IDLE_IGNORE,
+                source,
+            })
+    }
+
+    /// Asks for LISTEN events on `port` (counted: several wakes may wait on one port).
+    pub fn watch_port(&mut self, port: u16) {
+        let count = self.waiters.entry(port).or_default();
+        *count += 1;
+        if let Err(err) = self.waiting_ports.insert(u32::from(port), *count, 0) {
+            debug!(port, error = %err, "watching a port failed; readiness falls back to polling");
+        }
+    }
+
+    pub fn unwatch_port(&mut self, port: u16) {
+        let Some(count) = self.waiters.get_mut(&port) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.waiters.remove(&port);
+            let _ = self.waiting_ports.remove(&u32::from(port));
+        }
+    }
+
+    /// Packet counters summed over CPUs, indexed like `imag_common::stat`.
+    pub fn stats(&self) -> [u64; stat::COUNT as usize] {
+        let mut totals = [0u64; stat::COUNT as usize];
+        for (i, total) in totals.iter_mut().enumerate() {
+            if let Ok(values) = self.stats.get(&(i as u32), 0) {
+                *total = values.iter().sum();
+            }
+        }
+        totals
+    }
+}
