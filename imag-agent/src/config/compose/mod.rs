@@ -5,8 +5,9 @@
 //! and one host spec, with the same checks and messages. The steps: `yaml.rs` parses the file
 //! into nodes that know their byte offsets; `interpolate.rs` substitutes `${VAR}`s (agent
 //! environment over `.env`); `top.rs` reads the top level (the imag network, `x-imag`);
-//! `service.rs` turns each service into a host; `address.rs` gives addresses to services that do
-//! not name one; `words.rs` splits string commands as compose does.
+//! `service.rs` turns each service into a host, with `options.rs` for its container options;
+//! `address.rs` gives addresses to services that do not name one; `words.rs` splits string
+//! commands as compose does.
 //!
 //! Every problem, compose's own (an unknown key, a bad interpolation) or the shared validation's
 //! (a bad `ipv4_address`), is placed at the line and column of the value it is about, in the

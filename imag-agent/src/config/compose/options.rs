@@ -55,7 +55,9 @@ pub(super) fn apply(
         "pids_limit" => set_once(&mut host.pids_limit, pids(value, cx), cx),
         "cap_add" => host.cap_add = cx.strings(value, key, false).unwrap_or_default(),
         "cap_drop" => host.cap_drop = cx.strings(value, key, false).unwrap_or_default(),
-        "tmpfs" => host.tmpfs.extend(cx.strings(value, key, true).unwrap_or_default()),
+        "tmpfs" => host
+            .tmpfs
+            .extend(cx.strings(value, key, true).unwrap_or_default()),
         "labels" => labels(value, host, cx),
         "healthcheck" => host.healthcheck = healthcheck(value, cx),
         _ => deploy(value, host, cx),
@@ -142,11 +144,16 @@ fn volume(item: &Node, declared: Option<&Node>, host: &mut raw::Host, cx: &mut C
     let get = |k: &str| found.iter().find(|(key, _)| *key == k).map(|(_, n)| *n);
     let kind = get("type").and_then(Node::text).unwrap_or("volume");
     let Some(target) = get("target").and_then(|t| cx.string(t, "a volume's target")) else {
-        cx.problem(item.at, "a volume needs a `target` (the path inside the container)".into());
+        cx.problem(
+            item.at,
+            "a volume needs a `target` (the path inside the container)".into(),
+        );
         return;
     };
     if kind == "tmpfs" {
-        let size = get("tmpfs").and_then(|t| t.get("size")).and_then(Node::text);
+        let size = get("tmpfs")
+            .and_then(|t| t.get("size"))
+            .and_then(Node::text);
         let text = match size {
             Some(size) => format!("{}:size={size}", target.get_ref()),
             None => target.get_ref().clone(),
@@ -189,8 +196,9 @@ fn source(text: &str, declared: Option<&Node>, at: usize, cx: &mut Cx<'_>) -> Op
     }
     if text.starts_with('.') || text.starts_with('~') {
         let path = match text.strip_prefix("~/") {
-            Some(rest) => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(rest),
+            Some(rest) => {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest)
+            }
             None => std::path::absolute(cx.dir.join(text)).unwrap_or_else(|_| cx.dir.join(text)),
         };
         return Some(path.display().to_string());
@@ -253,7 +261,10 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
         raw::StringOrList::List(vec!["NONE".into()])
     } else {
         let Some(test) = found.get("test") else {
-            cx.problem(node.at, "a healthcheck needs a `test` (or `disable: true`)".into());
+            cx.problem(
+                node.at,
+                "a healthcheck needs a `test` (or `disable: true`)".into(),
+            );
             return None;
         };
         match test.text() {
@@ -267,7 +278,10 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
         }
     };
     if let Some(n) = found.get("start_interval") {
-        cx.warn(n.at, "healthcheck start_interval is ignored (the engine's default is used)".into());
+        cx.warn(
+            n.at,
+            "healthcheck start_interval is ignored (the engine's default is used)".into(),
+        );
     }
     let text = |k: &str, cx: &mut Cx<'_>| found.get(k).and_then(|n| cx.string(n, k));
     let retries = match found.get("retries") {

@@ -55,7 +55,11 @@ fn the_example_as_compose_and_as_toml_is_the_same_application() {
         assert_eq!(c, t, "host {}", c.name);
     }
     let db = from_compose.host("db").unwrap();
-    assert_eq!(db.ready, ReadyProbe::Tcp(8080));
+    assert_eq!(db.ready, ReadyProbe::Healthy);
+    assert_eq!(db.container.mounts[0].to_bind(), "dbdata:/data");
+    assert_eq!(db.container.memory, Some(64 << 20));
+    let backend = from_compose.host("backend").unwrap();
+    assert!(backend.depends_on[0].healthy, "condition: service_healthy");
     assert_eq!(from_compose.host("backend").unwrap().sleep, Tier::Paused);
     // The one warning: `restart` is ignored.
     assert_eq!(
@@ -277,4 +281,65 @@ fn addresses_are_stable_when_services_are_added() {
     assert_ne!(config.host("web").unwrap().address, taken);
     assert!(config.warnings[0].message.contains("pin it with"));
     assert_ne!(taken, Ipv4Addr::UNSPECIFIED);
+}
+
+#[test]
+fn container_options_in_compose_syntax() {
+    let text = format!(
+        "{NET}volumes:\n  data:\n    name: shared-data\nservices:\n  db:\n    image: i\n    \
+         volumes:\n      - data:/var/lib/db\n      - /etc/db:/etc/db:ro\n      - type: volume\n        \
+         source: data\n        target: /backup\n        read_only: true\n      - type: tmpfs\n        \
+         target: /run\n    entrypoint: /bin/db --serve\n    user: \"1000:1000\"\n    \
+         working_dir: /srv\n    cap_drop: [ALL]\n    labels: [team=data]\n    deploy:\n      \
+         resources:\n        limits: {{memory: 128m, cpus: '0.5', pids: 64}}\n    healthcheck:\n      \
+         disable: true\n"
+    );
+    let config = compose(&text).unwrap();
+    let db = &config.host("db").unwrap().container;
+    let binds: Vec<String> = db.mounts.iter().map(|m| m.to_bind()).collect();
+    assert_eq!(
+        binds,
+        [
+            "shared-data:/var/lib/db",
+            "/etc/db:/etc/db:ro",
+            "shared-data:/backup:ro"
+        ]
+    );
+    assert_eq!(db.tmpfs.get("/run").map(String::as_str), Some(""));
+    assert_eq!(
+        db.entrypoint.as_deref(),
+        Some(&["/bin/db".to_string(), "--serve".into()][..])
+    );
+    assert_eq!(db.user.as_deref(), Some("1000:1000"));
+    assert_eq!(db.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(db.cap_drop, ["ALL"]);
+    assert_eq!(db.labels.get("team").map(String::as_str), Some("data"));
+    assert_eq!(db.memory, Some(128 << 20));
+    assert_eq!(db.nano_cpus, Some(500_000_000));
+    assert_eq!(db.pids_limit, Some(64));
+    assert!(db.healthcheck.as_ref().unwrap().disables());
+}
+
+#[test]
+fn option_problems_are_placed() {
+    let text = format!(
+        "{NET}services:\n  db:\n    image: i\n    volumes: [\"nope:/d\", \"/only\"]\n    \
+         mem_limit: 1g\n    deploy:\n      resources:\n        limits:\n          memory: 2g\n    \
+         cap_add: [NET_ADMIN]\n    memswap_limit: 1g\n"
+    );
+    let found = problems(&text);
+    let places: Vec<(usize, usize)> = found.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        places,
+        vec![(9, 15), (9, 26), (14, 19), (16, 5)],
+        "{found:#?}"
+    );
+    assert!(
+        found[0]
+            .2
+            .contains("\"nope\" is not declared under the top-level `volumes:`")
+    );
+    assert!(found[1].2.contains("has no name"), "{found:?}");
+    assert!(found[2].2.contains("set twice"));
+    assert!(found[3].2.contains("`memswap_limit` is not supported"));
 }

@@ -34,6 +34,9 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
             k => cx.problem(key.at, format!("unknown top-level key `{k}`")),
         }
     }
+    if let Some(volumes) = doc.get("volumes") {
+        declared_volumes(volumes, cx);
+    }
     let x = doc.get("x-imag");
     let sections = match x {
         Some(x) => keys(
@@ -335,4 +338,29 @@ fn dns(node: &Node, cx: &mut Cx<'_>) -> DnsSection {
         }
     }
     dns
+}
+
+/// The top-level `volumes:`: named volumes the services may use (`options.rs` reads `name`).
+fn declared_volumes(node: &Node, cx: &mut Cx<'_>) {
+    let allowed = ["name", "external", "driver", "driver_opts", "labels"];
+    for (_, def) in cx.mapping(node, "volumes").unwrap_or_default() {
+        if def.is_null() {
+            continue;
+        }
+        for (key, value) in keys(cx, def, "a volume definition", &allowed) {
+            match key {
+                "driver" if value.text() != Some("local") => cx.problem(
+                    value.at,
+                    "only the local volume driver is supported: leave `driver` out".into(),
+                ),
+                "driver_opts" | "labels" => cx.warn(
+                    value.at,
+                    format!(
+                        "volume `{key}` is ignored: the engine creates the volume on first use"
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
 }
