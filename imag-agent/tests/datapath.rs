@@ -5,8 +5,6 @@
 //!
 //! To add a case, add a row to `cases()`.
 
-mod common;
-
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
@@ -254,7 +252,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn every_case_for_both_holding_programs() {
-    common::require_environment();
+    imag_testkit::require_environment();
     for hook in TestHook::ALL {
         for case in cases() {
             if hook == TestHook::Tc && case.frame.len() < 14 + 20 {

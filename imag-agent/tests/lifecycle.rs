@@ -1,8 +1,6 @@
 //! The lifecycle of a host, for real: sleep from datapath activity, the paused standby tier,
 //! packets racing a sleep, readiness by event, and a datapath that outlives the agent.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpStream,
@@ -11,80 +9,102 @@ use std::{
     time::Duration,
 };
 
-use common::{Agent, IMAGE, Slot, container_status, docker_inspect, http_addr, netkit, wait_until};
+use imag_testkit::{
+    ClientNs, TestNet, agent_binary, clients,
+    docker::{self, container_status},
+    netns::holding_program_attached,
+    wait_until,
+};
 
 const WAKE: Duration = Duration::from_secs(30);
 
 /// A `[[host]]` running the example HTTP service, with lifecycle keys appended.
-fn host(slot: &Slot, name: &str, i: u8, args: &[&str], extra: &str) -> String {
-    slot.http_host(name, i, args) + extra
+fn host(net: &TestNet, name: &str, i: u8, args: &[&str], extra: &str) -> String {
+    net.http_host(name, i, args) + extra
 }
 
 /// One HTTP request on a fresh connection from the client namespace, and the client's SYN
 /// retransmissions so far.
-fn request(client: &netkit::ClientNs, slot: &Slot, i: u8) -> (String, u64) {
+fn request(client: &ClientNs, net: &TestNet, i: u8) -> (String, u64) {
     client
         .run(|| {
-            let answer = netkit::http_get(http_addr(slot.host_addr(i)), WAKE);
+            let answer = clients::http_get(net.http_addr(i), WAKE);
             (
                 answer,
-                netkit::net_counter("TcpExt", "TCPSynRetrans").unwrap(),
+                clients::net_counter("TcpExt", "TCPSynRetrans").unwrap(),
             )
         })
         .map(|(answer, retrans)| (answer.expect("the request is answered").0, retrans))
         .unwrap()
 }
 
+/// Successful wakes so far (of any host, with these labels), as `/metrics` counts them.
+fn wakes(net: &TestNet, labels: &[(&str, &str)]) -> f64 {
+    let mut labels = labels.to_vec();
+    labels.push(("result", "ok"));
+    net.scrape().sum("imag_wakes_total", &labels)
+}
+
 #[test]
 fn an_idle_host_sleeps_and_its_next_packet_wakes_it() {
-    common::require_environment();
-    let slot = Slot::new(20);
-    let client = slot.client();
-    let config = slot.network_toml()
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "web",
             10,
             &[],
             "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"stop\"\n",
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let container = slot.container("web");
+    let agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
 
-    assert_eq!(request(&client, &slot, 10), ("hello from web\n".into(), 0));
+    assert_eq!(request(client, &net, 10), ("hello from web\n".into(), 0));
     wait_until("the idle host is stopped", Duration::from_secs(15), || {
         container_status(&container).as_deref() == Some("exited")
     });
-    agent.wait_for_log("asleep host=web tier=\"stopped\"", Duration::from_secs(5));
+    wait_until(
+        "the agent reports web asleep, stopped",
+        Duration::from_secs(5),
+        || {
+            let web = agent.host("web").unwrap();
+            web["state"] == "asleep" && web["tier"] == "stopped"
+        },
+    );
 
-    let (body, retransmits) = request(&client, &slot, 10);
+    let (body, retransmits) = request(client, &net, 10);
     assert_eq!(body, "hello from web\n");
     assert_eq!(
         retransmits, 0,
         "the sleeping host was woken by the client's first SYN"
     );
     assert_eq!(container_status(&container).as_deref(), Some("running"));
-    let wakes = agent.lines_with(" woke ");
-    assert_eq!(wakes.len(), 2, "{}", agent.log_text());
-    assert!(wakes[1].contains("from=\"stopped\""), "{}", wakes[1]);
+    assert_eq!(wakes(&net, &[]), 2.0, "{}", agent.log_text());
+    assert_eq!(
+        wakes(&net, &[("from", "stopped")]),
+        1.0,
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.host("web").unwrap()["last_wake_from"], "stopped");
 }
 
 #[test]
 fn a_quiet_open_connection_keeps_its_host_awake() {
-    common::require_environment();
-    let slot = Slot::new(21);
-    let client = slot.client();
-    let config = slot.network_toml()
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "db",
             10,
             &[],
             "idle_timeout = \"1s\"\nmin_warm = \"0s\"\n",
         );
-    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let container = slot.container("db");
-    let addr = http_addr(slot.host_addr(10));
+    let _agent = net.start_agent(&config, &[]);
+    let container = net.container("db");
+    let addr = net.http_addr(10);
 
     client
         .run(|| {
@@ -114,27 +134,31 @@ fn a_quiet_open_connection_keeps_its_host_awake() {
 
 #[test]
 fn packets_sent_while_a_host_goes_to_sleep_are_all_answered() {
-    common::require_environment();
-    let slot = Slot::new(22);
-    let client = slot.client();
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
     // The service takes a second to stop: a wide window in which packets arrive mid-sleep.
-    let config = slot.network_toml()
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "web",
             10,
             &["--stop-delay-ms", "1000"],
             "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"stop\"\n",
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let mut agent = net.start_agent(&config, &[]);
 
-    assert_eq!(request(&client, &slot, 10).0, "hello from web\n");
-    agent.wait_for_log("going to sleep host=web", Duration::from_secs(15));
+    assert_eq!(request(client, &net, 10).0, "hello from web\n");
+    // A log line, not the status: the status says `sleeping` already while the agent makes sure
+    // the host is still idle (a packet then cancels the sleep); this line marks the point
+    // after which the engine is stopping the container.
+    agent
+        .wait_for_line("going to sleep host=web", Duration::from_secs(15))
+        .unwrap();
     // The container is still stopping: these are held, and the host wakes again right after.
     let answers = client
         .run(|| {
             (0..3)
-                .map(|_| netkit::http_get(http_addr(slot.host_addr(10)), WAKE).map(|a| a.0))
+                .map(|_| clients::http_get(net.http_addr(10), WAKE).map(|a| a.0))
                 .collect::<Vec<_>>()
         })
         .unwrap();
@@ -146,109 +170,102 @@ fn packets_sent_while_a_host_goes_to_sleep_are_all_answered() {
             "hello from web\n"
         );
     }
-    let wakes = agent.lines_with(" woke ");
     assert_eq!(
-        wakes.len(),
-        2,
+        wakes(&net, &[]),
+        2.0,
         "woken again right after the sleep:\n{}",
         agent.log_text()
     );
-    assert_eq!(
-        common::containers_of(&slot).len(),
-        1,
-        "never two containers"
-    );
+    assert_eq!(net.containers().len(), 1, "never two containers");
 }
 
 #[test]
 fn a_paused_host_wakes_in_milliseconds_and_the_engine_catches_up() {
-    common::require_environment();
-    let slot = Slot::new(23);
-    let client = slot.client();
-    let config = slot.network_toml()
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "web",
             10,
             &[],
             "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n",
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let container = slot.container("web");
+    let agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
 
-    assert_eq!(request(&client, &slot, 10).0, "hello from web\n");
+    assert_eq!(request(client, &net, 10).0, "hello from web\n");
     wait_until("the idle host is paused", Duration::from_secs(15), || {
         container_status(&container).as_deref() == Some("paused")
     });
-    let started_at = docker_inspect(&container, "{{.State.StartedAt}}");
+    let started_at = docker::inspect(&container, "{{.State.StartedAt}}");
 
-    let (body, retransmits) = request(&client, &slot, 10);
+    let (body, retransmits) = request(client, &net, 10);
     assert_eq!(body, "hello from web\n");
     assert_eq!(retransmits, 0);
-    let wake = agent.wait_for_log("from=\"paused\"", Duration::from_secs(5));
-    assert!(wake.contains(" woke "), "{wake}");
     assert_eq!(
-        docker_inspect(&container, "{{.State.StartedAt}}"),
+        wakes(&net, &[("from", "paused")]),
+        1.0,
+        "woken from the paused tier:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        docker::inspect(&container, "{{.State.StartedAt}}"),
         started_at,
         "unpaused, not restarted"
     );
-    // The fast wake thawed the cgroup itself; once the host is quiet the engine is told.
+    // The fast wake thawed the cgroup itself, behind the engine's back (the engine still says
+    // `paused`); once the host is quiet the agent settles the engine's view, and only that
+    // makes the engine report the container running.
     wait_until(
         "the engine reports the container running",
         Duration::from_secs(10),
-        || {
-            matches!(
-                container_status(&container).as_deref(),
-                Some("running") | Some("paused")
-            ) && !agent.lines_with("the engine's view is settled").is_empty()
-        },
+        || container_status(&container).as_deref() == Some("running"),
     );
 }
 
 #[test]
 fn readiness_is_released_by_the_listen_event() {
-    common::require_environment();
-    let slot = Slot::new(24);
-    let client = slot.client();
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
     // The service binds after 300 ms; the fallback poll is 10 s, so only the event can release
     // the held SYN before the client would retransmit it.
-    let config = slot.network_toml()
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "slow",
             10,
             &["--delay-ms", "300"],
             "ready_poll = \"10s\"\n",
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let (body, retransmits) = request(&client, &slot, 10);
+    let agent = net.start_agent(&config, &[]);
+    let (body, retransmits) = request(client, &net, 10);
     assert_eq!(body, "hello from slow\n");
     assert_eq!(retransmits, 0);
-    let wake = agent.wait_for_log(" woke ", Duration::from_secs(5));
-    assert!(wake.contains("ready_by=\"event\""), "{wake}");
+    let slow = agent.host("slow").unwrap();
+    assert_eq!(slow["last_ready_by"], "event", "{slow}");
 }
 
 #[test]
 fn kill_9_leaves_warm_traffic_flowing_and_the_next_agent_adopts_it() {
-    common::require_environment();
-    let slot = Slot::new(25);
-    let client = slot.client();
-    let config = slot.network_toml() + &host(&slot, "web", 10, &[], "");
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    assert_eq!(request(&client, &slot, 10).0, "hello from web\n");
-    let container = slot.container("web");
-    let started_at = docker_inspect(&container, "{{.State.StartedAt}}");
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &host(&net, "web", 10, &[], "");
+    let agent = net.start_agent(&config, &[]);
+    assert_eq!(request(client, &net, 10).0, "hello from web\n");
+    let container = net.container("web");
+    let started_at = docker::inspect(&container, "{{.State.StartedAt}}");
 
     // One keep-alive connection, in the client namespace, streaming requests across the agent's
     // death and rebirth; this thread (in the host's namespace) kills and restarts the agent.
-    let addr = http_addr(slot.host_addr(10));
+    let addr = net.http_addr(10);
     let (orders, inbox) = std::sync::mpsc::channel::<usize>();
     let (done, replies) = std::sync::mpsc::channel::<Result<(), String>>();
     let streamer = std::thread::spawn({
         let client_ns = client.name.clone();
         move || {
-            netkit::enter_netns(&client_ns).unwrap();
-            let mut conn = netkit::HttpConnection::open(addr, Duration::from_secs(5)).unwrap();
+            imag_testkit::netns::enter_netns(&client_ns).unwrap();
+            let mut conn = clients::HttpConnection::open(addr, Duration::from_secs(5)).unwrap();
             for n in inbox {
                 let result = (0..n).try_for_each(|_| {
                     let body = conn.get().map_err(|e| e.to_string())?;
@@ -269,17 +286,15 @@ fn kill_9_leaves_warm_traffic_flowing_and_the_next_agent_adopts_it() {
     exchange(5, "before the kill");
     agent.kill9();
     exchange(10, "while no agent ran");
-    let mut restarted = Agent::start_with(&slot, &config, &[&slot.host_if()], &[]);
-    let attached = restarted.wait_for_log("imag is attached", Duration::from_secs(5));
-    assert!(
-        attached.contains("adopted=true") && attached.contains("warm=1"),
-        "{attached}"
-    );
+    let restarted = net.start_agent(&config, &[]);
+    let status = restarted.status().unwrap();
+    assert_eq!(status["adopted"], true, "{status}");
+    assert_eq!(status["hosts"][0]["state"], "warm", "{status}");
     exchange(10, "after the restart");
     drop(orders);
     streamer.join().unwrap();
     assert_eq!(
-        docker_inspect(&container, "{{.State.StartedAt}}"),
+        docker::inspect(&container, "{{.State.StartedAt}}"),
         started_at,
         "the container was never restarted"
     );
@@ -287,29 +302,27 @@ fn kill_9_leaves_warm_traffic_flowing_and_the_next_agent_adopts_it() {
 
 #[test]
 fn detach_leaves_no_program_pin_rule_or_network_behind() {
-    common::require_environment();
-    let slot = Slot::new(26);
-    let client = slot.client();
-    let config = slot.network_toml() + &host(&slot, "web", 10, &[], "");
-    slot.clean_docker();
-    let mut agent = Agent::start_with(&slot, &config, &[&slot.host_if()], &["--on-exit", "keep"]);
-    assert_eq!(request(&client, &slot, 10).0, "hello from web\n");
-    agent.stop();
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &host(&net, "web", 10, &[], "");
+    let mut agent = net.start_agent(&config, &["--on-exit", "keep"]);
+    assert_eq!(request(client, &net, 10).0, "hello from web\n");
+    agent.stop().unwrap();
 
-    let pins = format!("/sys/fs/bpf/imag/{}", slot.network());
+    let pins = format!("/sys/fs/bpf/imag/{}", net.network());
     assert!(
         Path::new(&pins).exists(),
         "--on-exit keep leaves the datapath pinned"
     );
-    let attached = common::holding_program_attached;
-    assert!(attached(&slot.host_if()), "and attached");
+    let attached = holding_program_attached;
+    assert!(attached(&net.host_if()), "and attached");
     assert_eq!(
-        request(&client, &slot, 10).0,
+        request(client, &net, 10).0,
         "hello from web\n",
         "warm traffic keeps flowing"
     );
 
-    let out = agent.detach_command();
+    let out = agent.run(&["detach"]).unwrap();
     assert!(
         out.status.success(),
         "detach: {}",
@@ -317,11 +330,11 @@ fn detach_leaves_no_program_pin_rule_or_network_behind() {
     );
     assert!(!Path::new(&pins).exists(), "no pins left");
     assert!(
-        !attached(&slot.host_if()),
+        !attached(&net.host_if()),
         "no XDP program on the attach interface"
     );
     assert!(
-        !Path::new(&format!("/sys/class/net/{}", slot.network())).exists(),
+        !Path::new(&format!("/sys/class/net/{}", net.network())).exists(),
         "no bridge"
     );
     let rules = Command::new("iptables")
@@ -329,42 +342,35 @@ fn detach_leaves_no_program_pin_rule_or_network_behind() {
         .output()
         .unwrap();
     assert!(
-        !String::from_utf8_lossy(&rules.stdout).contains(&format!("imag:{}", slot.network())),
+        !String::from_utf8_lossy(&rules.stdout).contains(&format!("imag:{}", net.network())),
         "no forwarding rule"
     );
-    let network = Command::new("docker")
-        .args(["network", "inspect", &slot.network()])
-        .output()
-        .unwrap();
-    assert!(!network.status.success(), "no Docker network");
-    assert!(common::containers_of(&slot).is_empty(), "no containers");
-    let _ = IMAGE;
+    assert!(!docker::network_exists(net.network()), "no Docker network");
+    assert!(net.containers().is_empty(), "no containers");
 }
 
 #[test]
 fn sigterm_delivers_or_refuses_every_held_packet() {
-    common::require_environment();
-    let slot = Slot::new(27);
-    let client = slot.client();
-    let config = slot.network_toml()
-        + &host(&slot, "quick", 10, &["--delay-ms", "1500"], "")
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &host(&net, "quick", 10, &["--delay-ms", "1500"], "")
         + &host(
-            &slot,
+            &net,
             "never",
             11,
             &["--delay-ms", "60000"],
             "wake_timeout = \"120s\"\n",
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let mut agent = net.start_agent(&config, &[]);
 
     let (quick, never) = client
         .run(|| {
             std::thread::scope(|scope| {
-                let quick = scope.spawn(|| netkit::http_get(http_addr(slot.host_addr(10)), WAKE));
-                let never = scope
-                    .spawn(|| TcpStream::connect_timeout(&http_addr(slot.host_addr(11)), WAKE));
+                let quick = scope.spawn(|| clients::http_get(net.http_addr(10), WAKE));
+                let never = scope.spawn(|| TcpStream::connect_timeout(&net.http_addr(11), WAKE));
                 std::thread::sleep(Duration::from_millis(500));
-                let status = agent.stop();
+                let status = agent.stop().unwrap();
                 assert!(status.success());
                 (quick.join().unwrap(), never.join().unwrap())
             })
@@ -382,25 +388,23 @@ fn sigterm_delivers_or_refuses_every_held_packet() {
 
 #[test]
 fn health_checks_from_ignored_peers_do_not_keep_a_host_awake() {
-    common::require_environment();
-    let slot = Slot::new(28);
-    let client = slot.client();
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
     let checker = client.client_addr().to_string();
-    let config = slot.network_toml()
+    let config = net.network_toml()
         + &host(
-            &slot,
+            &net,
             "web",
             10,
             &[],
             &format!("idle_timeout = \"1s\"\nmin_warm = \"0s\"\nidle_ignore = [\"{checker}\"]\n"),
         );
-    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let container = slot.container("web");
+    let _agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
     // A health checker polling every 300 ms, from an ignored address.
     client
         .run(|| {
-            let mut conn =
-                netkit::HttpConnection::open(http_addr(slot.host_addr(10)), WAKE).unwrap();
+            let mut conn = clients::HttpConnection::open(net.http_addr(10), WAKE).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             while container_status(&container).as_deref() == Some("running") {
                 assert!(
@@ -424,46 +428,42 @@ fn health_checks_from_ignored_peers_do_not_keep_a_host_awake() {
 
 #[test]
 fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
-    common::require_environment();
-    let slot = Slot::new(29);
-    let client = slot.client();
-    let b = slot.host_addr(11).to_string() + ":8080";
-    let config = slot.network_toml()
-        + &host(&slot, "a", 10, &["--backend", &b], "")
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let b = net.host_addr(11).to_string() + ":8080";
+    let config = net.network_toml()
+        + &host(&net, "a", 10, &["--backend", &b], "")
         + &host(
-            &slot,
+            &net,
             "b",
             11,
             &[],
             "idle_timeout = \"1s\"\nmin_warm = \"0s\"\n",
         );
-    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let _agent = net.start_agent(&config, &[]);
     let a_arp = || {
-        let pid = docker_inspect(&slot.container("a"), "{{.State.Pid}}").unwrap();
+        let pid = docker::inspect(&net.container("a"), "{{.State.Pid}}").unwrap();
         let table = std::fs::read_to_string(format!("/proc/{pid}/net/arp")).unwrap();
         table
             .lines()
-            .find(|l| l.starts_with(&format!("{} ", slot.host_addr(11))))
+            .find(|l| l.starts_with(&format!("{} ", net.host_addr(11))))
             .map(str::to_string)
             .unwrap_or_default()
     };
     let b_mac = || {
-        docker_inspect(
-            &slot.container("b"),
+        docker::inspect(
+            &net.container("b"),
             &format!(
                 "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
-                slot.network()
+                net.network()
             ),
         )
         .unwrap()
     };
     let bridge_mac =
-        std::fs::read_to_string(format!("/sys/class/net/{}/address", slot.network())).unwrap();
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.network())).unwrap();
 
-    assert_eq!(
-        request(&client, &slot, 10).0,
-        "a via backend: hello from b\n"
-    );
+    assert_eq!(request(client, &net, 10).0, "a via backend: hello from b\n");
     let warm_mac = b_mac();
     wait_until(
         "a uses b's own MAC while b is warm",
@@ -471,7 +471,7 @@ fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
         || a_arp().contains(&warm_mac),
     );
     wait_until("b sleeps", Duration::from_secs(15), || {
-        container_status(&slot.container("b")).as_deref() == Some("exited")
+        container_status(&net.container("b")).as_deref() == Some("exited")
     });
     wait_until(
         "a is pointed back at the bridge",
@@ -479,7 +479,7 @@ fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
         || a_arp().contains(bridge_mac.trim()),
     );
     assert_eq!(
-        request(&client, &slot, 10).0,
+        request(client, &net, 10).0,
         "a via backend: hello from b\n",
         "b wakes again through the bridge"
     );

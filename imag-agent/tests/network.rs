@@ -2,8 +2,6 @@
 //! ARP for hosts that do not exist yet, UDP, pings answered while cold, and failures that refuse
 //! at once instead of timing out.
 
-mod common;
-
 use std::{
     io::ErrorKind,
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -11,35 +9,41 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, IMAGE, Slot, containers_of, docker_inspect, http_addr, netkit};
+use imag_testkit::{IMAGE, TestNet, agent_binary, clients, docker, wait_until};
 
 const WAKE: Duration = Duration::from_secs(30);
 
 fn container_syn_retransmits(container: &str) -> u64 {
-    let pid: u32 = docker_inspect(container, "{{.State.Pid}}")
+    let pid: u32 = docker::inspect(container, "{{.State.Pid}}")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("{container} is not running"));
-    netkit::net_counter_of(pid, "TcpExt", "TCPSynRetrans").unwrap()
+    clients::net_counter_of(pid, "TcpExt", "TCPSynRetrans").unwrap()
+}
+
+/// Wakes so far with `result` (`ok`, `failed`) and these labels, as `/metrics` counts them.
+fn wakes(net: &TestNet, result: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut labels = labels.to_vec();
+    labels.push(("result", result));
+    net.scrape().sum("imag_wakes_total", &labels)
 }
 
 #[test]
 fn a_chain_of_cold_hosts_answers_one_request() {
-    common::require_environment();
-    let slot = Slot::new(10);
-    let client = slot.client();
-    let b = slot.host_addr(11).to_string() + ":8080";
-    let c = slot.host_addr(12).to_string() + ":8080";
-    let config = slot.network_toml()
-        + &slot.http_host("a", 10, &["--backend", &b])
-        + &slot.http_host("b", 11, &["--backend", &c])
-        + &slot.http_host("c", 12, &[]);
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let b = net.host_addr(11).to_string() + ":8080";
+    let c = net.host_addr(12).to_string() + ":8080";
+    let config = net.network_toml()
+        + &net.http_host("a", 10, &["--backend", &b])
+        + &net.http_host("b", 11, &["--backend", &c])
+        + &net.http_host("c", 12, &[]);
+    let agent = net.start_agent(&config, &[]);
 
     let (answer, retransmits) = client
         .run(|| {
             (
-                netkit::http_get(http_addr(slot.host_addr(10)), WAKE),
-                netkit::net_counter("TcpExt", "TCPSynRetrans"),
+                clients::http_get(net.http_addr(10), WAKE),
+                clients::net_counter("TcpExt", "TCPSynRetrans"),
             )
         })
         .unwrap();
@@ -49,14 +53,14 @@ fn a_chain_of_cold_hosts_answers_one_request() {
     assert_eq!(retransmits.unwrap(), 0, "the client sent its SYN once");
     for host in ["a", "b"] {
         assert_eq!(
-            container_syn_retransmits(&slot.container(host)),
+            container_syn_retransmits(&net.container(host)),
             0,
             "host {host} reached its cold backend with its first SYN"
         );
     }
     assert_eq!(
-        agent.lines_with(" woke ").len(),
-        3,
+        wakes(&net, "ok", &[]),
+        3.0,
         "three wakes:\n{}",
         agent.log_text()
     );
@@ -64,21 +68,14 @@ fn a_chain_of_cold_hosts_answers_one_request() {
 
     // Once b is warm, a is told b's own MAC address (gratuitous ARP), so that a talks to b
     // straight over the bridge rather than through the host.
-    let b_mac = docker_inspect(
-        &slot.container("b"),
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
-            slot.network()
-        ),
-    )
-    .unwrap();
-    let a_pid = docker_inspect(&slot.container("a"), "{{.State.Pid}}").unwrap();
+    let b_mac = docker::container_mac(&net.container("b"), net.network()).unwrap();
+    let a_pid = docker::inspect(&net.container("a"), "{{.State.Pid}}").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let arp = std::fs::read_to_string(format!("/proc/{a_pid}/net/arp")).unwrap();
         let entry = arp
             .lines()
-            .find(|l| l.starts_with(&format!("{} ", slot.host_addr(11))));
+            .find(|l| l.starts_with(&format!("{} ", net.host_addr(11))));
         if entry.is_some_and(|e| e.contains(&b_mac)) {
             break;
         }
@@ -92,48 +89,29 @@ fn a_chain_of_cold_hosts_answers_one_request() {
 
 #[test]
 fn a_neighbour_on_the_same_segment_resolves_a_cold_host_by_arp() {
-    neighbour_resolves_cold_host(11, &[]);
+    neighbour_resolves_cold_host(&[]);
 }
 
 #[test]
 fn a_neighbour_resolves_a_cold_host_through_xdp_too() {
-    neighbour_resolves_cold_host(17, &["--hook", "xdp-generic"]);
+    neighbour_resolves_cold_host(&["--hook", "xdp-generic"]);
 }
 
-fn neighbour_resolves_cold_host(n: u8, hook: &[&str]) {
-    common::require_environment();
-    let slot = Slot::new(n);
+fn neighbour_resolves_cold_host(hook: &[&str]) {
+    let net = TestNet::new(agent_binary!());
     // The client believes the imaginary subnet is on its own link: it asks ARP, not a router.
-    let client = netkit::ClientNs::create(
-        &format!("imagt{n}c"),
-        &slot.host_if(),
-        &format!("10.201.{n}.1/24"),
-        &format!("10.201.{n}.2/24"),
-        &[],
-    )
-    .unwrap();
-    netkit::ip(&[
-        "-n",
-        &client.name,
-        "route",
-        "add",
-        &slot.subnet(),
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
-    let config = slot
+    let client = net.on_link_client();
+    let config = net
         .network_toml()
         .replace("[network]\n", "[network]\nproxy_arp = true\n")
-        + &slot.http_host("web", 10, &[]);
-    slot.clean_docker();
-    let _agent = Agent::start_with(&slot, &config, &[&slot.host_if()], hook);
+        + &net.http_host("web", 10, &[]);
+    let _agent = net.start_agent(&config, hook);
 
     let (answer, retransmits) = client
         .run(|| {
             (
-                netkit::http_get(http_addr(slot.host_addr(10)), WAKE),
-                netkit::net_counter("TcpExt", "TCPSynRetrans"),
+                clients::http_get(net.http_addr(10), WAKE),
+                clients::net_counter("TcpExt", "TCPSynRetrans"),
             )
         })
         .unwrap();
@@ -148,12 +126,11 @@ fn neighbour_resolves_cold_host(n: u8, hook: &[&str]) {
             &client.name,
             "neigh",
             "show",
-            &slot.host_addr(10).to_string(),
+            &net.host_addr(10).to_string(),
         ])
         .output()
         .unwrap();
-    let mac =
-        std::fs::read_to_string(format!("/sys/class/net/{}/address", slot.host_if())).unwrap();
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host_if())).unwrap();
     assert!(
         String::from_utf8_lossy(&neigh.stdout).contains(mac.trim()),
         "the client learned the attach interface's MAC for the imaginary address: {}",
@@ -163,89 +140,84 @@ fn neighbour_resolves_cold_host(n: u8, hook: &[&str]) {
 
 #[test]
 fn the_first_udp_request_to_a_cold_host_gets_its_answer() {
-    common::require_environment();
-    let slot = Slot::new(12);
-    let client = slot.client();
-    let config = slot.network_toml()
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
         + &format!(
             "\n[[host]]\nname = \"dns\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\ncommand = [\"/hello\", \"--udp\", \"5353\"]\nready = \"udp:5353\"\n",
-            slot.host_addr(53)
+            net.host_addr(53)
         );
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let addr = SocketAddr::from((slot.host_addr(53), 5353));
+    let agent = net.start_agent(&config, &[]);
+    let addr = SocketAddr::from((net.host_addr(53), 5353));
     let (answer, took) = client
-        .run(|| netkit::udp_request(addr, b"example.org", WAKE))
+        .run(|| clients::udp_request(addr, b"example.org", WAKE))
         .unwrap()
         .expect("the single datagram is held, delivered and answered");
     assert_eq!(
         String::from_utf8_lossy(&answer),
         "answer example.org from dns"
     );
-    assert_eq!(agent.lines_with(" woke ").len(), 1);
+    assert_eq!(wakes(&net, "ok", &[]), 1.0, "{}", agent.log_text());
     eprintln!("first UDP request answered in {took:?}");
 }
 
 #[test]
 fn pings_are_answered_while_the_host_stays_cold() {
-    pings_answered(13, &[]);
+    pings_answered(&[]);
 }
 
 #[test]
 fn pings_are_answered_through_xdp_too() {
-    pings_answered(18, &["--hook", "xdp-generic"]);
+    pings_answered(&["--hook", "xdp-generic"]);
 }
 
-fn pings_answered(n: u8, hook: &[&str]) {
-    common::require_environment();
-    let slot = Slot::new(n);
-    let client = slot.client();
-    let config = slot.network_toml()
-        + &slot.http_host("web", 10, &[])
-        + &slot
+fn pings_answered(hook: &[&str]) {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &net.http_host("web", 10, &[])
+        + &net
             .http_host("pinged", 11, &[])
             .replace("ports = [8080]\n", "ports = [8080]\nanswer_ping = false\n");
-    slot.clean_docker();
-    let agent = Agent::start_with(&slot, &config, &[&slot.host_if()], hook);
+    let agent = net.start_agent(&config, hook);
 
     for _ in 0..3 {
         client
-            .run(|| netkit::ping(slot.host_addr(10), Duration::from_secs(2)))
+            .run(|| clients::ping(net.host_addr(10), Duration::from_secs(2)))
             .unwrap()
             .expect("an echo reply for the cold host");
     }
-    assert!(
-        containers_of(&slot).is_empty(),
-        "pings do not wake the host"
-    );
-    assert!(
-        agent.lines_with("first packet held").is_empty(),
+    assert!(net.containers().is_empty(), "pings do not wake the host");
+    assert_eq!(
+        agent.status().unwrap()["held_packets"],
+        0,
         "no ping was held:\n{}",
         agent.log_text()
     );
 
     // With answer_ping = false a ping is a packet like any other: it wakes the host, which answers.
     client
-        .run(|| netkit::ping(slot.host_addr(11), WAKE))
+        .run(|| clients::ping(net.host_addr(11), WAKE))
         .unwrap()
         .expect("the woken host answers the held ping itself");
     assert_eq!(
-        docker_inspect(&slot.container("pinged"), "{{.State.Running}}").as_deref(),
+        docker::inspect(&net.container("pinged"), "{{.State.Running}}").as_deref(),
         Some("true")
     );
 }
 
 #[test]
 fn a_missing_image_refuses_at_once_and_retries_after_backoff() {
-    common::require_environment();
-    let slot = Slot::new(14);
-    let client = slot.client();
-    let late_image = "imag-example/late-14";
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let late_image = format!("imag-example/late-{}", net.network());
+    let late_image = late_image.as_str();
     let _ = Command::new("docker").args(["rmi", late_image]).output();
-    let config = slot.network_toml()
+    let config = net.network_toml()
         + "\n[wake]\nbackoff = \"2s\"\n"
-        + &slot.http_host("late", 10, &[]).replace(IMAGE, late_image);
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let addr = http_addr(slot.host_addr(10));
+        + &net.http_host("late", 10, &[]).replace(IMAGE, late_image);
+    let agent = net.start_agent(&config, &[]);
+    let addr = net.http_addr(10);
 
     let connect = || {
         client
@@ -263,15 +235,19 @@ fn a_missing_image_refuses_at_once_and_retries_after_backoff() {
         "refused, not timed out: {err}"
     );
     eprintln!("refused after {took:?}");
-    let failure = agent.wait_for_log("wake failed", Duration::from_secs(5));
-    assert!(failure.contains("image_missing"), "{failure}");
+    assert_eq!(
+        wakes(&net, "failed", &[("reason", "image_missing")]),
+        1.0,
+        "{}",
+        agent.log_text()
+    );
 
     // Within the backoff: refused again at once, without another attempt.
     let (result, _) = connect();
     assert_eq!(result.unwrap_err().kind(), ErrorKind::ConnectionRefused);
     assert_eq!(
-        agent.lines_with("wake failed").len(),
-        1,
+        wakes(&net, "failed", &[]),
+        1.0,
         "no retry inside the backoff"
     );
 
@@ -286,41 +262,43 @@ fn a_missing_image_refuses_at_once_and_retries_after_backoff() {
     std::thread::sleep(Duration::from_millis(2100));
     let (result, _) = connect();
     result.expect("after the backoff a packet retries the wake");
-    agent.wait_for_log(" woke ", Duration::from_secs(5));
+    wait_until("the retried wake succeeds", Duration::from_secs(5), || {
+        wakes(&net, "ok", &[]) == 1.0
+    });
     drop(agent);
     let _ = Command::new("docker").args(["rmi", late_image]).output();
 }
 
 #[test]
 fn a_container_that_exits_before_ready_refuses_tcp_and_udp() {
-    common::require_environment();
-    let slot = Slot::new(15);
-    let client = slot.client();
-    let config = slot.network_toml()
-        + &slot.http_host(
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &net.http_host(
             "crash",
             10,
             &["--exit-after-ms", "100", "--delay-ms", "5000"],
         )
         + &format!(
             "\n[[host]]\nname = \"gone\"\naddress = \"{}\"\nimage = \"imag-example/missing-15\"\nready = \"udp:53\"\n",
-            slot.host_addr(11)
+            net.host_addr(11)
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let agent = net.start_agent(&config, &[]);
 
-    let addr = http_addr(slot.host_addr(10));
+    let addr = net.http_addr(10);
     let err = client
         .run(|| TcpStream::connect_timeout(&addr, WAKE))
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
-    let failure = agent.wait_for_log("wake failed", Duration::from_secs(5));
-    assert!(
-        failure.contains("reason=\"exited\"") || failure.contains("reason=exited"),
-        "{failure}"
+    assert_eq!(
+        wakes(&net, "failed", &[("host", "crash"), ("reason", "exited")]),
+        1.0,
+        "{}",
+        agent.log_text()
     );
 
-    let udp_addr = SocketAddr::from((slot.host_addr(11), 53));
+    let udp_addr = SocketAddr::from((net.host_addr(11), 53));
     let err = client
         .run(|| {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
@@ -341,17 +319,16 @@ fn a_container_that_exits_before_ready_refuses_tcp_and_udp() {
 
 #[test]
 fn the_hold_queue_is_bounded_per_host() {
-    common::require_environment();
-    let slot = Slot::new(16);
-    let client = slot.client();
-    let config = slot.network_toml()
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
         + "\n[hold]\nmax_packets_per_host = 2\n"
         + &format!(
             "\n[[host]]\nname = \"slow\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\ncommand = [\"/hello\", \"--udp\", \"5353\", \"--delay-ms\", \"300\"]\nready = \"udp:5353\"\n",
-            slot.host_addr(10)
+            net.host_addr(10)
         );
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let addr = SocketAddr::from((slot.host_addr(10), 5353));
+    let mut agent = net.start_agent(&config, &[]);
+    let addr = SocketAddr::from((net.host_addr(10), 5353));
     let answers = client
         .run(|| {
             let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -374,10 +351,10 @@ fn the_hold_queue_is_bounded_per_host() {
         vec!["answer q0 from slow", "answer q1 from slow"],
         "the first two datagrams are held and delivered in order; the rest are dropped"
     );
-    agent.stop();
-    let summary = agent.wait_for_log("dropped=", Duration::from_secs(1));
-    assert!(
-        summary.contains("dropped=3"),
-        "three drops counted: {summary}"
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status["dropped_packets"], 3,
+        "three drops counted: {status}"
     );
+    assert!(agent.stop().unwrap().success());
 }

@@ -1,75 +1,29 @@
 //! The operator's surface, for real: Prometheus metrics moving during a wake, the status, wake
 //! and sleep commands against a running agent, and `validate` pointing at every problem.
 
-mod common;
+use std::{os::unix::process::CommandExt as _, process::Command, time::Duration};
 
-use std::{
-    collections::HashMap, os::unix::process::CommandExt as _, process::Command, time::Duration,
-};
-
-use common::{Agent, Slot, container_status, http_addr, netkit, wait_until};
-
-/// Parses the Prometheus text format into `name{labels}` → value.
-fn scrape(slot: &Slot) -> HashMap<String, f64> {
-    let (body, _) = netkit::http_get_path(
-        slot.metrics_addr().parse().unwrap(),
-        "/metrics",
-        Duration::from_secs(5),
-    )
-    .expect("/metrics answers");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of the one series named `name` whose labels include every `labels` pair.
-fn value(metrics: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let matching: Vec<f64> = metrics
-        .iter()
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, v)| *v)
-        .collect();
-    match matching.as_slice() {
-        [] => 0.0,
-        [one] => *one,
-        many => panic!("{name} {labels:?} matches {} series", many.len()),
-    }
-}
+use imag_testkit::{AgentProcess, IMAGE, TestNet, agent_binary, clients, docker, wait_until};
 
 #[test]
 fn metrics_move_with_a_real_wake() {
-    common::require_environment();
-    let slot = Slot::new(30);
-    let client = slot.client();
-    let config = slot.network_toml()
-        + &slot.http_host("web", 10, &[])
-        + &slot
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &net.http_host("web", 10, &[])
+        + &net
             .http_host("broken", 11, &[])
-            .replace(common::IMAGE, "imag-example/missing-30");
-    let _agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+            .replace(IMAGE, "imag-example/missing-30");
+    let _agent = net.start_agent(&config, &[]);
 
-    let before = scrape(&slot);
-    assert_eq!(value(&before, "imag_hosts", &[("state", "asleep")]), 2.0);
+    let before = net.scrape();
+    assert_eq!(before.value("imag_hosts", &[("state", "asleep")]), 2.0);
     assert_eq!(
-        value(
-            &before,
-            "imag_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
-        ),
+        before.value("imag_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
         1.0
     );
     assert_eq!(
-        value(
-            &before,
+        before.value(
             "imag_wake_duration_seconds_count",
             &[("host", "web"), ("phase", "total")]
         ),
@@ -77,64 +31,49 @@ fn metrics_move_with_a_real_wake() {
     );
 
     client
-        .run(|| netkit::http_get(http_addr(slot.host_addr(10)), Duration::from_secs(30)))
+        .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(30)))
         .unwrap()
         .unwrap();
     let _ = client
-        .run(|| {
-            std::net::TcpStream::connect_timeout(
-                &http_addr(slot.host_addr(11)),
-                Duration::from_secs(30),
-            )
-        })
+        .run(|| std::net::TcpStream::connect_timeout(&net.http_addr(11), Duration::from_secs(30)))
         .unwrap();
     // Host states are published as they change; the datapath's own counters every 250 ms.
-    let mut after = scrape(&slot);
+    let mut after = net.scrape();
     wait_until("the metrics are refreshed", Duration::from_secs(5), || {
-        after = scrape(&slot);
-        value(&after, "imag_hosts", &[("state", "warm")]) == 1.0
-            && value(
-                &after,
-                "imag_datapath_packets_total",
-                &[("verdict", "held")],
-            ) >= 2.0
-            && value(
-                &after,
-                "imag_datapath_packets_total",
-                &[("verdict", "passed_warm")],
-            ) >= 1.0
+        after = net.scrape();
+        after.value("imag_hosts", &[("state", "warm")]) == 1.0
+            && after.value("imag_datapath_packets_total", &[("verdict", "held")]) >= 2.0
+            && after.value("imag_datapath_packets_total", &[("verdict", "passed_warm")]) >= 1.0
     });
 
     for phase in metrics_phases() {
         let labels = [("host", "web"), ("phase", phase), ("from", "absent")];
         assert_eq!(
-            value(&after, "imag_wake_duration_seconds_count", &labels),
+            after.value("imag_wake_duration_seconds_count", &labels),
             1.0,
             "{phase}"
         );
-        let sum = value(&after, "imag_wake_duration_seconds_sum", &labels);
+        let sum = after.value("imag_wake_duration_seconds_sum", &labels);
         assert!(sum > 0.0 && sum < 30.0, "{phase}: {sum}");
         let mut le_60 = labels.to_vec();
         le_60.push(("le", "60"));
         assert_eq!(
-            value(&after, "imag_wake_duration_seconds_bucket", &le_60),
+            after.value("imag_wake_duration_seconds_bucket", &le_60),
             1.0
         );
         let mut le_1ms = labels.to_vec();
         le_1ms.push(("le", "0.001"));
-        assert!(value(&after, "imag_wake_duration_seconds_bucket", &le_1ms) <= 1.0);
+        assert!(after.value("imag_wake_duration_seconds_bucket", &le_1ms) <= 1.0);
     }
     assert_eq!(
-        value(
-            &after,
+        after.value(
             "imag_wakes_total",
             &[("host", "web"), ("result", "ok"), ("from", "absent")]
         ),
         1.0
     );
     assert_eq!(
-        value(
-            &after,
+        after.value(
             "imag_wakes_total",
             &[
                 ("host", "broken"),
@@ -144,48 +83,28 @@ fn metrics_move_with_a_real_wake() {
         ),
         1.0
     );
-    assert_eq!(value(&after, "imag_hosts", &[("state", "failed")]), 1.0);
-    assert!(value(&after, "imag_held_packets_total", &[("outcome", "held")]) >= 2.0);
-    assert!(
-        value(
-            &after,
-            "imag_held_packets_total",
-            &[("outcome", "delivered")]
-        ) >= 1.0
-    );
-    assert!(value(&after, "imag_held_packets_total", &[("outcome", "refused")]) >= 1.0);
-    assert!(
-        value(
-            &after,
-            "imag_datapath_packets_total",
-            &[("verdict", "held")]
-        ) >= 2.0
-    );
-    assert!(
-        value(
-            &after,
-            "imag_datapath_packets_total",
-            &[("verdict", "passed_warm")]
-        ) >= 1.0
-    );
-    assert_eq!(value(&after, "imag_ring_buffer_lost_packets", &[]), 0.0);
+    assert_eq!(after.value("imag_hosts", &[("state", "failed")]), 1.0);
+    assert!(after.value("imag_held_packets_total", &[("outcome", "held")]) >= 2.0);
+    assert!(after.value("imag_held_packets_total", &[("outcome", "delivered")]) >= 1.0);
+    assert!(after.value("imag_held_packets_total", &[("outcome", "refused")]) >= 1.0);
+    assert!(after.value("imag_datapath_packets_total", &[("verdict", "held")]) >= 2.0);
+    assert!(after.value("imag_datapath_packets_total", &[("verdict", "passed_warm")]) >= 1.0);
+    assert_eq!(after.value("imag_ring_buffer_lost_packets", &[]), 0.0);
     // Warm traffic is counted on the host's own link (attached just after the wake).
     wait_until(
         "warm traffic shows in the host's activity",
         Duration::from_secs(10),
         || {
             client
-                .run(|| netkit::http_get(http_addr(slot.host_addr(10)), Duration::from_secs(5)))
+                .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(5)))
                 .unwrap()
                 .unwrap();
-            let now = scrape(&slot);
-            value(
-                &now,
+            let now = net.scrape();
+            now.value(
                 "imag_host_packets_total",
                 &[("host", "web"), ("direction", "out")],
             ) >= 1.0
-                && value(
-                    &now,
+                && now.value(
                     "imag_host_bytes_total",
                     &[("host", "web"), ("direction", "in")],
                 ) > 0.0
@@ -203,13 +122,8 @@ fn metrics_phases() -> [&'static str; 5] {
     ]
 }
 
-fn agent_command(agent: &Agent, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::agent_binary())
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config_path)
-        .output()
-        .unwrap();
+fn agent_command(agent: &AgentProcess, args: &[&str]) -> (bool, String, String) {
+    let out = agent.run(args).unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -219,13 +133,12 @@ fn agent_command(agent: &Agent, args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn status_wake_and_sleep_drive_a_running_agent() {
-    common::require_environment();
-    let slot = Slot::new(31);
-    let _client = slot.client();
+    let net = TestNet::new(agent_binary!());
+    net.client();
     let config =
-        slot.network_toml() + &slot.http_host("web", 10, &[]) + &slot.http_host("db", 11, &[]);
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let container = slot.container("web");
+        net.network_toml() + &net.http_host("web", 10, &[]) + &net.http_host("db", 11, &[]);
+    let agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
 
     let (ok, table, err) = agent_command(&agent, &["status"]);
     assert!(ok, "{err}");
@@ -256,12 +169,15 @@ fn status_wake_and_sleep_drive_a_running_agent() {
         status["hosts"][0]["state"] == "warm"
             && status["hosts"][0]["last_wake_ms"].as_f64().is_some()
     });
-    assert_eq!(container_status(&container).as_deref(), Some("running"));
+    assert_eq!(
+        docker::container_status(&container).as_deref(),
+        Some("running")
+    );
 
     let (ok, out, err) = agent_command(&agent, &["sleep", "web", "--tier", "pause"]);
     assert!(ok && out.contains("putting web to sleep"), "{out}{err}");
     wait_until("web is paused", Duration::from_secs(15), || {
-        container_status(&container).as_deref() == Some("paused")
+        docker::container_status(&container).as_deref() == Some("paused")
     });
     let (_, json, _) = agent_command(&agent, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -274,11 +190,10 @@ fn status_wake_and_sleep_drive_a_running_agent() {
 
 #[test]
 fn commands_without_a_running_agent_say_so() {
-    common::require_environment();
-    let slot = Slot::new(32);
-    let path = std::env::temp_dir().join("imag-test-32-none.toml");
-    std::fs::write(&path, slot.network_toml()).unwrap();
-    let out = Command::new(common::agent_binary())
+    let net = TestNet::new(agent_binary!());
+    let path = net.temp_file("-none.toml");
+    std::fs::write(&path, net.network_toml()).unwrap();
+    let out = Command::new(agent_binary!())
         .args(["status", "--config"])
         .arg(&path)
         .output()
@@ -289,6 +204,7 @@ fn commands_without_a_running_agent_say_so() {
         err.contains("no agent is running") && err.contains("imag-agent attach"),
         "{err}"
     );
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -328,7 +244,7 @@ image = "x"
         std::fs::set_permissions(file, perms).unwrap();
     }
     let validate = |file: &std::path::Path| {
-        let out = Command::new(common::agent_binary())
+        let out = Command::new(agent_binary!())
             .args(["validate", "--config"])
             .arg(file)
             .uid(65534)

@@ -1,36 +1,32 @@
 //! The walking skeleton, for real: a client's first TCP connection to a cold imaginary host wakes
 //! a Docker container with exactly that address, and the client's own SYN completes the handshake.
 
-mod common;
-
 use std::{net::TcpListener, process::Command, time::Duration};
 
-use common::{Agent, Slot, containers_of, docker_inspect, http_addr, netkit};
+use imag_testkit::{TestNet, agent_binary, clients, docker, netns::holding_program_attached};
 
 const COLD_WAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn first_connection_to_a_cold_host_wakes_it_with_its_own_syn() {
-    first_connection_wakes(1, &[]);
+    first_connection_wakes(&[]);
 }
 
 /// The same through XDP (generic mode: the only XDP mode a veth can answer ARP in) instead of
 /// the TC hook `auto` picks for virtual interfaces.
 #[test]
 fn first_connection_wakes_through_xdp_too() {
-    first_connection_wakes(7, &["--hook", "xdp-generic"]);
+    first_connection_wakes(&["--hook", "xdp-generic"]);
 }
 
-fn first_connection_wakes(n: u8, hook: &[&str]) {
-    common::require_environment();
-    let slot = Slot::new(n);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    slot.clean_docker();
-    let mut agent = Agent::start_with(&slot, &config, &[&slot.host_if()], hook);
+fn first_connection_wakes(hook: &[&str]) {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, hook);
     if !hook.is_empty() {
         let link = Command::new("ip")
-            .args(["link", "show", &slot.host_if()])
+            .args(["link", "show", &net.host_if()])
             .output()
             .unwrap();
         assert!(
@@ -39,14 +35,14 @@ fn first_connection_wakes(n: u8, hook: &[&str]) {
         );
     }
     assert!(
-        containers_of(&slot).is_empty(),
+        net.containers().is_empty(),
         "the host must start cold (no container)"
     );
 
     let (body, retransmits) = client
         .run(|| {
-            let answer = netkit::http_get(http_addr(slot.host_addr(10)), COLD_WAKE_TIMEOUT);
-            (answer, netkit::net_counter("TcpExt", "TCPSynRetrans"))
+            let answer = clients::http_get(net.http_addr(10), COLD_WAKE_TIMEOUT);
+            (answer, clients::net_counter("TcpExt", "TCPSynRetrans"))
         })
         .unwrap();
     let (body, _) = body.expect("the first connection to the cold host should be answered");
@@ -57,73 +53,74 @@ fn first_connection_wakes(n: u8, hook: &[&str]) {
         "the client's first SYN must complete the handshake (no SYN retransmission)"
     );
 
-    let container = slot.container("web");
+    let container = net.container("web");
     assert_eq!(
-        docker_inspect(&container, "{{.State.Running}}").as_deref(),
+        docker::inspect(&container, "{{.State.Running}}").as_deref(),
         Some("true")
     );
     assert_eq!(
-        docker_inspect(
-            &container,
-            &format!(
-                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                slot.network()
-            )
-        )
-        .as_deref(),
-        Some(slot.host_addr(10).to_string().as_str()),
+        docker::container_address(&container, net.network()).as_deref(),
+        Some(net.host_addr(10).to_string().as_str()),
         "the container must have exactly the host's imaginary address"
     );
     assert_eq!(
-        docker_inspect(&container, "{{index .Config.Labels \"imag.host\"}}").as_deref(),
+        docker::inspect(&container, "{{index .Config.Labels \"imag.host\"}}").as_deref(),
         Some("web"),
         "containers are labelled so that the agent finds them again"
     );
-    let woke = agent.wait_for_log("woke", Duration::from_secs(5));
+    let metrics = net.scrape();
     for phase in [
-        "held_to_start_ms=",
-        "start_to_running_ms=",
-        "running_to_ready_ms=",
-        "ready_to_delivered_ms=",
+        "held_to_start",
+        "start_to_running",
+        "running_to_ready",
+        "ready_to_delivered",
     ] {
-        assert!(
-            woke.contains(phase),
-            "the wake log line must carry {phase}: {woke}"
+        let labels = [("host", "web"), ("phase", phase)];
+        assert_eq!(
+            metrics.value("imag_wake_duration_seconds_count", &labels),
+            1.0,
+            "the wake must be timed by phase, {phase} too:\n{}",
+            agent.log_text()
         );
     }
 }
 
+/// Successful wakes of `host` so far, as `/metrics` counts them.
+fn wakes(net: &TestNet, host: &str) -> f64 {
+    net.scrape()
+        .sum("imag_wakes_total", &[("host", host), ("result", "ok")])
+}
+
 #[test]
 fn second_connection_starts_nothing_new() {
-    common::require_environment();
-    let slot = Slot::new(2);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let addr = http_addr(slot.host_addr(10));
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    let addr = net.http_addr(10);
 
     client
-        .run(|| netkit::http_get(addr, COLD_WAKE_TIMEOUT))
+        .run(|| clients::http_get(addr, COLD_WAKE_TIMEOUT))
         .unwrap()
         .expect("first request");
-    let first = containers_of(&slot);
+    let first = net.containers();
     assert_eq!(first.len(), 1);
-    let started_at = docker_inspect(&slot.container("web"), "{{.State.StartedAt}}");
+    let started_at = docker::inspect(&net.container("web"), "{{.State.StartedAt}}");
 
     let (body, _) = client
-        .run(|| netkit::http_get(addr, Duration::from_secs(5)))
+        .run(|| clients::http_get(addr, Duration::from_secs(5)))
         .unwrap()
         .expect("second request");
     assert_eq!(body, "hello from web\n");
-    assert_eq!(containers_of(&slot), first, "no second container");
+    assert_eq!(net.containers(), first, "no second container");
     assert_eq!(
-        docker_inspect(&slot.container("web"), "{{.State.StartedAt}}"),
+        docker::inspect(&net.container("web"), "{{.State.StartedAt}}"),
         started_at,
         "the container must not have been restarted"
     );
     assert_eq!(
-        agent.lines_with(" woke ").len(),
-        1,
+        wakes(&net, "web"),
+        1.0,
         "exactly one wake:\n{}",
         agent.log_text()
     );
@@ -131,12 +128,11 @@ fn second_connection_starts_nothing_new() {
 
 #[test]
 fn concurrent_first_packets_start_exactly_one_container() {
-    common::require_environment();
-    let slot = Slot::new(3);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
-    let addr = http_addr(slot.host_addr(10));
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    let addr = net.http_addr(10);
 
     let answers: Vec<_> = client
         .run(|| {
@@ -145,7 +141,7 @@ fn concurrent_first_packets_start_exactly_one_container() {
                     .map(|_| {
                         scope.spawn(move || {
                             // Threads inherit the namespace of the thread that spawns them.
-                            netkit::http_get(addr, COLD_WAKE_TIMEOUT)
+                            clients::http_get(addr, COLD_WAKE_TIMEOUT)
                         })
                     })
                     .collect();
@@ -160,24 +156,22 @@ fn concurrent_first_packets_start_exactly_one_container() {
         );
     }
     assert_eq!(
-        containers_of(&slot).len(),
+        net.containers().len(),
         1,
         "eight first packets, one container"
     );
-    let woke = agent.lines_with(" woke ");
-    assert_eq!(woke.len(), 1, "one wake:\n{}", agent.log_text());
+    assert_eq!(wakes(&net, "web"), 1.0, "one wake:\n{}", agent.log_text());
 }
 
 #[test]
 fn traffic_to_other_addresses_is_untouched() {
-    common::require_environment();
-    let slot = Slot::new(4);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    let agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
 
     // A service on the host side of the attach interface: not an imaginary address.
-    let listener = TcpListener::bind((slot.host_side_addr(), 0)).unwrap();
+    let listener = TcpListener::bind((net.host_side_addr(), 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
@@ -189,7 +183,7 @@ fn traffic_to_other_addresses_is_untouched() {
     let echoed = client
         .run(|| {
             use std::io::{Read, Write};
-            let mut conn = std::net::TcpStream::connect((slot.host_side_addr(), port))?;
+            let mut conn = std::net::TcpStream::connect((net.host_side_addr(), port))?;
             conn.write_all(b"plain")?;
             let mut buf = [0u8; 5];
             conn.read_exact(&mut buf)?;
@@ -202,15 +196,16 @@ fn traffic_to_other_addresses_is_untouched() {
 
     // An address inside the subnet that no host has: passed to the stack (which has no route
     // to a container), never held.
-    let unconfigured = http_addr(slot.host_addr(99));
+    let unconfigured = net.http_addr(99);
     let result = client
-        .run(|| netkit::http_get(unconfigured, Duration::from_millis(500)))
+        .run(|| clients::http_get(unconfigured, Duration::from_millis(500)))
         .unwrap();
     assert!(result.is_err());
 
-    assert!(containers_of(&slot).is_empty(), "nothing was woken");
-    assert!(
-        agent.lines_with("first packet held").is_empty(),
+    assert!(net.containers().is_empty(), "nothing was woken");
+    assert_eq!(
+        agent.status().unwrap()["held_packets"],
+        0,
         "no packet may have been held:\n{}",
         agent.log_text()
     );
@@ -218,39 +213,38 @@ fn traffic_to_other_addresses_is_untouched() {
 
 #[test]
 fn shutdown_detaches_and_stops_what_it_started() {
-    common::require_environment();
-    let slot = Slot::new(5);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    let mut agent = Agent::start(&slot, &config, &[&slot.host_if()]);
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let mut agent = net.start_agent(&config, &[]);
     assert!(
-        common::holding_program_attached(&slot.host_if()),
+        holding_program_attached(&net.host_if()),
         "attached while running"
     );
 
     client
-        .run(|| netkit::http_get(http_addr(slot.host_addr(10)), COLD_WAKE_TIMEOUT))
+        .run(|| clients::http_get(net.http_addr(10), COLD_WAKE_TIMEOUT))
         .unwrap()
         .unwrap();
-    let status = agent.stop();
+    let status = agent.stop().unwrap();
     assert!(
         status.success(),
         "SIGTERM is a clean exit, got {status}:\n{}",
         agent.log_text()
     );
 
-    let container = slot.container("web");
+    let container = net.container("web");
     assert_eq!(
-        docker_inspect(&container, "{{.State.Status}}").as_deref(),
+        docker::container_status(&container).as_deref(),
         Some("exited"),
         "the container it started is stopped, not removed"
     );
     assert!(
-        !common::holding_program_attached(&slot.host_if()),
+        !holding_program_attached(&net.host_if()),
         "detached on exit"
     );
     assert!(
-        !common::holding_program_attached(&slot.network()),
+        !holding_program_attached(net.network()),
         "detached from the bridge too"
     );
     let rules = Command::new("iptables")
@@ -258,21 +252,20 @@ fn shutdown_detaches_and_stops_what_it_started() {
         .output()
         .unwrap();
     assert!(
-        !String::from_utf8_lossy(&rules.stdout).contains(&slot.host_if()),
+        !String::from_utf8_lossy(&rules.stdout).contains(&net.host_if()),
         "the forwarding rule is removed on exit"
     );
 }
 
 #[test]
 fn an_unknown_interface_is_refused_with_the_fix_and_nothing_attached() {
-    common::require_environment();
-    let slot = Slot::new(6);
-    let client = slot.client();
-    let config = slot.network_toml() + &slot.http_host("web", 10, &[]);
-    let path = std::env::temp_dir().join("imag-test-6-bad.toml");
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let path = net.temp_file("-bad.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(common::agent_binary())
-        .args(["attach", &slot.host_if(), "nosuchif0", "--config"])
+    let out = Command::new(agent_binary!())
+        .args(["attach", &net.host_if(), "nosuchif0", "--config"])
         .arg(&path)
         .output()
         .unwrap();
@@ -283,8 +276,8 @@ fn an_unknown_interface_is_refused_with_the_fix_and_nothing_attached() {
         "{stderr}"
     );
     assert!(
-        !common::holding_program_attached(&client.host_if),
+        !holding_program_attached(&client.host_if),
         "nothing attached to the good interface either"
     );
-    slot.clean_docker();
+    let _ = std::fs::remove_file(&path);
 }

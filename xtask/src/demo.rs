@@ -4,8 +4,9 @@
 use std::{net::SocketAddr, process::Command, time::Duration};
 
 use anyhow::Context as _;
+use imag_testkit::{AgentProcess, ClientNs, Launch, clients};
 
-use crate::{agent_process::AgentProcess, netkit::ClientNs, workspace_root};
+use crate::workspace_root;
 
 const CONFIG: &str = include_str!("../../examples/demo.toml");
 const NETNS: &str = "imag-demo-client";
@@ -35,10 +36,10 @@ pub fn run() -> anyhow::Result<()> {
         "client namespace {NETNS} (10.78.0.2) → {HOST_IF} (10.78.0.1) → imaginary 10.77.0.0/24"
     );
 
-    let mut agent = AgentProcess::start(&binary, &config_path, &[HOST_IF], &[])?;
+    let mut agent = AgentProcess::start(Launch::new(&binary, &config_path, &[HOST_IF]))?;
     println!("imag-agent attached to {HOST_IF}");
     let result = requests(&client, &mut agent);
-    agent.stop();
+    agent.stop()?;
     drop(client);
     result
 }
@@ -47,7 +48,7 @@ fn requests(client: &ClientNs, agent: &mut AgentProcess) -> anyhow::Result<()> {
     let addr: SocketAddr = SERVICE.parse().expect("a valid address");
     println!("\n$ curl http://{SERVICE}/   # host 'web' is cold: no container exists");
     let (body, took) = client
-        .run(|| crate::netkit::http_get(addr, Duration::from_secs(30)))?
+        .run(|| clients::http_get(addr, Duration::from_secs(30)))?
         .context("the request to the cold host failed")?;
     print!("{body}");
     println!(
@@ -56,10 +57,10 @@ fn requests(client: &ClientNs, agent: &mut AgentProcess) -> anyhow::Result<()> {
     );
     let woke = agent.wait_for_line("woke", Duration::from_secs(5))?;
     println!("  agent: {}", phases(&woke));
-    let retrans = client.run(|| crate::netkit::net_counter("TcpExt", "TCPSynRetrans"))??;
+    let retrans = client.run(|| clients::net_counter("TcpExt", "TCPSynRetrans"))??;
     println!("  client SYN retransmissions: {retrans}");
 
-    let (body, took) = client.run(|| crate::netkit::http_get(addr, Duration::from_secs(5)))??;
+    let (body, took) = client.run(|| clients::http_get(addr, Duration::from_secs(5)))??;
     println!("\n$ curl http://{SERVICE}/   # again, now warm");
     print!("{body}");
     println!(

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::{run_cmd, workspace_root};
 
-pub const IMAGE: &str = "imag-example/hello";
+pub use imag_testkit::IMAGE;
 
 pub fn build() -> anyhow::Result<()> {
     let root = workspace_root();

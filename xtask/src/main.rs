@@ -4,11 +4,9 @@
 //! eBPF object). Every command first brings what it needs ([`setup`]) and checks the machine
 //! ([`preflight`]), stopping with one sentence naming the cause and the fix.
 
-mod agent_process;
 mod bench;
 mod demo;
 mod image;
-pub mod netkit;
 mod preflight;
 mod setup;
 

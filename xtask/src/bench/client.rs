@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netkit::HttpConnection;
+use imag_testkit::clients::HttpConnection;
 
 /// Connect, send `GET /`, and return the time from the start of the connect to the first byte of
 /// the answer (the whole answer is read before returning).

@@ -26,9 +26,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use crate::{
-    agent_process::AgentProcess, cmd_output, image, netkit::ClientNs, run_cmd, workspace_root,
-};
+use imag_testkit::{AgentProcess, ClientNs, Launch};
+
+use crate::{cmd_output, image, run_cmd, workspace_root};
 
 const NETNS: &str = "imagbench-c";
 const HOST_IF: &str = "imagbench-h";
@@ -182,7 +182,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             eprint!("\r  standby {}/{}", i + 1, opts.wakes);
         }
         eprintln!();
-        agent.stop();
+        agent.stop()?;
 
         eprintln!("bench: cold wakes with readiness by 10 ms poll instead of events");
         let poll = bench_config("poll", "[wake]\nready_events = false\n")?;
@@ -192,7 +192,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 .cold_imag_poll
                 .push(imag_wake(&mut agent, &client, "stop", "exited")?);
         }
-        agent.stop();
+        agent.stop()?;
 
         eprintln!("bench: standby wakes through the engine's unpause (fast thaw off)");
         let slow_thaw = bench_config("engine-unpause", "[wake]\nfast_thaw = false\n")?;
@@ -205,7 +205,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
         agent.command(&["wake", "web"])?;
         agent.command(&["wake", "sink"])?;
         wait_warm(&agent, &["web", "sink"])?;
-        agent.stop();
+        agent.stop()?;
 
         eprintln!(
             "bench: warm path, {} rounds of none / imag / proxy",
@@ -254,7 +254,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                     throughput_gbps,
                 });
                 if let Some(mut agent) = agent {
-                    agent.stop();
+                    agent.stop()?;
                 }
             }
         }
@@ -312,12 +312,9 @@ ports = [9000]
 }
 
 fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
-    AgentProcess::start(
-        binary,
-        config,
-        &[HOST_IF],
-        &["--on-exit", "keep", "--metrics", METRICS],
-    )
+    Ok(AgentProcess::start(
+        Launch::new(binary, config, &[HOST_IF]).args(&["--on-exit", "keep", "--metrics", METRICS]),
+    )?)
 }
 
 /// Puts `web` to sleep through the agent, waits until the engine reports `engine_state` and the
@@ -400,19 +397,13 @@ fn put_to_sleep(agent: &mut AgentProcess, tier: &str, engine_state: &str) -> any
 }
 
 fn web_status(agent: &AgentProcess) -> anyhow::Result<serde_json::Value> {
-    let status: serde_json::Value = serde_json::from_str(&agent.command(&["status", "--json"])?)?;
-    status["hosts"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["name"] == "web"))
-        .cloned()
-        .context("no host web in the agent's status")
+    Ok(agent.host("web")?)
 }
 
 fn wait_warm(agent: &AgentProcess, hosts: &[&str]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&agent.command(&["status", "--json"])?)?;
+        let status = agent.status()?;
         let all_warm = hosts.iter().all(|name| {
             status["hosts"]
                 .as_array()
@@ -562,23 +553,26 @@ fn scale(
         std::fs::write(&config, text)?;
         cleanup(binary, &config);
         let start = Instant::now();
-        let mut agent = AgentProcess::start(binary, &config, &[HOST_IF], &["--metrics", "off"])?;
+        let mut agent = AgentProcess::start(
+            Launch::new(binary, &config, &[HOST_IF]).args(&["--metrics", "off"]),
+        )?;
         let attach_ms = start.elapsed().as_secs_f64() * 1000.0;
         std::thread::sleep(Duration::from_secs(1));
-        let rss_mib = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| {
-                        v.split_whitespace()
-                            .next()
-                            .and_then(|kb| kb.parse::<f64>().ok())
-                    })
-            })
-            .map_or(f64::NAN, |kb| kb / 1024.0);
+        let rss_mib =
+            std::fs::read_to_string(format!("/proc/{}/status", agent.pid().unwrap_or_default()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| {
+                            v.split_whitespace()
+                                .next()
+                                .and_then(|kb| kb.parse::<f64>().ok())
+                        })
+                })
+                .map_or(f64::NAN, |kb| kb / 1024.0);
         let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / (1 << 20) as f64);
-        agent.stop();
+        agent.stop()?;
         cleanup(binary, &config);
         eprintln!("  attach {attach_ms:.0} ms, RSS {rss_mib:.1} MiB, maps {map_memory_mib:?} MiB");
         results.scale.push(ScaleRun {
@@ -602,12 +596,12 @@ fn scale(
     }
     std::fs::write(&config, text)?;
     cleanup(binary, &config);
-    let agent = AgentProcess::start(
-        binary,
-        &config,
-        &[HOST_IF],
-        &["--metrics", "off", "--on-exit", "keep"],
-    )?;
+    let agent = AgentProcess::start(Launch::new(binary, &config, &[HOST_IF]).args(&[
+        "--metrics",
+        "off",
+        "--on-exit",
+        "keep",
+    ]))?;
     for (first, count) in [(0usize, 50usize), (50, 100)] {
         eprintln!("bench: storm of {count} cold hosts woken at once");
         let outcomes: Vec<Result<f64, String>> = client.run(|| {
