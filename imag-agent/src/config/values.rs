@@ -461,6 +461,20 @@ mod tests {
     }
 
     #[test]
+    fn extra_hosts() {
+        assert_eq!("db:10.0.0.5".parse(), Ok(ExtraHost("db:10.0.0.5".into())));
+        assert_eq!("db=10.0.0.5".parse(), Ok(ExtraHost("db:10.0.0.5".into())));
+        assert_eq!("v6=[::1]".parse(), Ok(ExtraHost("v6:::1".into())));
+        assert_eq!(
+            "gw:host-gateway".parse(),
+            Ok(ExtraHost("gw:host-gateway".into()))
+        );
+        for bad in ["db", "db:", ":10.0.0.1", "db:nowhere", "a b:10.0.0.1"] {
+            assert!(bad.parse::<ExtraHost>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn metrics_addresses() {
         assert_eq!("off".parse(), Ok(MetricsAddress(None)));
         assert_eq!(
