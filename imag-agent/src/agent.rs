@@ -11,7 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use imag_common::IFACE_FLAG_BRIDGE;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
         Input, Orchestrator,
         state::{HostState, Tier},
     },
+    readiness::ListenWatch,
     runtime::{
         ContainerRuntime, ContainerSpec, ContainerStatus, Engine, EngineOptions, Observed,
         RuntimeEvent, docker::Docker,
@@ -151,14 +152,14 @@ async fn attach_on<R: ContainerRuntime>(
     let held_frames = datapath.take_held_frames()?;
     let sock_events = datapath.take_sock_events()?;
     let logger = datapath.take_logger();
-    let (listen_tx, _) = broadcast::channel(64);
+    let listen = ListenWatch::new(datapath.take_waiting_ports());
     let mut orchestrator = Orchestrator::new(
         hosts,
         datapath,
         runtime.clone(),
         &config,
         Some(bridge.clone()),
-        listen_tx.clone(),
+        listen.clone(),
     );
     orchestrator.set_origin(adopted, &opts.config);
 
@@ -227,7 +228,7 @@ async fn attach_on<R: ContainerRuntime>(
     };
     let tasks = vec![
         tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
-        tokio::spawn(ring::forward_listen_events(sock_events, listen_tx)),
+        tokio::spawn(ring::forward_listen_events(sock_events, listen.events())),
         tokio::spawn(watch_container_exits(
             runtime.clone(),
             config.network.name.clone(),

@@ -50,6 +50,7 @@ fn a_named_volume_keeps_its_data_through_sleep_remove_and_detach() {
     let config = net.network_toml()
         + &net.http_host("db", 10, &["--count-file", "/data/starts"])
         + &format!("volumes = [\"{}:/data\"]\nsleep = \"remove\"\n", volume.0);
+    net.client(); // the client's link is what the agent attaches to
     let agent = net.start_agent(&config, &[]);
     let container = net.container("db");
 
@@ -100,6 +101,7 @@ fn ready_healthy_releases_held_packets_when_the_healthcheck_passes() {
            \"8080\"], interval = \"100ms\", timeout = \"1s\", retries = 50 }\n"
         + &net.http_host("bare", 11, &[])
         + "ready = \"healthy\"\n";
+    net.client(); // the client's link is what the agent attaches to
     let agent = net.start_agent(&config, &[]);
     let container = net.container("web");
 

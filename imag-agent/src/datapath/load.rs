@@ -142,10 +142,9 @@ impl Datapath {
             stats,
             activity,
             idle_ignore,
-            waiting_ports,
+            waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),
-            waiters: StdHashMap::new(),
         })
     }
 

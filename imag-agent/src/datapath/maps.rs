@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::{PerCpuValues, lpm_trie::Key};
+use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
     HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, stat,
 };
@@ -135,24 +135,10 @@ impl Datapath {
             })
     }
 
-    /// Asks for LISTEN events on `port` (counted: several wakes may wait on one port).
-    pub fn watch_port(&mut self, port: u16) {
-        let count = self.waiters.entry(port).or_default();
-        *count += 1;
-        if let Err(err) = self.waiting_ports.insert(u32::from(port), *count, 0) {
-            debug!(port, error = %err, "watching a port failed; readiness falls back to polling");
-        }
-    }
-
-    pub fn unwatch_port(&mut self, port: u16) {
-        let Some(count) = self.waiters.get_mut(&port) else {
-            return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.waiters.remove(&port);
-            let _ = self.waiting_ports.remove(&u32::from(port));
-        }
+    /// The table of ports wakes wait on for a LISTEN event (`WAITING_PORTS`), for readiness,
+    /// which owns it from then on.
+    pub fn take_waiting_ports(&mut self) -> Option<WaitingPorts> {
+        self.waiting_ports.take().map(WaitingPorts)
     }
 
     /// Packet counters summed over CPUs, indexed like `imag_common::stat`.
@@ -164,5 +150,22 @@ impl Datapath {
             }
         }
         totals
+    }
+}
+
+/// The `WAITING_PORTS` map: a port with a value is one some wake waits on, and the tracepoint
+/// reports sockets that start listening on it.
+pub struct WaitingPorts(HashMap<MapData, u32, u32>);
+
+impl WaitingPorts {
+    /// Marks `port` as waited on by `waiters` wakes.
+    pub fn insert(&mut self, port: u16, waiters: u32) {
+        if let Err(err) = self.0.insert(u32::from(port), waiters, 0) {
+            debug!(port, error = %err, "watching a port failed; readiness falls back to polling");
+        }
+    }
+
+    pub fn remove(&mut self, port: u16) {
+        let _ = self.0.remove(&u32::from(port));
     }
 }

@@ -8,6 +8,8 @@
 //! - [`maps`]: typed access to the maps (hosts, interfaces, activity, ignored peers, waited-for
 //!   ports, counters).
 //! - [`deliver`]: re-injecting a held frame into the stack.
+//! - [`HostTable`]: the part the orchestrator drives (hold/pass, activity, host links,
+//!   re-delivery), as a trait its unit tests implement in memory.
 //! - [`ring`]: turning ring buffer records into [`ring::HeldFrame`]s.
 //! - `test_run` (feature `test-helpers`): running the holding programs on crafted frames.
 //!
@@ -18,6 +20,7 @@
 pub mod attach;
 pub mod deliver;
 mod error;
+mod host_table;
 pub mod load;
 pub mod maps;
 pub mod pins;
@@ -40,7 +43,13 @@ use imag_common::{HostActivity, HostEntry, IgnoreKey, InterfaceEntry};
 use self::pins::Pins;
 #[cfg(feature = "test-helpers")]
 pub use self::test_run::{TestHook, TestVerdict};
-pub use self::{attach::HookChoice, error::DatapathError, load::EbpfLogger, maps::addr_key};
+pub use self::{
+    attach::HookChoice,
+    error::DatapathError,
+    host_table::HostTable,
+    load::EbpfLogger,
+    maps::{WaitingPorts, addr_key},
+};
 
 /// The loaded programs and maps, and the links this agent holds.
 pub struct Datapath {
@@ -52,14 +61,13 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, u64>,
     activity: PerCpuHashMap<MapData, u32, HostActivity>,
     idle_ignore: LpmTrie<MapData, IgnoreKey, u8>,
-    waiting_ports: HashMap<MapData, u32, u32>,
+    /// Taken by readiness ([`Datapath::take_waiting_ports`]).
+    waiting_ports: Option<HashMap<MapData, u32, u32>>,
     /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`, `to-<ifindex>`,
     /// `from-<ifindex>`).
     links: BTreeMap<String, FdLink>,
     /// The link (host-side veth ifindex) each warm host's TC programs are attached to.
     host_links: StdHashMap<Ipv4Addr, u32>,
-    /// How many wakes wait for a listening socket on each port.
-    waiters: StdHashMap<u16, u32>,
 }
 
 /// Registers an object that owns a BPF map fd (ring buffer) with tokio for readability.

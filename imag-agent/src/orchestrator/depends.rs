@@ -8,7 +8,10 @@
 use tracing::{debug, warn};
 
 use super::{Host, Orchestrator, jobs::WakeError, state::Event};
-use crate::runtime::{ContainerRuntime, Tier};
+use crate::{
+    datapath::HostTable,
+    runtime::{ContainerRuntime, Tier},
+};
 
 /// Resolves `depends_on` names to host indices, both ways. Unknown names cannot occur: the
 /// configuration refuses them.
@@ -42,7 +45,7 @@ enum Deps {
     Failed(usize),
 }
 
-impl<R: ContainerRuntime> Orchestrator<R> {
+impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// Before host `id` wakes from `from`: wakes every dependency that is not warm, and says
     /// whether its own wake may start now. When it must wait, the wake starts (or fails) once
     /// the dependencies have settled ([`Self::dependency_changed`]).

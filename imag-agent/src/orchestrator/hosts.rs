@@ -65,8 +65,6 @@ pub struct Host {
     /// CLOCK_MONOTONIC ns when the host last fell asleep.
     pub asleep_since_ns: u64,
     pub sleep_cause: Option<SleepCause>,
-    /// The port a wake asked the datapath to report LISTEN events for.
-    pub watched_port: Option<u16>,
     /// A settle (engine view repair) is under way.
     pub settling: bool,
     /// What made the latest wake ready.
@@ -104,7 +102,6 @@ impl Host {
             warm_since_ns: now_ns,
             asleep_since_ns: now_ns,
             sleep_cause: None,
-            watched_port: None,
             settling: false,
             ready_by: ReadyBy::FirstTry,
             activity: HostActivity::default(),

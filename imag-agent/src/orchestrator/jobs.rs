@@ -4,7 +4,7 @@
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::hosts::SLEEP_SETTLE_TIME;
@@ -13,7 +13,7 @@ use crate::{
     config::ReadyProbe,
     interfaces::{self, Interface},
     packets::{self, Wire},
-    readiness::{self, ReadyError},
+    readiness::{self, PortWatch, ReadyError},
     report::ReadyBy,
     runtime::{ContainerRuntime, ContainerSpec, RuntimeError, Started, Tier},
 };
@@ -74,8 +74,9 @@ pub struct WakeJob {
     pub probe: ReadyProbe,
     pub timeout: Duration,
     pub poll: Duration,
-    /// LISTEN events of the port the probe waits for (readiness by event), if on.
-    pub listen: Option<broadcast::Receiver<u16>>,
+    /// The watch on the port the probe waits for (readiness by event), if on; dropped with the
+    /// job.
+    pub listen: Option<PortWatch>,
 }
 
 /// The jobs' side of the orchestrator: the engine and the channel back.

@@ -18,7 +18,7 @@ mod wake_metrics;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::{
@@ -31,9 +31,10 @@ pub use self::{hosts::Host, wake_metrics::WakeMetrics};
 use crate::{
     clock::{monotonic_ns, ms_between},
     config::{Config, HostConfig, ReadyProbe},
-    datapath::{Datapath, addr_key, ring::HeldFrame},
+    datapath::{Datapath, HostTable, addr_key, ring::HeldFrame},
     interfaces::Interface,
     packets::{self, Wire},
+    readiness::ListenWatch,
     report::{HoldCounters, Phase, Snapshot, WakeRecord, WakeTimings},
     runtime::ContainerRuntime,
 };
@@ -60,9 +61,9 @@ pub enum Input {
     },
 }
 
-pub struct Orchestrator<R: ContainerRuntime> {
+pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     pub hosts: Vec<Host>,
-    datapath: Datapath,
+    datapath: D,
     jobs: Jobs<R>,
     /// For refusals and neighbour announcements; `None` if it could not be opened.
     wire: Option<Arc<Wire>>,
@@ -70,7 +71,8 @@ pub struct Orchestrator<R: ContainerRuntime> {
     bridge: Option<Interface>,
     policy: Policy,
     ready_events: bool,
-    listen_events: broadcast::Sender<u16>,
+    /// Readiness by event: wakes waiting for `tcp:PORT` watch their port through it.
+    listen: ListenWatch,
     pub held: HeldPackets,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
     pub counters: HoldCounters,
@@ -80,17 +82,17 @@ pub struct Orchestrator<R: ContainerRuntime> {
     changed: Vec<usize>,
 }
 
-impl<R: ContainerRuntime> Orchestrator<R> {
+impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// `hosts` are in config order; a host's index is its `host_id` in the datapath.
-    /// `listen_events` carries the ports of sockets that started listening (readiness events).
+    /// `listen` is readiness by event (the datapath's waited-for ports and LISTEN events).
     pub fn new(
         mut hosts: Vec<Host>,
-        datapath: Datapath,
+        datapath: D,
         runtime: R,
         config: &Config,
         bridge: Option<Interface>,
-        listen_events: broadcast::Sender<u16>,
-    ) -> Orchestrator<R> {
+        listen: ListenWatch,
+    ) -> Orchestrator<R, D> {
         depends::link(&mut hosts);
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
         let wire = match Wire::open() {
@@ -123,7 +125,7 @@ impl<R: ContainerRuntime> Orchestrator<R> {
                 ..Policy::default()
             },
             ready_events: config.wake.ready_events,
-            listen_events,
+            listen,
             outcomes,
             counters: HoldCounters::default(),
             wake_metrics: WakeMetrics::new(),
@@ -145,11 +147,11 @@ impl<R: ContainerRuntime> Orchestrator<R> {
             .collect()
     }
 
-    pub fn datapath(&self) -> &Datapath {
+    pub fn datapath(&self) -> &D {
         &self.datapath
     }
 
-    pub fn datapath_mut(&mut self) -> &mut Datapath {
+    pub fn datapath_mut(&mut self) -> &mut D {
         &mut self.datapath
     }
 
@@ -383,29 +385,24 @@ impl<R: ContainerRuntime> Orchestrator<R> {
 
     fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Woke { host, result } => {
-                if let Some(port) = self.hosts[host].watched_port.take() {
-                    self.datapath.unwatch_port(port);
-                }
-                match result {
-                    Ok((started, ready_ns, ready_by)) => {
-                        let h = &mut self.hosts[host];
-                        h.started_here = true;
-                        h.ready_by = ready_by;
-                        if let Some((from, timings)) = h.wake.as_mut() {
-                            *from = started.from;
-                            timings.requested_ns = started.requested_ns;
-                            timings.running_ns = started.running_ns;
-                            timings.ready_ns = ready_ns;
-                        }
-                        self.apply(host, Event::WakeSucceeded);
+            Outcome::Woke { host, result } => match result {
+                Ok((started, ready_ns, ready_by)) => {
+                    let h = &mut self.hosts[host];
+                    h.started_here = true;
+                    h.ready_by = ready_by;
+                    if let Some((from, timings)) = h.wake.as_mut() {
+                        *from = started.from;
+                        timings.requested_ns = started.requested_ns;
+                        timings.running_ns = started.running_ns;
+                        timings.ready_ns = ready_ns;
                     }
-                    Err(err) => {
-                        self.record_failed_wake(host, &err);
-                        self.apply(host, Event::WakeFailed);
-                    }
+                    self.apply(host, Event::WakeSucceeded);
                 }
-            }
+                Err(err) => {
+                    self.record_failed_wake(host, &err);
+                    self.apply(host, Event::WakeFailed);
+                }
+            },
             Outcome::SleepCheck { host } => {
                 let h = &self.hosts[host];
                 let (HostState::Sleeping { to, .. }, Some(SleepCause::Idle { decided_ns })) =
@@ -576,15 +573,9 @@ impl<R: ContainerRuntime> Orchestrator<R> {
         }
         let probe = host.config.ready;
         let listen = match probe {
-            ReadyProbe::Tcp(port) if self.ready_events => {
-                host.watched_port = Some(port);
-                Some(self.listen_events.subscribe())
-            }
+            ReadyProbe::Tcp(port) if self.ready_events => Some(self.listen.watch(port)),
             _ => None,
         };
-        if let Some(port) = host.watched_port {
-            self.datapath.watch_port(port);
-        }
         let job = WakeJob {
             from,
             probe,

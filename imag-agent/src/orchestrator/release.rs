@@ -10,13 +10,14 @@ use tracing::{debug, info, warn};
 use super::{Orchestrator, state::HostState};
 use crate::{
     clock::monotonic_ns,
+    datapath::HostTable,
     datapath::ring::HeldFrame,
     packets,
     report::{Phase, WakeRecord},
     runtime::{ContainerRuntime, Tier},
 };
 
-impl<R: ContainerRuntime> Orchestrator<R> {
+impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// Re-injects every held packet of host `id`, in arrival order, where it arrived.
     pub(super) fn deliver_held(&mut self, id: usize) {
         let frames = self.held.take(id);

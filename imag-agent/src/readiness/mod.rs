@@ -16,9 +16,13 @@
 //! Every 50 ms the container is checked to be still running, so that a crashing service fails its
 //! wake at once instead of at the wake timeout.
 
+mod listen;
+
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::TcpStream, sync::broadcast, time::Instant};
+use tokio::{net::TcpStream, time::Instant};
+
+pub use self::listen::{ListenWatch, PortWatch};
 
 pub use crate::report::ReadyBy;
 use crate::{
@@ -72,7 +76,7 @@ pub async fn wait_ready<R: ContainerRuntime>(
     deadline: Instant,
     timeout: Duration,
     poll: Duration,
-    mut listen: Option<broadcast::Receiver<u16>>,
+    mut listen: Option<PortWatch>,
 ) -> Result<ReadyBy, ReadyError> {
     let timed_out = || ReadyError::Timeout { probe, timeout };
     let check = match probe {
@@ -101,13 +105,10 @@ pub async fn wait_ready<R: ContainerRuntime>(
             }
         }
     };
-    let listen_port = match (&check, &listen) {
-        (Check::Tcp(addr), Some(_)) => Some(addr.port()),
-        _ => {
-            listen = None;
-            None
-        }
-    };
+    if !matches!((&check, &listen), (Check::Tcp(addr), Some(watch)) if watch.port() == addr.port())
+    {
+        listen = None;
+    }
     let mut by = ReadyBy::FirstTry;
     let mut next_poll = Instant::now() + poll;
     let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
@@ -117,9 +118,9 @@ pub async fn wait_ready<R: ContainerRuntime>(
         }
         loop {
             let listen_event = async {
-                match (&mut listen, listen_port) {
-                    (Some(events), Some(port)) => wait_for_listen(events, port).await,
-                    _ => std::future::pending().await,
+                match &mut listen {
+                    Some(watch) => watch.listening().await,
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -165,19 +166,6 @@ async fn wait_healthy<R: ContainerRuntime>(
         }
         tokio::time::sleep_until(next).await;
         by = ReadyBy::Poll;
-    }
-}
-
-/// Returns when a LISTEN event for `port` arrives (never, if the event source is gone).
-async fn wait_for_listen(events: &mut broadcast::Receiver<u16>, port: u16) {
-    loop {
-        match events.recv().await {
-            Ok(p) if p == port => return,
-            Ok(_) => {}
-            // Missed events: try again at once rather than risk waiting for one already gone.
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
     }
 }
 

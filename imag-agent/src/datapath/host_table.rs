@@ -1,0 +1,89 @@
+//! What the orchestrator asks of the datapath, as one trait: flip a host between hold and pass,
+//! read and reset its activity, count on its link, re-deliver its held frames. [`Datapath`]
+//! implements it over the real maps and links; the orchestrator's unit tests implement it in
+//! memory. Loading, attaching to interfaces and pinning stay on [`Datapath`] itself: the agent
+//! does those, not the orchestrator.
+
+use std::net::Ipv4Addr;
+
+use imag_common::{HostActivity, stat};
+use ipnet::Ipv4Net;
+
+use super::{Datapath, DatapathError};
+use crate::interfaces::Interface;
+
+/// The datapath's per-host state, as the orchestrator drives it.
+pub trait HostTable {
+    /// Hold (queue and hand over) or pass the host's packets; `flags` are `HOST_FLAG_*`.
+    fn set_host(
+        &mut self,
+        addr: Ipv4Addr,
+        host_id: u32,
+        hold: bool,
+        flags: u8,
+    ) -> Result<(), DatapathError>;
+    /// Makes sure the host has an activity entry (counted from then on).
+    fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError>;
+    /// Peers whose traffic does not count as the host's activity.
+    fn ignore_peers(&mut self, host_id: u32, prefix: Ipv4Net) -> Result<(), DatapathError>;
+    /// The host's activity, summed over CPUs.
+    fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity>;
+    /// Sets the host's count of open connections (recounted from its socket table).
+    fn reset_connections(&mut self, addr: Ipv4Addr, open: u64) -> Result<(), DatapathError>;
+    /// The datapath's verdict counters, summed over CPUs.
+    fn stats(&self) -> [u64; stat::COUNT as usize];
+    /// Counts the host's traffic on its container link (the host side of its veth).
+    fn attach_host_link(&mut self, addr: Ipv4Addr, veth: &Interface) -> Result<(), DatapathError>;
+    fn has_host_link(&self, addr: Ipv4Addr) -> bool;
+    fn detach_host_link(&mut self, addr: Ipv4Addr);
+    /// Re-injects a held frame on the interface it arrived on.
+    fn deliver(&self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError>;
+}
+
+impl HostTable for Datapath {
+    fn set_host(
+        &mut self,
+        addr: Ipv4Addr,
+        host_id: u32,
+        hold: bool,
+        flags: u8,
+    ) -> Result<(), DatapathError> {
+        Datapath::set_host(self, addr, host_id, hold, flags)
+    }
+
+    fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
+        Datapath::ensure_activity(self, addr)
+    }
+
+    fn ignore_peers(&mut self, host_id: u32, prefix: Ipv4Net) -> Result<(), DatapathError> {
+        Datapath::ignore_peers(self, host_id, prefix)
+    }
+
+    fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
+        Datapath::activity(self, addr)
+    }
+
+    fn reset_connections(&mut self, addr: Ipv4Addr, open: u64) -> Result<(), DatapathError> {
+        Datapath::reset_connections(self, addr, open)
+    }
+
+    fn stats(&self) -> [u64; stat::COUNT as usize] {
+        Datapath::stats(self)
+    }
+
+    fn attach_host_link(&mut self, addr: Ipv4Addr, veth: &Interface) -> Result<(), DatapathError> {
+        Datapath::attach_host_link(self, addr, veth)
+    }
+
+    fn has_host_link(&self, addr: Ipv4Addr) -> bool {
+        Datapath::has_host_link(self, addr)
+    }
+
+    fn detach_host_link(&mut self, addr: Ipv4Addr) {
+        Datapath::detach_host_link(self, addr);
+    }
+
+    fn deliver(&self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
+        Datapath::deliver(self, ifindex, frame)
+    }
+}
