@@ -50,6 +50,8 @@ pub enum OnExit {
 pub struct AttachOptions {
     pub interfaces: Vec<String>,
     pub config: PathBuf,
+    /// How `config` is written (`--config` or `--compose`).
+    pub format: crate::config::Format,
     pub hook: HookChoice,
     pub on_exit: OnExit,
     /// Overrides `[agent] metrics` (Some(None) turns metrics off).
@@ -94,7 +96,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     if opts.interfaces.is_empty() {
         bail!("name at least one interface to attach to, e.g. `imag-agent attach eth0`");
     }
-    let config = Config::load(&opts.config)?;
+    let config = Config::load_as(&opts.config, opts.format)?;
     for w in &config.warnings {
         warn!(file = %opts.config.display(), line = w.line, column = w.column, "{}", w.message);
     }

@@ -35,8 +35,8 @@ enum Command {
         /// Interfaces that clients' packets arrive on (e.g. eth0).
         #[arg(required = true, value_name = "IFACE")]
         interfaces: Vec<String>,
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         /// How to hook the holding program into the interfaces: XDP native on NICs and TC on
         /// virtual interfaces (auto), or one for all.
         #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
@@ -81,9 +81,29 @@ enum Command {
     },
     /// Check a configuration file and report every problem with its line and column.
     Validate {
-        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
+}
+
+/// The configuration: imag's TOML (`--config`) or a compose file (`--compose`).
+#[derive(clap::Args)]
+struct ConfigFile {
+    #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
+    config: PathBuf,
+    /// A compose file as the configuration: each service becomes a host (imag's own settings
+    /// under `x-imag`).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    compose: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    fn path_and_format(self) -> (PathBuf, config::Format) {
+        match self.compose {
+            Some(path) => (path, config::Format::Compose),
+            None => (self.config, config::Format::Toml),
+        }
+    }
 }
 
 /// Which running agent a command talks to. Without either option: the one agent running (its
@@ -102,7 +122,7 @@ impl Target {
     /// The network whose agent to talk to, and its configuration when one was named.
     async fn resolve(&self) -> anyhow::Result<(String, Option<Config>)> {
         if let Some(path) = &self.config {
-            let config = Config::load(path)?;
+            let config = Config::load_as(path, config::Format::of(path))?;
             return Ok((config.network.name.clone(), Some(config)));
         }
         if let Some(network) = &self.network {
@@ -122,10 +142,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Validate { config } => validate(&config),
+        Command::Validate { file } => {
+            let (path, format) = file.path_and_format();
+            validate(&path, format)
+        }
         Command::Attach {
             interfaces,
-            config,
+            file,
             hook,
             on_exit,
             metrics,
@@ -135,9 +158,11 @@ fn main() -> ExitCode {
             .transpose()
             .map_err(anyhow::Error::msg)
             .and_then(|metrics| {
+                let (config, format) = file.path_and_format();
                 block_on(agent::attach(agent::AttachOptions {
                     interfaces,
                     config,
+                    format,
                     hook,
                     on_exit,
                     metrics,
@@ -198,7 +223,10 @@ async fn detach(target: Target, keep_containers: bool) -> anyhow::Result<()> {
         Some(config) => config,
         None => match control::request(&socket, &Request::Status).await {
             Ok(Response::Status(report)) => match report.config {
-                Some(path) => Config::load(std::path::Path::new(&path))?,
+                Some(path) => {
+                    let path = std::path::Path::new(&path);
+                    Config::load_as(path, config::Format::of(path))?
+                }
                 None => anyhow::bail!(
                     "the agent of network {network} did not say its configuration: name it with \
                      --config FILE"
@@ -240,8 +268,8 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
         .block_on(future)
 }
 
-fn validate(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn validate(path: &std::path::Path, format: config::Format) -> anyhow::Result<()> {
+    let config = Config::load_as(path, format)?;
     for warning in &config.warnings {
         println!(
             "{}:{}:{}: warning: {}",

@@ -4,6 +4,7 @@
 //! ```text
 //! hello [--port 8080]                              HTTP: "hello from <hostname>[: $GREETING]"
 //! hello --port 8080 --backend 10.77.0.11:8080      HTTP frontend: asks the backend, wraps its answer
+//! hello --port 8080 --backend backend:8080         … by name (resolved at each request)
 //! hello --udp 5353                                 UDP request/response: "answer <request>"
 //! hello --sink 9000                                 TCP sink: reads to EOF, answers the byte count
 //! ```
@@ -24,7 +25,8 @@ use std::{
 
 struct Options {
     port: u16,
-    backend: Option<SocketAddr>,
+    /// `ADDRESS:PORT` or `NAME:PORT`.
+    backend: Option<String>,
     udp: Option<u16>,
     sink: Option<u16>,
     delay_ms: u64,
@@ -54,11 +56,11 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--port: {e}"))?
             }
             "--backend" => {
-                opts.backend = Some(
-                    value("--backend")?
-                        .parse()
-                        .map_err(|e| format!("--backend: {e}"))?,
-                )
+                let backend = value("--backend")?;
+                if !backend.contains(':') {
+                    return Err(format!("--backend: {backend:?} is not HOST:PORT"));
+                }
+                opts.backend = Some(backend)
             }
             "--udp" => opts.udp = Some(value("--udp")?.parse().map_err(|e| format!("--udp: {e}"))?),
             "--sink" => {
@@ -209,12 +211,13 @@ fn serve_sink(port: u16) {
     }
 }
 
-fn serve_http(port: u16, backend: Option<SocketAddr>, identity: String) {
+fn serve_http(port: u16, backend: Option<String>, identity: String) {
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
         eprintln!("hello: binding tcp port {port}: {e}");
         process::exit(1);
     });
     let identity: &'static str = Box::leak(identity.into_boxed_str());
+    let backend: Option<&'static str> = backend.map(|b| &*Box::leak(b.into_boxed_str()));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         thread::spawn(move || {
@@ -223,8 +226,14 @@ fn serve_http(port: u16, backend: Option<SocketAddr>, identity: String) {
     }
 }
 
+fn resolve(backend: &str) -> std::io::Result<SocketAddr> {
+    std::net::ToSocketAddrs::to_socket_addrs(backend)?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| std::io::Error::other(format!("{backend} has no IPv4 address")))
+}
+
 /// Answers HTTP/1.1 requests on one connection (keep-alive), each with a short text body.
-fn handle(stream: TcpStream, backend: Option<SocketAddr>, identity: &str) -> std::io::Result<()> {
+fn handle(stream: TcpStream, backend: Option<&str>, identity: &str) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -248,7 +257,8 @@ fn handle(stream: TcpStream, backend: Option<SocketAddr>, identity: &str) -> std
         }
         let body = match backend {
             None => format!("hello from {identity}\n"),
-            Some(addr) => match http_get(addr) {
+            // A name is looked up at each request: the host may not have existed at start.
+            Some(addr) => match resolve(addr).and_then(http_get) {
                 Ok(answer) => format!("{identity} via backend: {answer}"),
                 Err(e) => format!("{identity}: backend {addr} failed: {e}\n"),
             },

@@ -14,7 +14,7 @@ use super::{
     NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
-    values::{AnyDuration, HostName, NonZeroDuration, Port, Prefix},
+    values::{AnyDuration, ExtraHost, HostName, NonZeroDuration, Port, Prefix},
 };
 
 /// Default time a wake may take from the start request to ready before it counts as failed.
@@ -56,6 +56,8 @@ pub struct HostConfig {
     pub answer_ping: bool,
     /// Hosts woken with this one, before its own container starts (`depends_on`).
     pub depends_on: Vec<Dependency>,
+    /// Extra `NAME:ADDRESS` entries of the container's /etc/hosts (compose's `extra_hosts`).
+    pub extra_hosts: Vec<String>,
     /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
     /// the container spec as they are.
     pub container: ContainerOptions,
@@ -108,6 +110,7 @@ impl HostConfig {
             image: self.image.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
+            extra_hosts: self.extra_hosts.clone(),
             options: self.container.clone(),
         }
     }
@@ -205,6 +208,10 @@ pub(super) fn validate(
         None => Some(Vec::new()),
         Some(list) => items(list, report),
     };
+    let extra_hosts: Option<Vec<ExtraHost>> = match &host.extra_hosts {
+        None => Some(Vec::new()),
+        Some(list) => items(list, report),
+    };
     let container = container::validate(host, report);
     if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
         && check.healthcheck.as_ref().is_some_and(|h| h.disables())
@@ -243,6 +250,7 @@ pub(super) fn validate(
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
         depends_on: depends_on?,
+        extra_hosts: extra_hosts?.into_iter().map(|e| e.0).collect(),
         container: container?,
     })
 }

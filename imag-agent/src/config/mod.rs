@@ -10,6 +10,7 @@
 //! looks like. Nothing else in the agent sees the raw structs.
 
 mod agent;
+mod compose;
 pub(crate) mod container;
 mod depends;
 mod dns;
@@ -51,6 +52,25 @@ use self::{
 };
 pub use crate::runtime::Tier;
 
+/// Which front end reads a configuration file: imag's TOML or a compose file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Toml,
+    Compose,
+}
+
+impl Format {
+    /// Guessed from the file's name (`.yml`, `.yaml`: compose), for files named without saying
+    /// which they are (`--config`, the running agent's own file).
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => Format::Compose,
+            _ => Format::Toml,
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -89,28 +109,62 @@ impl Config {
             origin: origin.to_string(),
             problems: vec![locate(err.span(), err.message().trim_end().to_string())],
         })?;
-        let mut problems = Vec::new();
-        let config = validate(&raw, &mut |span, message| {
-            problems.push(locate(span, message))
-        });
-        match config {
-            Some(mut config) if problems.is_empty() => {
-                config.warnings = warnings::warnings(&raw, &config, &locate);
-                Ok(config)
-            }
-            _ => {
-                // Stable: problems at one place keep the order in which they were found.
-                problems.sort_by_key(|p| (p.line, p.column));
-                Err(ConfigError {
-                    origin: origin.to_string(),
-                    problems,
-                })
-            }
+        from_raw(&raw, text, origin, Vec::new(), Vec::new())
+    }
+
+    /// Reads and validates a configuration file written in `format`.
+    pub fn load_as(path: &Path, format: Format) -> Result<Config, LoadError> {
+        match format {
+            Format::Toml => Config::load(path),
+            Format::Compose => Config::load_compose(path),
         }
+    }
+
+    /// Reads and validates a compose file as the configuration (see `compose/mod.rs`): the
+    /// variables of the agent's environment and of a `.env` file next to it are interpolated.
+    pub fn load_compose(path: &Path) -> Result<Config, LoadError> {
+        compose::load(path)
     }
 
     pub fn host(&self, name: &str) -> Option<&HostConfig> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// The second pass of every front end: validates `raw` (whose spans are byte offsets into
+/// `text`), adding the front end's own `problems` and `warnings`.
+fn from_raw(
+    raw: &raw::Config,
+    text: &str,
+    origin: &str,
+    mut problems: Vec<Problem>,
+    mut extra_warnings: Vec<Problem>,
+) -> Result<Config, ConfigError> {
+    let locate = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+        Problem {
+            line,
+            column,
+            message,
+        }
+    };
+    let config = validate(raw, &mut |span, message| {
+        problems.push(locate(span, message))
+    });
+    match config {
+        Some(mut config) if problems.is_empty() => {
+            config.warnings = warnings::warnings(raw, &config, &locate);
+            config.warnings.append(&mut extra_warnings);
+            Ok(config)
+        }
+        _ => {
+            // Stable: problems at one place keep the order in which they were found.
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
     }
 }
 

@@ -81,6 +81,7 @@ pub struct Host {
     pub proxy_arp: Option<bool>,
     pub answer_ping: Option<bool>,
     pub depends_on: Option<Vec<Spanned<String>>>,
+    pub extra_hosts: Option<Vec<Spanned<String>>>,
     // Container options (`container.rs`).
     #[serde(default)]
     pub volumes: Vec<Spanned<String>>,

@@ -264,6 +264,35 @@ impl FromStr for BridgeName {
     }
 }
 
+/// An extra /etc/hosts entry: `NAME:ADDRESS` (or compose's `NAME=ADDRESS`), kept as
+/// `NAME:ADDRESS` for the engine; the address may be Docker's `host-gateway`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraHost(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("extra host {0:?} is not NAME:ADDRESS (like \"db.local:10.0.0.5\")")]
+pub struct BadExtraHost(pub String);
+
+impl FromStr for ExtraHost {
+    type Err = BadExtraHost;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // `=` first: an IPv6 address has colons of its own.
+        let (name, addr) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .ok_or_else(|| BadExtraHost(text.to_string()))?;
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty()
+            || name.contains(char::is_whitespace)
+            || (addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(BadExtraHost(text.to_string()));
+        }
+        Ok(ExtraHost(format!("{name}:{addr}")))
+    }
+}
+
 /// Where `/metrics` is served: an address with a port, or "off" (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsAddress(pub Option<SocketAddr>);
@@ -429,6 +458,20 @@ mod tests {
                 .parse::<BridgeName>()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn extra_hosts() {
+        assert_eq!("db:10.0.0.5".parse(), Ok(ExtraHost("db:10.0.0.5".into())));
+        assert_eq!("db=10.0.0.5".parse(), Ok(ExtraHost("db:10.0.0.5".into())));
+        assert_eq!("v6=[::1]".parse(), Ok(ExtraHost("v6:::1".into())));
+        assert_eq!(
+            "gw:host-gateway".parse(),
+            Ok(ExtraHost("gw:host-gateway".into()))
+        );
+        for bad in ["db", "db:", ":10.0.0.1", "db:nowhere", "a b:10.0.0.1"] {
+            assert!(bad.parse::<ExtraHost>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

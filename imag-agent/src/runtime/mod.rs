@@ -54,6 +54,10 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
+    /// `NAME:ADDRESS` lines for the container's /etc/hosts (compose's `extra_hosts`). Left out
+    /// of the fingerprint when empty, so that containers created before it existed stay current.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
     /// Everything else the container asks of the engine (flattened, and absent from the JSON
     /// while unset, so that the fingerprint of a spec without options never changes).
     #[serde(flatten)]

@@ -83,6 +83,7 @@ impl Docker {
                 // stop at once instead of after the stop timeout.
                 init: Some(true),
                 dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
+                extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
                 // imag owns the lifecycle: the engine must never restart what imag put to sleep.
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),

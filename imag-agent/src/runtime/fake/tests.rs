@@ -17,6 +17,7 @@ fn spec(host: &str) -> ContainerSpec {
         image: "imag-test/http".into(),
         command: None,
         env: Default::default(),
+        extra_hosts: Vec::new(),
         options: Default::default(),
     }
 }
