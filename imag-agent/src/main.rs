@@ -92,8 +92,8 @@ struct ConfigFile {
     #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
     config: PathBuf,
     /// A compose file as the configuration: each service becomes a host (imag's own settings
-    /// under `x-imag`).
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    /// under `x-imag`). Takes precedence over --config (and IMAG_CONFIG).
+    #[arg(long, value_name = "FILE")]
     compose: Option<PathBuf>,
 }
 
@@ -101,7 +101,11 @@ impl ConfigFile {
     fn path_and_format(self) -> (PathBuf, config::Format) {
         match self.compose {
             Some(path) => (path, config::Format::Compose),
-            None => (self.config, config::Format::Toml),
+            // A `.yml`/`.yaml` file given as --config is a compose file too.
+            None => {
+                let format = config::Format::of(&self.config);
+                (self.config, format)
+            }
         }
     }
 }
