@@ -186,6 +186,41 @@ fn status_wake_and_sleep_drive_a_running_agent() {
 
     let (ok, _, err) = agent_command(&agent, &["wake", "nosuchhost"]);
     assert!(!ok && err.contains("no host named \"nosuchhost\""), "{err}");
+
+    // Without --config: by the network's name, or the one agent running.
+    let bare = |args: &[&str]| {
+        let out = Command::new(agent_binary!())
+            .args(args)
+            .env_remove("IMAG_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, json, err) = bare(&["status", "--json", "--network", net.network()]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["network"], net.network());
+    assert!(
+        status["config"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(".toml")),
+        "the agent says its configuration file: {status}"
+    );
+    let (ok, json, err) = bare(&["status", "--json"]);
+    if ok {
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(status["network"], net.network(), "the one running agent");
+    } else {
+        // Other agents run on this machine: the error lists them, this one among them.
+        assert!(
+            err.contains("agents are running") && err.contains(net.network()),
+            "{err}"
+        );
+    }
 }
 
 #[test]
