@@ -1,14 +1,14 @@
-//! One clock for every phase of a wake: CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns()` reads, so
+//! One clock for every phase of a wake: `CLOCK_MONOTONIC`, the clock `bpf_ktime_get_ns()` reads, so
 //! that "packet held" (stamped in the kernel) and later phases (stamped here) compare directly.
 
-/// Nanoseconds on CLOCK_MONOTONIC.
+/// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

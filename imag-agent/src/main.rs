@@ -195,7 +195,7 @@ fn control_request(target: &Target, request: Request, json: bool) -> anyhow::Res
     })?;
     match response {
         Response::Status(report) if json => {
-            println!("{}", serde_json::to_string_pretty(&report)?)
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Response::Status(report) => print!("{}", table::render_table(&report)),
         Response::Ok { message } => println!("{message}"),

@@ -126,7 +126,7 @@ pub struct InterfaceEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldFrameHeader {
-    /// `bpf_ktime_get_ns()` when the frame was held (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` when the frame was held (`CLOCK_MONOTONIC`).
     pub held_at_ns: u64,
     /// The interface the frame arrived on; re-delivery injects it there again.
     pub ifindex: u32,

@@ -45,7 +45,9 @@ pub fn run() -> anyhow::Result<()> {
     agent.stop()?;
     drop(client);
     match detached {
-        Ok(_) => println!("\n$ imag-agent detach   # programs, rules, containers and network removed"),
+        Ok(_) => {
+            println!("\n$ imag-agent detach   # programs, rules, containers and network removed");
+        }
         Err(err) => eprintln!("detaching after the demo failed: {err}"),
     }
     result

@@ -4,7 +4,7 @@
 //! - `bpf-linker`, built against the nightly toolchain's own LLVM. crates.io's default feature
 //!   links a newer LLVM than the one rustc ships here, so the linker is built with
 //!   `--no-default-features --features llvm-<major>` and an `LLVM_PREFIX` whose `lib/` holds
-//!   symlinks to the toolchain's `libLLVM`. The prefix lives under CARGO_HOME because the linker
+//!   symlinks to the toolchain's `libLLVM`. The prefix lives under `CARGO_HOME` because the linker
 //!   loads that library from there at run time (RUNPATH).
 
 use std::{
@@ -37,7 +37,7 @@ fn cargo_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
 }
 
-/// `cargo install` puts bpf-linker into CARGO_HOME/bin; make sure builds find it there.
+/// `cargo install` puts bpf-linker into `CARGO_HOME/bin`; make sure builds find it there.
 fn put_cargo_bin_on_path() {
     let bin = cargo_home().join("bin");
     let path = env::var_os("PATH").unwrap_or_default();

@@ -202,9 +202,10 @@ impl FromStr for ContainerPath {
     type Err = RelativePath;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.starts_with('/') {
-            true => Ok(ContainerPath(text.to_string())),
-            false => Err(RelativePath(text.to_string())),
+        if text.starts_with('/') {
+            Ok(ContainerPath(text.to_string()))
+        } else {
+            Err(RelativePath(text.to_string()))
         }
     }
 }
@@ -225,9 +226,10 @@ impl FromStr for User {
             .split(':')
             .all(|part| !part.is_empty() && !part.chars().any(char::is_whitespace))
             && text.matches(':').count() <= 1;
-        match ok {
-            true => Ok(User(text.to_string())),
-            false => Err(BadUser(text.to_string())),
+        if ok {
+            Ok(User(text.to_string()))
+        } else {
+            Err(BadUser(text.to_string()))
         }
     }
 }

@@ -45,7 +45,7 @@ impl Datapath {
     }
 }
 
-/// A `struct xdp_md` for BPF_PROG_TEST_RUN: the frame starts at offset 0, has no metadata, and
+/// A `struct xdp_md` for `BPF_PROG_TEST_RUN`: the frame starts at offset 0, has no metadata, and
 /// arrived on `ifindex` (queue 0).
 pub(super) fn xdp_md_for(ifindex: u32, len: usize) -> [u8; 24] {
     let fields: [u32; 6] = [0, len as u32, 0, ifindex, 0, 0];

@@ -48,9 +48,10 @@ pub async fn forward_held_frames(ring: RingBuf<MapData>, frames: mpsc::Sender<He
         };
         let mut batch = Vec::new();
         while let Some(record) = guard.get_inner_mut().next() {
-            match parse_record(&record) {
-                Some(frame) => batch.push(frame),
-                None => warn!(len = record.len(), "malformed held-frame record skipped"),
+            if let Some(frame) = parse_record(&record) {
+                batch.push(frame)
+            } else {
+                warn!(len = record.len(), "malformed held-frame record skipped")
             }
         }
         guard.clear_ready();

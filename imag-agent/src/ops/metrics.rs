@@ -221,7 +221,7 @@ impl Collector for SnapshotCollector {
         series
             .collectors()
             .into_iter()
-            .flat_map(|c| c.collect())
+            .flat_map(prometheus::core::Collector::collect)
             .collect()
     }
 }

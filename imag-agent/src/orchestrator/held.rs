@@ -90,7 +90,7 @@ impl HeldPackets {
         self.queues[host].frames.is_empty()
     }
 
-    /// When the oldest packet still held for `host` was held (CLOCK_MONOTONIC ns).
+    /// When the oldest packet still held for `host` was held (`CLOCK_MONOTONIC` ns).
     pub fn oldest_ns(&self, host: usize) -> Option<u64> {
         self.queues[host]
             .frames

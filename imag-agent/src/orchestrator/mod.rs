@@ -275,16 +275,15 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         };
         if !matches(&self.hosts, id) {
             // Held by a datapath that an earlier agent (with another configuration) set up.
-            match self
+            if let Some(found) = self
                 .hosts
                 .iter()
                 .position(|h| addr_key(h.config.address) == frame.header.host_addr)
             {
-                Some(found) => id = found,
-                None => {
-                    self.counters.dropped_unknown_host += 1;
-                    return;
-                }
+                id = found
+            } else {
+                self.counters.dropped_unknown_host += 1;
+                return;
             }
         }
         self.counters.held += 1;

@@ -121,7 +121,7 @@ impl Default for Policy {
         Policy {
             min_warm: Duration::from_secs(30),
             backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_mins(5),
         }
     }
 }
@@ -144,8 +144,8 @@ pub fn next(
     now: Instant,
     policy: &Policy,
 ) -> (HostState, Vec<Action>) {
-    use Action::*;
-    use HostState::*;
+    use Action::{DeliverHeld, Hold, Pass, RefuseHeld, StartSleep, StartWake};
+    use HostState::{Asleep, Failed, Sleeping, Waking, Warm};
     match (state, event) {
         (Asleep { tier }, Event::PacketHeld | Event::WakeRequested) => (
             Waking {
@@ -422,7 +422,7 @@ mod tests {
         let failed = Failed {
             tier: Tier::Stopped,
             failures: 4,
-            retry_at: now + Duration::from_secs(60),
+            retry_at: now + Duration::from_mins(1),
         };
         let (state, actions) = next(failed, WakeRequested, now, &policy());
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The socket through which the agent itself puts frames on a link (AF_PACKET): refusals
+//! The socket through which the agent itself puts frames on a link (`AF_PACKET)`: refusals
 //! ([`super::refusal`]) for held packets whose host could not be woken, and gratuitous ARP
 //! announcements ([`super::gratuitous_arp`]). These go *out* of an interface, towards
 //! the neighbour a held frame came from, so no routing or firewall decision is involved.
@@ -51,7 +51,7 @@ impl Wire {
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };

@@ -218,18 +218,15 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             let mut modes = ["none", "imag", "proxy"];
             modes.rotate_left(round % 3);
             for mode in modes {
-                let agent = match mode {
-                    "imag" => {
-                        let agent = start_agent(&binary, &base)?;
-                        wait_warm(&agent, &["web", "sink"])?;
-                        // The host links' programs are attached just after adoption.
-                        std::thread::sleep(Duration::from_millis(1500));
-                        Some(agent)
-                    }
-                    _ => {
-                        remove_pins(NETWORK);
-                        None
-                    }
+                let agent = if mode == "imag" {
+                    let agent = start_agent(&binary, &base)?;
+                    wait_warm(&agent, &["web", "sink"])?;
+                    // The host links' programs are attached just after adoption.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Some(agent)
+                } else {
+                    remove_pins(NETWORK);
+                    None
                 };
                 let (web, sink) = match mode {
                     "proxy" => (PROXY_WEB, PROXY_SINK),
@@ -401,7 +398,7 @@ fn web_status(agent: &AgentProcess) -> anyhow::Result<serde_json::Value> {
 }
 
 fn wait_warm(agent: &AgentProcess, hosts: &[&str]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let status = agent.status()?;
         let all_warm = hosts.iter().all(|name| {
@@ -504,7 +501,7 @@ fn ensure_tools() -> anyhow::Result<()> {
 fn machine(root: &Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     Machine {
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu_model: cpuinfo
             .lines()
             .find_map(|l| l.strip_prefix("model name"))
@@ -571,7 +568,7 @@ fn scale(
                         })
                 })
                 .map_or(f64::NAN, |kb| kb / 1024.0);
-        let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / (1 << 20) as f64);
+        let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / f64::from(1 << 20));
         agent.stop()?;
         cleanup(binary, &config);
         eprintln!("  attach {attach_ms:.0} ms, RSS {rss_mib:.1} MiB, maps {map_memory_mib:?} MiB");
@@ -610,7 +607,7 @@ fn scale(
                     .map(|i| {
                         scope.spawn(move || {
                             let addr = SocketAddr::from(([10, 65, 0, (i + 2) as u8], 8080));
-                            client::time_to_first_byte(addr, Duration::from_secs(300))
+                            client::time_to_first_byte(addr, Duration::from_mins(5))
                                 .map(|d| d.as_secs_f64() * 1000.0)
                                 .map_err(|e| e.to_string())
                         })

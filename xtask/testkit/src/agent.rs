@@ -15,7 +15,7 @@ use std::{
 };
 
 /// How long an agent may take to attach (10,000 hosts in the benchmarks take a while).
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+const ATTACH_TIMEOUT: Duration = Duration::from_mins(2);
 /// How long an agent may take to exit after SIGTERM (it finishes wakes under way first).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -150,7 +150,7 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
     // SAFETY: valid fd and option value of the stated size.
     unsafe {
@@ -158,7 +158,7 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
+            (&raw const tv).cast(),
             std::mem::size_of::<libc::timeval>() as u32,
         )
     };
@@ -181,7 +181,7 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
             request.as_ptr().cast(),
             request.len(),
             0,
-            (&to as *const libc::sockaddr_in).cast(),
+            (&raw const to).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         )
     };

@@ -97,13 +97,14 @@ fn pids(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<i64>> {
 
 fn entrypoint(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<Vec<String>>> {
     let words = match node.text() {
-        Some(text) => match words::split(text) {
-            Ok(words) => words,
-            Err(_) => {
+        Some(text) => {
+            if let Ok(words) = words::split(text) {
+                words
+            } else {
                 cx.problem(node.at, "entrypoint: a quote is never closed".into());
                 return None;
             }
-        },
+        }
         None if node.is_null() => return None,
         None => cx
             .strings(node, "entrypoint", false)?

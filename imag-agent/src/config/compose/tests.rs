@@ -296,7 +296,11 @@ fn container_options_in_compose_syntax() {
     );
     let config = compose(&text).unwrap();
     let db = &config.host("db").unwrap().container;
-    let binds: Vec<String> = db.mounts.iter().map(|m| m.to_bind()).collect();
+    let binds: Vec<String> = db
+        .mounts
+        .iter()
+        .map(crate::runtime::Mount::to_bind)
+        .collect();
     assert_eq!(
         binds,
         [

@@ -90,8 +90,12 @@ impl Docker {
                     maximum_retry_count: None,
                 }),
                 // `-v` syntax: the engine creates a named volume on first use.
-                binds: (!o.mounts.is_empty())
-                    .then(|| o.mounts.iter().map(|m| m.to_bind()).collect()),
+                binds: (!o.mounts.is_empty()).then(|| {
+                    o.mounts
+                        .iter()
+                        .map(super::options::Mount::to_bind)
+                        .collect()
+                }),
                 tmpfs: (!o.tmpfs.is_empty()).then(|| o.tmpfs.clone().into_iter().collect()),
                 memory: o.memory.map(saturating_i64),
                 nano_cpus: o.nano_cpus.map(saturating_i64),
@@ -134,7 +138,7 @@ impl Docker {
             .map_err(|e| NotRunning::Gone(message_of(&e)))?;
         let state = inspected.state.clone().unwrap_or_default();
         match state.status {
-            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED) => {
                 Ok(inspected)
             }
             status => Err(NotRunning::Exited {
@@ -341,7 +345,7 @@ impl ContainerRuntime for Docker {
                 };
                 match self.client.stop_container(&spec.name, Some(options)).await {
                     Ok(()) => Ok(()),
-                    Err(err) if matches!(status_of(&err), Some(304) | Some(404)) => Ok(()),
+                    Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
                     Err(err) => Err(classify(err, "stop", &spec.name)),
                 }
             }
@@ -395,8 +399,9 @@ impl ContainerRuntime for Docker {
                     _ => ContainerStatus::Paused,
                 }
             }
-            Some(ContainerStateStatusEnum::RESTARTING)
-            | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
+            Some(ContainerStateStatusEnum::RESTARTING | ContainerStateStatusEnum::REMOVING) => {
+                ContainerStatus::Transitional
+            }
             _ => ContainerStatus::Stopped,
         };
         Ok(Observed::Present { status, current })

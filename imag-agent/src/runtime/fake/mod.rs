@@ -334,12 +334,11 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
         self.record(Call::RemoveNetwork(name.into()));
         let mut state = self.state();
-        match state.networks.get(name) {
-            Some((false, _)) => Ok(false),
-            _ => {
-                state.networks.remove(name);
-                Ok(true)
-            }
+        if let Some((false, _)) = state.networks.get(name) {
+            Ok(false)
+        } else {
+            state.networks.remove(name);
+            Ok(true)
         }
     }
 

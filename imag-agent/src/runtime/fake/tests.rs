@@ -1,6 +1,6 @@
 //! Unit tests of the fake engine itself, and of readiness driven through it.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use super::*;
 use crate::{
@@ -16,9 +16,9 @@ fn spec(host: &str) -> ContainerSpec {
         address: Ipv4Addr::new(10, 77, 0, 10),
         image: "imag-test/http".into(),
         command: None,
-        env: Default::default(),
+        env: BTreeMap::new(),
         extra_hosts: Vec::new(),
-        options: Default::default(),
+        options: crate::runtime::ContainerOptions::default(),
     }
 }
 
