@@ -162,6 +162,11 @@ pub struct BadCpus(pub f64);
 impl FromRaw<f64> for Cpus {
     type Err = BadCpus;
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "`nanos` is checked finite, whole and within 1..=1e18 first, so it fits a u64 exactly"
+    )]
     fn from_raw(raw: &f64) -> Result<Self, BadCpus> {
         let nanos = (raw * 1e9).round();
         if !raw.is_finite() || !(1.0..=1e18).contains(&nanos) {

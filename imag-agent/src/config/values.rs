@@ -139,6 +139,11 @@ pub enum ByteSizeError {
 impl FromStr for ByteSize {
     type Err = ByteSizeError;
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "`bytes` is checked finite and below 2^64, and is never negative (no sign is accepted)"
+    )]
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let syntax = || ByteSizeError::Syntax(text.to_string());
         let split = text

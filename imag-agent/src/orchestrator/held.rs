@@ -114,7 +114,7 @@ mod tests {
         HeldFrame {
             header: HeldFrameHeader {
                 held_at_ns: at_ns,
-                frame_len: len as u32,
+                frame_len: u32::try_from(len).unwrap(),
                 ..Default::default()
             },
             frame: vec![0; len],

@@ -29,6 +29,11 @@ impl Wire {
     }
 
     /// Transmits a whole Ethernet frame out of `ifindex`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "C field types: AF_PACKET is 17, a kernel ifindex is a positive int, sockaddr_ll is 20 bytes"
+    )]
     pub fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| {
             io::Error::new(

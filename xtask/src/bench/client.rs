@@ -64,7 +64,9 @@ pub fn bulk_throughput(addr: SocketAddr, bytes: u64) -> io::Result<f64> {
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < bytes {
-        let n = chunk.len().min((bytes - sent) as usize);
+        let n = chunk
+            .len()
+            .min(usize::try_from(bytes - sent).unwrap_or(usize::MAX));
         stream.write_all(&chunk[..n])?;
         sent += n as u64;
     }

@@ -295,9 +295,10 @@ impl ContainerRuntime for Docker {
             .and_then(|n| n.get(&spec.network))
             .and_then(|e| e.mac_address.as_deref())
             .and_then(parse_mac);
+        // Docker reports the pid as i64; anything not a pid reads as 0, "none", like a missing one.
         let pid = inspected.state.and_then(|s| s.pid).unwrap_or_default();
         Ok(RunningInfo {
-            pid: pid as u32,
+            pid: u32::try_from(pid).unwrap_or_default(),
             mac,
         })
     }
@@ -385,13 +386,14 @@ impl ContainerRuntime for Docker {
             .state
             .as_ref()
             .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
             .unwrap_or_default();
         let status = match inspected.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
             Some(ContainerStateStatusEnum::PAUSED) => {
                 // Paused for the engine, but thawed directly by an earlier agent: it runs, and
                 // the engine's view needs settling.
-                match Freezer::of_process(pid as u32).and_then(|f| f.is_frozen()) {
+                match Freezer::of_process(pid).and_then(|f| f.is_frozen()) {
                     Ok(false) => {
                         self.thaw.set_unsettled(&spec.name, true);
                         ContainerStatus::Running
