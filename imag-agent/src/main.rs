@@ -168,10 +168,10 @@ fn main() -> ExitCode {
                     metrics,
                 }))
             }),
-        Command::Status { target, json } => control_request(&target, Request::Status, json),
-        Command::Wake { host, target } => control_request(&target, Request::Wake { host }, false),
+        Command::Status { target, json } => control_request(&target, &Request::Status, json),
+        Command::Wake { host, target } => control_request(&target, &Request::Wake { host }, false),
         Command::Sleep { host, tier, target } => {
-            control_request(&target, Request::Sleep { host, tier }, false)
+            control_request(&target, &Request::Sleep { host, tier }, false)
         }
         Command::Detach {
             target,
@@ -188,10 +188,10 @@ fn main() -> ExitCode {
 }
 
 /// Sends one request to the running agent and prints the answer.
-fn control_request(target: &Target, request: Request, json: bool) -> anyhow::Result<()> {
+fn control_request(target: &Target, request: &Request, json: bool) -> anyhow::Result<()> {
     let response = block_on(async {
         let (network, _) = target.resolve().await?;
-        Ok(control::request(&control::socket_path(&network), &request).await?)
+        Ok(control::request(&control::socket_path(&network), request).await?)
     })?;
     match response {
         Response::Status(report) if json => {

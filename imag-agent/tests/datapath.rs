@@ -62,6 +62,11 @@ enum Held {
 
 fn nothing(_: &mut Datapath, _: TestHook) {}
 
+#[allow(
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    reason = "the table of cases, in groups; each group's set-up functions sit beside its rows"
+)]
 fn cases() -> Vec<Case> {
     let syn = syn_to(COLD);
     let mut cases = vec![

@@ -105,6 +105,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .context("the nightly rustc does not say which LLVM it uses")?
         .to_string();
     let lib_dir = sysroot.join("lib");
+    #[allow(
+        clippy::case_sensitive_file_extension_comparisons,
+        reason = "the toolchain names its libraries itself, in lower case"
+    )]
     let libllvm = std::fs::read_dir(&lib_dir)
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .filter_map(Result::ok)

@@ -118,6 +118,10 @@ impl HostConfig {
 
 /// Checks one host; `network` is `None` when `[network]` itself was unusable (then the address is
 /// only checked for syntax).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one host's checks in the order of its keys, each a few lines"
+)]
 pub(super) fn validate(
     raw: &Spanned<raw::Host>,
     network: Option<&NetworkConfig>,

@@ -170,9 +170,8 @@ pub(super) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
 /// Queries one after another until the client closes, is idle too long, or sends garbage.
 async fn serve_connection(mut stream: TcpStream, shared: &Shared) {
     loop {
-        let bytes = match timeout(TCP_IDLE, upstream::read_framed(&mut stream)).await {
-            Ok(Ok(bytes)) => bytes,
-            _ => return,
+        let Ok(Ok(bytes)) = timeout(TCP_IDLE, upstream::read_framed(&mut stream)).await else {
+            return;
         };
         let start = Instant::now();
         let query = match answer::parse_query(&bytes) {

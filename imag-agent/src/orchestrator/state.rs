@@ -138,6 +138,12 @@ impl Policy {
 
 /// The transition function. Events that make no sense in a state leave it unchanged with no
 /// actions (the orchestrator logs them at debug level).
+#[allow(
+    clippy::too_many_lines,
+    clippy::match_same_arms,
+    reason = "the whole transition table in one match, one arm per (state, event) that matters; \
+              an explicit no-op arm records that a case was considered"
+)]
 pub fn next(
     state: HostState,
     event: Event,

@@ -17,6 +17,7 @@ mod report;
 pub mod stats;
 
 use std::{
+    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -124,7 +125,11 @@ pub struct StormRun {
     pub client_ms: Vec<f64>,
 }
 
-pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark script: set-up, rounds, report, in the order they run"
+)]
+pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let binary = crate::prepare_agent("cargo xtask bench")?;
     ensure_tools()?;
     let root = workspace_root();
@@ -526,6 +531,10 @@ fn machine(root: &Path) -> Machine {
 }
 
 /// 1,000 and 10,000 configured hosts; storms of 50 and 100 cold hosts woken at once.
+#[allow(
+    clippy::too_many_lines,
+    reason = "two scales, then two storms, in the order they run"
+)]
 fn scale(
     binary: &Path,
     dir: &Path,
@@ -540,12 +549,13 @@ fn scale(
                 .to_string();
         for i in 0..hosts {
             let n = i + 2;
-            text += &format!(
+            write!(
+                text,
                 "\n[[host]]\nname = \"h{i}\"\naddress = \"10.64.{}.{}\"\nimage = \"{}\"\nports = [8080]\n",
                 n / 256,
                 n % 256,
                 image::IMAGE
-            );
+            )?;
         }
         std::fs::write(&config, text)?;
         cleanup(binary, &config);
@@ -585,11 +595,12 @@ fn scale(
         "[network]\nsubnet = \"10.65.0.0/24\"\nname = \"imagstorm\"\nbridge = \"imagstorm0\"\n"
             .to_string();
     for i in 0..150 {
-        text += &format!(
+        write!(
+            text,
             "\n[[host]]\nname = \"s{i}\"\naddress = \"10.65.0.{}\"\nimage = \"{}\"\ncommand = [\"/hello\", \"--port\", \"8080\"]\nports = [8080]\nwake_timeout = \"300s\"\n",
             i + 2,
             image::IMAGE
-        );
+        )?;
     }
     std::fs::write(&config, text)?;
     cleanup(binary, &config);
@@ -606,6 +617,10 @@ fn scale(
                 let workers: Vec<_> = (first..first + count)
                     .map(|i| {
                         scope.spawn(move || {
+                            #[allow(
+                                clippy::cast_possible_truncation,
+                                reason = "storms wake hosts 0..150: addresses .2 to .151"
+                            )]
                             let addr = SocketAddr::from(([10, 65, 0, (i + 2) as u8], 8080));
                             client::time_to_first_byte(addr, Duration::from_mins(5))
                                 .map(|d| d.as_secs_f64() * 1000.0)

@@ -271,11 +271,12 @@ impl State {
         let from = match existing {
             None => Tier::Absent,
             Some(ContainerStatus::Paused) => Tier::Paused,
-            Some(ContainerStatus::Stopped | ContainerStatus::Transitional) => Tier::Stopped,
             // Already running: Docker answers an unpause or start with "nothing to do" (the
             // container counts as started), and a create by recreating it.
             Some(ContainerStatus::Running) if hint == Tier::Absent => Tier::Absent,
-            Some(ContainerStatus::Running) => Tier::Stopped,
+            Some(
+                ContainerStatus::Stopped | ContainerStatus::Transitional | ContainerStatus::Running,
+            ) => Tier::Stopped,
         };
         if from == Tier::Absent {
             self.insert(spec, ContainerStatus::Running, spec.fingerprint());

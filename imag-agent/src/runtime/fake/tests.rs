@@ -288,6 +288,10 @@ async fn readiness_sees_a_scripted_exit() {
 /// `ready = "healthy"`: released when the engine says healthy (not before, and not failed by an
 /// unhealthy spell); an exit fails at once, no healthcheck at all fails with the fix.
 #[tokio::test(start_paused = true)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario on a paused clock, step by step"
+)]
 async fn readiness_waits_for_the_engines_health() {
     let fake = FakeRuntime::new();
     let mut web = spec("web");
