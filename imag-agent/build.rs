@@ -1,5 +1,5 @@
 //! Builds the eBPF object from `imag-ebpf` (nightly, bpfel-unknown-none, bpf-linker) and leaves it
-//! in OUT_DIR, from where `src/datapath` embeds it into the agent binary.
+//! in `OUT_DIR`, from where `src/datapath` embeds it into the agent binary.
 
 use std::{path::Path, process::Command};
 
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     )
 }
 
-/// IMAG_GIT_REVISION for the build_info metric ("unknown" outside a git checkout).
+/// `IMAG_GIT_REVISION` for the `build_info` metric ("unknown" outside a git checkout).
 fn emit_git_revision(manifest_dir: &Path) {
     let revision = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -35,8 +35,10 @@ fn emit_git_revision(manifest_dir: &Path) {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
     println!("cargo:rustc-env=IMAG_GIT_REVISION={revision}");
     let git = manifest_dir.join("../.git");
     for file in ["HEAD", "index"] {

@@ -123,6 +123,10 @@ fn engine(config: &Config) -> Engine {
 }
 
 /// [`attach`] once the engine is chosen: from here on, only the [`ContainerRuntime`] trait.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the start-up sequence, read top to bottom in the order it runs"
+)]
 async fn attach_on<R: ContainerRuntime>(
     opts: AttachOptions,
     config: Config,

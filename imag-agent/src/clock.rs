@@ -1,15 +1,16 @@
-//! One clock for every phase of a wake: CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns()` reads, so
+//! One clock for every phase of a wake: `CLOCK_MONOTONIC`, the clock `bpf_ktime_get_ns()` reads, so
 //! that "packet held" (stamped in the kernel) and later phases (stamped here) compare directly.
 
-/// Nanoseconds on CLOCK_MONOTONIC.
+/// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    // CLOCK_MONOTONIC never reads negative.
+    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }
 
 /// Milliseconds between two monotonic stamps (0 if they are out of order).
@@ -18,6 +19,10 @@ pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the values compared are whole counts (or exact binary fractions) carried in f64, so equality is exact"
+)]
 mod tests {
     use super::*;
 

@@ -54,7 +54,7 @@ impl ForwardRule {
             "ACCEPT",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect()
     }
 

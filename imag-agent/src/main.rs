@@ -92,20 +92,19 @@ struct ConfigFile {
     #[arg(long, short, default_value = DEFAULT_CONFIG, env = "IMAG_CONFIG")]
     config: PathBuf,
     /// A compose file as the configuration: each service becomes a host (imag's own settings
-    /// under `x-imag`). Takes precedence over --config (and IMAG_CONFIG).
+    /// under `x-imag`). Takes precedence over `--config` (and `IMAG_CONFIG`).
     #[arg(long, value_name = "FILE")]
     compose: Option<PathBuf>,
 }
 
 impl ConfigFile {
     fn path_and_format(self) -> (PathBuf, config::Format) {
-        match self.compose {
-            Some(path) => (path, config::Format::Compose),
+        if let Some(path) = self.compose {
+            (path, config::Format::Compose)
+        } else {
             // A `.yml`/`.yaml` file given as --config is a compose file too.
-            None => {
-                let format = config::Format::of(&self.config);
-                (self.config, format)
-            }
+            let format = config::Format::of(&self.config);
+            (self.config, format)
         }
     }
 }
@@ -172,10 +171,10 @@ fn main() -> ExitCode {
                     metrics,
                 }))
             }),
-        Command::Status { target, json } => control_request(&target, Request::Status, json),
-        Command::Wake { host, target } => control_request(&target, Request::Wake { host }, false),
+        Command::Status { target, json } => control_request(&target, &Request::Status, json),
+        Command::Wake { host, target } => control_request(&target, &Request::Wake { host }, false),
         Command::Sleep { host, tier, target } => {
-            control_request(&target, Request::Sleep { host, tier }, false)
+            control_request(&target, &Request::Sleep { host, tier }, false)
         }
         Command::Detach {
             target,
@@ -192,14 +191,14 @@ fn main() -> ExitCode {
 }
 
 /// Sends one request to the running agent and prints the answer.
-fn control_request(target: &Target, request: Request, json: bool) -> anyhow::Result<()> {
+fn control_request(target: &Target, request: &Request, json: bool) -> anyhow::Result<()> {
     let response = block_on(async {
         let (network, _) = target.resolve().await?;
-        Ok(control::request(&control::socket_path(&network), &request).await?)
+        Ok(control::request(&control::socket_path(&network), request).await?)
     })?;
     match response {
         Response::Status(report) if json => {
-            println!("{}", serde_json::to_string_pretty(&report)?)
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Response::Status(report) => print!("{}", table::render_table(&report)),
         Response::Ok { message } => println!("{message}"),

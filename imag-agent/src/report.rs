@@ -51,7 +51,7 @@ impl Phase {
     }
 }
 
-/// The timings of one wake, as CLOCK_MONOTONIC nanoseconds (the clock `bpf_ktime_get_ns()`
+/// The timings of one wake, as `CLOCK_MONOTONIC` nanoseconds (the clock `bpf_ktime_get_ns()`
 /// reads, so the kernel's hold stamp and the agent's stamps compare).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WakeTimings {
@@ -238,7 +238,7 @@ pub struct HostView {
     pub last_wake: Option<WakeRecord>,
     pub held_packets: usize,
     pub traffic: Traffic,
-    /// CLOCK_MONOTONIC ns of the last packet that counts for idleness (warm hosts).
+    /// `CLOCK_MONOTONIC` ns of the last packet that counts for idleness (warm hosts).
     pub last_active_ns: Option<u64>,
 }
 
@@ -342,6 +342,10 @@ pub struct HostStatus {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the values compared are whole counts (or exact binary fractions) carried in f64, so equality is exact"
+)]
 mod tests {
     use super::*;
 

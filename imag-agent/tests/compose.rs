@@ -62,7 +62,7 @@ fn one_request_wakes_the_compose_chain_by_service_names() {
     let frontend = net.http_addr(20);
     let (answer, retransmits) = client
         .run(|| {
-            let answer = clients::http_get(frontend, Duration::from_secs(60));
+            let answer = clients::http_get(frontend, Duration::from_mins(1));
             (answer, clients::net_counter("TcpExt", "TCPSynRetrans"))
         })
         .unwrap();

@@ -1,4 +1,4 @@
-//! The holding programs on crafted frames through BPF_PROG_TEST_RUN, in the real kernel: a table
+//! The holding programs on crafted frames through `BPF_PROG_TEST_RUN`, in the real kernel: a table
 //! of cases (what the datapath was told, the frame → the verdict, the frame that leaves, the ring
 //! buffer record, the counters), every one run by one loop for both holding programs, `imag_hold`
 //! (XDP) and `imag_hold_tc` (TC), on a freshly loaded datapath.
@@ -62,6 +62,11 @@ enum Held {
 
 fn nothing(_: &mut Datapath, _: TestHook) {}
 
+#[allow(
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    reason = "the table of cases, in groups; each group's set-up functions sit beside its rows"
+)]
 fn cases() -> Vec<Case> {
     let syn = syn_to(COLD);
     let mut cases = vec![

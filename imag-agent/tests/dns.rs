@@ -39,7 +39,7 @@ fn upstream_answer(bytes: &[u8]) -> Vec<u8> {
         1
     };
     for i in 0..count {
-        let addr = Ipv4Addr::new(192, 0, 2, 1 + (i % 250) as u8);
+        let addr = Ipv4Addr::new(192, 0, 2, 1 + u8::try_from(i % 250).unwrap());
         response.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(addr))));
     }
     response.to_vec().unwrap()

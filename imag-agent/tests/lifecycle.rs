@@ -1,6 +1,11 @@
 //! The lifecycle of a host, for real: sleep from datapath activity, the paused standby tier,
 //! packets racing a sleep, readiness by event, and a datapath that outlives the agent.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpStream,

@@ -2,6 +2,11 @@
 //! ARP for hosts that do not exist yet, UDP, pings answered while cold, and failures that refuse
 //! at once instead of timing out.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{
     io::ErrorKind,
     net::{SocketAddr, TcpStream, UdpSocket},

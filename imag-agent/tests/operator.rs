@@ -1,6 +1,11 @@
 //! The operator's surface, for real: Prometheus metrics moving during a wake, the status, wake
 //! and sleep commands against a running agent, and `validate` pointing at every problem.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{os::unix::process::CommandExt as _, process::Command, time::Duration};
 
 use imag_testkit::{AgentProcess, IMAGE, TestNet, agent_binary, clients, docker, wait_until};

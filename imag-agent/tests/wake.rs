@@ -1,6 +1,11 @@
 //! The walking skeleton, for real: a client's first TCP connection to a cold imaginary host wakes
 //! a Docker container with exactly that address, and the client's own SYN completes the handshake.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{net::TcpListener, process::Command, time::Duration};
 
 use imag_testkit::{TestNet, agent_binary, clients, docker, netns::holding_program_attached};

@@ -97,6 +97,10 @@ pub const HOST_FLAG_IGNORES_PEERS: u8 = 1 << 2;
 /// Value of the `HOSTS` map, keyed by the host's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding, public so that both sides can build the value; never read"
+)]
 pub struct HostEntry {
     /// `HOST_MODE_HOLD` or `HOST_MODE_PASS`.
     pub mode: u8,
@@ -114,6 +118,10 @@ pub const IFACE_FLAG_BRIDGE: u32 = 1 << 0;
 /// interface it runs on to answer on it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding, public so that both sides can build the value; never read"
+)]
 pub struct InterfaceEntry {
     /// The interface's own MAC address: the hardware address ARP answers give out.
     pub mac: [u8; 6],
@@ -126,7 +134,7 @@ pub struct InterfaceEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldFrameHeader {
-    /// `bpf_ktime_get_ns()` when the frame was held (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` when the frame was held (`CLOCK_MONOTONIC`).
     pub held_at_ns: u64,
     /// The interface the frame arrived on; re-delivery injects it there again.
     pub ifindex: u32,

@@ -46,7 +46,7 @@ pub fn run() -> anyhow::Result<()> {
     drop(client);
     match detached {
         Ok(_) => {
-            println!("\n$ imag-agent detach   # programs, rules, containers and network removed")
+            println!("\n$ imag-agent detach   # programs, rules, containers and network removed");
         }
         Err(err) => eprintln!("detaching after the demo failed: {err}"),
     }

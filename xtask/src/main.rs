@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Task::Image => setup::run().and_then(|()| image::build()),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
-        Task::Bench(opts) => bench::run(opts),
+        Task::Bench(opts) => bench::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 //! - `bpf-linker`, built against the nightly toolchain's own LLVM. crates.io's default feature
 //!   links a newer LLVM than the one rustc ships here, so the linker is built with
 //!   `--no-default-features --features llvm-<major>` and an `LLVM_PREFIX` whose `lib/` holds
-//!   symlinks to the toolchain's `libLLVM`. The prefix lives under CARGO_HOME because the linker
+//!   symlinks to the toolchain's `libLLVM`. The prefix lives under `CARGO_HOME` because the linker
 //!   loads that library from there at run time (RUNPATH).
 
 use std::{
@@ -37,7 +37,7 @@ fn cargo_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
 }
 
-/// `cargo install` puts bpf-linker into CARGO_HOME/bin; make sure builds find it there.
+/// `cargo install` puts bpf-linker into `CARGO_HOME/bin`; make sure builds find it there.
 fn put_cargo_bin_on_path() {
     let bin = cargo_home().join("bin");
     let path = env::var_os("PATH").unwrap_or_default();
@@ -105,6 +105,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .context("the nightly rustc does not say which LLVM it uses")?
         .to_string();
     let lib_dir = sysroot.join("lib");
+    #[allow(
+        clippy::case_sensitive_file_extension_comparisons,
+        reason = "the toolchain names its libraries itself, in lower case"
+    )]
     let libllvm = std::fs::read_dir(&lib_dir)
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .filter_map(Result::ok)

@@ -162,6 +162,11 @@ pub struct BadCpus(pub f64);
 impl FromRaw<f64> for Cpus {
     type Err = BadCpus;
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "`nanos` is checked finite, whole and within 1..=1e18 first, so it fits a u64 exactly"
+    )]
     fn from_raw(raw: &f64) -> Result<Self, BadCpus> {
         let nanos = (raw * 1e9).round();
         if !raw.is_finite() || !(1.0..=1e18).contains(&nanos) {
@@ -202,9 +207,10 @@ impl FromStr for ContainerPath {
     type Err = RelativePath;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.starts_with('/') {
-            true => Ok(ContainerPath(text.to_string())),
-            false => Err(RelativePath(text.to_string())),
+        if text.starts_with('/') {
+            Ok(ContainerPath(text.to_string()))
+        } else {
+            Err(RelativePath(text.to_string()))
         }
     }
 }
@@ -225,9 +231,10 @@ impl FromStr for User {
             .split(':')
             .all(|part| !part.is_empty() && !part.chars().any(char::is_whitespace))
             && text.matches(':').count() <= 1;
-        match ok {
-            true => Ok(User(text.to_string())),
-            false => Err(BadUser(text.to_string())),
+        if ok {
+            Ok(User(text.to_string()))
+        } else {
+            Err(BadUser(text.to_string()))
         }
     }
 }

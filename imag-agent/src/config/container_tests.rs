@@ -121,7 +121,9 @@ fn numbers_and_health_values() {
         "-1 is not a process limit: give a number from 1 to 4294967295 (or leave it out)"
     );
     let string = |s: &str| raw::StringOrList::String(s.into());
-    let list = |l: &[&str]| raw::StringOrList::List(l.iter().map(|s| s.to_string()).collect());
+    let list = |l: &[&str]| {
+        raw::StringOrList::List(l.iter().map(std::string::ToString::to_string).collect())
+    };
     assert_eq!(
         HealthTest::from_raw(&string("curl -f localhost")),
         Ok(HealthTest(vec![

@@ -76,15 +76,19 @@ fn cycle_through(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use crate::config::{Config, tests::problems};
 
     fn config(hosts: &[(&str, &str)]) -> String {
         let mut text = String::from("[network]\nsubnet = \"10.9.0.0/24\"\n");
         for (i, (name, deps)) in hosts.iter().enumerate() {
-            text.push_str(&format!(
+            write!(
+                text,
                 "\n[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{}\"\nimage = \"i\"\ndepends_on = [{deps}]\n",
                 10 + i
-            ));
+            )
+            .unwrap();
         }
         text
     }

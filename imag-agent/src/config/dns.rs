@@ -207,7 +207,7 @@ mod tests {
         let mut problems = Vec::new();
         let config = section.resolve("Imag", &mut |span, message| {
             assert!(span.is_some(), "every problem points at its value");
-            problems.push(message)
+            problems.push(message);
         });
         config.ok_or(problems)
     }

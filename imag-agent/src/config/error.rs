@@ -62,7 +62,7 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
 }
 
-/// A value that did not parse, named by its key ("idle_timeout \"soon\" is not a duration …").
+/// A value that did not parse, named by its key ("`idle_timeout` \"soon\" is not a duration …").
 /// The value types' own errors leave the key out so that one type serves many keys.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{key} {source}")]

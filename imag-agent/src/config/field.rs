@@ -33,6 +33,10 @@ where
     }
 }
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "a `Report` takes an optional span; this puts a value's span in that shape"
+)]
 pub(super) fn span<T>(value: &Spanned<T>) -> Option<Range<usize>> {
     Some(value.span())
 }
@@ -75,6 +79,10 @@ pub(super) fn field_or<R, T: FromRaw<R>>(
 
 /// Parses a value that may be absent, which means `None` (`Some(None)`; the outer `None` is a
 /// reported problem).
+#[allow(
+    clippy::option_option,
+    reason = "the two `None`s differ, as said above: absent is fine, a bad value is a reported problem"
+)]
 pub(super) fn optional<R, T: FromRaw<R>>(
     value: Option<&Spanned<R>>,
     key: &'static str,

@@ -118,6 +118,10 @@ impl HostConfig {
 
 /// Checks one host; `network` is `None` when `[network]` itself was unusable (then the address is
 /// only checked for syntax).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one host's checks in the order of its keys, each a few lines"
+)]
 pub(super) fn validate(
     raw: &Spanned<raw::Host>,
     network: Option<&NetworkConfig>,
@@ -214,7 +218,10 @@ pub(super) fn validate(
     };
     let container = container::validate(host, report);
     if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
-        && check.healthcheck.as_ref().is_some_and(|h| h.disables())
+        && check
+            .healthcheck
+            .as_ref()
+            .is_some_and(crate::runtime::Healthcheck::disables)
     {
         report(
             host.ready.as_ref().and_then(span),
@@ -346,7 +353,7 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
         let config = Config::parse(text, "t").unwrap();
         let a = &config.hosts[0];
         assert_eq!(a.sleep, Tier::Paused);
-        assert_eq!(a.stop_after, Some(Duration::from_secs(3600)));
+        assert_eq!(a.stop_after, Some(Duration::from_hours(1)));
         assert_eq!(a.min_warm, Duration::ZERO);
         assert_eq!(a.ready_poll, Duration::from_millis(5));
         assert_eq!(

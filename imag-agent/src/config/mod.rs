@@ -149,7 +149,7 @@ fn from_raw(
         }
     };
     let config = validate(raw, &mut |span, message| {
-        problems.push(locate(span, message))
+        problems.push(locate(span, message));
     });
     match config {
         Some(mut config) if problems.is_empty() => {
@@ -260,7 +260,7 @@ idle_timeout = "5m"
             ReadyProbe::Tcp(8080),
             "ready defaults to tcp on the first port"
         );
-        assert_eq!(web.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(web.idle_timeout, Some(Duration::from_mins(5)));
         assert_eq!(web.wake_timeout, DEFAULT_WAKE_TIMEOUT);
         assert!(!web.proxy_arp, "proxy ARP is opt-in");
         assert!(web.answer_ping, "pings are answered by default");

@@ -30,6 +30,10 @@ pub struct Agent {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the fields are the TOML keys, `max_` and all"
+)]
 pub struct Hold {
     pub max_packets_per_host: Option<Spanned<usize>>,
     pub max_bytes_per_host: Option<Spanned<usize>>,

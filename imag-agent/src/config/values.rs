@@ -1,6 +1,6 @@
 //! The configuration's value types, each parsing itself (`FromStr`, or `FromRaw` for integers)
 //! with an error that names the value but not the key: `field.rs` puts the key in front, so
-//! "wake_timeout" and "backoff" share one duration type. The sections unwrap these into the plain
+//! "`wake_timeout`" and "backoff" share one duration type. The sections unwrap these into the plain
 //! types of the public config structs. The ready probe, a public type, is in `probe.rs`; the
 //! sleep tier is `crate::runtime::Tier`.
 
@@ -139,6 +139,11 @@ pub enum ByteSizeError {
 impl FromStr for ByteSize {
     type Err = ByteSizeError;
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "`bytes` is checked finite and below 2^64, and is never negative (no sign is accepted)"
+    )]
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let syntax = || ByteSizeError::Syntax(text.to_string());
         let split = text
@@ -330,7 +335,7 @@ mod tests {
         );
         assert_eq!(
             "1h 30m".parse(),
-            Ok(NonZeroDuration(Duration::from_secs(5400)))
+            Ok(NonZeroDuration(Duration::from_mins(90)))
         );
         assert_eq!("0s".parse::<NonZeroDuration>(), Err(DurationError::Zero));
         assert_eq!(err::<NonZeroDuration>("0ms"), "must be longer than zero");
@@ -340,7 +345,7 @@ mod tests {
              \"500ms\""
         );
         assert_eq!("0s".parse(), Ok(AnyDuration(Duration::ZERO)));
-        assert_eq!("2m".parse(), Ok(AnyDuration(Duration::from_secs(120))));
+        assert_eq!("2m".parse(), Ok(AnyDuration(Duration::from_mins(2))));
         assert!(err::<AnyDuration>("5").ends_with("write it like \"30s\", \"5m\" or \"0s\""));
         assert!(err::<AnyDuration>("").starts_with("\"\" is not a duration"));
     }

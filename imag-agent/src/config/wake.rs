@@ -26,7 +26,7 @@ impl Default for WakeConfig {
     fn default() -> Self {
         WakeConfig {
             backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_mins(5),
             ready_events: true,
             fast_thaw: true,
         }

@@ -12,7 +12,12 @@ pub(super) fn warnings(
     locate: &dyn Fn(Option<Range<usize>>, String) -> Problem,
 ) -> Vec<Problem> {
     let mut found = Vec::new();
-    for (raw, host) in raw.host.iter().map(|h| h.get_ref()).zip(&config.hosts) {
+    for (raw, host) in raw
+        .host
+        .iter()
+        .map(toml::Spanned::get_ref)
+        .zip(&config.hosts)
+    {
         let name = &host.name;
         let place = |key: &Option<toml::Spanned<String>>| key.as_ref().and_then(span);
         match host.idle_timeout {

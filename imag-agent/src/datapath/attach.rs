@@ -248,7 +248,7 @@ where
     FdLink::try_from(link).map_err(|source| DatapathError::NotBpfLink { program, source })
 }
 
-/// Checks that the running kernel's inet_sock_set_state record has the layout `imag_tcp_state`
+/// Checks that the running kernel's `inet_sock_set_state` record has the layout `imag_tcp_state`
 /// reads (it is stable ABI, but a wrong offset would silently miscount).
 fn check_tracepoint_layout() -> Result<(), DatapathError> {
     let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]

@@ -45,8 +45,12 @@ impl Datapath {
     }
 }
 
-/// A `struct xdp_md` for BPF_PROG_TEST_RUN: the frame starts at offset 0, has no metadata, and
+/// A `struct xdp_md` for `BPF_PROG_TEST_RUN`: the frame starts at offset 0, has no metadata, and
 /// arrived on `ifindex` (queue 0).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a test frame is at most a page long; `struct xdp_md` holds offsets as u32"
+)]
 pub(super) fn xdp_md_for(ifindex: u32, len: usize) -> [u8; 24] {
     let fields: [u32; 6] = [0, len as u32, 0, ifindex, 0, 0];
     let mut ctx = [0u8; 24];

@@ -68,7 +68,8 @@ impl Datapath {
     /// Like [`Datapath::load`], with the per-host maps sized for `hosts` hosts (with room to
     /// grow: twice that, rounded up to a power of two, at least 1024).
     pub fn load_for(pins: Option<Pins>, hosts: usize) -> Result<Datapath, DatapathError> {
-        let capacity = (hosts.max(512) * 2).next_power_of_two() as u32;
+        // Saturates rather than wraps; the map sizes are capped at MAX_HOSTS just below anyway.
+        let capacity = u32::try_from((hosts.max(512) * 2).next_power_of_two()).unwrap_or(u32::MAX);
         // eBPF-side logs are only for debugging: off unless the agent logs at debug level.
         let log_level: u8 = if tracing::enabled!(target: "imag_ebpf", tracing::Level::DEBUG) {
             4
@@ -86,7 +87,11 @@ impl Datapath {
                 pins.prepare()?;
                 adopted = pins.exists();
                 for map in PINNED_MAPS.iter().filter(|m| m.key > 0) {
-                    let needed = if map.per_host { hosts as u32 } else { 0 };
+                    let needed = if map.per_host {
+                        u32::try_from(hosts).unwrap_or(u32::MAX)
+                    } else {
+                        0
+                    };
                     pins.check_map(map.name, map.key, map.value, needed)?;
                 }
                 PINNED_MAPS

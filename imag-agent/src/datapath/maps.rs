@@ -144,8 +144,8 @@ impl Datapath {
     /// Packet counters summed over CPUs, indexed like `imag_common::stat`.
     pub fn stats(&self) -> [u64; stat::COUNT as usize] {
         let mut totals = [0u64; stat::COUNT as usize];
-        for (i, total) in totals.iter_mut().enumerate() {
-            if let Ok(values) = self.stats.get(&(i as u32), 0) {
+        for (i, total) in (0..stat::COUNT).zip(totals.iter_mut()) {
+            if let Ok(values) = self.stats.get(&i, 0) {
                 *total = values.iter().sum();
             }
         }

@@ -79,5 +79,5 @@ pub fn poll_readable<T: std::os::fd::AsRawFd>(
     unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE)
     }
-    .map_err(|e| e.into())
+    .map_err(std::convert::Into::into)
 }

@@ -48,9 +48,10 @@ pub async fn forward_held_frames(ring: RingBuf<MapData>, frames: mpsc::Sender<He
         };
         let mut batch = Vec::new();
         while let Some(record) = guard.get_inner_mut().next() {
-            match parse_record(&record) {
-                Some(frame) => batch.push(frame),
-                None => warn!(len = record.len(), "malformed held-frame record skipped"),
+            if let Some(frame) = parse_record(&record) {
+                batch.push(frame);
+            } else {
+                warn!(len = record.len(), "malformed held-frame record skipped");
             }
         }
         guard.clear_ready();
@@ -84,8 +85,11 @@ pub async fn forward_listen_events(
                 // SAFETY: plain old data, length checked.
                 let event: imag_common::SockEvent =
                     unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-                if event.kind == imag_common::SOCK_EVENT_LISTEN {
-                    let _ = ports.send(event.port as u16);
+                // The kernel side widens a u16 port to u32 (fixed-width map values).
+                if event.kind == imag_common::SOCK_EVENT_LISTEN
+                    && let Ok(port) = u16::try_from(event.port)
+                {
+                    let _ = ports.send(port);
                 }
             }
         }
@@ -111,7 +115,7 @@ mod tests {
             held_at_ns: 42,
             ifindex: 7,
             frame_len: 3,
-            host_addr: 0x0a4d000a,
+            host_addr: 0x0a4d_000a,
             host_id: 1,
         };
         let parsed = parse_record(&record(header, &[1, 2, 3])).unwrap();

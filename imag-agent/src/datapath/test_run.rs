@@ -26,18 +26,18 @@ impl TestHook {
 /// What a holding program decided, the same for XDP and TC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TestVerdict {
-    /// XDP_PASS / TC_ACT_OK.
+    /// `XDP_PASS` / `TC_ACT_OK`.
     Pass,
-    /// XDP_DROP / TC_ACT_SHOT.
+    /// `XDP_DROP` / `TC_ACT_SHOT`.
     Drop,
-    /// XDP_TX / TC_ACT_REDIRECT back out of the interface.
+    /// `XDP_TX` / `TC_ACT_REDIRECT` back out of the interface.
     Bounce,
     Other(u32),
 }
 
 impl Datapath {
     /// Runs the holding program — `imag_hold` (XDP) or `imag_hold_tc` (TC) — once on a crafted
-    /// frame (BPF_PROG_TEST_RUN) as if it arrived on `ifindex`, with all its map and ring buffer
+    /// frame (`BPF_PROG_TEST_RUN`) as if it arrived on `ifindex`, with all its map and ring buffer
     /// effects. Returns what the program decided and the frame as it left it.
     pub fn run_hold_program(
         &mut self,
@@ -74,7 +74,7 @@ impl Datapath {
     }
 }
 
-/// A `struct __sk_buff` for BPF_PROG_TEST_RUN of a TC program: everything zero but
+/// A `struct __sk_buff` for `BPF_PROG_TEST_RUN` of a TC program: everything zero but
 /// `ingress_ifindex` (offset 36), which becomes the skb's `skb_iif`.
 fn sk_buff_for(ingress_ifindex: u32) -> [u8; 192] {
     let mut ctx = [0u8; 192];

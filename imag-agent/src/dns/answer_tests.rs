@@ -62,7 +62,10 @@ fn ok(answers: &[&str]) -> Expect {
     Expect::Reply(
         ResponseCode::NoError,
         Outcome::Answered,
-        answers.iter().map(|a| a.to_string()).collect(),
+        answers
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
     )
 }
 

@@ -71,8 +71,8 @@ pub(super) async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                     .metrics
                     .record(outcome, Transport::Udp, Some(start.elapsed()));
             }
-            Verdict::Forward => match shared.forwards.clone().try_acquire_owned() {
-                Ok(permit) => {
+            Verdict::Forward => {
+                if let Ok(permit) = shared.forwards.clone().try_acquire_owned() {
                     let (socket, shared, bytes) = (socket.clone(), shared.clone(), bytes.to_vec());
                     tokio::spawn(async move {
                         let outcome = forward_udp(&socket, peer, &bytes, &query, &shared).await;
@@ -81,15 +81,14 @@ pub(super) async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                             .record(outcome, Transport::Udp, Some(start.elapsed()));
                         drop(permit);
                     });
-                }
-                Err(_) => {
+                } else {
                     let response = answer::response_to(&query, ResponseCode::ServFail);
                     send_udp(&socket, peer, &query, &response, &shared.metrics).await;
                     shared
                         .metrics
                         .record(Outcome::ServFail, Transport::Udp, Some(start.elapsed()));
                 }
-            },
+            }
         }
     }
 }
@@ -171,9 +170,8 @@ pub(super) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
 /// Queries one after another until the client closes, is idle too long, or sends garbage.
 async fn serve_connection(mut stream: TcpStream, shared: &Shared) {
     loop {
-        let bytes = match timeout(TCP_IDLE, upstream::read_framed(&mut stream)).await {
-            Ok(Ok(bytes)) => bytes,
-            _ => return,
+        let Ok(Ok(bytes)) = timeout(TCP_IDLE, upstream::read_framed(&mut stream)).await else {
+            return;
         };
         let start = Instant::now();
         let query = match answer::parse_query(&bytes) {

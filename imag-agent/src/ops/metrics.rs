@@ -159,7 +159,7 @@ impl Series {
             let count = snapshot.hosts.iter().filter(|h| h.state == state).count();
             self.hosts
                 .with_label_values(&[state.as_str()])
-                .set(count as i64);
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         for (outcome, value) in snapshot.counters.by_outcome() {
             self.packets.with_label_values(&[outcome]).inc_by(value);
@@ -171,7 +171,7 @@ impl Series {
             .datapath
             .get(imag_common::stat::DROPPED_RING_FULL as usize)
         {
-            self.ring_lost.set(*lost as i64);
+            self.ring_lost.set(i64::try_from(*lost).unwrap_or(i64::MAX));
         }
         let now_ns = monotonic_ns();
         for host in &snapshot.hosts {
@@ -189,7 +189,7 @@ impl Series {
             }
             self.host_connections
                 .with_label_values(&[name])
-                .set(t.open_connections as i64);
+                .set(i64::try_from(t.open_connections).unwrap_or(i64::MAX));
             if let Some(at) = host.last_active_ns {
                 self.host_idle_seconds
                     .with_label_values(&[name])
@@ -221,7 +221,7 @@ impl Collector for SnapshotCollector {
         series
             .collectors()
             .into_iter()
-            .flat_map(|c| c.collect())
+            .flat_map(prometheus::core::Collector::collect)
             .collect()
     }
 }

@@ -90,7 +90,7 @@ impl HeldPackets {
         self.queues[host].frames.is_empty()
     }
 
-    /// When the oldest packet still held for `host` was held (CLOCK_MONOTONIC ns).
+    /// When the oldest packet still held for `host` was held (`CLOCK_MONOTONIC` ns).
     pub fn oldest_ns(&self, host: usize) -> Option<u64> {
         self.queues[host]
             .frames
@@ -114,7 +114,7 @@ mod tests {
         HeldFrame {
             header: HeldFrameHeader {
                 held_at_ns: at_ns,
-                frame_len: len as u32,
+                frame_len: u32::try_from(len).unwrap(),
                 ..Default::default()
             },
             frame: vec![0; len],

@@ -1,7 +1,7 @@
 //! One configured host and what the orchestrator keeps about it, and every timer that decides
 //! something about a host, as pure functions of the host, its datapath activity and the time.
 //!
-//! Time is an input here (CLOCK_MONOTONIC nanoseconds, the clock the datapath stamps packets
+//! Time is an input here (`CLOCK_MONOTONIC` nanoseconds, the clock the datapath stamps packets
 //! with), never read: [`tick`] is what the orchestrator's periodic look asks about each host, and
 //! the tests below drive it on a fake clock. The races these timers decide — a packet slipping
 //! past the moment idleness was decided, a paused host escalating, a fast-thawed host's engine
@@ -31,7 +31,7 @@ pub const SETTLE_QUIET: Duration = Duration::from_secs(1);
 /// Why a host is going to sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SleepCause {
-    /// Idleness decided at this CLOCK_MONOTONIC time: called off if traffic shows up after it.
+    /// Idleness decided at this `CLOCK_MONOTONIC` time: called off if traffic shows up after it.
     Idle { decided_ns: u64 },
     /// The operator (or an escalation): no second look.
     Requested,
@@ -60,9 +60,9 @@ pub struct Host {
     pub last_wake: Option<WakeRecord>,
     /// Whether this agent process woke the container (and so stops it on exit).
     pub started_here: bool,
-    /// CLOCK_MONOTONIC ns when the host last became warm.
+    /// `CLOCK_MONOTONIC` ns when the host last became warm.
     pub warm_since_ns: u64,
-    /// CLOCK_MONOTONIC ns when the host last fell asleep.
+    /// `CLOCK_MONOTONIC` ns when the host last fell asleep.
     pub asleep_since_ns: u64,
     pub sleep_cause: Option<SleepCause>,
     /// A settle (engine view repair) is under way.
@@ -189,7 +189,9 @@ pub fn sleep_called_off(decided_ns: u64, activity: &HostActivity) -> bool {
 
 /// The oldest hold time a packet of `host` may have at `now_ns` before it is discarded.
 pub fn expiry_cutoff(host: &Host, now_ns: u64) -> u64 {
-    now_ns.saturating_sub(host.config.wake_timeout.as_nanos() as u64)
+    // A timeout beyond u64 nanoseconds (584 years) saturates: nothing expires.
+    let timeout_ns = u64::try_from(host.config.wake_timeout.as_nanos()).unwrap_or(u64::MAX);
+    now_ns.saturating_sub(timeout_ns)
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl<R: ContainerRuntime> Jobs<R> {
             match this.runtime.settle(&spec).await {
                 Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
                 Err(err) => {
-                    warn!(container = %spec.name, error = %err, "settling the engine's view failed")
+                    warn!(container = %spec.name, error = %err, "settling the engine's view failed");
                 }
             }
             let _ = this.outcomes.send(Outcome::Settled { host });
@@ -169,10 +169,10 @@ impl<R: ContainerRuntime> Jobs<R> {
                     });
                 }
                 Ok(Err(err)) => {
-                    warn!(container = %spec.name, error = %err, "cannot find the container's link")
+                    warn!(container = %spec.name, error = %err, "cannot find the container's link");
                 }
                 Err(err) => {
-                    warn!(container = %spec.name, error = %err, "looking for the container's link failed")
+                    warn!(container = %spec.name, error = %err, "looking for the container's link failed");
                 }
             }
         });

@@ -190,10 +190,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         for (id, host) in self.hosts.iter().enumerate() {
             let hold = !host.is_warm();
             self.datapath
-                .set_host(host.config.address, id as u32, hold, host.flags)?;
+                .set_host(host.config.address, host_id(id), hold, host.flags)?;
             self.datapath.ensure_activity(host.config.address)?;
             for prefix in &host.config.idle_ignore {
-                self.datapath.ignore_peers(id as u32, *prefix)?;
+                self.datapath.ignore_peers(host_id(id), *prefix)?;
             }
         }
         for id in 0..self.hosts.len() {
@@ -275,16 +275,15 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         };
         if !matches(&self.hosts, id) {
             // Held by a datapath that an earlier agent (with another configuration) set up.
-            match self
+            if let Some(found) = self
                 .hosts
                 .iter()
                 .position(|h| addr_key(h.config.address) == frame.header.host_addr)
             {
-                Some(found) => id = found,
-                None => {
-                    self.counters.dropped_unknown_host += 1;
-                    return;
-                }
+                id = found;
+            } else {
+                self.counters.dropped_unknown_host += 1;
+                return;
             }
         }
         self.counters.held += 1;
@@ -538,7 +537,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 let hold = action == Action::Hold;
                 if let Err(err) =
                     self.datapath
-                        .set_host(host.config.address, id as u32, hold, host.flags)
+                        .set_host(host.config.address, host_id(id), hold, host.flags)
                 {
                     warn!(host = %host.config.name, error = %err, "updating the datapath failed");
                 }
@@ -641,4 +640,13 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
 fn summary(frame: &[u8]) -> String {
     packets::summarize(frame).map_or_else(|e| e.to_string(), |s| s.to_string())
+}
+
+/// A host's index in the table as the datapath's host id.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the datapath's maps hold at most MAX_HOSTS (a u32) hosts: an index never nears u32::MAX"
+)]
+fn host_id(index: usize) -> u32 {
+    index as u32
 }

@@ -114,7 +114,7 @@ fn held(orch: &Orch, addr: Ipv4Addr) -> HeldFrame {
             ifindex: 3,
             frame_len: 60,
             host_addr: addr_key(addr),
-            host_id: id as u32,
+            host_id: u32::try_from(id).unwrap(),
         },
         frame: vec![0; 60],
     }

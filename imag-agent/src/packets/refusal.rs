@@ -48,6 +48,10 @@ pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
                     )
                     .rst()
             } else {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "sequence numbers count modulo 2^32; a frame's payload is far below it"
+                )]
                 let consumed =
                     tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
                 builder

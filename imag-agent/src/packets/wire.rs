@@ -1,4 +1,4 @@
-//! The socket through which the agent itself puts frames on a link (AF_PACKET): refusals
+//! The socket through which the agent itself puts frames on a link (`AF_PACKET)`: refusals
 //! ([`super::refusal`]) for held packets whose host could not be woken, and gratuitous ARP
 //! announcements ([`super::gratuitous_arp`]). These go *out* of an interface, towards
 //! the neighbour a held frame came from, so no routing or firewall decision is involved.
@@ -29,6 +29,11 @@ impl Wire {
     }
 
     /// Transmits a whole Ethernet frame out of `ifindex`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "C field types: AF_PACKET is 17, a kernel ifindex is a positive int, sockaddr_ll is 20 bytes"
+    )]
     pub fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| {
             io::Error::new(
@@ -51,7 +56,7 @@ impl Wire {
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };

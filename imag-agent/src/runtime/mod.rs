@@ -109,9 +109,9 @@ pub enum ContainerStatus {
 pub struct Started {
     /// The tier the container actually came from (the hint may have been stale).
     pub from: Tier,
-    /// CLOCK_MONOTONIC ns when the engine was asked to create, start or unpause.
+    /// `CLOCK_MONOTONIC` ns when the engine was asked to create, start or unpause.
     pub requested_ns: u64,
-    /// CLOCK_MONOTONIC ns when the engine reported the container running.
+    /// `CLOCK_MONOTONIC` ns when the engine reported the container running.
     pub running_ns: u64,
 }
 

@@ -31,7 +31,7 @@ pub struct ContainerOptions {
     /// Memory limit in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
-    /// CPU limit in billionths of a CPU (`cpus = 0.5` is 500_000_000), as Docker's `NanoCpus`.
+    /// CPU limit in billionths of a CPU (`cpus = 0.5` is `500_000_000`), as Docker's `NanoCpus`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nano_cpus: Option<u64>,
     /// Most processes (and threads) the container may have.

@@ -59,12 +59,14 @@ pub fn request_latencies(addr: SocketAddr, count: usize) -> io::Result<Vec<f64>>
 /// the goodput in Gbit/s.
 pub fn bulk_throughput(addr: SocketAddr, bytes: u64) -> io::Result<f64> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream.set_read_timeout(Some(Duration::from_mins(2)))?;
     let chunk = vec![0x5au8; 1 << 20];
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < bytes {
-        let n = chunk.len().min((bytes - sent) as usize);
+        let n = chunk
+            .len()
+            .min(usize::try_from(bytes - sent).unwrap_or(usize::MAX));
         stream.write_all(&chunk[..n])?;
         sent += n as u64;
     }

@@ -43,10 +43,7 @@ pub fn container_state(name: &str) -> anyhow::Result<String> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     // The body may be chunked; the state object is small enough to find by its key.
     let state = body
         .split("\"Status\":\"")

@@ -17,6 +17,7 @@ mod report;
 pub mod stats;
 
 use std::{
+    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -124,7 +125,11 @@ pub struct StormRun {
     pub client_ms: Vec<f64>,
 }
 
-pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark script: set-up, rounds, report, in the order they run"
+)]
+pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let binary = crate::prepare_agent("cargo xtask bench")?;
     ensure_tools()?;
     let root = workspace_root();
@@ -218,18 +223,15 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             let mut modes = ["none", "imag", "proxy"];
             modes.rotate_left(round % 3);
             for mode in modes {
-                let agent = match mode {
-                    "imag" => {
-                        let agent = start_agent(&binary, &base)?;
-                        wait_warm(&agent, &["web", "sink"])?;
-                        // The host links' programs are attached just after adoption.
-                        std::thread::sleep(Duration::from_millis(1500));
-                        Some(agent)
-                    }
-                    _ => {
-                        remove_pins(NETWORK);
-                        None
-                    }
+                let agent = if mode == "imag" {
+                    let agent = start_agent(&binary, &base)?;
+                    wait_warm(&agent, &["web", "sink"])?;
+                    // The host links' programs are attached just after adoption.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Some(agent)
+                } else {
+                    remove_pins(NETWORK);
+                    None
                 };
                 let (web, sink) = match mode {
                     "proxy" => (PROXY_WEB, PROXY_SINK),
@@ -401,7 +403,7 @@ fn web_status(agent: &AgentProcess) -> anyhow::Result<serde_json::Value> {
 }
 
 fn wait_warm(agent: &AgentProcess, hosts: &[&str]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let status = agent.status()?;
         let all_warm = hosts.iter().all(|name| {
@@ -504,7 +506,7 @@ fn ensure_tools() -> anyhow::Result<()> {
 fn machine(root: &Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     Machine {
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu_model: cpuinfo
             .lines()
             .find_map(|l| l.strip_prefix("model name"))
@@ -529,6 +531,10 @@ fn machine(root: &Path) -> Machine {
 }
 
 /// 1,000 and 10,000 configured hosts; storms of 50 and 100 cold hosts woken at once.
+#[allow(
+    clippy::too_many_lines,
+    reason = "two scales, then two storms, in the order they run"
+)]
 fn scale(
     binary: &Path,
     dir: &Path,
@@ -543,12 +549,13 @@ fn scale(
                 .to_string();
         for i in 0..hosts {
             let n = i + 2;
-            text += &format!(
+            write!(
+                text,
                 "\n[[host]]\nname = \"h{i}\"\naddress = \"10.64.{}.{}\"\nimage = \"{}\"\nports = [8080]\n",
                 n / 256,
                 n % 256,
                 image::IMAGE
-            );
+            )?;
         }
         std::fs::write(&config, text)?;
         cleanup(binary, &config);
@@ -571,7 +578,7 @@ fn scale(
                         })
                 })
                 .map_or(f64::NAN, |kb| kb / 1024.0);
-        let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / (1 << 20) as f64);
+        let map_memory_mib = map_memory("imagscale").map(|b| b as f64 / f64::from(1 << 20));
         agent.stop()?;
         cleanup(binary, &config);
         eprintln!("  attach {attach_ms:.0} ms, RSS {rss_mib:.1} MiB, maps {map_memory_mib:?} MiB");
@@ -588,11 +595,12 @@ fn scale(
         "[network]\nsubnet = \"10.65.0.0/24\"\nname = \"imagstorm\"\nbridge = \"imagstorm0\"\n"
             .to_string();
     for i in 0..150 {
-        text += &format!(
+        write!(
+            text,
             "\n[[host]]\nname = \"s{i}\"\naddress = \"10.65.0.{}\"\nimage = \"{}\"\ncommand = [\"/hello\", \"--port\", \"8080\"]\nports = [8080]\nwake_timeout = \"300s\"\n",
             i + 2,
             image::IMAGE
-        );
+        )?;
     }
     std::fs::write(&config, text)?;
     cleanup(binary, &config);
@@ -609,8 +617,12 @@ fn scale(
                 let workers: Vec<_> = (first..first + count)
                     .map(|i| {
                         scope.spawn(move || {
+                            #[allow(
+                                clippy::cast_possible_truncation,
+                                reason = "storms wake hosts 0..150: addresses .2 to .151"
+                            )]
                             let addr = SocketAddr::from(([10, 65, 0, (i + 2) as u8], 8080));
-                            client::time_to_first_byte(addr, Duration::from_secs(300))
+                            client::time_to_first_byte(addr, Duration::from_mins(5))
                                 .map(|d| d.as_secs_f64() * 1000.0)
                                 .map_err(|e| e.to_string())
                         })

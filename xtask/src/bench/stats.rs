@@ -14,6 +14,11 @@ pub struct Summary {
 }
 
 /// The `q`-quantile (0..=1) of sorted samples, by nearest rank.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the rank is a whole number in 0..=len for q in 0..=1, and is clamped besides"
+)]
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -40,6 +45,10 @@ pub fn summarize(samples: &[f64]) -> Summary {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the values compared are whole counts (or exact binary fractions) carried in f64, so equality is exact"
+)]
 mod tests {
     use super::*;
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 /// How long an agent may take to attach (10,000 hosts in the benchmarks take a while).
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+const ATTACH_TIMEOUT: Duration = Duration::from_mins(2);
 /// How long an agent may take to exit after SIGTERM (it finishes wakes under way first).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,6 +48,7 @@ impl Launch {
     }
 
     /// With further `attach` arguments.
+    #[must_use]
     pub fn args(mut self, args: &[&str]) -> Launch {
         self.args.extend(args.iter().map(ToString::to_string));
         self
@@ -261,7 +262,13 @@ impl AgentProcess {
             });
         };
         // SAFETY: kill with our own child's pid, not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        #[allow(
+            clippy::cast_possible_wrap,
+            reason = "a pid fits pid_t; `Child::id` only reports it as u32"
+        )]
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM)
+        };
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {

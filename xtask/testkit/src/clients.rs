@@ -140,6 +140,12 @@ fn net_counter_in(dir: &str, group: &str, name: &str) -> io::Result<u64> {
 }
 
 /// Sends one ICMP echo request to `addr` (raw socket; needs root) and waits for its reply.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "C socket API: AF_INET and struct sizes into their C types, the ICMP id masked to 16 \
+              bits, and a recv length already checked non-negative"
+)]
 pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
@@ -149,8 +155,8 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
     // SAFETY: a fresh descriptor nobody else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
     // SAFETY: valid fd and option value of the stated size.
     unsafe {
@@ -158,7 +164,7 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
+            (&raw const tv).cast(),
             std::mem::size_of::<libc::timeval>() as u32,
         )
     };
@@ -181,7 +187,7 @@ pub fn ping(addr: Ipv4Addr, timeout: Duration) -> io::Result<Duration> {
             request.as_ptr().cast(),
             request.len(),
             0,
-            (&to as *const libc::sockaddr_in).cast(),
+            (&raw const to).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         )
     };
@@ -217,5 +223,6 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    // Folded above: the sum fits 16 bits.
+    !u16::try_from(sum).expect("folded to 16 bits")
 }

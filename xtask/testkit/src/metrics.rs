@@ -68,6 +68,10 @@ impl Metrics {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the values compared are whole counts (or exact binary fractions) carried in f64, so equality is exact"
+)]
 mod tests {
     use super::*;
 

@@ -92,6 +92,10 @@ pub fn assign(
 }
 
 /// The index of a name's home among `len` usable addresses.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the remainder is below `len`, itself a usize"
+)]
 fn home(name: &str, len: usize) -> usize {
     // FNV-1a, 64 bits: written out so that it can never change under us.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -124,7 +128,10 @@ mod tests {
         let b = assign(&["cache", "web", "db"], &net(), &HashSet::new());
         assert_eq!(a, b);
         // Pinned: a change of the hash would move every deployed service.
-        assert_eq!(home("web", 253), 0x5ea0_e119_4872_1ef1_u64 as usize % 253);
+        assert_eq!(
+            home("web", 253),
+            usize::try_from(0x5ea0_e119_4872_1ef1_u64 % 253).unwrap()
+        );
     }
 
     #[test]

@@ -155,12 +155,11 @@ impl Interpolator<'_> {
     }
 
     fn lookup(&mut self, name: &str, at: usize) -> String {
-        match self.vars.get(name) {
-            Some(value) => value.to_string(),
-            None => {
-                self.unset.push((at, name.to_string()));
-                String::new()
-            }
+        if let Some(value) = self.vars.get(name) {
+            value.to_string()
+        } else {
+            self.unset.push((at, name.to_string()));
+            String::new()
         }
     }
 }

@@ -17,10 +17,10 @@
 //! yaml-rust/yaml-rust2 by the same maintainers, YAML 1.2, no `unsafe` in its parser, a bound on
 //! alias expansion ("billion laughs"), duplicate keys refused, and — what imag needs above all —
 //! a marked tree whose every node, semantic problems included, has a position, with scalars kept
-//! as written. serde_yaml is deprecated and unmaintained, serde_yml has soundness advisories, and
-//! the serde front ends (serde-saphyr, serde_norway) place syntax errors but not the values that
+//! as written. `serde_yaml` is deprecated and unmaintained, `serde_yml` has soundness advisories, and
+//! the serde front ends (`serde-saphyr`, `serde_norway`) place syntax errors but not the values that
 //! a later check refuses. saphyr builds with the workspace's rustc 1.95 (it needs 1.85); its
-//! default `encoding` feature (encoding_rs, for non-UTF-8 input) is left out: the file is read as
+//! default `encoding` feature (`encoding_rs`, for non-UTF-8 input) is left out: the file is read as
 //! UTF-8.
 
 mod address;
@@ -56,20 +56,19 @@ pub(super) fn load(path: &Path) -> Result<Config, LoadError> {
     let origin = path.display().to_string();
     let dir = path.parent().unwrap_or(Path::new("."));
     let dotenv_path = dir.join(".env");
-    let dotenv = match dotenv_path.exists() {
-        true => {
-            let text = read(&dotenv_path)?;
-            let env = Vars(std::env::vars().collect());
-            interpolate::dotenv(&text, &env).map_err(|bad| ConfigError {
-                origin: origin.clone(),
-                problems: vec![Problem {
-                    line: 0,
-                    column: 0,
-                    message: format!("{}:{}: {}", dotenv_path.display(), bad.line, bad.message),
-                }],
-            })?
-        }
-        false => Vec::new(),
+    let dotenv = if dotenv_path.exists() {
+        let text = read(&dotenv_path)?;
+        let env = Vars(std::env::vars().collect());
+        interpolate::dotenv(&text, &env).map_err(|bad| ConfigError {
+            origin: origin.clone(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("{}:{}: {}", dotenv_path.display(), bad.line, bad.message),
+            }],
+        })?
+    } else {
+        Vec::new()
     };
     let vars = Vars::new(std::env::vars(), Vars(dotenv.into_iter().collect()));
     Ok(parse(&text, &origin, &vars, dir)?)
@@ -121,13 +120,12 @@ pub(crate) fn parse(
     };
     let problems: Vec<Problem> = cx.problems.into_iter().map(|(a, m)| locate(a, m)).collect();
     let warnings: Vec<Problem> = cx.warnings.into_iter().map(|(a, m)| locate(a, m)).collect();
-    match raw {
-        Some(raw) => super::from_raw(&raw, text, origin, problems, warnings),
-        None => {
-            let mut problems = problems;
-            problems.sort_by_key(|p| (p.line, p.column));
-            Err(fail(problems))
-        }
+    if let Some(raw) = raw {
+        super::from_raw(&raw, text, origin, problems, warnings)
+    } else {
+        let mut problems = problems;
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(fail(problems))
     }
 }
 
@@ -168,15 +166,14 @@ impl Cx<'_> {
 
     /// A scalar as a spanned string (numbers and booleans as written), or a problem.
     fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
-        match node.text() {
-            Some(text) => Some(spanned(node.at, text.to_string())),
-            None => {
-                self.problem(
-                    node.at,
-                    format!("{what} must be a single value, not {}", node.kind()),
-                );
-                None
-            }
+        if let Some(text) = node.text() {
+            Some(spanned(node.at, text.to_string()))
+        } else {
+            self.problem(
+                node.at,
+                format!("{what} must be a single value, not {}", node.kind()),
+            );
+            None
         }
     }
 

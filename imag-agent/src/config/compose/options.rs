@@ -97,13 +97,14 @@ fn pids(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<i64>> {
 
 fn entrypoint(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<Vec<String>>> {
     let words = match node.text() {
-        Some(text) => match words::split(text) {
-            Ok(words) => words,
-            Err(_) => {
+        Some(text) => {
+            if let Ok(words) = words::split(text) {
+                words
+            } else {
                 cx.problem(node.at, "entrypoint: a quote is never closed".into());
                 return None;
             }
-        },
+        }
         None if node.is_null() => return None,
         None => cx
             .strings(node, "entrypoint", false)?
@@ -260,17 +261,17 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
     let test = if disabled {
         raw::StringOrList::List(vec!["NONE".into()])
     } else {
-        let Some(test) = found.get("test") else {
+        let Some(given) = found.get("test") else {
             cx.problem(
                 node.at,
                 "a healthcheck needs a `test` (or `disable: true`)".into(),
             );
             return None;
         };
-        match test.text() {
+        match given.text() {
             Some(text) => raw::StringOrList::String(text.to_string()),
             None => raw::StringOrList::List(
-                cx.strings(test, "healthcheck test", false)?
+                cx.strings(given, "healthcheck test", false)?
                     .into_iter()
                     .map(Spanned::into_inner)
                     .collect(),
@@ -283,7 +284,7 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
             "healthcheck start_interval is ignored (the engine's default is used)".into(),
         );
     }
-    let text = |k: &str, cx: &mut Cx<'_>| found.get(k).and_then(|n| cx.string(n, k));
+    let string = |k: &str, cx: &mut Cx<'_>| found.get(k).and_then(|n| cx.string(n, k));
     let retries = match found.get("retries") {
         Some(n) => {
             let r = n.text().and_then(|t| t.parse::<u32>().ok());
@@ -296,9 +297,9 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
     };
     let check = raw::Healthcheck {
         test: spanned(found.get("test").map_or(node.at, |t| t.at), test),
-        interval: text("interval", cx),
-        timeout: text("timeout", cx),
-        start_period: text("start_period", cx),
+        interval: string("interval", cx),
+        timeout: string("timeout", cx),
+        start_period: string("start_period", cx),
         retries,
     };
     Some(spanned(node.at, check))

@@ -8,7 +8,7 @@
 //!   `depends_on` (list, or `condition: service_started|service_healthy`), `extra_hosts`,
 //!   `networks` (the imag network only; `ipv4_address`), `x-imag` (imag's per-host settings,
 //!   over the top-level `x-imag.hosts` defaults), and the container options of `options.rs`
-//!   (volumes, user, working_dir, entrypoint, limits, capabilities, tmpfs, labels,
+//!   (volumes, user, `working_dir`, entrypoint, limits, capabilities, tmpfs, labels,
 //!   healthcheck). A healthcheck does not change the ready probe by itself (as in imag.toml):
 //!   `x-imag: { ready: healthy }` makes it the signal.
 //! - accepted with a warning, because imag owns what they would control: `restart` (imag starts
@@ -519,7 +519,7 @@ fn networks(node: &Node, name: &str, net_key: &str, cx: &mut Cx<'_>) -> Option<S
                 "service {name} joins network {net:?}: imag hosts join only the imag network \
                  ({net_key:?})"
             ),
-        )
+        );
     };
     if let Some(items) = node.seq() {
         for item in items {

@@ -1,7 +1,7 @@
 //! The compose front end end to end: the example application as compose and as TOML, problems
 //! with their line and column, interpolation and `.env`, and address stability.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 
 use super::{Vars, parse};
 use crate::config::{Config, Format, ReadyProbe, Tier};
@@ -243,7 +243,7 @@ fn addresses_are_stable_when_services_are_added() {
     let file = |names: &[&str]| {
         let mut text = format!("{NET}services:\n");
         for name in names {
-            text += &format!("  {name}:\n    image: i\n");
+            write!(text, "  {name}:\n    image: i\n").unwrap();
         }
         compose(&text).unwrap()
     };
@@ -296,7 +296,11 @@ fn container_options_in_compose_syntax() {
     );
     let config = compose(&text).unwrap();
     let db = &config.host("db").unwrap().container;
-    let binds: Vec<String> = db.mounts.iter().map(|m| m.to_bind()).collect();
+    let binds: Vec<String> = db
+        .mounts
+        .iter()
+        .map(crate::runtime::Mount::to_bind)
+        .collect();
     assert_eq!(
         binds,
         [

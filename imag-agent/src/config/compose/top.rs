@@ -53,9 +53,9 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
     Some(raw::Config {
         network: spanned(doc.at, network),
         host: hosts,
-        hold: section("hold").and_then(|n| hold(n, cx)),
-        wake: section("wake").and_then(|n| wake(n, cx)),
-        agent: section("agent").and_then(|n| agent(n, cx)),
+        hold: section("hold").map(|n| hold(n, cx)),
+        wake: section("wake").map(|n| wake(n, cx)),
+        agent: section("agent").map(|n| agent(n, cx)),
         dns: section("dns").map(|n| dns(n, cx)),
     })
 }
@@ -267,7 +267,7 @@ fn count(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<toml::Spanned<usize>
     value.map(|v| spanned(node.at, v))
 }
 
-fn hold(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Hold> {
+fn hold(node: &Node, cx: &mut Cx<'_>) -> raw::Hold {
     let allowed = [
         "max_packets_per_host",
         "max_bytes_per_host",
@@ -289,10 +289,10 @@ fn hold(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Hold> {
             _ => hold.max_bytes = n,
         }
     }
-    Some(hold)
+    hold
 }
 
-fn wake(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Wake> {
+fn wake(node: &Node, cx: &mut Cx<'_>) -> raw::Wake {
     let allowed = ["backoff", "backoff_max", "ready_events", "fast_thaw"];
     let mut wake = raw::Wake {
         backoff: None,
@@ -308,10 +308,10 @@ fn wake(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Wake> {
             _ => wake.fast_thaw = cx.boolean(value, key),
         }
     }
-    Some(wake)
+    wake
 }
 
-fn agent(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Agent> {
+fn agent(node: &Node, cx: &mut Cx<'_>) -> raw::Agent {
     let mut agent = raw::Agent {
         metrics: None,
         engine: None,
@@ -322,7 +322,7 @@ fn agent(node: &Node, cx: &mut Cx<'_>) -> Option<raw::Agent> {
             _ => agent.engine = cx.string(value, key),
         }
     }
-    Some(agent)
+    agent
 }
 
 fn dns(node: &Node, cx: &mut Cx<'_>) -> DnsSection {

@@ -90,8 +90,12 @@ impl Docker {
                     maximum_retry_count: None,
                 }),
                 // `-v` syntax: the engine creates a named volume on first use.
-                binds: (!o.mounts.is_empty())
-                    .then(|| o.mounts.iter().map(|m| m.to_bind()).collect()),
+                binds: (!o.mounts.is_empty()).then(|| {
+                    o.mounts
+                        .iter()
+                        .map(super::options::Mount::to_bind)
+                        .collect()
+                }),
                 tmpfs: (!o.tmpfs.is_empty()).then(|| o.tmpfs.clone().into_iter().collect()),
                 memory: o.memory.map(saturating_i64),
                 nano_cpus: o.nano_cpus.map(saturating_i64),
@@ -134,7 +138,7 @@ impl Docker {
             .map_err(|e| NotRunning::Gone(message_of(&e)))?;
         let state = inspected.state.clone().unwrap_or_default();
         match state.status {
-            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED) => {
                 Ok(inspected)
             }
             status => Err(NotRunning::Exited {
@@ -291,9 +295,10 @@ impl ContainerRuntime for Docker {
             .and_then(|n| n.get(&spec.network))
             .and_then(|e| e.mac_address.as_deref())
             .and_then(parse_mac);
+        // Docker reports the pid as i64; anything not a pid reads as 0, "none", like a missing one.
         let pid = inspected.state.and_then(|s| s.pid).unwrap_or_default();
         Ok(RunningInfo {
-            pid: pid as u32,
+            pid: u32::try_from(pid).unwrap_or_default(),
             mac,
         })
     }
@@ -341,7 +346,7 @@ impl ContainerRuntime for Docker {
                 };
                 match self.client.stop_container(&spec.name, Some(options)).await {
                     Ok(()) => Ok(()),
-                    Err(err) if matches!(status_of(&err), Some(304) | Some(404)) => Ok(()),
+                    Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
                     Err(err) => Err(classify(err, "stop", &spec.name)),
                 }
             }
@@ -381,13 +386,14 @@ impl ContainerRuntime for Docker {
             .state
             .as_ref()
             .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
             .unwrap_or_default();
         let status = match inspected.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
             Some(ContainerStateStatusEnum::PAUSED) => {
                 // Paused for the engine, but thawed directly by an earlier agent: it runs, and
                 // the engine's view needs settling.
-                match Freezer::of_process(pid as u32).and_then(|f| f.is_frozen()) {
+                match Freezer::of_process(pid).and_then(|f| f.is_frozen()) {
                     Ok(false) => {
                         self.thaw.set_unsettled(&spec.name, true);
                         ContainerStatus::Running
@@ -395,8 +401,9 @@ impl ContainerRuntime for Docker {
                     _ => ContainerStatus::Paused,
                 }
             }
-            Some(ContainerStateStatusEnum::RESTARTING)
-            | Some(ContainerStateStatusEnum::REMOVING) => ContainerStatus::Transitional,
+            Some(ContainerStateStatusEnum::RESTARTING | ContainerStateStatusEnum::REMOVING) => {
+                ContainerStatus::Transitional
+            }
             _ => ContainerStatus::Stopped,
         };
         Ok(Observed::Present { status, current })

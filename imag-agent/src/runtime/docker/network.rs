@@ -70,7 +70,7 @@ impl Docker {
                     observed.insert(name, self.observe(spec).await?);
                     continue;
                 }
-                Some(State::RESTARTING) | Some(State::REMOVING) => ContainerStatus::Transitional,
+                Some(State::RESTARTING | State::REMOVING) => ContainerStatus::Transitional,
                 _ => ContainerStatus::Stopped,
             };
             let current = container

@@ -64,7 +64,7 @@ impl Docker {
             .await
             .ok()?;
         let pid = inspected.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
-        let freezer = Freezer::of_process(pid as u32).ok()?;
+        let freezer = Freezer::of_process(u32::try_from(pid).ok()?).ok()?;
         self.thaw
             .freezers
             .lock()

@@ -271,11 +271,12 @@ impl State {
         let from = match existing {
             None => Tier::Absent,
             Some(ContainerStatus::Paused) => Tier::Paused,
-            Some(ContainerStatus::Stopped | ContainerStatus::Transitional) => Tier::Stopped,
             // Already running: Docker answers an unpause or start with "nothing to do" (the
             // container counts as started), and a create by recreating it.
             Some(ContainerStatus::Running) if hint == Tier::Absent => Tier::Absent,
-            Some(ContainerStatus::Running) => Tier::Stopped,
+            Some(
+                ContainerStatus::Stopped | ContainerStatus::Transitional | ContainerStatus::Running,
+            ) => Tier::Stopped,
         };
         if from == Tier::Absent {
             self.insert(spec, ContainerStatus::Running, spec.fingerprint());
@@ -334,12 +335,11 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
         self.record(Call::RemoveNetwork(name.into()));
         let mut state = self.state();
-        match state.networks.get(name) {
-            Some((false, _)) => Ok(false),
-            _ => {
-                state.networks.remove(name);
-                Ok(true)
-            }
+        if let Some((false, _)) = state.networks.get(name) {
+            Ok(false)
+        } else {
+            state.networks.remove(name);
+            Ok(true)
         }
     }
 

@@ -1,6 +1,6 @@
 //! Unit tests of the fake engine itself, and of readiness driven through it.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use super::*;
 use crate::{
@@ -16,9 +16,9 @@ fn spec(host: &str) -> ContainerSpec {
         address: Ipv4Addr::new(10, 77, 0, 10),
         image: "imag-test/http".into(),
         command: None,
-        env: Default::default(),
+        env: BTreeMap::new(),
         extra_hosts: Vec::new(),
-        options: Default::default(),
+        options: crate::runtime::ContainerOptions::default(),
     }
 }
 
@@ -288,6 +288,10 @@ async fn readiness_sees_a_scripted_exit() {
 /// `ready = "healthy"`: released when the engine says healthy (not before, and not failed by an
 /// unhealthy spell); an exit fails at once, no healthcheck at all fails with the fix.
 #[tokio::test(start_paused = true)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario on a paused clock, step by step"
+)]
 async fn readiness_waits_for_the_engines_health() {
     let fake = FakeRuntime::new();
     let mut web = spec("web");
