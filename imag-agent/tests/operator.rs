@@ -212,7 +212,8 @@ fn status_wake_and_sleep_drive_a_running_agent() {
     assert!(
         status["config"]
             .as_str()
-            .is_some_and(|c| c.ends_with(".toml")),
+            .and_then(|c| std::path::Path::new(c).extension())
+            .is_some_and(|e| e == "toml"),
         "the agent says its configuration file: {status}"
     );
     let (ok, json, err) = bare(&["status", "--json"]);
