@@ -180,3 +180,26 @@ pub fn bench(name: &str, count: usize, server: Option<SocketAddr>) -> Result<(),
     print!("{out}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_a_name_or_an_address_with_a_port() {
+        let by_name: Backend = "backend:8080".parse().unwrap();
+        assert_eq!((by_name.host.as_str(), by_name.port), ("backend", 8080));
+        assert_eq!(by_name.to_string(), "backend:8080");
+        let by_addr: Backend = "10.77.0.11:8080".parse().unwrap();
+        assert_eq!(
+            by_addr.resolve(None).unwrap(),
+            "10.77.0.11:8080".parse().unwrap(),
+            "an address needs no lookup"
+        );
+        for bad in ["backend", ":8080", "backend:http", "backend:70000"] {
+            assert!(bad.parse::<Backend>().is_err(), "{bad}");
+        }
+        assert_eq!(parse_server("127.0.0.11").unwrap().port(), 53);
+        assert_eq!(parse_server("10.0.0.1:5353").unwrap().port(), 5353);
+    }
+}
