@@ -1,10 +1,12 @@
 //! `hello`: the tiny services imag's demo, tests and benchmarks wake. Built as a static binary and
-//! run FROM scratch, so it uses only `std`.
+//! run FROM scratch, so it uses only `std` (and hickory-proto to ask DNS itself, [`resolve`]).
 //!
 //! ```text
 //! hello [--port 8080]                              HTTP: "hello from <hostname>[: $GREETING]"
 //! hello --port 8080 --backend 10.77.0.11:8080      HTTP frontend: asks the backend, wraps its answer
-//! hello --port 8080 --backend backend:8080         … by name (resolved at each request)
+//! hello --port 8080 --backend backend:8080         the same by name, looked up at each request
+//! hello --resolve NAME                             prints NAME's addresses (exit 1: none)
+//! hello --dns-bench NAME COUNT                     COUNT lookups, each one's latency in µs
 //! hello --udp 5353                                 UDP request/response: "answer <request>"
 //! hello --sink 9000                                 TCP sink: reads to EOF, answers the byte count
 //! ```
@@ -13,7 +15,7 @@
 //! TCP connection, else 1 (a healthcheck for an image without a shell).
 //! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
 //! with status 3 after N ms (a crashing one); `--stop-delay-ms N` takes N ms to exit on SIGTERM
-//! (a slow-stopping one).
+//! (a slow-stopping one). `--dns-server ADDR[:PORT]` asks that server instead of resolv.conf's.
 
 use std::{
     env,
@@ -23,10 +25,16 @@ use std::{
     time::Duration,
 };
 
+use resolve::Backend;
+
+mod resolve;
+
 struct Options {
     port: u16,
-    /// `ADDRESS:PORT` or `NAME:PORT`.
-    backend: Option<String>,
+    backend: Option<Backend>,
+    dns_server: Option<SocketAddr>,
+    resolve: Option<String>,
+    dns_bench: Option<(String, usize)>,
     udp: Option<u16>,
     sink: Option<u16>,
     delay_ms: u64,
@@ -39,6 +47,9 @@ fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
         port: 8080,
         backend: None,
+        dns_server: None,
+        resolve: None,
+        dns_bench: None,
         udp: None,
         sink: None,
         delay_ms: 0,
@@ -53,14 +64,28 @@ fn parse_args() -> Result<Options, String> {
             "--port" => {
                 opts.port = value("--port")?
                     .parse()
-                    .map_err(|e| format!("--port: {e}"))?;
+                    .map_err(|e| format!("--port: {e}"))?
             }
             "--backend" => {
-                let backend = value("--backend")?;
-                if !backend.contains(':') {
-                    return Err(format!("--backend: {backend:?} is not HOST:PORT"));
-                }
-                opts.backend = Some(backend);
+                opts.backend = Some(
+                    value("--backend")?
+                        .parse()
+                        .map_err(|e| format!("--backend: {e}"))?,
+                )
+            }
+            "--dns-server" => {
+                opts.dns_server = Some(
+                    resolve::parse_server(&value("--dns-server")?)
+                        .map_err(|e| format!("--dns-server: {e}"))?,
+                )
+            }
+            "--resolve" => opts.resolve = Some(value("--resolve")?),
+            "--dns-bench" => {
+                let name = value("--dns-bench")?;
+                let count = value("--dns-bench")?
+                    .parse()
+                    .map_err(|e| format!("--dns-bench COUNT: {e}"))?;
+                opts.dns_bench = Some((name, count));
             }
             "--udp" => opts.udp = Some(value("--udp")?.parse().map_err(|e| format!("--udp: {e}"))?),
             "--sink" => {
@@ -68,26 +93,26 @@ fn parse_args() -> Result<Options, String> {
                     value("--sink")?
                         .parse()
                         .map_err(|e| format!("--sink: {e}"))?,
-                );
+                )
             }
             "--delay-ms" => {
                 opts.delay_ms = value("--delay-ms")?
                     .parse()
-                    .map_err(|e| format!("--delay-ms: {e}"))?;
+                    .map_err(|e| format!("--delay-ms: {e}"))?
             }
             "--exit-after-ms" => {
                 opts.exit_after_ms = Some(
                     value("--exit-after-ms")?
                         .parse()
                         .map_err(|e| format!("--exit-after-ms: {e}"))?,
-                );
+                )
             }
             "--stop-delay-ms" => {
                 opts.stop_delay_ms = Some(
                     value("--stop-delay-ms")?
                         .parse()
                         .map_err(|e| format!("--stop-delay-ms: {e}"))?,
-                );
+                )
             }
             "--count-file" => opts.count_file = Some(value("--count-file")?),
             "--probe" => {
@@ -96,7 +121,7 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--probe: {e}"))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 let up = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
-                process::exit(i32::from(!up));
+                process::exit(if up { 0 } else { 1 });
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -109,6 +134,23 @@ fn main() {
         eprintln!("hello: {e}");
         process::exit(2);
     });
+    if let Some(name) = &opts.resolve {
+        match resolve::lookup(name, opts.dns_server) {
+            Ok(addrs) => addrs.iter().for_each(|a| println!("{a}")),
+            Err(e) => {
+                eprintln!("hello: {e}");
+                process::exit(1);
+            }
+        }
+        return;
+    }
+    if let Some((name, count)) = &opts.dns_bench {
+        if let Err(e) = resolve::bench(name, *count, opts.dns_server) {
+            eprintln!("hello: {e}");
+            process::exit(1);
+        }
+        return;
+    }
     if let Some(ms) = opts.exit_after_ms {
         thread::spawn(move || {
             thread::sleep(Duration::from_millis(ms));
@@ -143,7 +185,7 @@ fn main() {
     } else if let Some(port) = opts.udp {
         serve_udp(port, &identity);
     } else {
-        serve_http(opts.port, opts.backend, identity);
+        serve_http(opts.port, opts.backend, opts.dns_server, identity);
     }
 }
 
@@ -168,7 +210,8 @@ fn exit_slowly_on_sigterm(ms: u64) {
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn serve_udp(port: u16, identity: &str) {
@@ -210,29 +253,33 @@ fn serve_sink(port: u16) {
     }
 }
 
-fn serve_http(port: u16, backend: Option<String>, identity: String) {
+fn serve_http(
+    port: u16,
+    backend: Option<Backend>,
+    dns_server: Option<SocketAddr>,
+    identity: String,
+) {
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
         eprintln!("hello: binding tcp port {port}: {e}");
         process::exit(1);
     });
     let identity: &'static str = Box::leak(identity.into_boxed_str());
-    let backend: Option<&'static str> = backend.map(|b| &*Box::leak(b.into_boxed_str()));
+    let backend: Option<&'static Backend> = backend.map(|b| &*Box::leak(Box::new(b)));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         thread::spawn(move || {
-            let _ = handle(stream, backend, identity);
+            let _ = handle(stream, backend, dns_server, identity);
         });
     }
 }
 
-fn resolve(backend: &str) -> std::io::Result<SocketAddr> {
-    std::net::ToSocketAddrs::to_socket_addrs(backend)?
-        .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| std::io::Error::other(format!("{backend} has no IPv4 address")))
-}
-
 /// Answers HTTP/1.1 requests on one connection (keep-alive), each with a short text body.
-fn handle(stream: TcpStream, backend: Option<&str>, identity: &str) -> std::io::Result<()> {
+fn handle(
+    stream: TcpStream,
+    backend: Option<&Backend>,
+    dns_server: Option<SocketAddr>,
+    identity: &str,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -256,10 +303,12 @@ fn handle(stream: TcpStream, backend: Option<&str>, identity: &str) -> std::io::
         }
         let body = match backend {
             None => format!("hello from {identity}\n"),
-            // A name is looked up at each request: the host may not have existed at start.
-            Some(addr) => match resolve(addr).and_then(http_get) {
+            Some(backend) => match backend
+                .resolve(dns_server)
+                .and_then(|addr| http_get(addr, backend).map_err(|e| e.to_string()))
+            {
                 Ok(answer) => format!("{identity} via backend: {answer}"),
-                Err(e) => format!("{identity}: backend {addr} failed: {e}\n"),
+                Err(e) => format!("{identity}: backend {backend} failed: {e}\n"),
             },
         };
         // One write, one segment: the response is formatted first.
@@ -276,12 +325,12 @@ fn handle(stream: TcpStream, backend: Option<&str>, identity: &str) -> std::io::
 }
 
 /// A minimal HTTP GET returning the response body.
-fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+fn http_get(addr: SocketAddr, host: &Backend) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

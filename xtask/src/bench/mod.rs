@@ -8,10 +8,13 @@
 //!    engine's unpause — interleaved with the engine's unpause plus serve.
 //! 3. The warm path, three ways in rounds: no program attached, imag attached, a userspace TCP
 //!    proxy (haproxy) in the path: request/response latency and bulk throughput.
-//! 4. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
+//! 4. Names: a cold host's name answered by imag against Docker's embedded resolver answering a
+//!    running container's, from inside the same container; queries per second on one core.
+//! 5. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
 //!    of 50 and 100 cold hosts woken at once.
 
 mod client;
+mod dns;
 mod engine;
 mod report;
 pub mod stats;
@@ -88,6 +91,7 @@ pub struct Results {
     pub standby_imag_engine_unpause: Vec<WakeSample>,
     pub standby_engine: Vec<EngineSample>,
     pub warm: Vec<WarmRun>,
+    pub dns: Option<dns::DnsRun>,
     pub scale: Vec<ScaleRun>,
     pub storms: Vec<StormRun>,
 }
@@ -262,6 +266,20 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         }
         let _ = proxy.kill();
         let _ = proxy.wait();
+
+        eprintln!("bench: names (DNS) from inside a container, and queries per second");
+        let names = bench_config("names", &dns::cold_host(image::IMAGE))?;
+        let run = dns::measure(&binary, &names)?;
+        let (imag, docker) = (
+            stats::summarize(&run.imag_cold_us),
+            stats::summarize(&run.docker_warm_us),
+        );
+        eprintln!(
+            "  cold host by imag p50 {:.0} µs p99 {:.0} µs; running container by Docker p50 {:.0} \
+             µs p99 {:.0} µs; {:.0} queries/s on one core",
+            imag.p50, imag.p99, docker.p50, docker.p99, run.qps_one_core
+        );
+        results.dns = Some(run);
         cleanup(&binary, &base);
 
         if !opts.no_scale {

@@ -330,8 +330,35 @@ pub fn markdown(r: &Results) -> String {
         100.0 * proxy_tp / none_tp,
         none_tp / proxy_tp
     );
+    if let Some(dns) = &r.dns {
+        out.push_str("\n## 4. Names (DNS)\n\n");
+        out.push_str(
+            "Lookups one after another from inside a warm container on the imag network \
+             (`hello --dns-bench`, timed in-process), in the same run: a cold host's name asked \
+             of imag on the bridge gateway; a running container's name asked of Docker's \
+             embedded resolver (127.0.0.11); and the cold host's name asked of Docker's \
+             resolver, which forwards it to imag (what an application sees). Nothing is woken.\n\n",
+        );
+        header(&mut out);
+        for (name, samples) in [
+            ("cold host, imag", &dns.imag_cold_us),
+            ("running container, Docker's resolver", &dns.docker_warm_us),
+            (
+                "cold host, Docker's resolver → imag",
+                &dns.docker_forwarded_cold_us,
+            ),
+        ] {
+            row(&mut out, name, &summarize(samples), "µs");
+        }
+        let _ = writeln!(
+            out,
+            "\nThroughput: {:.0} queries/s answered by the agent pinned to one CPU (a cold \
+             host's A record over UDP from the host, 64 queries in flight, 3 s).",
+            dns.qps_one_core
+        );
+    }
     if !r.scale.is_empty() || !r.storms.is_empty() {
-        out.push_str("\n## 4. Scale\n\n| configured hosts | attach time ms | agent RSS MiB | map memory MiB |\n|---|---|---|---|\n");
+        out.push_str("\n## 5. Scale\n\n| configured hosts | attach time ms | agent RSS MiB | map memory MiB |\n|---|---|---|---|\n");
         for s in &r.scale {
             let _ = writeln!(
                 out,
