@@ -288,10 +288,7 @@ mod tests {
             stat::NAMES[stat::DROPPED_COPY_FAILED as usize],
             "dropped_copy_failed"
         );
-        assert_eq!(
-            stat::NAMES[stat::DROPPED_DENIED as usize],
-            "dropped_denied"
-        );
+        assert_eq!(stat::NAMES[stat::DROPPED_DENIED as usize], "dropped_denied");
     }
 }
 
