@@ -134,9 +134,15 @@ pub fn from_host(ctx: &TcContext) -> i32 {
 /// Whether the packet's TCP segment opens a connection (unreadable: assume it does).
 #[inline(always)]
 fn tcp_opens(ctx: &TcContext, ip: &Ipv4Hdr) -> bool {
-    let header_len = usize::from(ip.vihl & 0x0f) * 4;
-    read::<u8>(ctx, EthHdr::LEN + header_len + TCP_FLAGS_OFFSET)
-        .map_or(true, allow::opens_connection)
+    let flags = if ip.vihl == 0x45 {
+        read::<u8>(ctx, EthHdr::LEN + Ipv4Hdr::LEN + TCP_FLAGS_OFFSET)
+    } else {
+        // With options the offset varies, and the verifier refuses a direct read at a variable
+        // offset ("R1 offset is outside of the packet"): the helper copy takes any offset.
+        let header_len = usize::from(ip.vihl & 0x0f) * 4;
+        ctx.load::<u8>(EthHdr::LEN + header_len + TCP_FLAGS_OFFSET)
+    };
+    flags.map_or(true, allow::opens_connection)
 }
 
 /// Reads a header: straight from the packet when it is in the linear part (no helper call: this
