@@ -42,9 +42,10 @@ fn a_denied_client_wakes_nothing_and_reaches_no_warm_host() {
         "no container for a denied client's packets"
     );
     wait_until("dropped_denied is counted", Duration::from_secs(5), || {
-        net.scrape()
-            .value("imag_datapath_packets_total", &[("verdict", "dropped_denied")])
-            >= 1.0
+        net.scrape().value(
+            "imag_datapath_packets_total",
+            &[("verdict", "dropped_denied")],
+        ) >= 1.0
     });
 
     // Woken another way (the operator; its ready probe comes from the gateway, always allowed),

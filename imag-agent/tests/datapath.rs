@@ -339,13 +339,55 @@ fn allow_cases() -> Vec<Case> {
 fn the_host_link_refuses_denied_sources() {
     imag_testkit::require_environment();
     // (what, given, frame, ingress ifindex, verdict, dropped_denied)
-    type Given = fn(&mut Datapath, TestHook);
-    let rows: [(&str, Given, Vec<u8>, u32, TestVerdict, u64); 6] = [
-        ("a denied neighbour's SYN to a warm host", denying_the_client, syn_to(WARM), LO, Drop, 1),
-        ("an allowed neighbour's SYN to a warm host", allowing_the_client, syn_to(WARM), LO, Pass, 0),
-        ("a reply from a denied neighbour", denying_the_client, ack_to(WARM), LO, Pass, 0),
-        ("the machine's own packet (agent probe)", denying_the_client, syn_to(WARM), 0, Pass, 0),
-        ("a denied neighbour's packet to a cold host", denying_the_client, ack_to(COLD), LO, Drop, 1),
+    type Row = (
+        &'static str,
+        fn(&mut Datapath, TestHook),
+        Vec<u8>,
+        u32,
+        TestVerdict,
+        u64,
+    );
+    let rows: [Row; 6] = [
+        (
+            "a denied neighbour's SYN to a warm host",
+            denying_the_client,
+            syn_to(WARM),
+            LO,
+            Drop,
+            1,
+        ),
+        (
+            "an allowed neighbour's SYN to a warm host",
+            allowing_the_client,
+            syn_to(WARM),
+            LO,
+            Pass,
+            0,
+        ),
+        (
+            "a reply from a denied neighbour",
+            denying_the_client,
+            ack_to(WARM),
+            LO,
+            Pass,
+            0,
+        ),
+        (
+            "the machine's own packet (agent probe)",
+            denying_the_client,
+            syn_to(WARM),
+            0,
+            Pass,
+            0,
+        ),
+        (
+            "a denied neighbour's packet to a cold host",
+            denying_the_client,
+            ack_to(COLD),
+            LO,
+            Drop,
+            1,
+        ),
         ("an unrestricted host", nothing, syn_to(WARM), LO, Pass, 0),
     ];
     for (what, given, frame, ingress, verdict, denied) in rows {
@@ -358,7 +400,11 @@ fn the_host_link_refuses_denied_sources() {
         };
         assert_eq!(got, verdict, "{what}: verdict");
         let stats = datapath.stats();
-        assert_eq!(stats[stat::DROPPED_DENIED as usize], denied, "{what}: dropped_denied");
+        assert_eq!(
+            stats[stat::DROPPED_DENIED as usize],
+            denied,
+            "{what}: dropped_denied"
+        );
         if denied > 0 {
             assert!(ring.next().is_none(), "{what}: a denied packet is not held");
         }
