@@ -69,3 +69,28 @@ fn a_denied_client_wakes_nothing_and_reaches_no_warm_host() {
         .expect("the allowed client is still answered");
     assert_eq!(body, "hello from open\n");
 }
+
+/// A datapath pinned by an agent from before `allow_from` (no `ALLOW` map) still runs its own
+/// programs, which would not enforce it: the next agent refuses to adopt it and says what to do.
+#[test]
+fn a_datapath_without_the_allow_map_is_not_adopted() {
+    let net = TestNet::new(agent_binary!());
+    net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    net.start_agent(&config, &[]).kill9();
+    let pin = std::path::Path::new("/sys/fs/bpf/imag")
+        .join(net.network())
+        .join("ALLOW");
+    std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("removing {}: {e}", pin.display()));
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        net.start_agent(&config, &[])
+    }));
+    let Err(panic) = refused else {
+        panic!("the agent adopted a datapath without the ALLOW map")
+    };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("left by an older imag version") && message.contains("detach"),
+        "{message}"
+    );
+}

@@ -86,6 +86,8 @@ impl Datapath {
             Some(pins) => {
                 pins.prepare()?;
                 adopted = pins.exists();
+                let names: Vec<&'static str> = PINNED_MAPS.iter().map(|m| m.name).collect();
+                pins.check_complete(&names)?;
                 for map in PINNED_MAPS.iter().filter(|m| m.key > 0) {
                     let needed = if map.per_host { hosts as u32 } else { 0 };
                     pins.check_map(map.name, map.key, map.value, needed)?;
