@@ -13,7 +13,10 @@ use imag_agent::datapath::{
     TestVerdict::{self, Bounce, Drop, Pass},
     ring::parse_record,
 };
-use imag_common::{HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, IFACE_FLAG_BRIDGE, stat};
+use imag_common::{
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_PROXY_ARP, HOST_FLAG_RESTRICTED, IFACE_FLAG_BRIDGE, stat,
+};
+use ipnet::Ipv4Net;
 
 /// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
 const LO: u32 = 1;
@@ -27,6 +30,7 @@ const COLD_ID: u32 = 7;
 const WARM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
 /// Not an imaginary host.
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
+const WARM_ID: u32 = 8;
 
 /// One row: given a datapath that `given` prepared, `frame` arriving on `ifindex` gets `verdict`,
 /// leaves as `reply` says, leaves `held` in the ring buffer, and the counters are `counters`.
@@ -252,7 +256,164 @@ fn cases() -> Vec<Case> {
             counters: vec![(stat::HELD, 1), (stat::PING_ANSWERED, 0)],
         },
     ]);
+    cases.extend(allow_cases());
     cases
+}
+
+/// `allow_from`: `COLD` and `WARM` restricted to sources in `prefix` (and `ping` for `COLD`).
+fn restrict(datapath: &mut Datapath, prefix: &str, ping: u8) {
+    let prefix: Ipv4Net = prefix.parse().unwrap();
+    datapath
+        .set_allowed(&[(COLD_ID, prefix), (WARM_ID, prefix)])
+        .unwrap();
+    let flags = HOST_FLAG_RESTRICTED | ping;
+    datapath.set_host(COLD, COLD_ID, true, flags).unwrap();
+    datapath.set_host(WARM, WARM_ID, false, flags).unwrap();
+}
+
+fn allowing_the_client(datapath: &mut Datapath, _: TestHook) {
+    restrict(datapath, "10.98.0.0/24", HOST_FLAG_ANSWER_PING);
+}
+
+fn denying_the_client(datapath: &mut Datapath, _: TestHook) {
+    restrict(datapath, "10.50.0.0/16", HOST_FLAG_ANSWER_PING);
+}
+
+fn allow_cases() -> Vec<Case> {
+    let denied = |what, frame, verdict, counters| Case {
+        what,
+        given: denying_the_client,
+        frame,
+        ifindex: 0,
+        verdict,
+        reply: Reply::Unchecked,
+        held: Held::Nothing,
+        counters,
+    };
+    vec![
+        Case {
+            what: "a restricted cold host's packet from an allowed source is held",
+            given: allowing_the_client,
+            frame: syn_to(COLD),
+            ifindex: 0,
+            verdict: Drop,
+            reply: Reply::Unchecked,
+            held: Held::Whole,
+            counters: vec![(stat::HELD, 1), (stat::DROPPED_DENIED, 0)],
+        },
+        denied(
+            "a restricted cold host's packet from a denied source is dropped, waking nothing",
+            syn_to(COLD),
+            Drop,
+            vec![(stat::DROPPED_DENIED, 1), (stat::HELD, 0)],
+        ),
+        denied(
+            "a restricted cold host does not answer a denied source's ping",
+            echo_request_to(COLD),
+            Drop,
+            vec![(stat::DROPPED_DENIED, 1), (stat::PING_ANSWERED, 0)],
+        ),
+        denied(
+            "a restricted warm host's connection from a denied source is dropped",
+            syn_to(WARM),
+            Drop,
+            vec![(stat::DROPPED_DENIED, 1), (stat::PASSED_WARM, 0)],
+        ),
+        denied(
+            "a reply to a restricted warm host's own connection passes (it opens nothing)",
+            ack_to(WARM),
+            Pass,
+            vec![(stat::DROPPED_DENIED, 0), (stat::PASSED_WARM, 1)],
+        ),
+        Case {
+            what: "a restricted warm host's connection from an allowed source passes",
+            given: allowing_the_client,
+            frame: syn_to(WARM),
+            ifindex: 0,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::PASSED_WARM, 1), (stat::DROPPED_DENIED, 0)],
+        },
+    ]
+}
+
+/// `imag_to_host`, the last hop into a container, which traffic between hosts on the bridge
+/// meets instead of the holding program: the same rule for restricted hosts.
+#[test]
+fn the_host_link_refuses_denied_sources() {
+    imag_testkit::require_environment();
+    // (what, given, frame, ingress ifindex, verdict, dropped_denied)
+    type Row = (
+        &'static str,
+        fn(&mut Datapath, TestHook),
+        Vec<u8>,
+        u32,
+        TestVerdict,
+        u64,
+    );
+    let rows: [Row; 6] = [
+        (
+            "a denied neighbour's SYN to a warm host",
+            denying_the_client,
+            syn_to(WARM),
+            LO,
+            Drop,
+            1,
+        ),
+        (
+            "an allowed neighbour's SYN to a warm host",
+            allowing_the_client,
+            syn_to(WARM),
+            LO,
+            Pass,
+            0,
+        ),
+        (
+            "a reply from a denied neighbour",
+            denying_the_client,
+            ack_to(WARM),
+            LO,
+            Pass,
+            0,
+        ),
+        (
+            "the machine's own packet (agent probe)",
+            denying_the_client,
+            syn_to(WARM),
+            0,
+            Pass,
+            0,
+        ),
+        (
+            "a denied neighbour's packet to a cold host",
+            denying_the_client,
+            ack_to(COLD),
+            LO,
+            Drop,
+            1,
+        ),
+        ("an unrestricted host", nothing, syn_to(WARM), LO, Pass, 0),
+    ];
+    for (what, given, frame, ingress, verdict, denied) in rows {
+        let mut datapath = loaded();
+        let mut ring = datapath.take_held_frames().unwrap();
+        given(&mut datapath, TestHook::ToHost);
+        let result = datapath.run_hold_program(TestHook::ToHost, &frame, ingress);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        let stats = datapath.stats();
+        assert_eq!(
+            stats[stat::DROPPED_DENIED as usize],
+            denied,
+            "{what}: dropped_denied"
+        );
+        if denied > 0 {
+            assert!(ring.next().is_none(), "{what}: a denied packet is not held");
+        }
+    }
 }
 
 #[test]
@@ -321,7 +482,7 @@ fn run(hook: TestHook, case: &Case) {
 fn loaded() -> Datapath {
     let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
     datapath.set_host(COLD, COLD_ID, true, 0).unwrap();
-    datapath.set_host(WARM, 8, false, 0).unwrap();
+    datapath.set_host(WARM, WARM_ID, false, 0).unwrap();
     datapath
 }
 
@@ -381,6 +542,18 @@ fn syn_to(dst: Ipv4Addr) -> Vec<u8> {
         .ipv4(CLIENT.octets(), dst.octets(), 64)
         .tcp(40000, 8080, 1, 64240)
         .syn()
+        .write(&mut frame, &[])
+        .unwrap();
+    frame
+}
+
+/// A segment of an established connection (ACK only) from the client.
+fn ack_to(dst: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
+        .ipv4(CLIENT.octets(), dst.octets(), 64)
+        .tcp(40000, 8080, 1, 64240)
+        .ack(1)
         .write(&mut frame, &[])
         .unwrap();
     frame

@@ -46,9 +46,12 @@ pub mod maps {
     pub const SOCK_EVENTS: &str = "SOCK_EVENTS";
     /// `PerCpuArray<u64>` of packet counters, indexed by `stat::*`.
     pub const STATS: &str = "STATS";
+    /// `LpmTrie<AllowKey, u8>`: the sources (per host, by prefix) that may reach a host with
+    /// `HOST_FLAG_RESTRICTED` (`allow_from`); written by the agent.
+    pub const ALLOW: &str = "ALLOW";
 
     /// Every map above.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         HOSTS,
         INTERFACES,
         HELD_FRAMES,
@@ -58,6 +61,7 @@ pub mod maps {
         WAITING_PORTS,
         SOCK_EVENTS,
         STATS,
+        ALLOW,
     ];
 }
 
@@ -93,6 +97,9 @@ pub const HOST_FLAG_ANSWER_PING: u8 = 1 << 1;
 /// Host flag: the host has idle-ignore prefixes (so the datapath looks peers up in
 /// `IDLE_IGNORE`; without the flag it saves the trie lookup on every packet).
 pub const HOST_FLAG_IGNORES_PEERS: u8 = 1 << 2;
+/// Host flag: only sources in the host's `ALLOW` prefixes may reach it (`allow_from`); others
+/// are dropped (`stat::DROPPED_DENIED`). Without the flag the datapath skips the trie lookup.
+pub const HOST_FLAG_RESTRICTED: u8 = 1 << 3;
 
 /// Value of the `HOSTS` map, keyed by the host's address.
 #[repr(C)]
@@ -190,6 +197,17 @@ pub struct IgnoreKey {
     pub peer: [u8; 4],
 }
 
+/// Key data of the `ALLOW` LPM trie: which sources may reach a restricted host. Laid out like
+/// [`IgnoreKey`]: the prefix length is 32 (the host id in full) plus the source prefix's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowKey {
+    /// `HostEntry::host_id`, big-endian so that the trie matches it as leading bits.
+    pub host_id_be: [u8; 4],
+    /// Source address, network byte order.
+    pub source: [u8; 4],
+}
+
 /// A socket event for the agent, sent through the `SOCK_EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,8 +254,11 @@ pub mod stat {
     /// Dropped: a frame for a cold host that could not be copied into the ring buffer record
     /// (the program type's copy helper failed), so it was neither held nor passed.
     pub const DROPPED_COPY_FAILED: u32 = 10;
+    /// Dropped: a packet for a restricted host (`allow_from`) from a source it does not allow;
+    /// it woke nothing.
+    pub const DROPPED_DENIED: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     /// Prometheus-friendly names, indexed like the counters.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -252,6 +273,7 @@ pub mod stat {
         "held_at_host_link",
         "dropped_at_host_link",
         "dropped_copy_failed",
+        "dropped_denied",
     ];
 }
 
@@ -274,6 +296,7 @@ mod tests {
             stat::NAMES[stat::DROPPED_COPY_FAILED as usize],
             "dropped_copy_failed"
         );
+        assert_eq!(stat::NAMES[stat::DROPPED_DENIED as usize], "dropped_denied");
     }
 }
 
@@ -289,6 +312,8 @@ mod pod {
     unsafe impl aya::Pod for super::HostActivity {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IgnoreKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockEvent {}
 }

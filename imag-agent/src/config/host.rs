@@ -1,7 +1,7 @@
 //! One `[[host]]`: an imaginary host, its container, how it wakes and when it sleeps. Checks that
 //! need the network (address inside the subnet, inherited defaults) take the validated
 //! `[network]` from `network.rs`; checks across hosts (unique names and addresses) are in
-//! `mod.rs`.
+//! `mod.rs`, `depends.rs` and `allow.rs`.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 
@@ -47,6 +47,9 @@ pub struct HostConfig {
     pub min_warm: Duration,
     /// Peers (health checkers) whose traffic does not keep the host awake.
     pub idle_ignore: Vec<Ipv4Net>,
+    /// The only sources that may reach the host (`allow_from`, names resolved, the gateway
+    /// added); `None`: everyone.
+    pub allow_from: Option<Vec<Ipv4Net>>,
     /// Poll interval of the ready probe.
     pub ready_poll: Duration,
     /// Answer ARP for this host on attach interfaces while it is not warm (the bridge always
@@ -249,6 +252,8 @@ pub(super) fn validate(
         stop_after: stop_after?.map(|d| d.0),
         min_warm: min_warm?.0,
         idle_ignore: idle_ignore?,
+        // Names need every host: `allow.rs` fills it in the cross-host pass.
+        allow_from: None,
         ready_poll: ready_poll?.0,
         proxy_arp: host
             .proxy_arp

@@ -10,6 +10,7 @@
 //! looks like. Nothing else in the agent sees the raw structs.
 
 mod agent;
+mod allow;
 mod compose;
 pub(crate) mod container;
 mod depends;
@@ -200,6 +201,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
         }
     }
     depends::check(raw, &hosts, report);
+    allow::resolve(raw, network.as_ref(), &mut hosts, report);
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);

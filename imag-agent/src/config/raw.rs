@@ -61,6 +61,7 @@ pub struct Network {
     pub answer_ping: Option<bool>,
     #[serde(default)]
     pub idle_ignore: Vec<Spanned<String>>,
+    pub allow_from: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +82,7 @@ pub struct Host {
     pub stop_after: Option<Spanned<String>>,
     pub min_warm: Option<Spanned<String>>,
     pub idle_ignore: Option<Vec<Spanned<String>>>,
+    pub allow_from: Option<Vec<Spanned<String>>>,
     pub ready_poll: Option<Spanned<String>>,
     pub proxy_arp: Option<bool>,
     pub answer_ping: Option<bool>,

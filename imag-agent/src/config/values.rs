@@ -118,6 +118,37 @@ impl FromStr for Prefix {
     }
 }
 
+/// An `allow_from` entry: a source prefix (CIDR, or an address for a /32) or the name of a
+/// configured host (meaning its address; `allow.rs` resolves it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowSource {
+    Prefix(Ipv4Net),
+    Host(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither an IPv4 prefix (like \"10.0.0.0/8\"), an address nor a host name")]
+pub struct BadAllowSource(pub String);
+
+impl FromStr for AllowSource {
+    type Err = BadAllowSource;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(Prefix(net)) = text.parse() {
+            return Ok(AllowSource::Prefix(net));
+        }
+        // "10.0.0.300" is a mistyped address, not a host name.
+        let numeric = text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '/'));
+        if is_docker_name(text) && !numeric {
+            Ok(AllowSource::Host(text.to_string()))
+        } else {
+            Err(BadAllowSource(text.to_string()))
+        }
+    }
+}
+
 /// An amount of memory (`memory = "256MiB"`): a number (fractions allowed) and a unit. Units are
 /// binary and case-insensitive, as Docker and compose read them (`b`, `k`/`kb`/`kib`, `m`/`mb`/
 /// `mib`, `g`/`gb`/`gib`, `t`/`tb`/`tib`), so that "256m" means the same in both front ends.

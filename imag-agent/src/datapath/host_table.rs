@@ -26,6 +26,8 @@ pub trait HostTable {
     fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError>;
     /// Peers whose traffic does not count as the host's activity.
     fn ignore_peers(&mut self, host_id: u32, prefix: Ipv4Net) -> Result<(), DatapathError>;
+    /// The sources restricted hosts allow, as (host id, prefix) pairs: replaces the whole table.
+    fn set_allowed(&mut self, allowed: &[(u32, Ipv4Net)]) -> Result<(), DatapathError>;
     /// The host's activity, summed over CPUs.
     fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity>;
     /// Sets the host's count of open connections (recounted from its socket table).
@@ -57,6 +59,10 @@ impl HostTable for Datapath {
 
     fn ignore_peers(&mut self, host_id: u32, prefix: Ipv4Net) -> Result<(), DatapathError> {
         Datapath::ignore_peers(self, host_id, prefix)
+    }
+
+    fn set_allowed(&mut self, allowed: &[(u32, Ipv4Net)]) -> Result<(), DatapathError> {
+        Datapath::set_allowed(self, allowed)
     }
 
     fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {

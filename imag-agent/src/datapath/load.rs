@@ -15,7 +15,7 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProgramError, SchedClassifier, TracePoint, Xdp},
 };
-use imag_common::{HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, programs};
+use imag_common::{AllowKey, HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, programs};
 use tracing::{debug, info};
 
 use super::{Datapath, DatapathError, pins::Pins};
@@ -43,12 +43,13 @@ const fn pinned(name: &'static str, key: usize, value: usize, per_host: bool) ->
 }
 
 /// Every map but the eBPF-only `HOLD_SCRATCH`.
-const PINNED_MAPS: [PinnedMap; 8] = [
+const PINNED_MAPS: [PinnedMap; 9] = [
     pinned(maps::HOSTS, 4, size_of::<HostEntry>(), true),
     pinned(maps::INTERFACES, 4, size_of::<InterfaceEntry>(), false),
     pinned(maps::STATS, 4, 8, false),
     pinned(maps::ACTIVITY, 4, size_of::<HostActivity>(), true),
     pinned(maps::IDLE_IGNORE, 4 + size_of::<IgnoreKey>(), 1, false),
+    pinned(maps::ALLOW, 4 + size_of::<AllowKey>(), 1, false),
     pinned(maps::WAITING_PORTS, 4, 4, false),
     pinned(maps::HELD_FRAMES, 0, 0, false),
     pinned(maps::SOCK_EVENTS, 0, 0, false),
@@ -86,6 +87,8 @@ impl Datapath {
             Some(pins) => {
                 pins.prepare()?;
                 adopted = pins.exists();
+                let names: Vec<&'static str> = PINNED_MAPS.iter().map(|m| m.name).collect();
+                pins.check_complete(&names)?;
                 for map in PINNED_MAPS.iter().filter(|m| m.key > 0) {
                     let needed = if map.per_host {
                         u32::try_from(hosts).unwrap_or(u32::MAX)
@@ -133,6 +136,7 @@ impl Datapath {
         let stats = typed_map!(PerCpuArray, maps::STATS);
         let activity = typed_map!(PerCpuHashMap, maps::ACTIVITY);
         let idle_ignore = typed_map!(LpmTrie, maps::IDLE_IGNORE);
+        let allow = typed_map!(LpmTrie, maps::ALLOW);
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
@@ -147,6 +151,7 @@ impl Datapath {
             stats,
             activity,
             idle_ignore,
+            allow,
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),

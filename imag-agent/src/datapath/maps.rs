@@ -1,16 +1,17 @@
 //! Typed access to the maps the agent writes and reads: which hosts are held or passed, what the
-//! datapath knows of its interfaces, each host's activity and ignored peers, the ports wakes wait
-//! on, and the packet counters. Keys and values are `imag_common`'s types; the map names come
+//! datapath knows of its interfaces, each host's activity and ignored peers, the sources
+//! restricted hosts allow, the ports wakes wait on, and the packet counters. Keys and values are `imag_common`'s types; the map names come
 //! from `imag_common::maps`, which names each map's key and value types.
 //!
 //! Neighbours: the policy that decides what to write lives in `orchestrator`; [`super::load`]
 //! opens these maps.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
-    HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, stat,
+    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
+    maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -133,6 +134,40 @@ impl Datapath {
                 map: maps::IDLE_IGNORE,
                 source,
             })
+    }
+
+    /// Replaces the sources restricted hosts allow (`ALLOW`) with `allowed`, (host id, source
+    /// prefix) pairs: new entries are written before stale ones (an earlier agent's, or another
+    /// configuration's) are removed, so that no allowed source is refused meanwhile.
+    pub fn set_allowed(&mut self, allowed: &[(u32, Ipv4Net)]) -> Result<(), DatapathError> {
+        let map_error = |source| DatapathError::Map {
+            map: maps::ALLOW,
+            source,
+        };
+        let wanted: HashSet<(u32, [u8; 4], [u8; 4])> = allowed
+            .iter()
+            .map(|(host_id, prefix)| {
+                let prefix_len = 32 + u32::from(prefix.prefix_len());
+                (prefix_len, host_id.to_be_bytes(), prefix.network().octets())
+            })
+            .collect();
+        for &(prefix_len, host_id_be, source) in &wanted {
+            let key = Key::new(prefix_len, AllowKey { host_id_be, source });
+            self.allow.insert(&key, 1, 0).map_err(map_error)?;
+        }
+        let stale: Vec<Key<AllowKey>> = self
+            .allow
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| {
+                let data = key.data();
+                !wanted.contains(&(key.prefix_len(), data.host_id_be, data.source))
+            })
+            .collect();
+        for key in stale {
+            self.allow.remove(&key).map_err(map_error)?;
+        }
+        Ok(())
     }
 
     /// The table of ports wakes wait on for a LISTEN event (`WAITING_PORTS`), for readiness,

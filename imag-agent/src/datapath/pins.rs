@@ -57,6 +57,12 @@ pub enum PinsError {
         value: usize,
     },
     #[error(
+        "the datapath pinned in {} was left by an older imag version: it has no {map} map, and \
+         its attached programs lack what goes with it; run `imag-agent detach` first",
+        dir.display()
+    )]
+    Outdated { dir: PathBuf, map: &'static str },
+    #[error(
         "the pinned map {} has room for {room} hosts, but the configuration has {needed}: run \
          `imag-agent detach` first (the agent sizes its maps for the configuration)",
         path.display()
@@ -144,6 +150,18 @@ impl Pins {
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Checks that a datapath left here (if any) has every map in `names`: one without a map
+    /// this agent needs came from an older version whose programs are still attached.
+    pub fn check_complete(&self, names: &[&'static str]) -> Result<(), PinsError> {
+        match names.iter().find(|name| !self.map(name).exists()) {
+            Some(map) if self.exists() => Err(PinsError::Outdated {
+                dir: self.dir.clone(),
+                map,
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -16,6 +16,9 @@ pub enum TestHook {
     Xdp,
     /// `imag_hold_tc`.
     Tc,
+    /// `imag_to_host` (not a holding program, but run the same way: `ifindex` is the packet's
+    /// ingress, 0 for the machine's own packets).
+    ToHost,
 }
 
 impl TestHook {
@@ -49,6 +52,7 @@ impl Datapath {
         let (name, ctx): (&'static str, Vec<u8>) = match hook {
             TestHook::Xdp => (programs::HOLD, xdp_md_for(ifindex, frame.len()).to_vec()),
             TestHook::Tc => (programs::HOLD_TC, sk_buff_for(ifindex).to_vec()),
+            TestHook::ToHost => (programs::TO_HOST, sk_buff_for(ifindex).to_vec()),
         };
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -60,14 +64,17 @@ impl Datapath {
         let run_error = |source| DatapathError::Program { name, source };
         let result = match hook {
             TestHook::Xdp => program_mut::<Xdp>(&mut self.ebpf, name)?.test_run(opts),
-            TestHook::Tc => program_mut::<SchedClassifier>(&mut self.ebpf, name)?.test_run(opts),
+            TestHook::Tc | TestHook::ToHost => {
+                program_mut::<SchedClassifier>(&mut self.ebpf, name)?.test_run(opts)
+            }
         }
         .map_err(run_error)?;
         out.truncate(result.data_size_out as usize);
-        let verdict = match (hook, result.return_value) {
-            (TestHook::Xdp, 1) | (TestHook::Tc, 2) => TestVerdict::Drop,
-            (TestHook::Xdp, 2) | (TestHook::Tc, 0) => TestVerdict::Pass,
-            (TestHook::Xdp, 3) | (TestHook::Tc, 7) => TestVerdict::Bounce,
+        let tc = hook != TestHook::Xdp;
+        let verdict = match (tc, result.return_value) {
+            (false, 1) | (true, 2) => TestVerdict::Drop,
+            (false, 2) | (true, 0) => TestVerdict::Pass,
+            (false, 3) | (true, 7) => TestVerdict::Bounce,
             (_, other) => TestVerdict::Other(other),
         };
         Ok((verdict, out))

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use imag_common::{
-    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_FLAG_PROXY_ARP, HostActivity,
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_FLAG_PROXY_ARP, HOST_FLAG_RESTRICTED,
+    HostActivity,
 };
 
 use super::state::{HostState, Tier};
@@ -90,6 +91,9 @@ impl Host {
         }
         if !config.idle_ignore.is_empty() {
             flags |= HOST_FLAG_IGNORES_PEERS;
+        }
+        if config.allow_from.is_some() {
+            flags |= HOST_FLAG_RESTRICTED;
         }
         Host {
             spec: config.container_spec(network),

@@ -185,8 +185,19 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     }
 
     /// Writes every host into the datapath according to its state (entry, activity, ignored
-    /// peers), and starts activity counting on the links of warm hosts.
+    /// peers, allowed sources), and starts activity counting on the links of warm hosts.
     pub fn publish_hosts(&mut self) -> Result<(), crate::datapath::DatapathError> {
+        // Before the entries: a host flagged restricted must find its sources already there.
+        let allowed: Vec<(u32, ipnet::Ipv4Net)> = (self.hosts.iter().enumerate())
+            .flat_map(|(id, h)| {
+                h.config
+                    .allow_from
+                    .iter()
+                    .flatten()
+                    .map(move |p| (id as u32, *p))
+            })
+            .collect();
+        self.datapath.set_allowed(&allowed)?;
         for (id, host) in self.hosts.iter().enumerate() {
             let hold = !host.is_warm();
             self.datapath

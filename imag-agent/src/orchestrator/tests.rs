@@ -30,6 +30,8 @@ struct FakeTable {
     hold: HashMap<Ipv4Addr, bool>,
     activity: HashMap<Ipv4Addr, HostActivity>,
     links: HashSet<Ipv4Addr>,
+    /// Sources restricted hosts allow: (host id, prefix).
+    allowed: Vec<(u32, Ipv4Net)>,
     /// Frames re-delivered, in order: (ifindex, frame length).
     delivered: std::sync::Mutex<Vec<(u32, usize)>>,
 }
@@ -44,6 +46,10 @@ impl HostTable for FakeTable {
         Ok(())
     }
     fn ignore_peers(&mut self, _: u32, _: Ipv4Net) -> Result<(), DatapathError> {
+        Ok(())
+    }
+    fn set_allowed(&mut self, allowed: &[(u32, Ipv4Net)]) -> Result<(), DatapathError> {
+        self.allowed = allowed.to_vec();
         Ok(())
     }
     fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
@@ -340,4 +346,18 @@ async fn operator_commands_and_engine_exits() {
     orch.publish();
     assert_eq!(state(&orch, "web"), StateName::Asleep);
     assert!(orch.datapath().hold[&WEB], "held again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restricted_hosts_publish_their_allowed_sources() {
+    let hosts = host("web", 10, "allow_from = [\"10.8.0.0/16\"]") + &host("db", 11, "");
+    let (orch, _) = orchestrator(&hosts);
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    assert_eq!(
+        orch.datapath().allowed,
+        vec![(0, net("10.8.0.0/16")), (0, net("10.9.0.1/32"))],
+        "web's list and the gateway; db is not restricted"
+    );
+    assert_ne!(orch.hosts[0].flags & imag_common::HOST_FLAG_RESTRICTED, 0);
+    assert_eq!(orch.hosts[1].flags & imag_common::HOST_FLAG_RESTRICTED, 0);
 }

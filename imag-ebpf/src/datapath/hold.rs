@@ -1,6 +1,7 @@
 //! The holding programs' logic, the same for XDP and TC: ARP goes to `arp`, echo requests to
 //! `ping` (when the host wants them answered), and every other IPv4 packet to an imaginary host
-//! that is not warm is held: it goes to the agent, not the stack.
+//! that is not warm is held: it goes to the agent, not the stack. Before any of that, a
+//! restricted host's packets from sources it does not allow are dropped (`allow`).
 
 use aya_ebpf::{check_bounds_signed, helpers::generated::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
@@ -14,7 +15,9 @@ use network_types::{
 };
 
 use super::{
-    HELD_FRAMES, HOLD_SCRATCH, HOSTS, arp, count,
+    HELD_FRAMES, HOLD_SCRATCH, HOSTS,
+    allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
+    arp, count,
     packet::{Frame, Verdict, ptr_at},
     ping,
 };
@@ -42,9 +45,10 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
         return Verdict::Pass;
     };
     // SAFETY: ptr_at checked the bounds.
-    let (dst, plain, proto) = unsafe {
+    let (dst, source, plain, proto) = unsafe {
         (
             u32::from_ne_bytes((*ip).dst_addr),
+            (*ip).src_addr,
             is_plain_ipv4(&*ip),
             (*ip).proto,
         )
@@ -56,7 +60,13 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
     // SAFETY: map values stay valid for the program's run; a concurrent update by the agent
     // only changes which verdict this packet gets, never memory safety.
     let host: HostEntry = unsafe { *host };
-    if host.mode == HOST_MODE_PASS {
+    let warm = host.mode == HOST_MODE_PASS;
+    if allow::denied(&host, source, || {
+        !warm || proto != IPPROTO_TCP || !plain || tcp_opens(ctx)
+    }) {
+        return Verdict::Drop;
+    }
+    if warm {
         count(stat::PASSED_WARM);
         return Verdict::Pass;
     }
@@ -79,6 +89,16 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
 fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
     const MORE_FRAGMENTS: u8 = 0x20;
     ip.vihl == 0x45 && ip.frags[0] & MORE_FRAGMENTS == 0 && ip.frag_offset() == 0
+}
+
+/// Whether a plain IPv4 packet's TCP segment opens a connection (unreadable: assume it does).
+#[inline(always)]
+fn tcp_opens<F: Frame>(ctx: &F) -> bool {
+    match ptr_at::<u8, F>(ctx, EthHdr::LEN + Ipv4Hdr::LEN + TCP_FLAGS_OFFSET) {
+        // SAFETY: ptr_at checked the bounds.
+        Some(flags) => allow::opens_connection(unsafe { *flags }),
+        None => true,
+    }
 }
 
 fn hold<F: Frame>(ctx: &F, host_addr: u32, host_id: u32) -> Verdict {

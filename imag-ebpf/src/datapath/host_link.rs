@@ -6,6 +6,8 @@
 //!   still answer, and neighbours would then send to a frozen container), and holds IPv4 packets
 //!   that a neighbour on the bridge sent straight to the container's MAC address (they are
 //!   re-delivered on that neighbour's port once the host is warm again).
+//!   For a restricted host (`allow_from`) it drops what a source outside the list sends
+//!   (`allow`): traffic between hosts on the bridge only meets this hook.
 //! - `from_host` (ingress from the container) counts packets out.
 
 use aya_ebpf::{
@@ -22,7 +24,13 @@ use network_types::{
     ip::Ipv4Hdr,
 };
 
-use super::{ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES, count, hold::emit_held, packet::ptr_at};
+use super::{
+    ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES,
+    allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
+    count,
+    hold::emit_held,
+    packet::ptr_at,
+};
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
@@ -67,7 +75,16 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     };
     // SAFETY: map values stay valid for the program's run.
     let host = unsafe { *host };
-    if host.mode == HOST_MODE_PASS {
+    let warm = host.mode == HOST_MODE_PASS;
+    // The machine's own packets (the agent's probes and DNS answers) are not checked.
+    if !from_this_host
+        && allow::denied(&host, ip.src_addr, || {
+            !warm || ip.proto != IPPROTO_TCP || tcp_opens(ctx, &ip)
+        })
+    {
+        return TC_ACT_SHOT;
+    }
+    if warm {
         record(host_addr, &host, ip.src_addr, ctx.len(), Direction::In);
         return TC_ACT_OK;
     }
@@ -112,6 +129,20 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         record(host_addr, &host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK
+}
+
+/// Whether the packet's TCP segment opens a connection (unreadable: assume it does).
+#[inline(always)]
+fn tcp_opens(ctx: &TcContext, ip: &Ipv4Hdr) -> bool {
+    let flags = if ip.vihl == 0x45 {
+        read::<u8>(ctx, EthHdr::LEN + Ipv4Hdr::LEN + TCP_FLAGS_OFFSET)
+    } else {
+        // With options the offset varies, and the verifier refuses a direct read at a variable
+        // offset ("R1 offset is outside of the packet"): the helper copy takes any offset.
+        let header_len = usize::from(ip.vihl & 0x0f) * 4;
+        ctx.load::<u8>(EthHdr::LEN + header_len + TCP_FLAGS_OFFSET)
+    };
+    flags.map_or(true, allow::opens_connection)
 }
 
 /// Reads a header: straight from the packet when it is in the linear part (no helper call: this

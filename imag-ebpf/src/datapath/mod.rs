@@ -5,6 +5,7 @@
 //! function name is its program name, so renaming either here means renaming it there (the
 //! agent's tests check that every declared name resolves in this object).
 
+mod allow;
 mod arp;
 mod hold;
 mod host_link;
@@ -20,7 +21,7 @@ use aya_ebpf::{
     programs::{TcContext, TracePointContext, XdpContext},
 };
 use imag_common::{
-    HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
+    AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
     MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
 };
 
@@ -50,6 +51,11 @@ static ACTIVITY: PerCpuHashMap<u32, HostActivity> = PerCpuHashMap::with_max_entr
 /// Peers (per host, by prefix) whose traffic does not keep a host awake.
 #[map]
 static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
+
+/// Sources (per host, by prefix) that may reach a restricted host (`allow_from`); written by the
+/// agent. Sized for a few prefixes per host; entries take memory only when written.
+#[map]
+static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_HOSTS, 1);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
 #[map]
@@ -85,11 +91,12 @@ pub fn imag_hold(ctx: XdpContext) -> u32 {
 /// packet: a third of the throughput), while TC reads the headers where they are.
 #[classifier]
 pub fn imag_hold_tc(ctx: TcContext) -> i32 {
-    // The headers the program reads (up to the ICMP header) must be in the linear part.
-    const HEADERS: usize = 14 + 20 + 8;
-    let len = ctx.len() as usize;
-    if ctx.data_end() - ctx.data() < HEADERS && len >= HEADERS {
-        let _ = ctx.pull_data(HEADERS as u32);
+    // The headers the program reads (up to the ICMP header, or the TCP flags that `allow`
+    // looks at) must be in the linear part.
+    const HEADERS: usize = 14 + 20 + 20;
+    let wanted = HEADERS.min(ctx.len() as usize);
+    if ctx.data_end() - ctx.data() < wanted {
+        let _ = ctx.pull_data(wanted as u32);
     }
     match hold::try_hold(&ctx) {
         Verdict::Pass => TC_ACT_OK,

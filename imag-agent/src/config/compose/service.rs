@@ -37,7 +37,7 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 10] = [
+const IMAG_KEYS: [&str; 11] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
@@ -45,6 +45,7 @@ const IMAG_KEYS: [&str; 10] = [
     "stop_after",
     "min_warm",
     "idle_ignore",
+    "allow_from",
     "ready_poll",
     "proxy_arp",
     "answer_ping",
@@ -126,6 +127,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         stop_after: None,
         min_warm: None,
         idle_ignore: None,
+        allow_from: None,
         ready_poll: None,
         proxy_arp: None,
         answer_ping: None,
@@ -564,6 +566,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
             "proxy_arp" => host.proxy_arp = cx.boolean(value, key),
             "answer_ping" => host.answer_ping = cx.boolean(value, key),
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
+            "allow_from" => host.allow_from = cx.strings(value, key, true),
             _ => {
                 let text = cx.string(value, key);
                 let slot = match key {

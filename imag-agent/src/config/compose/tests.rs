@@ -347,3 +347,27 @@ fn option_problems_are_placed() {
     assert!(found[2].2.contains("set twice"));
     assert!(found[3].2.contains("`memswap_limit` is not supported"));
 }
+
+#[test]
+fn allow_from_per_service_and_as_the_network_default() {
+    let text = "x-imag:\n  network:\n    subnet: 10.3.0.0/24\n    allow_from: [10.50.0.0/16]\n\
+                services:\n  web:\n    image: i\n    x-imag:\n      allow_from: [frontend]\n  \
+                frontend:\n    image: i\n";
+    let config = compose(text).unwrap();
+    let frontend = config.host("frontend").unwrap();
+    let gateway = ipnet::Ipv4Net::from(config.network.gateway);
+    assert_eq!(
+        config.host("web").unwrap().allow_from,
+        Some(vec![gateway, ipnet::Ipv4Net::from(frontend.address)]),
+        "a service name is that host's address; the gateway is always allowed"
+    );
+    assert_eq!(
+        frontend.allow_from,
+        Some(vec![gateway, "10.50.0.0/16".parse().unwrap()]),
+        "the network default"
+    );
+    let bad = text.replace("[frontend]", "[backend]");
+    let found = problems(&bad);
+    assert_eq!((found[0].0, found[0].1), (9, 20), "{found:?}");
+    assert!(found[0].2.contains("names \"backend\""), "{found:?}");
+}

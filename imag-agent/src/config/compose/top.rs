@@ -5,7 +5,7 @@
 //! ```yaml
 //! x-imag:
 //!   network: { subnet: 10.77.0.0/24, name: imag, bridge: imag0, gateway: …, proxy_arp: …,
-//!              answer_ping: …, idle_ignore: […] }
+//!              answer_ping: …, idle_ignore: […], allow_from: […] }
 //!   hosts: { idle_timeout: 5m, sleep: pause, … }
 //!   hold: { max_packets_per_host: 64, … }
 //!   wake: { backoff: 1s, … }
@@ -124,6 +124,7 @@ fn network(doc: &Node, x: Option<&Node>, cx: &mut Cx<'_>) -> Option<(String, raw
         proxy_arp: None,
         answer_ping: None,
         idle_ignore: Vec::new(),
+        allow_from: None,
     };
     let mut subnet_found = false;
     let key = match chosen {
@@ -235,6 +236,7 @@ fn imag_network(node: &Node, net: &mut raw::Network, cx: &mut Cx<'_>) -> bool {
         "proxy_arp",
         "answer_ping",
         "idle_ignore",
+        "allow_from",
     ];
     let mut subnet = false;
     if node.is_null() {
@@ -253,6 +255,7 @@ fn imag_network(node: &Node, net: &mut raw::Network, cx: &mut Cx<'_>) -> bool {
             "gateway" => net.gateway = cx.string(value, "gateway"),
             "proxy_arp" => net.proxy_arp = cx.boolean(value, "proxy_arp"),
             "answer_ping" => net.answer_ping = cx.boolean(value, "answer_ping"),
+            "allow_from" => net.allow_from = cx.strings(value, "allow_from", true),
             _ => net.idle_ignore = cx.strings(value, "idle_ignore", true).unwrap_or_default(),
         }
     }
