@@ -18,6 +18,7 @@ mod error;
 mod field;
 mod hold;
 mod host;
+mod limits;
 mod network;
 mod probe;
 mod raw;
@@ -37,9 +38,10 @@ pub use self::{
     dns::{DnsConfig, DnsConfigError},
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
+    limits::{LimitsConfig, WakeRate},
     host::{
         BadDependency, DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, Dependency,
-        HostConfig,
+        DEFAULT_IDLE_TIMEOUT, HostConfig,
     },
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
@@ -81,6 +83,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The agent's DNS server for the hosts' names (`[dns]`).
     pub dns: DnsConfig,
+    /// The budget of warm hosts and the wake rate limits (`[limits]`).
+    pub limits: LimitsConfig,
     /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
     pub warnings: Vec<Problem>,
 }
@@ -203,6 +207,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
+    let limits = limits::validate(raw.limits.as_ref(), report);
     let dns = network
         .as_ref()
         .and_then(|n| raw.dns.clone().unwrap_or_default().resolve(&n.name, report));
@@ -213,6 +218,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
         wake: wake?,
         agent: agent?,
         dns: dns?,
+        limits: limits?,
         warnings: Vec::new(),
     })
 }

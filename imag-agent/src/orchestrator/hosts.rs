@@ -262,8 +262,8 @@ mod tests {
     }
 
     #[test]
-    fn without_idle_timeout_a_host_never_sleeps() {
-        let h = host("");
+    fn with_idle_timeout_never_a_host_never_sleeps() {
+        let h = host("idle_timeout = \"never\"");
         assert_eq!(tick(&h, &quiet_since(0), false, 100_000 * S), None);
     }
 

@@ -37,7 +37,7 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 10] = [
+const IMAG_KEYS: [&str; 11] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
@@ -48,6 +48,7 @@ const IMAG_KEYS: [&str; 10] = [
     "ready_poll",
     "proxy_arp",
     "answer_ping",
+    "priority",
 ];
 
 /// Keys accepted and ignored, with why.
@@ -125,6 +126,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         sleep: None,
         stop_after: None,
         min_warm: None,
+        priority: None,
         idle_ignore: None,
         ready_poll: None,
         proxy_arp: None,
@@ -564,6 +566,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
             "proxy_arp" => host.proxy_arp = cx.boolean(value, key),
             "answer_ping" => host.answer_ping = cx.boolean(value, key),
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
+            "priority" => host.priority = super::top::integer(cx, value, key),
             _ => {
                 let text = cx.string(value, key);
                 let slot = match key {
