@@ -77,6 +77,10 @@ pub struct Host {
     pub dependents: Vec<usize>,
     /// This host's own wake waits for its dependencies; it will start from this tier.
     pub awaiting_deps: Option<Tier>,
+    /// Its container's init process, while it runs (for its memory usage).
+    pub pid: Option<u32>,
+    /// Its container's latest measured memory usage (weighs it while it has no `memory` limit).
+    pub measured_memory: Option<u64>,
 }
 
 impl Host {
@@ -108,6 +112,8 @@ impl Host {
             deps: Vec::new(),
             dependents: Vec::new(),
             awaiting_deps: None,
+            pid: None,
+            measured_memory: None,
         }
     }
 
@@ -131,7 +137,7 @@ impl Host {
     }
 
     /// The host as observers see it (status, metrics).
-    pub fn view(&self, held_packets: usize) -> HostView {
+    pub fn view(&self, held_packets: usize, weight: u64) -> HostView {
         HostView {
             name: self.config.name.clone(),
             address: self.config.address,
@@ -148,6 +154,7 @@ impl Host {
                 open_connections: open_connections(&self.activity),
             },
             last_active_ns: self.is_warm().then(|| self.last_active_ns(&self.activity)),
+            weight,
         }
     }
 }
