@@ -47,9 +47,8 @@ pub fn udp_port_bound(pid: u32, port: u16) -> bool {
 /// it.
 pub fn memory_usage(pid: u32) -> Option<u64> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let read = |path: String| -> Option<u64> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
-    };
+    let read =
+        |path: String| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     cgroup_files(&cgroups).into_iter().find_map(read)
 }
 
@@ -64,7 +63,10 @@ fn cgroup_files(cgroups: &str) -> Vec<String> {
             continue;
         };
         if controllers.split(',').any(|c| c == "memory") {
-            files.insert(0, format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"));
+            files.insert(
+                0,
+                format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"),
+            );
         } else if controllers.is_empty() {
             files.push(format!("/sys/fs/cgroup{path}/memory.current"));
         }
@@ -131,10 +133,13 @@ mod tests {
     #[test]
     fn memory_is_read_from_the_v1_controller_first_else_v2() {
         let v1 = "12:memory:/docker/abc\n0::/system.slice/x.scope\n";
-        assert_eq!(cgroup_files(v1), vec![
-            "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes".to_string(),
-            "/sys/fs/cgroup/system.slice/x.scope/memory.current".to_string(),
-        ]);
+        assert_eq!(
+            cgroup_files(v1),
+            vec![
+                "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes".to_string(),
+                "/sys/fs/cgroup/system.slice/x.scope/memory.current".to_string(),
+            ]
+        );
         assert!(cgroup_files("3:cpu,cpuacct:/docker/abc\n").is_empty());
         assert_eq!(memory_usage(u32::MAX), None, "no such process");
     }

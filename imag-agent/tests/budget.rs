@@ -97,17 +97,25 @@ fn nothing_evictable_refuses_the_connection_within_milliseconds() {
         took < Duration::from_millis(200),
         "refused after {took:?}, expected a few ms"
     );
-    assert_eq!(container_status(&net.container("b")), None, "b never created");
+    assert_eq!(
+        container_status(&net.container("b")),
+        None,
+        "b never created"
+    );
     assert_eq!(
         net.scrape()
             .sum("imag_wakes_refused_total", &[("reason", "budget")]),
         1.0
     );
-    wait_until("the failure is in the status", Duration::from_secs(5), || {
-        agent.host("b").unwrap()["last_failure"]
-            .as_str()
-            .is_some_and(|f| f.starts_with("budget"))
-    });
+    wait_until(
+        "the failure is in the status",
+        Duration::from_secs(5),
+        || {
+            agent.host("b").unwrap()["last_failure"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("budget"))
+        },
+    );
 }
 
 #[test]

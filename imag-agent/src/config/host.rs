@@ -8,14 +8,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::{ContainerOptions, ContainerSpec};
-
 use super::{
     NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
     values::{AnyDuration, ExtraHost, HostName, IdleTimeout, NonZeroDuration, Port, Prefix},
 };
+use crate::runtime::{ContainerOptions, ContainerSpec};
 
 /// Default time a wake may take from the start request to ready before it counts as failed.
 pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(30);

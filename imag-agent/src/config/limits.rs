@@ -89,10 +89,7 @@ impl FromStr for WakeRate {
 }
 
 /// Checks `[limits]`; an absent section means the defaults.
-pub(super) fn validate(
-    raw: Option<&raw::Limits>,
-    report: &mut Report<'_>,
-) -> Option<LimitsConfig> {
+pub(super) fn validate(raw: Option<&raw::Limits>, report: &mut Report<'_>) -> Option<LimitsConfig> {
     let defaults = LimitsConfig::default();
     let Some(raw) = raw else {
         return Some(defaults);
@@ -179,9 +176,21 @@ mod tests {
              max_concurrent_wakes = 0\n",
         );
         let places: Vec<_> = found.iter().map(|p| (p.0, p.1)).collect();
-        assert_eq!(places, vec![(4, 12), (5, 17), (6, 20), (7, 24)], "{found:?}");
+        assert_eq!(
+            places,
+            vec![(4, 12), (5, 17), (6, 20), (7, 24)],
+            "{found:?}"
+        );
         assert_eq!(found[0].2, "max_warm must be at least 1");
-        assert!(found[1].2.starts_with("memory_budget \"lots\" is not a size"));
-        assert!(found[2].2.starts_with("wakes_per_source \"10 per minute\" is not a rate"));
+        assert!(
+            found[1]
+                .2
+                .starts_with("memory_budget \"lots\" is not a size")
+        );
+        assert!(
+            found[2]
+                .2
+                .starts_with("wakes_per_source \"10 per minute\" is not a rate")
+        );
     }
 }

@@ -202,7 +202,14 @@ mod tests {
             hosts: 2,
             bytes: 512 * MIB,
         };
-        let got = decide(&warm(2), used, Usage::default(), 1, 0, vec![c(0, 50), c(1, 10)]);
+        let got = decide(
+            &warm(2),
+            used,
+            Usage::default(),
+            1,
+            0,
+            vec![c(0, 50), c(1, 10)],
+        );
         assert_eq!(
             got,
             Decision::Wait {
@@ -213,15 +220,19 @@ mod tests {
 
     #[test]
     fn lower_priority_first_and_higher_than_the_waking_host_never() {
-        let used = Usage {
-            hosts: 2,
-            bytes: 0,
-        };
+        let used = Usage { hosts: 2, bytes: 0 };
         let important = Candidate {
             priority: 5,
             ..c(0, 1)
         };
-        let got = decide(&warm(2), used, Usage::default(), 1, 0, vec![important, c(1, 99)]);
+        let got = decide(
+            &warm(2),
+            used,
+            Usage::default(),
+            1,
+            0,
+            vec![important, c(1, 99)],
+        );
         assert_eq!(
             got,
             Decision::Wait {
@@ -243,10 +254,7 @@ mod tests {
 
     #[test]
     fn busy_hosts_only_with_evict_busy_and_last() {
-        let used = Usage {
-            hosts: 2,
-            bytes: 0,
-        };
+        let used = Usage { hosts: 2, bytes: 0 };
         let busy = Candidate {
             busy: true,
             ..c(0, 1)
@@ -260,7 +268,14 @@ mod tests {
             ..warm(2)
         };
         assert_eq!(
-            decide(&evict_busy, used, Usage::default(), 1, 0, vec![busy, c(1, 99)]),
+            decide(
+                &evict_busy,
+                used,
+                Usage::default(),
+                1,
+                0,
+                vec![busy, c(1, 99)]
+            ),
             Decision::Wait {
                 evict: vec![(1, Limit::MaxWarm)]
             },
@@ -278,11 +293,14 @@ mod tests {
             hosts: 3,
             bytes: 768 * MIB,
         };
-        let got = decide(&budget, used, Usage::default(), 512 * MIB, 0, vec![
-            c(0, 1),
-            c(1, 2),
-            c(2, 3),
-        ]);
+        let got = decide(
+            &budget,
+            used,
+            Usage::default(),
+            512 * MIB,
+            0,
+            vec![c(0, 1), c(1, 2), c(2, 3)],
+        );
         assert_eq!(
             got,
             Decision::Wait {
@@ -290,7 +308,14 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(&budget, Usage::default(), Usage::default(), 2048 * MIB, 0, vec![]),
+            decide(
+                &budget,
+                Usage::default(),
+                Usage::default(),
+                2048 * MIB,
+                0,
+                vec![]
+            ),
             Decision::Refuse(Limit::Memory),
             "larger than the whole budget"
         );
@@ -298,10 +323,7 @@ mod tests {
 
     #[test]
     fn hosts_already_releasing_are_waited_for_not_evicted_again() {
-        let used = Usage {
-            hosts: 2,
-            bytes: 0,
-        };
+        let used = Usage { hosts: 2, bytes: 0 };
         let releasing = Usage::one(0);
         assert_eq!(
             decide(&warm(2), used, releasing, 1, 0, vec![c(1, 1)]),

@@ -104,7 +104,14 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             let candidates = self.candidates(q.id);
             let priority = self.hosts[q.id].config.priority;
             let budget = self.governor.budget;
-            match budget::decide(&budget, used + ahead, releasing, weight, priority, candidates) {
+            match budget::decide(
+                &budget,
+                used + ahead,
+                releasing,
+                weight,
+                priority,
+                candidates,
+            ) {
                 Decision::Admit if self.wakes_running() < self.governor.max_concurrent => {
                     self.governor.queue.remove(i);
                     self.wake_admitted(q.id, q.from);
@@ -122,9 +129,12 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 }
                 Decision::Refuse(limit) => {
                     self.governor.queue.remove(i);
-                    self.refuse_wake(q.id, WakeError::Budget {
-                        limit: limit.as_str(),
-                    });
+                    self.refuse_wake(
+                        q.id,
+                        WakeError::Budget {
+                            limit: limit.as_str(),
+                        },
+                    );
                 }
             }
         }

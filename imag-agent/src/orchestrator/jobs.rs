@@ -232,7 +232,7 @@ async fn wake<R: ContainerRuntime>(
         runtime.wake(spec, from).await
     })
     .await
-        .map_err(|_| ReadyError::Timeout { probe, timeout })??;
+    .map_err(|_| ReadyError::Timeout { probe, timeout })??;
     let by = readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
     Ok((started, monotonic_ns(), by))
 }

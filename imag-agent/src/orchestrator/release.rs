@@ -10,8 +10,7 @@ use tracing::{debug, info, warn};
 use super::{Orchestrator, state::HostState};
 use crate::{
     clock::monotonic_ns,
-    datapath::HostTable,
-    datapath::ring::HeldFrame,
+    datapath::{HostTable, ring::HeldFrame},
     packets,
     report::{Phase, WakeRecord},
     runtime::{ContainerRuntime, Tier},

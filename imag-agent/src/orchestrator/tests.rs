@@ -388,11 +388,17 @@ async fn max_warm_evicts_the_least_recently_used_before_waking_the_third() {
         .iter()
         .position(|c| matches!(c, Call::Wake { container, .. } if container == "t-c"))
         .unwrap();
-    assert!(position(&fake, &stop_a) < wake_c, "room first, then the wake");
+    assert!(
+        position(&fake, &stop_a) < wake_c,
+        "room first, then the wake"
+    );
     assert_eq!(state(&orch, "a"), StateName::Asleep);
     assert_eq!(state(&orch, "b"), StateName::Warm);
     assert_eq!(state(&orch, "c"), StateName::Warm);
-    assert_eq!(orch.counters.delivered, 3, "c's held packet waited and went through");
+    assert_eq!(
+        orch.counters.delivered, 3,
+        "c's held packet waited and went through"
+    );
     let budget = orch.subscribe().borrow().budget;
     assert_eq!((budget.warm, budget.warm_limit), (2, Some(2)));
     assert_eq!(budget.evictions_max_warm, 1);
@@ -447,7 +453,11 @@ async fn nothing_evictable_refuses_the_wake_at_once() {
     let frame = held(&orch, DB);
     orch.on_held(frame);
     orch.publish();
-    assert_eq!(state(&orch, "b"), StateName::Failed, "decided without waiting");
+    assert_eq!(
+        state(&orch, "b"),
+        StateName::Failed,
+        "decided without waiting"
+    );
     assert_eq!(orch.counters.dropped_unanswerable, 1, "its packet refused");
     let failure = orch.hosts[1].last_wake.clone().unwrap().failure.unwrap();
     assert_eq!(failure.0, "budget");
@@ -471,8 +481,15 @@ async fn a_sweep_from_one_source_over_its_rate_starts_only_the_bucket() {
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(wakes(&fake).len(), 5, "{:?}", wakes(&fake));
     assert_eq!(orch.subscribe().borrow().budget.refused_rate, 45);
-    assert_eq!(orch.counters.dropped_unanswerable, 45, "refused (no wire here)");
-    let asleep = orch.hosts.iter().filter(|h| h.state.name() == "asleep").count();
+    assert_eq!(
+        orch.counters.dropped_unanswerable, 45,
+        "refused (no wire here)"
+    );
+    let asleep = orch
+        .hosts
+        .iter()
+        .filter(|h| h.state.name() == "asleep")
+        .count();
     assert_eq!(asleep, 45, "refused hosts stay asleep, without a failure");
 }
 
