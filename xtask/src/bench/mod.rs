@@ -24,9 +24,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch};
+use serde::Serialize;
 
 use crate::{cmd_output, image, run_cmd, workspace_root};
 

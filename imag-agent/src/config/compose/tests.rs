@@ -343,3 +343,21 @@ fn option_problems_are_placed() {
     assert!(found[2].2.contains("set twice"));
     assert!(found[3].2.contains("`memswap_limit` is not supported"));
 }
+
+#[test]
+fn limits_and_priority_come_from_x_imag() {
+    let text = format!(
+        "{NET}x-imag:\n  limits:\n    max_warm: 2\n    memory_budget: 1GiB\n    \
+         wakes_per_source: 5/min\n    evict_busy: true\nservices:\n  web:\n    image: img\n    \
+         x-imag:\n      priority: -3\n      idle_timeout: never\n"
+    );
+    let config = compose(&text).unwrap();
+    assert_eq!(config.limits.max_warm, Some(2));
+    assert_eq!(config.limits.memory_budget, Some(1 << 30));
+    assert_eq!(config.limits.wakes_per_source.unwrap().count, 5);
+    assert!(config.limits.evict_busy);
+    let web = config.host("web").unwrap();
+    assert_eq!((web.priority, web.idle_timeout), (-3, None));
+    let found = problems(&format!("{NET}x-imag:\n  limits:\n    max_warm: lots\n"));
+    assert_eq!(found[0].2, "max_warm must be a whole number", "{found:?}");
+}
