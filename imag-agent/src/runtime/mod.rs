@@ -20,18 +20,20 @@ pub mod freezer;
 mod options;
 mod tier;
 
+pub use engine::{Engine, UnknownEngine};
+pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
+pub use tier::{Tier, UnknownTier};
+
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     net::Ipv4Addr,
 };
 
-pub use engine::{Engine, UnknownEngine};
 use futures::stream::BoxStream;
-use ipnet::Ipv4Net;
-pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
 use serde::Serialize;
-pub use tier::{Tier, UnknownTier};
+
+use ipnet::Ipv4Net;
 
 /// Labels on every container imag manages, so that a restarted agent finds its containers.
 pub const LABEL_MANAGED: &str = "imag.managed";

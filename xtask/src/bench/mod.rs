@@ -24,8 +24,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use imag_testkit::{AgentProcess, ClientNs, Launch};
 use serde::Serialize;
+
+use imag_testkit::{AgentProcess, ClientNs, Launch};
 
 use crate::{cmd_output, image, run_cmd, workspace_root};
 
