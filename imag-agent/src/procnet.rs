@@ -41,6 +41,39 @@ pub fn udp_port_bound(pid: u32, port: u16) -> bool {
     bound(process.udp()) || bound(process.udp6())
 }
 
+/// The memory charged to the cgroup of process `pid` (a container's init): cgroup v1's
+/// `memory/<path>/memory.usage_in_bytes`, or v2's `<path>/memory.current`. `None` if the process
+/// is gone or neither file can be read. The orchestrator weighs hosts without a `memory` limit by
+/// it.
+pub fn memory_usage(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let read =
+        |path: String| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    cgroup_files(&cgroups).into_iter().find_map(read)
+}
+
+/// Where the memory usage of a process in the cgroups `cgroups` (`/proc/<pid>/cgroup`) is
+/// read, in order of preference.
+fn cgroup_files(cgroups: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            files.insert(
+                0,
+                format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"),
+            );
+        } else if controllers.is_empty() {
+            files.push(format!("/sys/fs/cgroup{path}/memory.current"));
+        }
+    }
+    files
+}
+
 fn process(pid: u32) -> Option<Process> {
     Process::new(i32::try_from(pid).ok()?).ok()
 }
@@ -96,6 +129,20 @@ mod tests {
 
     const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
                               retrnsmt   uid  timeout inode\n";
+
+    #[test]
+    fn memory_is_read_from_the_v1_controller_first_else_v2() {
+        let v1 = "12:memory:/docker/abc\n0::/system.slice/x.scope\n";
+        assert_eq!(
+            cgroup_files(v1),
+            vec![
+                "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes".to_string(),
+                "/sys/fs/cgroup/system.slice/x.scope/memory.current".to_string(),
+            ]
+        );
+        assert!(cgroup_files("3:cpu,cpuacct:/docker/abc\n").is_empty());
+        assert_eq!(memory_usage(u32::MAX), None, "no such process");
+    }
 
     #[test]
     fn established_connections_are_counted_by_local_address() {

@@ -178,6 +178,40 @@ impl HoldCounters {
     }
 }
 
+/// The budget of warm hosts (`[limits]`) as used now, and what it evicted and refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// Hosts counted against `max_warm` (warm, admitted waking, paused, going to sleep).
+    pub warm: u64,
+    pub warm_limit: Option<u64>,
+    /// Their weight together, in bytes.
+    pub memory_bytes: u64,
+    pub memory_limit: Option<u64>,
+    /// Wakes waiting for room (or for a wake slot).
+    pub queued: u64,
+    pub evictions_max_warm: u64,
+    pub evictions_memory: u64,
+    /// Wakes refused: no room and nothing evictable, or waited past their wake timeout.
+    pub refused_budget: u64,
+    /// Packets to cold hosts refused by the wake rate limits.
+    pub refused_rate: u64,
+}
+
+impl BudgetView {
+    /// `imag_evictions_total{reason}`.
+    pub fn evictions(&self) -> [(&'static str, u64); 2] {
+        [
+            ("max_warm", self.evictions_max_warm),
+            ("memory", self.evictions_memory),
+        ]
+    }
+
+    /// `imag_wakes_refused_total{reason}`.
+    pub fn refused(&self) -> [(&'static str, u64); 2] {
+        [("budget", self.refused_budget), ("rate", self.refused_rate)]
+    }
+}
+
 /// The name of a host's state, as status and `imag_hosts{state}` show it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -240,6 +274,8 @@ pub struct HostView {
     pub traffic: Traffic,
     /// `CLOCK_MONOTONIC` ns of the last packet that counts for idleness (warm hosts).
     pub last_active_ns: Option<u64>,
+    /// What it weighs in the memory budget, in bytes (limit, measured, or the default).
+    pub weight: u64,
 }
 
 /// Everything the orchestrator publishes for its observers: updated as hosts change state and
@@ -250,6 +286,8 @@ pub struct Snapshot {
     pub subnet: String,
     pub hosts: Vec<HostView>,
     pub counters: HoldCounters,
+    /// The budget of warm hosts and the wake rate limits.
+    pub budget: BudgetView,
     /// The datapath's verdict counters (summed over CPUs), indexed by `imag_common::stat`.
     pub datapath: Vec<u64>,
     /// Whether this agent process adopted a running datapath and warm hosts from an earlier one.
@@ -272,6 +310,7 @@ impl Snapshot {
             delivered_packets: self.counters.delivered,
             refused_packets: self.counters.refused,
             dropped_packets: self.counters.dropped(),
+            budget: self.budget,
         }
     }
 }
@@ -298,6 +337,7 @@ impl HostView {
                 .map(|at| now_ns.saturating_sub(at) as f64 / 1e9),
             open_connections: self.traffic.open_connections,
             held_packets: self.held_packets,
+            weight_bytes: self.weight,
         }
     }
 }
@@ -318,6 +358,8 @@ pub struct StatusReport {
     pub delivered_packets: u64,
     pub refused_packets: u64,
     pub dropped_packets: u64,
+    #[serde(default)]
+    pub budget: BudgetView,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -339,6 +381,9 @@ pub struct HostStatus {
     pub idle_for_s: Option<f64>,
     pub open_connections: u64,
     pub held_packets: usize,
+    /// What the host weighs in the memory budget.
+    #[serde(default)]
+    pub weight_bytes: u64,
 }
 
 #[cfg(test)]

@@ -8,19 +8,21 @@ use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr, time::Duration};
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::{ContainerOptions, ContainerSpec};
-
 use super::{
     NetworkConfig, ReadyProbe, Tier, container,
     field::{Report, field, field_or, items, optional, parse_with, span},
     raw,
-    values::{AnyDuration, ExtraHost, HostName, NonZeroDuration, Port, Prefix},
+    values::{AnyDuration, ExtraHost, HostName, IdleTimeout, NonZeroDuration, Port, Prefix},
 };
+use crate::runtime::{ContainerOptions, ContainerSpec};
 
 /// Default time a wake may take from the start request to ready before it counts as failed.
 pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default poll interval of ready probes (the fallback when readiness events are on).
 pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
+/// Default time without traffic after which a warm host sleeps (`idle_timeout = "never"` opts
+/// out): a woken host releases what it holds unless told otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default shortest time a woken host stays warm before idleness may put it to sleep.
 pub const DEFAULT_MIN_WARM: Duration = Duration::from_secs(30);
 
@@ -37,7 +39,8 @@ pub struct HostConfig {
     /// How long a wake may take from the start request to ready; also how long a held packet
     /// may wait before it is discarded.
     pub wake_timeout: Duration,
-    /// Time without packets and without open TCP connections after which the host sleeps.
+    /// Time without packets and without open TCP connections after which the host sleeps
+    /// (`None`: "never").
     pub idle_timeout: Option<Duration>,
     /// Where it sleeps.
     pub sleep: Tier,
@@ -45,6 +48,8 @@ pub struct HostConfig {
     pub stop_after: Option<Duration>,
     /// Shortest time a woken host stays warm before idleness may put it to sleep.
     pub min_warm: Duration,
+    /// Under the budget, lower priorities are evicted first (`priority = N`, default 0).
+    pub priority: i64,
     /// Peers (health checkers) whose traffic does not keep the host awake.
     pub idle_ignore: Vec<Ipv4Net>,
     /// The only sources that may reach the host (`allow_from`, names resolved, the gateway
@@ -179,8 +184,12 @@ pub(super) fn validate(
         NonZeroDuration(DEFAULT_WAKE_TIMEOUT),
         report,
     );
-    let idle_timeout: Option<Option<NonZeroDuration>> =
-        optional(host.idle_timeout.as_ref(), "idle_timeout", report);
+    let idle_timeout = field_or(
+        host.idle_timeout.as_ref(),
+        "idle_timeout",
+        IdleTimeout(Some(DEFAULT_IDLE_TIMEOUT)),
+        report,
+    );
     let sleep = field_or(host.sleep.as_ref(), "sleep", Tier::Stopped, report);
     if let Some(text) = &host.stop_after
         && sleep.is_some_and(|s| s != Tier::Paused)
@@ -247,10 +256,11 @@ pub(super) fn validate(
         ports: ports?,
         ready: ready?,
         wake_timeout: wake_timeout?.0,
-        idle_timeout: idle_timeout?.map(|d| d.0),
+        idle_timeout: idle_timeout?.0,
         sleep: sleep?,
         stop_after: stop_after?.map(|d| d.0),
         min_warm: min_warm?.0,
+        priority: host.priority.as_ref().map_or(0, |p| *p.get_ref()),
         idle_ignore: idle_ignore?,
         // Names need every host: `allow.rs` fills it in the cross-host pass.
         allow_from: None,

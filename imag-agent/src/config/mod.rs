@@ -19,6 +19,7 @@ mod error;
 mod field;
 mod hold;
 mod host;
+mod limits;
 mod network;
 mod probe;
 mod raw;
@@ -39,9 +40,10 @@ pub use self::{
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
     host::{
-        BadDependency, DEFAULT_MIN_WARM, DEFAULT_READY_POLL, DEFAULT_WAKE_TIMEOUT, Dependency,
-        HostConfig,
+        BadDependency, DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_WARM, DEFAULT_READY_POLL,
+        DEFAULT_WAKE_TIMEOUT, Dependency, HostConfig,
     },
+    limits::{LimitsConfig, WakeRate},
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
     values::BadMetricsAddress,
@@ -82,6 +84,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The agent's DNS server for the hosts' names (`[dns]`).
     pub dns: DnsConfig,
+    /// The budget of warm hosts and the wake rate limits (`[limits]`).
+    pub limits: LimitsConfig,
     /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
     pub warnings: Vec<Problem>,
 }
@@ -205,6 +209,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
+    let limits = limits::validate(raw.limits.as_ref(), report);
     let dns = network
         .as_ref()
         .and_then(|n| raw.dns.clone().unwrap_or_default().resolve(&n.name, report));
@@ -215,6 +220,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
         wake: wake?,
         agent: agent?,
         dns: dns?,
+        limits: limits?,
         warnings: Vec::new(),
     })
 }

@@ -19,6 +19,20 @@ pub struct Config {
     pub wake: Option<Wake>,
     pub agent: Option<Agent>,
     pub dns: Option<super::dns::DnsSection>,
+    pub limits: Option<Limits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_warm: Option<Spanned<usize>>,
+    pub memory_budget: Option<Spanned<String>>,
+    pub default_host_memory: Option<Spanned<String>>,
+    pub evict_busy: Option<bool>,
+    pub wakes_per_source: Option<Spanned<String>>,
+    pub wakes_per_second: Option<Spanned<usize>>,
+    pub max_concurrent_wakes: Option<Spanned<usize>>,
+    pub max_engine_calls: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +95,7 @@ pub struct Host {
     pub sleep: Option<Spanned<String>>,
     pub stop_after: Option<Spanned<String>>,
     pub min_warm: Option<Spanned<String>>,
+    pub priority: Option<Spanned<i64>>,
     pub idle_ignore: Option<Vec<Spanned<String>>>,
     pub allow_from: Option<Vec<Spanned<String>>>,
     pub ready_poll: Option<Spanned<String>>,

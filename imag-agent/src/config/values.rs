@@ -60,6 +60,22 @@ impl FromStr for AnyDuration {
     }
 }
 
+/// `idle_timeout`: a duration longer than zero, or "never" (the host sleeps only when told to
+/// or evicted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleTimeout(pub Option<Duration>);
+
+impl FromStr for IdleTimeout {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "never" => Ok(IdleTimeout(None)),
+            _ => text.parse().map(|NonZeroDuration(d)| IdleTimeout(Some(d))),
+        }
+    }
+}
+
 /// A bound on held packets or bytes (`[hold]`), written as an integer; zero would hold nothing
 /// and is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,8 +43,8 @@ pub(super) fn warnings(
                     found.push(locate(
                         place(&raw.min_warm),
                         format!(
-                            "host {name:?}: min_warm has no effect without idle_timeout (the \
-                             host never sleeps by itself)"
+                            "host {name:?}: min_warm has no effect with idle_timeout = \"never\" \
+                             (the host never sleeps by itself)"
                         ),
                     ));
                 }
@@ -52,8 +52,8 @@ pub(super) fn warnings(
                     found.push(locate(
                         span(&raw.name),
                         format!(
-                            "host {name:?}: idle_ignore has no effect without idle_timeout (the \
-                             host never sleeps by itself)"
+                            "host {name:?}: idle_ignore has no effect with idle_timeout = \"never\" \
+                             (the host never sleeps by itself)"
                         ),
                     ));
                 }
@@ -129,9 +129,11 @@ mod tests {
 
     #[test]
     fn settings_without_effect_are_pointed_out() {
-        let found = warnings(&format!("{HOST}min_warm = \"5s\"\n"));
+        let found = warnings(&format!(
+            "{HOST}min_warm = \"5s\"\nidle_timeout = \"never\"\n"
+        ));
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("min_warm has no effect without idle_timeout"));
+        assert!(found[0].contains("min_warm has no effect with idle_timeout = \"never\""));
         let found = warnings(&format!("{HOST}ready = \"delay:40s\"\n"));
         assert!(
             found.iter().any(|w| w.contains("every wake will time out")),

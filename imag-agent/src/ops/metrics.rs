@@ -88,6 +88,10 @@ struct Series {
     host_bytes: IntCounterVec,
     host_connections: IntGaugeVec,
     host_idle_seconds: GaugeVec,
+    evictions: IntCounterVec,
+    refused: IntCounterVec,
+    budget_used: IntGaugeVec,
+    budget_limit: IntGaugeVec,
 }
 
 impl Series {
@@ -138,10 +142,37 @@ impl Series {
                 &["host"],
             )
             .expect("valid metric"),
+            evictions: counter(
+                "evictions_total",
+                "Hosts put to sleep to make room in the budget, by the limit a wake ran into",
+                &["reason"],
+            ),
+            refused: counter(
+                "wakes_refused_total",
+                "Wakes refused: budget (no room, nothing evictable) or rate (source over its \
+                 wake rate)",
+                &["reason"],
+            ),
+            budget_used: IntGaugeVec::new(
+                Opts::new(
+                    "budget_used",
+                    "Warm, waking and paused hosts (warm) and their weight in bytes (memory)",
+                ),
+                &["resource"],
+            )
+            .expect("valid metric"),
+            budget_limit: IntGaugeVec::new(
+                Opts::new(
+                    "budget_limit",
+                    "[limits] max_warm (warm) and memory_budget (memory), when set",
+                ),
+                &["resource"],
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 8] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
             &self.hosts,
             &self.packets,
@@ -151,6 +182,10 @@ impl Series {
             &self.host_bytes,
             &self.host_connections,
             &self.host_idle_seconds,
+            &self.evictions,
+            &self.refused,
+            &self.budget_used,
+            &self.budget_limit,
         ]
     }
 
@@ -172,6 +207,26 @@ impl Series {
             .get(imag_common::stat::DROPPED_RING_FULL as usize)
         {
             self.ring_lost.set(i64::try_from(*lost).unwrap_or(i64::MAX));
+        }
+        let b = &snapshot.budget;
+        for (reason, value) in b.evictions() {
+            self.evictions.with_label_values(&[reason]).inc_by(value);
+        }
+        for (reason, value) in b.refused() {
+            self.refused.with_label_values(&[reason]).inc_by(value);
+        }
+        for (resource, used, limit) in [
+            ("warm", b.warm, b.warm_limit),
+            ("memory", b.memory_bytes, b.memory_limit),
+        ] {
+            self.budget_used
+                .with_label_values(&[resource])
+                .set(used as i64);
+            if let Some(limit) = limit {
+                self.budget_limit
+                    .with_label_values(&[resource])
+                    .set(limit as i64);
+            }
         }
         let now_ns = monotonic_ns();
         for host in &snapshot.hosts {
@@ -356,6 +411,7 @@ mod tests {
                 ..Traffic::default()
             },
             last_active_ns: None,
+            weight: 1 << 20,
         };
         tx.send_modify(|s| {
             s.hosts = vec![host("a", StateName::Warm), host("b", StateName::Failed)];

@@ -17,7 +17,21 @@ pub fn render_table(report: &StatusReport) -> String {
         report.refused_packets,
         report.dropped_packets
     );
-    let rows: Vec<[String; 8]> = std::iter::once(
+    let b = &report.budget;
+    let limit = |l: Option<u64>, f: fn(u64) -> String| l.map_or("unlimited".into(), f);
+    let _ = writeln!(
+        out,
+        "budget: warm {}/{}, memory {}/{}, queued {}; evicted {}, refused budget {}, rate {}",
+        b.warm,
+        limit(b.warm_limit, |n| n.to_string()),
+        mib(b.memory_bytes),
+        limit(b.memory_limit, mib),
+        b.queued,
+        b.evictions_max_warm + b.evictions_memory,
+        b.refused_budget,
+        b.refused_rate
+    );
+    let rows: Vec<[String; 9]> = std::iter::once(
         [
             "HOST",
             "ADDRESS",
@@ -27,6 +41,7 @@ pub fn render_table(report: &StatusReport) -> String {
             "IDLE FOR",
             "CONNS",
             "HELD",
+            "WEIGHT",
         ]
         .map(String::from),
     )
@@ -51,10 +66,11 @@ pub fn render_table(report: &StatusReport) -> String {
             h.idle_for_s.map_or("-".into(), |s| format!("{s:.1}s")),
             h.open_connections.to_string(),
             h.held_packets.to_string(),
+            mib(h.weight_bytes),
         ]
     }))
     .collect();
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     for row in rows {
@@ -66,6 +82,10 @@ pub fn render_table(report: &StatusReport) -> String {
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{}MiB", bytes >> 20)
 }
 
 #[cfg(test)]
@@ -105,13 +125,14 @@ mod tests {
         };
         let table = render_table(&report);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert!(lines[1].starts_with("HOST"));
+        assert_eq!(lines.len(), 5);
+        assert!(lines[1].starts_with("budget: warm 0/unlimited"), "{table}");
+        assert!(lines[2].starts_with("HOST") && lines[2].ends_with("WEIGHT"));
         assert!(
-            lines[2].contains("web")
-                && lines[2].contains("272.3 ms from absent")
-                && lines[2].contains("3.2s")
+            lines[3].contains("web")
+                && lines[3].contains("272.3 ms from absent")
+                && lines[3].contains("3.2s")
         );
-        assert!(lines[3].contains("asleep (paused)"));
+        assert!(lines[4].contains("asleep (paused)"));
     }
 }

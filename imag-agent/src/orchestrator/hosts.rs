@@ -78,6 +78,10 @@ pub struct Host {
     pub dependents: Vec<usize>,
     /// This host's own wake waits for its dependencies; it will start from this tier.
     pub awaiting_deps: Option<Tier>,
+    /// Its container's init process, while it runs (for its memory usage).
+    pub pid: Option<u32>,
+    /// Its container's latest measured memory usage (weighs it while it has no `memory` limit).
+    pub measured_memory: Option<u64>,
 }
 
 impl Host {
@@ -112,6 +116,8 @@ impl Host {
             deps: Vec::new(),
             dependents: Vec::new(),
             awaiting_deps: None,
+            pid: None,
+            measured_memory: None,
         }
     }
 
@@ -135,7 +141,7 @@ impl Host {
     }
 
     /// The host as observers see it (status, metrics).
-    pub fn view(&self, held_packets: usize) -> HostView {
+    pub fn view(&self, held_packets: usize, weight: u64) -> HostView {
         HostView {
             name: self.config.name.clone(),
             address: self.config.address,
@@ -152,6 +158,7 @@ impl Host {
                 open_connections: open_connections(&self.activity),
             },
             last_active_ns: self.is_warm().then(|| self.last_active_ns(&self.activity)),
+            weight,
         }
     }
 }
@@ -268,8 +275,8 @@ mod tests {
     }
 
     #[test]
-    fn without_idle_timeout_a_host_never_sleeps() {
-        let h = host("");
+    fn with_idle_timeout_never_a_host_never_sleeps() {
+        let h = host("idle_timeout = \"never\"");
         assert_eq!(tick(&h, &quiet_since(0), false, 100_000 * S), None);
     }
 

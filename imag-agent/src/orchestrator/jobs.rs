@@ -4,7 +4,7 @@
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::hosts::SLEEP_SETTLE_TIME;
@@ -35,6 +35,11 @@ pub enum Outcome {
     Settled {
         host: usize,
     },
+    /// A warm host's container runs as process `pid` (for its memory usage).
+    Running {
+        host: usize,
+        pid: u32,
+    },
     /// The host side of a warm host's container link was found.
     HostLink {
         host: usize,
@@ -51,6 +56,13 @@ pub enum WakeError {
     Ready(#[from] ReadyError),
     #[error("its dependency {host:?} could not be woken (see that host's last failure)")]
     Dependency { host: String },
+    #[error(
+        "no room in the budget ([limits] {limit}) and no host may be evicted for it (all are \
+         inside min_warm, busy, or of a higher priority)"
+    )]
+    Budget { limit: &'static str },
+    #[error("waited {waited:?} for room in the budget ([limits]) or a wake slot")]
+    Queued { waited: Duration },
 }
 
 impl WakeError {
@@ -63,6 +75,7 @@ impl WakeError {
             WakeError::Runtime(RuntimeError::Engine { .. }) => "engine_error",
             WakeError::Ready(r) => r.reason(),
             WakeError::Dependency { .. } => "dependency_failed",
+            WakeError::Budget { .. } | WakeError::Queued { .. } => "budget",
         }
     }
 }
@@ -84,6 +97,8 @@ pub struct WakeJob {
 pub struct Jobs<R> {
     pub runtime: R,
     pub outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Bounds the engine calls under way at once (`[limits] max_engine_calls`).
+    pub engine: Arc<Semaphore>,
 }
 
 impl<R: ContainerRuntime> Jobs<R> {
@@ -91,7 +106,7 @@ impl<R: ContainerRuntime> Jobs<R> {
     pub fn wake(&self, host: usize, spec: ContainerSpec, job: WakeJob) {
         let this = self.clone();
         tokio::spawn(async move {
-            let result = wake(&this.runtime, &spec, job).await;
+            let result = wake(&this.runtime, &this.engine, &spec, job).await;
             let _ = this.outcomes.send(Outcome::Woke { host, result });
         });
     }
@@ -109,7 +124,9 @@ impl<R: ContainerRuntime> Jobs<R> {
     pub fn sleep(&self, host: usize, spec: ContainerSpec, to: Tier) {
         let this = self.clone();
         tokio::spawn(async move {
+            let permit = this.engine.acquire().await;
             let result = this.runtime.sleep(&spec, to).await;
+            drop(permit);
             let _ = this.outcomes.send(Outcome::Slept { host, result });
         });
     }
@@ -118,7 +135,10 @@ impl<R: ContainerRuntime> Jobs<R> {
     pub fn settle(&self, host: usize, spec: ContainerSpec) {
         let this = self.clone();
         tokio::spawn(async move {
-            match this.runtime.settle(&spec).await {
+            let permit = this.engine.acquire().await;
+            let settled = this.runtime.settle(&spec).await;
+            drop(permit);
+            match settled {
                 Ok(()) => debug!(container = %spec.name, "the engine's view is settled"),
                 Err(err) => {
                     warn!(container = %spec.name, error = %err, "settling the engine's view failed");
@@ -142,9 +162,16 @@ impl<R: ContainerRuntime> Jobs<R> {
     ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(info) = this.runtime.running_info(&spec).await else {
+            let permit = this.engine.acquire().await;
+            let info = this.runtime.running_info(&spec).await;
+            drop(permit);
+            let Ok(info) = info else {
                 return;
             };
+            let _ = this.outcomes.send(Outcome::Running {
+                host,
+                pid: info.pid,
+            });
             if let (Some((wire, bridge)), Some(mac)) = (neighbours, info.mac) {
                 announce(&wire, bridge, spec.address, mac);
             }
@@ -188,6 +215,7 @@ pub fn announce(wire: &Wire, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) {
 
 async fn wake<R: ContainerRuntime>(
     runtime: &R,
+    engine: &Semaphore,
     spec: &ContainerSpec,
     job: WakeJob,
 ) -> Result<(Started, u64, ReadyBy), WakeError> {
@@ -199,9 +227,12 @@ async fn wake<R: ContainerRuntime>(
         listen,
     } = job;
     let deadline = tokio::time::Instant::now() + timeout;
-    let started = tokio::time::timeout_at(deadline, runtime.wake(spec, from))
-        .await
-        .map_err(|_| ReadyError::Timeout { probe, timeout })??;
+    let started = tokio::time::timeout_at(deadline, async {
+        let _permit = engine.acquire().await;
+        runtime.wake(spec, from).await
+    })
+    .await
+    .map_err(|_| ReadyError::Timeout { probe, timeout })??;
     let by = readiness::wait_ready(runtime, spec, probe, deadline, timeout, poll, listen).await?;
     Ok((started, monotonic_ns(), by))
 }

@@ -8,10 +8,13 @@
 //! file is the shell that feeds them and performs what they return; after every input it
 //! publishes a [`Snapshot`] for its observers (`/metrics`, `status`), which never reach in.
 
+pub mod budget;
 mod depends;
+mod governor;
 pub mod held;
 pub mod hosts;
 mod jobs;
+pub mod rate;
 mod release;
 pub mod state;
 #[cfg(test)]
@@ -24,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::{
+    governor::Governor,
     held::{Admission, HeldPackets},
     hosts::{SleepCause, Tick},
     jobs::{Jobs, Outcome, WakeJob},
@@ -82,6 +86,8 @@ pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     snapshot: watch::Sender<Snapshot>,
     /// Hosts whose view changed since the last publication.
     changed: Vec<usize>,
+    /// The budget and the wake rate limits (`governor.rs`).
+    governor: Governor,
 }
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
@@ -108,7 +114,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         let snapshot = Snapshot {
             network: config.network.name.clone(),
             subnet: config.network.subnet.to_string(),
-            hosts: hosts.iter().map(|h| h.view(0)).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| h.view(0, config.limits.default_host_memory))
+                .collect(),
             ..Snapshot::default()
         };
         Orchestrator {
@@ -118,6 +127,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             jobs: Jobs {
                 runtime,
                 outcomes: outcomes_tx,
+                engine: Arc::new(tokio::sync::Semaphore::new(config.limits.max_engine_calls)),
             },
             wire,
             bridge,
@@ -133,6 +143,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             wake_metrics: WakeMetrics::new(),
             snapshot: watch::Sender::new(snapshot),
             changed: Vec::new(),
+            governor: Governor::new(&config.limits),
         }
     }
 
@@ -250,10 +261,12 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         changed.sort_unstable();
         changed.dedup();
         let counters = self.counters;
+        let budget = self.budget_view();
         self.snapshot.send_modify(|s| {
             s.counters = counters;
+            s.budget = budget;
             for &id in &changed {
-                s.hosts[id] = self.hosts[id].view(self.held.len(id));
+                s.hosts[id] = self.hosts[id].view(self.held.len(id), self.weight_of(id));
             }
         });
         self.changed = changed;
@@ -299,6 +312,9 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         }
         self.counters.held += 1;
         self.touch(id);
+        if self.rate_limited(id, &frame) {
+            return;
+        }
         let host = &self.hosts[id];
         if host.wake.is_none() && self.held.is_empty(id) {
             debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
@@ -375,6 +391,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.snapshot
             .send_modify(|s| s.datapath = self.datapath.stats().to_vec());
         let now_ns = monotonic_ns();
+        self.govern(now_ns);
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             if host.has_traffic() {
@@ -448,6 +465,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.apply(host, event);
             }
             Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),
             Outcome::HostLink {
                 host,
                 veth,
@@ -531,6 +549,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                         let _ = self.datapath.reset_connections(addr, 0);
                         self.hosts[id].activity.tcp_opened = 0;
                         self.hosts[id].activity.tcp_closed = 0;
+                        self.hosts[id].pid = None;
                     }
                 }
                 _ => {}
@@ -538,6 +557,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         }
         for action in actions {
             self.perform(id, action);
+        }
+        if before.name() != after.name() {
+            // Room may have been freed, or a wake slot.
+            self.pump_wakes();
         }
     }
 
@@ -578,6 +601,11 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 ..WakeTimings::default()
             },
         ));
+        self.queue_wake(id, from);
+    }
+
+    /// A wake the budget admitted: its dependencies first, then its own container.
+    fn wake_admitted(&mut self, id: usize, from: Tier) {
         if !self.dependencies_ready(id, from) {
             return;
         }

@@ -10,8 +10,7 @@ use tracing::{debug, info, warn};
 use super::{Orchestrator, state::HostState};
 use crate::{
     clock::monotonic_ns,
-    datapath::HostTable,
-    datapath::ring::HeldFrame,
+    datapath::{HostTable, ring::HeldFrame},
     packets,
     report::{Phase, WakeRecord},
     runtime::{ContainerRuntime, Tier},
@@ -81,18 +80,21 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.hosts[id].wake = None;
         self.touch(id);
         for held in frames {
-            let sent = match (&self.wire, packets::refusal(&held.frame)) {
-                (Some(wire), Some(reply)) => {
-                    wire.send(held.header.ifindex, &reply).map_err(|err| {
-                        debug!(error = %err, "sending a refusal failed");
-                    })
-                }
-                _ => Err(()),
-            };
-            match sent {
-                Ok(()) => self.counters.refused += 1,
-                Err(()) => self.counters.dropped_unanswerable += 1,
-            }
+            self.refuse_frame(&held);
+        }
+    }
+
+    /// Answers one held packet with a refusal (or counts it unanswerable).
+    pub(super) fn refuse_frame(&mut self, held: &HeldFrame) {
+        let sent = match (&self.wire, packets::refusal(&held.frame)) {
+            (Some(wire), Some(reply)) => wire.send(held.header.ifindex, &reply).map_err(|err| {
+                debug!(error = %err, "sending a refusal failed");
+            }),
+            _ => Err(()),
+        };
+        match sent {
+            Ok(()) => self.counters.refused += 1,
+            Err(()) => self.counters.dropped_unanswerable += 1,
         }
     }
 

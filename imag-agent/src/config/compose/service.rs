@@ -37,7 +37,7 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 11] = [
+const IMAG_KEYS: [&str; 12] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
@@ -49,6 +49,7 @@ const IMAG_KEYS: [&str; 11] = [
     "ready_poll",
     "proxy_arp",
     "answer_ping",
+    "priority",
 ];
 
 /// Keys accepted and ignored, with why.
@@ -126,6 +127,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         sleep: None,
         stop_after: None,
         min_warm: None,
+        priority: None,
         idle_ignore: None,
         allow_from: None,
         ready_poll: None,
@@ -567,6 +569,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
             "answer_ping" => host.answer_ping = cx.boolean(value, key),
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
             "allow_from" => host.allow_from = cx.strings(value, key, true),
+            "priority" => host.priority = super::top::integer(cx, value, key),
             _ => {
                 let text = cx.string(value, key);
                 let slot = match key {

@@ -371,3 +371,21 @@ fn allow_from_per_service_and_as_the_network_default() {
     assert_eq!((found[0].0, found[0].1), (9, 20), "{found:?}");
     assert!(found[0].2.contains("names \"backend\""), "{found:?}");
 }
+
+#[test]
+fn limits_and_priority_come_from_x_imag() {
+    let text = format!(
+        "{NET}x-imag:\n  limits:\n    max_warm: 2\n    memory_budget: 1GiB\n    \
+         wakes_per_source: 5/min\n    evict_busy: true\nservices:\n  web:\n    image: img\n    \
+         x-imag:\n      priority: -3\n      idle_timeout: never\n"
+    );
+    let config = compose(&text).unwrap();
+    assert_eq!(config.limits.max_warm, Some(2));
+    assert_eq!(config.limits.memory_budget, Some(1 << 30));
+    assert_eq!(config.limits.wakes_per_source.unwrap().count, 5);
+    assert!(config.limits.evict_busy);
+    let web = config.host("web").unwrap();
+    assert_eq!((web.priority, web.idle_timeout), (-3, None));
+    let found = problems(&format!("{NET}x-imag:\n  limits:\n    max_warm: lots\n"));
+    assert_eq!(found[0].2, "max_warm must be a whole number", "{found:?}");
+}

@@ -11,6 +11,7 @@
 //!   wake: { backoff: 1s, … }
 //!   agent: { metrics: "127.0.0.1:9477", engine: docker }
 //!   dns: { enabled: true, domain: …, listen: […], upstream: […], timeout: 2s }
+//!   limits: { max_warm: 20, memory_budget: 8GiB, wakes_per_source: 10/min, … }
 //! networks:
 //!   imag:                      # the imag network: the one with `x-imag`, or the only one
 //!     ipam: { config: [ { subnet: 10.77.0.0/24, gateway: 10.77.0.1 } ] }
@@ -43,7 +44,7 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
             cx,
             x,
             "x-imag",
-            &["network", "hosts", "hold", "wake", "agent", "dns"],
+            &["network", "hosts", "hold", "wake", "agent", "dns", "limits"],
         ),
         None => Vec::new(),
     };
@@ -57,6 +58,7 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
         wake: section("wake").map(|n| wake(n, cx)),
         agent: section("agent").map(|n| agent(n, cx)),
         dns: section("dns").map(|n| dns(n, cx)),
+        limits: section("limits").map(|n| limits(n, cx)),
     })
 }
 
@@ -268,6 +270,51 @@ fn count(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<toml::Spanned<usize>
         cx.problem(node.at, format!("{key} must be a whole number"));
     }
     value.map(|v| spanned(node.at, v))
+}
+
+/// A whole number that may be negative (`priority`).
+pub(super) fn integer(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<toml::Spanned<i64>> {
+    let value = node.text().and_then(|t| t.parse().ok());
+    if value.is_none() {
+        cx.problem(node.at, format!("{key} must be a whole number"));
+    }
+    value.map(|v| spanned(node.at, v))
+}
+
+fn limits(node: &Node, cx: &mut Cx<'_>) -> raw::Limits {
+    let allowed = [
+        "max_warm",
+        "memory_budget",
+        "default_host_memory",
+        "evict_busy",
+        "wakes_per_source",
+        "wakes_per_second",
+        "max_concurrent_wakes",
+        "max_engine_calls",
+    ];
+    let mut l = raw::Limits {
+        max_warm: None,
+        memory_budget: None,
+        default_host_memory: None,
+        evict_busy: None,
+        wakes_per_source: None,
+        wakes_per_second: None,
+        max_concurrent_wakes: None,
+        max_engine_calls: None,
+    };
+    for (key, value) in keys(cx, node, "x-imag.limits", &allowed) {
+        match key {
+            "max_warm" => l.max_warm = count(cx, value, key),
+            "memory_budget" => l.memory_budget = cx.string(value, key),
+            "default_host_memory" => l.default_host_memory = cx.string(value, key),
+            "evict_busy" => l.evict_busy = cx.boolean(value, key),
+            "wakes_per_source" => l.wakes_per_source = cx.string(value, key),
+            "wakes_per_second" => l.wakes_per_second = count(cx, value, key),
+            "max_concurrent_wakes" => l.max_concurrent_wakes = count(cx, value, key),
+            _ => l.max_engine_calls = count(cx, value, key),
+        }
+    }
+    l
 }
 
 fn hold(node: &Node, cx: &mut Cx<'_>) -> raw::Hold {
