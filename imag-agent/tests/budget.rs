@@ -1,6 +1,11 @@
 //! The budget of warm hosts (`[limits]`), for real: least-recently-used eviction before a wake,
 //! a wake refused at once when nothing may be evicted, and `validate` placing bad limits.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{
     io::ErrorKind,
     net::TcpStream,

@@ -341,6 +341,10 @@ fn allow_cases() -> Vec<Case> {
 /// `imag_to_host`, the last hop into a container, which traffic between hosts on the bridge
 /// meets instead of the holding program: the same rule for restricted hosts.
 #[test]
+#[allow(
+    clippy::items_after_statements,
+    reason = "the row type sits next to its table"
+)]
 fn the_host_link_refuses_denied_sources() {
     imag_testkit::require_environment();
     // (what, given, frame, ingress ifindex, verdict, dropped_denied)

@@ -9,6 +9,11 @@
 //! resolv.conf's server with hickory-proto): no second image or busybox is needed, and it is the
 //! same code path as `--backend NAME:PORT`.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "metrics are whole counts carried in f64: equality is exact"
+)]
+
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
@@ -61,7 +66,7 @@ fn tcp_ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let mut stream = TcpStream::connect_timeout(&server, WAIT).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
-        .write_all(&(bytes.len() as u16).to_be_bytes())
+        .write_all(&u16::try_from(bytes.len()).unwrap().to_be_bytes())
         .unwrap();
     stream.write_all(&bytes).unwrap();
     let mut len = [0u8; 2];

@@ -64,20 +64,20 @@ fn parse_args() -> Result<Options, String> {
             "--port" => {
                 opts.port = value("--port")?
                     .parse()
-                    .map_err(|e| format!("--port: {e}"))?
+                    .map_err(|e| format!("--port: {e}"))?;
             }
             "--backend" => {
                 opts.backend = Some(
                     value("--backend")?
                         .parse()
                         .map_err(|e| format!("--backend: {e}"))?,
-                )
+                );
             }
             "--dns-server" => {
                 opts.dns_server = Some(
                     resolve::parse_server(&value("--dns-server")?)
                         .map_err(|e| format!("--dns-server: {e}"))?,
-                )
+                );
             }
             "--resolve" => opts.resolve = Some(value("--resolve")?),
             "--dns-bench" => {
@@ -93,26 +93,26 @@ fn parse_args() -> Result<Options, String> {
                     value("--sink")?
                         .parse()
                         .map_err(|e| format!("--sink: {e}"))?,
-                )
+                );
             }
             "--delay-ms" => {
                 opts.delay_ms = value("--delay-ms")?
                     .parse()
-                    .map_err(|e| format!("--delay-ms: {e}"))?
+                    .map_err(|e| format!("--delay-ms: {e}"))?;
             }
             "--exit-after-ms" => {
                 opts.exit_after_ms = Some(
                     value("--exit-after-ms")?
                         .parse()
                         .map_err(|e| format!("--exit-after-ms: {e}"))?,
-                )
+                );
             }
             "--stop-delay-ms" => {
                 opts.stop_delay_ms = Some(
                     value("--stop-delay-ms")?
                         .parse()
                         .map_err(|e| format!("--stop-delay-ms: {e}"))?,
-                )
+                );
             }
             "--count-file" => opts.count_file = Some(value("--count-file")?),
             "--probe" => {
@@ -121,7 +121,7 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--probe: {e}"))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 let up = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
-                process::exit(if up { 0 } else { 1 });
+                process::exit(i32::from(!up));
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -210,8 +210,7 @@ fn exit_slowly_on_sigterm(ms: u64) {
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
 }
 
 fn serve_udp(port: u16, identity: &str) {

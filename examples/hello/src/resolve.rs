@@ -6,6 +6,7 @@
 //! The wire format is hickory-proto's. `main.rs` uses [`Backend`] for `--backend NAME:PORT`,
 //! and [`lookup`] for `--resolve` and `--dns-bench`.
 
+use std::fmt::Write as _;
 use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -84,7 +85,7 @@ pub fn resolv_conf() -> ResolvConf {
                     conf.servers.push(SocketAddr::from((addr, 53)));
                 }
             }
-            Some("search") | Some("domain") => conf.search.extend(words.map(String::from)),
+            Some("search" | "domain") => conf.search.extend(words.map(String::from)),
             _ => {}
         }
     }
@@ -175,7 +176,7 @@ pub fn bench(name: &str, count: usize, server: Option<SocketAddr>) -> Result<(),
             (ResponseCode::NoError, addrs) if !addrs.is_empty() => {}
             (code, _) => return Err(format!("{name}: {code} from {server}")),
         }
-        out.push_str(&format!("{:.1}\n", start.elapsed().as_secs_f64() * 1e6));
+        let _ = writeln!(out, "{:.1}", start.elapsed().as_secs_f64() * 1e6);
     }
     print!("{out}");
     Ok(())

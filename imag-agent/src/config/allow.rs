@@ -90,19 +90,23 @@ pub(super) fn resolve(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use crate::config::{Config, tests::problems};
 
     fn config(network: &str, hosts: &[(&str, &str)]) -> String {
         let mut text = format!("[network]\nsubnet = \"10.9.0.0/24\"\n{network}\n");
         for (i, (name, allow)) in hosts.iter().enumerate() {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{}\"\nimage = \"i\"\n{allow}\n",
                 10 + i
-            ));
+            );
         }
         text
     }
 
+    #[allow(clippy::unnecessary_wraps, reason = "compared with an Option field")]
     fn nets(list: &[&str]) -> Option<Vec<ipnet::Ipv4Net>> {
         Some(list.iter().map(|s| s.parse().unwrap()).collect())
     }

@@ -22,7 +22,7 @@ pub const DEFAULT_WAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
 /// Default time without traffic after which a warm host sleeps (`idle_timeout = "never"` opts
 /// out): a woken host releases what it holds unless told otherwise.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_mins(10);
 /// Default shortest time a woken host stays warm before idleness may put it to sleep.
 pub const DEFAULT_MIN_WARM: Duration = Duration::from_secs(30);
 

@@ -77,8 +77,8 @@ impl FromStr for WakeRate {
         let count: u32 = count.trim().parse().map_err(|_| bad())?;
         let per = match per.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
+            "m" | "min" | "minute" => Duration::from_mins(1),
+            "h" | "hour" => Duration::from_hours(1),
             other => humantime::parse_duration(other).map_err(|_| bad())?,
         };
         if count == 0 || per.is_zero() {
@@ -143,11 +143,11 @@ mod tests {
             rate("10/min"),
             Ok(WakeRate {
                 count: 10,
-                per: Duration::from_secs(60)
+                per: Duration::from_mins(1)
             })
         );
         assert_eq!(rate("5/s").unwrap().per, Duration::from_secs(1));
-        assert_eq!(rate("100/10m").unwrap().per, Duration::from_secs(600));
+        assert_eq!(rate("100/10m").unwrap().per, Duration::from_mins(10));
         for bad in ["10", "0/min", "x/min", "5/0s", "5/fortnightly"] {
             assert!(rate(bad).is_err(), "{bad}");
         }

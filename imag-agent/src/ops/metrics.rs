@@ -221,11 +221,11 @@ impl Series {
         ] {
             self.budget_used
                 .with_label_values(&[resource])
-                .set(used as i64);
+                .set(i64::try_from(used).unwrap_or(i64::MAX));
             if let Some(limit) = limit {
                 self.budget_limit
                     .with_label_values(&[resource])
-                    .set(limit as i64);
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
             }
         }
         let now_ns = monotonic_ns();

@@ -74,7 +74,7 @@ impl Limit {
 pub struct Candidate {
     pub id: usize,
     pub weight: u64,
-    /// CLOCK_MONOTONIC ns of its last counted packet (or of becoming warm).
+    /// `CLOCK_MONOTONIC` ns of its last counted packet (or of becoming warm).
     pub last_active_ns: u64,
     pub priority: i64,
     /// It has open connections.

@@ -131,7 +131,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     self.governor.queue.remove(i);
                     self.refuse_wake(
                         q.id,
-                        WakeError::Budget {
+                        &WakeError::Budget {
                             limit: limit.as_str(),
                         },
                     );
@@ -225,9 +225,9 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     }
 
     /// Fails a wake that the budget has no room for: its held packets are refused.
-    fn refuse_wake(&mut self, id: usize, err: WakeError) {
+    fn refuse_wake(&mut self, id: usize, err: &WakeError) {
         self.governor.counts.refused_budget += 1;
-        self.record_failed_wake(id, &err);
+        self.record_failed_wake(id, err);
         self.apply(id, Event::WakeFailed);
     }
 
@@ -247,7 +247,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         for q in expired {
             self.governor.queue.retain(|o| o.id != q.id);
             let waited = Duration::from_nanos(now_ns.saturating_sub(q.since_ns));
-            self.refuse_wake(q.id, WakeError::Queued { waited });
+            self.refuse_wake(q.id, &WakeError::Queued { waited });
         }
         self.governor.rates.prune(now_ns);
         for host in &mut self.hosts {

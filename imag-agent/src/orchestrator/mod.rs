@@ -205,7 +205,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     .allow_from
                     .iter()
                     .flatten()
-                    .map(move |p| (id as u32, *p))
+                    .map(move |p| (host_id(id), *p))
             })
             .collect();
         self.datapath.set_allowed(&allowed)?;

@@ -11,6 +11,10 @@ use crate::config::WakeRate;
 /// At most one log line per refused source in this interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+fn log_interval_ns() -> u64 {
+    u64::try_from(LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A token bucket: `count` tokens, refilled evenly over `per`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Bucket {
@@ -99,7 +103,7 @@ impl RateLimits {
 
     /// Whether a refusal of `src` at `now_ns` should be logged (once per [`LOG_INTERVAL`]).
     pub fn should_log(&mut self, src: Ipv4Addr, now_ns: u64) -> bool {
-        let interval = LOG_INTERVAL.as_nanos() as u64;
+        let interval = log_interval_ns();
         match self.logged.get(&src) {
             Some(&at) if now_ns.saturating_sub(at) < interval => false,
             _ => {
@@ -118,7 +122,7 @@ impl RateLimits {
                 !b.is_full(rate)
             });
         }
-        let interval = LOG_INTERVAL.as_nanos() as u64;
+        let interval = log_interval_ns();
         self.logged
             .retain(|_, at| now_ns.saturating_sub(*at) < interval);
     }
@@ -132,10 +136,14 @@ mod tests {
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "passed where an Option is configured"
+    )]
     fn per_min(count: u32) -> Option<WakeRate> {
         Some(WakeRate {
             count,
-            per: Duration::from_secs(60),
+            per: Duration::from_mins(1),
         })
     }
 

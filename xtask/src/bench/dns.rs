@@ -127,7 +127,11 @@ fn qps_one_core(agent: u32) -> anyhow::Result<f64> {
                 unsafe {
                     let mut set: libc::cpu_set_t = std::mem::zeroed();
                     libc::CPU_SET(1, &mut set);
-                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                    libc::sched_setaffinity(
+                        0,
+                        std::mem::size_of::<libc::cpu_set_t>(),
+                        &raw const set,
+                    );
                 }
                 let mut query = Message::query();
                 query.add_query(Query::query(Name::from_ascii(COLD)?, RecordType::A));
