@@ -402,6 +402,7 @@ fn healthcheck(check: &raw::Healthcheck, report: &mut Report<'_>) -> Option<Heal
     let interval = duration(&check.interval, "healthcheck interval", report);
     let timeout = duration(&check.timeout, "healthcheck timeout", report);
     let start_period = duration(&check.start_period, "healthcheck start_period", report);
+    let start_interval = duration(&check.start_interval, "healthcheck start_interval", report);
     let retries = match &check.retries {
         Some(r) if *r.get_ref() == 0 => {
             report(
@@ -418,6 +419,7 @@ fn healthcheck(check: &raw::Healthcheck, report: &mut Report<'_>) -> Option<Heal
         timeout: timeout?,
         retries: retries?,
         start_period: start_period?,
+        start_interval: start_interval?,
     })
 }
 

@@ -163,7 +163,7 @@ cap_drop = ["ALL"]
 tmpfs = ["/run", "/tmp:size=64m"]
 labels = { "app.tier" = "data" }
 ready = "healthy"
-healthcheck = { test = ["CMD", "/bin/db", "--check"], interval = "1s", timeout = "500ms", retries = 3, start_period = "2s" }
+healthcheck = { test = ["CMD", "/bin/db", "--check"], interval = "1s", timeout = "500ms", retries = 3, start_period = "2s", start_interval = "50ms" }
 "#;
     let config = Config::parse(&text, "t").unwrap();
     let host = &config.hosts[0];
@@ -209,6 +209,7 @@ healthcheck = { test = ["CMD", "/bin/db", "--check"], interval = "1s", timeout =
             timeout: Some(Duration::from_millis(500)),
             retries: Some(3),
             start_period: Some(Duration::from_secs(2)),
+            start_interval: Some(Duration::from_millis(50)),
         })
     );
 }

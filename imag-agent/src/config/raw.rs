@@ -144,6 +144,7 @@ pub struct Healthcheck {
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub start_period: Option<Spanned<String>>,
+    pub start_interval: Option<Spanned<String>>,
     pub retries: Option<Spanned<u32>>,
 }
 

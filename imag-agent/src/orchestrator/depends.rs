@@ -1,15 +1,17 @@
 //! `depends_on`: a host's dependencies are woken with it, before its own container starts — in
 //! dependency order, and in parallel where the graph allows (each dependency is woken as a packet
 //! would wake it, and its own dependencies before it, recursively). The dependent stays `Waking`
-//! (its packets held) until every dependency is warm, that is ready by its own probe (with
-//! `:healthy`, that probe is its healthcheck); a dependency that fails fails the dependent's
-//! wake, whose held packets are refused like those of any failed wake.
+//! (its packets held) until every dependency is warm, that is ready by its own probe, and, for a
+//! `:healthy` dependency (compose's `service_healthy`), until the engine also reports it healthy
+//! (a job asks, once it is warm; without any healthcheck that fails). A dependency that fails
+//! fails the dependent's wake, whose held packets are refused like those of any failed wake.
 
 use tracing::{debug, warn};
 
 use super::{Host, Orchestrator, jobs::WakeError, state::Event};
 use crate::{
     datapath::HostTable,
+    readiness::ReadyError,
     runtime::{ContainerRuntime, Tier},
 };
 
@@ -22,13 +24,13 @@ pub(super) fn link(hosts: &mut [Host]) {
         .map(|(i, h)| (h.config.name.clone(), i))
         .collect();
     for id in 0..hosts.len() {
-        let deps: Vec<usize> = hosts[id]
+        let deps: Vec<(usize, bool)> = hosts[id]
             .config
             .depends_on
             .iter()
-            .filter_map(|d| index.get(&d.host).copied())
+            .filter_map(|d| index.get(&d.host).map(|&i| (i, d.healthy)))
             .collect();
-        for &dep in &deps {
+        for &(dep, _) in &deps {
             hosts[dep].dependents.push(id);
         }
         hosts[id].deps = deps;
@@ -53,7 +55,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         if self.hosts[id].deps.is_empty() {
             return true;
         }
-        for dep in self.hosts[id].deps.clone() {
+        for (dep, _) in self.hosts[id].deps.clone() {
             if !self.hosts[dep].is_warm() {
                 debug!(host = %self.hosts[id].config.name, dependency = %self.hosts[dep].config.name, "waking a dependency first");
                 self.apply(dep, Event::PacketHeld);
@@ -93,11 +95,15 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         }
     }
 
-    fn deps_state(&self, id: usize) -> Deps {
+    fn deps_state(&mut self, id: usize) -> Deps {
         let mut waiting = false;
-        for &dep in &self.hosts[id].deps {
+        for (dep, healthy) in self.hosts[id].deps.clone() {
             let host = &self.hosts[dep];
             if host.is_warm() {
+                if healthy && host.healthy != Some(true) {
+                    self.ask_healthy(dep, id);
+                    waiting = true;
+                }
                 continue;
             }
             if host.state.label() == crate::report::StateName::Failed {
@@ -106,6 +112,48 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             waiting = true;
         }
         if waiting { Deps::Waiting } else { Deps::Warm }
+    }
+
+    /// Starts one look at whether warm host `dep` is healthy, unless one is under way (or its own
+    /// ready probe already said so). `for_host` bounds the wait by its wake timeout.
+    fn ask_healthy(&mut self, dep: usize, for_host: usize) {
+        let host = &mut self.hosts[dep];
+        if host.config.ready == crate::config::ReadyProbe::Healthy {
+            host.healthy = Some(true);
+            return;
+        }
+        if host.healthy.is_some() {
+            return;
+        }
+        host.healthy = Some(false);
+        let deadline = tokio::time::Instant::now() + self.hosts[for_host].config.wake_timeout;
+        let host = &self.hosts[dep];
+        self.jobs
+            .healthy(dep, host.spec.clone(), deadline, host.config.ready_poll);
+    }
+
+    /// The look at a dependency's health ended.
+    pub(super) fn dependency_healthy(&mut self, dep: usize, result: Result<(), ReadyError>) {
+        let host = &mut self.hosts[dep];
+        if !host.is_warm() {
+            host.healthy = None;
+            return;
+        }
+        match result {
+            Ok(()) => {
+                host.healthy = Some(true);
+                self.dependency_changed(dep);
+            }
+            Err(err) => {
+                host.healthy = None;
+                warn!(host = %host.config.name, error = %err, "a dependency that others wait on did not turn healthy");
+                for id in self.hosts[dep].dependents.clone() {
+                    if self.hosts[id].awaiting_deps.take().is_some() {
+                        self.fail_for_dependency(id, dep);
+                    }
+                }
+            }
+        }
     }
 
     fn fail_for_dependency(&mut self, id: usize, dep: usize) {

@@ -187,7 +187,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.hosts
             .iter()
             .enumerate()
-            .filter(|(id, _)| *id != for_id && !deps.contains(id))
+            .filter(|(id, _)| *id != for_id && !deps.iter().any(|(dep, _)| dep == id))
             .filter(|(_, h)| match h.state {
                 HostState::Warm { .. } => {
                     Duration::from_nanos(now_ns.saturating_sub(h.warm_since_ns))

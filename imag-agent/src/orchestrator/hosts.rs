@@ -72,8 +72,12 @@ pub struct Host {
     pub ready_by: ReadyBy,
     /// The latest activity read from the datapath (warm and sleeping hosts, on the tick).
     pub activity: HostActivity,
-    /// The hosts this one depends on (`depends_on`), by index.
-    pub deps: Vec<usize>,
+    /// The hosts this one depends on (`depends_on`), by index, and whether it waits for each to
+    /// be healthy (compose's `service_healthy`), not only ready.
+    pub deps: Vec<(usize, bool)>,
+    /// Warm, and the engine reported it healthy since (for dependents that wait for that);
+    /// `Some(false)` while a look is under way.
+    pub healthy: Option<bool>,
     /// The hosts that depend on this one, by index.
     pub dependents: Vec<usize>,
     /// This host's own wake waits for its dependencies; it will start from this tier.
@@ -114,6 +118,7 @@ impl Host {
             ready_by: ReadyBy::FirstTry,
             activity: HostActivity::default(),
             deps: Vec::new(),
+            healthy: None,
             dependents: Vec::new(),
             awaiting_deps: None,
             pid: None,

@@ -35,6 +35,11 @@ pub enum Outcome {
     Settled {
         host: usize,
     },
+    /// A warm host that others wait on as `:healthy` turned healthy (or could not).
+    Healthy {
+        host: usize,
+        result: Result<(), ReadyError>,
+    },
     /// A warm host's container runs as process `pid` (for its memory usage).
     Running {
         host: usize,
@@ -117,6 +122,21 @@ impl<R: ContainerRuntime> Jobs<R> {
         tokio::spawn(async move {
             tokio::time::sleep(SLEEP_SETTLE_TIME).await;
             let _ = outcomes.send(Outcome::SleepCheck { host });
+        });
+    }
+
+    /// Waits (until `deadline`) for the engine to report the host's container healthy.
+    pub fn healthy(
+        &self,
+        host: usize,
+        spec: ContainerSpec,
+        deadline: tokio::time::Instant,
+        poll: Duration,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = readiness::healthy_by(&this.runtime, &spec, deadline, poll).await;
+            let _ = this.outcomes.send(Outcome::Healthy { host, result });
         });
     }
 

@@ -35,13 +35,13 @@ use self::{
 };
 pub use self::{hosts::Host, wake_metrics::WakeMetrics};
 use crate::{
-    clock::{monotonic_ns, ms_between},
+    clock::monotonic_ns,
     config::{Config, HostConfig, ReadyProbe},
     datapath::{Datapath, HostTable, addr_key, ring::HeldFrame},
     interfaces::Interface,
     packets::{self, Wire},
     readiness::ListenWatch,
-    report::{HoldCounters, Phase, Snapshot, WakeRecord, WakeTimings},
+    report::{HoldCounters, Snapshot, WakeTimings},
     runtime::ContainerRuntime,
 };
 
@@ -465,6 +465,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.apply(host, event);
             }
             Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::Healthy { host, result } => self.dependency_healthy(host, result),
             Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),
             Outcome::HostLink {
                 host,
@@ -489,36 +490,6 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         }
     }
 
-    fn record_failed_wake(&mut self, id: usize, err: &jobs::WakeError) {
-        let packets = self.held.len(id);
-        let h = &mut self.hosts[id];
-        let (from, timings) = h
-            .wake
-            .take()
-            .unwrap_or((Tier::Absent, WakeTimings::default()));
-        warn!(
-            host = %h.config.name,
-            addr = %h.config.address,
-            from = from.as_str(),
-            outcome = "failed",
-            reason = err.reason(),
-            packets,
-            held_to_start_ms = format_args!("{:.2}", timings.ms(Phase::HeldToStart)),
-            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
-            error = %err,
-            "wake failed"
-        );
-        let record = WakeRecord {
-            from,
-            timings,
-            failure: Some((err.reason(), err.to_string())),
-            packets,
-            ready_by: h.ready_by,
-        };
-        self.wake_metrics.record(&h.config.name, &record);
-        h.last_wake = Some(record);
-    }
-
     /// Feeds `event` to the state machine and performs the resulting actions.
     pub fn apply(&mut self, id: usize, event: Event) {
         self.touch(id);
@@ -537,7 +508,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             }
             let host = &mut self.hosts[id];
             match after {
-                HostState::Warm { .. } => host.warm_since_ns = monotonic_ns(),
+                HostState::Warm { .. } => {
+                    host.warm_since_ns = monotonic_ns();
+                    host.healthy = None;
+                }
                 HostState::Asleep { tier } => {
                     host.asleep_since_ns = monotonic_ns();
                     host.sleep_cause = None;

@@ -1,18 +1,19 @@
 //! What becomes of held packets: re-delivered where they arrived once their host is ready, or
 //! answered with a refusal (TCP RST, ICMP unreachable) when its wake failed, so that clients
-//! fail at once instead of timing out; and the orchestrator's way out, which loses none of them.
+//! fail at once instead of timing out; the record of each wake's outcome; and the orchestrator's
+//! way out, which loses none of them.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Orchestrator, state::HostState};
+use super::{Orchestrator, jobs::WakeError, state::HostState};
 use crate::{
-    clock::monotonic_ns,
+    clock::{monotonic_ns, ms_between},
     datapath::{HostTable, ring::HeldFrame},
     packets,
-    report::{Phase, WakeRecord},
+    report::{Phase, WakeRecord, WakeTimings},
     runtime::{ContainerRuntime, Tier},
 };
 
@@ -144,5 +145,36 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 Err(err) => warn!(container = %name, error = %err, "stopping failed"),
             }
         }
+    }
+
+    /// Logs, counts and records a failed wake of host `id`.
+    pub(super) fn record_failed_wake(&mut self, id: usize, err: &WakeError) {
+        let packets = self.held.len(id);
+        let h = &mut self.hosts[id];
+        let (from, timings) = h
+            .wake
+            .take()
+            .unwrap_or((Tier::Absent, WakeTimings::default()));
+        warn!(
+            host = %h.config.name,
+            addr = %h.config.address,
+            from = from.as_str(),
+            outcome = "failed",
+            reason = err.reason(),
+            packets,
+            held_to_start_ms = format_args!("{:.2}", timings.ms(Phase::HeldToStart)),
+            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
+            error = %err,
+            "wake failed"
+        );
+        let record = WakeRecord {
+            from,
+            timings,
+            failure: Some((err.reason(), err.to_string())),
+            packets,
+            ready_by: h.ready_by,
+        };
+        self.wake_metrics.record(&h.config.name, &record);
+        h.last_wake = Some(record);
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     readiness::ListenWatch,
     report::StateName,
     runtime::{
-        ContainerStatus,
+        ContainerStatus, Health,
         fake::{Call, FakeRuntime, WakeOutcome},
     },
 };
@@ -528,4 +528,49 @@ async fn wakes_beyond_max_concurrent_wakes_queue() {
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(wakes(&fake), vec!["t-a", "t-b"]);
     assert_eq!(state(&orch, "b"), StateName::Warm);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_dependency_is_waited_for_until_the_engine_says_healthy() {
+    let db =
+        "ready = \"running\"\nhealthcheck = { test = [\"CMD\", \"/check\"], interval = \"1s\" }";
+    let (mut orch, fake) =
+        orchestrator(&(host("web", 10, "depends_on = [\"db:healthy\"]") + &host("db", 11, db)));
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "db"), StateName::Warm);
+    assert_eq!(
+        wakes(&fake),
+        vec!["t-db"],
+        "web waits while db is only starting"
+    );
+    assert_eq!(state(&orch, "web"), StateName::Waking);
+    fake.set_health("t-db", Some(Health::Healthy));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(
+        wakes(&fake),
+        vec!["t-db", "t-web"],
+        "web starts once db is healthy"
+    );
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_dependency_without_a_healthcheck_fails_the_dependent() {
+    let (mut orch, fake) =
+        orchestrator(&(host("web", 10, "depends_on = [\"db:healthy\"]") + &host("db", 11, "")));
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(wakes(&fake), vec!["t-db"]);
+    assert_eq!(state(&orch, "web"), StateName::Failed);
+    let failure = orch.hosts[0]
+        .last_wake
+        .as_ref()
+        .unwrap()
+        .failure
+        .clone()
+        .unwrap();
+    assert_eq!(failure.0, "dependency_failed");
 }

@@ -143,6 +143,23 @@ pub async fn wait_ready<R: ContainerRuntime>(
     }
 }
 
+/// Waits until the engine reports the container healthy, it exits, or `deadline` passes (for a
+/// dependency that others wait on as `service_healthy`).
+pub async fn healthy_by<R: ContainerRuntime>(
+    runtime: &R,
+    spec: &ContainerSpec,
+    deadline: Instant,
+    poll: Duration,
+) -> Result<(), ReadyError> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    wait_healthy(runtime, spec, deadline, poll, || ReadyError::Timeout {
+        probe: ReadyProbe::Healthy,
+        timeout,
+    })
+    .await
+    .map(drop)
+}
+
 /// `ready = "healthy"`: asks the engine for the container's health every `poll` (each answer also
 /// says whether it still runs).
 async fn wait_healthy<R: ContainerRuntime>(

@@ -97,6 +97,10 @@ pub struct Healthcheck {
     pub retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_period: Option<Duration>,
+    /// How often to check during `start_period` (so that a fresh container is seen healthy
+    /// soon after it is, not an `interval` later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<Duration>,
 }
 
 impl Healthcheck {

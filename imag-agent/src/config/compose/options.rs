@@ -278,12 +278,6 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
             ),
         }
     };
-    if let Some(n) = found.get("start_interval") {
-        cx.warn(
-            n.at,
-            "healthcheck start_interval is ignored (the engine's default is used)".into(),
-        );
-    }
     let string = |k: &str, cx: &mut Cx<'_>| found.get(k).and_then(|n| cx.string(n, k));
     let retries = match found.get("retries") {
         Some(n) => {
@@ -300,6 +294,7 @@ fn healthcheck(node: &Node, cx: &mut Cx<'_>) -> Option<Spanned<raw::Healthcheck>
         interval: string("interval", cx),
         timeout: string("timeout", cx),
         start_period: string("start_period", cx),
+        start_interval: string("start_interval", cx),
         retries,
     };
     Some(spanned(node.at, check))

@@ -419,7 +419,7 @@ fn health_config(check: &Healthcheck) -> HealthConfig {
         timeout: nanos(check.timeout),
         retries: check.retries.map(i64::from),
         start_period: nanos(check.start_period),
-        start_interval: None,
+        start_interval: nanos(check.start_interval),
     }
 }
 

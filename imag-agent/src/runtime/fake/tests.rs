@@ -301,6 +301,7 @@ async fn readiness_waits_for_the_engines_health() {
         timeout: None,
         retries: None,
         start_period: None,
+        start_interval: None,
     });
     fake.wake(&web, Tier::Absent).await.unwrap();
     assert_eq!(
