@@ -17,20 +17,6 @@ pub fn render_table(report: &StatusReport) -> String {
         report.refused_packets,
         report.dropped_packets
     );
-    let b = &report.budget;
-    let limit = |l: Option<u64>, f: fn(u64) -> String| l.map_or("unlimited".into(), f);
-    let _ = writeln!(
-        out,
-        "budget: warm {}/{}, memory {}/{}, queued {}; evicted {}, refused budget {}, rate {}",
-        b.warm,
-        limit(b.warm_limit, |n| n.to_string()),
-        mib(b.memory_bytes),
-        limit(b.memory_limit, mib),
-        b.queued,
-        b.evictions_max_warm + b.evictions_memory,
-        b.refused_budget,
-        b.refused_rate
-    );
     let rows: Vec<[String; 9]> = std::iter::once(
         [
             "HOST",
@@ -81,6 +67,20 @@ pub fn render_table(report: &StatusReport) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    let b = &report.budget;
+    let limit = |l: Option<u64>, f: fn(u64) -> String| l.map_or("unlimited".into(), f);
+    let _ = writeln!(
+        out,
+        "budget: warm {}/{}, memory {}/{}, queued {}; evicted {}, refused budget {}, rate {}",
+        b.warm,
+        limit(b.warm_limit, |n| n.to_string()),
+        mib(b.memory_bytes),
+        limit(b.memory_limit, mib),
+        b.queued,
+        b.evictions_max_warm + b.evictions_memory,
+        b.refused_budget,
+        b.refused_rate
+    );
     out
 }
 
@@ -126,13 +126,13 @@ mod tests {
         let table = render_table(&report);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 5);
-        assert!(lines[1].starts_with("budget: warm 0/unlimited"), "{table}");
-        assert!(lines[2].starts_with("HOST") && lines[2].ends_with("WEIGHT"));
+        assert!(lines[1].starts_with("HOST") && lines[1].ends_with("WEIGHT"));
         assert!(
-            lines[3].contains("web")
-                && lines[3].contains("272.3 ms from absent")
-                && lines[3].contains("3.2s")
+            lines[2].contains("web")
+                && lines[2].contains("272.3 ms from absent")
+                && lines[2].contains("3.2s")
         );
-        assert!(lines[4].contains("asleep (paused)"));
+        assert!(lines[3].contains("asleep (paused)"));
+        assert!(lines[4].starts_with("budget: warm 0/unlimited"), "{table}");
     }
 }

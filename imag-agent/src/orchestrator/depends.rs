@@ -100,8 +100,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         for (dep, healthy) in self.hosts[id].deps.clone() {
             let host = &self.hosts[dep];
             if host.is_warm() {
-                if healthy && host.healthy != Some(true) {
-                    self.ask_healthy(dep, id);
+                if healthy && !self.known_healthy(dep, id) {
                     waiting = true;
                 }
                 continue;
@@ -114,22 +113,23 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         if waiting { Deps::Waiting } else { Deps::Warm }
     }
 
-    /// Starts one look at whether warm host `dep` is healthy, unless one is under way (or its own
-    /// ready probe already said so). `for_host` bounds the wait by its wake timeout.
-    fn ask_healthy(&mut self, dep: usize, for_host: usize) {
+    /// Whether warm host `dep` is known healthy: its own ready probe was its healthcheck, or a
+    /// look said so. Otherwise starts one look, unless one is under way; `for_host` bounds the
+    /// wait by its wake timeout.
+    fn known_healthy(&mut self, dep: usize, for_host: usize) -> bool {
         let host = &mut self.hosts[dep];
         if host.config.ready == crate::config::ReadyProbe::Healthy {
             host.healthy = Some(true);
-            return;
         }
-        if host.healthy.is_some() {
-            return;
+        if let Some(healthy) = host.healthy {
+            return healthy;
         }
         host.healthy = Some(false);
         let deadline = tokio::time::Instant::now() + self.hosts[for_host].config.wake_timeout;
         let host = &self.hosts[dep];
         self.jobs
             .healthy(dep, host.spec.clone(), deadline, host.config.ready_poll);
+        false
     }
 
     /// The look at a dependency's health ended.

@@ -557,6 +557,20 @@ async fn a_healthy_dependency_is_waited_for_until_the_engine_says_healthy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dependency_ready_by_its_healthcheck_is_healthy_when_warm() {
+    let db = "ready = \"healthy\"\nhealthcheck = { test = [\"CMD\", \"/check\"] }";
+    let (mut orch, fake) =
+        orchestrator(&(host("web", 10, "depends_on = [\"db:healthy\"]") + &host("db", 11, db)));
+    let frame = held(&orch, WEB);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_millis(100)).await;
+    fake.set_health("t-db", Some(Health::Healthy));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(wakes(&fake), vec!["t-db", "t-web"]);
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_healthy_dependency_without_a_healthcheck_fails_the_dependent() {
     let (mut orch, fake) =
         orchestrator(&(host("web", 10, "depends_on = [\"db:healthy\"]") + &host("db", 11, "")));

@@ -55,11 +55,15 @@ fn the_example_as_compose_and_as_toml_is_the_same_application() {
         assert_eq!(c, t, "host {}", c.name);
     }
     let db = from_compose.host("db").unwrap();
-    assert_eq!(db.ready, ReadyProbe::Healthy);
+    assert_eq!(
+        db.ready,
+        ReadyProbe::Tcp(8080),
+        "the first port, as in TOML"
+    );
     assert_eq!(db.container.mounts[0].to_bind(), "dbdata:/data");
     assert_eq!(db.container.memory, Some(64 << 20));
     let backend = from_compose.host("backend").unwrap();
-    assert!(backend.depends_on[0].healthy, "condition: service_healthy");
+    assert!(!backend.depends_on[0].healthy, "condition: service_started");
     assert_eq!(from_compose.host("backend").unwrap().sleep, Tier::Paused);
     // The one warning: `restart` is ignored.
     assert_eq!(
