@@ -12,7 +12,9 @@
 //!    running container's, from inside the same container; queries per second on one core.
 //! 5. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
 //!    of 50 and 100 cold hosts woken at once.
+//! 6. The budget storm: 200 cold hosts woken under `[limits] max_warm = 20` (`budget_storm.rs`).
 
+mod budget_storm;
 mod client;
 mod dns;
 mod engine;
@@ -60,6 +62,12 @@ pub struct BenchOptions {
     /// Skip the scale section (1,000/10,000 hosts, storms of 50/100 wakes).
     #[arg(long)]
     pub no_scale: bool,
+    /// Skip the budget storm (200 cold wakes under `max_warm = 20`).
+    #[arg(long, conflicts_with = "budget_storm_only")]
+    pub no_budget_storm: bool,
+    /// Run only the budget storm; writes target/bench/budget-storm.{md,json}, not bench/.
+    #[arg(long)]
+    pub budget_storm_only: bool,
 }
 
 /// One wake as the client and the agent saw it.
@@ -94,6 +102,7 @@ pub struct Results {
     pub dns: Option<dns::DnsRun>,
     pub scale: Vec<ScaleRun>,
     pub storms: Vec<StormRun>,
+    pub budget_storm: Option<budget_storm::BudgetStormRun>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -139,6 +148,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let root = workspace_root();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    if opts.budget_storm_only {
+        return budget_storm::run_alone(&binary, &dir);
+    }
 
     let mut results = Results {
         machine: machine(&root),
@@ -149,7 +161,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         HOST_IF,
         "10.79.0.1/24",
         "10.79.0.2/24",
-        &["10.76.0.0/24", "10.64.0.0/18", "10.65.0.0/24"],
+        &[
+            "10.76.0.0/24",
+            "10.64.0.0/18",
+            "10.65.0.0/24",
+            budget_storm::SUBNET,
+        ],
     )
     .context("creating the benchmark's client namespace")?;
     let bench_config = |name: &str, extra: &str| -> anyhow::Result<PathBuf> {
@@ -284,6 +301,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
 
         if !opts.no_scale {
             scale(&binary, &dir, &client, &mut results)?;
+        }
+        if !opts.no_budget_storm {
+            results.budget_storm = Some(budget_storm::measure(&binary, &dir, &client)?);
         }
         Ok(())
     })();

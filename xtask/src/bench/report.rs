@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     Results, WakeSample,
+    budget_storm::{BudgetStormRun, REFUSED_FAST_MS},
     stats::{Summary, summarize},
 };
 
@@ -159,6 +160,28 @@ pub fn markdown(r: &Results) -> String {
             storm.hosts,
             s.p99,
             mark(storm.succeeded == storm.hosts)
+        );
+    }
+    if let Some(b) = &r.budget_storm {
+        let _ = writeln!(
+            out,
+            "| storm of {} cold hosts under max_warm = {}: each request answered, or refused within {:.0} ms | {} answered, {} refused (p50 {:.1} ms, max {:.1} ms), {} hung | {} |",
+            b.hosts,
+            b.max_warm,
+            REFUSED_FAST_MS,
+            b.answered(),
+            b.refused_ms.len(),
+            summarize(&b.refused_ms).p50,
+            summarize(&b.refused_ms).max,
+            b.hung,
+            mark(b.settled_fast())
+        );
+        let _ = writeln!(
+            out,
+            "| the same storm: never more than max_warm warm, sampled every 100 ms | at most {:.0} of {} | {} |",
+            b.most_warm(),
+            b.max_warm,
+            mark(b.most_warm() <= b.max_warm as f64)
         );
     }
 
@@ -379,7 +402,65 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    if let Some(b) = &r.budget_storm {
+        out.push_str(&budget_storm(b));
+    }
     out.push_str("\nThe wake latency distributions: [wake-latency.svg](wake-latency.svg).\n");
+    out
+}
+
+/// Section 6: the budget storm's outcomes, latencies and the most warm hosts sampled.
+pub fn budget_storm(b: &BudgetStormRun) -> String {
+    let mut out = String::from("\n## 6. Budget storm\n\n");
+    let _ = writeln!(
+        out,
+        "{} cold hosts (never created) under `[limits] max_warm = {}`, `min_warm = \"0s\"`; their \
+         first requests from the client namespace in batches of {} at once, {:.0} s in all. A wake \
+         with room is plain; one without first stops the least recently active warm host; one \
+         with nothing evictable (the rest of its batch still waking) is refused with a RST. \
+         Latency: connect → first byte of the answer, or → connection refused.\n",
+        b.hosts, b.max_warm, b.batch, b.seconds
+    );
+    header(&mut out);
+    row(
+        &mut out,
+        "plain wake (no eviction)",
+        &summarize(&b.plain_wake_ms),
+        "ms",
+    );
+    row(
+        &mut out,
+        "eviction + wake",
+        &summarize(&b.evict_wake_ms),
+        "ms",
+    );
+    row(
+        &mut out,
+        "refused: until the RST",
+        &summarize(&b.refused_ms),
+        "ms",
+    );
+    let _ = writeln!(
+        out,
+        "\n{} answered, {} refused, {} hung (bound {:.0} s), {} failed otherwise; the agent \
+         counted {:.0} evictions and {:.0} wakes refused for the budget. Sampled every 100 ms, \
+         the most warm hosts were {:.0} by the budget (`imag_budget_used{{resource=\"warm\"}}`, \
+         {} samples), {:.0} by host state (`imag_hosts{{state=\"warm\"}}`) and {} running or \
+         paused containers by the engine ({} samples); the limit is {}.",
+        b.answered(),
+        b.refused_ms.len(),
+        b.hung,
+        b.bound_ms / 1000.0,
+        b.failed.len(),
+        b.evictions,
+        b.refused_budget,
+        b.max_budget_used,
+        b.metric_samples,
+        b.max_warm_hosts,
+        b.max_containers,
+        b.engine_samples,
+        b.max_warm
+    );
     out
 }
 
@@ -462,4 +543,30 @@ pub fn svg(r: &Results) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_storm_has_its_targets_and_its_section() {
+        let results = Results {
+            budget_storm: Some(BudgetStormRun {
+                hosts: 3,
+                max_warm: 2,
+                plain_wake_ms: vec![10.0, 11.0],
+                refused_ms: vec![5.0],
+                max_budget_used: 2.0,
+                max_warm_hosts: 2.0,
+                max_containers: 3,
+                ..BudgetStormRun::default()
+            }),
+            ..Results::default()
+        };
+        let md = markdown(&results);
+        assert!(md.contains("2 answered, 1 refused (p50 5.0 ms, max 5.0 ms), 0 hung | met |"));
+        assert!(md.contains("at most 3 of 2 | **not met** |"), "{md}");
+        assert!(md.contains("## 6. Budget storm"));
+    }
 }
