@@ -69,11 +69,21 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("re-delivering a held frame on ifindex {ifindex} failed")]
+    #[error(
+        "re-delivering a held frame (held on ifindex {ifindex}) through live frames failed: {source}"
+    )]
     Deliver {
         ifindex: u32,
         #[source]
         source: ProgramError,
+    },
+    #[error(
+        "re-delivering a held frame (held on ifindex {ifindex}) through the raw IP socket failed: {source}"
+    )]
+    DeliverRaw {
+        ifindex: u32,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Pins(#[from] PinsError),

@@ -155,6 +155,7 @@ impl Datapath {
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),
+            injector: super::deliver::Injector::default(),
         })
     }
 

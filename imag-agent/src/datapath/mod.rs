@@ -69,6 +69,8 @@ pub struct Datapath {
     links: BTreeMap<String, FdLink>,
     /// The link (host-side veth ifindex) each warm host's TC programs are attached to.
     host_links: StdHashMap<Ipv4Addr, u32>,
+    /// How held frames go back into the stack ([`deliver`]).
+    injector: deliver::Injector,
 }
 
 /// Registers an object that owns a BPF map fd (ring buffer) with tokio for readability.
