@@ -256,7 +256,7 @@ async fn attach_on<R: ContainerRuntime>(
         subnet = %config.network.subnet,
         "imag is attached and holding packets for cold hosts"
     );
-    orchestrator.datapath().prune_stale_links();
+    orchestrator.datapath_mut().prune_stale_links();
 
     let mut on_exit = opts.on_exit;
     let stop = async {

@@ -257,7 +257,103 @@ fn cases() -> Vec<Case> {
         },
     ]);
     cases.extend(allow_cases());
+    cases.extend(hygiene_cases());
     cases
+}
+
+/// Only what is meant wakes a host; tagged frames are never held; proxy ARP covers warm hosts.
+fn hygiene_cases() -> Vec<Case> {
+    fn answering_pings(datapath: &mut Datapath, _: TestHook) {
+        datapath
+            .set_host(COLD, COLD_ID, true, HOST_FLAG_ANSWER_PING)
+            .unwrap();
+    }
+    fn proxy_arp_for_both(datapath: &mut Datapath, _: TestHook) {
+        datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
+        datapath
+            .set_host(COLD, COLD_ID, true, HOST_FLAG_PROXY_ARP)
+            .unwrap();
+        datapath
+            .set_host(WARM, WARM_ID, false, HOST_FLAG_PROXY_ARP)
+            .unwrap();
+    }
+    let not_waking = |what, given, frame| Case {
+        what,
+        given,
+        frame,
+        ifindex: 0,
+        verdict: Drop,
+        reply: Reply::Unchecked,
+        held: Held::Nothing,
+        counters: vec![
+            (stat::DROPPED_NOT_WAKING, 1),
+            (stat::HELD, 0),
+            (stat::PING_ANSWERED, 0),
+        ],
+    };
+    let tagged_to = |dst| tagged(&syn_to(dst), 5);
+    vec![
+        not_waking(
+            "an ICMP timestamp request does not wake a host that answers pings",
+            answering_pings as fn(&mut Datapath, TestHook),
+            icmp_to(COLD, 13),
+        ),
+        not_waking(
+            "an ICMP timestamp request does not wake a host without answer_ping either",
+            nothing,
+            icmp_to(COLD, 13),
+        ),
+        not_waking(
+            "an ICMP error for a cold host wakes nothing",
+            nothing,
+            icmp_to(COLD, 3),
+        ),
+        not_waking("a TCP reset wakes nothing", nothing, rst_to(COLD)),
+        Case {
+            what: "a VLAN-tagged frame for a cold host passes untouched, never held",
+            given: nothing,
+            frame: tagged_to(COLD),
+            ifindex: 0,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::HELD, 0), (stat::PASSED_OTHER, 1)],
+        },
+        Case {
+            what: "a VLAN-tagged ARP request for a cold host is not answered on the bridge",
+            given: |datapath, _| {
+                datapath
+                    .set_interface(LO, IFACE_MAC, IFACE_FLAG_BRIDGE)
+                    .unwrap();
+            },
+            frame: tagged(&arp_request(COLD), 5),
+            ifindex: LO,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 0)],
+        },
+        Case {
+            what: "proxy ARP answers for a warm host on an attach interface too",
+            given: proxy_arp_for_both,
+            frame: arp_request(WARM),
+            ifindex: LO,
+            verdict: Bounce,
+            reply: Reply::ArpFor(WARM),
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 1)],
+        },
+        Case {
+            what: "proxy ARP still answers for a cold host",
+            given: proxy_arp_for_both,
+            frame: arp_request(COLD),
+            ifindex: LO,
+            verdict: Bounce,
+            reply: Reply::ArpFor(COLD),
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 1)],
+        },
+    ]
 }
 
 /// `allow_from`: `COLD` and `WARM` restricted to sources in `prefix` (and `ping` for `COLD`).
@@ -420,6 +516,190 @@ fn the_host_link_refuses_denied_sources() {
     }
 }
 
+const CONTAINER_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 11];
+const NEIGHBOUR_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 10];
+
+/// `imag_from_host`, on a warm host's own link: the container speaks only as itself. The link
+/// (the loopback device here) belongs to `WARM` with `CONTAINER_MAC`, unless the row says
+/// otherwise. These checks live in a TC program on the container's link, so they run for TC only.
+#[test]
+#[allow(
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    reason = "the row type sits next to its table"
+)]
+fn a_container_speaks_only_as_itself() {
+    imag_testkit::require_environment();
+    fn owned(datapath: &mut Datapath, _: TestHook) {
+        datapath
+            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+    }
+    fn owned_mac_unknown(datapath: &mut Datapath, _: TestHook) {
+        datapath.set_link_owner(LO, WARM, None).unwrap();
+    }
+    fn owner_forgotten(datapath: &mut Datapath, hook: TestHook) {
+        owned(datapath, hook);
+        datapath.remove_link_owner(LO);
+    }
+    let from = |src: Ipv4Addr, mac: [u8; 6]| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(mac, CLIENT_MAC)
+            .ipv4(src.octets(), CLIENT.octets(), 64)
+            .udp(5353, 53)
+            .write(&mut frame, b"query")
+            .unwrap();
+        frame
+    };
+    let arp = |oper: u8, sender: Ipv4Addr, sha: [u8; 6]| {
+        let mut frame = arp_request(CLIENT);
+        frame[6..12].copy_from_slice(&sha);
+        frame[21] = oper;
+        frame[22..28].copy_from_slice(&sha);
+        frame[28..32].copy_from_slice(&sender.octets());
+        frame
+    };
+    let mut ipv6 = from(WARM, CONTAINER_MAC);
+    ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    // A test run refuses (EINVAL) an IPv6 frame shorter than an IPv6 header.
+    ipv6.resize(14 + 64, 0);
+    // (what, given, frame, verdict, dropped_spoofed)
+    type Row = (
+        &'static str,
+        fn(&mut Datapath, TestHook),
+        Vec<u8>,
+        TestVerdict,
+        u64,
+    );
+    let rows: [Row; 13] = [
+        ("its own address", owned, from(WARM, CONTAINER_MAC), Pass, 0),
+        (
+            "a neighbour's address as source",
+            owned,
+            from(COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an outside address as source",
+            owned,
+            from(CLIENT, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own address from a neighbour's MAC",
+            owned,
+            from(WARM, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP reply as itself",
+            owned,
+            arp(2, WARM, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "a gratuitous ARP claiming a neighbour's address",
+            owned,
+            arp(1, COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP reply claiming a neighbour's address",
+            owned,
+            arp(2, COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP with its own address and a neighbour's MAC",
+            owned,
+            arp(2, WARM, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP probe (sender 0.0.0.0)",
+            owned,
+            arp(1, Ipv4Addr::UNSPECIFIED, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
+        ("IPv6 from its own MAC", owned, ipv6, Pass, 0),
+        (
+            "a neighbour's address, the container's MAC unknown",
+            owned_mac_unknown,
+            from(COLD, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own address, the container's MAC unknown",
+            owned_mac_unknown,
+            from(WARM, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "a link whose owner was forgotten is not checked",
+            owner_forgotten,
+            from(COLD, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+    ];
+    for (what, given, frame, verdict, spoofed) in rows {
+        let mut datapath = loaded();
+        given(&mut datapath, TestHook::FromHost);
+        let result = datapath.run_hold_program(TestHook::FromHost, &frame, LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        assert_eq!(
+            datapath.stats()[stat::DROPPED_SPOOFED as usize],
+            spoofed,
+            "{what}: dropped_spoofed"
+        );
+    }
+}
+
+/// `imag_to_host` holds a neighbour's packet to a host that is not warm only if it wakes it.
+#[test]
+fn the_host_link_holds_only_what_wakes() {
+    imag_testkit::require_environment();
+    for (what, frame, verdict, held, not_waking) in [
+        ("a neighbour's SYN", syn_to(COLD), Drop, true, 0),
+        (
+            "a neighbour's ICMP timestamp",
+            icmp_to(COLD, 13),
+            Drop,
+            false,
+            1,
+        ),
+        ("a neighbour's TCP reset", rst_to(COLD), Drop, false, 1),
+    ] {
+        let mut datapath = loaded();
+        let mut ring = datapath.take_held_frames().unwrap();
+        // A neighbour's bridge port: an ifindex the datapath does not run on.
+        let result = datapath.run_hold_program(TestHook::ToHost, &frame, LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        assert_eq!(ring.next().is_some(), held, "{what}: held");
+        assert_eq!(
+            datapath.stats()[stat::DROPPED_NOT_WAKING as usize],
+            not_waking,
+            "{what}: dropped_not_waking"
+        );
+    }
+}
+
 #[test]
 fn every_case_for_both_holding_programs() {
     imag_testkit::require_environment();
@@ -573,6 +853,35 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(&target.octets());
     frame
+}
+
+/// A TCP reset from the client.
+fn rst_to(dst: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
+        .ipv4(CLIENT.octets(), dst.octets(), 64)
+        .tcp(40000, 8080, 1, 0)
+        .rst()
+        .write(&mut frame, &[])
+        .unwrap();
+    frame
+}
+
+/// An ICMP message of type `kind` from the client (an echo request with its type changed: the
+/// datapath reads the type, not the checksum).
+fn icmp_to(dst: Ipv4Addr, kind: u8) -> Vec<u8> {
+    let mut frame = echo_request_to(dst);
+    frame[14 + 20] = kind;
+    frame
+}
+
+/// `frame` with an 802.1Q tag (VLAN `vid`) after its Ethernet addresses.
+fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&0x8100u16.to_be_bytes());
+    out.extend_from_slice(&vid.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
 }
 
 fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {

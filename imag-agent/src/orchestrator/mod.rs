@@ -469,7 +469,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),
             Outcome::HostLink {
                 host,
-                veth,
+                link,
                 established,
             } => {
                 let h = &self.hosts[host];
@@ -477,7 +477,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     return;
                 }
                 let addr = h.config.address;
-                if let Err(err) = self.datapath.attach_host_link(addr, &veth) {
+                if let Err(err) =
+                    self.datapath
+                        .attach_host_link(addr, &link.host_side, link.container_mac)
+                {
                     warn!(host = %h.config.name, error = %err,
                         "cannot count the host's traffic on its link; idleness sees only its TCP connections");
                 }

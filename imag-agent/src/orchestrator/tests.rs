@@ -64,7 +64,12 @@ impl HostTable for FakeTable {
     fn stats(&self) -> [u64; stat::COUNT as usize] {
         [0; stat::COUNT as usize]
     }
-    fn attach_host_link(&mut self, addr: Ipv4Addr, _: &Interface) -> Result<(), DatapathError> {
+    fn attach_host_link(
+        &mut self,
+        addr: Ipv4Addr,
+        _: &Interface,
+        _: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError> {
         self.links.insert(addr);
         Ok(())
     }

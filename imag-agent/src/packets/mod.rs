@@ -18,8 +18,8 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 pub use self::{arp::gratuitous_arp, checksum::complete_checksum, refusal::refusal, wire::Wire};
 
-/// Length of an Ethernet II header: held frames carry no VLAN tag (the datapath holds only
-/// untagged IPv4).
+/// Length of an Ethernet II header without a VLAN tag.
+#[cfg(test)]
 const ETH_LEN: usize = 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,15 +90,38 @@ pub enum FrameError {
     Malformed(#[from] etherparse::err::packet::SliceError),
     #[error("not an IPv4 packet")]
     NotIpv4,
+    /// The datapath never holds a tagged frame (it passes them untouched); answering or
+    /// re-delivering one untagged would put it on the wrong segment.
+    #[error("a VLAN-tagged frame (VLAN {0}): never held, so not handled")]
+    Tagged(u16),
     /// Cannot happen for a frame that parsed (an IPv4 payload is below 64 KiB), but the
     /// checksum functions say so in their types.
     #[error("transport segment too long for its checksum: {0}")]
     TooLong(#[from] etherparse::err::ValueTooBigError<usize>),
 }
 
+/// Parses an untagged Ethernet II frame carrying IPv4: the only kind the datapath holds. The
+/// Ethernet header's length is not assumed: a tagged frame is refused by name.
+fn untagged_ipv4(frame: &[u8]) -> Result<SlicedPacket<'_>, FrameError> {
+    let packet = SlicedPacket::from_ethernet(frame)?;
+    if let Some(vlan) = packet.vlan_ids().first() {
+        return Err(FrameError::Tagged(vlan.value()));
+    }
+    if !matches!(packet.net, Some(NetSlice::Ipv4(_))) {
+        return Err(FrameError::NotIpv4);
+    }
+    Ok(packet)
+}
+
+/// Where a parsed frame's IPv4 header starts in `frame` (the Ethernet header's own length, read
+/// from the parse rather than assumed).
+fn ip_offset(frame: &[u8], ip: &etherparse::Ipv4Slice<'_>) -> usize {
+    ip.header().slice().as_ptr() as usize - frame.as_ptr() as usize
+}
+
 /// Parses the Ethernet, IPv4 and transport headers of a frame.
 pub fn summarize(frame: &[u8]) -> Result<PacketSummary, FrameError> {
-    let packet = SlicedPacket::from_ethernet(frame)?;
+    let packet = untagged_ipv4(frame)?;
     let Some(NetSlice::Ipv4(ip)) = &packet.net else {
         return Err(FrameError::NotIpv4);
     };
@@ -203,5 +226,20 @@ pub(crate) mod tests {
         let mut arp = tcp_syn([1, 1, 1, 1], [2, 2, 2, 2], 1, 2);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert!(summarize(&arp).is_err());
+    }
+
+    /// A frame with an 802.1Q tag (VLAN `vid`) in front of the IPv4 packet of `frame`.
+    pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+        let mut out = frame[..12].to_vec();
+        out.extend_from_slice(&0x8100u16.to_be_bytes());
+        out.extend_from_slice(&vid.to_be_bytes());
+        out.extend_from_slice(&frame[12..]);
+        out
+    }
+
+    #[test]
+    fn a_tagged_frame_is_refused_by_name_not_misread_at_offset_14() {
+        let frame = tagged(&tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080), 5);
+        assert_eq!(summarize(&frame), Err(FrameError::Tagged(5)));
     }
 }
