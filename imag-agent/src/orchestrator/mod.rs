@@ -311,6 +311,14 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             }
         }
         self.counters.held += 1;
+        if !packets::to_declared_port(&frame.frame, &self.hosts[id].config.ports) {
+            // Not a port the host serves: the forwarding rule would drop the rest of this
+            // traffic, so it wakes nothing and its sender learns at once.
+            debug!(host = %self.hosts[id].config.name, packet = %summary(&frame.frame),
+                "refused: not one of the host's ports");
+            self.refuse_frame(&frame);
+            return;
+        }
         self.touch(id);
         if self.rate_limited(id, &frame) {
             return;

@@ -152,6 +152,23 @@ pub fn summarize(frame: &[u8]) -> Result<PacketSummary, FrameError> {
     })
 }
 
+/// Whether a held frame is for one of a host's declared `ports` (TCP or UDP; any port when the
+/// host declares none). Echo requests count as declared (pings reach a host whatever its ports);
+/// other IP protocols do not. A frame that does not parse is let through (the datapath only
+/// holds IPv4 it could read, so that does not happen).
+pub fn to_declared_port(frame: &[u8], ports: &[u16]) -> bool {
+    if ports.is_empty() {
+        return true;
+    }
+    match summarize(frame).map(|s| s.transport) {
+        Ok(Transport::Tcp { dst_port, .. } | Transport::Udp { dst_port, .. }) => {
+            ports.contains(&dst_port)
+        }
+        Ok(Transport::Icmp { .. }) | Err(_) => true,
+        Ok(Transport::Other { .. }) => false,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use etherparse::PacketBuilder;
@@ -226,6 +243,20 @@ pub(crate) mod tests {
         let mut arp = tcp_syn([1, 1, 1, 1], [2, 2, 2, 2], 1, 2);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert!(summarize(&arp).is_err());
+    }
+
+    #[test]
+    fn only_declared_ports_are_admitted_when_a_host_declares_any() {
+        let syn = |port| tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, port);
+        assert!(to_declared_port(&syn(22), &[]), "no ports: everything");
+        assert!(to_declared_port(&syn(8080), &[80, 8080]));
+        assert!(!to_declared_port(&syn(22), &[80, 8080]));
+        let datagram = udp([10, 78, 0, 2], [10, 77, 0, 10], 5353, 53, b"q");
+        assert!(to_declared_port(&datagram, &[53]));
+        assert!(!to_declared_port(&datagram, &[8080]));
+        let mut other = syn(8080);
+        other[14 + 9] = 47; // GRE
+        assert!(!to_declared_port(&other, &[8080]));
     }
 
     /// A frame with an 802.1Q tag (VLAN `vid`) in front of the IPv4 packet of `frame`.
