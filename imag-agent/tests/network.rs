@@ -144,6 +144,49 @@ fn neighbour_resolves_cold_host(hook: &[&str]) {
 }
 
 #[test]
+fn an_on_link_client_finds_a_warm_host_again_after_forgetting_it() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.on_link_client();
+    let config = net
+        .network_toml()
+        .replace("[network]\n", "[network]\nproxy_arp = true\n")
+        + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    client
+        .run(|| clients::http_get(net.http_addr(10), WAKE))
+        .unwrap()
+        .expect("the on-link client wakes the host");
+    assert_eq!(agent.host("web").unwrap()["state"], "warm");
+    let answered = || {
+        net.scrape().value(
+            "imag_datapath_packets_total",
+            &[("verdict", "arp_answered")],
+        )
+    };
+    let answered_cold = answered();
+    // Its neighbour entry expires (here: is flushed) while the host is warm.
+    let flushed = Command::new("ip")
+        .args(["-n", &client.name, "neigh", "flush", "all"])
+        .status()
+        .unwrap();
+    assert!(flushed.success(), "flushing the client's neighbour table");
+    let (body, _) = client
+        .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(10)))
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the client asks ARP for the warm host again and is answered: {e}\n{}",
+                agent.log_text()
+            )
+        });
+    assert_eq!(body, "hello from web\n");
+    assert!(
+        answered() > answered_cold,
+        "the datapath answered for the warm host"
+    );
+}
+
+#[test]
 fn the_first_udp_request_to_a_cold_host_gets_its_answer() {
     let net = TestNet::new(agent_binary!());
     let client = net.client();
