@@ -7,7 +7,6 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::PacketBuilder;
 use imag_agent::datapath::{
     Datapath, TestHook,
     TestVerdict::{self, Bounce, Drop, Pass},
@@ -18,19 +17,8 @@ use imag_common::{
 };
 use ipnet::Ipv4Net;
 
-/// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
-const LO: u32 = 1;
-const IFACE_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
-/// Held (host id 7) by `loaded()`.
-const COLD: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
-const COLD_ID: u32 = 7;
-/// Passed (host id 8) by `loaded()`.
-const WARM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
-/// Not an imaginary host.
-const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
-const WARM_ID: u32 = 8;
+mod support;
+use support::*;
 
 /// One row: given a datapath that `given` prepared, `frame` arriving on `ifindex` gets `verdict`,
 /// leaves as `reply` says, leaves `held` in the ring buffer, and the counters are `counters`.
@@ -516,190 +504,6 @@ fn the_host_link_refuses_denied_sources() {
     }
 }
 
-const CONTAINER_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 11];
-const NEIGHBOUR_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 10];
-
-/// `imag_from_host`, on a warm host's own link: the container speaks only as itself. The link
-/// (the loopback device here) belongs to `WARM` with `CONTAINER_MAC`, unless the row says
-/// otherwise. These checks live in a TC program on the container's link, so they run for TC only.
-#[test]
-#[allow(
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    reason = "the row type sits next to its table"
-)]
-fn a_container_speaks_only_as_itself() {
-    imag_testkit::require_environment();
-    fn owned(datapath: &mut Datapath, _: TestHook) {
-        datapath
-            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
-            .unwrap();
-    }
-    fn owned_mac_unknown(datapath: &mut Datapath, _: TestHook) {
-        datapath.set_link_owner(LO, WARM, None).unwrap();
-    }
-    fn owner_forgotten(datapath: &mut Datapath, hook: TestHook) {
-        owned(datapath, hook);
-        datapath.remove_link_owner(LO);
-    }
-    let from = |src: Ipv4Addr, mac: [u8; 6]| {
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2(mac, CLIENT_MAC)
-            .ipv4(src.octets(), CLIENT.octets(), 64)
-            .udp(5353, 53)
-            .write(&mut frame, b"query")
-            .unwrap();
-        frame
-    };
-    let arp = |oper: u8, sender: Ipv4Addr, sha: [u8; 6]| {
-        let mut frame = arp_request(CLIENT);
-        frame[6..12].copy_from_slice(&sha);
-        frame[21] = oper;
-        frame[22..28].copy_from_slice(&sha);
-        frame[28..32].copy_from_slice(&sender.octets());
-        frame
-    };
-    let mut ipv6 = from(WARM, CONTAINER_MAC);
-    ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-    // A test run refuses (EINVAL) an IPv6 frame shorter than an IPv6 header.
-    ipv6.resize(14 + 64, 0);
-    // (what, given, frame, verdict, dropped_spoofed)
-    type Row = (
-        &'static str,
-        fn(&mut Datapath, TestHook),
-        Vec<u8>,
-        TestVerdict,
-        u64,
-    );
-    let rows: [Row; 13] = [
-        ("its own address", owned, from(WARM, CONTAINER_MAC), Pass, 0),
-        (
-            "a neighbour's address as source",
-            owned,
-            from(COLD, CONTAINER_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "an outside address as source",
-            owned,
-            from(CLIENT, CONTAINER_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "its own address from a neighbour's MAC",
-            owned,
-            from(WARM, NEIGHBOUR_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "an ARP reply as itself",
-            owned,
-            arp(2, WARM, CONTAINER_MAC),
-            Pass,
-            0,
-        ),
-        (
-            "a gratuitous ARP claiming a neighbour's address",
-            owned,
-            arp(1, COLD, CONTAINER_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "an ARP reply claiming a neighbour's address",
-            owned,
-            arp(2, COLD, CONTAINER_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "an ARP with its own address and a neighbour's MAC",
-            owned,
-            arp(2, WARM, NEIGHBOUR_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "an ARP probe (sender 0.0.0.0)",
-            owned,
-            arp(1, Ipv4Addr::UNSPECIFIED, CONTAINER_MAC),
-            Pass,
-            0,
-        ),
-        ("IPv6 from its own MAC", owned, ipv6, Pass, 0),
-        (
-            "a neighbour's address, the container's MAC unknown",
-            owned_mac_unknown,
-            from(COLD, NEIGHBOUR_MAC),
-            Drop,
-            1,
-        ),
-        (
-            "its own address, the container's MAC unknown",
-            owned_mac_unknown,
-            from(WARM, NEIGHBOUR_MAC),
-            Pass,
-            0,
-        ),
-        (
-            "a link whose owner was forgotten is not checked",
-            owner_forgotten,
-            from(COLD, NEIGHBOUR_MAC),
-            Pass,
-            0,
-        ),
-    ];
-    for (what, given, frame, verdict, spoofed) in rows {
-        let mut datapath = loaded();
-        given(&mut datapath, TestHook::FromHost);
-        let result = datapath.run_hold_program(TestHook::FromHost, &frame, LO);
-        let Ok((got, _)) = result else {
-            panic!("{what}: the test run failed: {result:?}");
-        };
-        assert_eq!(got, verdict, "{what}: verdict");
-        assert_eq!(
-            datapath.stats()[stat::DROPPED_SPOOFED as usize],
-            spoofed,
-            "{what}: dropped_spoofed"
-        );
-    }
-}
-
-/// `imag_to_host` holds a neighbour's packet to a host that is not warm only if it wakes it.
-#[test]
-fn the_host_link_holds_only_what_wakes() {
-    imag_testkit::require_environment();
-    for (what, frame, verdict, held, not_waking) in [
-        ("a neighbour's SYN", syn_to(COLD), Drop, true, 0),
-        (
-            "a neighbour's ICMP timestamp",
-            icmp_to(COLD, 13),
-            Drop,
-            false,
-            1,
-        ),
-        ("a neighbour's TCP reset", rst_to(COLD), Drop, false, 1),
-    ] {
-        let mut datapath = loaded();
-        let mut ring = datapath.take_held_frames().unwrap();
-        // A neighbour's bridge port: an ifindex the datapath does not run on.
-        let result = datapath.run_hold_program(TestHook::ToHost, &frame, LO);
-        let Ok((got, _)) = result else {
-            panic!("{what}: the test run failed: {result:?}");
-        };
-        assert_eq!(got, verdict, "{what}: verdict");
-        assert_eq!(ring.next().is_some(), held, "{what}: held");
-        assert_eq!(
-            datapath.stats()[stat::DROPPED_NOT_WAKING as usize],
-            not_waking,
-            "{what}: dropped_not_waking"
-        );
-    }
-}
-
 #[test]
 fn every_case_for_both_holding_programs() {
     imag_testkit::require_environment();
@@ -763,13 +567,6 @@ fn run(hook: TestHook, case: &Case) {
     }
 }
 
-fn loaded() -> Datapath {
-    let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
-    datapath.set_host(COLD, COLD_ID, true, 0).unwrap();
-    datapath.set_host(WARM, WARM_ID, false, 0).unwrap();
-    datapath
-}
-
 fn check_arp_reply(what: &str, reply: &[u8], addr: Ipv4Addr) {
     assert_eq!(&reply[0..6], &CLIENT_MAC, "{what}: to the requester");
     assert_eq!(&reply[6..12], &IFACE_MAC, "{what}: from the interface");
@@ -818,78 +615,4 @@ fn check_echo_reply(what: &str, reply: &[u8], addr: Ipv4Addr) {
         recomputed.checksum,
         "{what}: ICMP checksum valid"
     );
-}
-
-fn syn_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
-        .tcp(40000, 8080, 1, 64240)
-        .syn()
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
-/// A segment of an established connection (ACK only) from the client.
-fn ack_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
-        .tcp(40000, 8080, 1, 64240)
-        .ack(1)
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&[0xff; 6]);
-    frame.extend_from_slice(&CLIENT_MAC);
-    frame.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
-    frame.extend_from_slice(&CLIENT_MAC);
-    frame.extend_from_slice(&CLIENT.octets());
-    frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&target.octets());
-    frame
-}
-
-/// A TCP reset from the client.
-fn rst_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
-        .tcp(40000, 8080, 1, 0)
-        .rst()
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
-/// An ICMP message of type `kind` from the client (an echo request with its type changed: the
-/// datapath reads the type, not the checksum).
-fn icmp_to(dst: Ipv4Addr, kind: u8) -> Vec<u8> {
-    let mut frame = echo_request_to(dst);
-    frame[14 + 20] = kind;
-    frame
-}
-
-/// `frame` with an 802.1Q tag (VLAN `vid`) after its Ethernet addresses.
-fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
-    let mut out = frame[..12].to_vec();
-    out.extend_from_slice(&0x8100u16.to_be_bytes());
-    out.extend_from_slice(&vid.to_be_bytes());
-    out.extend_from_slice(&frame[12..]);
-    out
-}
-
-fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, IFACE_MAC)
-        .ipv4(CLIENT.octets(), dst.octets(), 61)
-        .icmpv4_echo_request(7, 1)
-        .write(&mut frame, b"are you there")
-        .unwrap();
-    frame
 }
