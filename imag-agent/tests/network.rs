@@ -186,6 +186,70 @@ fn an_on_link_client_finds_a_warm_host_again_after_forgetting_it() {
     );
 }
 
+/// A connected UDP socket in the client's namespace sends `request` to `addr` and waits up to
+/// `timeout`: an ICMP port unreachable shows as `ConnectionRefused`, silence as a timeout.
+fn connected_udp(addr: SocketAddr, request: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send(request)?;
+    let mut buf = [0u8; 512];
+    let len = socket.recv(&mut buf)?;
+    Ok(buf[..len].to_vec())
+}
+
+#[test]
+fn only_declared_ports_reach_or_wake_a_host() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &format!(
+            "\n[[host]]\nname = \"dns\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\ncommand = [\"/hello\", \"--udp\", \"5353\"]\nready = \"udp:5353\"\nports = [5353]\n",
+            net.host_addr(53)
+        );
+    let agent = net.start_agent(&config, &[]);
+    let declared = SocketAddr::from((net.host_addr(53), 5353));
+    let undeclared = SocketAddr::from((net.host_addr(53), 5354));
+
+    let cold = client
+        .run(|| connected_udp(undeclared, b"q", WAKE))
+        .unwrap();
+    assert_eq!(
+        cold.map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionRefused),
+        "a datagram to an undeclared port of a cold host is refused at once"
+    );
+    assert!(net.containers().is_empty(), "and wakes nothing");
+
+    let answer = client
+        .run(|| connected_udp(declared, b"example.org", WAKE))
+        .unwrap()
+        .expect("the declared port wakes the host and is answered");
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "answer example.org from dns"
+    );
+
+    // Warm: the container itself would answer port unreachable, but the forwarding rule never
+    // lets the datagram reach it.
+    let warm = client
+        .run(|| connected_udp(undeclared, b"q", Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        matches!(
+            warm.as_ref().map_err(std::io::Error::kind),
+            Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        ),
+        "an undeclared port of a warm host is not forwarded: {warm:?}\n{}",
+        agent.log_text()
+    );
+    let again = client
+        .run(|| connected_udp(declared, b"again", WAKE))
+        .unwrap()
+        .expect("the declared port still is");
+    assert_eq!(String::from_utf8_lossy(&again), "answer again from dns");
+}
+
 #[test]
 fn the_first_udp_request_to_a_cold_host_gets_its_answer() {
     let net = TestNet::new(agent_binary!());
