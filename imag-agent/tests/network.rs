@@ -180,9 +180,11 @@ fn an_on_link_client_finds_a_warm_host_again_after_forgetting_it() {
             )
         });
     assert_eq!(body, "hello from web\n");
-    assert!(
-        answered() > answered_cold,
-        "the datapath answered for the warm host"
+    // The datapath's counters reach /metrics on the agent's next tick.
+    wait_until(
+        "the datapath's answer for the warm host is counted",
+        Duration::from_secs(5),
+        || answered() > answered_cold,
     );
 }
 

@@ -166,21 +166,20 @@ fn a_container_spoofing_a_neighbours_address_and_arp_gets_nowhere() {
     );
 
     let mut buf = [0u8; 64];
-    let (len, from) = listener
+    // Docker masquerades what leaves its network: the payload says who sent it.
+    let (len, _) = listener
         .recv_from(&mut buf)
         .expect("the spoofer's honest datagram reaches the client");
-    assert_eq!(
-        (from.ip(), &buf[..len]),
-        (
-            std::net::IpAddr::V4(spoofer),
-            format!("from {spoofer}").as_bytes()
-        ),
-        "the first datagram to arrive is the honest one: the forged one was dropped"
-    );
+    // (The forged ARP was sent before it, so it has been dealt with by now.)
     assert_eq!(
         neighbour_mac(victim, bridge),
         Some(victim_mac),
         "the forged ARP did not re-point the machine's entry for the victim"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..len]),
+        format!("from {spoofer}"),
+        "the first datagram to arrive is the honest one: the forged one was dropped"
     );
     let (body, _) = client
         .run(|| clients::http_get(net.http_addr(10), WAKE))
