@@ -9,11 +9,12 @@
 
 use std::{
     io::ErrorKind,
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
 
+use imag_agent::{interfaces::parse_mac, packets::Wire};
 use imag_testkit::{IMAGE, TestNet, agent_binary, clients, docker, wait_until};
 
 const WAKE: Duration = Duration::from_secs(30);
@@ -186,6 +187,58 @@ fn an_on_link_client_finds_a_warm_host_again_after_forgetting_it() {
         Duration::from_secs(5),
         || answered() > answered_cold,
     );
+}
+
+#[test]
+fn a_vlan_tagged_packet_to_a_cold_host_passes_untouched_and_wakes_nothing() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    // A SYN to the cold host, tagged for VLAN 5, which the machine does not carry: the kernel
+    // takes the tag out of the frame into the skb before the TC hook sees it (this kernel has no
+    // VLAN devices, so the frame is built by hand and sent from the client's packet socket).
+    let host_mac = parse_mac(
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host_if()))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let client_addr: Ipv4Addr = client.client_addr().parse().unwrap();
+    let web = net.host_addr(10);
+    client
+        .run(|| {
+            // SAFETY: a NUL-terminated name.
+            let eth0 = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+            let mut syn = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x55], host_mac)
+                .ipv4(client_addr.octets(), web.octets(), 64)
+                .tcp(40000, 8080, 1, 64240)
+                .syn()
+                .write(&mut syn, &[])
+                .unwrap();
+            let mut tagged = syn[..12].to_vec();
+            tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+            tagged.extend_from_slice(&syn[12..]);
+            Wire::open().unwrap().send(eth0, &tagged).unwrap();
+        })
+        .unwrap();
+    let verdict = |name: &str| {
+        net.scrape()
+            .value("imag_datapath_packets_total", &[("verdict", name)])
+    };
+    wait_until(
+        "the tagged SYN is passed as not for imag to handle",
+        Duration::from_secs(5),
+        || verdict("passed_unparsed") >= 1.0,
+    );
+    assert_eq!(verdict("held"), 0.0, "the tagged SYN was not held");
+    assert!(
+        net.containers().is_empty(),
+        "and woke nothing (held and re-delivered, it would have gone in untagged):\n{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.status().unwrap()["held_packets"], 0);
 }
 
 /// A connected UDP socket in the client's namespace sends `request` to `addr` and waits up to
