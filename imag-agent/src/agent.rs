@@ -256,7 +256,7 @@ async fn attach_on<R: ContainerRuntime>(
         subnet = %config.network.subnet,
         "imag is attached and holding packets for cold hosts"
     );
-    orchestrator.datapath().prune_stale_links();
+    orchestrator.datapath_mut().prune_stale_links();
 
     let mut on_exit = opts.on_exit;
     let stop = async {
@@ -305,15 +305,23 @@ fn set_up_forwarding(
 ) -> anyhow::Result<()> {
     undo.forwarding_enabled =
         firewall::ensure_ip_forwarding().context("checking /proc/sys/net/ipv4/ip_forward")?;
+    let hosts: Vec<(std::net::Ipv4Addr, Vec<u16>)> = config
+        .hosts
+        .iter()
+        .map(|h| (h.address, h.ports.clone()))
+        .collect();
     for iface in interfaces {
-        let rule = ForwardRule {
-            iface: iface.name.clone(),
-            subnet: config.network.subnet,
-            network: config.network.name.clone(),
-        };
-        // Also a rule an earlier agent left (kill -9, --on-exit keep) is ours to remove now.
-        rule.install()?;
-        undo.rules.push(rule);
+        let rules = firewall::rules_for(
+            &iface.name,
+            &config.network.name,
+            config.network.subnet,
+            &hosts,
+        );
+        for rule in rules {
+            // Also a rule an earlier agent left (kill -9, --on-exit keep) is ours to remove now.
+            rule.install()?;
+            undo.rules.push(rule);
+        }
     }
     Ok(())
 }

@@ -3,16 +3,26 @@
 //!
 //! Docker's FORWARD policy is DROP, and Docker only accepts traffic into a bridge network that a
 //! published port or an established connection explains. imag's hosts have no published ports:
-//! their addresses are reached directly. So for each attach interface the agent inserts one rule
-//! into Docker's DOCKER-USER chain: `-i IFACE -d SUBNET -j ACCEPT`, tagged with a comment so that
-//! `detach` and a restarted agent can find it. Replies pass through Docker's own rules.
+//! their addresses are reached directly. So for each attach interface the agent inserts rules
+//! into Docker's DOCKER-USER chain, each tagged with a comment (`imag:<network>`) so that
+//! `detach` and a restarted agent can find them:
+//!
+//! - for each host that declares `ports`: `-d ADDR -p tcp -m multiport --dports PORTS -j
+//!   ACCEPT` (and the same for UDP: a port number does not say its protocol), `-d ADDR -p icmp
+//!   --icmp-type echo-request -j ACCEPT`, then `-d ADDR -j RETURN`: anything else new to the host
+//!   falls through to Docker's own rules, which pass replies to the host's own connections
+//!   (conntrack) and drop the rest;
+//! - below those, `-i IFACE -d SUBNET -j ACCEPT` for hosts that declare no ports (and the
+//!   gateway), as before.
 
-use std::process::Command;
+use std::{net::Ipv4Addr, process::Command};
 
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 const CHAIN: &str = "DOCKER-USER";
+/// Most ports one `multiport` match takes.
+const MULTIPORT_MAX: usize = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -27,38 +37,108 @@ pub enum FirewallError {
     Failed { args: String, stderr: String },
 }
 
-/// One accept rule for traffic from `iface` into `subnet`, tagged `imag:<network>`.
+/// What one rule matches (beyond its interface) and does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Accept everything into the subnet.
+    Subnet(Ipv4Net),
+    /// Accept new TCP or UDP traffic to these ports of a host (at most [`MULTIPORT_MAX`]).
+    Ports {
+        host: Ipv4Addr,
+        protocol: &'static str,
+        ports: Vec<u16>,
+    },
+    /// Accept echo requests to a host.
+    Echo(Ipv4Addr),
+    /// Leave the rest of a host's traffic to Docker's rules (replies pass, new traffic is
+    /// dropped).
+    Rest(Ipv4Addr),
+}
+
+/// One rule for traffic from `iface`, tagged `imag:<network>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardRule {
     pub iface: String,
-    pub subnet: Ipv4Net,
     pub network: String,
+    pub target: Target,
 }
 
 fn comment(network: &str) -> String {
     format!("imag:{network}")
 }
 
+/// The rules for one attach interface, in the order to insert them (each goes to the top of the
+/// chain, so the last inserted is matched first): the subnet's accept, then for each host that
+/// declares ports (`hosts`: address and ports) its fall-through and, above it, its accepts.
+pub fn rules_for(
+    iface: &str,
+    network: &str,
+    subnet: Ipv4Net,
+    hosts: &[(Ipv4Addr, Vec<u16>)],
+) -> Vec<ForwardRule> {
+    let rule = |target| ForwardRule {
+        iface: iface.to_string(),
+        network: network.to_string(),
+        target,
+    };
+    let mut rules = vec![rule(Target::Subnet(subnet))];
+    for (host, ports) in hosts.iter().filter(|(_, ports)| !ports.is_empty()) {
+        let mut ports = ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        rules.push(rule(Target::Rest(*host)));
+        rules.push(rule(Target::Echo(*host)));
+        for protocol in ["udp", "tcp"] {
+            for chunk in ports.chunks(MULTIPORT_MAX) {
+                rules.push(rule(Target::Ports {
+                    host: *host,
+                    protocol,
+                    ports: chunk.to_vec(),
+                }));
+            }
+        }
+    }
+    rules
+}
+
 impl ForwardRule {
     fn spec(&self) -> Vec<String> {
-        [
-            "-i",
-            &self.iface,
-            "-d",
-            &self.subnet.to_string(),
-            "-m",
-            "comment",
-            "--comment",
-            &comment(&self.network),
-            "-j",
-            "ACCEPT",
-        ]
-        .iter()
-        .map(std::string::ToString::to_string)
-        .collect()
+        let mut spec: Vec<String> = vec!["-i".into(), self.iface.clone()];
+        let host = |addr: &Ipv4Addr| ["-d".to_string(), format!("{addr}/32")];
+        let verdict = match &self.target {
+            Target::Subnet(subnet) => {
+                spec.extend(["-d".to_string(), subnet.to_string()]);
+                "ACCEPT"
+            }
+            Target::Ports {
+                host: addr,
+                protocol,
+                ports,
+            } => {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                spec.extend(host(addr));
+                spec.extend(["-p", protocol, "-m", "multiport", "--dports"].map(String::from));
+                spec.push(list.join(","));
+                "ACCEPT"
+            }
+            Target::Echo(addr) => {
+                spec.extend(host(addr));
+                spec.extend(["-p", "icmp", "--icmp-type", "echo-request"].map(String::from));
+                "ACCEPT"
+            }
+            Target::Rest(addr) => {
+                spec.extend(host(addr));
+                "RETURN"
+            }
+        };
+        spec.extend(["-m", "comment", "--comment"].map(String::from));
+        spec.push(comment(&self.network));
+        spec.extend(["-j".to_string(), verdict.to_string()]);
+        spec
     }
 
-    /// Inserts the rule unless it is already there. Returns whether it was inserted.
+    /// Inserts the rule at the top of the chain unless it is already there. Returns whether it
+    /// was inserted.
     pub fn install(&self) -> Result<bool, FirewallError> {
         if let Err(err) = iptables(&["-w", "-n", "-L", CHAIN]) {
             return Err(match err {
@@ -72,7 +152,7 @@ impl ForwardRule {
         let mut args = vec!["-w".to_string(), "-I".into(), CHAIN.into()];
         args.extend(self.spec());
         iptables(&args)?;
-        info!(iface = %self.iface, subnet = %self.subnet, "forwarding into the imag network allowed");
+        info!(iface = %self.iface, target = ?self.target, "forwarding into the imag network allowed");
         Ok(true)
     }
 
@@ -95,9 +175,9 @@ impl ForwardRule {
             removed = true;
         }
         if removed {
-            info!(iface = %self.iface, subnet = %self.subnet, "forwarding rule removed");
+            info!(iface = %self.iface, target = ?self.target, "forwarding rule removed");
         } else {
-            warn!(iface = %self.iface, subnet = %self.subnet, "forwarding rule was already gone");
+            warn!(iface = %self.iface, target = ?self.target, "forwarding rule was already gone");
         }
     }
 }
@@ -124,32 +204,30 @@ pub fn remove_rules_of(network: &str) -> usize {
     let Ok(listing) = iptables(&["-w", "-S", CHAIN]) else {
         return 0;
     };
-    let rules: Vec<ForwardRule> = listing
+    let rules: Vec<Vec<String>> = listing
         .lines()
-        .filter_map(|line| parse_rule(line, network))
+        .filter_map(|line| deletion_of(line, network))
         .collect();
-    for rule in &rules {
-        rule.remove();
+    for args in &rules {
+        if let Err(err) = iptables(args) {
+            warn!(error = %err, "removing a forwarding rule failed");
+        }
     }
     rules.len()
 }
 
-/// The rule an `iptables -S` line describes, if it is one of ours for `network`.
-fn parse_rule(line: &str, network: &str) -> Option<ForwardRule> {
+/// The arguments that delete the rule an `iptables -S` line describes, if it is one of ours for
+/// `network` (whatever its shape: the comment says whose it is).
+fn deletion_of(line: &str, network: &str) -> Option<Vec<String>> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let value = |flag: &str| {
-        words
-            .iter()
-            .position(|w| *w == flag)
-            .and_then(|i| words.get(i + 1))
-            .map(|w| w.trim_matches('"'))
+    let tag = words.iter().position(|w| *w == "--comment")?;
+    (words.get(tag + 1)?.trim_matches('"') == comment(network)).then_some(())?;
+    let (&"-A", rest) = words.split_first()? else {
+        return None;
     };
-    (value("--comment")? == comment(network)).then_some(())?;
-    Some(ForwardRule {
-        iface: value("-i")?.to_string(),
-        subnet: value("-d")?.parse().ok()?,
-        network: network.to_string(),
-    })
+    let mut args = vec!["-w".to_string(), "-D".to_string()];
+    args.extend(rest.iter().map(|w| w.trim_matches('"').to_string()));
+    Some(args)
 }
 
 /// Makes sure the kernel forwards IPv4 (Docker normally turns this on). Returns whether it had
@@ -175,17 +253,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_our_rules_from_iptables_listing() {
+    fn finds_our_rules_in_an_iptables_listing_whatever_their_shape() {
         let line = r#"-A DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment "imag:imagt26" -j ACCEPT"#;
         assert_eq!(
-            parse_rule(line, "imagt26"),
-            Some(ForwardRule {
-                iface: "imagt26h".into(),
-                subnet: "10.200.26.0/24".parse().unwrap(),
-                network: "imagt26".into(),
-            })
+            deletion_of(line, "imagt26").unwrap().join(" "),
+            "-w -D DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment imag:imagt26 -j ACCEPT"
         );
-        assert_eq!(parse_rule(line, "imagt2"), None, "another network's rule");
-        assert_eq!(parse_rule("-A DOCKER-USER -j RETURN", "imagt26"), None);
+        let ports = r#"-A DOCKER-USER -d 10.200.26.10/32 -i imagt26h -p tcp -m multiport --dports 80,8080 -m comment --comment "imag:imagt26" -j ACCEPT"#;
+        assert!(deletion_of(ports, "imagt26").is_some());
+        assert_eq!(deletion_of(line, "imagt2"), None, "another network's rule");
+        assert_eq!(deletion_of("-A DOCKER-USER -j RETURN", "imagt26"), None);
+    }
+
+    #[test]
+    fn hosts_with_ports_get_only_those_ports_above_the_subnet_rule() {
+        let subnet: Ipv4Net = "10.77.0.0/24".parse().unwrap();
+        let web = Ipv4Addr::new(10, 77, 0, 10);
+        let open = Ipv4Addr::new(10, 77, 0, 11);
+        let many: Vec<u16> = (1..=20).collect();
+        let rules = rules_for(
+            "eth0",
+            "imag",
+            subnet,
+            &[(web, vec![8080, 80, 8080]), (open, vec![]), (web, many)],
+        );
+        let specs: Vec<String> = rules.iter().map(|r| r.spec().join(" ")).collect();
+        assert_eq!(
+            specs[0], "-i eth0 -d 10.77.0.0/24 -m comment --comment imag:imag -j ACCEPT",
+            "the subnet rule is inserted first, so it ends up below every host's"
+        );
+        assert_eq!(
+            specs[1..5],
+            [
+                "-i eth0 -d 10.77.0.10/32 -m comment --comment imag:imag -j RETURN",
+                "-i eth0 -d 10.77.0.10/32 -p icmp --icmp-type echo-request -m comment --comment imag:imag -j ACCEPT",
+                "-i eth0 -d 10.77.0.10/32 -p udp -m multiport --dports 80,8080 -m comment --comment imag:imag -j ACCEPT",
+                "-i eth0 -d 10.77.0.10/32 -p tcp -m multiport --dports 80,8080 -m comment --comment imag:imag -j ACCEPT",
+            ]
+        );
+        assert!(
+            !specs.iter().any(|s| s.contains("10.77.0.11")),
+            "a host without ports is covered by the subnet rule"
+        );
+        let chunks = specs
+            .iter()
+            .filter(|s| s.contains("-p tcp") && s.contains("1,2,3"))
+            .count();
+        assert_eq!(chunks, 1, "20 ports take two multiport rules per protocol");
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.contains("-p tcp") && s.contains("16,17,18,19,20"))
+        );
     }
 }

@@ -54,16 +54,25 @@ impl Interface {
     }
 }
 
+/// A container's `eth0` link as seen from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerLink {
+    /// The host side of the veth pair.
+    pub host_side: Interface,
+    /// `eth0`'s own MAC address, inside the container (None: netlink did not say).
+    pub container_mac: Option<[u8; 6]>,
+}
+
 /// The host side of a container's `eth0` veth pair: asks netlink, from inside the container's
 /// network namespace (entered through `/proc/<pid>/ns/net` on a thread of its own), which
-/// interface `eth0` is linked to, and looks that index up here.
-pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
+/// interface `eth0` is linked to (and its MAC address), and looks that index up here.
+pub fn host_side_of_container(pid: u32) -> std::io::Result<ContainerLink> {
     use futures::TryStreamExt as _;
     use rtnetlink::packet_route::link::LinkAttribute;
 
-    let peer_index = std::thread::scope(|scope| {
+    let (peer_index, container_mac) = std::thread::scope(|scope| {
         scope
-            .spawn(|| -> std::io::Result<u32> {
+            .spawn(|| -> std::io::Result<(u32, Option<[u8; 6]>)> {
                 let netns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
                 // SAFETY: a valid namespace fd; setns affects only this thread.
                 if unsafe {
@@ -81,10 +90,17 @@ pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
                     tokio::spawn(connection);
                     let mut links = handle.link().get().match_name("eth0").execute();
                     while let Some(link) = links.try_next().await.map_err(std::io::Error::other)? {
+                        let mut peer = None;
+                        let mut mac = None;
                         for attr in link.attributes {
-                            if let LinkAttribute::Link(index) = attr {
-                                return Ok(index);
+                            match attr {
+                                LinkAttribute::Link(index) => peer = Some(index),
+                                LinkAttribute::Address(bytes) => mac = bytes.try_into().ok(),
+                                _ => {}
                             }
+                        }
+                        if let Some(index) = peer {
+                            return Ok((index, mac));
                         }
                     }
                     Err(std::io::Error::other("the container has no veth eth0"))
@@ -102,7 +118,11 @@ pub fn host_side_of_container(pid: u32) -> std::io::Result<Interface> {
     let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
         .to_string_lossy()
         .into_owned();
-    Interface::lookup(&name).map_err(std::io::Error::other)
+    let host_side = Interface::lookup(&name).map_err(std::io::Error::other)?;
+    Ok(ContainerLink {
+        host_side,
+        container_mac,
+    })
 }
 
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {

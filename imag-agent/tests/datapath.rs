@@ -7,7 +7,6 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::PacketBuilder;
 use imag_agent::datapath::{
     Datapath, TestHook,
     TestVerdict::{self, Bounce, Drop, Pass},
@@ -18,19 +17,8 @@ use imag_common::{
 };
 use ipnet::Ipv4Net;
 
-/// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
-const LO: u32 = 1;
-const IFACE_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
-/// Held (host id 7) by `loaded()`.
-const COLD: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
-const COLD_ID: u32 = 7;
-/// Passed (host id 8) by `loaded()`.
-const WARM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
-/// Not an imaginary host.
-const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
-const WARM_ID: u32 = 8;
+mod support;
+use support::*;
 
 /// One row: given a datapath that `given` prepared, `frame` arriving on `ifindex` gets `verdict`,
 /// leaves as `reply` says, leaves `held` in the ring buffer, and the counters are `counters`.
@@ -257,7 +245,103 @@ fn cases() -> Vec<Case> {
         },
     ]);
     cases.extend(allow_cases());
+    cases.extend(hygiene_cases());
     cases
+}
+
+/// Only what is meant wakes a host; tagged frames are never held; proxy ARP covers warm hosts.
+fn hygiene_cases() -> Vec<Case> {
+    fn answering_pings(datapath: &mut Datapath, _: TestHook) {
+        datapath
+            .set_host(COLD, COLD_ID, true, HOST_FLAG_ANSWER_PING)
+            .unwrap();
+    }
+    fn proxy_arp_for_both(datapath: &mut Datapath, _: TestHook) {
+        datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
+        datapath
+            .set_host(COLD, COLD_ID, true, HOST_FLAG_PROXY_ARP)
+            .unwrap();
+        datapath
+            .set_host(WARM, WARM_ID, false, HOST_FLAG_PROXY_ARP)
+            .unwrap();
+    }
+    let not_waking = |what, given, frame| Case {
+        what,
+        given,
+        frame,
+        ifindex: 0,
+        verdict: Drop,
+        reply: Reply::Unchecked,
+        held: Held::Nothing,
+        counters: vec![
+            (stat::DROPPED_NOT_WAKING, 1),
+            (stat::HELD, 0),
+            (stat::PING_ANSWERED, 0),
+        ],
+    };
+    let tagged_to = |dst| tagged(&syn_to(dst), 5);
+    vec![
+        not_waking(
+            "an ICMP timestamp request does not wake a host that answers pings",
+            answering_pings as fn(&mut Datapath, TestHook),
+            icmp_to(COLD, 13),
+        ),
+        not_waking(
+            "an ICMP timestamp request does not wake a host without answer_ping either",
+            nothing,
+            icmp_to(COLD, 13),
+        ),
+        not_waking(
+            "an ICMP error for a cold host wakes nothing",
+            nothing,
+            icmp_to(COLD, 3),
+        ),
+        not_waking("a TCP reset wakes nothing", nothing, rst_to(COLD)),
+        Case {
+            what: "a VLAN-tagged frame for a cold host passes untouched, never held",
+            given: nothing,
+            frame: tagged_to(COLD),
+            ifindex: 0,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::HELD, 0), (stat::PASSED_OTHER, 1)],
+        },
+        Case {
+            what: "a VLAN-tagged ARP request for a cold host is not answered on the bridge",
+            given: |datapath, _| {
+                datapath
+                    .set_interface(LO, IFACE_MAC, IFACE_FLAG_BRIDGE)
+                    .unwrap();
+            },
+            frame: tagged(&arp_request(COLD), 5),
+            ifindex: LO,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 0)],
+        },
+        Case {
+            what: "proxy ARP answers for a warm host on an attach interface too",
+            given: proxy_arp_for_both,
+            frame: arp_request(WARM),
+            ifindex: LO,
+            verdict: Bounce,
+            reply: Reply::ArpFor(WARM),
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 1)],
+        },
+        Case {
+            what: "proxy ARP still answers for a cold host",
+            given: proxy_arp_for_both,
+            frame: arp_request(COLD),
+            ifindex: LO,
+            verdict: Bounce,
+            reply: Reply::ArpFor(COLD),
+            held: Held::Nothing,
+            counters: vec![(stat::ARP_ANSWERED, 1)],
+        },
+    ]
 }
 
 /// `allow_from`: `COLD` and `WARM` restricted to sources in `prefix` (and `ping` for `COLD`).
@@ -483,13 +567,6 @@ fn run(hook: TestHook, case: &Case) {
     }
 }
 
-fn loaded() -> Datapath {
-    let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
-    datapath.set_host(COLD, COLD_ID, true, 0).unwrap();
-    datapath.set_host(WARM, WARM_ID, false, 0).unwrap();
-    datapath
-}
-
 fn check_arp_reply(what: &str, reply: &[u8], addr: Ipv4Addr) {
     assert_eq!(&reply[0..6], &CLIENT_MAC, "{what}: to the requester");
     assert_eq!(&reply[6..12], &IFACE_MAC, "{what}: from the interface");
@@ -538,49 +615,4 @@ fn check_echo_reply(what: &str, reply: &[u8], addr: Ipv4Addr) {
         recomputed.checksum,
         "{what}: ICMP checksum valid"
     );
-}
-
-fn syn_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
-        .tcp(40000, 8080, 1, 64240)
-        .syn()
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
-/// A segment of an established connection (ACK only) from the client.
-fn ack_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
-        .tcp(40000, 8080, 1, 64240)
-        .ack(1)
-        .write(&mut frame, &[])
-        .unwrap();
-    frame
-}
-
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&[0xff; 6]);
-    frame.extend_from_slice(&CLIENT_MAC);
-    frame.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
-    frame.extend_from_slice(&CLIENT_MAC);
-    frame.extend_from_slice(&CLIENT.octets());
-    frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&target.octets());
-    frame
-}
-
-fn echo_request_to(dst: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, IFACE_MAC)
-        .ipv4(CLIENT.octets(), dst.octets(), 61)
-        .icmpv4_echo_request(7, 1)
-        .write(&mut frame, b"are you there")
-        .unwrap();
-    frame
 }

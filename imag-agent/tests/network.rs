@@ -9,11 +9,12 @@
 
 use std::{
     io::ErrorKind,
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
 
+use imag_agent::{interfaces::parse_mac, packets::Wire};
 use imag_testkit::{IMAGE, TestNet, agent_binary, clients, docker, wait_until};
 
 const WAKE: Duration = Duration::from_secs(30);
@@ -141,6 +142,167 @@ fn neighbour_resolves_cold_host(hook: &[&str]) {
         "the client learned the attach interface's MAC for the imaginary address: {}",
         String::from_utf8_lossy(&neigh.stdout)
     );
+}
+
+#[test]
+fn an_on_link_client_finds_a_warm_host_again_after_forgetting_it() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.on_link_client();
+    let config = net
+        .network_toml()
+        .replace("[network]\n", "[network]\nproxy_arp = true\n")
+        + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    client
+        .run(|| clients::http_get(net.http_addr(10), WAKE))
+        .unwrap()
+        .expect("the on-link client wakes the host");
+    assert_eq!(agent.host("web").unwrap()["state"], "warm");
+    let answered = || {
+        net.scrape().value(
+            "imag_datapath_packets_total",
+            &[("verdict", "arp_answered")],
+        )
+    };
+    let answered_cold = answered();
+    // Its neighbour entry expires (here: is flushed) while the host is warm.
+    let flushed = Command::new("ip")
+        .args(["-n", &client.name, "neigh", "flush", "all"])
+        .status()
+        .unwrap();
+    assert!(flushed.success(), "flushing the client's neighbour table");
+    let (body, _) = client
+        .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(10)))
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the client asks ARP for the warm host again and is answered: {e}\n{}",
+                agent.log_text()
+            )
+        });
+    assert_eq!(body, "hello from web\n");
+    // The datapath's counters reach /metrics on the agent's next tick.
+    wait_until(
+        "the datapath's answer for the warm host is counted",
+        Duration::from_secs(5),
+        || answered() > answered_cold,
+    );
+}
+
+#[test]
+fn a_vlan_tagged_packet_to_a_cold_host_passes_untouched_and_wakes_nothing() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    // A SYN to the cold host, tagged for VLAN 5, which the machine does not carry: the kernel
+    // takes the tag out of the frame into the skb before the TC hook sees it (this kernel has no
+    // VLAN devices, so the frame is built by hand and sent from the client's packet socket).
+    let host_mac = parse_mac(
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host_if()))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let client_addr: Ipv4Addr = client.client_addr().parse().unwrap();
+    let web = net.host_addr(10);
+    client
+        .run(|| {
+            // SAFETY: a NUL-terminated name.
+            let eth0 = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+            let mut syn = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x55], host_mac)
+                .ipv4(client_addr.octets(), web.octets(), 64)
+                .tcp(40000, 8080, 1, 64240)
+                .syn()
+                .write(&mut syn, &[])
+                .unwrap();
+            let mut tagged = syn[..12].to_vec();
+            tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+            tagged.extend_from_slice(&syn[12..]);
+            Wire::open().unwrap().send(eth0, &tagged).unwrap();
+        })
+        .unwrap();
+    let verdict = |name: &str| {
+        net.scrape()
+            .value("imag_datapath_packets_total", &[("verdict", name)])
+    };
+    wait_until(
+        "the tagged SYN is passed as not for imag to handle",
+        Duration::from_secs(5),
+        || verdict("passed_unparsed") >= 1.0,
+    );
+    assert_eq!(verdict("held"), 0.0, "the tagged SYN was not held");
+    assert!(
+        net.containers().is_empty(),
+        "and woke nothing (held and re-delivered, it would have gone in untagged):\n{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.status().unwrap()["held_packets"], 0);
+}
+
+/// A connected UDP socket in the client's namespace sends `request` to `addr` and waits up to
+/// `timeout`: an ICMP port unreachable shows as `ConnectionRefused`, silence as a timeout.
+fn connected_udp(addr: SocketAddr, request: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send(request)?;
+    let mut buf = [0u8; 512];
+    let len = socket.recv(&mut buf)?;
+    Ok(buf[..len].to_vec())
+}
+
+#[test]
+fn only_declared_ports_reach_or_wake_a_host() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml()
+        + &format!(
+            "\n[[host]]\nname = \"dns\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\ncommand = [\"/hello\", \"--udp\", \"5353\"]\nready = \"udp:5353\"\nports = [5353]\n",
+            net.host_addr(53)
+        );
+    let agent = net.start_agent(&config, &[]);
+    let declared = SocketAddr::from((net.host_addr(53), 5353));
+    let undeclared = SocketAddr::from((net.host_addr(53), 5354));
+
+    let cold = client
+        .run(|| connected_udp(undeclared, b"q", WAKE))
+        .unwrap();
+    assert_eq!(
+        cold.map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionRefused),
+        "a datagram to an undeclared port of a cold host is refused at once"
+    );
+    assert!(net.containers().is_empty(), "and wakes nothing");
+
+    let answer = client
+        .run(|| connected_udp(declared, b"example.org", WAKE))
+        .unwrap()
+        .expect("the declared port wakes the host and is answered");
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "answer example.org from dns"
+    );
+
+    // Warm: the container itself would answer port unreachable, but the forwarding rule never
+    // lets the datagram reach it.
+    let warm = client
+        .run(|| connected_udp(undeclared, b"q", Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        matches!(
+            warm.as_ref().map_err(std::io::Error::kind),
+            Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        ),
+        "an undeclared port of a warm host is not forwarded: {warm:?}\n{}",
+        agent.log_text()
+    );
+    let again = client
+        .run(|| connected_udp(declared, b"again", WAKE))
+        .unwrap()
+        .expect("the declared port still is");
+    assert_eq!(String::from_utf8_lossy(&again), "answer again from dns");
 }
 
 #[test]

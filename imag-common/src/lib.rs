@@ -49,9 +49,13 @@ pub mod maps {
     /// `LpmTrie<AllowKey, u8>`: the sources (per host, by prefix) that may reach a host with
     /// `HOST_FLAG_RESTRICTED` (`allow_from`); written by the agent.
     pub const ALLOW: &str = "ALLOW";
+    /// `HashMap<u32, HostLink>`: who may speak on a host's own link (the host side of its
+    /// container's veth), by that link's ifindex; written by the agent when it attaches the
+    /// link's programs.
+    pub const HOST_LINKS: &str = "HOST_LINKS";
 
     /// Every map above.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         HOSTS,
         INTERFACES,
         HELD_FRAMES,
@@ -62,6 +66,7 @@ pub mod maps {
         SOCK_EVENTS,
         STATS,
         ALLOW,
+        HOST_LINKS,
     ];
 }
 
@@ -89,8 +94,9 @@ pub const HOST_MODE_HOLD: u8 = 1;
 /// What the datapath does with packets for a host: let them through the kernel untouched.
 pub const HOST_MODE_PASS: u8 = 2;
 
-/// Host flag: answer ARP requests for this host's address on attach interfaces while it is not
-/// warm (the bridge always answers for non-warm hosts).
+/// Host flag: answer ARP requests for this host's address on attach interfaces, warm or not, with
+/// the interface's own MAC (the bridge answers for non-warm hosts anyway; warm hosts answer for
+/// themselves there).
 pub const HOST_FLAG_PROXY_ARP: u8 = 1 << 0;
 /// Host flag: answer ICMP echo requests for this host from the datapath while it is not warm.
 pub const HOST_FLAG_ANSWER_PING: u8 = 1 << 1;
@@ -135,6 +141,24 @@ pub struct InterfaceEntry {
     pub _reserved: [u8; 2],
     /// `IFACE_FLAG_*` bits.
     pub flags: u32,
+}
+
+/// Value of the `HOST_LINKS` map, keyed by the ifindex of the host side of a host's container
+/// veth: the only identity the container may use on that link (`imag_from_host` drops anything
+/// else, `stat::DROPPED_SPOOFED`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding, public so that both sides can build the value; never read"
+)]
+pub struct HostLink {
+    /// The host's address (network byte order): the only IPv4 source and ARP sender allowed.
+    pub addr: u32,
+    /// The container's MAC address: the only Ethernet source and ARP sender hardware address
+    /// allowed; all zero when unknown (then not checked).
+    pub mac: [u8; 6],
+    pub _reserved: [u8; 2],
 }
 
 /// Header of a ring buffer record; the held frame's bytes follow it directly.
@@ -257,8 +281,15 @@ pub mod stat {
     /// Dropped: a packet for a restricted host (`allow_from`) from a source it does not allow;
     /// it woke nothing.
     pub const DROPPED_DENIED: u32 = 11;
+    /// Dropped at a host's own link: its container sent a frame as someone else (an IPv4 source
+    /// other than its address, an ARP sender other than its address or MAC, an Ethernet source
+    /// other than its MAC).
+    pub const DROPPED_SPOOFED: u32 = 12;
+    /// Dropped: a packet for a host that is not warm that does not wake it (ICMP other than an
+    /// echo request, a TCP reset); it was not held.
+    pub const DROPPED_NOT_WAKING: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     /// Prometheus-friendly names, indexed like the counters.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -274,6 +305,8 @@ pub mod stat {
         "dropped_at_host_link",
         "dropped_copy_failed",
         "dropped_denied",
+        "dropped_spoofed",
+        "dropped_not_waking",
     ];
 }
 
@@ -297,6 +330,14 @@ mod tests {
             "dropped_copy_failed"
         );
         assert_eq!(stat::NAMES[stat::DROPPED_DENIED as usize], "dropped_denied");
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_SPOOFED as usize],
+            "dropped_spoofed"
+        );
+        assert_eq!(
+            stat::NAMES[stat::DROPPED_NOT_WAKING as usize],
+            "dropped_not_waking"
+        );
     }
 }
 
@@ -316,4 +357,6 @@ mod pod {
     unsafe impl aya::Pod for super::AllowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HostLink {}
 }

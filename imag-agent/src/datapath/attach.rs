@@ -117,16 +117,20 @@ impl Datapath {
     }
 
     /// Attaches the TC programs to a warm host's own link (the host side of its container's
-    /// veth), adopting pinned ones; replaces the links of an earlier container of the host.
+    /// veth), adopting pinned ones; replaces the links of an earlier container of the host. The
+    /// link's owner (`HOST_LINKS`: the host's address, the container's MAC when known) is
+    /// written first, so that `imag_from_host` holds the container to it from its first packet.
     pub fn attach_host_link(
         &mut self,
         addr: Ipv4Addr,
         veth: &Interface,
+        container_mac: Option<[u8; 6]>,
     ) -> Result<(), DatapathError> {
         if self.host_links.get(&addr) == Some(&veth.index) {
-            return Ok(());
+            return self.set_link_owner(veth.index, addr, container_mac);
         }
         self.detach_host_link(addr);
+        self.set_link_owner(veth.index, addr, container_mac)?;
         for (program_name, attach_type, prefix) in [
             (programs::TO_HOST, TcAttachType::Egress, "to"),
             (programs::FROM_HOST, TcAttachType::Ingress, "from"),
@@ -160,6 +164,7 @@ impl Datapath {
     /// Forgets (and unpins) the TC links of a host whose container's link is gone or going.
     pub fn detach_host_link(&mut self, addr: Ipv4Addr) {
         if let Some(index) = self.host_links.remove(&addr) {
+            self.remove_link_owner(index);
             for prefix in ["to", "from"] {
                 let name = format!("{prefix}-{index}");
                 self.links.remove(&name);
@@ -173,7 +178,10 @@ impl Datapath {
     /// Removes pinned links that are leftovers: links of host links whose interface no longer
     /// exists (the container is gone), and interface or tracepoint links that this agent neither
     /// adopted nor attached (an interface no longer named on the command line).
-    pub fn prune_stale_links(&self) {
+    pub fn prune_stale_links(&mut self) {
+        for index in self.stale_link_owners(interface_exists) {
+            self.remove_link_owner(index);
+        }
         let Some(pins) = &self.pins else { return };
         let Ok(entries) = std::fs::read_dir(pins.dir()) else {
             return;

@@ -34,8 +34,14 @@ pub trait HostTable {
     fn reset_connections(&mut self, addr: Ipv4Addr, open: u64) -> Result<(), DatapathError>;
     /// The datapath's verdict counters, summed over CPUs.
     fn stats(&self) -> [u64; stat::COUNT as usize];
-    /// Counts the host's traffic on its container link (the host side of its veth).
-    fn attach_host_link(&mut self, addr: Ipv4Addr, veth: &Interface) -> Result<(), DatapathError>;
+    /// Counts the host's traffic on its container link (the host side of its veth), and holds
+    /// the container there to its own address and `container_mac` (when known).
+    fn attach_host_link(
+        &mut self,
+        addr: Ipv4Addr,
+        veth: &Interface,
+        container_mac: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError>;
     fn has_host_link(&self, addr: Ipv4Addr) -> bool;
     fn detach_host_link(&mut self, addr: Ipv4Addr);
     /// Re-injects a held frame on the interface it arrived on.
@@ -77,8 +83,13 @@ impl HostTable for Datapath {
         Datapath::stats(self)
     }
 
-    fn attach_host_link(&mut self, addr: Ipv4Addr, veth: &Interface) -> Result<(), DatapathError> {
-        Datapath::attach_host_link(self, addr, veth)
+    fn attach_host_link(
+        &mut self,
+        addr: Ipv4Addr,
+        veth: &Interface,
+        container_mac: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError> {
+        Datapath::attach_host_link(self, addr, veth, container_mac)
     }
 
     fn has_host_link(&self, addr: Ipv4Addr) -> bool {

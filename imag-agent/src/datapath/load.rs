@@ -15,7 +15,9 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProgramError, SchedClassifier, TracePoint, Xdp},
 };
-use imag_common::{AllowKey, HostActivity, HostEntry, IgnoreKey, InterfaceEntry, maps, programs};
+use imag_common::{
+    AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry, maps, programs,
+};
 use tracing::{debug, info};
 
 use super::{Datapath, DatapathError, pins::Pins};
@@ -43,7 +45,7 @@ const fn pinned(name: &'static str, key: usize, value: usize, per_host: bool) ->
 }
 
 /// Every map but the eBPF-only `HOLD_SCRATCH`.
-const PINNED_MAPS: [PinnedMap; 9] = [
+const PINNED_MAPS: [PinnedMap; 10] = [
     pinned(maps::HOSTS, 4, size_of::<HostEntry>(), true),
     pinned(maps::INTERFACES, 4, size_of::<InterfaceEntry>(), false),
     pinned(maps::STATS, 4, 8, false),
@@ -51,6 +53,7 @@ const PINNED_MAPS: [PinnedMap; 9] = [
     pinned(maps::IDLE_IGNORE, 4 + size_of::<IgnoreKey>(), 1, false),
     pinned(maps::ALLOW, 4 + size_of::<AllowKey>(), 1, false),
     pinned(maps::WAITING_PORTS, 4, 4, false),
+    pinned(maps::HOST_LINKS, 4, size_of::<HostLink>(), true),
     pinned(maps::HELD_FRAMES, 0, 0, false),
     pinned(maps::SOCK_EVENTS, 0, 0, false),
 ];
@@ -138,6 +141,7 @@ impl Datapath {
         let idle_ignore = typed_map!(LpmTrie, maps::IDLE_IGNORE);
         let allow = typed_map!(LpmTrie, maps::ALLOW);
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
+        let link_owners = typed_map!(HashMap, maps::HOST_LINKS);
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
                 "adopting the datapath an earlier agent left");
@@ -152,6 +156,7 @@ impl Datapath {
             activity,
             idle_ignore,
             allow,
+            link_owners,
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),

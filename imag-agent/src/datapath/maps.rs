@@ -10,8 +10,8 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
-    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
-    maps, stat,
+    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink, IgnoreKey,
+    InterfaceEntry, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -168,6 +168,41 @@ impl Datapath {
             self.allow.remove(&key).map_err(map_error)?;
         }
         Ok(())
+    }
+
+    /// Holds whatever speaks on link `ifindex` (the host side of a host's container veth) to
+    /// `addr` and, when known, `container_mac` (`HOST_LINKS`; `imag_from_host` drops the rest).
+    pub fn set_link_owner(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        container_mac: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError> {
+        let owner = HostLink {
+            addr: addr_key(addr),
+            mac: container_mac.unwrap_or_default(),
+            _reserved: [0; 2],
+        };
+        self.link_owners
+            .insert(ifindex, owner, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::HOST_LINKS,
+                source,
+            })
+    }
+
+    /// Forgets who owns link `ifindex` (its container is gone or going).
+    pub fn remove_link_owner(&mut self, ifindex: u32) {
+        let _ = self.link_owners.remove(&ifindex);
+    }
+
+    /// Link owners whose link no longer exists (left by an earlier agent), by ifindex.
+    pub(super) fn stale_link_owners(&self, exists: impl Fn(u32) -> bool) -> Vec<u32> {
+        self.link_owners
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|&index| !exists(index))
+            .collect()
     }
 
     /// The table of ports wakes wait on for a LISTEN event (`WAITING_PORTS`), for readiness,

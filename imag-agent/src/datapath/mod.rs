@@ -38,7 +38,7 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
     programs::links::FdLink,
 };
-use imag_common::{AllowKey, HostActivity, HostEntry, IgnoreKey, InterfaceEntry};
+use imag_common::{AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry};
 
 use self::pins::Pins;
 #[cfg(feature = "test-helpers")]
@@ -62,6 +62,8 @@ pub struct Datapath {
     activity: PerCpuHashMap<MapData, u32, HostActivity>,
     idle_ignore: LpmTrie<MapData, IgnoreKey, u8>,
     allow: LpmTrie<MapData, AllowKey, u8>,
+    /// `HOST_LINKS`: who may speak on each host's own link.
+    link_owners: HashMap<MapData, u32, HostLink>,
     /// Taken by readiness ([`Datapath::take_waiting_ports`]).
     waiting_ports: Option<HashMap<MapData, u32, u32>>,
     /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`, `to-<ifindex>`,

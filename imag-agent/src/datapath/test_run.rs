@@ -19,6 +19,9 @@ pub enum TestHook {
     /// `imag_to_host` (not a holding program, but run the same way: `ifindex` is the packet's
     /// ingress, 0 for the machine's own packets).
     ToHost,
+    /// `imag_from_host` (not a holding program either): the frame arrives from the container on
+    /// the loopback device (ifindex 1), which stands for the host side of its veth.
+    FromHost,
 }
 
 impl TestHook {
@@ -53,6 +56,7 @@ impl Datapath {
             TestHook::Xdp => (programs::HOLD, xdp_md_for(ifindex, frame.len()).to_vec()),
             TestHook::Tc => (programs::HOLD_TC, sk_buff_for(ifindex).to_vec()),
             TestHook::ToHost => (programs::TO_HOST, sk_buff_for(ifindex).to_vec()),
+            TestHook::FromHost => (programs::FROM_HOST, sk_buff_for(ifindex).to_vec()),
         };
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -64,7 +68,7 @@ impl Datapath {
         let run_error = |source| DatapathError::Program { name, source };
         let result = match hook {
             TestHook::Xdp => program_mut::<Xdp>(&mut self.ebpf, name)?.test_run(opts),
-            TestHook::Tc | TestHook::ToHost => {
+            TestHook::Tc | TestHook::ToHost | TestHook::FromHost => {
                 program_mut::<SchedClassifier>(&mut self.ebpf, name)?.test_run(opts)
             }
         }

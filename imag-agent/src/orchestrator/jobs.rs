@@ -11,7 +11,7 @@ use super::hosts::SLEEP_SETTLE_TIME;
 use crate::{
     clock::monotonic_ns,
     config::ReadyProbe,
-    interfaces::{self, Interface},
+    interfaces::{self, ContainerLink},
     packets::{self, Wire},
     readiness::{self, PortWatch, ReadyError},
     report::ReadyBy,
@@ -48,7 +48,7 @@ pub enum Outcome {
     /// The host side of a warm host's container link was found.
     HostLink {
         host: usize,
-        veth: Interface,
+        link: ContainerLink,
         established: Option<u64>,
     },
 }
@@ -201,17 +201,17 @@ impl<R: ContainerRuntime> Jobs<R> {
             let pid = info.pid;
             let address = spec.address;
             let found = tokio::task::spawn_blocking(move || {
-                let veth = interfaces::host_side_of_container(pid)?;
+                let link = interfaces::host_side_of_container(pid)?;
                 let established = count_connections
                     .then(|| crate::procnet::established_connections(pid, address));
-                std::io::Result::Ok((veth, established))
+                std::io::Result::Ok((link, established))
             })
             .await;
             match found {
-                Ok(Ok((veth, established))) => {
+                Ok(Ok((link, established))) => {
                     let _ = this.outcomes.send(Outcome::HostLink {
                         host,
-                        veth,
+                        link,
                         established,
                     });
                 }

@@ -311,6 +311,14 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             }
         }
         self.counters.held += 1;
+        if !packets::to_declared_port(&frame.frame, &self.hosts[id].config.ports) {
+            // Not a port the host serves: the forwarding rule would drop the rest of this
+            // traffic, so it wakes nothing and its sender learns at once.
+            debug!(host = %self.hosts[id].config.name, packet = %summary(&frame.frame),
+                "refused: not one of the host's ports");
+            self.refuse_frame(&frame);
+            return;
+        }
         self.touch(id);
         if self.rate_limited(id, &frame) {
             return;
@@ -469,7 +477,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),
             Outcome::HostLink {
                 host,
-                veth,
+                link,
                 established,
             } => {
                 let h = &self.hosts[host];
@@ -477,7 +485,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     return;
                 }
                 let addr = h.config.address;
-                if let Err(err) = self.datapath.attach_host_link(addr, &veth) {
+                if let Err(err) =
+                    self.datapath
+                        .attach_host_link(addr, &link.host_side, link.container_mac)
+                {
                     warn!(host = %h.config.name, error = %err,
                         "cannot count the host's traffic on its link; idleness sees only its TCP connections");
                 }

@@ -64,7 +64,12 @@ impl HostTable for FakeTable {
     fn stats(&self) -> [u64; stat::COUNT as usize] {
         [0; stat::COUNT as usize]
     }
-    fn attach_host_link(&mut self, addr: Ipv4Addr, _: &Interface) -> Result<(), DatapathError> {
+    fn attach_host_link(
+        &mut self,
+        addr: Ipv4Addr,
+        _: &Interface,
+        _: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError> {
         self.links.insert(addr);
         Ok(())
     }
@@ -587,4 +592,32 @@ async fn a_healthy_dependency_without_a_healthcheck_fails_the_dependent() {
         .clone()
         .unwrap();
     assert_eq!(failure.0, "dependency_failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_packet_to_a_port_the_host_does_not_declare_wakes_nothing() {
+    let (mut orch, fake) = orchestrator(&host("web", 10, "ports = [8080]"));
+    fake.script_wake("t-web", Duration::from_millis(200), WakeOutcome::Runs);
+    let to_port = |orch: &Orch, port| {
+        let mut frame = held(orch, WEB);
+        frame.frame = crate::packets::tests::tcp_syn([10, 78, 0, 2], WEB.octets(), 40000, port);
+        frame
+    };
+    let ssh = to_port(&orch, 22);
+    orch.on_held(ssh);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert!(wakes(&fake).is_empty(), "port 22 is not declared");
+    assert_eq!(state(&orch, "web"), StateName::Asleep);
+    assert_eq!(
+        orch.counters.dropped_unanswerable, 1,
+        "refused (no wire in tests: counted unanswerable)"
+    );
+    let web = to_port(&orch, 8080);
+    orch.on_held(web);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(
+        wakes(&fake),
+        vec!["t-web"],
+        "a declared port wakes the host"
+    );
 }

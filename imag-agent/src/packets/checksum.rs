@@ -5,25 +5,26 @@
 //! Re-delivered as they were, the receiver would drop them silently, so [`complete_checksum`]
 //! recomputes the transport checksum of every frame before the datapath re-delivers it.
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, TransportSlice};
 
-use super::{ETH_LEN, FrameError};
+use super::{FrameError, ip_offset, untagged_ipv4};
 
 /// Where the checksum field sits in a TCP header (RFC 9293 3.1) and a UDP header (RFC 768).
 const TCP_CHECKSUM_AT: usize = 16;
 const UDP_CHECKSUM_AT: usize = 6;
 
 /// Recomputes the TCP or UDP checksum of an Ethernet/IPv4 frame in place (no-op for other
-/// protocols, and for UDP datagrams sent without a checksum).
+/// protocols, and for UDP datagrams sent without a checksum). A VLAN-tagged frame is refused
+/// (`FrameError::Tagged`): the datapath never holds one.
 pub fn complete_checksum(frame: &mut [u8]) -> Result<(), FrameError> {
     let (offset, checksum) = {
-        let packet = SlicedPacket::from_ethernet(frame)?;
+        let packet = untagged_ipv4(frame)?;
         let Some(NetSlice::Ipv4(ip)) = &packet.net else {
             return Err(FrameError::NotIpv4);
         };
         let header = ip.header();
         let (src, dst) = (header.source(), header.destination());
-        let l4_offset = ETH_LEN + header.ihl() as usize * 4;
+        let l4_offset = ip_offset(frame, ip) + header.ihl() as usize * 4;
         match &packet.transport {
             Some(TransportSlice::Tcp(tcp)) => (
                 l4_offset + TCP_CHECKSUM_AT,
@@ -45,7 +46,10 @@ pub fn complete_checksum(frame: &mut [u8]) -> Result<(), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packets::tests::{tcp_syn, udp};
+    use crate::packets::{
+        ETH_LEN,
+        tests::{tagged, tcp_syn, udp},
+    };
 
     #[test]
     fn completes_a_partial_tcp_checksum() {
@@ -83,5 +87,13 @@ mod tests {
         partial[ETH_LEN + 20 + 16] ^= 0xff;
         complete_checksum(&mut partial).unwrap();
         assert_eq!(partial, padded);
+    }
+
+    #[test]
+    fn a_tagged_frame_is_left_as_it_is() {
+        let mut frame = tagged(&tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080), 7);
+        let before = frame.clone();
+        assert_eq!(complete_checksum(&mut frame), Err(FrameError::Tagged(7)));
+        assert_eq!(frame, before);
     }
 }

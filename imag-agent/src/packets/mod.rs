@@ -18,8 +18,8 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 pub use self::{arp::gratuitous_arp, checksum::complete_checksum, refusal::refusal, wire::Wire};
 
-/// Length of an Ethernet II header: held frames carry no VLAN tag (the datapath holds only
-/// untagged IPv4).
+/// Length of an Ethernet II header without a VLAN tag.
+#[cfg(test)]
 const ETH_LEN: usize = 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,15 +90,38 @@ pub enum FrameError {
     Malformed(#[from] etherparse::err::packet::SliceError),
     #[error("not an IPv4 packet")]
     NotIpv4,
+    /// The datapath never holds a tagged frame (it passes them untouched); answering or
+    /// re-delivering one untagged would put it on the wrong segment.
+    #[error("a VLAN-tagged frame (VLAN {0}): never held, so not handled")]
+    Tagged(u16),
     /// Cannot happen for a frame that parsed (an IPv4 payload is below 64 KiB), but the
     /// checksum functions say so in their types.
     #[error("transport segment too long for its checksum: {0}")]
     TooLong(#[from] etherparse::err::ValueTooBigError<usize>),
 }
 
+/// Parses an untagged Ethernet II frame carrying IPv4: the only kind the datapath holds. The
+/// Ethernet header's length is not assumed: a tagged frame is refused by name.
+fn untagged_ipv4(frame: &[u8]) -> Result<SlicedPacket<'_>, FrameError> {
+    let packet = SlicedPacket::from_ethernet(frame)?;
+    if let Some(vlan) = packet.vlan_ids().first() {
+        return Err(FrameError::Tagged(vlan.value()));
+    }
+    if !matches!(packet.net, Some(NetSlice::Ipv4(_))) {
+        return Err(FrameError::NotIpv4);
+    }
+    Ok(packet)
+}
+
+/// Where a parsed frame's IPv4 header starts in `frame` (the Ethernet header's own length, read
+/// from the parse rather than assumed).
+fn ip_offset(frame: &[u8], ip: &etherparse::Ipv4Slice<'_>) -> usize {
+    ip.header().slice().as_ptr() as usize - frame.as_ptr() as usize
+}
+
 /// Parses the Ethernet, IPv4 and transport headers of a frame.
 pub fn summarize(frame: &[u8]) -> Result<PacketSummary, FrameError> {
-    let packet = SlicedPacket::from_ethernet(frame)?;
+    let packet = untagged_ipv4(frame)?;
     let Some(NetSlice::Ipv4(ip)) = &packet.net else {
         return Err(FrameError::NotIpv4);
     };
@@ -127,6 +150,23 @@ pub fn summarize(frame: &[u8]) -> Result<PacketSummary, FrameError> {
         dst: header.destination_addr(),
         transport,
     })
+}
+
+/// Whether a held frame is for one of a host's declared `ports` (TCP or UDP; any port when the
+/// host declares none). Echo requests count as declared (pings reach a host whatever its ports);
+/// other IP protocols do not. A frame that does not parse is let through (the datapath only
+/// holds IPv4 it could read, so that does not happen).
+pub fn to_declared_port(frame: &[u8], ports: &[u16]) -> bool {
+    if ports.is_empty() {
+        return true;
+    }
+    match summarize(frame).map(|s| s.transport) {
+        Ok(Transport::Tcp { dst_port, .. } | Transport::Udp { dst_port, .. }) => {
+            ports.contains(&dst_port)
+        }
+        Ok(Transport::Icmp { .. }) | Err(_) => true,
+        Ok(Transport::Other { .. }) => false,
+    }
 }
 
 #[cfg(test)]
@@ -203,5 +243,34 @@ pub(crate) mod tests {
         let mut arp = tcp_syn([1, 1, 1, 1], [2, 2, 2, 2], 1, 2);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert!(summarize(&arp).is_err());
+    }
+
+    #[test]
+    fn only_declared_ports_are_admitted_when_a_host_declares_any() {
+        let syn = |port| tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, port);
+        assert!(to_declared_port(&syn(22), &[]), "no ports: everything");
+        assert!(to_declared_port(&syn(8080), &[80, 8080]));
+        assert!(!to_declared_port(&syn(22), &[80, 8080]));
+        let datagram = udp([10, 78, 0, 2], [10, 77, 0, 10], 5353, 53, b"q");
+        assert!(to_declared_port(&datagram, &[53]));
+        assert!(!to_declared_port(&datagram, &[8080]));
+        let mut other = syn(8080);
+        other[14 + 9] = 47; // GRE
+        assert!(!to_declared_port(&other, &[8080]));
+    }
+
+    /// A frame with an 802.1Q tag (VLAN `vid`) in front of the IPv4 packet of `frame`.
+    pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+        let mut out = frame[..12].to_vec();
+        out.extend_from_slice(&0x8100u16.to_be_bytes());
+        out.extend_from_slice(&vid.to_be_bytes());
+        out.extend_from_slice(&frame[12..]);
+        out
+    }
+
+    #[test]
+    fn a_tagged_frame_is_refused_by_name_not_misread_at_offset_14() {
+        let frame = tagged(&tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080), 5);
+        assert_eq!(summarize(&frame), Err(FrameError::Tagged(5)));
     }
 }

@@ -1,12 +1,13 @@
 //! Answers for held packets whose host cannot be woken: the client learns at once instead of
 //! retrying until its own timeout. Sent by the orchestrator through [`super::Wire`].
 
+use std::net::Ipv4Addr;
+
 use etherparse::{
-    Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
-    icmpv4::DestUnreachableHeader,
+    Icmpv4Type, NetSlice, PacketBuilder, TransportSlice, icmpv4::DestUnreachableHeader,
 };
 
-use super::ETH_LEN;
+use super::{ip_offset, untagged_ipv4};
 
 /// TTL of the packets the agent sends on behalf of a host.
 const REPLY_TTL: u8 = 64;
@@ -16,12 +17,14 @@ const ICMP_ERROR_MAX: usize = 576 - 20 - 8;
 /// The answer that tells a client at once that a host cannot be reached, built from the held
 /// frame it answers: for TCP a RST (connection refused), for UDP an ICMP port unreachable, for
 /// other protocols an ICMP protocol unreachable, for an echo request host unreachable. `None` for
-/// packets that must not be answered (RSTs, ICMP errors, unparsable frames).
+/// packets that must not be answered (RSTs, ICMP errors, unparsable or VLAN-tagged frames) and
+/// for senders that cannot be answered (see [`answerable`]): an answer to a forged broadcast or
+/// multicast source would go to many, to 0.0.0.0 or a loopback address to nobody real.
 ///
 /// The answer comes from the host's address and goes back to the sender's MAC address, out of
 /// the interface the held frame arrived on.
 pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
-    let packet = SlicedPacket::from_ethernet(frame).ok()?;
+    let packet = untagged_ipv4(frame).ok()?;
     let Some(NetSlice::Ipv4(ip)) = &packet.net else {
         return None;
     };
@@ -29,6 +32,9 @@ pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
     let eth = link.ethernet2()?;
     let header = ip.header();
     let (client, host) = (header.source(), header.destination());
+    if !answerable(Ipv4Addr::from(client), eth.source) || client == host {
+        return None;
+    }
     let builder =
         PacketBuilder::ethernet2(eth.destination, eth.source).ipv4(host, client, REPLY_TTL);
     let mut out = Vec::new();
@@ -71,7 +77,7 @@ pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
                 Some(TransportSlice::Icmpv4(_)) => return None,
                 _ => DestUnreachableHeader::Protocol,
             };
-            let ip_start = ETH_LEN;
+            let ip_start = ip_offset(frame, ip);
             let ip_len = (header.total_len() as usize).min(frame.len() - ip_start);
             let quoted = &frame[ip_start..ip_start + ip_len.min(ICMP_ERROR_MAX)];
             builder
@@ -83,12 +89,28 @@ pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether a sender can be answered: a unicast IPv4 address (not 0.0.0.0, broadcast, multicast,
+/// loopback or the reserved 240/4) behind a unicast MAC address.
+pub fn answerable(source: Ipv4Addr, source_mac: [u8; 6]) -> bool {
+    const MULTICAST_BIT: u8 = 0x01;
+    let reserved = source.octets()[0] >= 240;
+    !(source.is_unspecified()
+        || source.is_broadcast()
+        || source.is_multicast()
+        || source.is_loopback()
+        || reserved
+        || source_mac[0] & MULTICAST_BIT != 0)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use etherparse::SlicedPacket;
 
     use super::*;
-    use crate::packets::tests::{tcp_syn, udp};
+    use crate::packets::{
+        ETH_LEN,
+        tests::{tagged, tcp_syn, udp},
+    };
 
     #[test]
     fn a_syn_is_refused_with_rst_ack() {
@@ -199,5 +221,42 @@ mod tests {
             Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Host)
         );
         assert_eq!(refusal(&reply), None, "an ICMP error is not answered");
+    }
+
+    #[test]
+    fn non_unicast_senders_are_never_answered() {
+        for source in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [224, 0, 0, 1],
+            [239, 255, 255, 250],
+            [127, 0, 0, 1],
+            [127, 1, 2, 3],
+            [240, 0, 0, 1],
+        ] {
+            let syn = tcp_syn(source, [10, 77, 0, 10], 40000, 8080);
+            assert_eq!(refusal(&syn), None, "a SYN from {source:?}");
+            let datagram = udp(source, [10, 77, 0, 53], 5353, 53, b"query");
+            assert_eq!(refusal(&datagram), None, "a datagram from {source:?}");
+        }
+        let mut from_group_mac = tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080);
+        from_group_mac[6] = 0x01; // a multicast Ethernet source
+        assert_eq!(
+            refusal(&from_group_mac),
+            None,
+            "a multicast Ethernet source"
+        );
+        let own = tcp_syn([10, 77, 0, 10], [10, 77, 0, 10], 40000, 8080);
+        assert_eq!(refusal(&own), None, "a packet from the host's own address");
+        assert!(
+            refusal(&tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080)).is_some(),
+            "a unicast sender is answered"
+        );
+    }
+
+    #[test]
+    fn a_tagged_frame_is_never_answered_untagged() {
+        let syn = tagged(&tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080), 5);
+        assert_eq!(refusal(&syn), None);
     }
 }

@@ -1,6 +1,10 @@
-//! ARP answers for imaginary hosts that are not warm: a neighbour on the bridge (or, with
-//! proxy ARP, on an attach interface) asking "who has 10.77.0.10?" is told "this interface", so
-//! that it sends the packet the datapath then holds. Warm hosts answer for themselves.
+//! ARP answers for imaginary hosts: a neighbour on the bridge asking "who has 10.77.0.10?" for a
+//! host that is not warm is told "this interface", so that it sends the packet the datapath then
+//! holds; warm hosts answer for themselves there. On an attach interface, a host with proxy ARP
+//! is answered for whether it is warm or not (the machine routes to the bridge either way): an
+//! on-link client whose neighbour entry expired while the host was warm must still find it.
+//! A request whose VLAN tag the skb carries aside is not answered (the answer would go out
+//! untagged).
 
 use imag_common::{HOST_FLAG_PROXY_ARP, HOST_MODE_PASS, IFACE_FLAG_BRIDGE, stat};
 use network_types::{arp::ArpHdr, eth::EthHdr};
@@ -33,15 +37,17 @@ pub fn try_answer<F: Frame>(ctx: &F, eth: *mut EthHdr) -> Verdict {
     };
     // SAFETY: map values stay valid for the program's run.
     let host = unsafe { *host };
-    if host.mode == HOST_MODE_PASS {
-        return Verdict::Pass;
-    }
     let Some(iface) = INTERFACES.get_ptr(ctx.ingress_ifindex()) else {
         return Verdict::Pass;
     };
     // SAFETY: as above.
     let iface = unsafe { *iface };
-    if iface.flags & IFACE_FLAG_BRIDGE == 0 && host.flags & HOST_FLAG_PROXY_ARP == 0 {
+    let answer = if iface.flags & IFACE_FLAG_BRIDGE != 0 {
+        host.mode != HOST_MODE_PASS
+    } else {
+        host.flags & HOST_FLAG_PROXY_ARP != 0
+    };
+    if !answer || ctx.vlan_tagged() {
         return Verdict::Pass;
     }
     // Turn the request into the reply, in place.

@@ -1,7 +1,9 @@
 //! The holding programs' logic, the same for XDP and TC: ARP goes to `arp`, echo requests to
 //! `ping` (when the host wants them answered), and every other IPv4 packet to an imaginary host
-//! that is not warm is held: it goes to the agent, not the stack. Before any of that, a
-//! restricted host's packets from sources it does not allow are dropped (`allow`).
+//! that is not warm is held if it wakes the host (`wakes`): it goes to the agent, not the stack.
+//! Before any of that, a restricted host's packets from sources it does not allow are dropped
+//! (`allow`). VLAN-tagged frames are never held or answered: they pass untouched (see
+//! `Frame::vlan_tagged`).
 
 use aya_ebpf::{check_bounds_signed, helpers::generated::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
@@ -20,11 +22,11 @@ use super::{
     arp, count,
     packet::{Frame, Verdict, ptr_at},
     ping,
+    wakes::{IPPROTO_ICMP, wakes},
 };
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
-const IPPROTO_ICMP: u8 = 1;
 
 pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
     let Some(eth) = ptr_at::<EthHdr, F>(ctx, 0) else {
@@ -70,7 +72,9 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
         count(stat::PASSED_WARM);
         return Verdict::Pass;
     }
-    if !plain {
+    // Only for hosts that are not warm (a warm host's packets never get here): a frame whose
+    // VLAN tag the skb carries aside (TC) would be held and re-delivered untagged.
+    if !plain || ctx.vlan_tagged() {
         count(stat::PASSED_UNPARSED);
         return Verdict::Pass;
     }
@@ -79,6 +83,14 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
         && ping::try_answer(ctx, eth, ip)
     {
         return Verdict::Bounce;
+    }
+    let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
+    // SAFETY: ptr_at checked the bounds.
+    if !wakes(proto, |at| {
+        ptr_at::<u8, F>(ctx, l4 + at).map(|b| unsafe { *b })
+    }) {
+        count(stat::DROPPED_NOT_WAKING);
+        return Verdict::Drop;
     }
     hold(ctx, dst, host.host_id)
 }

@@ -8,7 +8,10 @@
 //!   re-delivered on that neighbour's port once the host is warm again).
 //!   For a restricted host (`allow_from`) it drops what a source outside the list sends
 //!   (`allow`): traffic between hosts on the bridge only meets this hook.
-//! - `from_host` (ingress from the container) counts packets out.
+//!   A VLAN-tagged frame is never held there (it would be re-delivered untagged): it passes
+//!   untouched; a packet that would not wake the host (`wakes`) is dropped.
+//! - `from_host` (ingress from the container) drops what the container sends as someone else
+//!   (`spoof`), and counts packets out.
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
@@ -29,7 +32,9 @@ use super::{
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
     count,
     hold::emit_held,
-    packet::ptr_at,
+    packet::{Frame, ptr_at},
+    spoof::{self, Claim},
+    wakes::wakes,
 };
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
@@ -98,6 +103,16 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         count(stat::DROPPED_AT_HOST_LINK);
         return TC_ACT_SHOT;
     }
+    if ctx.vlan_tagged() {
+        count(stat::PASSED_UNPARSED);
+        return TC_ACT_OK;
+    }
+    // With IP options the transport header's offset varies: such packets wake, as before.
+    let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
+    if ip.vihl == 0x45 && !wakes(ip.proto, |at| read::<u8>(ctx, l4 + at).ok()) {
+        count(stat::DROPPED_NOT_WAKING);
+        return TC_ACT_SHOT;
+    }
     let emitted = emit_held(
         ctx.len() as usize,
         ingress,
@@ -116,10 +131,27 @@ pub fn to_host(ctx: &TcContext) -> i32 {
 }
 
 pub fn from_host(ctx: &TcContext) -> i32 {
-    if read::<u16>(ctx, 12) != Ok(ETHERTYPE_IPV4) {
+    let Ok(eth) = read::<EthHdr>(ctx, 0) else {
         return TC_ACT_OK;
+    };
+    let ether_type = eth.ether_type;
+    let ip = if ether_type == ETHERTYPE_IPV4 {
+        read::<Ipv4Hdr>(ctx, EthHdr::LEN).ok()
+    } else {
+        None
+    };
+    let claim = match (&ip, ether_type) {
+        (Some(ip), _) => Claim::Ipv4 {
+            source: ip.src_addr,
+        },
+        (None, ETHERTYPE_ARP) => Claim::Arp,
+        _ => Claim::Other,
+    };
+    if spoof::forged(ctx, eth.src_addr, claim) {
+        count(stat::DROPPED_SPOOFED);
+        return TC_ACT_SHOT;
     }
-    let Ok(ip) = read::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+    let Some(ip) = ip else {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.src_addr);
@@ -148,7 +180,7 @@ fn tcp_opens(ctx: &TcContext, ip: &Ipv4Hdr) -> bool {
 /// Reads a header: straight from the packet when it is in the linear part (no helper call: this
 /// runs for every packet of a warm host), else through `bpf_skb_load_bytes`.
 #[inline(always)]
-fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+pub fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
     match ptr_at::<T, TcContext>(ctx, offset) {
         // SAFETY: ptr_at checked the bounds; headers are read unaligned.
         Some(p) => Ok(unsafe { core::ptr::read_unaligned(p) }),

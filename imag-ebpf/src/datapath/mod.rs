@@ -12,6 +12,8 @@ mod host_link;
 mod packet;
 mod ping;
 mod sock_state;
+mod spoof;
+mod wakes;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -21,8 +23,8 @@ use aya_ebpf::{
     programs::{TcContext, TracePointContext, XdpContext},
 };
 use imag_common::{
-    AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
-    MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
+    AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, HostLink, IgnoreKey,
+    InterfaceEntry, MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
 };
 
 use self::packet::Verdict;
@@ -56,6 +58,11 @@ static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
 /// agent. Sized for a few prefixes per host; entries take memory only when written.
 #[map]
 static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_HOSTS, 1);
+
+/// Who may speak on each host's own link (`spoof.rs`), by the ifindex of its host side; written
+/// by the agent.
+#[map]
+static HOST_LINKS: HashMap<u32, HostLink> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
 #[map]

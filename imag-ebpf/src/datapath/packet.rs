@@ -27,6 +27,12 @@ pub trait Frame: aya_ebpf::EbpfContext {
     /// Length of the whole frame.
     fn len(&self) -> usize;
     fn ingress_ifindex(&self) -> u32;
+    /// Whether the frame's VLAN tag was taken out of the data into the skb's metadata (TC: the
+    /// stack does that before TC ingress, and a veth may carry it so): the data then looks like
+    /// an untagged frame. XDP sees a tag in the data (ether type 802.1Q, which passes as "not
+    /// IPv4"); a NIC that strips tags in hardware hides them from XDP altogether (see the
+    /// architecture notes).
+    fn vlan_tagged(&self) -> bool;
     /// Copies `len` bytes from the start of the frame to `dst`; 0 on success.
     ///
     /// # Safety
@@ -54,6 +60,10 @@ impl Frame for XdpContext {
         unsafe { (*md).ingress_ifindex }
     }
     #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        false
+    }
+    #[inline(always)]
     unsafe fn copy_out(&self, dst: *mut core::ffi::c_void, len: u32) -> i64 {
         // SAFETY: the caller guarantees room.
         unsafe { bpf_xdp_load_bytes(self.ctx, 0, dst, len) }
@@ -78,6 +88,12 @@ impl Frame for TcContext {
         let skb: *mut __sk_buff = self.skb.skb;
         // SAFETY: the program's context.
         unsafe { (*skb).ingress_ifindex }
+    }
+    #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        let skb: *mut __sk_buff = self.skb.skb;
+        // SAFETY: the program's context.
+        unsafe { (*skb).vlan_present != 0 }
     }
     #[inline(always)]
     unsafe fn copy_out(&self, dst: *mut core::ffi::c_void, len: u32) -> i64 {

@@ -1,0 +1,199 @@
+//! The programs on a host's own link (TC on the host side of its container's veth) on crafted
+//! frames through `BPF_PROG_TEST_RUN`: `imag_from_host` holds the container to its own identity,
+//! `imag_to_host` holds only what wakes. Each row runs on a freshly loaded datapath.
+
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+use imag_agent::datapath::{
+    Datapath, TestHook,
+    TestVerdict::{self, Drop, Pass},
+};
+use imag_common::stat;
+
+mod support;
+use support::*;
+
+const CONTAINER_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 11];
+const NEIGHBOUR_MAC: [u8; 6] = [2, 0x42, 0, 0, 0, 10];
+
+/// `imag_from_host`, on a warm host's own link: the container speaks only as itself. The link
+/// (the loopback device here) belongs to `WARM` with `CONTAINER_MAC`, unless the row says
+/// otherwise. These checks live in a TC program on the container's link, so they run for TC only.
+#[test]
+#[allow(
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    reason = "the row type sits next to its table"
+)]
+fn a_container_speaks_only_as_itself() {
+    imag_testkit::require_environment();
+    fn owned(datapath: &mut Datapath, _: TestHook) {
+        datapath
+            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+    }
+    fn owned_mac_unknown(datapath: &mut Datapath, _: TestHook) {
+        datapath.set_link_owner(LO, WARM, None).unwrap();
+    }
+    fn owner_forgotten(datapath: &mut Datapath, hook: TestHook) {
+        owned(datapath, hook);
+        datapath.remove_link_owner(LO);
+    }
+    let from = |src: Ipv4Addr, mac: [u8; 6]| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(mac, CLIENT_MAC)
+            .ipv4(src.octets(), CLIENT.octets(), 64)
+            .udp(5353, 53)
+            .write(&mut frame, b"query")
+            .unwrap();
+        frame
+    };
+    let arp = |oper: u8, sender: Ipv4Addr, sha: [u8; 6]| {
+        let mut frame = arp_request(CLIENT);
+        frame[6..12].copy_from_slice(&sha);
+        frame[21] = oper;
+        frame[22..28].copy_from_slice(&sha);
+        frame[28..32].copy_from_slice(&sender.octets());
+        frame
+    };
+    let mut ipv6 = from(WARM, CONTAINER_MAC);
+    ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    // A test run refuses (EINVAL) an IPv6 frame shorter than an IPv6 header.
+    ipv6.resize(14 + 64, 0);
+    // (what, given, frame, verdict, dropped_spoofed)
+    type Row = (
+        &'static str,
+        fn(&mut Datapath, TestHook),
+        Vec<u8>,
+        TestVerdict,
+        u64,
+    );
+    let rows: [Row; 13] = [
+        ("its own address", owned, from(WARM, CONTAINER_MAC), Pass, 0),
+        (
+            "a neighbour's address as source",
+            owned,
+            from(COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an outside address as source",
+            owned,
+            from(CLIENT, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own address from a neighbour's MAC",
+            owned,
+            from(WARM, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP reply as itself",
+            owned,
+            arp(2, WARM, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "a gratuitous ARP claiming a neighbour's address",
+            owned,
+            arp(1, COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP reply claiming a neighbour's address",
+            owned,
+            arp(2, COLD, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP with its own address and a neighbour's MAC",
+            owned,
+            arp(2, WARM, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "an ARP probe (sender 0.0.0.0)",
+            owned,
+            arp(1, Ipv4Addr::UNSPECIFIED, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
+        ("IPv6 from its own MAC", owned, ipv6, Pass, 0),
+        (
+            "a neighbour's address, the container's MAC unknown",
+            owned_mac_unknown,
+            from(COLD, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own address, the container's MAC unknown",
+            owned_mac_unknown,
+            from(WARM, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "a link whose owner was forgotten is not checked",
+            owner_forgotten,
+            from(COLD, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+    ];
+    for (what, given, frame, verdict, spoofed) in rows {
+        let mut datapath = loaded();
+        given(&mut datapath, TestHook::FromHost);
+        let result = datapath.run_hold_program(TestHook::FromHost, &frame, LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        assert_eq!(
+            datapath.stats()[stat::DROPPED_SPOOFED as usize],
+            spoofed,
+            "{what}: dropped_spoofed"
+        );
+    }
+}
+
+/// `imag_to_host` holds a neighbour's packet to a host that is not warm only if it wakes it.
+#[test]
+fn the_host_link_holds_only_what_wakes() {
+    imag_testkit::require_environment();
+    for (what, frame, verdict, held, not_waking) in [
+        ("a neighbour's SYN", syn_to(COLD), Drop, true, 0),
+        (
+            "a neighbour's ICMP timestamp",
+            icmp_to(COLD, 13),
+            Drop,
+            false,
+            1,
+        ),
+        ("a neighbour's TCP reset", rst_to(COLD), Drop, false, 1),
+    ] {
+        let mut datapath = loaded();
+        let mut ring = datapath.take_held_frames().unwrap();
+        // A neighbour's bridge port: an ifindex the datapath does not run on.
+        let result = datapath.run_hold_program(TestHook::ToHost, &frame, LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        assert_eq!(ring.next().is_some(), held, "{what}: held");
+        assert_eq!(
+            datapath.stats()[stat::DROPPED_NOT_WAKING as usize],
+            not_waking,
+            "{what}: dropped_not_waking"
+        );
+    }
+}
