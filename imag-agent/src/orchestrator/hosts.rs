@@ -329,8 +329,10 @@ mod tests {
         assert!(!sleep_called_off(50 * S, &quiet_since(49)));
         assert!(sleep_called_off(50 * S, &quiet_since(51)));
         // A coarse stamp just behind the decision may belong to a packet after it.
-        let mut just_before = HostActivity::default();
-        just_before.last_packet_ns = 50 * S - 5_000_000;
+        let just_before = HostActivity {
+            last_packet_ns: 50 * S - 5_000_000,
+            ..HostActivity::default()
+        };
         assert!(sleep_called_off(50 * S, &just_before));
         let open = HostActivity {
             tcp_opened: 1,

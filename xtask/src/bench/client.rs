@@ -128,7 +128,11 @@ pub fn udp_rate(addr: SocketAddr, window: usize, duration: Duration) -> io::Resu
     while start.elapsed() < duration {
         match socket.recv(&mut answer) {
             Ok(_) => answered += 1,
-            Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(err) => return Err(err),
         }
         socket.send(&request)?;

@@ -86,7 +86,10 @@ pub fn request(method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("{method} {path}: no status in the engine's answer"))?;
     let (head, raw) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = raw;
         while let Some((size, after)) = rest.split_once("\r\n") {

@@ -27,8 +27,8 @@ mod noop;
 mod per_packet;
 mod report;
 mod scale;
-mod storm;
 pub mod stats;
+mod storm;
 
 use std::{
     fmt::Write as _,
@@ -55,6 +55,10 @@ const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
 
 #[derive(Clone, Debug, clap::Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line flags, one per section to skip or run alone"
+)]
 pub struct BenchOptions {
     /// Cold wakes per series (each takes about a second, and as long again for its engine
     /// baseline); below 100 the report gives no p99 for them.
@@ -397,9 +401,14 @@ fn per_packet_alone(binary: &Path, dir: &Path, rounds: usize) -> anyhow::Result<
         dir.join("per-packet.json"),
         serde_json::to_string_pretty(&run)?,
     )?;
-    let mut markdown = String::from("# imag per-packet figures\n\n| target | measured | |\n|---|---|---|\n");
+    let mut markdown =
+        String::from("# imag per-packet figures\n\n| target | measured | |\n|---|---|---|\n");
     for (target, measured, met) in run.targets() {
-        let _ = writeln!(markdown, "| {target} | {measured} | {} |", report::mark(met));
+        let _ = writeln!(
+            markdown,
+            "| {target} | {measured} | {} |",
+            report::mark(met)
+        );
     }
     markdown.push_str(&run.markdown());
     std::fs::write(dir.join("per-packet.md"), &markdown)?;
@@ -426,7 +435,11 @@ fn storm_alone(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut markdown =
         String::from("# imag storm against the engine\n\n| target | measured | |\n|---|---|---|\n");
     for (target, measured, met) in run.targets() {
-        let _ = writeln!(markdown, "| {target} | {measured} | {} |", report::mark(met));
+        let _ = writeln!(
+            markdown,
+            "| {target} | {measured} | {} |",
+            report::mark(met)
+        );
     }
     markdown.push_str(&run.markdown());
     std::fs::write(dir.join("storm.md"), &markdown)?;

@@ -30,13 +30,20 @@ fn pad8(buf: &mut Vec<u8>) {
     }
 }
 
+/// An Elf64_Shdr without its (always zero) address: name offset, type, flags, offset, size, link,
+/// info, alignment, entry size.
+type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
+
 /// A relocatable eBPF ELF object with `classifier` (returns -1) and `xdp` (returns 2).
 #[allow(
     clippy::cast_possible_truncation,
     reason = "offsets and sizes within an object of a few hundred bytes"
 )]
 pub fn object() -> Vec<u8> {
-    let programs = [("classifier", TC_NAME, return_imm(-1)), ("xdp", XDP_NAME, return_imm(2))];
+    let programs = [
+        ("classifier", TC_NAME, return_imm(-1)),
+        ("xdp", XDP_NAME, return_imm(2)),
+    ];
     let mut shstrtab = vec![0u8];
     let name = |table: &mut Vec<u8>, s: &str| {
         let at = table.len() as u32;
@@ -45,15 +52,23 @@ pub fn object() -> Vec<u8> {
         at
     };
     let mut strtab = vec![0u8];
-    // (name offset, type, flags, offset, size, link, info, align, entsize)
-    let mut sections: Vec<(u32, u32, u64, u64, u64, u32, u32, u64, u64)> =
-        vec![(0, 0, 0, 0, 0, 0, 0, 0, 0)];
+    let mut sections: Vec<SectionHeader> = vec![(0, 0, 0, 0, 0, 0, 0, 0, 0)];
     let mut body = vec![0u8; 64];
     let mut symtab = vec![0u8; 24];
     for (section, symbol, code) in &programs {
         let index = sections.len() as u16;
         let sh_name = name(&mut shstrtab, section);
-        sections.push((sh_name, 1, 2 | 4, body.len() as u64, code.len() as u64, 0, 0, 8, 0));
+        sections.push((
+            sh_name,
+            1,
+            2 | 4,
+            body.len() as u64,
+            code.len() as u64,
+            0,
+            0,
+            8,
+            0,
+        ));
         body.extend_from_slice(code);
         // Elf64_Sym: name, info (global function), other, section, value, size.
         symtab.extend_from_slice(&name(&mut strtab, symbol).to_le_bytes());
@@ -81,7 +96,17 @@ pub fn object() -> Vec<u8> {
     ));
     body.extend_from_slice(&symtab);
     let sh_name = name(&mut shstrtab, ".strtab");
-    sections.push((sh_name, 3, 0, body.len() as u64, strtab.len() as u64, 0, 0, 1, 0));
+    sections.push((
+        sh_name,
+        3,
+        0,
+        body.len() as u64,
+        strtab.len() as u64,
+        0,
+        0,
+        1,
+        0,
+    ));
     body.extend_from_slice(&strtab);
     let shstrndx = sections.len() as u16;
     let sh_name = name(&mut shstrtab, ".shstrtab");

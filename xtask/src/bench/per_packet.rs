@@ -25,8 +25,7 @@ use serde::Serialize;
 use imag_testkit::{AgentProcess, ClientNs, Launch};
 
 use super::{
-    HOST_IF, METRICS, NETWORK, SINK, client, noop::Noops, remove_pins, stats::summarize,
-    wait_warm,
+    HOST_IF, METRICS, NETWORK, SINK, client, noop::Noops, remove_pins, stats::summarize, wait_warm,
 };
 use crate::cmd_output;
 
@@ -106,14 +105,12 @@ fn pin_dir() -> std::path::PathBuf {
 fn wait_for_links(hosts: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let links = std::fs::read_dir(pin_dir())
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("link-from-"))
-                    .count()
-            })
-            .unwrap_or(0);
+        let links = std::fs::read_dir(pin_dir()).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("link-from-"))
+                .count()
+        });
         if links >= hosts {
             return Ok(());
         }
@@ -138,7 +135,10 @@ fn imag_program_ids() -> anyhow::Result<Vec<u32>> {
         )
         .with_context(|| format!("bpftool link show pinned {}", entry.path().display()))?;
         let link: serde_json::Value = serde_json::from_str(&json)?;
-        if let Some(id) = link["prog_id"].as_u64().and_then(|id| u32::try_from(id).ok()) {
+        if let Some(id) = link["prog_id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+        {
             ids.push(id);
         }
     }
@@ -152,14 +152,15 @@ fn snapshot(ids: &[u32]) -> HashMap<u32, (String, &'static str, u64, u64)> {
     loaded_programs()
         .flatten()
         .filter(|p| ids.contains(&p.id()))
-        .map(|p: ProgramInfo| {
-            // aya does not re-export the kernel's program type enum: its name tells.
-            let kind = if format!("{:?}", p.program_type()).contains("XDP") {
-                "xdp"
-            } else {
-                "tc"
+        .filter_map(|p: ProgramInfo| {
+            // aya does not re-export the kernel's program type enum: its name tells. The
+            // tracepoint (TCP state changes) runs per connection, not per packet.
+            let kind = match format!("{:?}", p.program_type()) {
+                t if t.ends_with("_XDP") => "xdp",
+                t if t.ends_with("_SCHED_CLS") => "tc",
+                _ => return None,
             };
-            (
+            Some((
                 p.id(),
                 (
                     p.name_as_str().unwrap_or("?").to_string(),
@@ -167,12 +168,15 @@ fn snapshot(ids: &[u32]) -> HashMap<u32, (String, &'static str, u64, u64)> {
                     p.run_count(),
                     u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
                 ),
-            )
+            ))
         })
         .collect()
 }
 
-type Workload<'a> = (&'static str, Box<dyn Fn() -> anyhow::Result<()> + Sync + 'a>);
+type Workload<'a> = (
+    &'static str,
+    Box<dyn Fn() -> anyhow::Result<()> + Sync + 'a>,
+);
 
 /// Per-run costs of imag's programs (hooked with `hook`) and the no-ops on each workload.
 fn costs(

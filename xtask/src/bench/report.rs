@@ -137,7 +137,12 @@ pub fn markdown(r: &Results) -> String {
     let (tail, share_tail, client_tail, engine_tail) = if cold_share.n >= MIN_P99_SAMPLES {
         ("p99", cold_share.p99, cold_client.p99, cold_engine.p99)
     } else {
-        ("p95 (n < 100: no p99)", cold_share.p95, cold_client.p95, cold_engine.p95)
+        (
+            "p95 (n < 100: no p99)",
+            cold_share.p95,
+            cold_client.p95,
+            cold_engine.p95,
+        )
     };
     let _ = writeln!(
         out,

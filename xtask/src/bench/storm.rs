@@ -244,10 +244,8 @@ fn imag_storm(
     let config = dir.join(format!("storm-engine-{max_engine_calls}.toml"));
     std::fs::write(&config, imag_config(max_engine_calls)?)?;
     cleanup(binary, &config);
-    let agent = AgentProcess::start(Launch::new(binary, &config, &[HOST_IF]).args(&[
-        "--metrics",
-        "off",
-    ]))?;
+    let agent =
+        AgentProcess::start(Launch::new(binary, &config, &[HOST_IF]).args(&["--metrics", "off"]))?;
     let (outcomes, retransmits) = client.run(|| {
         let before = syn_retransmits();
         let outcomes: Vec<Result<f64, String>> = std::thread::scope(|s| {
@@ -292,7 +290,9 @@ pub fn measure(binary: &Path, dir: &Path, client: &ClientNs) -> anyhow::Result<S
     create_network()?;
     let outcome = (|| -> anyhow::Result<()> {
         for concurrency in CONCURRENCIES {
-            eprintln!("bench: the engine alone creates and starts {HOSTS} containers, {concurrency} calls at once");
+            eprintln!(
+                "bench: the engine alone creates and starts {HOSTS} containers, {concurrency} calls at once"
+            );
             remove_all();
             let storm = engine_storm(concurrency, true);
             let s = summarize(&storm.serve_ms);
@@ -310,10 +310,17 @@ pub fn measure(binary: &Path, dir: &Path, client: &ClientNs) -> anyhow::Result<S
             .engine
             .iter()
             .filter(|e| e.failed.is_empty())
-            .min_by(|a, b| summarize(&a.serve_ms).p99.total_cmp(&summarize(&b.serve_ms).p99))
+            .min_by(|a, b| {
+                summarize(&a.serve_ms)
+                    .p99
+                    .total_cmp(&summarize(&b.serve_ms).p99)
+            })
             .context("every engine storm had failures")?;
         run.best_concurrency = best.concurrency;
-        eprintln!("bench: the engine starts the same {HOSTS} containers created beforehand, {} calls at once", run.best_concurrency);
+        eprintln!(
+            "bench: the engine starts the same {HOSTS} containers created beforehand, {} calls at once",
+            run.best_concurrency
+        );
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
@@ -337,12 +344,15 @@ pub fn measure(binary: &Path, dir: &Path, client: &ClientNs) -> anyhow::Result<S
         run.start_only = Some(storm);
         remove_all();
         let mut bounds = vec![run.best_concurrency];
-        let default = 32;
+        // The agent's default (`[limits] max_engine_calls`).
+        let default = 16;
         if run.best_concurrency != default {
             bounds.push(default);
         }
         for max_engine_calls in bounds {
-            eprintln!("bench: imag woken by {HOSTS} first SYNs at once, max_engine_calls = {max_engine_calls}");
+            eprintln!(
+                "bench: imag woken by {HOSTS} first SYNs at once, max_engine_calls = {max_engine_calls}"
+            );
             let storm = imag_storm(binary, dir, client, max_engine_calls)?;
             eprintln!(
                 "  {}/{HOSTS} answered, p99 {:.0} ms, {} SYN retransmissions",
@@ -429,7 +439,10 @@ impl StormVsEngine {
         }
         if let Some(e) = &self.start_only {
             row(
-                format!("engine start only (created beforehand), {} at once", e.concurrency),
+                format!(
+                    "engine start only (created beforehand), {} at once",
+                    e.concurrency
+                ),
                 &e.serve_ms,
                 e.failed.len(),
                 format!("start {:.0}", summarize(&e.start_call_ms).p50),
