@@ -30,7 +30,7 @@ fn pad8(buf: &mut Vec<u8>) {
     }
 }
 
-/// An Elf64_Shdr without its (always zero) address: name offset, type, flags, offset, size, link,
+/// An `Elf64_Shdr` without its (always zero) address: name offset, type, flags, offset, size, link,
 /// info, alignment, entry size.
 type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
 
@@ -38,6 +38,10 @@ type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
 #[allow(
     clippy::cast_possible_truncation,
     reason = "offsets and sizes within an object of a few hundred bytes"
+)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "the object's bytes in the order they lie in the file"
 )]
 pub fn object() -> Vec<u8> {
     let programs = [
