@@ -151,7 +151,11 @@ async fn attach_on<R: ContainerRuntime>(
     })?;
     let hosts = reconcile(&runtime, &config).await?;
     let pins = Pins::for_network(&config.network.name);
-    let mut datapath = Datapath::load_for(Some(pins.clone()), config.hosts.len())?;
+    let mut datapath = Datapath::load_for(
+        Some(pins.clone()),
+        config.hosts.len(),
+        Some(config.network.subnet),
+    )?;
     let adopted = datapath.adopted();
     let held_frames = datapath.take_held_frames()?;
     let sock_events = datapath.take_sock_events()?;

@@ -34,7 +34,8 @@ pub mod maps {
     /// `PerCpuArray<HeldFrameRecord>` (one entry): eBPF-only scratch space for assembling a
     /// `HELD_FRAMES` record; the agent never touches it.
     pub const HOLD_SCRATCH: &str = "HOLD_SCRATCH";
-    /// `PerCpuHashMap<u32, HostActivity>`: per-host activity by address, sized like `HOSTS`.
+    /// `PerCpuArray<HostActivity>`: per-host activity, indexed by `HostEntry::host_id` (an
+    /// array: the warm path finds a host's counters without hashing), sized like `HOSTS`.
     pub const ACTIVITY: &str = "ACTIVITY";
     /// `LpmTrie<IgnoreKey, u8>`: peers (per host, by prefix) whose traffic does not keep a host
     /// awake.
@@ -68,6 +69,14 @@ pub mod maps {
         ALLOW,
         HOST_LINKS,
     ];
+}
+
+/// Read-only globals of the eBPF object that the agent sets when it loads it.
+pub mod globals {
+    /// `u32`: the imaginary subnet's address, network byte order (as in a packet).
+    pub const SUBNET_ADDR: &str = "SUBNET_ADDR";
+    /// `u32`: the imaginary subnet's mask, network byte order; 0 (the default) matches all.
+    pub const SUBNET_MASK: &str = "SUBNET_MASK";
 }
 
 /// The programs of the eBPF object, by name (see [`maps`]).
@@ -187,13 +196,18 @@ pub struct HeldFrameRecord {
     pub frame: [u8; MAX_FRAME_LEN],
 }
 
-/// Value of the per-CPU `ACTIVITY` map, keyed by host address: what the datapath saw of a
+/// Value of the per-CPU `ACTIVITY` array, indexed by host id: what the datapath saw of a
 /// host's own traffic (on its container's link) and of its TCP connections. The agent sums the
 /// per-CPU copies (and takes the latest `last_packet_ns`) to judge idleness.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding, public so that both sides can build the value; never read"
+)]
 pub struct HostActivity {
-    /// `bpf_ktime_get_ns()` of the latest packet to or from the host that counts for idleness
+    /// `bpf_ktime_get_coarse_ns()` (the time of the last tick, up to one tick behind
+    /// `CLOCK_MONOTONIC`) of the latest packet to or from the host that counts for idleness
     /// (peers in the host's idle-ignore prefixes do not).
     pub last_packet_ns: u64,
     /// Packets and bytes delivered to the host's container.
@@ -208,6 +222,11 @@ pub struct HostActivity {
     pub tcp_closed: u64,
     /// Packets exchanged with ignored peers (health checkers), which do not keep a host awake.
     pub ignored_packets: u64,
+    /// The address (network byte order) of the host the entry was set up for: written by the
+    /// agent only, so that counts left by an earlier agent under the same host id are kept only
+    /// for the same host.
+    pub host_addr: u32,
+    pub _reserved: u32,
 }
 
 /// Key data of the `IDLE_IGNORE` LPM trie: which peers do not count as activity for a host.

@@ -14,8 +14,10 @@ use super::{
 pub const DEFAULT_HOST_MEMORY: u64 = 256 << 20;
 /// Default bound on hosts whose own wake job runs at once (further wakes queue).
 pub const DEFAULT_MAX_CONCURRENT_WAKES: usize = 64;
-/// Default bound on container engine calls under way at once.
-pub const DEFAULT_MAX_ENGINE_CALLS: usize = 32;
+/// Default bound on container engine calls under way at once: the engine alone creating and
+/// starting 100 containers served them no sooner with 32 or 100 calls at once than with 16 (the
+/// storm section of `cargo xtask bench` measures it; more calls only queue inside the engine).
+pub const DEFAULT_MAX_ENGINE_CALLS: usize = 16;
 
 /// The budget and the wake rate limits (`[limits]`). `None` means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,11 @@ pub enum DatapathError {
         what: &'static str,
         name: &'static str,
     },
+    #[error(
+        "the datapath has no entry for host {addr}: its activity was asked for before the host \
+         was set (a bug in the agent)"
+    )]
+    UnknownHost { addr: std::net::Ipv4Addr },
     #[error("eBPF program {name}: {source}")]
     Program {
         name: &'static str,

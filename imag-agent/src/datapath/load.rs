@@ -12,12 +12,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, SchedClassifier, TracePoint, Xdp},
 };
 use imag_common::{
-    AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry, maps, programs,
+    AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry, globals, maps,
+    programs,
 };
+use ipnet::Ipv4Net;
 use tracing::{debug, info};
 
 use super::{Datapath, DatapathError, pins::Pins};
@@ -66,12 +68,18 @@ impl Datapath {
     /// reopened, with everything in them, if an earlier agent left them — and links attached
     /// later are pinned there too. Nothing is attached yet.
     pub fn load(pins: Option<Pins>) -> Result<Datapath, DatapathError> {
-        Datapath::load_for(pins, 0)
+        Datapath::load_for(pins, 0, None)
     }
 
     /// Like [`Datapath::load`], with the per-host maps sized for `hosts` hosts (with room to
     /// grow: twice that, rounded up to a power of two, at least 1024).
-    pub fn load_for(pins: Option<Pins>, hosts: usize) -> Result<Datapath, DatapathError> {
+    /// With `subnet`, the holding programs look only addresses inside it up in `HOSTS` (every
+    /// host lies inside it).
+    pub fn load_for(
+        pins: Option<Pins>,
+        hosts: usize,
+        subnet: Option<Ipv4Net>,
+    ) -> Result<Datapath, DatapathError> {
         // Saturates rather than wraps; the map sizes are capped at MAX_HOSTS just below anyway.
         let capacity = u32::try_from((hosts.max(512) * 2).next_power_of_two()).unwrap_or(u32::MAX);
         // eBPF-side logs are only for debugging: off unless the agent logs at debug level.
@@ -82,6 +90,14 @@ impl Datapath {
         };
         let mut loader = EbpfLoader::new();
         loader.override_global(aya_log::LEVEL, &log_level, false);
+        let (subnet_addr, subnet_mask) = subnet.map_or((0, 0), |net| {
+            (
+                super::addr_key(net.network()),
+                super::addr_key(net.netmask()),
+            )
+        });
+        loader.override_global(globals::SUBNET_ADDR, &subnet_addr, true);
+        loader.override_global(globals::SUBNET_MASK, &subnet_mask, true);
         for map in PINNED_MAPS.iter().filter(|m| m.per_host) {
             loader.map_max_entries(map.name, capacity.min(imag_common::MAX_HOSTS));
         }
@@ -137,7 +153,7 @@ impl Datapath {
         let hosts = typed_map!(HashMap, maps::HOSTS);
         let interfaces = typed_map!(HashMap, maps::INTERFACES);
         let stats = typed_map!(PerCpuArray, maps::STATS);
-        let activity = typed_map!(PerCpuHashMap, maps::ACTIVITY);
+        let activity = typed_map!(PerCpuArray, maps::ACTIVITY);
         let idle_ignore = typed_map!(LpmTrie, maps::IDLE_IGNORE);
         let allow = typed_map!(LpmTrie, maps::ALLOW);
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
@@ -160,6 +176,7 @@ impl Datapath {
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),
+            host_ids: StdHashMap::new(),
             injector: super::deliver::Injector::default(),
         })
     }

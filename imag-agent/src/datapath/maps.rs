@@ -63,21 +63,28 @@ impl Datapath {
             .map_err(|source| DatapathError::Map {
                 map: maps::HOSTS,
                 source,
-            })
+            })?;
+        self.host_ids.insert(addr, host_id);
+        Ok(())
     }
 
-    /// Makes sure the host has an activity entry (zero for a new one; an adopted one keeps its
-    /// counts).
+    /// Makes sure the host has an activity entry (zero for a new one; one an earlier agent left
+    /// for the same host keeps its counts, one left for another host under the same id does not).
     pub fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
-        if self.activity.get(&addr_key(addr), 0).is_ok() {
+        if self.activity(addr).is_some() {
             return Ok(());
         }
         self.write_activity(addr, HostActivity::default())
     }
 
-    /// The host's activity summed over CPUs (the latest packet time over CPUs).
+    /// The host's activity summed over CPUs (the latest packet time over CPUs); `None` before
+    /// [`Datapath::ensure_activity`] set its entry up.
     pub fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
-        let values = self.activity.get(&addr_key(addr), 0).ok()?;
+        let id = *self.host_ids.get(&addr)?;
+        let values = self.activity.get(&id, 0).ok()?;
+        if values.iter().next()?.host_addr != addr_key(addr) {
+            return None;
+        }
         Some(values.iter().fold(HostActivity::default(), |mut sum, v| {
             sum.last_packet_ns = sum.last_packet_ns.max(v.last_packet_ns);
             sum.packets_in += v.packets_in;
@@ -87,6 +94,7 @@ impl Datapath {
             sum.tcp_opened += v.tcp_opened;
             sum.tcp_closed += v.tcp_closed;
             sum.ignored_packets += v.ignored_packets;
+            sum.host_addr = v.host_addr;
             sum
         }))
     }
@@ -108,11 +116,21 @@ impl Datapath {
             source,
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| cpus_error(source))?;
-        let mut values = vec![HostActivity::default(); cpus];
-        values[0] = first;
+        let owned = HostActivity {
+            host_addr: addr_key(addr),
+            ..HostActivity::default()
+        };
+        let mut values = vec![owned; cpus];
+        values[0] = HostActivity {
+            host_addr: owned.host_addr,
+            ..first
+        };
         let values = PerCpuValues::try_from(values).map_err(cpus_error)?;
+        let Some(&id) = self.host_ids.get(&addr) else {
+            return Err(DatapathError::UnknownHost { addr });
+        };
         self.activity
-            .insert(addr_key(addr), values, 0)
+            .set(id, values, 0)
             .map_err(|source| DatapathError::Map {
                 map: maps::ACTIVITY,
                 source,

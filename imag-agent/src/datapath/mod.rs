@@ -35,7 +35,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray},
     programs::links::FdLink,
 };
 use imag_common::{AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry};
@@ -59,7 +59,9 @@ pub struct Datapath {
     hosts: HashMap<MapData, u32, HostEntry>,
     interfaces: HashMap<MapData, u32, InterfaceEntry>,
     stats: PerCpuArray<MapData, u64>,
-    activity: PerCpuHashMap<MapData, u32, HostActivity>,
+    activity: PerCpuArray<MapData, HostActivity>,
+    /// Each host's id (its index into `activity`), as [`Datapath::set_host`] was told.
+    host_ids: StdHashMap<Ipv4Addr, u32>,
     idle_ignore: LpmTrie<MapData, IgnoreKey, u8>,
     allow: LpmTrie<MapData, AllowKey, u8>,
     /// `HOST_LINKS`: who may speak on each host's own link.

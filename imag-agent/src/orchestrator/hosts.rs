@@ -199,9 +199,19 @@ pub fn tick(host: &Host, activity: &HostActivity, unsettled: bool, now_ns: u64) 
 /// After idleness was decided at `decided_ns` and the datapath switched to hold: whether
 /// traffic that slipped past meanwhile (a packet after the decision, or a connection still
 /// open) calls the sleep off.
+///
+/// The datapath stamps packets with the kernel's coarse clock (the last tick's time, up to one
+/// tick behind `CLOCK_MONOTONIC`, at most 10 ms), so a packet within `COARSE_CLOCK_LAG_NS` before
+/// the decision counts as after it: calling a sleep off wrongly only keeps the host warm until
+/// the next look, while missing a packet would put a busy host to sleep. (Idleness was decided
+/// after `idle_timeout` of quiet, so the last packet before the decision is far older.)
 pub fn sleep_called_off(decided_ns: u64, activity: &HostActivity) -> bool {
-    activity.last_packet_ns > decided_ns || open_connections(activity) > 0
+    activity.last_packet_ns + COARSE_CLOCK_LAG_NS > decided_ns || open_connections(activity) > 0
 }
+
+/// How far the datapath's activity stamps (`bpf_ktime_get_coarse_ns`) may trail
+/// `CLOCK_MONOTONIC`: one tick at the slowest tick rate (100 Hz), twice over (20 ms).
+const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
 
 /// The oldest hold time a packet of `host` may have at `now_ns` before it is discarded.
 pub fn expiry_cutoff(host: &Host, now_ns: u64) -> u64 {
@@ -318,6 +328,12 @@ mod tests {
     fn sleep_is_called_off_by_a_packet_after_the_decision_or_an_open_connection() {
         assert!(!sleep_called_off(50 * S, &quiet_since(49)));
         assert!(sleep_called_off(50 * S, &quiet_since(51)));
+        // A coarse stamp just behind the decision may belong to a packet after it.
+        let just_before = HostActivity {
+            last_packet_ns: 50 * S - 5_000_000,
+            ..HostActivity::default()
+        };
+        assert!(sleep_called_off(50 * S, &just_before));
         let open = HostActivity {
             tcp_opened: 1,
             ..quiet_since(10)

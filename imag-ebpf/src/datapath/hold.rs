@@ -19,7 +19,7 @@ use network_types::{
 use super::{
     HELD_FRAMES, HOLD_SCRATCH, HOSTS,
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
-    arp, count,
+    arp, count, in_subnet,
     packet::{Frame, Verdict, ptr_at},
     ping,
     wakes::{IPPROTO_ICMP, wakes},
@@ -55,7 +55,8 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
             (*ip).proto,
         )
     };
-    let Some(host) = HOSTS.get_ptr(dst) else {
+    // Outside the subnet (answers to clients, on the bridge): no host there, no lookup.
+    let Some(host) = in_subnet(dst).then(|| HOSTS.get_ptr(dst)).flatten() else {
         count(stat::PASSED_OTHER);
         return Verdict::Pass;
     };

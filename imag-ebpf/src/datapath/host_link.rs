@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -90,7 +90,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     if warm {
-        record(host_addr, &host, ip.src_addr, ctx.len(), Direction::In);
+        record(&host, ip.src_addr, ctx.len(), Direction::In);
         return TC_ACT_OK;
     }
     if from_this_host {
@@ -158,7 +158,7 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     if let Some(host) = HOSTS.get_ptr(host_addr) {
         // SAFETY: map values stay valid for the program's run.
         let host = unsafe { *host };
-        record(host_addr, &host, ip.dst_addr, ctx.len(), Direction::Out);
+        record(&host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK
 }
@@ -194,9 +194,15 @@ enum Direction {
 }
 
 /// Adds a packet to the host's activity; it counts for idleness unless its peer is ignored.
+///
+/// This runs for every packet of a warm host, so it does the least it can: one per-CPU array lookup by the host id,
+/// plain adds on this CPU's copy, the idle-ignore trie only for hosts that have ignored peers
+/// (`HOST_FLAG_IGNORES_PEERS`), and the coarse clock (the time of the last tick: no clock-source
+/// read), stored only when it moved. Idleness is judged in seconds; the agent allows for the
+/// coarse clock's lag where it compares with a precise stamp (`hosts::sleep_called_off`).
 #[inline(always)]
-fn record(host_addr: u32, host: &HostEntry, peer: [u8; 4], len: u32, direction: Direction) {
-    let Some(activity) = ACTIVITY.get_ptr_mut(host_addr) else {
+fn record(host: &HostEntry, peer: [u8; 4], len: u32, direction: Direction) {
+    let Some(activity) = ACTIVITY.get_ptr_mut(host.host_id) else {
         return;
     };
     // SAFETY: per-CPU value: no other writer on this CPU.
@@ -211,17 +217,26 @@ fn record(host_addr: u32, host: &HostEntry, peer: [u8; 4], len: u32, direction: 
             activity.bytes_out += u64::from(len);
         }
     }
+    if host.flags & HOST_FLAG_IGNORES_PEERS != 0 && ignored(host.host_id, peer) {
+        activity.ignored_packets += 1;
+        return;
+    }
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if activity.last_packet_ns != now {
+        activity.last_packet_ns = now;
+    }
+}
+
+/// Whether `peer` is in the host's idle-ignore prefixes.
+#[inline(always)]
+fn ignored(host_id: u32, peer: [u8; 4]) -> bool {
     let key = Key::new(
         64,
         IgnoreKey {
-            host_id_be: host.host_id.to_be_bytes(),
+            host_id_be: host_id.to_be_bytes(),
             peer,
         },
     );
-    if host.flags & HOST_FLAG_IGNORES_PEERS != 0 && IDLE_IGNORE.get(&key).is_some() {
-        activity.ignored_packets += 1;
-    } else {
-        // SAFETY: no preconditions.
-        activity.last_packet_ns = unsafe { bpf_ktime_get_ns() };
-    }
+    IDLE_IGNORE.get(&key).is_some()
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::generated::bpf_redirect,
     macros::{classifier, map, tracepoint, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{TcContext, TracePointContext, XdpContext},
 };
 use imag_common::{
@@ -45,10 +45,11 @@ static HELD_FRAMES: RingBuf = RingBuf::with_byte_size(HELD_RING_BYTES, 0);
 #[map]
 static HOLD_SCRATCH: PerCpuArray<HeldFrameRecord> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-host activity (traffic on the host's own link, TCP connections), per CPU; the agent
-/// creates an entry for every host.
+/// Per-host activity (traffic on the host's own link, TCP connections), per CPU, indexed by
+/// host id: an array, so that the warm path reaches a host's counters without a second hash
+/// lookup (the host id comes with the `HOSTS` entry it has already looked up).
 #[map]
-static ACTIVITY: PerCpuHashMap<u32, HostActivity> = PerCpuHashMap::with_max_entries(MAX_HOSTS, 0);
+static ACTIVITY: PerCpuArray<HostActivity> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
 
 /// Peers (per host, by prefix) whose traffic does not keep a host awake.
 #[map]
@@ -75,6 +76,29 @@ static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 /// Packet counters, indexed by `imag_common::stat::*`.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The imaginary subnet, address and mask as they sit in a packet, set by the agent when it
+/// loads the object (read-only data: the verifier sees constants). Every host lies inside it, so
+/// a packet to any other address (most of them on the bridge: answers to clients) needs no
+/// `HOSTS` lookup. The defaults (mask 0) let every address through to the lookup.
+#[unsafe(no_mangle)]
+static SUBNET_ADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static SUBNET_MASK: u32 = 0;
+
+/// Whether `addr` (as it sits in the packet) may be an imaginary host's.
+#[inline(always)]
+fn in_subnet(addr: u32) -> bool {
+    // SAFETY: plain reads of read-only globals; volatile, so that the compiler does not fold
+    // the defaults in (the agent sets them at load time).
+    let (net, mask) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const SUBNET_ADDR),
+            core::ptr::read_volatile(&raw const SUBNET_MASK),
+        )
+    };
+    addr & mask == net
+}
 
 #[inline(always)]
 fn count(counter: u32) {

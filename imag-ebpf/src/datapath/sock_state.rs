@@ -63,8 +63,11 @@ pub fn on_change(ctx: &TracePointContext) {
         return;
     };
     let host_addr = u32::from_ne_bytes(saddr);
-    let (Some(host), Some(activity)) = (HOSTS.get_ptr(host_addr), ACTIVITY.get_ptr_mut(host_addr))
-    else {
+    let Some(host) = HOSTS.get_ptr(host_addr) else {
+        return;
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let Some(activity) = ACTIVITY.get_ptr_mut(unsafe { (*host).host_id }) else {
         return;
     };
     // Connections with ignored peers (health checkers) do not keep the host awake either.

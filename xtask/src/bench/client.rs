@@ -3,7 +3,7 @@
 
 use std::{
     io::{self, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -81,4 +81,61 @@ pub fn bulk_throughput(addr: SocketAddr, bytes: u64) -> io::Result<f64> {
         )));
     }
     Ok(bytes as f64 * 8.0 / took.as_secs_f64() / 1e9)
+}
+
+/// A UDP request of `SMALL_PAYLOAD` bytes: with the UDP and IP headers it makes a small frame.
+pub const SMALL_PAYLOAD: usize = 64;
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(socket)
+}
+
+/// `count` 64-byte UDP requests, one after another, to a service that answers each (`hello
+/// --udp`); the round trip of each, in microseconds. A request lost (no answer within 200 ms)
+/// fails the run: on a local link there is no reason to lose one.
+pub fn udp_round_trips(addr: SocketAddr, count: usize) -> io::Result<Vec<f64>> {
+    let socket = udp_socket(addr)?;
+    let request = [b'q'; SMALL_PAYLOAD];
+    let mut answer = [0u8; 2048];
+    for _ in 0..100 {
+        socket.send(&request)?;
+        socket.recv(&mut answer)?;
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        socket.send(&request)?;
+        socket.recv(&mut answer)?;
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(latencies)
+}
+
+/// A high packet rate: 64-byte UDP requests kept `window` in flight (a new one for each answer,
+/// or for each 200 ms without one) for `duration`; the answers per second.
+pub fn udp_rate(addr: SocketAddr, window: usize, duration: Duration) -> io::Result<f64> {
+    let socket = udp_socket(addr)?;
+    let request = [b'r'; SMALL_PAYLOAD];
+    let mut answer = [0u8; 2048];
+    for _ in 0..window {
+        socket.send(&request)?;
+    }
+    let start = Instant::now();
+    let mut answered = 0u64;
+    while start.elapsed() < duration {
+        match socket.recv(&mut answer) {
+            Ok(_) => answered += 1,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(err) => return Err(err),
+        }
+        socket.send(&request)?;
+    }
+    Ok(answered as f64 / start.elapsed().as_secs_f64())
 }

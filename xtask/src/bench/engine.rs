@@ -66,3 +66,43 @@ pub fn wait_for_state(name: &str, state: &str, timeout: Duration) -> anyhow::Res
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// One request on the engine's socket; its status code and body (de-chunked).
+pub fn request(method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let mut stream =
+        UnixStream::connect(SOCKET).with_context(|| format!("connecting to {SOCKET}"))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{method} {path}: no status in the engine's answer"))?;
+    let (head, raw) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = raw;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 || after.len() < size {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = after[size..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        raw.to_string()
+    };
+    Ok((status, body))
+}

@@ -13,16 +13,25 @@
 //! 5. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
 //!    of 50 and 100 cold hosts woken at once.
 //! 6. The budget storm: 200 cold hosts woken under `[limits] max_warm = 20` (`budget_storm.rs`).
+//! 7. The warm path per packet: each program's run time by the kernel's statistics against no-op
+//!    programs of its hook, and small packets' latency and rate against no program
+//!    (`per_packet.rs`, `noop.rs`).
+//! 8. A storm of cold hosts against the engine's own concurrent create+start of the same
+//!    containers, at several engine-call concurrencies (`storm.rs`).
 
 mod budget_storm;
 mod client;
 mod dns;
 mod engine;
+mod noop;
+mod per_packet;
 mod report;
 mod scale;
 pub mod stats;
+mod storm;
 
 use std::{
+    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -46,10 +55,18 @@ const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
 
 #[derive(Clone, Debug, clap::Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line flags, one per section to skip or run alone"
+)]
 pub struct BenchOptions {
-    /// Wakes per series (cold, standby, …).
+    /// Cold wakes per series (each takes about a second, and as long again for its engine
+    /// baseline); below 100 the report gives no p99 for them.
     #[arg(long, default_value_t = 25)]
     pub wakes: usize,
+    /// Standby wakes per series (cheap: enough for a p99).
+    #[arg(long, default_value_t = 100)]
+    pub standby_wakes: usize,
     /// Requests per warm-path latency run.
     #[arg(long, default_value_t = 10_000)]
     pub requests: usize,
@@ -68,6 +85,21 @@ pub struct BenchOptions {
     /// Run only the budget storm; writes target/bench/budget-storm.{md,json}, not bench/.
     #[arg(long)]
     pub budget_storm_only: bool,
+    /// Skip the per-packet section (kernel run-time statistics, small packets).
+    #[arg(long, conflicts_with = "per_packet_only")]
+    pub no_per_packet: bool,
+    /// Run only the per-packet section; writes target/bench/per-packet.{md,json}, not bench/.
+    #[arg(long, conflicts_with = "storm_only")]
+    pub per_packet_only: bool,
+    /// Skip the storm against the engine's own floor.
+    #[arg(long, conflicts_with = "storm_only")]
+    pub no_storm: bool,
+    /// Run only the storm against the engine's own floor; writes target/bench/storm.{md,json}.
+    #[arg(long)]
+    pub storm_only: bool,
+    /// Benchmark this agent binary instead of building one (e.g. to compare two revisions).
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
 }
 
 /// One wake as the client and the agent saw it.
@@ -103,6 +135,8 @@ pub struct Results {
     pub scale: Vec<ScaleRun>,
     pub storms: Vec<StormRun>,
     pub budget_storm: Option<budget_storm::BudgetStormRun>,
+    pub per_packet: Option<per_packet::PerPacketRun>,
+    pub storm: Option<storm::StormVsEngine>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -143,13 +177,23 @@ pub struct StormRun {
     reason = "the benchmark script: set-up, rounds, report, in the order they run"
 )]
 pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
-    let binary = crate::prepare_agent("cargo xtask bench")?;
+    let binary = match &opts.agent {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--agent {}: no such file", path.display()),
+        None => crate::prepare_agent("cargo xtask bench")?,
+    };
     ensure_tools()?;
     let root = workspace_root();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     if opts.budget_storm_only {
         return budget_storm::run_alone(&binary, &dir);
+    }
+    if opts.per_packet_only {
+        return per_packet_alone(&binary, &dir, opts.rounds);
+    }
+    if opts.storm_only {
+        return storm_alone(&binary, &dir);
     }
 
     let mut results = Results {
@@ -166,6 +210,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "10.64.0.0/18",
             "10.65.0.0/24",
             budget_storm::SUBNET,
+            storm::SUBNET,
         ],
     )
     .context("creating the benchmark's client namespace")?;
@@ -178,8 +223,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let outcome = (|| -> anyhow::Result<()> {
         cleanup(&binary, &base);
         eprintln!(
-            "bench: cold and standby wakes ({} each), with the engine's floor",
-            opts.wakes
+            "bench: cold and standby wakes ({} and {}), with the engine's floor",
+            opts.wakes, opts.standby_wakes
         );
         let mut agent = start_agent(&binary, &base)?;
         // The first wake creates the container; the series then start and stop it.
@@ -198,14 +243,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             eprint!("\r  cold {}/{}", i + 1, opts.wakes);
         }
         eprintln!();
-        for i in 0..opts.wakes {
+        for i in 0..opts.standby_wakes {
             results
                 .standby_imag
                 .push(imag_wake(&mut agent, &client, "pause", "paused")?);
             results.standby_engine.push(engine_wake(
                 &mut agent, "pause", "paused", "unpause", "pause",
             )?);
-            eprint!("\r  standby {}/{}", i + 1, opts.wakes);
+            eprint!("\r  standby {}/{}", i + 1, opts.standby_wakes);
         }
         eprintln!();
         agent.stop()?;
@@ -223,7 +268,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         eprintln!("bench: standby wakes through the engine's unpause (fast thaw off)");
         let slow_thaw = bench_config("engine-unpause", "[wake]\nfast_thaw = false\n")?;
         let mut agent = start_agent(&binary, &slow_thaw)?;
-        for _ in 0..opts.wakes {
+        for _ in 0..opts.standby_wakes {
             results
                 .standby_imag_engine_unpause
                 .push(imag_wake(&mut agent, &client, "pause", "paused")?);
@@ -284,6 +329,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let _ = proxy.kill();
         let _ = proxy.wait();
 
+        if !opts.no_per_packet {
+            let config = bench_config("per-packet", &per_packet::echo_host(image::IMAGE))?;
+            results.per_packet = Some(per_packet::measure(&binary, &config, &client, opts.rounds)?);
+            cleanup(&binary, &config);
+        }
+
         eprintln!("bench: names (DNS) from inside a container, and queries per second");
         let names = bench_config("names", &dns::cold_host(image::IMAGE))?;
         let run = dns::measure(&binary, &names)?;
@@ -305,6 +356,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_budget_storm {
             results.budget_storm = Some(budget_storm::measure(&binary, &dir, &client)?);
         }
+        if !opts.no_storm {
+            results.storm = Some(storm::measure(&binary, &dir, &client)?);
+        }
         Ok(())
     })();
     cleanup(&binary, &base);
@@ -322,6 +376,75 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
     println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");
+    Ok(())
+}
+
+/// `--per-packet-only`: the per-packet section on its own, written to
+/// `target/bench/per-packet.{md,json}` so that a partial run never replaces the full report.
+fn per_packet_alone(binary: &Path, dir: &Path, rounds: usize) -> anyhow::Result<()> {
+    let client = ClientNs::create(
+        NETNS,
+        HOST_IF,
+        "10.79.0.1/24",
+        "10.79.0.2/24",
+        &["10.76.0.0/24"],
+    )
+    .context("creating the benchmark's client namespace")?;
+    let config = dir.join("imag-per-packet.toml");
+    std::fs::write(&config, config_text(&per_packet::echo_host(image::IMAGE)))?;
+    cleanup(binary, &config);
+    let run = per_packet::measure(binary, &config, &client, rounds);
+    cleanup(binary, &config);
+    drop(client);
+    let run = run?;
+    std::fs::write(
+        dir.join("per-packet.json"),
+        serde_json::to_string_pretty(&run)?,
+    )?;
+    let mut markdown =
+        String::from("# imag per-packet figures\n\n| target | measured | |\n|---|---|---|\n");
+    for (target, measured, met) in run.targets() {
+        let _ = writeln!(
+            markdown,
+            "| {target} | {measured} | {} |",
+            report::mark(met)
+        );
+    }
+    markdown.push_str(&run.markdown());
+    std::fs::write(dir.join("per-packet.md"), &markdown)?;
+    println!("{markdown}");
+    println!("written: target/bench/per-packet.md, target/bench/per-packet.json");
+    Ok(())
+}
+
+/// `--storm-only`: the storm against the engine's floor on its own, written to
+/// `target/bench/storm.{md,json}`.
+fn storm_alone(binary: &Path, dir: &Path) -> anyhow::Result<()> {
+    let client = ClientNs::create(
+        NETNS,
+        HOST_IF,
+        "10.79.0.1/24",
+        "10.79.0.2/24",
+        &[storm::SUBNET],
+    )
+    .context("creating the benchmark's client namespace")?;
+    let run = storm::measure(binary, dir, &client);
+    drop(client);
+    let run = run?;
+    std::fs::write(dir.join("storm.json"), serde_json::to_string_pretty(&run)?)?;
+    let mut markdown =
+        String::from("# imag storm against the engine\n\n| target | measured | |\n|---|---|---|\n");
+    for (target, measured, met) in run.targets() {
+        let _ = writeln!(
+            markdown,
+            "| {target} | {measured} | {} |",
+            report::mark(met)
+        );
+    }
+    markdown.push_str(&run.markdown());
+    std::fs::write(dir.join("storm.md"), &markdown)?;
+    println!("{markdown}");
+    println!("written: target/bench/storm.md, target/bench/storm.json");
     Ok(())
 }
 

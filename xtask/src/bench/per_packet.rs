@@ -1,0 +1,444 @@
+//! The warm path per packet: what each of imag's programs costs per run, by the kernel's own
+//! run-time statistics (`BPF_ENABLE_STATS`, off again when its descriptor closes), next to no-op
+//! programs of the same hook (`noop.rs`) on the same traffic in the same run; and small packets'
+//! latency and rate through imag against no program, in interleaved rounds.
+//!
+//! Traffic, from the client namespace to warm hosts: bulk TCP (GSO-sized packets), 64-byte UDP
+//! request/response one at a time, and 64-byte UDP requests kept 32 in flight (a high packet
+//! rate). The holding program is measured hooked both ways the agent can hook it (`--hook tc`,
+//! the default on virtual interfaces, and `--hook xdp-generic`); the no-ops sit on the client's
+//! own interface (TC egress: the client's packets; XDP ingress: the answers).
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::{ProgramInfo, loaded_programs};
+use serde::Serialize;
+
+use imag_testkit::{AgentProcess, ClientNs, Launch};
+
+use super::{
+    HOST_IF, METRICS, NETWORK, SINK, client, noop::Noops, remove_pins, stats::summarize, wait_warm,
+};
+use crate::cmd_output;
+
+/// The UDP echo host the section adds to the benchmark's configuration.
+pub const ECHO: &str = "10.76.0.12:5353";
+const WARM_HOSTS: [&str; 3] = ["web", "sink", "echo"];
+/// Bulk TCP per measurement (GSO packets: few runs, many bytes each).
+const BULK_BYTES: u64 = 512 << 20;
+const RR_COUNT: usize = 10_000;
+const RATE_WINDOW: usize = 32;
+const RATE_FOR: Duration = Duration::from_secs(2);
+/// Per round of the small-packet comparison.
+const ROUND_RR: usize = 5_000;
+/// The target: every program on the warm path at most this many times its hook's no-op.
+pub const MAX_RATIO: f64 = 2.0;
+
+/// The host the section adds to the base configuration.
+pub fn echo_host(image: &str) -> String {
+    format!(
+        "[[host]]\nname = \"echo\"\naddress = \"10.76.0.12\"\nimage = \"{image}\"\n\
+         command = [\"/hello\", \"--udp\", \"5353\"]\nready = \"udp:5353\"\n"
+    )
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PerPacketRun {
+    pub costs: Vec<ProgramCost>,
+    pub rounds: Vec<SmallRound>,
+    /// `kernel.bpf_stats_enabled` read back after the measurements.
+    pub stats_enabled_after: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramCost {
+    /// The agent's `--hook`.
+    pub hook: &'static str,
+    pub workload: &'static str,
+    pub program: String,
+    /// "tc" or "xdp": which no-op it compares with.
+    pub kind: &'static str,
+    pub noop: bool,
+    pub runs: u64,
+    pub ns_per_run: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SmallRound {
+    pub mode: &'static str,
+    pub round: usize,
+    pub rr_us: Vec<f64>,
+    pub rate_pps: f64,
+}
+
+fn start_agent(binary: &Path, config: &Path, hook: &str) -> anyhow::Result<AgentProcess> {
+    let agent = AgentProcess::start(Launch::new(binary, config, &[HOST_IF]).args(&[
+        "--on-exit",
+        "keep",
+        "--metrics",
+        METRICS,
+        "--hook",
+        hook,
+    ]))?;
+    for host in WARM_HOSTS {
+        agent.command(&["wake", host])?;
+    }
+    wait_warm(&agent, &WARM_HOSTS)?;
+    wait_for_links(WARM_HOSTS.len())?;
+    Ok(agent)
+}
+
+fn pin_dir() -> std::path::PathBuf {
+    Path::new("/sys/fs/bpf/imag").join(NETWORK)
+}
+
+/// Waits until the counting programs are attached to every warm host's link (they are attached
+/// just after a wake or an adoption).
+fn wait_for_links(hosts: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let links = std::fs::read_dir(pin_dir()).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("link-from-"))
+                .count()
+        });
+        if links >= hosts {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the hosts' link programs were not attached within 20 s ({links} of {hosts})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The programs behind the agent's pinned links, by id.
+fn imag_program_ids() -> anyhow::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(pin_dir())?.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("link-") {
+            continue;
+        }
+        let json = cmd_output(
+            Command::new("bpftool")
+                .args(["-j", "link", "show", "pinned"])
+                .arg(entry.path()),
+        )
+        .with_context(|| format!("bpftool link show pinned {}", entry.path().display()))?;
+        let link: serde_json::Value = serde_json::from_str(&json)?;
+        if let Some(id) = link["prog_id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Run count and run time (ns) of each program in `ids`.
+fn snapshot(ids: &[u32]) -> HashMap<u32, (String, &'static str, u64, u64)> {
+    loaded_programs()
+        .flatten()
+        .filter(|p| ids.contains(&p.id()))
+        .filter_map(|p: ProgramInfo| {
+            // aya does not re-export the kernel's program type enum: its name tells. The
+            // tracepoint (TCP state changes) runs per connection, not per packet.
+            let kind = match format!("{:?}", p.program_type()) {
+                t if t.ends_with("_XDP") => "xdp",
+                t if t.ends_with("_SCHED_CLS") => "tc",
+                _ => return None,
+            };
+            Some((
+                p.id(),
+                (
+                    p.name_as_str().unwrap_or("?").to_string(),
+                    kind,
+                    p.run_count(),
+                    u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
+                ),
+            ))
+        })
+        .collect()
+}
+
+type Workload<'a> = (
+    &'static str,
+    Box<dyn Fn() -> anyhow::Result<()> + Sync + 'a>,
+);
+
+/// Per-run costs of imag's programs (hooked with `hook`) and the no-ops on each workload.
+fn costs(
+    binary: &Path,
+    config: &Path,
+    client: &ClientNs,
+    hook: &'static str,
+    run: &mut PerPacketRun,
+) -> anyhow::Result<()> {
+    remove_pins(NETWORK);
+    let mut agent = start_agent(binary, config, hook)?;
+    let mut ids = imag_program_ids()?;
+    let noops = client.run(|| Noops::attach("eth0"))??;
+    ids.extend([noops.tc_id, noops.xdp_id]);
+    let echo: SocketAddr = ECHO.parse().expect("valid");
+    let sink: SocketAddr = SINK.parse().expect("valid");
+    let workloads: [Workload; 3] = [
+        (
+            "bulk TCP",
+            Box::new(move || {
+                client.run(|| client::bulk_throughput(sink, BULK_BYTES))??;
+                Ok(())
+            }),
+        ),
+        (
+            "UDP 64 B request/response",
+            Box::new(move || {
+                client.run(|| client::udp_round_trips(echo, RR_COUNT))??;
+                Ok(())
+            }),
+        ),
+        (
+            "UDP 64 B, 32 in flight",
+            Box::new(move || {
+                client.run(|| client::udp_rate(echo, RATE_WINDOW, RATE_FOR))??;
+                Ok(())
+            }),
+        ),
+    ];
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling the kernel's BPF run-time statistics")?;
+    for (workload, traffic) in &workloads {
+        let before = snapshot(&ids);
+        traffic()?;
+        let after = snapshot(&ids);
+        for (id, (program, kind, runs, ns)) in &after {
+            let (_, _, runs0, ns0) = before.get(id).cloned().unwrap_or_default();
+            let runs = runs - runs0;
+            if runs == 0 {
+                continue;
+            }
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "nanoseconds and run counts of one measurement"
+            )]
+            let ns_per_run = (ns - ns0) as f64 / runs as f64;
+            run.costs.push(ProgramCost {
+                hook,
+                workload,
+                program: program.clone(),
+                kind,
+                noop: *id == noops.tc_id || *id == noops.xdp_id,
+                runs,
+                ns_per_run,
+            });
+        }
+    }
+    drop(stats);
+    drop(noops);
+    agent.stop()?;
+    Ok(())
+}
+
+/// The section: per-run costs with the holding program hooked by TC and by XDP, then `rounds`
+/// rounds of small packets with no program and with imag.
+pub fn measure(
+    binary: &Path,
+    config: &Path,
+    client: &ClientNs,
+    rounds: usize,
+) -> anyhow::Result<PerPacketRun> {
+    let mut run = PerPacketRun::default();
+    for hook in ["tc", "xdp-generic"] {
+        eprintln!("bench: per-packet cost, holding program hooked by {hook}");
+        costs(binary, config, client, hook, &mut run)?;
+        for c in run.costs.iter().filter(|c| c.hook == hook) {
+            eprintln!(
+                "  {:<26} {:<16} {:>9} runs {:>7.1} ns/run",
+                c.workload, c.program, c.runs, c.ns_per_run
+            );
+        }
+    }
+    run.stats_enabled_after = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    eprintln!("bench: small packets, {rounds} rounds of no program / imag");
+    let echo: SocketAddr = ECHO.parse().expect("valid");
+    for round in 0..rounds {
+        let mut modes = ["none", "imag"];
+        modes.rotate_left(round % 2);
+        for mode in modes {
+            let agent = if mode == "imag" {
+                Some(start_agent(binary, config, "auto")?)
+            } else {
+                remove_pins(NETWORK);
+                None
+            };
+            let rr_us = client.run(|| client::udp_round_trips(echo, ROUND_RR))??;
+            let rate_pps = client.run(|| client::udp_rate(echo, RATE_WINDOW, RATE_FOR))??;
+            eprintln!(
+                "  round {} {mode:>4}: p99 {:.1} µs, {rate_pps:.0} answers/s",
+                round + 1,
+                summarize(&rr_us).p99
+            );
+            run.rounds.push(SmallRound {
+                mode,
+                round,
+                rr_us,
+                rate_pps,
+            });
+            if let Some(mut agent) = agent {
+                agent.stop()?;
+            }
+        }
+    }
+    Ok(run)
+}
+
+impl PerPacketRun {
+    /// The no-op's cost per run for a hook, workload and program kind.
+    fn noop(&self, hook: &str, workload: &str, kind: &str) -> Option<f64> {
+        self.costs
+            .iter()
+            .find(|c| c.noop && c.hook == hook && c.workload == workload && c.kind == kind)
+            .map(|c| c.ns_per_run)
+    }
+
+    /// The highest ratio of an imag program to its hook's no-op, per program kind.
+    pub fn worst_ratio(&self, kind: &str) -> Option<(f64, String)> {
+        self.costs
+            .iter()
+            .filter(|c| !c.noop && c.kind == kind)
+            .filter_map(|c| {
+                let noop = self.noop(c.hook, c.workload, c.kind)?;
+                Some((
+                    c.ns_per_run / noop,
+                    format!("{} on {} (hook {})", c.program, c.workload, c.hook),
+                ))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// Medians over rounds of the per-round p99 (µs) and rate (answers/s), for a mode.
+    pub fn small(&self, mode: &str) -> (f64, f64, usize) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let rounds: Vec<&SmallRound> = self.rounds.iter().filter(|r| r.mode == mode).collect();
+        (
+            median(rounds.iter().map(|r| summarize(&r.rr_us).p99).collect()),
+            median(rounds.iter().map(|r| r.rate_pps).collect()),
+            rounds.first().map_or(0, |r| r.rr_us.len()),
+        )
+    }
+
+    /// Rows for the report's targets table: (target, measured, met).
+    pub fn targets(&self) -> Vec<(String, String, bool)> {
+        let mut rows = Vec::new();
+        for kind in ["tc", "xdp"] {
+            if let Some((ratio, what)) = self.worst_ratio(kind) {
+                rows.push((
+                    format!("every imag {kind} program on the warm path ≤ {MAX_RATIO}× the {kind} no-op per run"),
+                    format!("worst {ratio:.2}×: {what}"),
+                    ratio <= MAX_RATIO,
+                ));
+            }
+        }
+        let ((none_p99, none_rate, n), (imag_p99, imag_rate, _)) =
+            (self.small("none"), self.small("imag"));
+        rows.push((
+            "small packets: UDP 64 B round trip p99 within 3 % of no program".into(),
+            format!(
+                "{:+.1} % ({imag_p99:.1} vs {none_p99:.1} µs, medians of rounds' p99, n = {n} each)",
+                100.0 * (imag_p99 / none_p99 - 1.0)
+            ),
+            imag_p99 <= 1.03 * none_p99,
+        ));
+        rows.push((
+            "small packets: rate ≥ 97 % of no program".into(),
+            format!(
+                "{:.1} % ({imag_rate:.0} vs {none_rate:.0} answers/s, medians of rounds)",
+                100.0 * imag_rate / none_rate
+            ),
+            imag_rate >= 0.97 * none_rate,
+        ));
+        rows
+    }
+
+    /// The section's tables.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("\n## Warm path per packet\n\n");
+        out.push_str(
+            "Average run time per invocation from the kernel's BPF statistics (their own overhead \
+             included), in the same run as no-op programs of the same hook on the same traffic: \
+             a TC classifier on the client's egress (every packet the client sends) and an XDP \
+             program (generic mode) on its ingress (every answer). Statistics are on only while \
+             measuring (a `BPF_ENABLE_STATS` descriptor",
+        );
+        let _ = writeln!(
+            out,
+            "; `kernel.bpf_stats_enabled` read {} afterwards).\n",
+            self.stats_enabled_after
+        );
+        out.push_str(
+            "| hook | traffic | program | runs | ns/run | × no-op |\n|---|---|---|---|---|---|\n",
+        );
+        for c in &self.costs {
+            let ratio = self
+                .noop(c.hook, c.workload, c.kind)
+                .map_or("n/a".into(), |n| format!("{:.2}", c.ns_per_run / n));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}{} | {} | {:.1} | {ratio} |",
+                c.hook,
+                c.workload,
+                c.program,
+                if c.noop { " (no-op)" } else { "" },
+                c.runs,
+                c.ns_per_run
+            );
+        }
+        let ((none_p99, none_rate, n), (imag_p99, imag_rate, _)) =
+            (self.small("none"), self.small("imag"));
+        let rounds = self.rounds.iter().filter(|r| r.mode == "imag").count();
+        let _ = writeln!(
+            out,
+            "\nSmall packets through imag (TC hooks, the default here) against no program, {rounds} \
+             interleaved rounds: UDP 64 B request/response one at a time (n = {n} per round), and \
+             the answers per second with {RATE_WINDOW} requests in flight for {} s.\n",
+            RATE_FOR.as_secs()
+        );
+        out.push_str("| mode | round trip p50 µs | p99 µs (median of rounds) | pooled p99 µs | answers/s (median) |\n|---|---|---|---|---|\n");
+        for (mode, p99, rate) in [
+            ("no program", none_p99, none_rate),
+            ("imag", imag_p99, imag_rate),
+        ] {
+            let key = if mode == "imag" { "imag" } else { "none" };
+            let pooled: Vec<f64> = self
+                .rounds
+                .iter()
+                .filter(|r| r.mode == key)
+                .flat_map(|r| r.rr_us.iter().copied())
+                .collect();
+            let s = summarize(&pooled);
+            let _ = writeln!(
+                out,
+                "| {mode} | {:.1} | {p99:.1} | {:.1} (n = {}) | {rate:.0} |",
+                s.p50, s.p99, s.n
+            );
+        }
+        out
+    }
+}
