@@ -7,7 +7,7 @@
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
-use super::{ETH_LEN, FrameError};
+use super::{FrameError, offset_in};
 
 /// Where the checksum field sits in a TCP header (RFC 9293 3.1) and a UDP header (RFC 768).
 const TCP_CHECKSUM_AT: usize = 16;
@@ -23,17 +23,17 @@ pub fn complete_checksum(frame: &mut [u8]) -> Result<(), FrameError> {
         };
         let header = ip.header();
         let (src, dst) = (header.source(), header.destination());
-        let l4_offset = ETH_LEN + header.ihl() as usize * 4;
+        // Where the transport header really starts: after VLAN tags too, not at a fixed offset.
         match &packet.transport {
             Some(TransportSlice::Tcp(tcp)) => (
-                l4_offset + TCP_CHECKSUM_AT,
+                offset_in(frame, tcp.slice()) + TCP_CHECKSUM_AT,
                 tcp.calc_checksum_ipv4(src, dst)?,
             ),
             Some(TransportSlice::Udp(udp)) if udp.checksum() != 0 => {
                 let sum = udp
                     .to_header()
                     .calc_checksum_ipv4_raw(src, dst, udp.payload())?;
-                (l4_offset + UDP_CHECKSUM_AT, sum)
+                (offset_in(frame, udp.slice()) + UDP_CHECKSUM_AT, sum)
             }
             _ => return Ok(()),
         }
@@ -44,8 +44,13 @@ pub fn complete_checksum(frame: &mut [u8]) -> Result<(), FrameError> {
 
 #[cfg(test)]
 mod tests {
+    use etherparse::{PacketBuilder, VlanId};
+
     use super::*;
-    use crate::packets::tests::{tcp_syn, udp};
+    use crate::packets::{
+        ETH_LEN,
+        tests::{tcp_syn, udp},
+    };
 
     #[test]
     fn completes_a_partial_tcp_checksum() {
@@ -72,6 +77,31 @@ mod tests {
         let before = unchecked.clone();
         complete_checksum(&mut unchecked).unwrap();
         assert_eq!(unchecked, before, "a zero UDP checksum means none was sent");
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/held_frame/crash-vlan-checksum-offset`): the checksum was
+    /// written 14 bytes past the Ethernet header whatever the frame said, so a tagged frame had
+    /// two bytes of its TCP header overwritten and kept its wrong checksum.
+    #[test]
+    fn completes_the_checksum_of_vlan_tagged_frames_where_it_is() {
+        for tags in [1, 2] {
+            let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+            let builder = if tags == 1 {
+                eth.single_vlan(VlanId::try_new(7).unwrap())
+            } else {
+                eth.double_vlan(VlanId::try_new(7).unwrap(), VlanId::try_new(8).unwrap())
+            }
+            .ipv4([10, 78, 0, 2], [10, 77, 0, 10], 64)
+            .tcp(40000, 8080, 1000, 64240)
+            .syn();
+            let mut good = Vec::new();
+            builder.write(&mut good, b"data").unwrap();
+            let at = ETH_LEN + 4 * tags + 20 + 16;
+            let mut partial = good.clone();
+            partial[at] ^= 0xff;
+            complete_checksum(&mut partial).unwrap();
+            assert_eq!(partial, good, "{tags} VLAN tag(s)");
+        }
     }
 
     #[test]

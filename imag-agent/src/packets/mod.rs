@@ -18,9 +18,17 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 pub use self::{arp::gratuitous_arp, checksum::complete_checksum, refusal::refusal, wire::Wire};
 
-/// Length of an Ethernet II header: held frames carry no VLAN tag (the datapath holds only
-/// untagged IPv4).
+/// Length of an Ethernet II header without VLAN tags.
+#[cfg(test)]
 const ETH_LEN: usize = 14;
+
+/// Where `part` (a slice etherparse cut from `frame`) starts in `frame`. Headers are found by
+/// parsing, never at fixed offsets: a frame may carry VLAN tags before its IP header.
+fn offset_in(frame: &[u8], part: &[u8]) -> usize {
+    let offset = part.as_ptr().addr() - frame.as_ptr().addr();
+    debug_assert!(offset + part.len() <= frame.len(), "part lies inside frame");
+    offset
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

@@ -6,7 +6,7 @@ use etherparse::{
     icmpv4::DestUnreachableHeader,
 };
 
-use super::ETH_LEN;
+use super::offset_in;
 
 /// TTL of the packets the agent sends on behalf of a host.
 const REPLY_TTL: u8 = 64;
@@ -71,7 +71,7 @@ pub fn refusal(frame: &[u8]) -> Option<Vec<u8>> {
                 Some(TransportSlice::Icmpv4(_)) => return None,
                 _ => DestUnreachableHeader::Protocol,
             };
-            let ip_start = ETH_LEN;
+            let ip_start = offset_in(frame, ip.header().slice());
             let ip_len = (header.total_len() as usize).min(frame.len() - ip_start);
             let quoted = &frame[ip_start..ip_start + ip_len.min(ICMP_ERROR_MAX)];
             builder
@@ -88,7 +88,10 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::packets::tests::{tcp_syn, udp};
+    use crate::packets::{
+        ETH_LEN,
+        tests::{tcp_syn, udp},
+    };
 
     #[test]
     fn a_syn_is_refused_with_rst_ack() {
@@ -178,6 +181,26 @@ mod tests {
             icmp.payload(),
             &datagram[ETH_LEN..],
             "quotes the whole small datagram"
+        );
+    }
+
+    #[test]
+    fn a_tagged_datagram_is_quoted_from_its_ip_header() {
+        let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv4([10, 78, 0, 2], [10, 77, 0, 10], 64)
+            .udp(5353, 53);
+        let mut datagram = Vec::new();
+        builder.write(&mut datagram, b"query").unwrap();
+        let unreachable = refusal(&datagram).expect("UDP is answered");
+        let packet = SlicedPacket::from_ethernet(&unreachable).unwrap();
+        let Some(TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+            panic!("ICMP")
+        };
+        assert_eq!(
+            icmp.payload(),
+            &datagram[ETH_LEN + 4..],
+            "the IP datagram, not the tag"
         );
     }
 
