@@ -33,6 +33,10 @@ fn check(result: Result<Config, imag_agent::config::ConfigError>) {
             }
             let names = NameTable::from_config(&config, &config.dns.domain);
             assert!(names.len() <= config.hosts.len());
+            // What attach builds from every host: its container spec and the fingerprint of it.
+            for host in &config.hosts {
+                let _ = host.container_spec(&config.network.name).fingerprint();
+            }
         }
         Err(err) => {
             assert!(!err.problems.is_empty(), "a rejection names no problem");

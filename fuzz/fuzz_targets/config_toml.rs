@@ -1,6 +1,6 @@
 //! `imag.toml`: parsing and validation (`Config::parse`) of arbitrary text. Every rejection must
 //! be a `ConfigError` whose problems render, and a configuration that validates must be usable
-//! by what reads it first at attach (the DNS name table).
+//! by what reads it first at attach (the DNS name table, each host's container spec).
 
 #![no_main]
 
@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
             }
             let names = NameTable::from_config(&config, &config.dns.domain);
             assert!(names.len() <= config.hosts.len());
+            // What attach builds from every host: its container spec and the fingerprint of it.
+            for host in &config.hosts {
+                let _ = host.container_spec(&config.network.name).fingerprint();
+            }
         }
         Err(err) => {
             assert!(!err.problems.is_empty(), "a rejection names no problem");
