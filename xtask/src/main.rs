@@ -6,6 +6,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod image;
 mod preflight;
 mod setup;
@@ -28,11 +29,21 @@ enum Task {
     Setup,
     /// Build the example image (imag-example/hello) from examples/hello.
     Image,
-    /// Run every test: unit tests, and the privileged integration tests (root, Docker).
+    /// Run every test: unit tests, the privileged integration tests (root, Docker), then a short
+    /// run of every fuzz target (fuzz/).
     Test {
+        /// How long each fuzz target runs after the tests, in seconds (0: no fuzzing).
+        #[arg(long, default_value_t = 15)]
+        fuzz_seconds: u32,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Run every fuzz target (fuzz/) for a bounded time, as the end of `test` does; fails on a crash.
+    Fuzz {
+        /// How long each target runs, in seconds.
+        #[arg(long, default_value_t = 15)]
+        seconds: u32,
     },
     /// Wake a cold host from a client namespace and print the answer and the wake latency.
     Demo,
@@ -45,7 +56,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Setup => setup::run(),
         Task::Image => setup::run().and_then(|()| image::build()),
-        Task::Test { args } => test(&args),
+        Task::Test { fuzz_seconds, args } => test(fuzz_seconds, &args),
+        Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::smoke(seconds)),
         Task::Demo => demo::run(),
         Task::Bench(opts) => bench::run(&opts),
     };
@@ -58,7 +70,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
+fn test(fuzz_seconds: u32, args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     preflight::require_privileges("cargo xtask test")?;
     image::build()?;
@@ -70,7 +82,18 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .arg("--")
         .arg("--test-threads=1")
         .args(args);
-    run_cmd(&mut cmd)
+    let tests = run_cmd(&mut cmd);
+    // The fuzz smoke run comes after the tests, and runs whatever they said.
+    let fuzzing = if fuzz_seconds == 0 {
+        Ok(())
+    } else {
+        fuzz::smoke(fuzz_seconds)
+    };
+    match (tests, fuzzing) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
+        (Err(tests), Err(fuzzing)) => bail!("{tests:#}\nand {fuzzing:#}"),
+    }
 }
 
 /// What running the agent for real needs, in order: the toolchain, privileges and a Docker

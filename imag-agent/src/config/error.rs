@@ -71,9 +71,11 @@ pub struct FieldError<E: std::error::Error + 'static> {
     pub source: E,
 }
 
-/// 1-based line and column (in characters) of a byte offset.
+/// 1-based line and column (in characters) of a byte offset. An offset inside a character
+/// counts as that character: offsets computed inside a value that YAML folded or unescaped (an
+/// interpolation in a multi-line scalar) need not fall on a character boundary of the file.
 pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
@@ -91,6 +93,8 @@ mod tests {
         // "é" is two bytes but one column.
         assert_eq!(line_column(text, text.find('x').unwrap()), (2, 9));
         assert_eq!(line_column(text, 10_000), (3, 1), "clamped to the end");
+        // Inside "é" (found by fuzzing: an offset computed in a folded YAML scalar) counts as "é".
+        assert_eq!(line_column(text, 11), (2, 6));
     }
 
     #[test]

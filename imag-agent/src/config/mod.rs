@@ -131,6 +131,19 @@ impl Config {
         compose::load(path)
     }
 
+    /// [`Config::load_compose`] without the file system: compose `text` with the variables of
+    /// `env` (in place of the agent's environment) and of `dotenv`, the text of a `.env` file
+    /// and the path that names it in messages. Relative `env_file` paths start at `dir`.
+    pub fn parse_compose(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        dotenv: Option<(&Path, &str)>,
+        dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        compose::parse_with_env(text, origin, env, dotenv, dir)
+    }
+
     pub fn host(&self, name: &str) -> Option<&HostConfig> {
         self.hosts.iter().find(|h| h.name == name)
     }

@@ -130,7 +130,7 @@ async fn handle(stream: UnixStream, handles: &Handles) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let response = match parse_request(&line) {
         Err(err) => Response::Error {
             message: format!("bad request: {err}"),
         },
@@ -139,6 +139,11 @@ async fn handle(stream: UnixStream, handles: &Handles) -> std::io::Result<()> {
     let mut text = serde_json::to_string(&response).expect("responses serialize");
     text.push('\n');
     write.write_all(text.as_bytes()).await
+}
+
+/// Reads one request line as a client sent it (the trailing newline, if any, included).
+pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
+    serde_json::from_str(line)
 }
 
 async fn dispatch(request: Request, handles: &Handles) -> Response {

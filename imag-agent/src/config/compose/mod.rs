@@ -57,21 +57,46 @@ pub(super) fn load(path: &Path) -> Result<Config, LoadError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let dotenv_path = dir.join(".env");
     let dotenv = if dotenv_path.exists() {
-        let text = read(&dotenv_path)?;
-        let env = Vars(std::env::vars().collect());
-        interpolate::dotenv(&text, &env).map_err(|bad| ConfigError {
-            origin: origin.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("{}:{}: {}", dotenv_path.display(), bad.line, bad.message),
-            }],
-        })?
+        Some(read(&dotenv_path)?)
     } else {
-        Vec::new()
+        None
     };
-    let vars = Vars::new(std::env::vars(), Vars(dotenv.into_iter().collect()));
-    Ok(parse(&text, &origin, &vars, dir)?)
+    let dotenv = dotenv.as_deref().map(|text| (dotenv_path.as_path(), text));
+    Ok(parse_with_env(
+        &text,
+        &origin,
+        std::env::vars(),
+        dotenv,
+        dir,
+    )?)
+}
+
+/// What [`load`] does once the files are read: interpolates the `.env` text (`dotenv`, with the
+/// path it names in messages) over `env`, then parses and validates `text` with the variables of
+/// `env` over those of `.env`.
+pub(super) fn parse_with_env(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    dotenv: Option<(&Path, &str)>,
+    dir: &Path,
+) -> Result<Config, ConfigError> {
+    let env = Vars(env.into_iter().collect());
+    let dotenv = match dotenv {
+        Some((dotenv_path, dotenv_text)) => {
+            interpolate::dotenv(dotenv_text, &env).map_err(|bad| ConfigError {
+                origin: origin.to_string(),
+                problems: vec![Problem {
+                    line: 0,
+                    column: 0,
+                    message: format!("{}:{}: {}", dotenv_path.display(), bad.line, bad.message),
+                }],
+            })?
+        }
+        None => Vec::new(),
+    };
+    let vars = Vars::new(env.0, Vars(dotenv.into_iter().collect()));
+    parse(text, origin, &vars, dir)
 }
 
 /// Parses and validates compose text; `dir` is where relative paths (`env_file`) start.
@@ -132,10 +157,17 @@ pub(crate) fn parse(
 /// Interpolates every scalar value (keys are left as written, as compose does).
 fn interpolate_tree(node: &mut Node, interpolator: &mut Interpolator<'_>, cx: &mut Cx<'_>) {
     match &mut node.value {
-        Value::Scalar(s) => match interpolator.value(&s.text) {
-            Ok(text) => s.text = text,
-            Err(bad) => cx.problem(s.text_at + bad.offset, bad.message),
-        },
+        Value::Scalar(s) => {
+            let noted = interpolator.unset.len();
+            match interpolator.value(&s.text) {
+                Ok(text) => s.text = text,
+                Err(bad) => cx.problem(s.text_at + bad.offset, bad.message),
+            }
+            // The interpolator counts in the scalar's text; the file counts from its start.
+            for (at, _) in &mut interpolator.unset[noted..] {
+                *at += s.text_at;
+            }
+        }
         Value::Seq(items) => items
             .iter_mut()
             .for_each(|n| interpolate_tree(n, interpolator, cx)),

@@ -393,3 +393,24 @@ fn limits_and_priority_come_from_x_imag() {
     let found = problems(&format!("{NET}x-imag:\n  limits:\n    max_warm: lots\n"));
     assert_eq!(found[0].2, "max_warm must be a whole number", "{found:?}");
 }
+
+/// Found by fuzzing (`fuzz/corpus/config_compose/crash-unset-variable-offset`): the warning
+/// for an unset variable was placed at the variable's offset inside its value, counted from the
+/// start of the file (line 1), and panicked when that offset fell inside a wide character there.
+/// Inside a multi-line plain scalar the offset is counted in the folded text, so it can still
+/// fall inside a character of the file (here the first `→`): that must place, not panic.
+#[test]
+fn an_unset_variable_is_placed_on_its_own_line() {
+    let text = format!("{NET}services:\n  web:\n    image: x\n    command: [\"${{NOPE}}\"]\n");
+    let config = compose(&text).expect("valid apart from the unset variable");
+    let unset = &config.warnings[0];
+    assert!(unset.message.contains("NOPE"), "{unset:?}");
+    assert_eq!((unset.line, unset.column), (9, 16), "at its $: {unset:?}");
+
+    let text =
+        format!("{NET}services:\n  web:\n    image: x\n    command: x\n       →→→${{NOPE}}\n");
+    let config = compose(&text).expect("valid apart from the unset variable");
+    let unset = &config.warnings[0];
+    assert!(unset.message.contains("NOPE"), "{unset:?}");
+    assert_eq!(unset.line, 10, "{unset:?}");
+}
