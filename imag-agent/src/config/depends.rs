@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn wakes_with_names_other_hosts_and_may_form_cycles() {
         let c = Config::parse(
-            &with_wakes(&[("web", "\"api\", \"db\""), ("api", "\"web\""), ("db", "")], ""),
+            &with_wakes(
+                &[("web", "\"api\", \"db\""), ("api", "\"web\""), ("db", "")],
+                "",
+            ),
             "t",
         )
         .unwrap();
@@ -218,18 +221,26 @@ mod tests {
     #[test]
     fn bad_wakes_with_entries_are_reported_where_written() {
         let found = problems(&with_wakes(
-            &[("web", "\"nope\", \"web\", \"db\", \"db\", \"Bad Name\""), ("db", "")],
+            &[
+                ("web", "\"nope\", \"web\", \"db\", \"db\", \"Bad Name\""),
+                ("db", ""),
+            ],
             "",
         ));
         assert_eq!(found.len(), 4, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (8, 15), "{found:?}");
         assert!(
-            found[0].2.contains("wakes with \"nope\", which is not a configured host"),
+            found[0]
+                .2
+                .contains("wakes with \"nope\", which is not a configured host"),
             "{found:?}"
         );
         assert!(found[1].2.contains("wakes with itself"), "{found:?}");
         assert!(found[2].2.contains("names \"db\" twice"), "{found:?}");
-        assert!(found[3].2.contains("\"Bad Name\" must be letters"), "{found:?}");
+        assert!(
+            found[3].2.contains("\"Bad Name\" must be letters"),
+            "{found:?}"
+        );
         let found = problems(&with_wakes(
             &[("web", "\"db\""), ("db", "")],
             "allow_from = [\"10.9.0.99\"]\n",

@@ -56,7 +56,9 @@ impl PrewakeMode {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a pre-wake mode: use \"on\" (learn and pre-wake), \"learn\" (learn only) or \"off\"")]
+#[error(
+    "{0:?} is not a pre-wake mode: use \"on\" (learn and pre-wake), \"learn\" (learn only) or \"off\""
+)]
 pub struct BadPrewakeMode(String);
 
 impl std::str::FromStr for PrewakeMode {
@@ -173,6 +175,9 @@ mod tests {
         }
         let found = problems(&format!("{net}[wake]\nprewake = \"sometimes\"\n"));
         assert_eq!((found[0].0, found[0].1), (4, 11), "{found:?}");
-        assert!(found[0].2.contains("\"sometimes\" is not a pre-wake mode"), "{found:?}");
+        assert!(
+            found[0].2.contains("\"sometimes\" is not a pre-wake mode"),
+            "{found:?}"
+        );
     }
 }

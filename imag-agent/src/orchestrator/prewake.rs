@@ -357,7 +357,10 @@ mod tests {
     #[test]
     fn an_edge_forms_after_two_sightings_and_fires_on_the_third_wake() {
         let mut l = Learner::default();
-        assert!(chain(&mut l, 0, true, true).is_empty(), "first chain: only seen");
+        assert!(
+            chain(&mut l, 0, true, true).is_empty(),
+            "first chain: only seen"
+        );
         l.tick(20_000 * MS, |_| true);
         assert_eq!(l.pairs()[0].history, [true]);
         assert!(chain(&mut l, 30_000 * MS, true, true).is_empty());
@@ -473,7 +476,11 @@ mod tests {
                 history: [true, true].into(),
             },
         ]);
-        assert_eq!(l.pairs().len(), 1, "a → b kept only misses in its last three");
+        assert_eq!(
+            l.pairs().len(),
+            1,
+            "a → b kept only misses in its last three"
+        );
         l.retain_hosts(|h| h != "c");
         assert!(l.pairs().is_empty());
         assert!(l.take_changed());

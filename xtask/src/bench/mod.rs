@@ -13,8 +13,11 @@
 //! 5. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
 //!    of 50 and 100 cold hosts woken at once.
 //! 6. The budget storm: 200 cold hosts woken under `[limits] max_warm = 20` (`budget_storm.rs`).
+//! 7. Chains of three cold hosts: one after another, with `wakes_with`, and learned, against a
+//!    single cold host (`chain.rs`).
 
 mod budget_storm;
+mod chain;
 mod client;
 mod dns;
 mod engine;
@@ -46,6 +49,10 @@ const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
 
 #[derive(Clone, Debug, clap::Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each bool is one command-line switch that skips or isolates a section"
+)]
 pub struct BenchOptions {
     /// Wakes per series (cold, standby, …).
     #[arg(long, default_value_t = 25)]
@@ -68,6 +75,12 @@ pub struct BenchOptions {
     /// Run only the budget storm; writes target/bench/budget-storm.{md,json}, not bench/.
     #[arg(long)]
     pub budget_storm_only: bool,
+    /// Skip the chains of cold hosts (single vs chain vs `wakes_with` vs learned).
+    #[arg(long, conflicts_with = "chain_only")]
+    pub no_chain: bool,
+    /// Run only the chains of cold hosts (`--wakes` rounds); writes target/bench/chain.{md,json}.
+    #[arg(long)]
+    pub chain_only: bool,
 }
 
 /// One wake as the client and the agent saw it.
@@ -103,6 +116,7 @@ pub struct Results {
     pub scale: Vec<ScaleRun>,
     pub storms: Vec<StormRun>,
     pub budget_storm: Option<budget_storm::BudgetStormRun>,
+    pub chain: Option<chain::ChainRun>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -151,6 +165,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if opts.budget_storm_only {
         return budget_storm::run_alone(&binary, &dir);
     }
+    if opts.chain_only {
+        return chain::run_alone(&binary, &dir, opts.wakes);
+    }
 
     let mut results = Results {
         machine: machine(&root),
@@ -166,6 +183,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "10.64.0.0/18",
             "10.65.0.0/24",
             budget_storm::SUBNET,
+            chain::SUBNET,
         ],
     )
     .context("creating the benchmark's client namespace")?;
@@ -305,6 +323,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_budget_storm {
             results.budget_storm = Some(budget_storm::measure(&binary, &dir, &client)?);
         }
+        if !opts.no_chain {
+            results.chain = Some(chain::measure(&binary, &dir, &client, opts.wakes)?);
+        }
         Ok(())
     })();
     cleanup(&binary, &base);
@@ -318,7 +339,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     std::fs::write(out.join("wake-latency.svg"), report::svg(&results))?;
-    let markdown = report::markdown(&results);
+    let mut markdown = report::markdown(&results);
+    if let Some(run) = &results.chain {
+        markdown.push('\n');
+        markdown.push_str(&chain::markdown(run));
+    }
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
     println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");
