@@ -15,6 +15,8 @@ pub mod held;
 pub mod hosts;
 mod jobs;
 mod prewake;
+#[cfg(test)]
+mod prewake_tests;
 pub mod rate;
 mod release;
 pub mod state;

@@ -46,7 +46,7 @@ pub const FILE: &str = "prewake.json";
 /// Pre-wake state of the orchestrator.
 pub(super) struct Prewake {
     mode: PrewakeMode,
-    learner: Learner,
+    pub(super) learner: Learner,
     /// Where learned pairs are kept; `None`: in memory only.
     file: Option<PathBuf>,
 }
