@@ -167,6 +167,7 @@ fn a_learned_edge_forms_after_two_chains_and_fires_on_the_next_cold_request() {
         let r = record(&agent, from, to)
             .unwrap_or_else(|| panic!("{to} pre-woken with {from}:\n{}", agent.log_text()));
         assert_eq!(r["kind"], "learned");
+        eprintln!("pre-wake {from} → {to}: {r}");
         // Started before the second hop's SYN: either that SYN was never held (the target was
         // up already), or Docker started the target's container before the agent held it.
         if let Some(syn_us) = r["first_packet_unix_us"].as_u64() {
