@@ -273,3 +273,21 @@ fn prewake_off_learns_nothing() {
     assert_eq!(p["mode"], "off");
     assert!(p["edges"].as_array().unwrap().is_empty(), "{p}");
 }
+
+#[test]
+fn a_corrupt_edges_file_is_reported_and_learning_starts_afresh() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let dir = std::path::Path::new("/var/lib/imag").join(net.network());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prewake.json"), "{ not json").unwrap();
+    let agent = net.start_agent(&chain(&net, true, ""), &[]);
+    assert!(
+        prewake(&agent)["edges"].as_array().unwrap().is_empty(),
+        "nothing loaded"
+    );
+    request(&net, client, &agent);
+    let saved = std::fs::read_to_string(dir.join("prewake.json")).unwrap();
+    let saved: Value = serde_json::from_str(&saved).expect("replaced by a readable file");
+    assert_eq!(saved["pairs"].as_array().unwrap().len(), 2, "{saved}");
+}
