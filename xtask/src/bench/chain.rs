@@ -45,6 +45,10 @@ pub struct ChainRun {
     pub wakes_with_ms: Vec<f64>,
     pub single_learned_agent_ms: Vec<f64>,
     pub learned_ms: Vec<f64>,
+    /// The engine alone, per round: one start call, and three start calls at once until the
+    /// last returned (ms): the floor of any parallel wake.
+    pub engine_one_ms: Vec<f64>,
+    pub engine_three_ms: Vec<f64>,
     /// Learned pre-wakes used and unused over the learned rounds (`imag_prewakes_total`).
     pub prewakes_used: u64,
     pub prewakes_unused: u64,
@@ -134,6 +138,37 @@ fn cold_request(
     Ok(took.as_secs_f64() * 1000.0)
 }
 
+/// With the hosts cold (through the agent), starts `one` alone and then `three` at once through
+/// the engine's API; how long until the call (the last call) returned, in ms. They are stopped
+/// again through the engine; the agent, which believes them stopped, is not involved.
+fn engine_floor(
+    agent: &AgentProcess,
+    one: &[String],
+    three: &[String],
+) -> anyhow::Result<(f64, f64)> {
+    let mut took = [0.0; 2];
+    for (i, hosts) in [one, three].into_iter().enumerate() {
+        all_cold(agent, hosts)?;
+        let names: Vec<String> = hosts.iter().map(|h| format!("{NETWORK}-{h}")).collect();
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = names
+                .iter()
+                .map(|n| scope.spawn(move || engine::container_action(n, "start")))
+                .collect();
+            calls
+                .into_iter()
+                .try_for_each(|c| c.join().expect("no panic").map(|_| ()))
+        })?;
+        took[i] = start.elapsed().as_secs_f64() * 1000.0;
+        for n in &names {
+            engine::container_action(n, "stop")?;
+            engine::wait_for_state(n, "exited", Duration::from_secs(30))?;
+        }
+    }
+    Ok((took[0], took[1]))
+}
+
 fn chain_hosts(prefix: &str) -> Vec<String> {
     (1..=3).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -196,6 +231,9 @@ pub fn measure(
                     _ => run.wakes_with_ms.push(ms),
                 }
             }
+            let (one, three) = engine_floor(&agent, &single, &chain_hosts("p"))?;
+            run.engine_one_ms.push(one);
+            run.engine_three_ms.push(three);
             eprint!("\r  round {}/{rounds}", round + 1);
         }
         eprintln!();
@@ -209,14 +247,18 @@ pub fn measure(
     cleanup(binary, &learning);
     let state = Path::new("/var/lib/imag").join(NETWORK);
     let _ = std::fs::remove_dir_all(&state);
-    eprintln!("bench: the chain learned ({rounds} rounds after two to learn): single, learned");
+    eprintln!(
+        "bench: the chain learned ({rounds} rounds after two chains to learn): single, learned"
+    );
     let result = (|| -> anyhow::Result<()> {
         let agent = start(binary, &learning)?;
         let learned = chain_hosts("l");
-        client.run(|| client::time_to_first_byte(address("s"), Duration::from_mins(1)))??;
-        for _ in 0..2 {
-            cold_request(&agent, client, "l1", &learned)?;
+        // The first request creates the containers (and is the first chain seen), the second
+        // starts them stopped: two chains, an edge.
+        for entry in ["s", "l1"] {
+            client.run(|| client::time_to_first_byte(address(entry), Duration::from_mins(1)))??;
         }
+        cold_request(&agent, client, "l1", &learned)?;
         let edges = agent.status()?["prewake"]["edges"].clone();
         let is_learned = |from: &str, to: &str| {
             edges.as_array().is_some_and(|e| {
@@ -287,10 +329,20 @@ pub fn markdown(run: &ChainRun) -> String {
             s.p50 / base
         );
     }
+    let (one, three) = (
+        summarize(&run.engine_one_ms),
+        summarize(&run.engine_three_ms),
+    );
     let _ = writeln!(
         md,
-        "\nLearned pre-wakes over the run: {} used, {} unused.",
-        run.prewakes_used, run.prewakes_unused
+        "\nThe engine alone, same rounds: one start call p50 {:.0} ms; three start calls at once, \
+         until the last returned, p50 {:.0} ms ({:.2}×): the floor of any parallel wake of three \
+         stopped containers on this machine.\n\nLearned pre-wakes over the run: {} used, {} unused.",
+        one.p50,
+        three.p50,
+        three.p50 / one.p50,
+        run.prewakes_used,
+        run.prewakes_unused
     );
     md
 }
