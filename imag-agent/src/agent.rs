@@ -59,6 +59,9 @@ pub struct AttachOptions {
 }
 
 /// How long a clean exit waits for wakes under way before refusing their packets.
+/// Where the agent keeps what it learned across restarts (`<dir>/<network>/`).
+pub const STATE_DIR: &str = "/var/lib/imag";
+
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Fails unless running as root, naming the command that needs it.
@@ -170,6 +173,7 @@ async fn attach_on<R: ContainerRuntime>(
         listen.clone(),
     );
     orchestrator.set_origin(adopted, &opts.config);
+    orchestrator.keep_learned_edges(&std::path::Path::new(STATE_DIR).join(&config.network.name));
 
     let mut undo = Undo::default();
     let set_up = async {

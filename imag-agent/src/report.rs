@@ -294,6 +294,50 @@ pub struct Snapshot {
     pub adopted: bool,
     /// The configuration file the agent was started with.
     pub config: Option<String>,
+    /// Learned edges and pre-wakes.
+    pub prewake: PrewakeView,
+}
+
+/// Pre-wakes (`wakes_with` and learned edges) as `status` and `/metrics` show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrewakeView {
+    /// `[wake] prewake`: `on`, `learn` or `off`.
+    pub mode: String,
+    /// Pre-wakes whose target the source's traffic reached in time, and those it did not
+    /// (`imag_prewakes_total{result}`).
+    pub used: u64,
+    pub unused: u64,
+    /// Every pair seen: `from`'s traffic reached `to` while it was cold.
+    pub edges: Vec<EdgeView>,
+    /// The latest pre-wakes, oldest first.
+    pub recent: Vec<PrewakeRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub from: String,
+    pub to: String,
+    /// Sightings among the last `of` wakes of `from` (where `to` was cold).
+    pub seen: u32,
+    pub of: u32,
+    /// Seen often enough that a wake of `from` wakes `to` too.
+    pub learned: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrewakeRecord {
+    pub from: String,
+    pub to: String,
+    /// `learned` or `wakes_with`.
+    pub kind: String,
+    /// When it was decided, Unix time in milliseconds.
+    pub at_unix_ms: u64,
+    /// `pending`, `used`, `unused`, or `dropped` (the source's wake failed).
+    pub result: String,
+    /// When the source's first packet to the target was held (the target was not warm yet),
+    /// Unix time in microseconds; absent if it never was: the target was up before the
+    /// source's traffic reached it.
+    pub first_packet_unix_us: Option<u64>,
 }
 
 impl Snapshot {
@@ -311,6 +355,7 @@ impl Snapshot {
             refused_packets: self.counters.refused,
             dropped_packets: self.counters.dropped(),
             budget: self.budget,
+            prewake: self.prewake.clone(),
         }
     }
 }
@@ -360,6 +405,8 @@ pub struct StatusReport {
     pub dropped_packets: u64,
     #[serde(default)]
     pub budget: BudgetView,
+    #[serde(default)]
+    pub prewake: PrewakeView,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

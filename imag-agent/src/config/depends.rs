@@ -1,9 +1,12 @@
 //! `depends_on` across hosts: every dependency names another configured host, and no host
-//! depends on itself through a chain (a cycle could never finish waking).
+//! depends on itself through a chain (a cycle could never finish waking). `wakes_with` likewise
+//! names other configured hosts, which must accept the host's traffic (`allow_from`): a host
+//! woken for one that cannot reach it would only hold memory. Cycles are fine there (nothing
+//! waits for anything).
 
 use std::collections::HashMap;
 
-use super::{HostConfig, field::Report, raw, span};
+use super::{HostConfig, field::Report, raw, span, values::HostName};
 
 /// Reports unknown, self and circular dependencies at the entry that introduces them.
 pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
@@ -46,6 +49,65 @@ pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report
                     ),
                 );
             }
+        }
+    }
+}
+
+/// Reports `wakes_with` entries that name no configured host, the host itself, a host named
+/// twice, or a host whose `allow_from` refuses this one's traffic, at the entry.
+pub(super) fn check_wakes_with(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
+    let known: HashMap<&str, &HostConfig> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let all_names: Vec<&str> = raw
+        .host
+        .iter()
+        .map(|h| h.get_ref().name.get_ref().as_str())
+        .collect();
+    for raw_host in &raw.host {
+        let raw_host = raw_host.get_ref();
+        let name = raw_host.name.get_ref().as_str();
+        let Some(entries) = &raw_host.wakes_with else {
+            continue;
+        };
+        let mut seen = Vec::new();
+        for entry in entries {
+            let other = entry.get_ref().as_str();
+            if other.parse::<HostName>().is_err() {
+                continue; // reported with the host
+            }
+            if other == name {
+                report(
+                    span(entry),
+                    format!("host {name:?} wakes with itself: remove it from wakes_with"),
+                );
+            } else if !all_names.contains(&other) {
+                report(
+                    span(entry),
+                    format!(
+                        "host {name:?} wakes with {other:?}, which is not a configured host: \
+                         name one of {}",
+                        all_names.join(", ")
+                    ),
+                );
+            } else if seen.contains(&other) {
+                report(
+                    span(entry),
+                    format!("host {name:?} names {other:?} twice in wakes_with"),
+                );
+            } else if let (Some(me), Some(target)) = (known.get(name), known.get(other))
+                && let Some(allowed) = &target.allow_from
+                && !allowed.iter().any(|p| p.contains(&me.address))
+            {
+                report(
+                    span(entry),
+                    format!(
+                        "host {name:?} wakes with {other:?}, whose allow_from refuses {name:?}'s \
+                         address {}: add {name:?} to {other:?}'s allow_from or remove it from \
+                         wakes_with",
+                        me.address
+                    ),
+                );
+            }
+            seen.push(other);
         }
     }
 }
@@ -126,5 +188,64 @@ mod tests {
             found[0].2.contains("\"b:sometime\" is not a host name"),
             "{found:?}"
         );
+    }
+
+    fn with_wakes(hosts: &[(&str, &str)], extra: &str) -> String {
+        let mut text = String::from("[network]\nsubnet = \"10.9.0.0/24\"\n");
+        for (i, (name, with)) in hosts.iter().enumerate() {
+            write!(
+                text,
+                "\n[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{}\"\nimage = \"i\"\nwakes_with = [{with}]\n{extra}",
+                10 + i
+            )
+            .unwrap();
+        }
+        text
+    }
+
+    #[test]
+    fn wakes_with_names_other_hosts_and_may_form_cycles() {
+        let c = Config::parse(
+            &with_wakes(
+                &[("web", "\"api\", \"db\""), ("api", "\"web\""), ("db", "")],
+                "",
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.host("web").unwrap().wakes_with, ["api", "db"]);
+        assert_eq!(c.host("api").unwrap().wakes_with, ["web"]);
+        assert!(c.host("db").unwrap().wakes_with.is_empty());
+    }
+
+    #[test]
+    fn bad_wakes_with_entries_are_reported_where_written() {
+        let found = problems(&with_wakes(
+            &[
+                ("web", "\"nope\", \"web\", \"db\", \"db\", \"Bad Name\""),
+                ("db", ""),
+            ],
+            "",
+        ));
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (8, 15), "{found:?}");
+        assert!(
+            found[0]
+                .2
+                .contains("wakes with \"nope\", which is not a configured host"),
+            "{found:?}"
+        );
+        assert!(found[1].2.contains("wakes with itself"), "{found:?}");
+        assert!(found[2].2.contains("names \"db\" twice"), "{found:?}");
+        assert!(
+            found[3].2.contains("\"Bad Name\" must be letters"),
+            "{found:?}"
+        );
+        let found = problems(&with_wakes(
+            &[("web", "\"db\""), ("db", "")],
+            "allow_from = [\"10.9.0.99\"]\n",
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].2.contains("whose allow_from refuses"), "{found:?}");
     }
 }

@@ -64,6 +64,9 @@ pub struct HostConfig {
     pub answer_ping: bool,
     /// Hosts woken with this one, before its own container starts (`depends_on`).
     pub depends_on: Vec<Dependency>,
+    /// Hosts started together with this one, in parallel, without waiting for them
+    /// (`wakes_with`; unlike `depends_on`, which starts them first and waits).
+    pub wakes_with: Vec<String>,
     /// Extra `NAME:ADDRESS` entries of the container's /etc/hosts (compose's `extra_hosts`).
     pub extra_hosts: Vec<String>,
     /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
@@ -224,6 +227,10 @@ pub(super) fn validate(
         None => Some(Vec::new()),
         Some(list) => items(list, report),
     };
+    let wakes_with: Option<Vec<HostName>> = match &host.wakes_with {
+        None => Some(Vec::new()),
+        Some(list) => items(list, report),
+    };
     let extra_hosts: Option<Vec<ExtraHost>> = match &host.extra_hosts {
         None => Some(Vec::new()),
         Some(list) => items(list, report),
@@ -272,6 +279,7 @@ pub(super) fn validate(
             .answer_ping
             .unwrap_or(network.is_none_or(|n| n.answer_ping)),
         depends_on: depends_on?,
+        wakes_with: wakes_with?.into_iter().map(|n| n.0).collect(),
         extra_hosts: extra_hosts?.into_iter().map(|e| e.0).collect(),
         container: container?,
     })

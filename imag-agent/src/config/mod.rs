@@ -47,7 +47,7 @@ pub use self::{
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
     values::BadMetricsAddress,
-    wake::WakeConfig,
+    wake::{PrewakeMode, WakeConfig},
 };
 use self::{
     error::line_column,
@@ -219,6 +219,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     }
     depends::check(raw, &hosts, report);
     allow::resolve(raw, network.as_ref(), &mut hosts, report);
+    depends::check_wakes_with(raw, &hosts, report);
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);

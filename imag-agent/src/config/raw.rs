@@ -62,6 +62,7 @@ pub struct Wake {
     pub backoff_max: Option<Spanned<String>>,
     pub ready_events: Option<bool>,
     pub fast_thaw: Option<bool>,
+    pub prewake: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +103,7 @@ pub struct Host {
     pub proxy_arp: Option<bool>,
     pub answer_ping: Option<bool>,
     pub depends_on: Option<Vec<Spanned<String>>>,
+    pub wakes_with: Option<Vec<Spanned<String>>>,
     pub extra_hosts: Option<Vec<Spanned<String>>>,
     // Container options (`container.rs`).
     #[serde(default)]

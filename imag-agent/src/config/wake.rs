@@ -20,6 +20,58 @@ pub struct WakeConfig {
     /// Wake paused hosts by thawing their cgroup directly (then telling the engine), instead of
     /// waiting for the engine's unpause.
     pub fast_thaw: bool,
+    /// Learned pre-wakes (`prewake`): whether the agent learns which host's traffic wakes which,
+    /// and wakes those in parallel with the host that needs them.
+    pub prewake: PrewakeMode,
+}
+
+/// `[wake] prewake`: `on` (learn and pre-wake, the default), `learn` (learn only: edges show in
+/// the status but wake nothing) or `off` (neither). Explicit `wakes_with` is honoured in every
+/// mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrewakeMode {
+    #[default]
+    On,
+    Learn,
+    Off,
+}
+
+impl PrewakeMode {
+    pub fn learns(self) -> bool {
+        self != PrewakeMode::Off
+    }
+
+    pub fn wakes(self) -> bool {
+        self == PrewakeMode::On
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrewakeMode::On => "on",
+            PrewakeMode::Learn => "learn",
+            PrewakeMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a pre-wake mode: use \"on\" (learn and pre-wake), \"learn\" (learn only) or \"off\""
+)]
+pub struct BadPrewakeMode(String);
+
+impl std::str::FromStr for PrewakeMode {
+    type Err = BadPrewakeMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "on" => Ok(PrewakeMode::On),
+            "learn" => Ok(PrewakeMode::Learn),
+            "off" => Ok(PrewakeMode::Off),
+            _ => Err(BadPrewakeMode(text.to_string())),
+        }
+    }
 }
 
 impl Default for WakeConfig {
@@ -29,6 +81,7 @@ impl Default for WakeConfig {
             backoff_max: Duration::from_mins(5),
             ready_events: true,
             fast_thaw: true,
+            prewake: PrewakeMode::On,
         }
     }
 }
@@ -51,6 +104,7 @@ pub(super) fn validate(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Opti
         NonZeroDuration(defaults.backoff_max),
         report,
     );
+    let prewake = field_or(raw.prewake.as_ref(), "prewake", defaults.prewake, report);
     let (NonZeroDuration(backoff), NonZeroDuration(backoff_max)) = (backoff?, backoff_max?);
     if backoff > backoff_max {
         // Placed on `backoff` when written; a default backoff has no place but the file.
@@ -69,6 +123,7 @@ pub(super) fn validate(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Opti
         backoff_max,
         ready_events: raw.ready_events.unwrap_or(defaults.ready_events),
         fast_thaw: raw.fast_thaw.unwrap_or(defaults.fast_thaw),
+        prewake: prewake?,
     })
 }
 
@@ -103,6 +158,26 @@ mod tests {
                 "backoff (1s) is longer than backoff_max (500ms)".to_string()
             )],
             "a default backoff has no place in the file"
+        );
+    }
+
+    #[test]
+    fn prewake_modes_parse_and_a_bad_one_is_placed() {
+        use crate::config::{Config, PrewakeMode};
+        let net = "[network]\nsubnet = \"10.0.0.0/24\"\n";
+        assert_eq!(
+            Config::parse(net, "t").unwrap().wake.prewake,
+            PrewakeMode::On
+        );
+        for (text, mode) in [("off", PrewakeMode::Off), ("learn", PrewakeMode::Learn)] {
+            let c = Config::parse(&format!("{net}[wake]\nprewake = \"{text}\"\n"), "t").unwrap();
+            assert_eq!(c.wake.prewake, mode);
+        }
+        let found = problems(&format!("{net}[wake]\nprewake = \"sometimes\"\n"));
+        assert_eq!((found[0].0, found[0].1), (4, 11), "{found:?}");
+        assert!(
+            found[0].2.contains("\"sometimes\" is not a pre-wake mode"),
+            "{found:?}"
         );
     }
 }

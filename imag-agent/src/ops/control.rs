@@ -76,9 +76,14 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Status(StatusReport),
-    Ok { message: String },
-    Error { message: String },
+    /// Boxed: a report is large next to the other answers.
+    Status(Box<StatusReport>),
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// What the control socket talks to: the orchestrator's inputs (commands), its published
@@ -149,7 +154,7 @@ pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
 async fn dispatch(request: Request, handles: &Handles) -> Response {
     let inputs = &handles.inputs;
     match request {
-        Request::Status => Response::Status(handles.snapshot.borrow().status()),
+        Request::Status => Response::Status(Box::new(handles.snapshot.borrow().status())),
         Request::Wake { host } => {
             let message = format!("waking {host}");
             ask(inputs, |reply| Input::Wake { host, reply }, message).await

@@ -92,6 +92,7 @@ struct Series {
     refused: IntCounterVec,
     budget_used: IntGaugeVec,
     budget_limit: IntGaugeVec,
+    prewakes: IntCounterVec,
 }
 
 impl Series {
@@ -169,10 +170,16 @@ impl Series {
                 &["resource"],
             )
             .expect("valid metric"),
+            prewakes: counter(
+                "prewakes_total",
+                "Hosts woken with another (wakes_with, learned edges), by whether that host's \
+                 traffic reached them in time (used) or not (unused)",
+                &["result"],
+            ),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 12] {
+    fn collectors(&self) -> [&dyn Collector; 13] {
         [
             &self.hosts,
             &self.packets,
@@ -186,6 +193,7 @@ impl Series {
             &self.refused,
             &self.budget_used,
             &self.budget_limit,
+            &self.prewakes,
         ]
     }
 
@@ -227,6 +235,10 @@ impl Series {
                     .with_label_values(&[resource])
                     .set(i64::try_from(limit).unwrap_or(i64::MAX));
             }
+        }
+        let p = &snapshot.prewake;
+        for (result, value) in [("used", p.used), ("unused", p.unused)] {
+            self.prewakes.with_label_values(&[result]).inc_by(value);
         }
         let now_ns = monotonic_ns();
         for host in &snapshot.hosts {

@@ -260,6 +260,31 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         }
     }
 
+    /// Whether host `id` may be pre-woken now for `source` (`wake_together.rs`): a pre-wake is a
+    /// guess, so it only starts when it fits as it is — the budget has room without evicting
+    /// anything (queued wakes counted as if admitted), a wake slot is free, and `source` is
+    /// within the wake rate limits (a pre-wake takes its token, as its packet would have).
+    pub(super) fn prewake_fits(&mut self, id: usize, source: std::net::Ipv4Addr) -> bool {
+        let (used, releasing) = self.usage();
+        let queued = (self.governor.queue.iter())
+            .fold(Usage::default(), |u, q| u + Usage::one(self.weight(q.id)));
+        let admit = matches!(
+            budget::decide(
+                &self.governor.budget,
+                used + queued,
+                releasing,
+                self.weight(id),
+                self.hosts[id].config.priority,
+                Vec::new(),
+            ),
+            Decision::Admit
+        );
+        admit
+            && self.wakes_running() + self.governor.queue.len() < self.governor.max_concurrent
+            && (!self.governor.rates.enabled()
+                || self.governor.rates.admit(source, monotonic_ns()).is_ok())
+    }
+
     /// The budget's use and limits with the counters, for the snapshot.
     pub(super) fn budget_view(&self) -> BudgetView {
         let (used, _) = self.usage();

@@ -14,12 +14,16 @@ mod governor;
 pub mod held;
 pub mod hosts;
 mod jobs;
+mod prewake;
+#[cfg(test)]
+mod prewake_tests;
 pub mod rate;
 mod release;
 pub mod state;
 #[cfg(test)]
 mod tests;
 mod wake_metrics;
+mod wake_together;
 
 use std::{sync::Arc, time::Duration};
 
@@ -88,6 +92,8 @@ pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     changed: Vec<usize>,
     /// The budget and the wake rate limits (`governor.rs`).
     governor: Governor,
+    /// `wakes_with` and learned pre-wakes (`wake_together.rs`).
+    prewake: wake_together::Prewake,
 }
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
@@ -144,6 +150,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             snapshot: watch::Sender::new(snapshot),
             changed: Vec::new(),
             governor: Governor::new(&config.limits),
+            prewake: wake_together::Prewake::new(config.wake.prewake),
         }
     }
 
@@ -323,6 +330,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         if self.rate_limited(id, &frame) {
             return;
         }
+        self.note_held(id, &frame);
         let host = &self.hosts[id];
         if host.wake.is_none() && self.held.is_empty(id) {
             debug!(host = %host.config.name, packet = %summary(&frame.frame), "first packet held");
@@ -400,6 +408,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             .send_modify(|s| s.datapath = self.datapath.stats().to_vec());
         let now_ns = monotonic_ns();
         self.govern(now_ns);
+        self.prewake_tick(now_ns);
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             if host.has_traffic() {
@@ -517,6 +526,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             if !self.hosts[id].dependents.is_empty() {
                 self.dependency_changed(id);
             }
+            self.prewake_state_changed(id, after);
             let host = &mut self.hosts[id];
             match after {
                 HostState::Warm { .. } => {
@@ -589,8 +599,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.queue_wake(id, from);
     }
 
-    /// A wake the budget admitted: its dependencies first, then its own container.
+    /// A wake the budget admitted: its `wakes_with` and learned companions with it, its
+    /// dependencies first, then its own container.
     fn wake_admitted(&mut self, id: usize, from: Tier) {
+        self.wake_companions(id);
         if !self.dependencies_ready(id, from) {
             return;
         }

@@ -25,7 +25,7 @@ use crate::{
 
 /// The datapath's per-host state, in memory.
 #[derive(Default)]
-struct FakeTable {
+pub(super) struct FakeTable {
     /// Hold (true) or pass, by address.
     hold: HashMap<Ipv4Addr, bool>,
     activity: HashMap<Ipv4Addr, HostActivity>,
@@ -85,10 +85,10 @@ impl HostTable for FakeTable {
     }
 }
 
-type Orch = Orchestrator<FakeRuntime, FakeTable>;
+pub(super) type Orch = Orchestrator<FakeRuntime, FakeTable>;
 
 /// A network 10.9.0.0/24 with `hosts` (TOML of `[[host]]` sections).
-fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {
+pub(super) fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {
     let text = format!("[network]\nname = \"t\"\nsubnet = \"10.9.0.0/24\"\n\n{hosts}");
     let config = Config::parse(&text, "test.toml").expect("a valid test config");
     let fake = FakeRuntime::new();
@@ -106,14 +106,14 @@ fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {
     (orch, fake)
 }
 
-fn host(name: &str, last_octet: u8, extra: &str) -> String {
+pub(super) fn host(name: &str, last_octet: u8, extra: &str) -> String {
     format!(
         "[[host]]\nname = \"{name}\"\naddress = \"10.9.0.{last_octet}\"\nimage = \"img\"\n{extra}\n"
     )
 }
 
 /// A held SYN-sized frame for `addr`, as the ring buffer reader hands it over.
-fn held(orch: &Orch, addr: Ipv4Addr) -> HeldFrame {
+pub(super) fn held(orch: &Orch, addr: Ipv4Addr) -> HeldFrame {
     let id = orch
         .hosts
         .iter()
@@ -132,14 +132,14 @@ fn held(orch: &Orch, addr: Ipv4Addr) -> HeldFrame {
 }
 
 /// Handles the jobs' outcomes until none comes within `quiet` (paused time: instant).
-async fn settle(orch: &mut Orch, quiet: Duration) {
+pub(super) async fn settle(orch: &mut Orch, quiet: Duration) {
     while let Ok(Some(outcome)) = tokio::time::timeout(quiet, orch.outcomes.recv()).await {
         orch.on_outcome(outcome);
         orch.publish();
     }
 }
 
-fn wakes(fake: &FakeRuntime) -> Vec<String> {
+pub(super) fn wakes(fake: &FakeRuntime) -> Vec<String> {
     fake.calls()
         .into_iter()
         .filter_map(|c| match c {
@@ -149,7 +149,7 @@ fn wakes(fake: &FakeRuntime) -> Vec<String> {
         .collect()
 }
 
-fn state(orch: &Orch, name: &str) -> StateName {
+pub(super) fn state(orch: &Orch, name: &str) -> StateName {
     let snapshot = orch.subscribe();
     let snapshot = snapshot.borrow();
     snapshot
@@ -368,7 +368,7 @@ async fn restricted_hosts_publish_their_allowed_sources() {
 }
 
 /// A network with `[limits]` `limits` and `hosts`.
-fn limited(limits: &str, hosts: &str) -> (Orch, FakeRuntime) {
+pub(super) fn limited(limits: &str, hosts: &str) -> (Orch, FakeRuntime) {
     orchestrator(&format!("{hosts}\n[limits]\n{limits}\n"))
 }
 

@@ -18,8 +18,11 @@
 //!    (`per_packet.rs`, `noop.rs`).
 //! 8. A storm of cold hosts against the engine's own concurrent create+start of the same
 //!    containers, at several engine-call concurrencies (`storm.rs`).
+//! 9. Chains of three cold hosts: one after another, with `wakes_with`, and learned, against a
+//!    single cold host (`chain.rs`).
 
 mod budget_storm;
+mod chain;
 mod client;
 mod dns;
 mod engine;
@@ -100,6 +103,12 @@ pub struct BenchOptions {
     /// Benchmark this agent binary instead of building one (e.g. to compare two revisions).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
+    /// Skip the chains of cold hosts (single vs chain vs `wakes_with` vs learned).
+    #[arg(long, conflicts_with = "chain_only")]
+    pub no_chain: bool,
+    /// Run only the chains of cold hosts (`--wakes` rounds); writes target/bench/chain.{md,json}.
+    #[arg(long)]
+    pub chain_only: bool,
 }
 
 /// One wake as the client and the agent saw it.
@@ -137,6 +146,7 @@ pub struct Results {
     pub budget_storm: Option<budget_storm::BudgetStormRun>,
     pub per_packet: Option<per_packet::PerPacketRun>,
     pub storm: Option<storm::StormVsEngine>,
+    pub chain: Option<chain::ChainRun>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -195,6 +205,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if opts.storm_only {
         return storm_alone(&binary, &dir);
     }
+    if opts.chain_only {
+        return chain::run_alone(&binary, &dir, opts.wakes);
+    }
 
     let mut results = Results {
         machine: machine(&root),
@@ -211,6 +224,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "10.65.0.0/24",
             budget_storm::SUBNET,
             storm::SUBNET,
+            chain::SUBNET,
         ],
     )
     .context("creating the benchmark's client namespace")?;
@@ -359,6 +373,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_storm {
             results.storm = Some(storm::measure(&binary, &dir, &client)?);
         }
+        if !opts.no_chain {
+            results.chain = Some(chain::measure(&binary, &dir, &client, opts.wakes)?);
+        }
         Ok(())
     })();
     cleanup(&binary, &base);
@@ -372,7 +389,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     std::fs::write(out.join("wake-latency.svg"), report::svg(&results))?;
-    let markdown = report::markdown(&results);
+    let mut markdown = report::markdown(&results);
+    if let Some(run) = &results.chain {
+        markdown.push('\n');
+        markdown.push_str(&chain::markdown(run));
+    }
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
     println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");

@@ -237,6 +237,8 @@ fn sweep(tag: &str, detach: Option<(&Path, &Path)>) {
     let _ = ip(&["netns", "del", &format!("{tag}c")]);
     let _ = ip(&["link", "del", &format!("{tag}h")]);
     let _ = std::fs::remove_dir_all(pins_dir(tag));
+    // What the agent learned about this network (`/var/lib/imag/<network>/`).
+    let _ = std::fs::remove_dir_all(Path::new("/var/lib/imag").join(tag));
     let comment = format!("\"imag:{tag}\"");
     let rules = Command::new("iptables")
         .args(["-S", "DOCKER-USER"])

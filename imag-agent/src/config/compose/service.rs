@@ -37,7 +37,7 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 12] = [
+const IMAG_KEYS: [&str; 13] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
@@ -50,6 +50,7 @@ const IMAG_KEYS: [&str; 12] = [
     "proxy_arp",
     "answer_ping",
     "priority",
+    "wakes_with",
 ];
 
 /// Keys accepted and ignored, with why.
@@ -134,6 +135,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         proxy_arp: None,
         answer_ping: None,
         depends_on: None,
+        wakes_with: None,
         extra_hosts: None,
         volumes: Vec::new(),
         mounts: Vec::new(),
@@ -569,6 +571,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
             "answer_ping" => host.answer_ping = cx.boolean(value, key),
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
             "allow_from" => host.allow_from = cx.strings(value, key, true),
+            "wakes_with" => host.wakes_with = cx.strings(value, key, true),
             "priority" => host.priority = super::top::integer(cx, value, key),
             _ => {
                 let text = cx.string(value, key);

@@ -414,3 +414,34 @@ fn an_unset_variable_is_placed_on_its_own_line() {
     assert!(unset.message.contains("NOPE"), "{unset:?}");
     assert_eq!(unset.line, 10, "{unset:?}");
 }
+
+#[test]
+fn wakes_with_and_prewake_come_from_x_imag_and_depends_on_keeps_its_order() {
+    let text = format!(
+        "{NET}x-imag:\n  wake:\n    prewake: learn\nservices:\n  web:\n    image: img\n    \
+         depends_on: [db]\n    x-imag:\n      wakes_with: [api]\n  api:\n    image: img\n  \
+         db:\n    image: img\n"
+    );
+    let config = compose(&text).unwrap();
+    assert_eq!(config.wake.prewake, crate::config::PrewakeMode::Learn);
+    let web = config.host("web").unwrap();
+    assert_eq!(web.wakes_with, ["api"]);
+    assert_eq!(
+        web.depends_on[0].host, "db",
+        "depends_on is still a dependency"
+    );
+    let found = problems(&format!(
+        "{NET}services:\n  web:\n    image: img\n    x-imag:\n      wakes_with: [nope]\n"
+    ));
+    assert!(
+        found[0]
+            .2
+            .contains("wakes with \"nope\", which is not a configured host"),
+        "{found:?}"
+    );
+    assert_eq!(
+        (found[0].0, found[0].1),
+        (10, 20),
+        "placed in the compose file: {found:?}"
+    );
+}

@@ -343,18 +343,26 @@ fn hold(node: &Node, cx: &mut Cx<'_>) -> raw::Hold {
 }
 
 fn wake(node: &Node, cx: &mut Cx<'_>) -> raw::Wake {
-    let allowed = ["backoff", "backoff_max", "ready_events", "fast_thaw"];
+    let allowed = [
+        "backoff",
+        "backoff_max",
+        "ready_events",
+        "fast_thaw",
+        "prewake",
+    ];
     let mut wake = raw::Wake {
         backoff: None,
         backoff_max: None,
         ready_events: None,
         fast_thaw: None,
+        prewake: None,
     };
     for (key, value) in keys(cx, node, "x-imag.wake", &allowed) {
         match key {
             "backoff" => wake.backoff = cx.string(value, key),
             "backoff_max" => wake.backoff_max = cx.string(value, key),
             "ready_events" => wake.ready_events = cx.boolean(value, key),
+            "prewake" => wake.prewake = cx.string(value, key),
             _ => wake.fast_thaw = cx.boolean(value, key),
         }
     }
