@@ -111,6 +111,15 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
             bridge.name
         );
     }
+    if let Some(kind) = crate::interfaces::non_bridge(&config.network.bridge) {
+        bail!(
+            "the bridge name {:?} of [network] in {} is taken by an existing interface that is \
+             not a bridge ({kind}): imag's Docker network needs a bridge of its own; set \
+             `bridge` in [network] to an unused name",
+            config.network.bridge,
+            opts.config.display()
+        );
+    }
 
     match engine(&config) {
         Engine::Docker => attach_on::<Docker>(opts, config, interfaces).await,

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use imag_common::{
     AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, IgnoreKey, InterfaceEntry,
-    MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
+    MAX_ALLOW, MAX_HOSTS, MAX_IDLE_IGNORE, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
 };
 
 use self::packet::Verdict;
@@ -50,12 +50,12 @@ static ACTIVITY: PerCpuHashMap<u32, HostActivity> = PerCpuHashMap::with_max_entr
 
 /// Peers (per host, by prefix) whose traffic does not keep a host awake.
 #[map]
-static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
+static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(MAX_IDLE_IGNORE, 1);
 
 /// Sources (per host, by prefix) that may reach a restricted host (`allow_from`); written by the
 /// agent. Sized for a few prefixes per host; entries take memory only when written.
 #[map]
-static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_HOSTS, 1);
+static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW, 1);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
 #[map]
