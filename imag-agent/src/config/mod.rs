@@ -46,7 +46,7 @@ pub use self::{
     limits::{LimitsConfig, WakeRate},
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
-    values::BadMetricsAddress,
+    values::{BadMetricsAddress, MAX_DURATION, MAX_NETWORK_NAME},
     wake::WakeConfig,
 };
 use self::{
