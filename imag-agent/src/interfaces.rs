@@ -68,14 +68,16 @@ pub fn non_bridge(name: &str) -> Option<String> {
     let kind = uevent
         .lines()
         .find_map(|l| l.strip_prefix("DEVTYPE="))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if sys.join("device").exists() {
-                "network device".into()
-            } else {
-                "virtual interface".into()
-            }
-        });
+        .map_or_else(
+            || {
+                if sys.join("device").exists() {
+                    "network device".to_string()
+                } else {
+                    "virtual interface".to_string()
+                }
+            },
+            str::to_string,
+        );
     Some(kind)
 }
 
@@ -150,7 +152,11 @@ mod tests {
             "lo exists and is no bridge, so it cannot be imag's bridge"
         );
         assert_eq!(non_bridge("imag-absent-if"), None);
-        assert_eq!(non_bridge(".."), None, "never a path outside /sys/class/net");
+        assert_eq!(
+            non_bridge(".."),
+            None,
+            "never a path outside /sys/class/net"
+        );
     }
 
     #[test]

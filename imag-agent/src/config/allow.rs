@@ -66,7 +66,9 @@ pub(super) fn resolve(
     // configuration with tens of thousands of hosts is checked in linear time.
     let mut by_name: HashMap<&str, &raw::Host> = HashMap::with_capacity(raw.host.len());
     for r in &raw.host {
-        by_name.entry(r.get_ref().name.get_ref()).or_insert(r.get_ref());
+        by_name
+            .entry(r.get_ref().name.get_ref())
+            .or_insert(r.get_ref());
     }
     let mut lists = Vec::with_capacity(hosts.len());
     for host in hosts.iter() {

@@ -127,6 +127,10 @@ mod tests {
         // The per-host default (4 MiB) above a written global bound: placed on the global one.
         let found = problems("[network]\nsubnet = \"10.0.0.0/24\"\n[hold]\nmax_bytes = 1000\n");
         assert_eq!((found[0].0, found[0].1), (4, 13), "{found:?}");
-        assert!(found[0].2.starts_with("max_bytes_per_host (4194304) is above max_bytes (1000)"));
+        assert!(
+            found[0]
+                .2
+                .starts_with("max_bytes_per_host (4194304) is above max_bytes (1000)")
+        );
     }
 }

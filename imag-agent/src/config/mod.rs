@@ -247,7 +247,11 @@ fn capacity(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
             imag_common::MAX_IDLE_IGNORE as usize,
             "ignored peers",
         ),
-        ("allow_from", imag_common::MAX_ALLOW as usize, "allowed sources"),
+        (
+            "allow_from",
+            imag_common::MAX_ALLOW as usize,
+            "allowed sources",
+        ),
     ];
     for (key, max, what) in tries {
         let mut total = 0usize;
@@ -472,7 +476,9 @@ backoff_max = "2s"
     fn more_ignored_peers_than_the_trie_holds_are_refused() {
         use std::fmt::Write as _;
         // 1000 prefixes per host (network default) and 5 hosts: 5000 > 4096 at the fifth host.
-        let peers: Vec<String> = (0..1000).map(|i| format!("\"10.9.{}.{}\"", i / 250, i % 250)).collect();
+        let peers: Vec<String> = (0..1000)
+            .map(|i| format!("\"10.9.{}.{}\"", i / 250, i % 250))
+            .collect();
         let mut text = format!(
             "[network]\nsubnet = \"10.0.0.0/24\"\nidle_ignore = [{}]\n",
             peers.join(", ")
@@ -488,7 +494,11 @@ backoff_max = "2s"
         let found = problems(&text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (3 + 4 * 4 + 2, 8), "{found:?}");
-        assert!(found[0].2.starts_with("idle_ignore entries add up to more than the datapath's 4096"));
+        assert!(
+            found[0]
+                .2
+                .starts_with("idle_ignore entries add up to more than the datapath's 4096")
+        );
         // Written on the host: placed at its list.
         let text = text.replacen(
             "name = \"h4\"\n",

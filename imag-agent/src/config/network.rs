@@ -6,13 +6,12 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::NetworkSpec;
-
 use super::{
     field::{Report, field, field_or, items, parse_with, span},
     raw,
     values::{BridgeName, NetworkName, Prefix, Subnet},
 };
+use crate::runtime::NetworkSpec;
 
 /// Default Docker network name.
 pub const DEFAULT_NETWORK_NAME: &str = "imag";

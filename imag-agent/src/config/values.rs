@@ -244,7 +244,9 @@ pub enum SubnetError {
     HostBits(Ipv4Net),
     #[error("{0:?} is not an IPv4 network in CIDR form (like \"10.77.0.0/24\")")]
     NotCidr(String),
-    #[error("{0} is too large: imaginary hosts need a private range of /8 or smaller (like \"10.77.0.0/24\")")]
+    #[error(
+        "{0} is too large: imaginary hosts need a private range of /8 or smaller (like \"10.77.0.0/24\")"
+    )]
     TooLarge(Ipv4Net),
     #[error("{net} overlaps {range}, {what}: use a private range (like \"10.77.0.0/24\")")]
     Special {
@@ -256,10 +258,18 @@ pub enum SubnetError {
 
 /// Ranges no imaginary host can live in: hosts there would be unreachable or reach something else.
 const SPECIAL_RANGES: [([u8; 4], u8, &str); 4] = [
-    ([0, 0, 0, 0], 8, "which means \"this network\" and is never routed"),
+    (
+        [0, 0, 0, 0],
+        8,
+        "which means \"this network\" and is never routed",
+    ),
     ([127, 0, 0, 0], 8, "the loopback range"),
     ([224, 0, 0, 0], 4, "the multicast range"),
-    ([240, 0, 0, 0], 4, "the reserved range (with the broadcast address 255.255.255.255)"),
+    (
+        [240, 0, 0, 0],
+        4,
+        "the reserved range (with the broadcast address 255.255.255.255)",
+    ),
 ];
 
 impl FromStr for Subnet {

@@ -141,10 +141,12 @@ mod tests {
                 ),
             ]
         );
-        let found = problems(
-            "[network]\nsubnet = \"10.0.0.0/24\"\n[wake]\nbackoff = \"9999999999999h\"\n",
-        );
+        let found =
+            problems("[network]\nsubnet = \"10.0.0.0/24\"\n[wake]\nbackoff = \"9999999999999h\"\n");
         assert_eq!((found[0].0, found[0].1), (4, 11), "{found:?}");
-        assert!(found[0].2.contains("longest duration imag accepts"), "{found:?}");
+        assert!(
+            found[0].2.contains("longest duration imag accepts"),
+            "{found:?}"
+        );
     }
 }

@@ -89,7 +89,10 @@ pub(super) fn warnings(
         && addr.ip().is_unspecified()
     {
         found.push(locate(
-            raw.agent.as_ref().and_then(|a| a.metrics.as_ref()).and_then(span),
+            raw.agent
+                .as_ref()
+                .and_then(|a| a.metrics.as_ref())
+                .and_then(span),
             format!(
                 "metrics = \"{addr}\" serves /metrics on every interface: whoever reaches this \
                  machine reads the hosts' names, addresses and activity; bind it to 127.0.0.1 or \
@@ -142,7 +145,8 @@ mod tests {
     #[test]
     fn metrics_on_every_interface_are_pointed_out() {
         for all in ["0.0.0.0:9477", "[::]:9477"] {
-            let text = format!("[network]\nsubnet = \"10.9.0.0/24\"\n[agent]\nmetrics = \"{all}\"\n");
+            let text =
+                format!("[network]\nsubnet = \"10.9.0.0/24\"\n[agent]\nmetrics = \"{all}\"\n");
             let config = Config::parse(&text, "t.toml").expect("accepted, with a warning");
             let found: Vec<_> = config
                 .warnings

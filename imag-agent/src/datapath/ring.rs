@@ -179,7 +179,11 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(MAX_BATCH * 4);
         let mut ring = (0..u32::try_from(MAX_BATCH).unwrap() + 10).map(|n| Some(frame(n)));
         assert_eq!(forward_batch(|| ring.next(), &tx).await, Batch::Full);
-        assert_eq!(rx.len(), MAX_BATCH, "one batch takes exactly MAX_BATCH records");
+        assert_eq!(
+            rx.len(),
+            MAX_BATCH,
+            "one batch takes exactly MAX_BATCH records"
+        );
         assert_eq!(forward_batch(|| ring.next(), &tx).await, Batch::Drained);
         assert_eq!(rx.len(), MAX_BATCH + 10);
         assert_eq!(rx.recv().await.unwrap().header.host_id, 0, "in order");

@@ -8,7 +8,7 @@
 //! connections may wait for their request (a new one closes the oldest waiting one, so idle
 //! clients never keep `status` out) and at most [`MAX_SERVING`] be answered at once; accept errors
 //! (EMFILE) back off instead of spinning; the socket is bound in a private directory and moved
-//! into place with its final mode; and only root or the agent's own user (SO_PEERCRED) is served.
+//! into place with its final mode; and only root or the agent's own user (`SO_PEERCRED`) is served.
 //! The client gives up after [`CLIENT_TIMEOUT`] with a message naming the socket.
 
 use std::{
@@ -250,8 +250,10 @@ async fn read_request(
         Ok(Ok(_)) if line.len() > MAX_REQUEST => Ok(Err(format!(
             "request longer than {MAX_REQUEST} bytes: a request is one short JSON line"
         ))),
-        Ok(Ok(_)) => Ok(serde_json::from_slice::<Request>(&line)
-            .map_err(|err| format!("bad request: {err}"))),
+        Ok(Ok(_)) => {
+            Ok(serde_json::from_slice::<Request>(&line)
+                .map_err(|err| format!("bad request: {err}")))
+        }
     }
 }
 
@@ -275,9 +277,7 @@ async fn handle(
         Err(message) => Response::Error { message },
         Ok(request) => match serving.try_acquire() {
             Err(_) => Response::Error {
-                message: format!(
-                    "the agent is busy ({MAX_SERVING} requests under way): try again"
-                ),
+                message: format!("the agent is busy ({MAX_SERVING} requests under way): try again"),
             },
             Ok(_permit) => tokio::time::timeout(DISPATCH_TIMEOUT, dispatch(request, handles))
                 .await
@@ -474,8 +474,13 @@ mod tests {
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("t.sock")]);
         status_answers(&path).await;
-        let again = bind(&path).await.expect_err("a live agent's socket is not taken over");
-        assert!(again.to_string().contains("another agent is running"), "{again}");
+        let again = bind(&path)
+            .await
+            .expect_err("a live agent's socket is not taken over");
+        assert!(
+            again.to_string().contains("another agent is running"),
+            "{again}"
+        );
     }
 
     #[tokio::test]
@@ -523,7 +528,8 @@ mod tests {
         let (_client, server) = tokio::io::duplex(64);
         let got = read_request(server).await.unwrap();
         assert!(
-            got.as_ref().is_err_and(|m| m.starts_with("no request within 5s")),
+            got.as_ref()
+                .is_err_and(|m| m.starts_with("no request within 5s")),
             "{got:?}"
         );
     }
@@ -553,7 +559,11 @@ mod tests {
     #[test]
     fn the_longest_network_name_fits_a_socket_path() {
         let longest = socket_path(&"n".repeat(crate::config::MAX_NETWORK_NAME));
-        assert_eq!(longest.as_os_str().len(), 107, "sun_path holds 107 bytes and a NUL");
+        assert_eq!(
+            longest.as_os_str().len(),
+            107,
+            "sun_path holds 107 bytes and a NUL"
+        );
         assert!(std::os::unix::net::SocketAddr::from_pathname(&longest).is_ok());
         let longer = socket_path(&"n".repeat(crate::config::MAX_NETWORK_NAME + 1));
         assert!(std::os::unix::net::SocketAddr::from_pathname(&longer).is_err());
@@ -563,7 +573,10 @@ mod tests {
     async fn the_client_names_the_socket_when_no_agent_listens() {
         let path = std::env::temp_dir().join("imag-control-nobody.sock");
         let err = request(&path, &Request::Status).await.unwrap_err();
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
