@@ -393,3 +393,27 @@ fn limits_and_priority_come_from_x_imag() {
     let found = problems(&format!("{NET}x-imag:\n  limits:\n    max_warm: lots\n"));
     assert_eq!(found[0].2, "max_warm must be a whole number", "{found:?}");
 }
+
+#[test]
+fn bad_environment_names_and_overlong_durations_are_placed_in_compose_too() {
+    let text = format!(
+        "{NET}services:\n  web:\n    image: i\n    environment:\n      - \"=x\"\n      - A=1\n    \
+         x-imag:\n      wake_timeout: 2h\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        found,
+        vec![
+            (
+                10,
+                9,
+                "environment variable name \"\" of host \"web\" is empty".to_string()
+            ),
+            (
+                13,
+                21,
+                "wake_timeout 2h is longer than its maximum 1h".to_string()
+            ),
+        ]
+    );
+}
