@@ -174,3 +174,85 @@ fn a_flood_to_a_cold_host_keeps_memory_bounded_and_the_control_socket_answering(
         "at most max_packets_per_host are held, {held} are"
     );
 }
+
+/// The agent's CPU time (user + system) in clock ticks.
+fn cpu_ticks(agent: &AgentProcess) -> u64 {
+    let pid = agent.pid().expect("the agent runs");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_files_does_not_make_the_control_socket_spin() {
+    let net = TestNet::new(agent_binary!());
+    net.client();
+    let agent = net.start_agent(&(net.network_toml() + &net.http_host("web", 10, &[])), &[]);
+    let path = socket(&net);
+    let pid = i32::try_from(agent.pid().unwrap()).unwrap();
+    // Room for a few more files only: the connections below exhaust it, and every accept then
+    // fails with EMFILE until some are closed.
+    let limit = u64::try_from(open_fds(&agent)).unwrap() + 8;
+    let set_limit = |soft: Option<u64>| {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid pointers for an existing process. Only the soft limit moves: raising
+        // the hard one back would need CAP_SYS_RESOURCE.
+        let got =
+            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &raw mut old) };
+        assert_eq!(
+            got,
+            0,
+            "prlimit failed: {}",
+            std::io::Error::last_os_error()
+        );
+        let new = libc::rlimit {
+            rlim_cur: soft.unwrap_or(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        let set = unsafe {
+            libc::prlimit(
+                pid,
+                libc::RLIMIT_NOFILE,
+                &raw const new,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(
+            set,
+            0,
+            "prlimit failed: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    set_limit(Some(limit));
+    let idle: Vec<UnixStream> = (0..40)
+        .map(|_| UnixStream::connect(&path).expect("connecting to the control socket"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ticks_before, fds_at_limit) = (cpu_ticks(&agent), open_fds(&agent));
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(&agent) - ticks_before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+    println!(
+        "EMFILE: {fds_at_limit} files open at a limit of {limit}; the agent used {spent} ticks \
+         ({hz}/s) of CPU in 3 s"
+    );
+    assert!(
+        u64::try_from(fds_at_limit).unwrap() >= limit - 1,
+        "the connections should have used up the agent's files ({fds_at_limit} of {limit})"
+    );
+    assert!(
+        spent < hz / 2,
+        "accept errors should back off, but the agent used {spent} ticks of CPU in 3 s"
+    );
+    drop(idle);
+    // The waiting connections close: the socket answers again.
+    status_answers(&agent, "once the idle connections are gone");
+    set_limit(None);
+}
