@@ -114,6 +114,15 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
             bridge.name
         );
     }
+    if let Some(kind) = crate::interfaces::non_bridge(&config.network.bridge) {
+        bail!(
+            "the bridge name {:?} of [network] in {} is taken by an existing interface that is \
+             not a bridge ({kind}): imag's Docker network needs a bridge of its own; set \
+             `bridge` in [network] to an unused name",
+            config.network.bridge,
+            opts.config.display()
+        );
+    }
 
     match engine(&config) {
         Engine::Docker => attach_on::<Docker>(opts, config, interfaces).await,
@@ -214,6 +223,17 @@ async fn attach_on<R: ContainerRuntime>(
     let dns_metrics = dns::DnsMetrics::new();
     let endpoints = async {
         let dns = dns::serve_config(&config, &dns_config, dns_metrics.clone()).await?;
+        if let Some(Some(addr)) = opts.metrics
+            && addr.ip().is_unspecified()
+        {
+            // The file's own setting was warned about with the other warnings.
+            warn!(
+                %addr,
+                "--metrics serves /metrics on every interface: whoever reaches this machine reads \
+                 the hosts' names, addresses and activity; bind it to 127.0.0.1 or a management \
+                 address unless that is meant"
+            );
+        }
         if let Some(addr) = opts.metrics.unwrap_or(config.agent.metrics) {
             let mut metrics = Metrics::new(orchestrator.wake_metrics(), orchestrator.subscribe());
             metrics.register(dns_metrics.collectors());

@@ -13,6 +13,24 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }
 
+/// How far ahead [`later`] saturates: far beyond any configured duration (at most 30 days, see
+/// `config::MAX_DURATION`), yet addable to any instant of a clock that counts from boot.
+const FAR_AHEAD: std::time::Duration = std::time::Duration::from_hours(100 * 365 * 24);
+
+/// `at + d` without the panic of `Instant + Duration` on overflow: a longer `d` than
+/// [`FAR_AHEAD`] counts as that. Every deadline derived from configuration goes through here (or
+/// [`deadline_in`]), so that no configured value can crash a task by its size.
+pub fn later(at: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    at.checked_add(d.min(FAR_AHEAD))
+        .or_else(|| at.checked_add(FAR_AHEAD))
+        .unwrap_or(at)
+}
+
+/// The tokio instant `d` from now, saturating like [`later`].
+pub fn deadline_in(d: std::time::Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(later(tokio::time::Instant::now().into_std(), d))
+}
+
 /// Milliseconds between two monotonic stamps (0 if they are out of order).
 pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e6
@@ -25,6 +43,15 @@ pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_panicking() {
+        let now = std::time::Instant::now();
+        let d = std::time::Duration::from_secs(5);
+        assert_eq!(later(now, d), now + d);
+        assert_eq!(later(now, std::time::Duration::MAX), now + FAR_AHEAD);
+        assert!(deadline_in(std::time::Duration::MAX) > tokio::time::Instant::now());
+    }
 
     #[test]
     fn monotonic_moves_forward() {

@@ -63,6 +63,33 @@ pub struct ContainerLink {
     pub container_mac: Option<[u8; 6]>,
 }
 
+/// Whether an interface of this name exists and is no bridge (`Some(kind)`, e.g. "veth" or
+/// "device"): a name imag's Docker network cannot use for its bridge.
+pub fn non_bridge(name: &str) -> Option<String> {
+    let sys = Path::new("/sys/class/net").join(name);
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || !sys.exists() {
+        return None;
+    }
+    if sys.join("bridge").exists() {
+        return None;
+    }
+    let uevent = fs::read_to_string(sys.join("uevent")).unwrap_or_default();
+    let kind = uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVTYPE="))
+        .map_or_else(
+            || {
+                if sys.join("device").exists() {
+                    "network device".to_string()
+                } else {
+                    "virtual interface".to_string()
+                }
+            },
+            str::to_string,
+        );
+    Some(kind)
+}
+
 /// The host side of a container's `eth0` veth pair: asks netlink, from inside the container's
 /// network namespace (entered through `/proc/<pid>/ns/net` on a thread of its own), which
 /// interface `eth0` is linked to (and its MAC address), and looks that index up here.
@@ -137,6 +164,20 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_is_no_bridge_and_absent_names_are_free() {
+        assert!(
+            non_bridge("lo").is_some(),
+            "lo exists and is no bridge, so it cannot be imag's bridge"
+        );
+        assert_eq!(non_bridge("imag-absent-if"), None);
+        assert_eq!(
+            non_bridge(".."),
+            None,
+            "never a path outside /sys/class/net"
+        );
+    }
 
     #[test]
     fn mac_parsing() {

@@ -327,3 +327,126 @@ image = "x"
         "{err}"
     );
 }
+
+/// Runs `validate` on `text` as an unprivileged user: (success, stdout, stderr, the file's path).
+fn validate_text(name: &str, text: &str) -> (bool, String, String, String) {
+    let file =
+        std::env::temp_dir().join(format!("imag-validate-{name}-{}.toml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let mut perms = std::fs::metadata(&file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&file, perms).unwrap();
+    let out = Command::new(agent_binary!())
+        .args(["validate", "--config"])
+        .arg(&file)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.display().to_string(),
+    )
+}
+
+#[test]
+fn validate_refuses_what_would_crash_or_misbehave_at_attach() {
+    let (ok, _, err, path) = validate_text(
+        "attach",
+        r#"[network]
+subnet = "10.77.0.0/24"
+gateway = "10.77.0.255"
+bridge = ".."
+
+[wake]
+backoff = "1000000000h"
+
+[[host]]
+name = "web"
+address = "10.77.0.10"
+image = "x"
+wake_timeout = "3h"
+env = { "A=B" = "1" }
+"#,
+    );
+    assert!(!ok, "{err}");
+    for expected in [
+        format!(
+            "{path}:3:11: gateway 10.77.0.255 is the broadcast address of the subnet 10.77.0.0/24"
+        ),
+        format!("{path}:4:10: bridge name \"..\" is not a valid interface name"),
+        format!("{path}:7:11: backoff \"1000000000h\" is longer than 30days"),
+        format!("{path}:13:16: wake_timeout 3h is longer than its maximum 1h"),
+        format!("{path}:14:9: environment variable name \"A=B\" of host \"web\" contains '='"),
+    ] {
+        assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
+    }
+    assert!(err.contains("has 5 problems"), "{err}");
+
+    let (ok, _, err, path) = validate_text(
+        "subnet",
+        "[network]\nsubnet = \"127.0.0.0/24\"\n[hold]\nmax_bytes_per_host = 100000\nmax_bytes = 1000\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{path}:2:10: subnet 127.0.0.0/24 overlaps 127.0.0.0/8, the loopback range"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{path}:4:22: max_bytes_per_host (100000) is above max_bytes (1000)"
+        )),
+        "{err}"
+    );
+
+    let (ok, out, err, path) = validate_text(
+        "metrics",
+        "[network]\nsubnet = \"10.77.0.0/24\"\n[agent]\nmetrics = \"0.0.0.0:9477\"\n",
+    );
+    assert!(
+        ok,
+        "bound to every interface is allowed, with a warning: {err}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{path}:4:11: warning: metrics = \"0.0.0.0:9477\" serves /metrics on every interface"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn attach_refuses_a_bridge_name_taken_by_another_interface() {
+    let net = TestNet::new(agent_binary!());
+    net.client();
+    // The loopback interface exists and is not a bridge.
+    let config = net.network_toml().replace(
+        &format!("bridge = \"{}\"", net.network()),
+        "bridge = \"lo\"",
+    ) + &net.http_host("web", 10, &[]);
+    let path = net.temp_file("-taken.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(agent_binary!())
+        .args(["attach", &net.host_if(), "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "attach should fail: {err}");
+    assert!(
+        err.contains("the bridge name \"lo\" of [network]")
+            && err.contains("not a bridge")
+            && err.contains("set `bridge` in [network] to an unused name"),
+        "{err}"
+    );
+    assert!(
+        !docker::network_exists(net.network()),
+        "nothing was created"
+    );
+}

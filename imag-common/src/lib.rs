@@ -16,6 +16,12 @@ pub const HELD_RING_BYTES: u32 = 4 << 20;
 /// Maximum number of imaginary hosts the datapath can track.
 pub const MAX_HOSTS: u32 = 65_536;
 
+/// Entries of the `IDLE_IGNORE` trie: (host, peer prefix) pairs over all hosts together.
+pub const MAX_IDLE_IGNORE: u32 = 4096;
+
+/// Entries of the `ALLOW` trie: (host, source prefix) pairs over all restricted hosts together.
+pub const MAX_ALLOW: u32 = MAX_HOSTS;
+
 /// Maximum number of interfaces the datapath can be attached to.
 pub const MAX_INTERFACES: u32 = 256;
 

@@ -62,13 +62,19 @@ pub(super) fn resolve(
     };
     let default = raw.network.get_ref().allow_from.as_ref();
     let default = default.map(|list| resolve_list(list, "[network]"));
+    // By name, the first host of each (as a search would find it): one lookup per host, so that a
+    // configuration with tens of thousands of hosts is checked in linear time.
+    let mut by_name: HashMap<&str, &raw::Host> = HashMap::with_capacity(raw.host.len());
+    for r in &raw.host {
+        by_name
+            .entry(r.get_ref().name.get_ref())
+            .or_insert(r.get_ref());
+    }
     let mut lists = Vec::with_capacity(hosts.len());
     for host in hosts.iter() {
-        let own = raw
-            .host
-            .iter()
-            .find(|r| r.get_ref().name.get_ref() == &host.name)
-            .and_then(|r| r.get_ref().allow_from.as_ref());
+        let own = by_name
+            .get(host.name.as_str())
+            .and_then(|r| r.allow_from.as_ref());
         lists.push(match own {
             Some(list) => Some(resolve_list(list, &format!("host {:?}", host.name))),
             None => default.clone(),

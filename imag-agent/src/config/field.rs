@@ -4,7 +4,7 @@
 //! helpers instead of matching on each field; the value types live in `values.rs` and
 //! `probe.rs`.
 
-use std::{ops::Range, str::FromStr};
+use std::{ops::Range, str::FromStr, time::Duration};
 
 use toml::Spanned;
 
@@ -92,6 +92,31 @@ pub(super) fn optional<R, T: FromRaw<R>>(
         Some(value) => field(value, key, report).map(Some),
         None => Some(None),
     }
+}
+
+/// Checks a parsed duration (`parsed`, from `value` when written, else a default) against its
+/// key's maximum; a longer one is reported at the value's span. Every duration is already below
+/// `values::MAX_DURATION`; this is for keys whose meaning bounds them tighter.
+pub(super) fn at_most<R>(
+    parsed: Option<Duration>,
+    value: Option<&Spanned<R>>,
+    key: &'static str,
+    max: Duration,
+    report: &mut Report<'_>,
+) -> Option<Duration> {
+    let parsed = parsed?;
+    if parsed > max {
+        report(
+            value.and_then(span),
+            format!(
+                "{key} {} is longer than its maximum {}",
+                humantime::format_duration(parsed),
+                humantime::format_duration(max)
+            ),
+        );
+        return None;
+    }
+    Some(parsed)
 }
 
 /// Parses every item of a list, reporting each bad one at its own span (items carry no key: their

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{
     NetworkConfig, ReadyProbe, Tier, container,
-    field::{Report, field, field_or, items, optional, parse_with, span},
+    field::{Report, at_most, field, field_or, items, optional, parse_with, span},
     raw,
     values::{AnyDuration, ExtraHost, HostName, IdleTimeout, NonZeroDuration, Port, Prefix},
 };
@@ -25,6 +25,12 @@ pub const DEFAULT_READY_POLL: Duration = Duration::from_millis(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_mins(10);
 /// Default shortest time a woken host stays warm before idleness may put it to sleep.
 pub const DEFAULT_MIN_WARM: Duration = Duration::from_secs(30);
+/// Longest `wake_timeout`: a wake that takes an hour has failed, and held packets wait that long.
+pub const MAX_WAKE_TIMEOUT: Duration = Duration::from_hours(1);
+/// Longest `ready_poll`: a probe tried less often than every minute is not a probe.
+pub const MAX_READY_POLL: Duration = Duration::from_mins(1);
+/// Longest `ready = "delay:D"` (it must also be shorter than `wake_timeout` to ever succeed).
+pub const MAX_READY_DELAY: Duration = Duration::from_hours(1);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostConfig {
@@ -172,6 +178,27 @@ pub(super) fn validate(
         );
         ok = false;
     }
+    for (key, value) in &host.env {
+        let why = if key.get_ref().is_empty() {
+            Some("is empty")
+        } else if key.get_ref().contains('=') {
+            Some("contains '=' (the engine would split the variable there)")
+        } else if key.get_ref().contains('\0') || value.contains('\0') {
+            Some("contains a NUL byte, which no process environment can carry")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            report(
+                span(key),
+                format!(
+                    "environment variable name {:?} of host {name:?} {why}",
+                    key.get_ref()
+                ),
+            );
+            ok = false;
+        }
+    }
     let ports: Option<Vec<Port>> = items(&host.ports, report);
     let ports: Option<Vec<u16>> = ports.map(|ports| ports.into_iter().map(|p| p.0).collect());
     let ready = match &host.ready {
@@ -181,10 +208,30 @@ pub(super) fn validate(
             None => ReadyProbe::Running,
         }),
     };
+    if let (Some(ReadyProbe::Delay(delay)), Some(written)) = (ready, &host.ready)
+        && delay > MAX_READY_DELAY
+    {
+        report(
+            span(written),
+            format!(
+                "ready = \"delay:{}\" is longer than its maximum {} (host {name:?})",
+                humantime::format_duration(delay),
+                humantime::format_duration(MAX_READY_DELAY)
+            ),
+        );
+        ok = false;
+    }
     let wake_timeout = field_or(
         host.wake_timeout.as_ref(),
         "wake_timeout",
         NonZeroDuration(DEFAULT_WAKE_TIMEOUT),
+        report,
+    );
+    let wake_timeout = at_most(
+        wake_timeout.map(|d| d.0),
+        host.wake_timeout.as_ref(),
+        "wake_timeout",
+        MAX_WAKE_TIMEOUT,
         report,
     );
     let idle_timeout = field_or(
@@ -215,6 +262,13 @@ pub(super) fn validate(
         host.ready_poll.as_ref(),
         "ready_poll",
         NonZeroDuration(DEFAULT_READY_POLL),
+        report,
+    );
+    let ready_poll = at_most(
+        ready_poll.map(|d| d.0),
+        host.ready_poll.as_ref(),
+        "ready_poll",
+        MAX_READY_POLL,
         report,
     );
     let idle_ignore = match &host.idle_ignore {
@@ -259,10 +313,12 @@ pub(super) fn validate(
         address: address?,
         image: host.image.get_ref().trim().to_string(),
         command: host.command.clone(),
-        env: host.env.clone(),
+        env: (host.env.iter())
+            .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+            .collect(),
         ports: ports?,
         ready: ready?,
-        wake_timeout: wake_timeout?.0,
+        wake_timeout: wake_timeout?,
         idle_timeout: idle_timeout?.0,
         sleep: sleep?,
         stop_after: stop_after?.map(|d| d.0),
@@ -271,7 +327,7 @@ pub(super) fn validate(
         idle_ignore: idle_ignore?,
         // Names need every host: `allow.rs` fills it in the cross-host pass.
         allow_from: None,
-        ready_poll: ready_poll?.0,
+        ready_poll: ready_poll?,
         proxy_arp: host
             .proxy_arp
             .unwrap_or(network.is_some_and(|n| n.proxy_arp)),
@@ -329,6 +385,84 @@ mod tests {
             let found = problems(&text);
             assert!(found[0].2.contains(why), "{addr}: {found:?}");
         }
+    }
+
+    #[test]
+    fn durations_beyond_their_maximum_are_placed() {
+        let host = |extra: &str| {
+            format!(
+                "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \
+                 \"10.0.0.5\"\nimage = \"x\"\n{extra}\n"
+            )
+        };
+        for (extra, column, message) in [
+            (
+                "wake_timeout = \"2h\"",
+                16,
+                "wake_timeout 2h is longer than its maximum 1h",
+            ),
+            (
+                "ready_poll = \"90s\"",
+                14,
+                "ready_poll 1m 30s is longer than its maximum 1m",
+            ),
+            (
+                "ready = \"delay:3h\"",
+                9,
+                "ready = \"delay:3h\" is longer than its maximum 1h (host \"a\")",
+            ),
+            (
+                "idle_timeout = \"31days\"",
+                16,
+                "idle_timeout \"31days\" is longer than 30days, the longest duration imag accepts",
+            ),
+            (
+                "min_warm = \"300000000000h\"",
+                12,
+                "min_warm \"300000000000h\" is longer than 30days, the longest duration imag \
+                 accepts",
+            ),
+            (
+                "sleep = \"pause\"\nstop_after = \"1000y\"",
+                14,
+                "stop_after \"1000y\" is longer than 30days, the longest duration imag accepts",
+            ),
+        ] {
+            let found = problems(&host(extra));
+            let line = 7 + extra.matches('\n').count();
+            assert_eq!(found, vec![(line, column, message.to_string())], "{extra}");
+        }
+        let config = Config::parse(
+            &host("wake_timeout = \"1h\"\nready_poll = \"1m\"\nidle_timeout = \"30days\""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.hosts[0].wake_timeout, MAX_WAKE_TIMEOUT);
+        assert_eq!(config.hosts[0].ready_poll, MAX_READY_POLL);
+    }
+
+    #[test]
+    fn bad_environment_names_are_placed() {
+        let text = "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \
+                    \"10.0.0.5\"\nimage = \"x\"\nenv = { \"\" = \"1\", \"A=B\" = \"2\", OK = \"3\" }\n";
+        let found = problems(text);
+        assert_eq!(
+            found,
+            vec![
+                (
+                    7,
+                    9,
+                    "environment variable name \"\" of host \"a\" is empty".to_string()
+                ),
+                (
+                    7,
+                    19,
+                    "environment variable name \"A=B\" of host \"a\" contains '=' (the engine \
+                     would split the variable there)"
+                        .to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

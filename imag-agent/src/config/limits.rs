@@ -65,8 +65,8 @@ pub struct WakeRate {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a rate: write a count above zero, a slash and a period, like \"10/min\", \
-     \"5/s\" or \"100/10m\""
+    "{0:?} is not a rate: write a count above zero, a slash and a period of at most 30 days, \
+     like \"10/min\", \"5/s\" or \"100/10m\""
 )]
 pub struct BadRate(pub String);
 
@@ -83,7 +83,7 @@ impl FromStr for WakeRate {
             "h" | "hour" => Duration::from_hours(1),
             other => humantime::parse_duration(other).map_err(|_| bad())?,
         };
-        if count == 0 || per.is_zero() {
+        if count == 0 || per.is_zero() || per > super::values::MAX_DURATION {
             return Err(bad());
         }
         Ok(WakeRate { count, per })
@@ -150,7 +150,7 @@ mod tests {
         );
         assert_eq!(rate("5/s").unwrap().per, Duration::from_secs(1));
         assert_eq!(rate("100/10m").unwrap().per, Duration::from_mins(10));
-        for bad in ["10", "0/min", "x/min", "5/0s", "5/fortnightly"] {
+        for bad in ["10", "0/min", "x/min", "5/0s", "5/fortnightly", "1/31days"] {
             assert!(rate(bad).is_err(), "{bad}");
         }
     }

@@ -46,7 +46,7 @@ pub use self::{
     limits::{LimitsConfig, WakeRate},
     network::{DEFAULT_BRIDGE_NAME, DEFAULT_NETWORK_NAME, NetworkConfig},
     probe::{BadProbe, ReadyProbe},
-    values::BadMetricsAddress,
+    values::{BadMetricsAddress, MAX_DURATION, MAX_NETWORK_NAME},
     wake::{PrewakeMode, WakeConfig},
 };
 use self::{
@@ -220,6 +220,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     depends::check(raw, &hosts, report);
     allow::resolve(raw, network.as_ref(), &mut hosts, report);
     depends::check_wakes_with(raw, &hosts, report);
+    capacity(raw, &hosts, report);
     let hold = hold::validate(raw.hold.as_ref(), report);
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
@@ -237,6 +238,72 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
         limits: limits?,
         warnings: Vec::new(),
     })
+}
+
+/// Checks that the datapath's maps hold what the configuration asks of them: every host in
+/// `HOSTS`, every (host, ignored peer) pair in the `IDLE_IGNORE` trie, every (host, allowed
+/// source) pair in `ALLOW`. Each overflow is placed where the count first exceeds the map.
+fn capacity(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
+    let max_hosts = imag_common::MAX_HOSTS as usize;
+    if let Some(first_extra) = raw.host.get(max_hosts) {
+        report(
+            span(&first_extra.get_ref().name),
+            format!(
+                "{} hosts are configured, but the datapath holds at most {max_hosts}: split them \
+                 over several networks (one agent each)",
+                raw.host.len()
+            ),
+        );
+    }
+    let tries = [
+        (
+            "idle_ignore",
+            imag_common::MAX_IDLE_IGNORE as usize,
+            "ignored peers",
+        ),
+        (
+            "allow_from",
+            imag_common::MAX_ALLOW as usize,
+            "allowed sources",
+        ),
+    ];
+    for (key, max, what) in tries {
+        let mut total = 0usize;
+        for host in hosts {
+            let entries: HashSet<&ipnet::Ipv4Net> = if key == "idle_ignore" {
+                host.idle_ignore.iter().collect()
+            } else {
+                host.allow_from.iter().flatten().collect()
+            };
+            total += entries.len();
+            if total > max {
+                let raw_host = raw.host.iter().map(toml::Spanned::get_ref);
+                let place = raw_host
+                    .filter(|h| h.name.get_ref() == &host.name)
+                    .map(|h| {
+                        let list = if key == "idle_ignore" {
+                            &h.idle_ignore
+                        } else {
+                            &h.allow_from
+                        };
+                        list.as_ref()
+                            .and_then(|l| l.first())
+                            .map_or_else(|| span(&h.name), span)
+                    })
+                    .next()
+                    .flatten();
+                report(
+                    place,
+                    format!(
+                        "{key} entries add up to more than the datapath's {max} {what} (over all \
+                         hosts) at host {:?}: use fewer, wider prefixes",
+                        host.name
+                    ),
+                );
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +440,7 @@ idle_timeout = "5 parsecs"
 subnet = "10.0.0.0/24"
 [hold]
 max_packets_per_host = 8
+max_bytes_per_host = 50000
 max_bytes = 100000
 [wake]
 backoff = "200ms"
@@ -390,6 +458,69 @@ backoff_max = "2s"
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].2.contains("max_packets must be at least 1"));
         assert!(found[1].2.contains("longer than backoff_max"));
+    }
+
+    #[test]
+    fn more_hosts_than_the_datapath_holds_are_refused() {
+        use std::fmt::Write as _;
+        let mut text = String::from("[network]\nsubnet = \"10.0.0.0/8\"\n");
+        let count = imag_common::MAX_HOSTS as usize + 1;
+        for i in 0..count {
+            let [_, a, b, c] = (0x0a00_0002 + u32::try_from(i).unwrap()).to_be_bytes();
+            write!(
+                text,
+                "[[host]]\nname = \"h{i}\"\naddress = \"10.{a}.{b}.{c}\"\nimage = \"x\"\n"
+            )
+            .unwrap();
+        }
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{:?}", &found[..found.len().min(3)]);
+        // The first host beyond the maps: 2 header lines, 4 lines per host.
+        assert_eq!((found[0].0, found[0].1), (2 + 4 * 65_536 + 2, 8));
+        assert!(
+            found[0]
+                .2
+                .starts_with("65537 hosts are configured, but the datapath holds at most 65536"),
+            "{}",
+            found[0].2
+        );
+    }
+
+    #[test]
+    fn more_ignored_peers_than_the_trie_holds_are_refused() {
+        use std::fmt::Write as _;
+        // 1000 prefixes per host (network default) and 5 hosts: 5000 > 4096 at the fifth host.
+        let peers: Vec<String> = (0..1000)
+            .map(|i| format!("\"10.9.{}.{}\"", i / 250, i % 250))
+            .collect();
+        let mut text = format!(
+            "[network]\nsubnet = \"10.0.0.0/24\"\nidle_ignore = [{}]\n",
+            peers.join(", ")
+        );
+        for i in 0..5 {
+            write!(
+                text,
+                "[[host]]\nname = \"h{i}\"\naddress = \"10.0.0.{}\"\nimage = \"x\"\n",
+                10 + i
+            )
+            .unwrap();
+        }
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (3 + 4 * 4 + 2, 8), "{found:?}");
+        assert!(
+            found[0]
+                .2
+                .starts_with("idle_ignore entries add up to more than the datapath's 4096")
+        );
+        // Written on the host: placed at its list.
+        let text = text.replacen(
+            "name = \"h4\"\n",
+            &format!("name = \"h4\"\nidle_ignore = [{}]\n", peers.join(", ")),
+            1,
+        );
+        let found = problems(&text);
+        assert_eq!((found[0].0, found[0].1), (3 + 4 * 4 + 3, 16), "{found:?}");
     }
 
     #[test]

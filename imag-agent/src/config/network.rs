@@ -6,13 +6,12 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::NetworkSpec;
-
 use super::{
     field::{Report, field, field_or, items, parse_with, span},
     raw,
     values::{BridgeName, NetworkName, Prefix, Subnet},
 };
+use crate::runtime::NetworkSpec;
 
 /// Default Docker network name.
 pub const DEFAULT_NETWORK_NAME: &str = "imag";
@@ -77,10 +76,19 @@ pub(super) fn validate(
             let addr: Ipv4Addr = parse_with(gw, report, |_| {
                 format!("gateway {:?} is not an IPv4 address", gw.get_ref())
             })?;
-            if !subnet.contains(&addr) || addr == subnet.network() {
+            let why = if !subnet.contains(&addr) {
+                Some("lies outside the subnet")
+            } else if addr == subnet.network() {
+                Some("is the network address of the subnet")
+            } else if addr == subnet.broadcast() {
+                Some("is the broadcast address of the subnet")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 report(
                     span(gw),
-                    format!("gateway {addr} lies outside the subnet {subnet}"),
+                    format!("gateway {addr} {why} {subnet}: pick an address inside it"),
                 );
                 return None;
             }
@@ -124,6 +132,35 @@ mod tests {
     }
 
     #[test]
+    fn special_subnets_and_names_are_placed() {
+        for (subnet, what) in [
+            ("0.0.0.0/0", "\"this network\""),
+            ("127.0.0.0/8", "loopback"),
+            ("224.0.0.0/4", "multicast"),
+            ("0.0.0.0/8", "\"this network\""),
+            ("255.255.255.0/24", "reserved"),
+        ] {
+            let found = problems(&format!("[network]\nsubnet = \"{subnet}\"\n"));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!((found[0].0, found[0].1), (2, 10), "{found:?}");
+            assert!(found[0].2.contains(what), "{subnet}: {found:?}");
+        }
+        for bridge in [".", ".."] {
+            let found = problems(&format!(
+                "[network]\nsubnet = \"10.0.0.0/24\"\nbridge = \"{bridge}\"\n"
+            ));
+            assert_eq!((found[0].0, found[0].1), (3, 10), "{found:?}");
+            assert!(found[0].2.contains("not a valid interface name"));
+        }
+        let long = "n".repeat(93);
+        let found = problems(&format!(
+            "[network]\nsubnet = \"10.0.0.0/24\"\nname = \"{long}\"\n"
+        ));
+        assert_eq!((found[0].0, found[0].1), (3, 8), "{found:?}");
+        assert!(found[0].2.contains("control socket"), "{found:?}");
+    }
+
+    #[test]
     fn names_gateway_and_defaults() {
         let config = Config::parse(
             "[network]\nsubnet = \"10.0.0.0/24\"\nname = \"lab\"\nbridge = \"lab0\"\ngateway = \
@@ -160,7 +197,7 @@ mod tests {
                     4,
                     10,
                     "bridge name \"a very long bridge\" is not a valid interface name (1-15 \
-                     characters, no '/', ':' or spaces)"
+                     bytes, not \".\" or \"..\", no '/', ':' or spaces)"
                         .to_string()
                 ),
             ]
@@ -168,11 +205,17 @@ mod tests {
         for (gateway, message) in [
             (
                 "10.0.1.1",
-                "gateway 10.0.1.1 lies outside the subnet 10.0.0.0/24",
+                "gateway 10.0.1.1 lies outside the subnet 10.0.0.0/24: pick an address inside it",
             ),
             (
                 "10.0.0.0",
-                "gateway 10.0.0.0 lies outside the subnet 10.0.0.0/24",
+                "gateway 10.0.0.0 is the network address of the subnet 10.0.0.0/24: pick an \
+                 address inside it",
+            ),
+            (
+                "10.0.0.255",
+                "gateway 10.0.0.255 is the broadcast address of the subnet 10.0.0.0/24: pick an \
+                 address inside it",
             ),
             ("router", "gateway \"router\" is not an IPv4 address"),
         ] {

@@ -87,7 +87,7 @@ pub struct Host {
     pub image: Spanned<String>,
     pub command: Option<Vec<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<Spanned<String>, String>,
     #[serde(default)]
     pub ports: Vec<Spanned<u16>>,
     pub ready: Option<Spanned<String>>,

@@ -10,6 +10,13 @@ use ipnet::Ipv4Net;
 
 use super::field::FromRaw;
 
+/// The longest duration any key accepts: 30 days. Every deadline the agent derives from a
+/// configured duration then stays far inside `Instant`'s range (adding to it can never overflow),
+/// and a mistyped "30000000h" is caught here instead of panicking a task later. Keys whose meaning
+/// has a tighter bound (`wake_timeout`, `ready_poll`, `backoff`, …) check theirs with
+/// `field::at_most`.
+pub const MAX_DURATION: Duration = Duration::from_hours(30 * 24);
+
 /// A duration longer than zero (timeouts, intervals): "30s", "5m", "500ms".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NonZeroDuration(pub Duration);
@@ -31,14 +38,22 @@ pub enum DurationError {
     },
     #[error("must be longer than zero")]
     Zero,
+    #[error("{text:?} is longer than {max}, the longest duration imag accepts", max = humantime::format_duration(MAX_DURATION))]
+    TooLong { text: String },
 }
 
 fn duration(text: &str, example: &'static str) -> Result<Duration, DurationError> {
-    humantime::parse_duration(text).map_err(|reason| DurationError::Syntax {
+    let parsed = humantime::parse_duration(text).map_err(|reason| DurationError::Syntax {
         text: text.to_string(),
         reason,
         example,
-    })
+    })?;
+    if parsed > MAX_DURATION {
+        return Err(DurationError::TooLong {
+            text: text.to_string(),
+        });
+    }
+    Ok(parsed)
 }
 
 impl FromStr for NonZeroDuration {
@@ -229,7 +244,33 @@ pub enum SubnetError {
     HostBits(Ipv4Net),
     #[error("{0:?} is not an IPv4 network in CIDR form (like \"10.77.0.0/24\")")]
     NotCidr(String),
+    #[error(
+        "{0} is too large: imaginary hosts need a private range of /8 or smaller (like \"10.77.0.0/24\")"
+    )]
+    TooLarge(Ipv4Net),
+    #[error("{net} overlaps {range}, {what}: use a private range (like \"10.77.0.0/24\")")]
+    Special {
+        net: Ipv4Net,
+        range: Ipv4Net,
+        what: &'static str,
+    },
 }
+
+/// Ranges no imaginary host can live in: hosts there would be unreachable or reach something else.
+const SPECIAL_RANGES: [([u8; 4], u8, &str); 4] = [
+    (
+        [0, 0, 0, 0],
+        8,
+        "which means \"this network\" and is never routed",
+    ),
+    ([127, 0, 0, 0], 8, "the loopback range"),
+    ([224, 0, 0, 0], 4, "the multicast range"),
+    (
+        [240, 0, 0, 0],
+        4,
+        "the reserved range (with the broadcast address 255.255.255.255)",
+    ),
+];
 
 impl FromStr for Subnet {
     type Err = SubnetError;
@@ -238,7 +279,22 @@ impl FromStr for Subnet {
         match text.parse::<Ipv4Net>() {
             Ok(subnet) if subnet.prefix_len() > 30 => Err(SubnetError::TooSmall(subnet)),
             Ok(subnet) if subnet.network() != subnet.addr() => Err(SubnetError::HostBits(subnet)),
-            Ok(subnet) => Ok(Subnet(subnet)),
+            Ok(subnet) => {
+                for (addr, len, what) in SPECIAL_RANGES {
+                    let range = Ipv4Net::new(addr.into(), len).expect("a valid prefix length");
+                    if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+                        return Err(SubnetError::Special {
+                            net: subnet,
+                            range,
+                            what,
+                        });
+                    }
+                }
+                if subnet.prefix_len() < 8 {
+                    return Err(SubnetError::TooLarge(subnet));
+                }
+                Ok(Subnet(subnet))
+            }
             Err(_) => Err(SubnetError::NotCidr(text.to_string())),
         }
     }
@@ -251,22 +307,37 @@ fn is_docker_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// Longest network name: the agent's control socket is `/run/imag/<network>.sock`, and a Unix
+/// socket's path must fit `sun_path` (108 bytes with its terminating NUL). `ops/control.rs` tests
+/// that a name this long binds.
+pub const MAX_NETWORK_NAME: usize = 108 - 1 - "/run/imag/".len() - ".sock".len();
+
 /// The Docker network's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkName(pub String);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a valid Docker network name (letters, digits, '_', '.', '-')")]
-pub struct BadNetworkName(pub String);
+pub enum BadNetworkName {
+    #[error("{0:?} is not a valid Docker network name (letters, digits, '_', '.', '-')")]
+    Syntax(String),
+    #[error(
+        "{0:?} is {len} bytes long: at most {MAX_NETWORK_NAME} fit the control socket's path \
+         (/run/imag/NAME.sock)",
+        len = .0.len()
+    )]
+    TooLong(String),
+}
 
 impl FromStr for NetworkName {
     type Err = BadNetworkName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if is_docker_name(text) {
-            Ok(NetworkName(text.to_string()))
+        if !is_docker_name(text) {
+            Err(BadNetworkName::Syntax(text.to_string()))
+        } else if text.len() > MAX_NETWORK_NAME {
+            Err(BadNetworkName::TooLong(text.to_string()))
         } else {
-            Err(BadNetworkName(text.to_string()))
+            Ok(NetworkName(text.to_string()))
         }
     }
 }
@@ -296,15 +367,21 @@ impl FromStr for HostName {
 pub struct BridgeName(pub String);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")]
+#[error(
+    "{0:?} is not a valid interface name (1-15 bytes, not \".\" or \"..\", no '/', ':' or \
+     spaces)"
+)]
 pub struct BadBridgeName(pub String);
 
 impl FromStr for BridgeName {
     type Err = BadBridgeName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // IFNAMSIZ is 16 bytes with the terminating NUL.
+        // The kernel's dev_valid_name(): IFNAMSIZ is 16 bytes with the terminating NUL, "." and
+        // ".." would be directories in /sys/class/net.
         if text.is_empty()
+            || text == "."
+            || text == ".."
             || text.len() > 15
             || text.contains(['/', ' ', ':'])
             || text.chars().any(char::is_whitespace)
@@ -467,6 +544,27 @@ mod tests {
             "\"banana\" is not an IPv4 network in CIDR form (like \"10.77.0.0/24\")"
         );
         assert!("10.77.0.0".parse::<Subnet>().is_err(), "a prefix is needed");
+        for (special, what) in [
+            ("0.0.0.0/0", "\"this network\""),
+            ("0.0.0.0/8", "\"this network\""),
+            ("127.0.0.0/8", "loopback"),
+            ("127.5.0.0/24", "loopback"),
+            ("224.0.0.0/4", "multicast"),
+            ("239.1.0.0/16", "multicast"),
+            ("255.255.255.0/24", "reserved"),
+            ("240.0.0.0/4", "reserved"),
+            ("64.0.0.0/2", "loopback"),
+        ] {
+            let message = err::<Subnet>(special);
+            assert!(message.contains(what), "{special}: {message}");
+        }
+        assert_eq!(
+            err::<Subnet>("10.0.0.0/7"),
+            "10.0.0.0/7 is too large: imaginary hosts need a private range of /8 or smaller (like \
+             \"10.77.0.0/24\")"
+        );
+        assert!("10.0.0.0/8".parse::<Subnet>().is_ok());
+        assert!("192.168.0.0/16".parse::<Subnet>().is_ok());
     }
 
     #[test]
@@ -487,6 +585,15 @@ mod tests {
             err::<HostName>("a b"),
             "\"a b\" must be letters, digits, '_', '.' or '-' (it names the container)"
         );
+        let longest = "n".repeat(MAX_NETWORK_NAME);
+        assert_eq!(longest.parse(), Ok(NetworkName(longest.clone())));
+        assert_eq!(
+            err::<NetworkName>(&format!("{longest}x")),
+            format!(
+                "\"{longest}x\" is 93 bytes long: at most 92 fit the control socket's path \
+                 (/run/imag/NAME.sock)"
+            )
+        );
         assert_eq!(
             super::super::DEFAULT_NETWORK_NAME.parse::<NetworkName>(),
             Ok(NetworkName("imag".into()))
@@ -498,12 +605,24 @@ mod tests {
         for good in ["imag0", "br-0.1", "a", "fifteen-chars-x"] {
             assert_eq!(good.parse(), Ok(BridgeName(good.into())));
         }
-        for bad in ["", "sixteen-chars-xx", "a/b", "a b", "a:b", "a\tb"] {
+        for bad in [
+            "",
+            "sixteen-chars-xx",
+            "a/b",
+            "a b",
+            "a:b",
+            "a\tb",
+            ".",
+            "..",
+            "a\nb",
+            "ééééééééé",
+        ] {
             assert!(bad.parse::<BridgeName>().is_err(), "{bad:?}");
         }
         assert_eq!(
             err::<BridgeName>("a/b"),
-            "\"a/b\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+            "\"a/b\" is not a valid interface name (1-15 bytes, not \".\" or \"..\", no '/', ':' \
+             or spaces)"
         );
         assert!(
             super::super::DEFAULT_BRIDGE_NAME

@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use super::{
-    field::{Report, field_or, span},
+    field::{Report, at_most, field_or, span},
     raw,
     values::NonZeroDuration,
 };
+
+/// Longest `backoff` and `backoff_max`: a failed host is retried at least once a day.
+pub const MAX_BACKOFF: Duration = Duration::from_hours(24);
 
 /// How wakes run and how failed wakes are retried (`[wake]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +108,21 @@ pub(super) fn validate(raw: Option<&raw::Wake>, report: &mut Report<'_>) -> Opti
         report,
     );
     let prewake = field_or(raw.prewake.as_ref(), "prewake", defaults.prewake, report);
-    let (NonZeroDuration(backoff), NonZeroDuration(backoff_max)) = (backoff?, backoff_max?);
+    let backoff = at_most(
+        backoff.map(|d| d.0),
+        raw.backoff.as_ref(),
+        "backoff",
+        MAX_BACKOFF,
+        report,
+    );
+    let backoff_max = at_most(
+        backoff_max.map(|d| d.0),
+        raw.backoff_max.as_ref(),
+        "backoff_max",
+        MAX_BACKOFF,
+        report,
+    );
+    let (backoff, backoff_max) = (backoff?, backoff_max?);
     if backoff > backoff_max {
         // Placed on `backoff` when written; a default backoff has no place but the file.
         report(
@@ -158,6 +175,33 @@ mod tests {
                 "backoff (1s) is longer than backoff_max (500ms)".to_string()
             )],
             "a default backoff has no place in the file"
+        );
+
+        let found = problems(
+            "[network]\nsubnet = \"10.0.0.0/24\"\n[wake]\nbackoff = \"2days\"\n\
+             backoff_max = \"29days\"\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                (
+                    4,
+                    11,
+                    "backoff 2days is longer than its maximum 1day".to_string()
+                ),
+                (
+                    5,
+                    15,
+                    "backoff_max 29days is longer than its maximum 1day".to_string()
+                ),
+            ]
+        );
+        let found =
+            problems("[network]\nsubnet = \"10.0.0.0/24\"\n[wake]\nbackoff = \"9999999999999h\"\n");
+        assert_eq!((found[0].0, found[0].1), (4, 11), "{found:?}");
+        assert!(
+            found[0].2.contains("longest duration imag accepts"),
+            "{found:?}"
         );
     }
 

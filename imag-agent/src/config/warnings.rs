@@ -85,6 +85,21 @@ pub(super) fn warnings(
             ));
         }
     }
+    if let Some(addr) = config.agent.metrics
+        && addr.ip().is_unspecified()
+    {
+        found.push(locate(
+            raw.agent
+                .as_ref()
+                .and_then(|a| a.metrics.as_ref())
+                .and_then(span),
+            format!(
+                "metrics = \"{addr}\" serves /metrics on every interface: whoever reaches this \
+                 machine reads the hosts' names, addresses and activity; bind it to 127.0.0.1 or \
+                 a management address unless that is meant"
+            ),
+        ));
+    }
     found
 }
 
@@ -125,6 +140,24 @@ mod tests {
             .is_empty()
         );
         assert!(warnings(&format!("{HOST}idle_timeout = \"1m\"\n")).is_empty());
+    }
+
+    #[test]
+    fn metrics_on_every_interface_are_pointed_out() {
+        for all in ["0.0.0.0:9477", "[::]:9477"] {
+            let text =
+                format!("[network]\nsubnet = \"10.9.0.0/24\"\n[agent]\nmetrics = \"{all}\"\n");
+            let config = Config::parse(&text, "t.toml").expect("accepted, with a warning");
+            let found: Vec<_> = config
+                .warnings
+                .iter()
+                .map(|p| (p.line, p.column, p.message.as_str()))
+                .collect();
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!((found[0].0, found[0].1), (4, 11));
+            assert!(found[0].2.contains("serves /metrics on every interface"));
+        }
+        assert!(warnings("[agent]\nmetrics = \"127.0.0.1:9477\"\n").is_empty());
     }
 
     #[test]

@@ -29,7 +29,45 @@ pub fn parse_record(record: &[u8]) -> Option<HeldFrame> {
     })
 }
 
-/// Forwards every record to `frames` until the receiver goes away.
+/// Most records taken from a ring buffer before the reader yields to the runtime: under a flood
+/// the ring stays full, and a reader that drained it in one go would never let other tasks run
+/// (nor bound what it buffers).
+pub const MAX_BATCH: usize = 256;
+
+/// What one batch found.
+#[derive(Debug, PartialEq, Eq)]
+enum Batch {
+    /// The ring was emptied: wait for it to become readable again.
+    Drained,
+    /// [`MAX_BATCH`] records were taken and more may wait: yield, then take the next batch.
+    Full,
+    /// The receiver went away.
+    Closed,
+}
+
+/// Takes at most [`MAX_BATCH`] records from `next` (`None`: the ring is empty; `Some(None)`: a
+/// malformed record) and forwards each frame as it comes, so that at most one frame is in hand
+/// and a full channel slows the reader down (the ring then fills and the datapath counts drops).
+async fn forward_batch(
+    mut next: impl FnMut() -> Option<Option<HeldFrame>>,
+    frames: &mpsc::Sender<HeldFrame>,
+) -> Batch {
+    for _ in 0..MAX_BATCH {
+        match next() {
+            None => return Batch::Drained,
+            Some(None) => warn!("malformed held-frame record skipped"),
+            Some(Some(frame)) => {
+                if frames.send(frame).await.is_err() {
+                    return Batch::Closed;
+                }
+            }
+        }
+    }
+    Batch::Full
+}
+
+/// Forwards every record to `frames`, in batches of at most [`MAX_BATCH`], until the receiver
+/// goes away.
 pub async fn forward_held_frames(ring: RingBuf<MapData>, frames: mpsc::Sender<HeldFrame>) {
     let mut ring = match super::poll_readable(ring) {
         Ok(fd) => fd,
@@ -46,18 +84,15 @@ pub async fn forward_held_frames(ring: RingBuf<MapData>, frames: mpsc::Sender<He
                 return;
             }
         };
-        let mut batch = Vec::new();
-        while let Some(record) = guard.get_inner_mut().next() {
-            if let Some(frame) = parse_record(&record) {
-                batch.push(frame);
-            } else {
-                warn!(len = record.len(), "malformed held-frame record skipped");
-            }
-        }
+        // Cleared before draining: a record committed from now on (the kernel wakes the reader
+        // when it has caught up) makes the ring readable again, so no wake-up is lost.
         guard.clear_ready();
-        for frame in batch {
-            if frames.send(frame).await.is_err() {
-                return;
+        loop {
+            let ring = guard.get_inner_mut();
+            match forward_batch(|| ring.next().map(|r| parse_record(&r)), &frames).await {
+                Batch::Drained => break,
+                Batch::Full => tokio::task::yield_now().await,
+                Batch::Closed => return,
             }
         }
     }
@@ -80,7 +115,10 @@ pub async fn forward_listen_events(
         let Ok(mut guard) = ring.readable_mut().await else {
             return;
         };
+        guard.clear_ready();
+        let mut taken = 0usize;
         while let Some(record) = guard.get_inner_mut().next() {
+            taken += 1;
             if record.len() >= std::mem::size_of::<imag_common::SockEvent>() {
                 // SAFETY: plain old data, length checked.
                 let event: imag_common::SockEvent =
@@ -92,8 +130,11 @@ pub async fn forward_listen_events(
                     let _ = ports.send(port);
                 }
             }
+            drop(record);
+            if taken.is_multiple_of(MAX_BATCH) {
+                tokio::task::yield_now().await;
+            }
         }
-        guard.clear_ready();
     }
 }
 
@@ -121,6 +162,37 @@ mod tests {
         let parsed = parse_record(&record(header, &[1, 2, 3])).unwrap();
         assert_eq!(parsed.header, header);
         assert_eq!(parsed.frame, vec![1, 2, 3]);
+    }
+
+    fn frame(n: u32) -> HeldFrame {
+        HeldFrame {
+            header: HeldFrameHeader {
+                host_id: n,
+                ..Default::default()
+            },
+            frame: vec![0; 64],
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded_and_end_when_the_ring_is_empty() {
+        let (tx, mut rx) = mpsc::channel(MAX_BATCH * 4);
+        let mut ring = (0..u32::try_from(MAX_BATCH).unwrap() + 10).map(|n| Some(frame(n)));
+        assert_eq!(forward_batch(|| ring.next(), &tx).await, Batch::Full);
+        assert_eq!(
+            rx.len(),
+            MAX_BATCH,
+            "one batch takes exactly MAX_BATCH records"
+        );
+        assert_eq!(forward_batch(|| ring.next(), &tx).await, Batch::Drained);
+        assert_eq!(rx.len(), MAX_BATCH + 10);
+        assert_eq!(rx.recv().await.unwrap().header.host_id, 0, "in order");
+        // Malformed records count towards the batch and are skipped.
+        let mut bad = std::iter::repeat_with(|| None::<HeldFrame>).take(MAX_BATCH);
+        assert_eq!(forward_batch(|| bad.next(), &tx).await, Batch::Full);
+        drop(rx);
+        let mut one = std::iter::once(Some(frame(1)));
+        assert_eq!(forward_batch(|| one.next(), &tx).await, Batch::Closed);
     }
 
     #[test]

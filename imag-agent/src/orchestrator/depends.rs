@@ -125,7 +125,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             return healthy;
         }
         host.healthy = Some(false);
-        let deadline = tokio::time::Instant::now() + self.hosts[for_host].config.wake_timeout;
+        let deadline = crate::clock::deadline_in(self.hosts[for_host].config.wake_timeout);
         let host = &self.hosts[dep];
         self.jobs
             .healthy(dep, host.spec.clone(), deadline, host.config.ready_poll);

@@ -246,7 +246,7 @@ async fn wake<R: ContainerRuntime>(
         poll,
         listen,
     } = job;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::clock::deadline_in(timeout);
     let started = tokio::time::timeout_at(deadline, async {
         let _permit = engine.acquire().await;
         runtime.wake(spec, from).await

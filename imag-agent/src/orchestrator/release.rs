@@ -105,7 +105,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         while let Ok(frame) = held.try_recv() {
             self.on_held(frame);
         }
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = crate::clock::deadline_in(grace);
         while self.hosts.iter().any(|h| {
             matches!(
                 h.state,

@@ -185,7 +185,7 @@ pub fn next(
                 Failed {
                     tier,
                     failures,
-                    retry_at: now + policy.backoff(failures),
+                    retry_at: crate::clock::later(now, policy.backoff(failures)),
                 },
                 vec![RefuseHeld],
             )

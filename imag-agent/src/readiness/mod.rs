@@ -82,7 +82,7 @@ pub async fn wait_ready<R: ContainerRuntime>(
     let check = match probe {
         ReadyProbe::Running => return Ok(ReadyBy::FirstTry),
         ReadyProbe::Delay(delay) => {
-            if Instant::now() + delay > deadline {
+            if crate::clock::deadline_in(delay) > deadline {
                 return Err(timed_out());
             }
             tokio::time::sleep(delay).await;
@@ -110,8 +110,8 @@ pub async fn wait_ready<R: ContainerRuntime>(
         listen = None;
     }
     let mut by = ReadyBy::FirstTry;
-    let mut next_poll = Instant::now() + poll;
-    let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
+    let mut next_poll = crate::clock::deadline_in(poll);
+    let mut next_liveness_check = crate::clock::deadline_in(LIVENESS_INTERVAL);
     loop {
         if check.passes().await {
             return Ok(by);
@@ -130,12 +130,12 @@ pub async fn wait_ready<R: ContainerRuntime>(
                 }
                 () = tokio::time::sleep_until(next_poll) => {
                     by = ReadyBy::Poll;
-                    next_poll += poll;
+                    next_poll = tokio::time::Instant::from_std(crate::clock::later(next_poll.into_std(), poll));
                     break;
                 }
                 () = tokio::time::sleep_until(next_liveness_check) => {
                     runtime.running_info(spec).await.map_err(ReadyError::Exited)?;
-                    next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
+                    next_liveness_check = crate::clock::deadline_in(LIVENESS_INTERVAL);
                 }
                 () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             }
@@ -176,7 +176,7 @@ async fn wait_healthy<R: ContainerRuntime>(
             Some(Health::Starting | Health::Unhealthy) => {}
             None => return Err(ReadyError::NoHealthcheck),
         }
-        let next = Instant::now() + poll;
+        let next = crate::clock::deadline_in(poll);
         if next > deadline {
             tokio::time::sleep_until(deadline).await;
             return Err(timed_out());

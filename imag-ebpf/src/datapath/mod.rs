@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use imag_common::{
     AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, HostLink, IgnoreKey,
-    InterfaceEntry, MAX_HOSTS, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
+    InterfaceEntry, MAX_ALLOW, MAX_HOSTS, MAX_IDLE_IGNORE, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
 };
 
 use self::packet::Verdict;
@@ -53,12 +53,12 @@ static ACTIVITY: PerCpuArray<HostActivity> = PerCpuArray::with_max_entries(MAX_H
 
 /// Peers (per host, by prefix) whose traffic does not keep a host awake.
 #[map]
-static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(4096, 1);
+static IDLE_IGNORE: LpmTrie<IgnoreKey, u8> = LpmTrie::with_max_entries(MAX_IDLE_IGNORE, 1);
 
 /// Sources (per host, by prefix) that may reach a restricted host (`allow_from`); written by the
 /// agent. Sized for a few prefixes per host; entries take memory only when written.
 #[map]
-static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_HOSTS, 1);
+static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW, 1);
 
 /// Who may speak on each host's own link (`spoof.rs`), by the ifindex of its host side; written
 /// by the agent.

@@ -305,11 +305,14 @@ fn command(node: &Node, cx: &mut Cx<'_>) -> Option<Vec<String>> {
     }
 }
 
-fn environment(node: &Node, env: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
-    let set = |name: &str, value: Option<String>, env: &mut BTreeMap<String, String>| {
+fn environment(node: &Node, env: &mut BTreeMap<Spanned<String>, String>, cx: &mut Cx<'_>) {
+    let set = |at: usize,
+               name: &str,
+               value: Option<String>,
+               env: &mut BTreeMap<Spanned<String>, String>| {
         // A name without a value passes the agent's variable through, if it has one.
         if let Some(value) = value.or_else(|| cx.vars.0.get(name).cloned()) {
-            env.insert(name.to_string(), value);
+            env.insert(spanned(at, name.to_string()), value);
         }
     };
     match &node.value {
@@ -323,15 +326,15 @@ fn environment(node: &Node, env: &mut BTreeMap<String, String>, cx: &mut Cx<'_>)
                     );
                     continue;
                 }
-                set(&key.name, text, env);
+                set(key.at, &key.name, text, env);
             }
         }
         Value::Seq(items) => {
             for item in items {
                 match item.text() {
                     Some(text) => match text.split_once('=') {
-                        Some((k, v)) => set(k, Some(v.to_string()), env),
-                        None => set(text, None, env),
+                        Some((k, v)) => set(item.at, k, Some(v.to_string()), env),
+                        None => set(item.at, text, None, env),
                     },
                     None => cx.problem(item.at, "an environment entry is NAME=VALUE".into()),
                 }
@@ -341,7 +344,7 @@ fn environment(node: &Node, env: &mut BTreeMap<String, String>, cx: &mut Cx<'_>)
     }
 }
 
-fn env_file(node: &Node, out: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
+fn env_file(node: &Node, out: &mut BTreeMap<Spanned<String>, String>, cx: &mut Cx<'_>) {
     for item in node.seq().unwrap_or(std::slice::from_ref(node)) {
         let (path, required) = match item.map() {
             Some(_) => (
@@ -368,7 +371,7 @@ fn env_file(node: &Node, out: &mut BTreeMap<String, String>, cx: &mut Cx<'_>) {
         };
         match interpolate::dotenv(&text, cx.vars) {
             // Later files win over earlier ones.
-            Ok(vars) => out.extend(vars),
+            Ok(vars) => out.extend(vars.into_iter().map(|(k, v)| (spanned(item.at, k), v))),
             Err(bad) => cx.problem(
                 item.at,
                 format!("{}:{}: {}", file.display(), bad.line, bad.message),

@@ -445,3 +445,27 @@ fn wakes_with_and_prewake_come_from_x_imag_and_depends_on_keeps_its_order() {
         "placed in the compose file: {found:?}"
     );
 }
+
+#[test]
+fn bad_environment_names_and_overlong_durations_are_placed_in_compose_too() {
+    let text = format!(
+        "{NET}services:\n  web:\n    image: i\n    environment:\n      - \"=x\"\n      - A=1\n    \
+         x-imag:\n      wake_timeout: 2h\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        found,
+        vec![
+            (
+                10,
+                9,
+                "environment variable name \"\" of host \"web\" is empty".to_string()
+            ),
+            (
+                13,
+                21,
+                "wake_timeout 2h is longer than its maximum 1h".to_string()
+            ),
+        ]
+    );
+}
