@@ -6,13 +6,12 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::runtime::NetworkSpec;
-
 use super::{
     field::{Report, field, field_or, items, parse_with, span},
     raw,
     values::{BridgeName, NetworkName, Prefix, Subnet},
 };
+use crate::runtime::NetworkSpec;
 
 /// Default Docker network name.
 pub const DEFAULT_NETWORK_NAME: &str = "imag";
@@ -152,8 +151,9 @@ mod tests {
                 (
                     3,
                     8,
-                    "network name \"-x\" is not a valid Docker network name (letters, digits, \
-                     '_', '.', '-')"
+                    "network name \"-x\" is not a valid network name (letters, digits, '_', \
+                     '.', '-'; no \"--\" and no '-' at the end: container names are \
+                     <network>--<host>)"
                         .to_string()
                 ),
                 (
