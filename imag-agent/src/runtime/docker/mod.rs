@@ -515,9 +515,9 @@ fn classify(err: BollardError, action: &'static str, container: &str) -> Runtime
             container: container.to_string(),
             message,
         },
-        BollardError::IOError { .. } | BollardError::HyperResponseError { .. } => {
-            RuntimeError::Unreachable(err.to_string())
-        }
+        BollardError::IOError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. } => RuntimeError::Unreachable(err.to_string()),
         other => RuntimeError::Engine {
             action,
             container: container.to_string(),
