@@ -106,6 +106,7 @@ impl Follow {
 
     fn translate(&self, event: EventMessage) -> Option<RuntimeEvent> {
         let actor = event.actor?;
+        let id = actor.id;
         let attributes = actor.attributes.unwrap_or_default();
         let host = attributes.get(LABEL_HOST)?.clone();
         Some(match event.action.as_deref()? {
@@ -117,8 +118,8 @@ impl Follow {
                 name: attributes.get("name").cloned().unwrap_or_default(),
             },
             "destroy" => {
-                // What was known about the host's container is stale now: ask the engine again.
-                self.ids.forget(&host);
+                // If it was the one known as the host's, ask the engine again next time.
+                self.ids.gone(&host, id.as_deref());
                 RuntimeEvent::Destroyed { host }
             }
             _ => return None,

@@ -54,6 +54,15 @@ impl Identities {
     pub(super) fn forget(&self, host: &str) {
         self.0.lock().expect("not poisoned").remove(host);
     }
+
+    /// The container `id` is gone: forgets it if it was the one known for `host` (imag's own
+    /// removals already recorded that the host has none).
+    pub(super) fn gone(&self, host: &str, id: Option<&str>) {
+        let mut known = self.0.lock().expect("not poisoned");
+        if id.is_none() || known.get(host).is_some_and(|k| k.as_deref() == id) {
+            known.remove(host);
+        }
+    }
 }
 
 /// Who holds a container name imag wants.
