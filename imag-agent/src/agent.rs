@@ -31,7 +31,7 @@ use crate::{
     readiness::ListenWatch,
     runtime::{
         ContainerRuntime, ContainerSpec, ContainerStatus, Engine, EngineOptions, Observed,
-        RuntimeEvent, docker::Docker,
+        docker::Docker,
     },
 };
 
@@ -409,7 +409,7 @@ async fn reconcile<R: ContainerRuntime>(
     }))
 }
 
-/// Forwards "container stopped" events of this network's containers from the engine.
+/// Forwards the engine's events about this network's containers to the orchestrator.
 async fn watch_container_exits<R: ContainerRuntime>(
     runtime: R,
     network: String,
@@ -417,10 +417,7 @@ async fn watch_container_exits<R: ContainerRuntime>(
 ) {
     let mut events = runtime.events(&network);
     while let Some(event) = events.next().await {
-        let input = match event {
-            RuntimeEvent::Exited { host } => Input::ContainerExited { host },
-        };
-        if inputs.send(input).await.is_err() {
+        if inputs.send(Input::Engine(event)).await.is_err() {
             return;
         }
     }
@@ -496,7 +493,10 @@ async fn remove_containers<R: ContainerRuntime>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::{Call, FakeRuntime};
+    use crate::runtime::{
+        RuntimeEvent,
+        fake::{Call, FakeRuntime},
+    };
 
     const CONFIG: &str = r#"
 [network]
@@ -582,14 +582,14 @@ image = "imag-test/http"
             [
                 Call::ObserveAll("imag".into()),
                 Call::Sleep {
-                    container: "imag-stale-stopped".into(),
+                    container: "imag--stale-stopped".into(),
                     to: Tier::Absent
                 },
             ]
         );
-        assert_eq!(fake.status("imag-stale-stopped"), None);
+        assert_eq!(fake.status("imag--stale-stopped"), None);
         assert_eq!(
-            fake.status("imag-stale-running"),
+            fake.status("imag--stale-running"),
             Some(ContainerStatus::Running)
         );
     }
@@ -609,14 +609,14 @@ image = "imag-test/http"
         while !fake.calls().contains(&Call::Events("imag".into())) {
             tokio::task::yield_now().await;
         }
-        fake.exit("imag-running", 137);
+        fake.exit("imag--running", 137);
         match inputs_rx.recv().await {
-            Some(Input::ContainerExited { host }) => assert_eq!(host, "running"),
+            Some(Input::Engine(RuntimeEvent::Exited { host })) => assert_eq!(host, "running"),
             _ => panic!("expected the exit of host running as an input"),
         }
         // The orchestrator gone, the watcher ends at the next event.
         drop(inputs_rx);
-        fake.exit("imag-running", 137);
+        fake.exit("imag--running", 137);
         watcher.await.unwrap();
     }
 }

@@ -21,7 +21,7 @@ pub fn run() -> anyhow::Result<()> {
     std::fs::write(&config_path, CONFIG)?;
     // Start cold: a container left running by an earlier demo would answer without a wake.
     let _ = Command::new("docker")
-        .args(["rm", "-f", "imag-web"])
+        .args(["rm", "-f", "imag--web"])
         .output();
 
     let client = ClientNs::create(

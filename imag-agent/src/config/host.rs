@@ -120,7 +120,7 @@ impl HostConfig {
     /// The container that runs this host on network `network`.
     pub fn container_spec(&self, network: &str) -> ContainerSpec {
         ContainerSpec {
-            name: format!("{network}-{}", self.name),
+            name: crate::runtime::container_name(network, &self.name),
             host: self.name.clone(),
             network: network.to_string(),
             address: self.address,

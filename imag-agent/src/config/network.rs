@@ -189,8 +189,9 @@ mod tests {
                 (
                     3,
                     8,
-                    "network name \"-x\" is not a valid Docker network name (letters, digits, \
-                     '_', '.', '-')"
+                    "network name \"-x\" is not a valid network name (letters, digits, '_', \
+                     '.', '-'; no \"--\" and no '-' at the end: container names are \
+                     <network>--<host>)"
                         .to_string()
                 ),
                 (

@@ -318,7 +318,10 @@ pub struct NetworkName(pub String);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BadNetworkName {
-    #[error("{0:?} is not a valid Docker network name (letters, digits, '_', '.', '-')")]
+    #[error(
+        "{0:?} is not a valid network name (letters, digits, '_', '.', '-'; no \"--\" and no '-' \
+         at the end: container names are <network>--<host>)"
+    )]
     Syntax(String),
     #[error(
         "{0:?} is {len} bytes long: at most {MAX_NETWORK_NAME} fit the control socket's path \
@@ -332,7 +335,10 @@ impl FromStr for NetworkName {
     type Err = BadNetworkName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if !is_docker_name(text) {
+        if !is_docker_name(text)
+            || text.contains(crate::runtime::NAME_SEPARATOR)
+            || text.ends_with('-')
+        {
             Err(BadNetworkName::Syntax(text.to_string()))
         } else if text.len() > MAX_NETWORK_NAME {
             Err(BadNetworkName::TooLong(text.to_string()))
@@ -347,14 +353,17 @@ impl FromStr for NetworkName {
 pub struct HostName(pub String);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} must be letters, digits, '_', '.' or '-' (it names the container)")]
+#[error(
+    "{0:?} must be letters, digits, '_', '.' or '-', without \"--\" (it names the container \
+     <network>--<host>)"
+)]
 pub struct BadHostName(pub String);
 
 impl FromStr for HostName {
     type Err = BadHostName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if is_docker_name(text) {
+        if is_docker_name(text) && !text.contains(crate::runtime::NAME_SEPARATOR) {
             Ok(HostName(text.to_string()))
         } else {
             Err(BadHostName(text.to_string()))
@@ -573,17 +582,22 @@ mod tests {
             assert_eq!(good.parse(), Ok(NetworkName(good.into())));
             assert_eq!(good.parse(), Ok(HostName(good.into())));
         }
-        for bad in ["", "-web", "_x", "a b", "a/b", "wéb"] {
+        for bad in ["", "-web", "_x", "a b", "a/b", "wéb", "a--b", "web--"] {
             assert!(bad.parse::<NetworkName>().is_err(), "{bad:?}");
             assert!(bad.parse::<HostName>().is_err(), "{bad:?}");
         }
+        // A network name ending in '-' would make "a-" + "b" read as "a" + "-b".
+        assert!("a-".parse::<NetworkName>().is_err());
+        assert_eq!("b-".parse(), Ok(HostName("b-".into())));
         assert_eq!(
             err::<NetworkName>("a b"),
-            "\"a b\" is not a valid Docker network name (letters, digits, '_', '.', '-')"
+            "\"a b\" is not a valid network name (letters, digits, '_', '.', '-'; no \"--\" and \
+             no '-' at the end: container names are <network>--<host>)"
         );
         assert_eq!(
             err::<HostName>("a b"),
-            "\"a b\" must be letters, digits, '_', '.' or '-' (it names the container)"
+            "\"a b\" must be letters, digits, '_', '.' or '-', without \"--\" (it names the \
+             container <network>--<host>)"
         );
         let longest = "n".repeat(MAX_NETWORK_NAME);
         assert_eq!(longest.parse(), Ok(NetworkName(longest.clone())));

@@ -54,6 +54,8 @@ pub struct Host {
     pub config: HostConfig,
     pub spec: ContainerSpec,
     pub state: HostState,
+    /// Counts changes of `state`: an engine observation asked for at another epoch is stale.
+    pub epoch: u64,
     /// `HOST_FLAG_*` bits for the datapath.
     pub flags: u8,
     /// The wake under way: where it started from and its timings so far.
@@ -107,6 +109,7 @@ impl Host {
             spec: config.container_spec(network),
             config,
             state,
+            epoch: 0,
             flags,
             wake: None,
             last_wake: None,

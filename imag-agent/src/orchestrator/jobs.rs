@@ -35,6 +35,11 @@ pub enum Outcome {
     Settled {
         host: usize,
     },
+    /// What the engine said about hosts' containers, each with the host's epoch when asked
+    /// (`engine_sync.rs`).
+    Observed {
+        hosts: Vec<(usize, u64, crate::runtime::Observed)>,
+    },
     /// A warm host that others wait on as `:healthy` turned healthy (or could not).
     Healthy {
         host: usize,
@@ -78,6 +83,7 @@ impl WakeError {
             WakeError::Runtime(RuntimeError::AddressInUse { .. }) => "address_in_use",
             WakeError::Runtime(RuntimeError::Unreachable(_)) => "engine_unreachable",
             WakeError::Runtime(RuntimeError::Engine { .. }) => "engine_error",
+            WakeError::Runtime(RuntimeError::Foreign { .. }) => "foreign_container",
             WakeError::Ready(r) => r.reason(),
             WakeError::Dependency { .. } => "dependency_failed",
             WakeError::Budget { .. } | WakeError::Queued { .. } => "budget",

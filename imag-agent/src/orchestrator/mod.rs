@@ -10,6 +10,7 @@
 
 pub mod budget;
 mod depends;
+mod engine_sync;
 mod governor;
 pub mod held;
 pub mod hosts;
@@ -46,7 +47,7 @@ use crate::{
     packets::{self, Wire},
     readiness::ListenWatch,
     report::{HoldCounters, Snapshot, WakeTimings},
-    runtime::ContainerRuntime,
+    runtime::{ContainerRuntime, RuntimeEvent},
 };
 
 /// How often held packets are checked against their host's wake timeout.
@@ -56,8 +57,8 @@ const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Inputs from outside the orchestrator: the engine and the operator.
 pub enum Input {
-    /// The engine reports that a container of this network stopped.
-    ContainerExited { host: String },
+    /// The engine reports something about the containers of this network (`engine_sync.rs`).
+    Engine(RuntimeEvent),
     /// Wake a host now (as a packet would).
     Wake {
         host: String,
@@ -351,14 +352,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     fn on_input(&mut self, input: Input) {
         match input {
-            Input::ContainerExited { host } => {
-                if let Some(id) = self.host_id(&host)
-                    && self.hosts[id].is_warm()
-                {
-                    warn!(host = %host, "its container stopped while warm; the next packet wakes it again");
-                    self.apply(id, Event::ContainerExited);
-                }
-            }
+            Input::Engine(event) => self.on_engine_event(&event),
             Input::Wake { host, reply } => {
                 let result = self.with_host(&host, |this, id| this.apply(id, Event::WakeRequested));
                 let _ = reply.send(result);
@@ -482,6 +476,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.apply(host, event);
             }
             Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::Observed { hosts } => self.on_observed(hosts),
             Outcome::Healthy { host, result } => self.dependency_healthy(host, result),
             Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),
             Outcome::HostLink {
@@ -512,17 +507,33 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     /// Feeds `event` to the state machine and performs the resulting actions.
     pub fn apply(&mut self, id: usize, event: Event) {
-        self.touch(id);
-        let host = &mut self.hosts[id];
-        let before = host.state;
+        let host = &self.hosts[id];
         let policy = Policy {
             min_warm: host.config.min_warm,
             ..self.policy
         };
-        let (after, actions) = state::next(before, event, std::time::Instant::now(), &policy);
+        let (after, actions) = state::next(host.state, event, std::time::Instant::now(), &policy);
+        self.transition(id, after, actions, &event);
+    }
+
+    /// Moves host `id` into `after` (for the reason `why`) and performs `actions`.
+    fn transition(
+        &mut self,
+        id: usize,
+        after: HostState,
+        actions: Vec<Action>,
+        why: &dyn std::fmt::Debug,
+    ) {
+        self.touch(id);
+        let host = &mut self.hosts[id];
+        let before = host.state;
         host.state = after;
+        if before != after {
+            // Observations asked for before this are stale (`engine_sync.rs`).
+            host.epoch += 1;
+        }
         if before.name() != after.name() {
-            debug!(host = %host.config.name, from = before.name(), to = after.name(), ?event, "state");
+            debug!(host = %host.config.name, from = before.name(), to = after.name(), ?why, "state");
             if !self.hosts[id].dependents.is_empty() {
                 self.dependency_changed(id);
             }

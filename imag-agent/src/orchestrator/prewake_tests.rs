@@ -48,7 +48,7 @@ async fn wakes_with_starts_a_chain_from_one_packet() {
         ]
         .concat(),
     );
-    for h in ["t-a", "t-b", "t-c"] {
+    for h in ["t--a", "t--b", "t--c"] {
         fake.script_wake(h, Duration::from_millis(200), WakeOutcome::Runs);
     }
     let frame = held(&orch, A);
@@ -80,7 +80,7 @@ async fn traffic_between_hosts_teaches_an_edge_that_then_fires() {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if round == 3 {
             assert_eq!(
-                wakes(&fake).iter().filter(|w| *w == "t-b").count(),
+                wakes(&fake).iter().filter(|w| *w == "t--b").count(),
                 3,
                 "b woken with a, before a's traffic reached it"
             );
@@ -121,7 +121,7 @@ async fn a_pre_wake_keeps_to_allow_from_and_never_evicts() {
     started.sort();
     assert_eq!(
         started,
-        ["t-a", "t-c"],
+        ["t--a", "t--c"],
         "b refuses a's traffic; d does not fit in max_warm = 2 without evicting"
     );
     assert_eq!(

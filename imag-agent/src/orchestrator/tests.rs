@@ -87,6 +87,10 @@ impl HostTable for FakeTable {
 
 pub(super) type Orch = Orchestrator<FakeRuntime, FakeTable>;
 
+/// The engine's side: operators, restarts, foreign containers (`engine_sync.rs`).
+#[path = "engine_sync_tests.rs"]
+mod engine_sync_tests;
+
 /// A network 10.9.0.0/24 with `hosts` (TOML of `[[host]]` sections).
 pub(super) fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {
     let text = format!("[network]\nname = \"t\"\nsubnet = \"10.9.0.0/24\"\n\n{hosts}");
@@ -167,7 +171,7 @@ const DB: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 11);
 async fn held_packets_wake_a_cold_host_once_and_are_delivered() {
     let (mut orch, fake) = orchestrator(&host("web", 10, ""));
     assert!(orch.datapath().hold[&WEB], "cold hosts are held");
-    fake.script_wake("t-web", Duration::from_millis(200), WakeOutcome::Runs);
+    fake.script_wake("t--web", Duration::from_millis(200), WakeOutcome::Runs);
     for _ in 0..5 {
         let frame = held(&orch, WEB);
         orch.on_held(frame);
@@ -176,7 +180,7 @@ async fn held_packets_wake_a_cold_host_once_and_are_delivered() {
     assert_eq!(state(&orch, "web"), StateName::Waking);
     assert_eq!(orch.subscribe().borrow().hosts[0].held_packets, 5);
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(wakes(&fake), vec!["t-web"], "one wake for five packets");
+    assert_eq!(wakes(&fake), vec!["t--web"], "one wake for five packets");
     assert_eq!(state(&orch, "web"), StateName::Warm);
     assert!(!orch.datapath().hold[&WEB], "warm hosts pass");
     assert_eq!(orch.counters.delivered, 5);
@@ -200,7 +204,7 @@ async fn held_packets_wake_a_cold_host_once_and_are_delivered() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_wake_refuses_what_was_held_and_backs_off() {
     let (mut orch, fake) = orchestrator(&host("web", 10, ""));
-    fake.script_wake("t-web", Duration::ZERO, WakeOutcome::ImageMissing);
+    fake.script_wake("t--web", Duration::ZERO, WakeOutcome::ImageMissing);
     let frame = held(&orch, WEB);
     orch.on_held(frame);
     settle(&mut orch, Duration::from_secs(1)).await;
@@ -237,7 +241,7 @@ async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
     );
     settle(&mut orch, Duration::from_secs(1)).await;
     assert!(fake.calls().contains(&Call::Sleep {
-        container: "t-web".into(),
+        container: "t--web".into(),
         to: Tier::Paused
     }));
     assert_eq!(
@@ -248,7 +252,7 @@ async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
     orch.on_held(frame);
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(state(&orch, "web"), StateName::Warm);
-    assert_eq!(fake.status("t-web"), Some(ContainerStatus::Running));
+    assert_eq!(fake.status("t--web"), Some(ContainerStatus::Running));
 }
 
 #[tokio::test(start_paused = true)]
@@ -282,7 +286,7 @@ async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
 async fn dependencies_wake_first_and_a_failed_one_fails_the_dependent() {
     let (mut orch, fake) =
         orchestrator(&(host("web", 10, "depends_on = [\"db\"]") + &host("db", 11, "")));
-    fake.script_wake("t-db", Duration::from_millis(300), WakeOutcome::Runs);
+    fake.script_wake("t--db", Duration::from_millis(300), WakeOutcome::Runs);
     let frame = held(&orch, WEB);
     orch.on_held(frame);
     orch.publish();
@@ -294,19 +298,19 @@ async fn dependencies_wake_first_and_a_failed_one_fails_the_dependent() {
     assert_eq!(state(&orch, "db"), StateName::Waking);
     assert_eq!(state(&orch, "web"), StateName::Waking);
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(wakes(&fake), vec!["t-db", "t-web"], "db first, then web");
+    assert_eq!(wakes(&fake), vec!["t--db", "t--web"], "db first, then web");
     assert_eq!(state(&orch, "web"), StateName::Warm);
     assert!(!orch.datapath().hold[&DB]);
 
     let (mut orch, fake) =
         orchestrator(&(host("web", 10, "depends_on = [\"db\"]") + &host("db", 11, "")));
-    fake.script_wake("t-db", Duration::ZERO, WakeOutcome::ImageMissing);
+    fake.script_wake("t--db", Duration::ZERO, WakeOutcome::ImageMissing);
     let frame = held(&orch, WEB);
     orch.on_held(frame);
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(
         wakes(&fake),
-        vec!["t-db"],
+        vec!["t--db"],
         "web's own container is never started"
     );
     assert_eq!(state(&orch, "web"), StateName::Failed);
@@ -346,9 +350,9 @@ async fn operator_commands_and_engine_exits() {
     });
     assert_eq!(answer.await.unwrap(), Err("no host named \"nope\"".into()));
 
-    fake.exit("t-web", 1);
-    orch.on_input(Input::ContainerExited { host: "web".into() });
-    orch.publish();
+    fake.exit("t--web", 1);
+    orch.on_input(Input::Engine(RuntimeEvent::Exited { host: "web".into() }));
+    settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(state(&orch, "web"), StateName::Asleep);
     assert!(orch.datapath().hold[&WEB], "held again");
 }
@@ -403,15 +407,15 @@ async fn max_warm_evicts_the_least_recently_used_before_waking_the_third() {
     // b had traffic since: a is the least recently active.
     orch.hosts[1].activity.last_packet_ns = monotonic_ns() + 1;
     wake_by_packet(&mut orch, C).await;
-    assert_eq!(wakes(&fake), vec!["t-a", "t-b", "t-c"]);
+    assert_eq!(wakes(&fake), vec!["t--a", "t--b", "t--c"]);
     let stop_a = Call::Sleep {
-        container: "t-a".into(),
+        container: "t--a".into(),
         to: Tier::Stopped,
     };
     let wake_c = fake
         .calls()
         .iter()
-        .position(|c| matches!(c, Call::Wake { container, .. } if container == "t-c"))
+        .position(|c| matches!(c, Call::Wake { container, .. } if container == "t--c"))
         .unwrap();
     assert!(
         position(&fake, &stop_a) < wake_c,
@@ -442,7 +446,7 @@ async fn a_host_with_an_open_connection_survives_while_an_idle_one_goes() {
     assert_eq!(state(&orch, "b"), StateName::Asleep);
     assert_eq!(state(&orch, "c"), StateName::Warm);
     assert!(fake.calls().contains(&Call::Sleep {
-        container: "t-b".into(),
+        container: "t--b".into(),
         to: Tier::Stopped
     }));
 }
@@ -460,7 +464,7 @@ async fn memory_budget_counts_the_hosts_memory_limits() {
     wake_by_packet(&mut orch, C).await;
     assert!(
         fake.calls().contains(&Call::Sleep {
-            container: "t-a".into(),
+            container: "t--a".into(),
             to: Tier::Absent
         }),
         "removed, as its sleep says: {:?}",
@@ -486,7 +490,7 @@ async fn nothing_evictable_refuses_the_wake_at_once() {
     assert_eq!(orch.counters.dropped_unanswerable, 1, "its packet refused");
     let failure = orch.hosts[1].last_wake.clone().unwrap().failure.unwrap();
     assert_eq!(failure.0, "budget");
-    assert_eq!(wakes(&fake), vec!["t-a"]);
+    assert_eq!(wakes(&fake), vec!["t--a"]);
     assert_eq!(orch.subscribe().borrow().budget.refused_budget, 1);
 }
 
@@ -521,7 +525,7 @@ async fn a_sweep_from_one_source_over_its_rate_starts_only_the_bucket() {
 #[tokio::test(start_paused = true)]
 async fn wakes_beyond_max_concurrent_wakes_queue() {
     let (mut orch, fake) = limited("max_concurrent_wakes = 1", &three(""));
-    for (name, _) in [("t-a", 0), ("t-b", 1)] {
+    for (name, _) in [("t--a", 0), ("t--b", 1)] {
         fake.script_wake(name, Duration::from_millis(100), WakeOutcome::Runs);
     }
     for addr in [WEB, DB] {
@@ -531,7 +535,7 @@ async fn wakes_beyond_max_concurrent_wakes_queue() {
     orch.publish();
     assert_eq!(orch.subscribe().borrow().budget.queued, 1);
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(wakes(&fake), vec!["t-a", "t-b"]);
+    assert_eq!(wakes(&fake), vec!["t--a", "t--b"]);
     assert_eq!(state(&orch, "b"), StateName::Warm);
 }
 
@@ -547,15 +551,15 @@ async fn a_healthy_dependency_is_waited_for_until_the_engine_says_healthy() {
     assert_eq!(state(&orch, "db"), StateName::Warm);
     assert_eq!(
         wakes(&fake),
-        vec!["t-db"],
+        vec!["t--db"],
         "web waits while db is only starting"
     );
     assert_eq!(state(&orch, "web"), StateName::Waking);
-    fake.set_health("t-db", Some(Health::Healthy));
+    fake.set_health("t--db", Some(Health::Healthy));
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(
         wakes(&fake),
-        vec!["t-db", "t-web"],
+        vec!["t--db", "t--web"],
         "web starts once db is healthy"
     );
     assert_eq!(state(&orch, "web"), StateName::Warm);
@@ -569,9 +573,9 @@ async fn a_dependency_ready_by_its_healthcheck_is_healthy_when_warm() {
     let frame = held(&orch, WEB);
     orch.on_held(frame);
     settle(&mut orch, Duration::from_millis(100)).await;
-    fake.set_health("t-db", Some(Health::Healthy));
+    fake.set_health("t--db", Some(Health::Healthy));
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(wakes(&fake), vec!["t-db", "t-web"]);
+    assert_eq!(wakes(&fake), vec!["t--db", "t--web"]);
     assert_eq!(state(&orch, "web"), StateName::Warm);
 }
 
@@ -582,7 +586,7 @@ async fn a_healthy_dependency_without_a_healthcheck_fails_the_dependent() {
     let frame = held(&orch, WEB);
     orch.on_held(frame);
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(wakes(&fake), vec!["t-db"]);
+    assert_eq!(wakes(&fake), vec!["t--db"]);
     assert_eq!(state(&orch, "web"), StateName::Failed);
     let failure = orch.hosts[0]
         .last_wake
@@ -597,7 +601,7 @@ async fn a_healthy_dependency_without_a_healthcheck_fails_the_dependent() {
 #[tokio::test(start_paused = true)]
 async fn a_packet_to_a_port_the_host_does_not_declare_wakes_nothing() {
     let (mut orch, fake) = orchestrator(&host("web", 10, "ports = [8080]"));
-    fake.script_wake("t-web", Duration::from_millis(200), WakeOutcome::Runs);
+    fake.script_wake("t--web", Duration::from_millis(200), WakeOutcome::Runs);
     let to_port = |orch: &Orch, port| {
         let mut frame = held(orch, WEB);
         frame.frame = crate::packets::tests::tcp_syn([10, 78, 0, 2], WEB.octets(), 40000, port);
@@ -617,7 +621,7 @@ async fn a_packet_to_a_port_the_host_does_not_declare_wakes_nothing() {
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(
         wakes(&fake),
-        vec!["t-web"],
+        vec!["t--web"],
         "a declared port wakes the host"
     );
 }

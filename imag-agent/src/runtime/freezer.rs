@@ -16,36 +16,50 @@ pub struct Freezer {
 }
 
 impl Freezer {
-    /// The freezer of the cgroup process `pid` lives in.
-    pub fn of_process(pid: u32) -> io::Result<Freezer> {
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-        Freezer::from_cgroups(&cgroups, |path| std::path::Path::new(path).exists())
-            .ok_or_else(|| io::Error::other(format!("process {pid} has no freezer cgroup")))
+    /// The freezer of the container with ID `id` (under `parent`, the engine's cgroup parent
+    /// when one was set). Found from the ID, never through the container's PID: a PID can be
+    /// reused by an unrelated process once the container is gone, while an ID names one
+    /// container, and its cgroup disappears with it (a late thaw then fails instead of
+    /// touching someone else).
+    pub fn of_container(id: &str, parent: Option<&str>) -> Option<Freezer> {
+        Freezer::for_id(id, parent, |path| std::path::Path::new(path).exists())
     }
 
-    /// The freezer named by a `/proc/<pid>/cgroup` listing: the v1 freezer controller's
-    /// `freezer.state`, else the v2 group's `cgroup.freeze` (if `exists` says it is there).
-    fn from_cgroups(listing: &str, exists: impl Fn(&str) -> bool) -> Option<Freezer> {
-        for line in listing.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if controllers.split(',').any(|c| c == "freezer") && path != "/" {
-                return Some(Freezer {
-                    file: PathBuf::from(format!("/sys/fs/cgroup/freezer{path}/freezer.state")),
-                    v2: false,
-                });
-            }
+    /// The first of the places a container's freezer lives, by cgroup version and driver, that
+    /// `exists` says is there: v1 `freezer/<parent>/<id>` (cgroupfs driver) or
+    /// `freezer/<slice>/docker-<id>.scope` (systemd driver), else the same under v2.
+    fn for_id(id: &str, parent: Option<&str>, exists: impl Fn(&str) -> bool) -> Option<Freezer> {
+        // An ID is hex; anything else must not become part of a path.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
         }
-        let v2 = listing.lines().find_map(|l| l.strip_prefix("0::"))?;
-        let file = format!("/sys/fs/cgroup{v2}/cgroup.freeze");
-        exists(&file).then(|| Freezer {
-            file: PathBuf::from(file),
-            v2: true,
-        })
+        let parent = parent
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty() && !p.split('/').any(|part| part == ".."));
+        let cgroupfs = parent.unwrap_or("docker");
+        let slice = parent
+            .filter(|p| {
+                std::path::Path::new(p)
+                    .extension()
+                    .is_some_and(|e| e == "slice")
+            })
+            .unwrap_or("system.slice");
+        let groups = [
+            format!("{cgroupfs}/{id}"),
+            format!("{slice}/docker-{id}.scope"),
+        ];
+        let v1 = groups
+            .iter()
+            .map(|g| (format!("/sys/fs/cgroup/freezer/{g}/freezer.state"), false));
+        let v2 = groups
+            .iter()
+            .map(|g| (format!("/sys/fs/cgroup/{g}/cgroup.freeze"), true));
+        v1.chain(v2)
+            .find(|(file, _)| exists(file))
+            .map(|(file, v2)| Freezer {
+                file: PathBuf::from(file),
+                v2,
+            })
     }
 
     pub fn thaw(&self) -> io::Result<()> {
@@ -70,34 +84,46 @@ impl Freezer {
 mod tests {
     use super::*;
 
+    const ID: &str = "f6e536270e239ead8cd92119508895f297ab36c7142807178021cbc82a260555";
+
     #[test]
-    fn finds_the_v1_freezer_of_a_docker_container() {
-        let listing =
-            "12:pids:/docker/abc\n6:freezer:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n";
-        let freezer = Freezer::from_cgroups(listing, |_| false).unwrap();
+    fn finds_the_v1_freezer_of_a_docker_container_by_its_id() {
+        let freezer = Freezer::for_id(ID, None, |f| {
+            f.starts_with("/sys/fs/cgroup/freezer/docker/")
+        })
+        .unwrap();
         assert_eq!(
             freezer.file,
-            PathBuf::from("/sys/fs/cgroup/freezer/docker/abc/freezer.state")
+            PathBuf::from(format!("/sys/fs/cgroup/freezer/docker/{ID}/freezer.state"))
         );
         assert!(!freezer.v2);
     }
 
     #[test]
-    fn finds_the_v2_freeze_file() {
-        let listing = "0::/system.slice/docker-abc.scope\n";
-        let freezer = Freezer::from_cgroups(listing, |_| true).unwrap();
+    fn finds_the_systemd_and_v2_freezers() {
+        let systemd = Freezer::for_id(ID, None, |f| f.contains(".scope/freezer.state")).unwrap();
         assert_eq!(
-            freezer.file,
-            PathBuf::from("/sys/fs/cgroup/system.slice/docker-abc.scope/cgroup.freeze")
+            systemd.file,
+            PathBuf::from(format!(
+                "/sys/fs/cgroup/freezer/system.slice/docker-{ID}.scope/freezer.state"
+            ))
         );
-        assert!(freezer.v2);
+        let v2 = Freezer::for_id(ID, Some("/custom"), |f| f.ends_with("cgroup.freeze")).unwrap();
+        assert_eq!(
+            v2.file,
+            PathBuf::from(format!("/sys/fs/cgroup/custom/{ID}/cgroup.freeze"))
+        );
+        assert!(v2.v2);
     }
 
     #[test]
-    fn the_root_cgroup_has_no_freezer() {
+    fn no_freezer_without_a_cgroup_or_from_a_bad_id() {
+        assert_eq!(Freezer::for_id(ID, None, |_| false), None);
+        assert_eq!(Freezer::for_id("../../etc", None, |_| true), None);
+        assert_eq!(Freezer::for_id("", None, |_| true), None);
         assert_eq!(
-            Freezer::from_cgroups("6:freezer:/\n0::/\n", |_| false),
-            None
+            Freezer::for_id(ID, Some("../x"), |_| true).unwrap().file,
+            PathBuf::from(format!("/sys/fs/cgroup/freezer/docker/{ID}/freezer.state"))
         );
     }
 }

@@ -20,20 +20,18 @@ pub mod freezer;
 mod options;
 mod tier;
 
-pub use engine::{Engine, UnknownEngine};
-pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
-pub use tier::{Tier, UnknownTier};
-
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     net::Ipv4Addr,
 };
 
+pub use engine::{Engine, UnknownEngine};
 use futures::stream::BoxStream;
-use serde::Serialize;
-
 use ipnet::Ipv4Net;
+pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
+use serde::Serialize;
+pub use tier::{Tier, UnknownTier};
 
 /// Labels on every container imag manages, so that a restarted agent finds its containers.
 pub const LABEL_MANAGED: &str = "imag.managed";
@@ -43,10 +41,28 @@ pub const LABEL_HOST: &str = "imag.host";
 /// changes, the agent recreates the container instead of starting a stale one.
 pub const LABEL_SPEC: &str = "imag.spec";
 
+/// Between the network's and the host's name in a container's name. Neither name may contain
+/// it and a network name may not end in '-' (config validation), so that `<network>--<host>`
+/// splits one way only (with a single '-', network "a" + host "b-c" and network "a-b" + host
+/// "c" were the same container).
+pub const NAME_SEPARATOR: &str = "--";
+
+/// The name of host `host`'s container on network `network`. Names are for people: imag
+/// recognises its containers by their labels ([`LABEL_NETWORK`], [`LABEL_HOST`]).
+pub fn container_name(network: &str, host: &str) -> String {
+    format!("{network}{NAME_SEPARATOR}{host}")
+}
+
+/// The name the same container had before names were unambiguous (`<network>-<host>`): a
+/// container found by its labels under this name is renamed (see `docker/identity.rs`).
+pub fn legacy_container_name(network: &str, host: &str) -> String {
+    format!("{network}-{host}")
+}
+
 /// Everything needed to create one host's container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
-    /// Container name: `<network>-<host>`.
+    /// Container name: [`container_name`], `<network>--<host>`.
     pub name: String,
     pub host: String,
     pub network: String,
@@ -77,9 +93,13 @@ pub struct NetworkSpec {
 }
 
 impl ContainerSpec {
-    /// The value of the spec label.
+    /// The value of the spec label. The name is identity, not configuration (it follows from
+    /// network and host): it stays in the JSON in its old `<network>-<host>` form, so that
+    /// containers made before names became unambiguous are still current (and only renamed).
     pub fn fingerprint(&self) -> String {
-        serde_json::to_string(self).expect("a spec always serializes")
+        let mut legacy = self.clone();
+        legacy.name = legacy_container_name(&self.network, &self.host);
+        serde_json::to_string(&legacy).expect("a spec always serializes")
     }
 }
 
@@ -143,11 +163,37 @@ pub enum NotRunning {
     },
 }
 
-/// What the engine reports on its own about the containers of a network.
+/// What the engine reports on its own about the containers of a network (imag's own actions
+/// included: an event is a reason to look again, not a verdict).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuntimeEvent {
     /// The container of `host` stopped (its process exited or was killed).
     Exited { host: String },
+    /// The container of `host` was paused (by anyone).
+    Paused { host: String },
+    /// The container of `host` was unpaused or started (by anyone).
+    Unpaused { host: String },
+    /// The container of `host` now has another name (it is still recognised by its labels).
+    Renamed { host: String, name: String },
+    /// The container of `host` was removed.
+    Destroyed { host: String },
+    /// The engine's stream broke (an engine restart) and was resumed: events may have been
+    /// lost meanwhile, so everything must be observed again.
+    Resumed,
+}
+
+impl RuntimeEvent {
+    /// The host the event is about (`None`: all of them).
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            RuntimeEvent::Exited { host }
+            | RuntimeEvent::Paused { host }
+            | RuntimeEvent::Unpaused { host }
+            | RuntimeEvent::Renamed { host, .. }
+            | RuntimeEvent::Destroyed { host } => Some(host),
+            RuntimeEvent::Resumed => None,
+        }
+    }
 }
 
 /// How to drive the engine, from the configuration.
@@ -172,6 +218,17 @@ pub enum RuntimeError {
          does not manage: remove that container or change the host's address"
     )]
     AddressInUse { address: Ipv4Addr, network: String },
+    #[error(
+        "container {container:?} is in the way of host {host}'s container and imag does not own \
+         it ({owner}); imag never removes it: remove or rename it yourself (docker rm / docker \
+         rename {container}), or rename the host"
+    )]
+    Foreign {
+        container: String,
+        host: String,
+        /// Who owns it, as its labels say.
+        owner: String,
+    },
     #[error("the container engine refused to {action} {container}: {message}")]
     Engine {
         action: &'static str,
@@ -205,8 +262,10 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
     -> impl Future<Output = Result<bool, RuntimeError>> + Send;
 
     /// What the engine knows about every container of `network` that belongs to one of `specs`,
-    /// in as few engine calls as it can: container name → what the engine says. A spec without
-    /// an entry has no container.
+    /// in as few engine calls as it can: container name (the spec's) → what the engine says. A
+    /// spec without an entry has no container. Containers are recognised by imag's labels, not
+    /// their names; one found under another name (the old `<network>-<host>` scheme, or renamed
+    /// by hand) is renamed back to the spec's name where that name is free.
     fn observe_all(
         &self,
         network: &str,
@@ -214,7 +273,8 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<HashMap<String, Observed>, RuntimeError>> + Send;
 
     /// The engine's events about the containers of `network`, for as long as the stream is
-    /// polled: the implementation reconnects by itself if the engine's own stream breaks.
+    /// polled: the implementation reconnects by itself if the engine's own stream breaks,
+    /// resuming from the last event it saw, and then yields [`RuntimeEvent::Resumed`].
     fn events(&self, network: &str) -> BoxStream<'static, RuntimeEvent>;
 
     /// Makes the host's container run, starting from the tier it is believed to be in (and

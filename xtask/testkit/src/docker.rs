@@ -83,3 +83,126 @@ pub fn image_exists(image: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Whether the engine keeps containers running while it restarts (`live-restore`).
+pub fn live_restore() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.LiveRestoreEnabled}}"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+/// Whether the engine answers.
+pub fn engine_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Restarts the Docker engine the way it runs on this machine and waits (up to 60 s) until it
+/// answers again: `systemctl restart docker` where systemd is the init, else the running
+/// dockerd is stopped (SIGTERM, as its service would) and started again with its own command
+/// line and environment, its output appended to where it went before. Without live restore the
+/// engine stops every running container on the way down. Hold [`crate::E2E_LOCK`] (see
+/// [`crate::serialised`]): other tests' containers are stopped too.
+pub fn restart_engine() -> Result<(), String> {
+    let systemd = std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
+    if systemd {
+        let out = Command::new("systemctl")
+            .args(["restart", "docker"])
+            .output()
+            .map_err(|e| format!("systemctl restart docker: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "systemctl restart docker failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    } else {
+        restart_by_hand()?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while !engine_answers() {
+        if std::time::Instant::now() > deadline {
+            return Err("the Docker engine did not answer within 60 s of its restart".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Without systemd: stop the running dockerd and start it again as it was started.
+fn restart_by_hand() -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    let pid: i32 = std::fs::read_to_string("/var/run/docker.pid")
+        .map_err(|e| format!("no /var/run/docker.pid ({e}): is dockerd running?"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("/var/run/docker.pid: {e}"))?;
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    };
+    let argv = split(
+        std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| format!("dockerd {pid}: {e}"))?,
+    );
+    let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+    let log = std::fs::read_link(format!("/proc/{pid}/fd/1"))
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "/var/log/dockerd.log".into());
+    let (program, rest) = argv.split_first().ok_or("dockerd has no command line")?;
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(format!("cannot signal dockerd {pid}"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("dockerd {pid} did not stop within 60 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut command = Command::new(program);
+    command
+        .args(rest)
+        .env_clear()
+        .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+        .stdin(std::process::Stdio::null())
+        .stdout(output.try_clone().map_err(|e| e.to_string())?)
+        .stderr(output);
+    // Its own session: it must outlive the test, as a service does. And none of the test's
+    // descriptors: the test runs under `flock /tmp/imag-e2e.lock`, whose descriptor a daemon
+    // would otherwise inherit and hold (the lock would never be released again). Every
+    // descriptor above stderr is marked close-on-exec (CLOSE_RANGE_CLOEXEC, Linux 5.11).
+    // SAFETY: setsid and close_range are async-signal-safe system calls.
+    unsafe {
+        command.pre_exec(|| {
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            libc::setsid();
+            if libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("starting {program} again: {e}"))?;
+    Ok(())
+}

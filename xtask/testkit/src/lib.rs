@@ -43,3 +43,53 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The lock every privileged test run holds (`flock /tmp/imag-e2e.lock cargo test …`).
+pub const E2E_LOCK: &str = "/tmp/imag-e2e.lock";
+
+/// Holds [`E2E_LOCK`] for as long as the returned guard lives, for a test that disturbs the
+/// whole machine (restarting the Docker engine): taken here unless an ancestor of this process
+/// (`flock` around `cargo test`) already holds it, then `None` (taking it again would wait
+/// forever).
+pub fn serialised() -> Option<std::fs::File> {
+    use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(E2E_LOCK)
+        .unwrap_or_else(|e| panic!("opening {E2E_LOCK}: {e}"));
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Some(file);
+    }
+    let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
+    let holders: Vec<u32> = std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == "FLOCK")?;
+            let pid = fields.get(at + 3)?.parse().ok()?;
+            let ino: u64 = fields.get(at + 4)?.rsplit(':').next()?.parse().ok()?;
+            (ino == inode).then_some(pid)
+        })
+        .collect();
+    let mut pid = std::process::id();
+    while pid > 1 {
+        if holders.contains(&pid) {
+            return None;
+        }
+        pid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+                after.parse().ok()
+            })
+            .unwrap_or(1);
+    }
+    // SAFETY: as above; blocks until the holder lets go.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "locking {E2E_LOCK}");
+    Some(file)
+}

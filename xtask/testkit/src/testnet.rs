@@ -108,7 +108,7 @@ impl TestNet {
 
     /// The container imag runs for `host`.
     pub fn container(&self, host: &str) -> String {
-        format!("{}-{host}", self.lease.tag())
+        format!("{}--{host}", self.lease.tag())
     }
 
     /// Containers (any state) on this network.

@@ -1,8 +1,11 @@
 //! [`ContainerRuntime`] for the Docker engine, through bollard. This file drives one host's
-//! container (create, start, pause, stop, remove, inspect); `network` holds what concerns the
-//! whole network (the Docker network itself, listing its containers, the event stream) and
-//! `thaw` the optional fast-thaw capability (the cgroup freezer, behind the engine's back).
+//! container (create, start, pause, stop, remove, inspect), by the ID `identity` found from its
+//! labels (never by name); `network` holds what concerns the whole network (the Docker network
+//! itself, listing its containers), `events` the engine's event stream, and `thaw` the optional
+//! fast-thaw capability (the cgroup freezer, behind the engine's back).
 
+mod events;
+mod identity;
 mod network;
 mod thaw;
 
@@ -16,18 +19,21 @@ use bollard::{
         NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
-        CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
-        StartContainerOptions, StopContainerOptions,
+        CreateContainerOptions, InspectContainerOptions, StartContainerOptions,
+        StopContainerOptions,
     },
 };
 use futures::stream::BoxStream;
 use tracing::debug;
 
-use self::thaw::FastThaw;
+use self::{
+    identity::{Holder, Identities},
+    thaw::FastThaw,
+};
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStatus, EngineOptions, Health, Healthcheck,
     LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK, LABEL_SPEC, NotRunning, Observed, RunningInfo,
-    RuntimeError, RuntimeEvent, Started, freezer::Freezer,
+    RuntimeError, RuntimeEvent, Started,
 };
 use crate::{
     clock::monotonic_ns,
@@ -43,6 +49,8 @@ const STOP_TIMEOUT_SECS: i32 = 10;
 pub struct Docker {
     client: bollard::Docker,
     thaw: FastThaw,
+    /// Each host's container ID, found by its labels.
+    ids: Identities,
     /// DNS servers of the containers it creates ([`EngineOptions::dns`]).
     dns: Vec<String>,
 }
@@ -116,6 +124,7 @@ impl Docker {
         match self.client.create_container(Some(options), body).await {
             Ok(created) => {
                 debug!(container = %spec.name, id = %created.id, "created container");
+                self.ids.set(&spec.host, Some(created.id.clone()));
                 Ok(created.id)
             }
             Err(err) if status_of(&err) == Some(404) => Err(RuntimeError::ImageMissing {
@@ -131,11 +140,23 @@ impl Docker {
         &self,
         spec: &ContainerSpec,
     ) -> Result<ContainerInspectResponse, NotRunning> {
+        let id = self
+            .container_id(spec)
+            .await
+            .map_err(|e| NotRunning::Gone(e.to_string()))?
+            .ok_or_else(|| {
+                NotRunning::Gone(format!("no container carries host {}'s labels", spec.host))
+            })?;
         let inspected = self
             .client
-            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .inspect_container(&id, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| NotRunning::Gone(message_of(&e)))?;
+            .map_err(|e| {
+                if status_of(&e) == Some(404) {
+                    self.ids.forget(&spec.host);
+                }
+                NotRunning::Gone(message_of(&e))
+            })?;
         let state = inspected.state.clone().unwrap_or_default();
         match state.status {
             Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED) => {
@@ -159,7 +180,10 @@ impl Docker {
             Ok(()) => Ok(true),
             // 304: already running.
             Err(err) if status_of(&err) == Some(304) => Ok(true),
-            Err(err) if status_of(&err) == Some(404) => Ok(false),
+            Err(err) if status_of(&err) == Some(404) => {
+                self.ids.forget(&spec.host);
+                Ok(false)
+            }
             Err(err) if message_of(&err).contains("ddress already in use") => {
                 Err(RuntimeError::AddressInUse {
                     address: spec.address,
@@ -170,25 +194,53 @@ impl Docker {
         }
     }
 
-    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            // Never the volumes: a named volume is the host's data, and must survive every sleep
-            // tier (and `detach`), `remove` included.
-            v: false,
-            ..Default::default()
-        };
-        match self.client.remove_container(name, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(err) if status_of(&err) == Some(404) => Ok(()),
-            Err(err) => Err(classify(err, "remove", name)),
+    /// The host's container's ID, or an error saying there is none (for `action`).
+    async fn own_id(
+        &self,
+        spec: &ContainerSpec,
+        action: &'static str,
+    ) -> Result<String, RuntimeError> {
+        self.container_id(spec)
+            .await?
+            .ok_or_else(|| RuntimeError::Engine {
+                action,
+                container: spec.name.clone(),
+                message: format!("no container carries host {}'s labels", spec.host),
+            })
+    }
+
+    /// Wakes a paused container `id`, falling back to a start or a create if it is not paused
+    /// (any more).
+    async fn unpause_or_start(&self, spec: &ContainerSpec, id: &str) -> Result<Tier, RuntimeError> {
+        match self.client.unpause_container(id).await {
+            Ok(()) => Ok(Tier::Paused),
+            Err(err) if status_of(&err) == Some(404) => {
+                self.ids.forget(&spec.host);
+                self.create_and_start(spec).await?;
+                Ok(Tier::Absent)
+            }
+            // 409: not paused (stopped or already running).
+            Err(err) if status_of(&err) == Some(409) => self.start_or_create(spec).await,
+            Err(err) => Err(classify(err, "unpause", &spec.name)),
         }
+    }
+
+    /// Removes the host's own container (found by its labels), if it has one.
+    async fn remove_own(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if let Some(id) = self.container_id(spec).await? {
+            self.remove_id(&id, &spec.name).await?;
+        }
+        self.ids.set(&spec.host, None);
+        Ok(())
     }
 
     /// Starts the host's container, creating it if it does not exist; returns the tier it
     /// really came from.
     async fn start_or_create(&self, spec: &ContainerSpec) -> Result<Tier, RuntimeError> {
-        if self.start_existing(spec, &spec.name).await? {
+        let existing = self.container_id(spec).await?;
+        if let Some(id) = existing
+            && self.start_existing(spec, &id).await?
+        {
             Ok(Tier::Stopped)
         } else {
             self.create_and_start(spec).await?;
@@ -196,13 +248,25 @@ impl Docker {
         }
     }
 
-    /// Creates (recreating a stale one) and starts.
+    /// Creates (replacing the host's own container, whatever its name, so that a host never
+    /// has two) and starts. A container of someone else holding the name is left alone and
+    /// reported ([`RuntimeError::Foreign`]).
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.remove_own(spec).await?;
         let id = match self.create(spec).await {
             Err(RuntimeError::Engine { message, .. }) if message.contains("already in use") => {
-                // A container by that name exists: it is ours (same name scheme) but the agent's
-                // belief about it was stale; make it current.
-                self.remove(&spec.name).await?;
+                match self.holder_of_name(spec).await? {
+                    // Ours after all (created meanwhile, e.g. by another agent): make it current.
+                    Holder::Ours(id) => self.remove_id(&id, &spec.name).await?,
+                    Holder::Foreign(owner) => {
+                        return Err(RuntimeError::Foreign {
+                            container: spec.name.clone(),
+                            host: spec.host.clone(),
+                            owner,
+                        });
+                    }
+                    Holder::Nobody => {}
+                }
                 self.create(spec).await?
             }
             other => other?,
@@ -229,6 +293,7 @@ impl ContainerRuntime for Docker {
         Ok(Docker {
             client,
             thaw: FastThaw::new(options.fast_thaw),
+            ids: Identities::default(),
             dns: options.dns.iter().map(ToString::to_string).collect(),
         })
     }
@@ -250,12 +315,12 @@ impl ContainerRuntime for Docker {
     }
 
     fn events(&self, network: &str) -> BoxStream<'static, RuntimeEvent> {
-        self.die_events(network)
+        self.container_events(network)
     }
 
     async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
         let requested_ns = monotonic_ns();
-        if from == Tier::Paused && self.thaw_directly(&spec.name).await {
+        if from == Tier::Paused && self.thaw_directly(spec).await {
             return Ok(Started {
                 from: Tier::Paused,
                 requested_ns,
@@ -263,15 +328,12 @@ impl ContainerRuntime for Docker {
             });
         }
         let from = match from {
-            Tier::Paused => match self.client.unpause_container(&spec.name).await {
-                Ok(()) => Tier::Paused,
-                Err(err) if status_of(&err) == Some(404) => {
+            Tier::Paused => match self.container_id(spec).await? {
+                None => {
                     self.create_and_start(spec).await?;
                     Tier::Absent
                 }
-                // 409: not paused (stopped or already running).
-                Err(err) if status_of(&err) == Some(409) => self.start_or_create(spec).await?,
-                Err(err) => return Err(classify(err, "unpause", &spec.name)),
+                Some(id) => self.unpause_or_start(spec, &id).await?,
             },
             Tier::Stopped => self.start_or_create(spec).await?,
             Tier::Absent => {
@@ -323,28 +385,32 @@ impl ContainerRuntime for Docker {
             Tier::Paused => {
                 if self.thaw.is_unsettled(&spec.name) {
                     // The engine still says paused: freezing again makes that true.
-                    if self.refreeze(&spec.name).await {
+                    if self.refreeze(spec).await {
                         return Ok(());
                     }
                     self.settle(spec).await?;
                 }
+                let id = self.own_id(spec, "pause").await?;
                 // Remember the freezer now, while the container runs, for a fast wake.
-                let _ = self.freezer(&spec.name).await;
+                let _ = self.freezer(spec).await;
                 self.client
-                    .pause_container(&spec.name)
+                    .pause_container(&id)
                     .await
                     .map_err(|e| classify(e, "pause", &spec.name))
             }
             Tier::Stopped => {
                 self.settle(spec).await?;
-                // A paused container cannot be stopped gracefully: thaw it first.
-                let _ = self.client.unpause_container(&spec.name).await;
                 self.thaw.forget(&spec.name);
+                let Some(id) = self.container_id(spec).await? else {
+                    return Ok(());
+                };
+                // A paused container cannot be stopped gracefully: thaw it first.
+                let _ = self.client.unpause_container(&id).await;
                 let options = StopContainerOptions {
                     t: Some(STOP_TIMEOUT_SECS),
                     signal: None,
                 };
-                match self.client.stop_container(&spec.name, Some(options)).await {
+                match self.client.stop_container(&id, Some(options)).await {
                     Ok(()) => Ok(()),
                     Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
                     Err(err) => Err(classify(err, "stop", &spec.name)),
@@ -353,7 +419,7 @@ impl ContainerRuntime for Docker {
             Tier::Absent => {
                 self.settle(spec).await?;
                 self.thaw.forget(&spec.name);
-                self.remove(&spec.name).await
+                self.remove_own(spec).await
             }
         }
     }
@@ -367,13 +433,19 @@ impl ContainerRuntime for Docker {
     }
 
     async fn observe(&self, spec: &ContainerSpec) -> Result<Observed, RuntimeError> {
+        let Some(id) = self.container_id(spec).await? else {
+            return Ok(Observed::Absent);
+        };
         let inspected = match self
             .client
-            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .inspect_container(&id, None::<InspectContainerOptions>)
             .await
         {
             Ok(inspected) => inspected,
-            Err(err) if status_of(&err) == Some(404) => return Ok(Observed::Absent),
+            Err(err) if status_of(&err) == Some(404) => {
+                self.ids.set(&spec.host, None);
+                return Ok(Observed::Absent);
+            }
             Err(err) => return Err(classify(err, "inspect", &spec.name)),
         };
         let labels = inspected
@@ -382,19 +454,14 @@ impl ContainerRuntime for Docker {
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         let current = labels.get(LABEL_SPEC) == Some(&spec.fingerprint());
-        let pid = inspected
-            .state
-            .as_ref()
-            .and_then(|s| s.pid)
-            .and_then(|p| u32::try_from(p).ok())
-            .unwrap_or_default();
+        let freezer = thaw::freezer_of(&inspected);
         let status = match inspected.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerStatus::Running,
             Some(ContainerStateStatusEnum::PAUSED) => {
                 // Paused for the engine, but thawed directly by an earlier agent: it runs, and
                 // the engine's view needs settling.
-                match Freezer::of_process(pid).and_then(|f| f.is_frozen()) {
-                    Ok(false) => {
+                match freezer.map(|f| f.is_frozen()) {
+                    Some(Ok(false)) => {
                         self.thaw.set_unsettled(&spec.name, true);
                         ContainerStatus::Running
                     }
@@ -448,9 +515,9 @@ fn classify(err: BollardError, action: &'static str, container: &str) -> Runtime
             container: container.to_string(),
             message,
         },
-        BollardError::IOError { .. } | BollardError::HyperResponseError { .. } => {
-            RuntimeError::Unreachable(err.to_string())
-        }
+        BollardError::IOError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. } => RuntimeError::Unreachable(err.to_string()),
         other => RuntimeError::Engine {
             action,
             container: container.to_string(),

@@ -1,73 +1,68 @@
 //! The Docker side of what is not one container: the network that holds the imaginary hosts,
-//! observing all of its containers in one call, and the engine's event stream. Its neighbour
-//! `mod.rs` drives single containers (wake, sleep, inspect).
+//! and observing all of its containers in one call. Its neighbours: `mod.rs` drives single
+//! containers (wake, sleep, inspect), `events.rs` follows the engine's event stream.
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+use std::collections::HashMap;
 
 use bollard::{
-    errors::Error as BollardError,
-    models::{EventMessage, Ipam, IpamConfig, NetworkCreateRequest},
-    query_parameters::{EventsOptions, InspectNetworkOptions},
+    models::{Ipam, IpamConfig, NetworkCreateRequest},
+    query_parameters::InspectNetworkOptions,
 };
-use futures::{Stream, StreamExt as _, stream::BoxStream};
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{Docker, classify, message_of, status_of};
+use super::{Docker, classify, identity::name_of, message_of, status_of};
 use crate::runtime::{
-    ContainerRuntime as _, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED,
-    LABEL_NETWORK, LABEL_SPEC, NetworkSpec, Observed, RuntimeError, RuntimeEvent,
+    ContainerRuntime as _, ContainerSpec, ContainerStatus, LABEL_HOST, LABEL_MANAGED, LABEL_SPEC,
+    NetworkSpec, Observed, RuntimeError,
 };
-
-/// How long to wait before resubscribing when the engine's event stream ends or fails.
-const EVENTS_RECONNECT: Duration = Duration::from_secs(1);
 
 impl Docker {
     /// Observes every container of `network` in one engine call (instead of one inspect per
-    /// host): container name → what the engine says. Hosts without an entry have no container.
+    /// host): the spec's container name → what the engine says. Containers are matched to hosts
+    /// by their labels; one under another name is renamed to the host's (see `identity.rs`).
+    /// Hosts without an entry have no container.
     pub(super) async fn list_network(
         &self,
         network: &str,
         specs: &[ContainerSpec],
     ) -> Result<HashMap<String, Observed>, RuntimeError> {
-        use bollard::{
-            models::ContainerSummaryStateEnum as State, query_parameters::ListContainersOptions,
-        };
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![format!("{LABEL_NETWORK}={network}")],
-            )])),
-            ..Default::default()
-        };
-        let listed = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| classify(e, "list containers of network", network))?;
-        let fingerprints: HashMap<&str, String> = specs
-            .iter()
-            .map(|s| (s.name.as_str(), s.fingerprint()))
-            .collect();
-        let mut observed = HashMap::new();
-        for container in listed {
-            let Some(name) = container
-                .names
+        use bollard::models::ContainerSummaryStateEnum as State;
+        let mut by_host: HashMap<String, Vec<_>> = HashMap::new();
+        for container in self.labelled(network, None).await? {
+            let host = container
+                .labels
                 .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_string())
-            else {
+                .and_then(|l| l.get(LABEL_HOST))
+                .cloned();
+            if let Some(host) = host {
+                by_host.entry(host).or_default().push(container);
+            }
+        }
+        let mut observed = HashMap::new();
+        for spec in specs {
+            let mut found = by_host.remove(&spec.host).unwrap_or_default();
+            if found.len() > 1 {
+                let keep = self.keep_one(spec, found.clone()).await?;
+                found.retain(|c| c.id == keep);
+            }
+            let Some(container) = found.pop() else {
+                self.ids.set(&spec.host, None);
                 continue;
             };
-            let Some(fingerprint) = fingerprints.get(name.as_str()) else {
+            let Some(id) = container.id.clone() else {
                 continue;
             };
+            self.ids.set(&spec.host, Some(id.clone()));
+            if let Some(name) = name_of(&container)
+                && name != spec.name
+            {
+                self.restore_name(spec, &id, &name).await;
+            }
             let status = match container.state {
                 Some(State::RUNNING) => ContainerStatus::Running,
                 // Whether it is really frozen needs a closer look (a fast wake may have thawed it).
                 Some(State::PAUSED) => {
-                    let spec = specs.iter().find(|s| s.name == name).expect("found above");
-                    observed.insert(name, self.observe(spec).await?);
+                    observed.insert(spec.name.clone(), self.observe(spec).await?);
                     continue;
                 }
                 Some(State::RESTARTING | State::REMOVING) => ContainerStatus::Transitional,
@@ -77,8 +72,8 @@ impl Docker {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(LABEL_SPEC))
-                .is_some_and(|f| f == fingerprint);
-            observed.insert(name, Observed::Present { status, current });
+                .is_some_and(|f| *f == spec.fingerprint());
+            observed.insert(spec.name.clone(), Observed::Present { status, current });
         }
         Ok(observed)
     }
@@ -201,52 +196,5 @@ impl Docker {
             Err(err) if status_of(&err) == Some(404) => Ok(true),
             Err(err) => Err(classify(err, "remove network", name)),
         }
-    }
-
-    /// "Container died" events of this network's containers, resubscribing after
-    /// [`EVENTS_RECONNECT`] whenever the engine's stream ends or fails.
-    pub(super) fn die_events(&self, network: &str) -> BoxStream<'static, RuntimeEvent> {
-        type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Send>>;
-        let subscribe = |client: &bollard::Docker, network: &str| -> Events {
-            let options = EventsOptions {
-                filters: Some(HashMap::from([
-                    ("type".to_string(), vec!["container".to_string()]),
-                    ("event".to_string(), vec!["die".to_string()]),
-                    (
-                        "label".to_string(),
-                        vec![format!("{LABEL_NETWORK}={network}")],
-                    ),
-                ])),
-                ..Default::default()
-            };
-            Box::pin(client.events(Some(options)))
-        };
-        let state = (self.client.clone(), network.to_string(), None::<Events>);
-        futures::stream::unfold(state, move |(client, network, mut events)| async move {
-            loop {
-                let stream = events.get_or_insert_with(|| subscribe(&client, &network));
-                match stream.next().await {
-                    Some(Ok(event)) => {
-                        let host = event
-                            .actor
-                            .and_then(|a| a.attributes)
-                            .and_then(|a| a.get(LABEL_HOST).cloned());
-                        if let Some(host) = host {
-                            return Some((RuntimeEvent::Exited { host }, (client, network, events)));
-                        }
-                    }
-                    Some(Err(err)) => {
-                        warn!(error = %err, "the engine's event stream failed; reconnecting in 1 s");
-                        events = None;
-                        tokio::time::sleep(EVENTS_RECONNECT).await;
-                    }
-                    None => {
-                        events = None;
-                        tokio::time::sleep(EVENTS_RECONNECT).await;
-                    }
-                }
-            }
-        })
-        .boxed()
     }
 }

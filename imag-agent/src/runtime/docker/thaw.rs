@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use bollard::query_parameters::InspectContainerOptions;
+use bollard::{models::ContainerInspectResponse, query_parameters::InspectContainerOptions};
 
 use super::{Docker, classify};
 use crate::runtime::{ContainerSpec, RuntimeError, freezer::Freezer};
@@ -52,35 +52,49 @@ impl FastThaw {
     }
 }
 
+/// The freezer of an inspected container: its cgroup, named by the container's ID (unique,
+/// never reused; a PID can be, by an unrelated process once the container is gone).
+pub(super) fn freezer_of(inspected: &ContainerInspectResponse) -> Option<Freezer> {
+    let id = inspected.id.as_deref()?;
+    let parent = inspected
+        .host_config
+        .as_ref()
+        .and_then(|h| h.cgroup_parent.as_deref());
+    Freezer::of_container(id, parent)
+}
+
 impl Docker {
-    /// The freezer of a container: cached from when it was paused, else found through its PID.
-    pub(super) async fn freezer(&self, name: &str) -> Option<Freezer> {
+    /// The freezer of the host's container: cached from when it was paused, else found from its
+    /// ID.
+    pub(super) async fn freezer(&self, spec: &ContainerSpec) -> Option<Freezer> {
+        let name = &spec.name;
         if let Some(freezer) = self.thaw.freezers.lock().expect("not poisoned").get(name) {
             return Some(freezer.clone());
         }
+        let id = self.container_id(spec).await.ok()??;
         let inspected = self
             .client
-            .inspect_container(name, None::<InspectContainerOptions>)
+            .inspect_container(&id, None::<InspectContainerOptions>)
             .await
             .ok()?;
-        let pid = inspected.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
-        let freezer = Freezer::of_process(u32::try_from(pid).ok()?).ok()?;
+        let freezer = freezer_of(&inspected)?;
         self.thaw
             .freezers
             .lock()
             .expect("not poisoned")
-            .insert(name.to_string(), freezer.clone());
+            .insert(name.clone(), freezer.clone());
         Some(freezer)
     }
 
     /// The fast path of a wake from pause: thaws the freezer ourselves and leaves the engine's
     /// view to be settled later. False (nothing done) when fast thaw is off, the container is
     /// already unsettled, or its freezer cannot be found or is not frozen.
-    pub(super) async fn thaw_directly(&self, name: &str) -> bool {
+    pub(super) async fn thaw_directly(&self, spec: &ContainerSpec) -> bool {
+        let name = &spec.name;
         if !self.thaw.enabled || self.thaw.is_unsettled(name) {
             return false;
         }
-        if let Some(freezer) = self.freezer(name).await
+        if let Some(freezer) = self.freezer(spec).await
             && freezer.is_frozen().unwrap_or(false)
             && freezer.thaw().is_ok()
         {
@@ -92,11 +106,11 @@ impl Docker {
 
     /// Puts an unsettled container back to sleep by freezing it again, which makes the engine's
     /// "paused" true once more. False if that failed (the caller settles and pauses instead).
-    pub(super) async fn refreeze(&self, name: &str) -> bool {
-        if let Some(freezer) = self.freezer(name).await
+    pub(super) async fn refreeze(&self, spec: &ContainerSpec) -> bool {
+        if let Some(freezer) = self.freezer(spec).await
             && freezer.freeze().is_ok()
         {
-            self.thaw.set_unsettled(name, false);
+            self.thaw.set_unsettled(&spec.name, false);
             return true;
         }
         false
@@ -109,7 +123,7 @@ impl Docker {
         if !self.thaw.is_unsettled(&spec.name) {
             return Ok(());
         }
-        let Some(freezer) = self.freezer(&spec.name).await else {
+        let Some(freezer) = self.freezer(spec).await else {
             self.thaw.set_unsettled(&spec.name, false);
             return Ok(());
         };
@@ -118,7 +132,8 @@ impl Docker {
             container: spec.name.clone(),
             message: e.to_string(),
         })?;
-        let unpaused = self.client.unpause_container(&spec.name).await;
+        let id = self.container_id(spec).await?.unwrap_or_default();
+        let unpaused = self.client.unpause_container(&id).await;
         if unpaused.is_err() || freezer.is_frozen().unwrap_or(true) {
             let _ = freezer.thaw();
         }

@@ -10,6 +10,10 @@
 //! health ([`FakeRuntime::set_health`]; a container created from a spec with a healthcheck starts
 //! out `Starting`, one without has no health, as if its image had none). With fast
 //! thaw on, wakes from pause leave the container unsettled until `settle`, as Docker's do.
+//! Like the Docker runtime, it recognises a host's container by its labels, not its name: a test
+//! can seed a container of someone else ([`FakeRuntime::put_foreign`]), act as an operator on a
+//! container (pause, unpause, rename, remove: `operator_*`, each reported as an event) and
+//! restart the engine ([`FakeRuntime::restart_engine`], with or without live restore).
 //! Compiled for unit tests and behind the `test-helpers` feature.
 
 use std::{
@@ -63,6 +67,8 @@ pub enum WakeOutcome {
 /// A container as the fake engine holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeContainer {
+    /// Whether it carries imag's labels (for `host` on `network`); a foreign container does not.
+    pub labelled: bool,
     pub host: String,
     pub network: String,
     pub image: String,
@@ -185,6 +191,106 @@ impl FakeRuntime {
         }
     }
 
+    /// Seeds a container of someone else (no imag labels) named `name`.
+    pub fn put_foreign(&self, name: &str) {
+        let spec = ContainerSpec {
+            name: name.into(),
+            host: String::new(),
+            network: String::new(),
+            address: std::net::Ipv4Addr::UNSPECIFIED,
+            image: "someone-else".into(),
+            command: None,
+            env: std::collections::BTreeMap::new(),
+            extra_hosts: Vec::new(),
+            options: super::ContainerOptions::default(),
+        };
+        let mut state = self.state();
+        state.insert(&spec, ContainerStatus::Running, String::new());
+        state.containers.get_mut(name).expect("inserted").labelled = false;
+    }
+
+    /// An operator acts on container `name` (`docker pause/unpause/rename/rm -f`); the
+    /// engine reports it on open event streams, as Docker does.
+    fn operator(&self, name: &str, act: impl FnOnce(&mut State) -> Option<RuntimeEvent>) {
+        let (network, event) = {
+            let mut state = self.state();
+            let Some(network) = state.containers.get(name).map(|c| c.network.clone()) else {
+                return;
+            };
+            (network, act(&mut state))
+        };
+        if let Some(event) = event {
+            let _ = self.events.send((network, event));
+        }
+    }
+
+    /// `docker pause NAME`.
+    pub fn operator_pause(&self, name: &str) {
+        self.operator(name, |state| {
+            let c = state.containers.get_mut(name)?;
+            c.status = ContainerStatus::Paused;
+            Some(RuntimeEvent::Paused {
+                host: c.host.clone(),
+            })
+        });
+    }
+
+    /// `docker unpause NAME`.
+    pub fn operator_unpause(&self, name: &str) {
+        self.operator(name, |state| {
+            let c = state.containers.get_mut(name)?;
+            c.status = ContainerStatus::Running;
+            Some(RuntimeEvent::Unpaused {
+                host: c.host.clone(),
+            })
+        });
+    }
+
+    /// `docker rename FROM TO`.
+    pub fn operator_rename(&self, from: &str, to: &str) {
+        self.operator(from, |state| {
+            let c = state.containers.remove(from)?;
+            let host = c.host.clone();
+            state.containers.insert(to.into(), c);
+            Some(RuntimeEvent::Renamed {
+                host,
+                name: to.into(),
+            })
+        });
+    }
+
+    /// `docker rm -f NAME`.
+    pub fn operator_remove(&self, name: &str) {
+        self.operator(name, |state| {
+            let c = state.containers.remove(name)?;
+            Some(RuntimeEvent::Destroyed { host: c.host })
+        });
+    }
+
+    /// The engine restarts: its events meanwhile are lost; without live restore every running
+    /// or paused container is stopped (restart policy "no"), with it they keep running. Open
+    /// event streams then report [`RuntimeEvent::Resumed`].
+    pub fn restart_engine(&self, live_restore: bool) {
+        let networks: HashSet<String> = {
+            let mut state = self.state();
+            state.unsettled.clear();
+            for c in state.containers.values_mut() {
+                if !live_restore && c.status != ContainerStatus::Stopped {
+                    c.status = ContainerStatus::Stopped;
+                    c.exit_code = 143;
+                }
+            }
+            state
+                .containers
+                .values()
+                .map(|c| c.network.clone())
+                .collect()
+        };
+        for network in networks {
+            let _ = self.events.send((network, RuntimeEvent::Resumed));
+        }
+    }
+
     /// The container named `name`, as the engine holds it.
     pub fn container(&self, name: &str) -> Option<FakeContainer> {
         self.state().containers.get(name).cloned()
@@ -223,6 +329,7 @@ impl State {
         self.containers.insert(
             spec.name.clone(),
             FakeContainer {
+                labelled: true,
                 host: spec.host.clone(),
                 network: spec.network.clone(),
                 image: spec.image.clone(),
@@ -236,8 +343,20 @@ impl State {
         );
     }
 
+    /// The name of host `spec`'s own container (found by its labels, whatever its name).
+    fn own(&self, spec: &ContainerSpec) -> Option<String> {
+        self.containers
+            .iter()
+            .find(|(_, c)| c.labelled && c.host == spec.host && c.network == spec.network)
+            .map(|(name, _)| name.clone())
+    }
+
+    fn own_container(&self, spec: &ContainerSpec) -> Option<&FakeContainer> {
+        self.own(spec).and_then(|name| self.containers.get(&name))
+    }
+
     fn observe(&self, spec: &ContainerSpec) -> Observed {
-        match self.containers.get(&spec.name) {
+        match self.own_container(spec) {
             None => Observed::Absent,
             Some(c) => Observed::Present {
                 status: c.status,
@@ -249,7 +368,7 @@ impl State {
     /// The container, if it is running (as Docker: a paused container still has its process and
     /// link), else why not.
     fn running(&self, spec: &ContainerSpec) -> Result<&FakeContainer, NotRunning> {
-        let Some(c) = self.containers.get(&spec.name) else {
+        let Some(c) = self.own_container(spec) else {
             return Err(NotRunning::Gone(format!(
                 "No such container: {}",
                 spec.name
@@ -265,9 +384,19 @@ impl State {
         }
     }
 
-    /// Applies a wake that the script lets succeed; returns the tier it really came from.
-    fn wake(&mut self, spec: &ContainerSpec, hint: Tier, exits: Option<i64>) -> Tier {
-        let existing = self.containers.get(&spec.name).map(|c| c.status);
+    /// Applies a wake that the script lets succeed; returns the tier it really came from. A
+    /// container of someone else holding the name it must create is left alone and reported.
+    fn wake(
+        &mut self,
+        spec: &ContainerSpec,
+        hint: Tier,
+        exits: Option<i64>,
+    ) -> Result<Tier, RuntimeError> {
+        let own = self.own(spec);
+        let existing = own
+            .as_ref()
+            .and_then(|n| self.containers.get(n))
+            .map(|c| c.status);
         let from = match existing {
             None => Tier::Absent,
             Some(ContainerStatus::Paused) => Tier::Paused,
@@ -278,13 +407,29 @@ impl State {
                 ContainerStatus::Stopped | ContainerStatus::Transitional | ContainerStatus::Running,
             ) => Tier::Stopped,
         };
-        if from == Tier::Absent {
+        let name = if from == Tier::Absent {
+            if let Some(c) = self.containers.get(&spec.name)
+                && !(c.labelled && c.host == spec.host && c.network == spec.network)
+            {
+                return Err(RuntimeError::Foreign {
+                    container: spec.name.clone(),
+                    host: spec.host.clone(),
+                    owner: "it has no imag labels: created by hand or by another tool".into(),
+                });
+            }
+            // Never two containers for a host: its own one goes, whatever its name.
+            if let Some(own) = &own {
+                self.containers.remove(own);
+            }
             self.insert(spec, ContainerStatus::Running, spec.fingerprint());
-        }
+            spec.name.clone()
+        } else {
+            own.expect("exists")
+        };
         if from == Tier::Paused && self.fast_thaw {
             self.unsettled.insert(spec.name.clone());
         }
-        let container = self.containers.get_mut(&spec.name).expect("exists now");
+        let container = self.containers.get_mut(&name).expect("exists now");
         container.status = ContainerStatus::Running;
         if from == Tier::Stopped {
             // A (re)started container's healthcheck starts over, as Docker's does.
@@ -295,7 +440,7 @@ impl State {
             container.exit_code = code;
             self.unsettled.remove(&spec.name);
         }
-        from
+        Ok(from)
     }
 }
 
@@ -349,17 +494,20 @@ impl ContainerRuntime for FakeRuntime {
         specs: &[ContainerSpec],
     ) -> Result<HashMap<String, Observed>, RuntimeError> {
         self.record(Call::ObserveAll(network.into()));
-        let state = self.state();
-        Ok(specs
-            .iter()
-            .filter(|s| {
-                state
-                    .containers
-                    .get(&s.name)
-                    .is_some_and(|c| c.network == network)
-            })
-            .map(|s| (s.name.clone(), state.observe(s)))
-            .collect())
+        let mut state = self.state();
+        let mut seen = HashMap::new();
+        for spec in specs.iter().filter(|s| s.network == network) {
+            let Some(name) = state.own(spec) else {
+                continue;
+            };
+            // Found by its labels under another name: renamed back if the name is free.
+            if name != spec.name && !state.containers.contains_key(&spec.name) {
+                let c = state.containers.remove(&name).expect("found");
+                state.containers.insert(spec.name.clone(), c);
+            }
+            seen.insert(spec.name.clone(), state.observe(spec));
+        }
+        Ok(seen)
     }
 
     fn events(&self, network: &str) -> BoxStream<'static, RuntimeEvent> {
@@ -407,7 +555,7 @@ impl ContainerRuntime for FakeRuntime {
             }
             WakeOutcome::Fails(err) => return Err(err),
         };
-        let from = self.state().wake(spec, from, exits);
+        let from = self.state().wake(spec, from, exits)?;
         if exits.is_some() {
             let event = RuntimeEvent::Exited {
                 host: spec.host.clone(),
@@ -453,9 +601,10 @@ impl ContainerRuntime for FakeRuntime {
         result?;
         let mut state = self.state();
         state.unsettled.remove(&spec.name);
-        match (to, state.containers.get_mut(&spec.name)) {
+        let own = state.own(spec).unwrap_or_default();
+        match (to, state.containers.get_mut(&own)) {
             (Tier::Absent, _) => {
-                state.containers.remove(&spec.name);
+                state.containers.remove(&own);
                 Ok(())
             }
             (Tier::Stopped, None) => Ok(()),

@@ -10,7 +10,7 @@ use crate::{
 
 fn spec(host: &str) -> ContainerSpec {
     ContainerSpec {
-        name: format!("imag-{host}"),
+        name: format!("imag--{host}"),
         host: host.into(),
         network: "imag".into(),
         address: Ipv4Addr::new(10, 77, 0, 10),
@@ -58,10 +58,10 @@ async fn a_wake_creates_starts_or_unpauses_and_says_from_where() {
         fake.take_calls()[..2],
         [
             Call::Wake {
-                container: "imag-web".into(),
+                container: "imag--web".into(),
                 from: Tier::Paused
             },
-            Call::Observe("imag-web".into())
+            Call::Observe("imag--web".into())
         ]
     );
 }
@@ -72,11 +72,11 @@ async fn sleeping_moves_the_container_between_tiers() {
     let web = spec("web");
     fake.wake(&web, Tier::Absent).await.unwrap();
     fake.sleep(&web, Tier::Paused).await.unwrap();
-    assert_eq!(fake.status("imag-web"), Some(ContainerStatus::Paused));
+    assert_eq!(fake.status("imag--web"), Some(ContainerStatus::Paused));
     // A paused container still has its process (as Docker says).
     assert!(fake.running_info(&web).await.is_ok());
     fake.sleep(&web, Tier::Stopped).await.unwrap();
-    assert_eq!(fake.status("imag-web"), Some(ContainerStatus::Stopped));
+    assert_eq!(fake.status("imag--web"), Some(ContainerStatus::Stopped));
     fake.sleep(&web, Tier::Absent).await.unwrap();
     assert_eq!(fake.observe(&web).await.unwrap(), Observed::Absent);
     // Stopping or removing what is gone is fine; pausing it is not.
@@ -95,12 +95,12 @@ async fn scripted_wakes_take_their_time_on_tokio_s_clock_and_can_fail() {
     let fake = FakeRuntime::new();
     let web = spec("web");
     fake.script_wake(
-        "imag-web",
+        "imag--web",
         Duration::from_millis(300),
         WakeOutcome::ImageMissing,
     );
     fake.script_wake(
-        "imag-web",
+        "imag--web",
         Duration::ZERO,
         WakeOutcome::Fails(RuntimeError::Unreachable("gone".into())),
     );
@@ -116,7 +116,11 @@ async fn scripted_wakes_take_their_time_on_tokio_s_clock_and_can_fail() {
         fake.wake(&web, Tier::Absent).await,
         Err(RuntimeError::Unreachable(_))
     ));
-    assert_eq!(fake.status("imag-web"), None, "failed wakes change nothing");
+    assert_eq!(
+        fake.status("imag--web"),
+        None,
+        "failed wakes change nothing"
+    );
     // The script is used up: the next wake runs.
     assert_eq!(
         fake.wake(&web, Tier::Absent).await.unwrap().from,
@@ -124,13 +128,13 @@ async fn scripted_wakes_take_their_time_on_tokio_s_clock_and_can_fail() {
     );
 
     fake.script_sleep(
-        "imag-web",
+        "imag--web",
         Duration::from_secs(2),
         Err(RuntimeError::Unreachable("x".into())),
     );
     assert!(fake.sleep(&web, Tier::Stopped).await.is_err());
     assert_eq!(before.elapsed(), Duration::from_millis(2300));
-    assert_eq!(fake.status("imag-web"), Some(ContainerStatus::Running));
+    assert_eq!(fake.status("imag--web"), Some(ContainerStatus::Running));
 }
 
 #[tokio::test]
@@ -140,17 +144,17 @@ async fn exits_show_in_running_info_and_on_the_event_stream_of_their_network() {
     let mut other = spec("other");
     other.network = "elsewhere".into();
     let mut events = fake.events("imag");
-    fake.script_wake("imag-web", Duration::ZERO, WakeOutcome::Exits { code: 3 });
+    fake.script_wake("imag--web", Duration::ZERO, WakeOutcome::Exits { code: 3 });
     fake.wake(&web, Tier::Absent).await.unwrap();
     assert_eq!(
         fake.running_info(&web).await.unwrap_err().to_string(),
         "container exited before it was ready (status exited, exit code 3)"
     );
     fake.put(&other, ContainerStatus::Running);
-    fake.exit("imag-other", 1);
+    fake.exit("imag--other", 1);
     fake.put(&db, ContainerStatus::Running);
     assert_eq!(fake.running_info(&db).await.unwrap().pid, FIRST_PID + 2);
-    fake.exit("imag-db", 137);
+    fake.exit("imag--db", 137);
     assert_eq!(
         events.next().await,
         Some(RuntimeEvent::Exited { host: "web".into() })
@@ -181,14 +185,14 @@ async fn observe_all_sees_this_network_s_containers_of_the_given_specs() {
         observed,
         HashMap::from([
             (
-                "imag-web".to_string(),
+                "imag--web".to_string(),
                 Observed::Present {
                     status: ContainerStatus::Running,
                     current: true
                 }
             ),
             (
-                "imag-db".to_string(),
+                "imag--db".to_string(),
                 Observed::Present {
                     status: ContainerStatus::Stopped,
                     current: false
@@ -250,7 +254,7 @@ async fn fast_thaw_leaves_a_wake_from_pause_unsettled_until_settled_or_paused_ag
 async fn readiness_sees_a_scripted_exit() {
     let fake = FakeRuntime::new();
     let web = spec("web");
-    fake.script_wake("imag-web", Duration::ZERO, WakeOutcome::Exits { code: 1 });
+    fake.script_wake("imag--web", Duration::ZERO, WakeOutcome::Exits { code: 1 });
     fake.wake(&web, Tier::Absent).await.unwrap();
     let timeout = Duration::from_secs(5);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -305,7 +309,7 @@ async fn readiness_waits_for_the_engines_health() {
     });
     fake.wake(&web, Tier::Absent).await.unwrap();
     assert_eq!(
-        fake.container("imag-web").unwrap().health,
+        fake.container("imag--web").unwrap().health,
         Some(Health::Starting)
     );
     let timeout = Duration::from_secs(5);
@@ -314,9 +318,9 @@ async fn readiness_waits_for_the_engines_health() {
     let script = fake.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        script.set_health("imag-web", Some(Health::Unhealthy));
+        script.set_health("imag--web", Some(Health::Unhealthy));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        script.set_health("imag-web", Some(Health::Healthy));
+        script.set_health("imag--web", Some(Health::Healthy));
     });
     let poll = Duration::from_millis(100);
     let ready = readiness::wait_ready(
@@ -335,19 +339,19 @@ async fn readiness_waits_for_the_engines_health() {
         Duration::from_millis(600),
         "released at the first poll after healthy"
     );
-    assert!(fake.calls().contains(&Call::Health("imag-web".into())));
+    assert!(fake.calls().contains(&Call::Health("imag--web".into())));
 
     // Restarted: its healthcheck starts over; it exits before turning healthy.
     fake.sleep(&web, Tier::Stopped).await.unwrap();
     fake.wake(&web, Tier::Stopped).await.unwrap();
     assert_eq!(
-        fake.container("imag-web").unwrap().health,
+        fake.container("imag--web").unwrap().health,
         Some(Health::Starting)
     );
     let script = fake.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        script.exit("imag-web", 137);
+        script.exit("imag--web", 137);
     });
     let deadline = tokio::time::Instant::now() + timeout;
     let ready = readiness::wait_ready(
@@ -402,7 +406,7 @@ async fn readiness_waits_for_the_engines_health() {
             .contains("add one to the host or its image")
     );
     // The image's own healthcheck, as the engine would report it.
-    fake.set_health("imag-plain", Some(Health::Healthy));
+    fake.set_health("imag--plain", Some(Health::Healthy));
     let ready = readiness::wait_ready(
         &fake,
         &plain,
