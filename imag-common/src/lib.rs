@@ -154,8 +154,7 @@ pub struct InterfaceEntry {
 
 /// Value of the `HOST_LINKS` map, keyed by the ifindex of the host side of a host's container
 /// veth: the only identity the container may use on that link (`imag_from_host` drops anything
-/// else, `stat::DROPPED_SPOOFED`), and a copy of the host's `HOSTS` entry, so that the link
-/// programs find everything they need for a packet of the link's owner in this one lookup.
+/// else, `stat::DROPPED_SPOOFED`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[allow(
@@ -169,9 +168,6 @@ pub struct HostLink {
     /// allowed; all zero when unknown (then not checked).
     pub mac: [u8; 6],
     pub _reserved: [u8; 2],
-    /// The host's `HOSTS` entry, kept equal to it by the agent; `mode` 0 when the agent does not
-    /// know it (then the programs look the host up in `HOSTS`).
-    pub host: HostEntry,
 }
 
 /// Header of a ring buffer record; the held frame's bytes follow it directly.

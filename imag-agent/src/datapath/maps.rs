@@ -65,40 +65,6 @@ impl Datapath {
                 source,
             })?;
         self.host_ids.insert(addr, host_id);
-        self.sync_link_owners(addr, entry)
-    }
-
-    /// Keeps the copy of the host's `HOSTS` entry in its link's `HOST_LINKS` entry equal to
-    /// `entry`. The links this agent attached are known; with adopted pins, a link an earlier
-    /// agent attached may still carry its entry (and the earlier agent's host id) until the link
-    /// is attached again: such entries are found by address.
-    fn sync_link_owners(&mut self, addr: Ipv4Addr, entry: HostEntry) -> Result<(), DatapathError> {
-        let indexes: Vec<u32> = match self.host_links.get(&addr) {
-            Some(&index) => vec![index],
-            None if self.adopted => self
-                .link_owners
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, owner)| owner.addr == addr_key(addr))
-                .map(|(index, _)| index)
-                .collect(),
-            None => Vec::new(),
-        };
-        for index in indexes {
-            let Ok(owner) = self.link_owners.get(&index, 0) else {
-                continue;
-            };
-            if owner.addr != addr_key(addr) || owner.host == entry {
-                continue;
-            }
-            self.write_link_owner(
-                index,
-                HostLink {
-                    host: entry,
-                    ..owner
-                },
-            )?;
-        }
         Ok(())
     }
 
@@ -224,8 +190,6 @@ impl Datapath {
 
     /// Holds whatever speaks on link `ifindex` (the host side of a host's container veth) to
     /// `addr` and, when known, `container_mac` (`HOST_LINKS`; `imag_from_host` drops the rest).
-    /// The entry also carries the host's `HOSTS` entry as it is now ([`Datapath::set_host`]
-    /// keeps it equal); none yet (mode 0) sends the programs to `HOSTS`.
     pub fn set_link_owner(
         &mut self,
         ifindex: u32,
@@ -236,12 +200,7 @@ impl Datapath {
             addr: addr_key(addr),
             mac: container_mac.unwrap_or_default(),
             _reserved: [0; 2],
-            host: self.hosts.get(&addr_key(addr), 0).unwrap_or_default(),
         };
-        self.write_link_owner(ifindex, owner)
-    }
-
-    fn write_link_owner(&mut self, ifindex: u32, owner: HostLink) -> Result<(), DatapathError> {
         self.link_owners
             .insert(ifindex, owner, 0)
             .map_err(|source| DatapathError::Map {

@@ -12,9 +12,6 @@
 //!   untouched; a packet that would not wake the host (`wakes`) is dropped.
 //! - `from_host` (ingress from the container) drops what the container sends as someone else
 //!   (`spoof`), and counts packets out.
-//!
-//! Both find the host in the link's `HOST_LINKS` entry (by ifindex), which carries a copy of the
-//! host's `HOSTS` entry: one hash lookup per packet of the link's owner (`owner_or_lookup`).
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
@@ -23,7 +20,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use imag_common::{
-    HOST_FLAG_IGNORES_PEERS, HOST_MODE_PASS, HostActivity, HostEntry, HostLink, IgnoreKey, stat,
+    HOST_FLAG_IGNORES_PEERS, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -78,9 +75,11 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.dst_addr);
-    let Some(host) = owner_or_lookup(spoof::link_of(ctx), host_addr) else {
+    let Some(host) = HOSTS.get_ptr(host_addr) else {
         return TC_ACT_OK;
     };
+    // SAFETY: map values stay valid for the program's run.
+    let host = unsafe { *host };
     let warm = host.mode == HOST_MODE_PASS;
     // The machine's own packets (the agent's probes and DNS answers) are not checked.
     if !from_this_host
@@ -148,33 +147,20 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         (None, ETHERTYPE_ARP) => Claim::Arp,
         _ => Claim::Other,
     };
-    let link = spoof::link_of(ctx);
-    if let Some(link) = &link
-        && spoof::forged(ctx, link, eth.src_addr, claim)
-    {
+    if spoof::forged(ctx, eth.src_addr, claim) {
         count(stat::DROPPED_SPOOFED);
         return TC_ACT_SHOT;
     }
     let Some(ip) = ip else {
         return TC_ACT_OK;
     };
-    if let Some(host) = owner_or_lookup(link, u32::from_ne_bytes(ip.src_addr)) {
+    let host_addr = u32::from_ne_bytes(ip.src_addr);
+    if let Some(host) = HOSTS.get_ptr(host_addr) {
+        // SAFETY: map values stay valid for the program's run.
+        let host = unsafe { *host };
         record(&host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK
-}
-
-/// The `HOSTS` entry of the host at `host_addr`: from the link's own entry when the address is
-/// the link owner's and the entry carries it (one lookup per packet, the one the link needs
-/// anyway), else from `HOSTS` (a link the agent has not described, or a packet to or from
-/// another address, e.g. a broadcast).
-#[inline(always)]
-fn owner_or_lookup(link: Option<HostLink>, host_addr: u32) -> Option<HostEntry> {
-    match link {
-        Some(link) if link.addr == host_addr && link.host.mode != 0 => Some(link.host),
-        // SAFETY: map values stay valid for the program's run.
-        _ => HOSTS.get_ptr(host_addr).map(|host| unsafe { *host }),
-    }
 }
 
 /// Whether the packet's TCP segment opens a connection (unreadable: assume it does).

@@ -12,9 +12,8 @@
 //! Docker containers send anyway) are only held to the MAC. A link without an entry is not
 //! checked.
 //!
-//! Cost: a few compares per packet the container sends; the ARP fields are read only for ARP.
-//! The lookup (by ifindex) is `imag_from_host`'s only one for a packet of the link's owner: the
-//! entry also carries the host's `HOSTS` entry (`host_link.rs`).
+//! Cost: one hash lookup (by ifindex) and a few compares per packet the container sends; the
+//! ARP fields are read only for ARP.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
 use imag_common::HostLink;
@@ -36,21 +35,18 @@ pub enum Claim {
     Other,
 }
 
-/// The link's `HOST_LINKS` entry: at TC (ingress and egress alike) `ifindex` is the device the
-/// program runs on, the host side of the container's veth.
+/// Whether the frame, sent from `eth_source`, claims an identity that is not the link owner's.
 #[inline(always)]
-pub fn link_of(ctx: &TcContext) -> Option<HostLink> {
+pub fn forged(ctx: &TcContext, eth_source: [u8; 6], claim: Claim) -> bool {
     let skb: *mut __sk_buff = ctx.skb.skb;
-    // SAFETY: skb is the program's context.
+    // SAFETY: skb is the program's context. At TC ingress `ifindex` is the link the frame
+    // arrived on: the host side of the container's veth.
     let ifindex = unsafe { (*skb).ifindex };
+    let Some(link) = HOST_LINKS.get_ptr(ifindex) else {
+        return false;
+    };
     // SAFETY: map values stay valid for the program's run.
-    HOST_LINKS.get_ptr(ifindex).map(|link| unsafe { *link })
-}
-
-/// Whether the frame, sent from `eth_source` on a link owned by `link`, claims an identity that
-/// is not the link owner's.
-#[inline(always)]
-pub fn forged(ctx: &TcContext, link: &HostLink, eth_source: [u8; 6], claim: Claim) -> bool {
+    let link: HostLink = unsafe { *link };
     let mac_known = link.mac != [0; 6];
     if mac_known && eth_source != link.mac {
         return true;
