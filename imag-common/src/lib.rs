@@ -152,8 +152,9 @@ pub const fn host_slot(addr_key: u32) -> u32 {
 /// Value of the `HOST_SLOTS` array: a copy of the `HOSTS` entry of the host at `addr`, which the
 /// agent writes whenever it writes that entry. A slot is taken by the first host that maps to it
 /// and keeps it; the others (and any host when `mode` is 0: an empty slot) are looked up in
-/// `HOSTS`. Eight bytes, aligned: the programs read it with one load, the kernel copies it with
-/// one store, so a reader never sees half of an update.
+/// `HOSTS`. Eight bytes, aligned: the programs read it with one load (the agent's
+/// `set_host_slot` orders its writes so that a half-updated slot is never taken for another
+/// host's).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostSlot {

@@ -89,8 +89,23 @@ impl Datapath {
             flags: entry.flags,
             host_id,
         });
-        if slot != current {
-            self.host_slots.set(index, slot, 0).map_err(map_error)?;
+        if slot == current {
+            return Ok(());
+        }
+        // The kernel copies a slot without promising one store, so a program may read a mix of
+        // old and new bytes. A slot is made unusable (mode 0) before its address or id change,
+        // and usable again in a last write that changes only mode and flags: a mix is then
+        // either unusable (`HOSTS` is asked) or this host's, with its old or new mode and flags.
+        let mut set = |value| self.host_slots.set(index, value, 0).map_err(map_error);
+        let same_host = (current.addr, current.host_id) == (slot.addr, slot.host_id);
+        if !same_host {
+            if current.mode != 0 {
+                set(HostSlot { mode: 0, ..current })?;
+            }
+            set(HostSlot { mode: 0, ..slot })?;
+        }
+        if slot.mode != 0 {
+            set(slot)?;
         }
         Ok(())
     }

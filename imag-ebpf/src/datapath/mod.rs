@@ -45,7 +45,7 @@ static HOST_SLOTS: Array<HostSlot> = Array::with_max_entries(HOST_SLOTS_LEN, 0);
 fn host_entry(addr: u32) -> Option<HostEntry> {
     if let Some(slot) = HOST_SLOTS.get_ptr(host_slot(addr)) {
         // SAFETY: map values stay valid for the program's run; the value is eight bytes,
-        // aligned, read with one load (the agent's update is one store).
+        // aligned, read with one load (how the agent orders its updates: `HostSlot`).
         let raw = unsafe { core::ptr::read_volatile(slot.cast::<u64>()) };
         // SAFETY: HostSlot is eight bytes of plain integers.
         let slot: HostSlot = unsafe { core::mem::transmute::<u64, HostSlot>(raw) };
