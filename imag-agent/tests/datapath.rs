@@ -106,6 +106,42 @@ fn cases() -> Vec<Case> {
             held: Held::Nothing,
             counters: vec![(stat::HELD, 1), (stat::PASSED_WARM, 1)],
         },
+        // Hosts whose addresses share a `HOST_SLOTS` slot (4096 apart): the first keeps it, the
+        // other is found in `HOSTS`; neither is taken for the other.
+        Case {
+            what: "a warm host whose slot a cold host holds passes",
+            given: |datapath, _| datapath.set_host(SHADOW, 9, false, 0).unwrap(),
+            frame: syn_to(SHADOW),
+            ifindex: 0,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::PASSED_WARM, 1), (stat::HELD, 0)],
+        },
+        Case {
+            what: "a cold host keeps its slot beside a warm host that shares it",
+            given: |datapath, _| datapath.set_host(SHADOW, 9, false, 0).unwrap(),
+            frame: syn.clone(),
+            ifindex: 0,
+            verdict: Drop,
+            reply: Reply::Unchecked,
+            held: Held::Whole,
+            counters: vec![(stat::HELD, 1), (stat::PASSED_WARM, 0)],
+        },
+        Case {
+            what: "a host that shares its slot switches to pass at once",
+            given: |datapath, _| {
+                datapath.set_host(SHADOW, 9, true, 0).unwrap();
+                datapath.set_host(COLD, COLD_ID, false, 0).unwrap();
+                datapath.set_host(SHADOW, 9, false, 0).unwrap();
+            },
+            frame: syn_to(SHADOW),
+            ifindex: 0,
+            verdict: Pass,
+            reply: Reply::Unchecked,
+            held: Held::Nothing,
+            counters: vec![(stat::PASSED_WARM, 1), (stat::HELD, 0)],
+        },
     ];
     // Malformed frames for a cold host pass untouched; options and fragments are counted.
     let mut with_options = syn.clone();

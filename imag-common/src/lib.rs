@@ -60,9 +60,13 @@ pub mod maps {
     /// container's veth), by that link's ifindex; written by the agent when it attaches the
     /// link's programs.
     pub const HOST_LINKS: &str = "HOST_LINKS";
+    /// `Array<HostSlot>` of `HOST_SLOTS_LEN`: a direct-mapped copy of `HOSTS` (slot
+    /// `host_slot(addr)`), so that the programs find a host with an array lookup; written by the
+    /// agent together with `HOSTS`.
+    pub const HOST_SLOTS: &str = "HOST_SLOTS";
 
     /// Every map above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         HOSTS,
         INTERFACES,
         HELD_FRAMES,
@@ -74,6 +78,7 @@ pub mod maps {
         STATS,
         ALLOW,
         HOST_LINKS,
+        HOST_SLOTS,
     ];
 }
 
@@ -137,6 +142,36 @@ pub struct HostEntry {
     pub _reserved: [u8; 2],
     /// The agent's index for the host; echoed in held frames so the agent needs no second lookup.
     pub host_id: u32,
+}
+
+/// Slots in `HOST_SLOTS` (a power of two).
+pub const HOST_SLOTS_LEN: u32 = 4096;
+
+/// A host's slot in `HOST_SLOTS`: its address (network byte order, as a map key) modulo
+/// `HOST_SLOTS_LEN`. Hosts lie in one subnet, so up to `HOST_SLOTS_LEN` consecutive addresses
+/// get a slot each.
+#[must_use]
+pub const fn host_slot(addr_key: u32) -> u32 {
+    u32::from_be(addr_key) & (HOST_SLOTS_LEN - 1)
+}
+
+/// Value of the `HOST_SLOTS` array: a copy of the `HOSTS` entry of the host at `addr`, which the
+/// agent writes whenever it writes that entry. A slot is taken by the first host that maps to it
+/// and keeps it; the others (and any host when `mode` is 0: an empty slot) are looked up in
+/// `HOSTS`. Eight bytes, aligned: the programs read it with one load (the agent's
+/// `set_host_slot` orders its writes so that a half-updated slot is never taken for another
+/// host's).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostSlot {
+    /// The host's address (network byte order): the slot is this host's only if it matches.
+    pub addr: u32,
+    /// `HostEntry::mode`; 0 for an empty slot.
+    pub mode: u8,
+    /// `HostEntry::flags`.
+    pub flags: u8,
+    /// `HostEntry::host_id` (hosts with an id above `u16::MAX` get no slot).
+    pub host_id: u16,
 }
 
 /// Interface flag: this interface is the imag bridge (answers ARP for every non-warm host).
@@ -384,4 +419,6 @@ mod pod {
     unsafe impl aya::Pod for super::SockEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HostLink {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HostSlot {}
 }

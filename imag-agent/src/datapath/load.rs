@@ -12,12 +12,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, SchedClassifier, TracePoint, Xdp},
 };
 use imag_common::{
-    AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry, globals, maps,
-    programs,
+    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, globals,
+    maps, programs,
 };
 use ipnet::Ipv4Net;
 use tracing::{debug, info};
@@ -47,7 +47,7 @@ const fn pinned(name: &'static str, key: usize, value: usize, per_host: bool) ->
 }
 
 /// Every map but the eBPF-only `HOLD_SCRATCH`.
-const PINNED_MAPS: [PinnedMap; 10] = [
+const PINNED_MAPS: [PinnedMap; 11] = [
     pinned(maps::HOSTS, 4, size_of::<HostEntry>(), true),
     pinned(maps::INTERFACES, 4, size_of::<InterfaceEntry>(), false),
     pinned(maps::STATS, 4, 8, false),
@@ -56,6 +56,7 @@ const PINNED_MAPS: [PinnedMap; 10] = [
     pinned(maps::ALLOW, 4 + size_of::<AllowKey>(), 1, false),
     pinned(maps::WAITING_PORTS, 4, 4, false),
     pinned(maps::HOST_LINKS, 4, size_of::<HostLink>(), true),
+    pinned(maps::HOST_SLOTS, 4, size_of::<HostSlot>(), false),
     pinned(maps::HELD_FRAMES, 0, 0, false),
     pinned(maps::SOCK_EVENTS, 0, 0, false),
 ];
@@ -158,6 +159,7 @@ impl Datapath {
         let allow = typed_map!(LpmTrie, maps::ALLOW);
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
         let link_owners = typed_map!(HashMap, maps::HOST_LINKS);
+        let host_slots = typed_map!(Array, maps::HOST_SLOTS);
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
                 "adopting the datapath an earlier agent left");
@@ -173,6 +175,7 @@ impl Datapath {
             idle_ignore,
             allow,
             link_owners,
+            host_slots,
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),

@@ -10,8 +10,8 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
-    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink, IgnoreKey,
-    InterfaceEntry, maps, stat,
+    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink, HostSlot,
+    IgnoreKey, InterfaceEntry, host_slot, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -65,6 +65,48 @@ impl Datapath {
                 source,
             })?;
         self.host_ids.insert(addr, host_id);
+        self.set_host_slot(addr, entry)
+    }
+
+    /// Copies the host's `HOSTS` entry into its `HOST_SLOTS` slot if the slot is free or already
+    /// the host's (a slot another host took stays that host's: this one is then looked up in
+    /// `HOSTS`). Written after `HOSTS`, so that the slot never says anything `HOSTS` does not.
+    fn set_host_slot(&mut self, addr: Ipv4Addr, entry: HostEntry) -> Result<(), DatapathError> {
+        let map_error = |source| DatapathError::Map {
+            map: maps::HOST_SLOTS,
+            source,
+        };
+        let key = addr_key(addr);
+        let index = host_slot(key);
+        let current = self.host_slots.get(&index, 0).map_err(map_error)?;
+        if current.mode != 0 && current.addr != key {
+            return Ok(());
+        }
+        // A host id too large for the slot empties it (the host is looked up in `HOSTS`).
+        let slot = u16::try_from(entry.host_id).map_or(HostSlot::default(), |host_id| HostSlot {
+            addr: key,
+            mode: entry.mode,
+            flags: entry.flags,
+            host_id,
+        });
+        if slot == current {
+            return Ok(());
+        }
+        // The kernel copies a slot without promising one store, so a program may read a mix of
+        // old and new bytes. A slot is made unusable (mode 0) before its address or id change,
+        // and usable again in a last write that changes only mode and flags: a mix is then
+        // either unusable (`HOSTS` is asked) or this host's, with its old or new mode and flags.
+        let mut set = |value| self.host_slots.set(index, value, 0).map_err(map_error);
+        let same_host = (current.addr, current.host_id) == (slot.addr, slot.host_id);
+        if !same_host {
+            if current.mode != 0 {
+                set(HostSlot { mode: 0, ..current })?;
+            }
+            set(HostSlot { mode: 0, ..slot })?;
+        }
+        if slot.mode != 0 {
+            set(slot)?;
+        }
         Ok(())
     }
 

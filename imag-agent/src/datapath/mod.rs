@@ -35,10 +35,12 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::links::FdLink,
 };
-use imag_common::{AllowKey, HostActivity, HostEntry, HostLink, IgnoreKey, InterfaceEntry};
+use imag_common::{
+    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry,
+};
 
 use self::pins::Pins;
 #[cfg(feature = "test-helpers")]
@@ -66,6 +68,8 @@ pub struct Datapath {
     allow: LpmTrie<MapData, AllowKey, u8>,
     /// `HOST_LINKS`: who may speak on each host's own link.
     link_owners: HashMap<MapData, u32, HostLink>,
+    /// `HOST_SLOTS`: `hosts` again, direct-mapped by address, for the programs' lookups.
+    host_slots: Array<MapData, HostSlot>,
     /// Taken by readiness ([`Datapath::take_waiting_ports`]).
     waiting_ports: Option<HashMap<MapData, u32, u32>>,
     /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`, `to-<ifindex>`,

@@ -23,6 +23,8 @@ pub const WARM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
 /// Not an imaginary host.
 pub const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
 pub const WARM_ID: u32 = 8;
+/// 4096 addresses above `COLD`: the same `HOST_SLOTS` slot.
+pub const SHADOW: Ipv4Addr = Ipv4Addr::new(10, 99, 16, 10);
 
 pub fn loaded() -> Datapath {
     let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");

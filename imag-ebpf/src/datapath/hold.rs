@@ -8,8 +8,8 @@
 use aya_ebpf::{check_bounds_signed, helpers::generated::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use imag_common::{
-    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HeldFrameRecord, HostEntry,
-    MAX_FRAME_LEN, stat,
+    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_PASS, HeldFrameRecord, MAX_FRAME_LEN,
+    stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -17,9 +17,9 @@ use network_types::{
 };
 
 use super::{
-    HELD_FRAMES, HOLD_SCRATCH, HOSTS,
+    HELD_FRAMES, HOLD_SCRATCH,
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
-    arp, count, in_subnet,
+    arp, count, host_entry, in_subnet,
     packet::{Frame, Verdict, ptr_at},
     ping,
     wakes::{IPPROTO_ICMP, wakes},
@@ -56,13 +56,10 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
         )
     };
     // Outside the subnet (answers to clients, on the bridge): no host there, no lookup.
-    let Some(host) = in_subnet(dst).then(|| HOSTS.get_ptr(dst)).flatten() else {
+    let Some(host) = in_subnet(dst).then(|| host_entry(dst)).flatten() else {
         count(stat::PASSED_OTHER);
         return Verdict::Pass;
     };
-    // SAFETY: map values stay valid for the program's run; a concurrent update by the agent
-    // only changes which verdict this packet gets, never memory safety.
-    let host: HostEntry = unsafe { *host };
     let warm = host.mode == HOST_MODE_PASS;
     if allow::denied(&host, source, || {
         !warm || proto != IPPROTO_TCP || !plain || tcp_opens(ctx)

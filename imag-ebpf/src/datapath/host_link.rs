@@ -28,10 +28,11 @@ use network_types::{
 };
 
 use super::{
-    ACTIVITY, HOSTS, IDLE_IGNORE, INTERFACES,
+    ACTIVITY, IDLE_IGNORE, INTERFACES,
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
     count,
     hold::emit_held,
+    host_entry,
     packet::{Frame, ptr_at},
     spoof::{self, Claim},
     wakes::wakes,
@@ -59,9 +60,8 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         let Ok(target) = read::<[u8; 4]>(ctx, ARP_TPA_OFFSET) else {
             return TC_ACT_OK;
         };
-        return match HOSTS.get_ptr(u32::from_ne_bytes(target)) {
-            // SAFETY: map values stay valid for the program's run.
-            Some(host) if unsafe { (*host).mode } != HOST_MODE_PASS => {
+        return match host_entry(u32::from_ne_bytes(target)) {
+            Some(host) if host.mode != HOST_MODE_PASS => {
                 count(stat::DROPPED_AT_HOST_LINK);
                 TC_ACT_SHOT
             }
@@ -75,11 +75,9 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.dst_addr);
-    let Some(host) = HOSTS.get_ptr(host_addr) else {
+    let Some(host) = host_entry(host_addr) else {
         return TC_ACT_OK;
     };
-    // SAFETY: map values stay valid for the program's run.
-    let host = unsafe { *host };
     let warm = host.mode == HOST_MODE_PASS;
     // The machine's own packets (the agent's probes and DNS answers) are not checked.
     if !from_this_host
@@ -155,9 +153,7 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     let host_addr = u32::from_ne_bytes(ip.src_addr);
-    if let Some(host) = HOSTS.get_ptr(host_addr) {
-        // SAFETY: map values stay valid for the program's run.
-        let host = unsafe { *host };
+    if let Some(host) = host_entry(host_addr) {
         record(&host, ip.dst_addr, ctx.len(), Direction::Out);
     }
     TC_ACT_OK

@@ -19,12 +19,13 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::generated::bpf_redirect,
     macros::{classifier, map, tracepoint, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{TcContext, TracePointContext, XdpContext},
 };
 use imag_common::{
-    AllowKey, HELD_RING_BYTES, HeldFrameRecord, HostActivity, HostEntry, HostLink, IgnoreKey,
-    InterfaceEntry, MAX_ALLOW, MAX_HOSTS, MAX_IDLE_IGNORE, MAX_INTERFACES, SOCK_EVENTS_BYTES, stat,
+    AllowKey, HELD_RING_BYTES, HOST_SLOTS_LEN, HeldFrameRecord, HostActivity, HostEntry, HostLink,
+    HostSlot, IgnoreKey, InterfaceEntry, MAX_ALLOW, MAX_HOSTS, MAX_IDLE_IGNORE, MAX_INTERFACES,
+    SOCK_EVENTS_BYTES, host_slot, stat,
 };
 
 use self::packet::Verdict;
@@ -32,6 +33,35 @@ use self::packet::Verdict;
 /// Imaginary hosts by address (network byte order); written by the agent.
 #[map]
 static HOSTS: HashMap<u32, HostEntry> = HashMap::with_max_entries(MAX_HOSTS, 0);
+
+/// `HOSTS` again, direct-mapped by address (`imag_common::HostSlot`): most packets find their
+/// host here with an array lookup (a few instructions, no hash); written by the agent.
+#[map]
+static HOST_SLOTS: Array<HostSlot> = Array::with_max_entries(HOST_SLOTS_LEN, 0);
+
+/// The `HOSTS` entry of the host at `addr` (as it sits in the packet): from its slot in
+/// `HOST_SLOTS` when it has one, else from `HOSTS` (a host whose slot another host took).
+#[inline(always)]
+fn host_entry(addr: u32) -> Option<HostEntry> {
+    if let Some(slot) = HOST_SLOTS.get_ptr(host_slot(addr)) {
+        // SAFETY: map values stay valid for the program's run; the value is eight bytes,
+        // aligned, read with one load (how the agent orders its updates: `HostSlot`).
+        let raw = unsafe { core::ptr::read_volatile(slot.cast::<u64>()) };
+        // SAFETY: HostSlot is eight bytes of plain integers.
+        let slot: HostSlot = unsafe { core::mem::transmute::<u64, HostSlot>(raw) };
+        if slot.addr == addr && slot.mode != 0 {
+            return Some(HostEntry {
+                mode: slot.mode,
+                flags: slot.flags,
+                _reserved: [0; 2],
+                host_id: u32::from(slot.host_id),
+            });
+        }
+    }
+    // SAFETY: map values stay valid for the program's run; a concurrent update by the agent
+    // only changes which verdict this packet gets, never memory safety.
+    HOSTS.get_ptr(addr).map(|host| unsafe { *host })
+}
 
 /// What the datapath knows about the interfaces it runs on, by ifindex; written by the agent.
 #[map]
