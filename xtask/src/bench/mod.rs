@@ -13,6 +13,9 @@
 //! 5. Scale: 1,000 and 10,000 configured hosts (agent RSS, attach time, map memory) and storms
 //!    of 50 and 100 cold hosts woken at once.
 //! 6. The budget storm: 200 cold hosts woken under `[limits] max_warm = 20` (`budget_storm.rs`).
+//! 7. The trace: a day of an Azure-Functions-shaped workload replayed under each sleep policy,
+//!    memory-seconds against always-on (`trace/`, written to `bench/trace.{md,json,png}`; alone
+//!    with `cargo xtask bench trace`).
 
 mod budget_storm;
 mod client;
@@ -21,6 +24,7 @@ mod engine;
 mod report;
 mod scale;
 pub mod stats;
+pub mod trace;
 
 use std::{
     net::SocketAddr,
@@ -45,8 +49,18 @@ const PROXY_WEB: &str = "10.79.0.1:18080";
 const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
 
+/// A section of the bench run on its own.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Section {
+    /// The trace benchmark alone: writes bench/trace.{md,json,png}.
+    Trace,
+}
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchOptions {
+    /// Run only this section (default: every section).
+    #[arg(value_enum)]
+    pub section: Option<Section>,
     /// Wakes per series (cold, standby, …).
     #[arg(long, default_value_t = 25)]
     pub wakes: usize,
@@ -68,6 +82,11 @@ pub struct BenchOptions {
     /// Run only the budget storm; writes target/bench/budget-storm.{md,json}, not bench/.
     #[arg(long)]
     pub budget_storm_only: bool,
+    /// Skip the trace benchmark (six policies, `--trace-secs` each).
+    #[arg(long)]
+    pub no_trace: bool,
+    #[command(flatten)]
+    pub trace: trace::TraceOptions,
 }
 
 /// One wake as the client and the agent saw it.
@@ -151,6 +170,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if opts.budget_storm_only {
         return budget_storm::run_alone(&binary, &dir);
     }
+    if let Some(Section::Trace) = opts.section {
+        return trace::run(&binary, &dir, &opts.trace, machine(&root));
+    }
+    // Bad trace flags fail now, not after the other sections.
+    if !opts.no_trace {
+        trace::params(&opts.trace)?;
+        trace::policy::select(&opts.trace.trace_policies).map_err(anyhow::Error::msg)?;
+    }
 
     let mut results = Results {
         machine: machine(&root),
@@ -166,6 +193,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "10.64.0.0/18",
             "10.65.0.0/24",
             budget_storm::SUBNET,
+            trace::SUBNET,
         ],
     )
     .context("creating the benchmark's client namespace")?;
@@ -175,6 +203,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         Ok(path)
     };
     let base = bench_config("base", "")?;
+    let mut trace_run = None;
     let outcome = (|| -> anyhow::Result<()> {
         cleanup(&binary, &base);
         eprintln!(
@@ -305,6 +334,15 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_budget_storm {
             results.budget_storm = Some(budget_storm::measure(&binary, &dir, &client)?);
         }
+        if !opts.no_trace {
+            trace_run = Some(trace::measure(
+                &binary,
+                &dir,
+                &client,
+                &opts.trace,
+                machine(&root),
+            )?);
+        }
         Ok(())
     })();
     cleanup(&binary, &base);
@@ -322,6 +360,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
     println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");
+    if let Some(run) = trace_run {
+        trace::write(&run)?;
+    }
     Ok(())
 }
 
