@@ -57,6 +57,10 @@ pub enum Section {
 }
 
 #[derive(Clone, Debug, clap::Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each bool is a command-line switch of its own"
+)]
 pub struct BenchOptions {
     /// Run only this section (default: every section).
     #[arg(value_enum)]
@@ -176,7 +180,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     // Bad trace flags fail now, not after the other sections.
     if !opts.no_trace {
         trace::params(&opts.trace)?;
-        trace::policy::select(&opts.trace.trace_policies).map_err(anyhow::Error::msg)?;
+        trace::policy::select(&opts.trace.policies).map_err(anyhow::Error::msg)?;
     }
 
     let mut results = Results {

@@ -45,21 +45,21 @@ const SETUP_BATCH: usize = 8;
 #[derive(Clone, Debug, clap::Args)]
 pub struct TraceOptions {
     /// Real seconds each policy's replay lasts; the trace's day is compressed into it.
-    #[arg(long, default_value_t = 240.0)]
-    pub trace_secs: f64,
+    #[arg(long = "trace-secs", default_value_t = 240.0)]
+    pub secs: f64,
     /// Hosts (functions) in the trace.
-    #[arg(long, default_value_t = 40)]
-    pub trace_hosts: usize,
+    #[arg(long = "trace-hosts", default_value_t = 40)]
+    pub hosts: usize,
     /// Seed of the trace generator.
-    #[arg(long, default_value_t = 1)]
-    pub trace_seed: u64,
+    #[arg(long = "trace-seed", default_value_t = 1)]
+    pub seed: u64,
     /// The most requests per second one host gets from outside in the replay.
-    #[arg(long, default_value_t = 20.0)]
-    pub trace_max_rps: f64,
+    #[arg(long = "trace-max-rps", default_value_t = 20.0)]
+    pub max_rps: f64,
     /// Policies to replay (comma-separated; default all): always-on, keep-alive-10m, imag-stop,
     /// imag-pause, imag-pause-stop, imag-budget.
-    #[arg(long, default_value = "")]
-    pub trace_policies: String,
+    #[arg(long = "trace-policies", default_value = "")]
+    pub policies: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,18 +156,18 @@ fn path(trace: &Trace, mut i: usize) -> Vec<&str> {
 }
 
 pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
-    if opts.trace_hosts > MAX_HOSTS {
+    if opts.hosts > MAX_HOSTS {
         bail!(
             "--trace-hosts {} is more than the trace subnet {SUBNET} holds ({MAX_HOSTS})",
-            opts.trace_hosts
+            opts.hosts
         );
     }
     Ok(TraceParams {
-        seed: opts.trace_seed,
-        hosts: opts.trace_hosts,
+        seed: opts.seed,
+        hosts: opts.hosts,
         span_s: workload::DAY_S,
-        replay_s: opts.trace_secs,
-        max_rps: opts.trace_max_rps,
+        replay_s: opts.secs,
+        max_rps: opts.max_rps,
         memory_scale: 0.1,
     })
 }
@@ -181,7 +181,7 @@ pub fn measure(
     machine: Machine,
 ) -> anyhow::Result<TraceRun> {
     let params = params(opts)?;
-    let policies = policy::select(&opts.trace_policies).map_err(anyhow::Error::msg)?;
+    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     let trace = workload::generate(&params)?;
     eprintln!(
         "bench: trace, {} hosts, {} requests, a day in {:.0} s per policy ({:.0}×), policies: {}",
@@ -327,7 +327,22 @@ fn replay_policy(
         - wakes.values().sum::<f64>();
     let log_wakes = replay::wakes_in_log(&agent.log_text());
     drop(agent);
+    let mut run = summarize(trace, policy, &replayed, &sampled, &log_wakes);
+    run.seconds = seconds;
+    run.agent_cpu_s = agent_cpu_s;
+    run.wakes = wakes;
+    run.wakes_failed = wakes_failed;
+    Ok(run)
+}
 
+/// What the client saw and the sampler measured, as a row of the report.
+fn summarize(
+    trace: &Trace,
+    policy: &Policy,
+    replayed: &replay::Replayed,
+    sampled: &sample::Sampled,
+    log_wakes: &[replay::Wake],
+) -> PolicyRun {
     let mut latencies: Vec<f64> = Vec::new();
     let mut failures = Vec::new();
     let mut met = 0usize;
@@ -339,7 +354,7 @@ fn replay_policy(
         latencies.push(d.latency_ms);
         let names = path(trace, d.host);
         if replay::met_wake(
-            &log_wakes,
+            log_wakes,
             &names,
             d.wall_s,
             d.wall_s + d.latency_ms / 1000.0,
@@ -351,10 +366,9 @@ fn replay_policy(
     sorted.sort_by(f64::total_cmp);
     let host_memory_mb_s = sampled.memory_mb_s(|s| s.hosts_mb);
     let agent_memory_mb_s = sampled.memory_mb_s(|s| s.agent_mb);
-    Ok(PolicyRun {
+    PolicyRun {
         name: policy.name.to_string(),
         what: policy.what.to_string(),
-        seconds,
         host_memory_mb_s,
         agent_memory_mb_s,
         memory_mb_s: host_memory_mb_s + agent_memory_mb_s,
@@ -364,7 +378,6 @@ fn replay_policy(
             .map(|s| s.hosts_mb + s.agent_mb)
             .fold(0.0, f64::max),
         host_cpu_s: sampled.host_cpu_s,
-        agent_cpu_s,
         answered: latencies.len(),
         failed: failures.len(),
         latency_p50_ms: quantile(&sorted, 0.5),
@@ -377,8 +390,6 @@ fn replay_policy(
             met as f64 / latencies.len() as f64
         },
         failures: failures.into_iter().take(20).collect(),
-        wakes,
-        wakes_failed,
         syn_retransmissions: replayed.syn_retransmissions,
         samples: sampled.samples.len(),
         series: sampled
@@ -392,7 +403,8 @@ fn replay_policy(
             .filter(|d| d.error.is_none())
             .map(|d| (d.at_s, d.latency_ms))
             .collect(),
-    })
+        ..PolicyRun::default()
+    }
 }
 
 /// `cargo xtask bench trace` on its own, or as the full bench's last section: writes
@@ -400,7 +412,7 @@ fn replay_policy(
 pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> anyhow::Result<()> {
     // Fail on bad flags before anything is created.
     params(opts)?;
-    policy::select(&opts.trace_policies).map_err(anyhow::Error::msg)?;
+    policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     let client = ClientNs::create(
         super::NETNS,
         HOST_IF,

@@ -106,7 +106,7 @@ pub struct Wake {
     pub to_s: f64,
 }
 
-/// The wakes in an agent's log: lines ending a wake ("woke host=… total_ms=…"), stamped with
+/// The wakes in an agent's log: lines ending a wake (`woke host=… total_ms=…`), stamped with
 /// the log's RFC 3339 wall-clock time.
 pub fn wakes_in_log(log: &str) -> Vec<Wake> {
     log.lines()

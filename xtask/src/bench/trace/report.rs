@@ -24,6 +24,14 @@ fn saved(run: &TraceRun, p: &PolicyRun) -> Option<f64> {
 
 pub fn markdown(run: &TraceRun) -> String {
     let mut out = String::new();
+    intro(run, &mut out);
+    table(run, &mut out);
+    verdict(run, &mut out);
+    out
+}
+
+/// The machine, the trace and how it was replayed.
+fn intro(run: &TraceRun, out: &mut String) {
     let p = &run.params;
     let m = &run.machine;
     let _ = writeln!(
@@ -54,6 +62,9 @@ pub fn markdown(run: &TraceRun) -> String {
         policy::MIN_TIMEOUT_S * 1000.0,
         p.max_rps,
     );
+}
+
+fn table(run: &TraceRun, out: &mut String) {
     out.push_str(
         "| policy | memory (MiB·s) | saved vs always-on | mean MiB | peak MiB | CPU s (hosts + agent) \
          | answered | failed | p50 ms | p99 ms | p99.9 ms | met a wake | wakes (stopped / paused / \
@@ -93,6 +104,10 @@ pub fn markdown(run: &TraceRun) -> String {
         let _ = writeln!(out, "- **{}**: {}", r.name, r.what);
     }
     out.push('\n');
+}
+
+/// The target, the must-be-zero counts, and how to read the table.
+fn verdict(run: &TraceRun, out: &mut String) {
     let best = run
         .policies
         .iter()
@@ -117,7 +132,7 @@ pub fn markdown(run: &TraceRun) -> String {
             );
         }
         None => {
-            out.push_str("**Target**: not evaluated (always-on or every imag policy left out).\n")
+            out.push_str("**Target**: not evaluated (always-on or every imag policy left out).\n");
         }
     }
     let failed: usize = run.policies.iter().map(|r| r.failed).sum();
@@ -139,10 +154,9 @@ pub fn markdown(run: &TraceRun) -> String {
          log). Wakes count every wake during the replay (a host called by another is woken by \
          that host's packet). Plot: bench/trace.png.\n",
     );
-    out
 }
 
-/// A font for the plot's text: plotters draws glyphs with ab_glyph from a TTF file it is given.
+/// A font for the plot's text: plotters draws glyphs with `ab_glyph` from a TTF file it is given.
 fn font() -> anyhow::Result<&'static [u8]> {
     const FONTS: [&str; 4] = [
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

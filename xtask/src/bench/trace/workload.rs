@@ -123,7 +123,7 @@ pub struct Trace {
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ParamsError {
     #[error("the trace needs at least one host (--trace-hosts)")]
-    NoHosts,
+    EmptyTrace,
     #[error("the replay must last longer than zero seconds (--trace-secs)")]
     NoTime,
     #[error("--trace-max-rps must be above zero")]
@@ -135,7 +135,7 @@ pub enum ParamsError {
 /// Draws the trace for `params`.
 pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
     if params.hosts == 0 {
-        return Err(ParamsError::NoHosts);
+        return Err(ParamsError::EmptyTrace);
     }
     if params.replay_s <= 0.0 || params.span_s <= 0.0 {
         return Err(ParamsError::NoTime);
