@@ -139,7 +139,7 @@ fn config_text(trace: &Trace, policy: &Policy) -> String {
             host.memory_mb,
             host.service_ms,
             policy::limit_mb(host),
-            policy.host_keys(&trace.params, host),
+            policy.host_keys(trace, i),
         );
     }
     text

@@ -4,8 +4,9 @@
 //! real time (the agent looks at idleness every 250 ms).
 //!
 //! To add a policy (e.g. imag with `wakes_with`): a variant of [`Kind`], its row in [`ALL`], its
-//! keys in [`Policy::host_keys`] (it sees the host's plan, so the calls of an application are at
-//! hand) and, if it needs one, a section in [`Policy::sections`].
+//! keys in [`Policy::host_keys`] (it sees the whole trace and the host's index, so the name of the
+//! host it calls is at hand: `trace.hosts[trace.hosts[index].calls?].name`) and, if it needs one,
+//! a section in [`Policy::sections`]. `--trace-policies` then selects it by name.
 
 use std::fmt::Write as _;
 
@@ -118,8 +119,11 @@ impl Policy {
         self.kind != Kind::AlwaysOn
     }
 
-    /// The `[[host]]` keys this policy sets on `host` (besides name, address, image, command).
-    pub fn host_keys(&self, params: &TraceParams, _host: &HostPlan) -> String {
+    /// The `[[host]]` keys this policy sets on host `index` of `trace` (besides name, address,
+    /// image, command, ballast and memory limit).
+    pub fn host_keys(&self, trace: &Trace, index: usize) -> String {
+        let params = &trace.params;
+        debug_assert!(index < trace.hosts.len());
         let idle = timeout(params, IMAG_IDLE_S);
         let keep = timeout(params, KEEP_ALIVE_S);
         match self.kind {
