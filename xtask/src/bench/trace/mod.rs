@@ -4,9 +4,10 @@
 //! policy ([`policy`]), while the hosts' cgroups and the agent are sampled at 10 Hz ([`sample`]);
 //! [`report`] writes `bench/trace.{md,json,png}`.
 //!
-//! Each policy starts alike: its agent creates every host's container (each touches its ballast
-//! once), then, unless the policy keeps hosts warm, puts them all to sleep stopped. The replay
-//! starts from there.
+//! Each policy starts alike: a set-up agent (the always-on configuration, so that nothing falls
+//! asleep by itself meanwhile) creates every host's container (each touches its ballast once),
+//! then, unless the policy keeps hosts warm, puts them all to sleep stopped, and exits keeping
+//! them; the policy's own agent adopts them, and the replay starts from there.
 
 pub mod policy;
 mod replay;
@@ -262,22 +263,32 @@ fn wait_state(agent: &AgentProcess, hosts: &[&str], state: &str) -> anyhow::Resu
     }
 }
 
+fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
+    Ok(AgentProcess::start(
+        Launch::new(binary, config, &[HOST_IF]).args(&["--metrics", METRICS, "--on-exit", "keep"]),
+    )?)
+}
+
 /// Creates every container (each touches its ballast), then puts them to sleep stopped unless the
-/// policy keeps them warm.
-fn set_up(agent: &AgentProcess, trace: &Trace, policy: &Policy) -> anyhow::Result<()> {
+/// policy keeps them warm; `setup` is the always-on configuration of the same hosts, whose agent
+/// never puts a host to sleep by itself (a policy's own timeouts, scaled, may be shorter than a
+/// wake is observed).
+fn set_up(binary: &Path, setup: &Path, trace: &Trace, policy: &Policy) -> anyhow::Result<()> {
+    let mut agent = start_agent(binary, setup)?;
     let names: Vec<&str> = trace.hosts.iter().map(|h| h.name.as_str()).collect();
     for batch in names.chunks(SETUP_BATCH) {
         for name in batch {
             agent.command(&["wake", name])?;
         }
-        wait_state(agent, batch, "warm")?;
+        wait_state(&agent, batch, "warm")?;
         if policy.sleeps() {
             for name in batch {
                 agent.command(&["sleep", name, "--tier", "stop"])?;
             }
-            wait_state(agent, batch, "asleep")?;
+            wait_state(&agent, batch, "asleep")?;
         }
     }
+    agent.stop()?;
     Ok(())
 }
 
@@ -288,14 +299,11 @@ fn replay_policy(
     trace: &Trace,
     policy: &Policy,
 ) -> anyhow::Result<PolicyRun> {
-    let agent = AgentProcess::start(Launch::new(binary, config, &[HOST_IF]).args(&[
-        "--metrics",
-        METRICS,
-        "--on-exit",
-        "keep",
-    ]))?;
+    let setup = config.with_file_name(format!("trace-setup-{}.toml", policy.name));
+    std::fs::write(&setup, config_text(trace, &policy::ALWAYS_ON))?;
+    set_up(binary, &setup, trace, policy)?;
+    let agent = start_agent(binary, config)?;
     let pid = agent.pid().context("the agent has no process id")?;
-    set_up(&agent, trace, policy)?;
     // Let the last sleeps settle and the engine calm down before the clock starts.
     std::thread::sleep(Duration::from_secs(2));
     let before = Metrics::scrape(METRICS.parse().expect("valid"))?;

@@ -49,12 +49,15 @@ pub struct Policy {
     pub what: &'static str,
 }
 
+/// Also the configuration every policy's hosts are set up with.
+pub const ALWAYS_ON: Policy = Policy {
+    name: "always-on",
+    kind: Kind::AlwaysOn,
+    what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
+};
+
 pub const ALL: [Policy; 6] = [
-    Policy {
-        name: "always-on",
-        kind: Kind::AlwaysOn,
-        what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
-    },
+    ALWAYS_ON,
     Policy {
         name: "keep-alive-10m",
         kind: Kind::KeepAlive,
