@@ -47,7 +47,8 @@ enum Task {
     },
     /// Wake a cold host from a client namespace and print the answer and the wake latency.
     Demo,
-    /// Measure wakes, the warm path and scale against their baselines; writes bench/results.*.
+    /// Measure wakes, the warm path and scale against their baselines; writes bench/results.*
+    /// (and the trace benchmark, bench/trace.*; `cargo xtask bench trace` runs it alone).
     Bench(bench::BenchOptions),
 }
 

@@ -16,6 +16,10 @@
 //! `--delay-ms N` waits N ms before listening (a slow-starting service); `--exit-after-ms N` exits
 //! with status 3 after N ms (a crashing one); `--stop-delay-ms N` takes N ms to exit on SIGTERM
 //! (a slow-stopping one). `--dns-server ADDR[:PORT]` asks that server instead of resolv.conf's.
+//!
+//! Environment: `BALLAST_MB=N` allocates N MiB and writes to every page of it before listening, so
+//! that the service holds that much resident memory for real (the trace benchmark's footprints);
+//! `SERVICE_MS=N` makes every HTTP request take N ms (a sleep: time, not CPU) before it is answered.
 
 use std::{
     env,
@@ -162,6 +166,11 @@ fn main() {
         exit_slowly_on_sigterm(ms);
     }
     thread::sleep(Duration::from_millis(opts.delay_ms));
+    let ballast_mb = env_number("BALLAST_MB");
+    if ballast_mb > 0 {
+        hold_ballast(ballast_mb);
+    }
+    let service = Duration::from_millis(env_number("SERVICE_MS"));
     let name = hostname();
     let greeting = env::var("GREETING").ok();
     let mut identity = match greeting {
@@ -185,7 +194,7 @@ fn main() {
     } else if let Some(port) = opts.udp {
         serve_udp(port, &identity);
     } else {
-        serve_http(opts.port, opts.backend, opts.dns_server, identity);
+        serve_http(opts.port, opts.backend, opts.dns_server, identity, service);
     }
 }
 
@@ -206,6 +215,33 @@ fn exit_slowly_on_sigterm(ms: u64) {
         thread::sleep(Duration::from_millis(ms));
         process::exit(0);
     });
+}
+
+/// A whole number from the environment; 0 when unset, and an exit naming the variable when it is
+/// not a number.
+fn env_number(name: &str) -> u64 {
+    match env::var(name) {
+        Err(_) => 0,
+        Ok(text) => text.trim().parse().unwrap_or_else(|e| {
+            eprintln!("hello: {name}={text:?} is not a whole number: {e}");
+            process::exit(2);
+        }),
+    }
+}
+
+/// Allocates `mb` MiB, writes to each of its pages (so the kernel really backs them, and the
+/// container's memory cgroup is charged), and keeps it for the life of the process.
+fn hold_ballast(mb: u64) {
+    let bytes = usize::try_from(mb << 20).unwrap_or_else(|_| {
+        eprintln!("hello: BALLAST_MB={mb} does not fit this machine's address space");
+        process::exit(2);
+    });
+    let mut ballast = vec![0u8; bytes];
+    for page in ballast.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&ballast);
+    std::mem::forget(ballast);
 }
 
 fn hostname() -> String {
@@ -257,6 +293,7 @@ fn serve_http(
     backend: Option<Backend>,
     dns_server: Option<SocketAddr>,
     identity: String,
+    service: Duration,
 ) {
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
         eprintln!("hello: binding tcp port {port}: {e}");
@@ -267,7 +304,7 @@ fn serve_http(
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         thread::spawn(move || {
-            let _ = handle(stream, backend, dns_server, identity);
+            let _ = handle(stream, backend, dns_server, identity, service);
         });
     }
 }
@@ -278,6 +315,7 @@ fn handle(
     backend: Option<&Backend>,
     dns_server: Option<SocketAddr>,
     identity: &str,
+    service: Duration,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -299,6 +337,9 @@ fn handle(
             if header == "\r\n" || header == "\n" {
                 break;
             }
+        }
+        if !service.is_zero() {
+            thread::sleep(service);
         }
         let body = match backend {
             None => format!("hello from {identity}\n"),

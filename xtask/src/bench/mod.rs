@@ -20,6 +20,9 @@
 //!    containers, at several engine-call concurrencies (`storm.rs`).
 //! 9. Chains of three cold hosts: one after another, with `wakes_with`, and learned, against a
 //!    single cold host (`chain.rs`).
+//! 10. The trace: a day of an Azure-Functions-shaped workload replayed under each sleep policy,
+//!    memory-seconds against always-on (`trace/`, written to `bench/trace.{md,json,png}`; alone
+//!    with `cargo xtask bench trace`).
 
 mod budget_storm;
 mod chain;
@@ -32,6 +35,7 @@ mod report;
 mod scale;
 pub mod stats;
 mod storm;
+pub mod trace;
 
 use std::{
     fmt::Write as _,
@@ -57,12 +61,22 @@ const PROXY_WEB: &str = "10.79.0.1:18080";
 const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
 
+/// A section of the bench run on its own.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Section {
+    /// The trace benchmark alone: writes bench/trace.{md,json,png}.
+    Trace,
+}
+
 #[derive(Clone, Debug, clap::Args)]
 #[allow(
     clippy::struct_excessive_bools,
     reason = "command-line flags, one per section to skip or run alone"
 )]
 pub struct BenchOptions {
+    /// Run only this section (default: every section).
+    #[arg(value_enum)]
+    pub section: Option<Section>,
     /// Cold wakes per series (each takes about a second, and as long again for its engine
     /// baseline); below 100 the report gives no p99 for them.
     #[arg(long, default_value_t = 25)]
@@ -109,6 +123,11 @@ pub struct BenchOptions {
     /// Run only the chains of cold hosts (`--wakes` rounds); writes target/bench/chain.{md,json}.
     #[arg(long)]
     pub chain_only: bool,
+    /// Skip the trace benchmark (six policies, `--trace-secs` each).
+    #[arg(long)]
+    pub no_trace: bool,
+    #[command(flatten)]
+    pub trace: trace::TraceOptions,
 }
 
 /// One wake as the client and the agent saw it.
@@ -208,6 +227,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if opts.chain_only {
         return chain::run_alone(&binary, &dir, opts.wakes);
     }
+    if let Some(Section::Trace) = opts.section {
+        return trace::run(&binary, &dir, &opts.trace, machine(&root));
+    }
+    // Bad trace flags fail now, not after the other sections.
+    if !opts.no_trace {
+        trace::params(&opts.trace)?;
+        trace::policy::select(&opts.trace.policies).map_err(anyhow::Error::msg)?;
+    }
 
     let mut results = Results {
         machine: machine(&root),
@@ -225,6 +252,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             budget_storm::SUBNET,
             storm::SUBNET,
             chain::SUBNET,
+            trace::SUBNET,
         ],
     )
     .context("creating the benchmark's client namespace")?;
@@ -234,6 +262,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         Ok(path)
     };
     let base = bench_config("base", "")?;
+    let mut trace_run = None;
     let outcome = (|| -> anyhow::Result<()> {
         cleanup(&binary, &base);
         eprintln!(
@@ -376,6 +405,15 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_chain {
             results.chain = Some(chain::measure(&binary, &dir, &client, opts.wakes)?);
         }
+        if !opts.no_trace {
+            trace_run = Some(trace::measure(
+                &binary,
+                &dir,
+                &client,
+                &opts.trace,
+                machine(&root),
+            )?);
+        }
         Ok(())
     })();
     cleanup(&binary, &base);
@@ -397,6 +435,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
     println!("written: bench/results.md, bench/results.json, bench/wake-latency.svg");
+    if let Some(run) = trace_run {
+        trace::write(&run)?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,506 @@
+//! `cargo xtask bench trace` (and the last section of the full bench): the paper's claim that
+//! imaginary hosts raise utilisation, measured. A workload shaped like the Azure Functions 2019
+//! statistics ([`workload`]) is replayed from a client namespace against the same hosts under each
+//! policy ([`policy`]), while the hosts' cgroups and the agent are sampled at 10 Hz ([`sample`]);
+//! [`report`] writes `bench/trace.{md,json,png}`.
+//!
+//! Each policy starts alike: a set-up agent (the always-on configuration, so that nothing falls
+//! asleep by itself meanwhile) creates every host's container (each touches its ballast once),
+//! then, unless the policy keeps hosts warm, puts them all to sleep stopped, and exits keeping
+//! them; the policy's own agent adopts them, and the replay starts from there.
+
+pub mod policy;
+mod replay;
+mod report;
+mod sample;
+pub mod workload;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use imag_testkit::{AgentProcess, ClientNs, Launch, metrics::Metrics};
+
+use self::{
+    policy::Policy,
+    workload::{Trace, TraceParams},
+};
+use super::{HOST_IF, METRICS, Machine, cleanup, stats::quantile};
+use crate::image;
+
+pub const SUBNET: &str = "10.68.0.0/24";
+const NETWORK: &str = "imagtrace";
+/// Hosts take addresses from .2 on.
+const MAX_HOSTS: usize = 250;
+/// Hosts woken (and put to sleep) together while a policy is set up.
+const SETUP_BATCH: usize = 8;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceOptions {
+    /// Real seconds each policy's replay lasts; the trace's day is compressed into it.
+    #[arg(long = "trace-secs", default_value_t = 240.0)]
+    pub secs: f64,
+    /// Hosts (functions) in the trace.
+    #[arg(long = "trace-hosts", default_value_t = 40)]
+    pub hosts: usize,
+    /// Seed of the trace generator.
+    #[arg(long = "trace-seed", default_value_t = 1)]
+    pub seed: u64,
+    /// The most requests per second one host gets from outside in the replay.
+    #[arg(long = "trace-max-rps", default_value_t = 20.0)]
+    pub max_rps: f64,
+    /// Policies to replay (comma-separated; default all): always-on, keep-alive-10m, imag-stop,
+    /// imag-pause, imag-pause-stop, imag-budget.
+    #[arg(long = "trace-policies", default_value = "")]
+    pub policies: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TraceRun {
+    pub machine: Machine,
+    pub params: TraceParams,
+    pub compression: f64,
+    pub imag_idle_timeout: String,
+    pub keep_alive: String,
+    pub hosts: Vec<workload::HostPlan>,
+    pub requests: usize,
+    pub policies: Vec<PolicyRun>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PolicyRun {
+    pub name: String,
+    pub what: String,
+    pub seconds: f64,
+    /// ∫ memory dt of the hosts' cgroups and of the agent's RSS (MiB·s).
+    pub host_memory_mb_s: f64,
+    pub agent_memory_mb_s: f64,
+    pub memory_mb_s: f64,
+    pub peak_memory_mb: f64,
+    pub host_cpu_s: f64,
+    pub agent_cpu_s: f64,
+    pub answered: usize,
+    pub failed: usize,
+    /// The first failures, as the client saw them.
+    pub failures: Vec<String>,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_p999_ms: f64,
+    pub latency_max_ms: f64,
+    /// Share of requests in flight while a host on their path was being woken.
+    pub met_wake: f64,
+    /// Wakes during the replay, by the tier they woke from; and failed wakes.
+    pub wakes: BTreeMap<String, f64>,
+    pub wakes_failed: f64,
+    pub syn_retransmissions: u64,
+    pub samples: usize,
+    /// Memory over time: (seconds, hosts MiB, agent MiB).
+    pub series: Vec<(f64, f64, f64)>,
+    /// Per request: (scheduled second, latency ms); for the plot only.
+    #[serde(skip)]
+    pub latencies: Vec<(f64, f64)>,
+}
+
+/// The host's address: .2, .3, …
+fn address(i: usize) -> Ipv4Addr {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at most MAX_HOSTS hosts: .2 to .251"
+    )]
+    Ipv4Addr::new(10, 68, 0, (i + 2) as u8)
+}
+
+fn config_text(trace: &Trace, policy: &Policy) -> String {
+    let mut text = format!(
+        "[network]\nsubnet = \"{SUBNET}\"\nname = \"{NETWORK}\"\nbridge = \"{NETWORK}0\"\n"
+    );
+    text.push_str(&policy.sections(trace));
+    for (i, host) in trace.hosts.iter().enumerate() {
+        let backend = host
+            .calls
+            .map(|c| format!(", \"--backend\", \"{}:8080\"", address(c)))
+            .unwrap_or_default();
+        let _ = write!(
+            text,
+            "\n[[host]]\nname = \"{}\"\naddress = \"{}\"\nimage = \"{}\"\n\
+             command = [\"/hello\", \"--port\", \"8080\"{backend}]\nports = [8080]\n\
+             env = {{ BALLAST_MB = \"{}\", SERVICE_MS = \"{}\" }}\nmemory = \"{}MiB\"\n\
+             wake_timeout = \"20s\"\n{}",
+            host.name,
+            address(i),
+            image::IMAGE,
+            host.memory_mb,
+            host.service_ms,
+            policy::limit_mb(host),
+            policy.host_keys(trace, i),
+        );
+    }
+    text
+}
+
+/// The names of the hosts a request to `i` passes through (it, and whom it calls in turn).
+fn path(trace: &Trace, mut i: usize) -> Vec<&str> {
+    let mut names = vec![trace.hosts[i].name.as_str()];
+    while let Some(next) = trace.hosts[i].calls {
+        names.push(&trace.hosts[next].name);
+        i = next;
+    }
+    names
+}
+
+pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
+    if opts.hosts > MAX_HOSTS {
+        bail!(
+            "--trace-hosts {} is more than the trace subnet {SUBNET} holds ({MAX_HOSTS})",
+            opts.hosts
+        );
+    }
+    Ok(TraceParams {
+        seed: opts.seed,
+        hosts: opts.hosts,
+        span_s: workload::DAY_S,
+        replay_s: opts.secs,
+        max_rps: opts.max_rps,
+        memory_scale: 0.1,
+    })
+}
+
+/// Runs the trace benchmark with `client` (whose routes include [`SUBNET`]).
+pub fn measure(
+    binary: &Path,
+    dir: &Path,
+    client: &ClientNs,
+    opts: &TraceOptions,
+    machine: Machine,
+) -> anyhow::Result<TraceRun> {
+    let params = params(opts)?;
+    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    let trace = workload::generate(&params)?;
+    eprintln!(
+        "bench: trace, {} hosts, {} requests, a day in {:.0} s per policy ({:.0}×), policies: {}",
+        trace.hosts.len(),
+        trace.arrivals.len(),
+        params.replay_s,
+        params.compression(),
+        policies
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut run = TraceRun {
+        machine,
+        compression: params.compression(),
+        imag_idle_timeout: policy::timeout(&params, policy::IMAG_IDLE_S),
+        keep_alive: policy::timeout(&params, policy::KEEP_ALIVE_S),
+        params,
+        hosts: trace.hosts.clone(),
+        requests: trace.arrivals.len(),
+        policies: Vec::new(),
+    };
+    for policy in &policies {
+        let config = dir.join(format!("trace-{}.toml", policy.name));
+        std::fs::write(&config, config_text(&trace, policy))?;
+        cleanup(binary, &config);
+        let result = replay_policy(binary, &config, client, &trace, policy);
+        cleanup(binary, &config);
+        let result =
+            result.with_context(|| format!("replaying the trace under {}", policy.name))?;
+        eprintln!(
+            "  {:<16} memory {:>9.0} MiB·s  p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  \
+             met a wake {:.2} %  failed {}  SYN retransmissions {}",
+            result.name,
+            result.memory_mb_s,
+            result.latency_p50_ms,
+            result.latency_p99_ms,
+            result.latency_p999_ms,
+            100.0 * result.met_wake,
+            result.failed,
+            result.syn_retransmissions
+        );
+        run.policies.push(result);
+    }
+    Ok(run)
+}
+
+fn wakes_by_tier(metrics: &Metrics) -> BTreeMap<String, f64> {
+    ["absent", "stopped", "paused"]
+        .into_iter()
+        .map(|tier| {
+            (
+                tier.to_string(),
+                metrics.sum("imag_wakes_total", &[("from", tier), ("result", "ok")]),
+            )
+        })
+        .collect()
+}
+
+fn wait_state(agent: &AgentProcess, hosts: &[&str], state: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let status = agent.status()?;
+        let all = hosts.iter().all(|name| {
+            status["hosts"]
+                .as_array()
+                .and_then(|h| h.iter().find(|h| h["name"] == *name))
+                .is_some_and(|h| h["state"] == state)
+        });
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("hosts {hosts:?} did not become {state} within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
+    Ok(AgentProcess::start(
+        Launch::new(binary, config, &[HOST_IF]).args(&["--metrics", METRICS, "--on-exit", "keep"]),
+    )?)
+}
+
+/// Creates every container (each touches its ballast), then puts them to sleep stopped unless the
+/// policy keeps them warm; `setup` is the always-on configuration of the same hosts, whose agent
+/// never puts a host to sleep by itself (a policy's own timeouts, scaled, may be shorter than a
+/// wake is observed).
+fn set_up(binary: &Path, setup: &Path, trace: &Trace, policy: &Policy) -> anyhow::Result<()> {
+    let mut agent = start_agent(binary, setup)?;
+    let names: Vec<&str> = trace.hosts.iter().map(|h| h.name.as_str()).collect();
+    for batch in names.chunks(SETUP_BATCH) {
+        for name in batch {
+            agent.command(&["wake", name])?;
+        }
+        wait_state(&agent, batch, "warm")?;
+        if policy.sleeps() {
+            for name in batch {
+                agent.command(&["sleep", name, "--tier", "stop"])?;
+            }
+            wait_state(&agent, batch, "asleep")?;
+        }
+    }
+    agent.stop()?;
+    Ok(())
+}
+
+fn replay_policy(
+    binary: &Path,
+    config: &Path,
+    client: &ClientNs,
+    trace: &Trace,
+    policy: &Policy,
+) -> anyhow::Result<PolicyRun> {
+    let setup = config.with_file_name(format!("trace-setup-{}.toml", policy.name));
+    std::fs::write(&setup, config_text(trace, &policy::ALWAYS_ON))?;
+    set_up(binary, &setup, trace, policy)?;
+    let agent = start_agent(binary, config)?;
+    let pid = agent.pid().context("the agent has no process id")?;
+    // Let the last sleeps settle and the engine calm down before the clock starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = Metrics::scrape(METRICS.parse().expect("valid"))?;
+    let agent_cpu_before = sample::cpu_s(pid);
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    let (replayed, sampled) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample::run(NETWORK, pid, started, &done));
+        let replayed = client.run(|| replay::replay(trace, address, started));
+        done.store(true, Ordering::Relaxed);
+        (
+            replayed,
+            sampler.join().expect("the sampler does not panic"),
+        )
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let replayed = replayed.context("entering the client namespace")??;
+    let agent_cpu_s = sample::cpu_s(pid) - agent_cpu_before;
+    let after = Metrics::scrape(METRICS.parse().expect("valid"))?;
+    let wakes: BTreeMap<String, f64> = wakes_by_tier(&after)
+        .into_iter()
+        .map(|(tier, n)| {
+            let was = wakes_by_tier(&before).get(&tier).copied().unwrap_or(0.0);
+            (tier, n - was)
+        })
+        .collect();
+    let wakes_failed = after.sum("imag_wakes_total", &[])
+        - before.sum("imag_wakes_total", &[])
+        - wakes.values().sum::<f64>();
+    let log_wakes = replay::wakes_in_log(&agent.log_text());
+    drop(agent);
+    let mut run = summarize(trace, policy, &replayed, &sampled, &log_wakes);
+    run.seconds = seconds;
+    run.agent_cpu_s = agent_cpu_s;
+    run.wakes = wakes;
+    run.wakes_failed = wakes_failed;
+    Ok(run)
+}
+
+/// What the client saw and the sampler measured, as a row of the report.
+fn summarize(
+    trace: &Trace,
+    policy: &Policy,
+    replayed: &replay::Replayed,
+    sampled: &sample::Sampled,
+    log_wakes: &[replay::Wake],
+) -> PolicyRun {
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut failures = Vec::new();
+    let mut met = 0usize;
+    for d in &replayed.done {
+        if let Some(err) = &d.error {
+            failures.push(err.clone());
+            continue;
+        }
+        latencies.push(d.latency_ms);
+        let names = path(trace, d.host);
+        if replay::met_wake(
+            log_wakes,
+            &names,
+            d.wall_s,
+            d.wall_s + d.latency_ms / 1000.0,
+        ) {
+            met += 1;
+        }
+    }
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let host_memory_mb_s = sampled.memory_mb_s(|s| s.hosts_mb);
+    let agent_memory_mb_s = sampled.memory_mb_s(|s| s.agent_mb);
+    PolicyRun {
+        name: policy.name.to_string(),
+        what: policy.what.to_string(),
+        host_memory_mb_s,
+        agent_memory_mb_s,
+        memory_mb_s: host_memory_mb_s + agent_memory_mb_s,
+        peak_memory_mb: sampled
+            .samples
+            .iter()
+            .map(|s| s.hosts_mb + s.agent_mb)
+            .fold(0.0, f64::max),
+        host_cpu_s: sampled.host_cpu_s,
+        answered: latencies.len(),
+        failed: failures.len(),
+        latency_p50_ms: quantile(&sorted, 0.5),
+        latency_p99_ms: quantile(&sorted, 0.99),
+        latency_p999_ms: quantile(&sorted, 0.999),
+        latency_max_ms: sorted.last().copied().unwrap_or(f64::NAN),
+        met_wake: if latencies.is_empty() {
+            0.0
+        } else {
+            met as f64 / latencies.len() as f64
+        },
+        failures: failures.into_iter().take(20).collect(),
+        syn_retransmissions: replayed.syn_retransmissions,
+        samples: sampled.samples.len(),
+        series: sampled
+            .samples
+            .iter()
+            .map(|s| (s.t_s, s.hosts_mb, s.agent_mb))
+            .collect(),
+        latencies: replayed
+            .done
+            .iter()
+            .filter(|d| d.error.is_none())
+            .map(|d| (d.at_s, d.latency_ms))
+            .collect(),
+        ..PolicyRun::default()
+    }
+}
+
+/// `cargo xtask bench trace` on its own, or as the full bench's last section: writes
+/// `bench/trace.{md,json,png}`.
+pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> anyhow::Result<()> {
+    // Fail on bad flags before anything is created.
+    params(opts)?;
+    policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    let client = ClientNs::create(
+        super::NETNS,
+        HOST_IF,
+        "10.79.0.1/24",
+        "10.79.0.2/24",
+        &[SUBNET],
+    )
+    .context("creating the benchmark's client namespace")?;
+    let run = measure(binary, dir, &client, opts, machine);
+    drop(client);
+    write(&run?)
+}
+
+pub fn write(run: &TraceRun) -> anyhow::Result<()> {
+    let out: PathBuf = crate::workspace_root().join("bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("trace.json"), serde_json::to_string_pretty(run)?)?;
+    let markdown = report::markdown(run);
+    std::fs::write(out.join("trace.md"), &markdown)?;
+    report::png(run, &out.join("trace.png"))?;
+    println!("{markdown}");
+    println!("written: bench/trace.md, bench/trace.json, bench/trace.png");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_configures_every_host_with_its_ballast_and_calls() {
+        let trace = workload::generate(
+            &params(&TraceOptions {
+                secs: 240.0,
+                hosts: 12,
+                seed: 3,
+                max_rps: 20.0,
+                policies: String::new(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        for policy in policy::ALL {
+            let text = config_text(&trace, &policy);
+            if let Ok(dir) = std::env::var("IMAG_TRACE_CONFIG_DIR") {
+                std::fs::write(format!("{dir}/{}.toml", policy.name), &text).unwrap();
+            }
+            assert_eq!(text.matches("[[host]]").count(), 12, "{}", policy.name);
+            assert_eq!(text.matches("BALLAST_MB").count(), 12, "{}", policy.name);
+            let calls = trace.hosts.iter().filter(|h| h.calls.is_some()).count();
+            assert_eq!(text.matches("--backend").count(), calls, "{}", policy.name);
+            assert_eq!(
+                text.contains("memory_budget"),
+                policy.kind == policy::Kind::PauseBudget,
+                "{}",
+                policy.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_passes_through_the_chain_of_its_application() {
+        let trace = workload::generate(
+            &params(&TraceOptions {
+                secs: 240.0,
+                hosts: 40,
+                seed: 1,
+                max_rps: 20.0,
+                policies: String::new(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let caller = trace.hosts.iter().position(|h| h.calls.is_some()).unwrap();
+        let chain = path(&trace, caller);
+        assert!(chain.len() >= 2);
+        assert!(
+            chain[1..]
+                .iter()
+                .all(|n| n.starts_with(&format!("a{}f", trace.hosts[caller].app)))
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The policies a trace is replayed under, as configuration. Every policy runs the same agent on
+//! the same hosts (same image, ballast, memory limit, calls); only the keys below differ. Timeouts
+//! are stated in trace time and scaled like the rest of time, never below [`MIN_TIMEOUT_S`] of
+//! real time (the agent looks at idleness every 250 ms).
+//!
+//! To add a policy (e.g. imag with `wakes_with`): a variant of [`Kind`], its row in [`ALL`], its
+//! keys in [`Policy::host_keys`] (it sees the whole trace and the host's index, so the name of the
+//! host it calls is at hand: `trace.hosts[trace.hosts[index].calls?].name`) and, if it needs one,
+//! a section in [`Policy::sections`]. `--trace-policies` then selects it by name.
+
+use std::fmt::Write as _;
+
+use super::workload::{HostPlan, Trace, TraceParams};
+
+/// imag's idle timeout in trace time: its wakes are cheap, so it may let go soon.
+pub const IMAG_IDLE_S: f64 = 60.0;
+/// The common serverless keep-alive (trace time), also `stop_after` for pause → stop.
+pub const KEEP_ALIVE_S: f64 = 600.0;
+/// The shortest timeout given to the agent, in real seconds.
+pub const MIN_TIMEOUT_S: f64 = 0.3;
+/// A host's memory limit is its ballast plus this (the binary, stacks, page cache).
+pub const HEADROOM_MB: u32 = 8;
+/// The memory budget's share of all hosts' limits together.
+pub const BUDGET_SHARE: f64 = 0.4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Every host woken before the replay and never put to sleep.
+    AlwaysOn,
+    /// imag, idle after [`IMAG_IDLE_S`], into `sleep = "stop"`.
+    Stop,
+    /// imag, idle after [`IMAG_IDLE_S`], into `sleep = "pause"`.
+    Pause,
+    /// imag, paused after [`IMAG_IDLE_S`], stopped after [`KEEP_ALIVE_S`] paused.
+    PauseThenStop,
+    /// imag, paused after [`IMAG_IDLE_S`], under `[limits] memory_budget` ([`BUDGET_SHARE`] of
+    /// every host's limit): waking beyond it stops the least recently used.
+    PauseBudget,
+    /// A fixed keep-alive of [`KEEP_ALIVE_S`], then stopped (the serverless default).
+    KeepAlive,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Its name in flags, tables and the plot.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// One line for the report.
+    pub what: &'static str,
+}
+
+/// Also the configuration every policy's hosts are set up with.
+pub const ALWAYS_ON: Policy = Policy {
+    name: "always-on",
+    kind: Kind::AlwaysOn,
+    what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
+};
+
+pub const ALL: [Policy; 6] = [
+    ALWAYS_ON,
+    Policy {
+        name: "keep-alive-10m",
+        kind: Kind::KeepAlive,
+        what: "fixed 10-minute keep-alive, then stopped (the serverless default)",
+    },
+    Policy {
+        name: "imag-stop",
+        kind: Kind::Stop,
+        what: "imag: stopped after 1 minute idle",
+    },
+    Policy {
+        name: "imag-pause",
+        kind: Kind::Pause,
+        what: "imag: paused after 1 minute idle (a paused container keeps its memory)",
+    },
+    Policy {
+        name: "imag-pause-stop",
+        kind: Kind::PauseThenStop,
+        what: "imag: paused after 1 minute idle, stopped after 10 minutes paused (stop_after)",
+    },
+    Policy {
+        name: "imag-budget",
+        kind: Kind::PauseBudget,
+        what: "imag: paused after 1 minute idle, memory_budget = 40 % of all hosts' limits (LRU stopped)",
+    },
+];
+
+/// The policies named in `list` (comma-separated), in the order of [`ALL`]; all of them for an
+/// empty list.
+pub fn select(list: &str) -> Result<Vec<Policy>, String> {
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if let Some(unknown) = names.iter().find(|n| !ALL.iter().any(|p| p.name == **n)) {
+        return Err(format!(
+            "unknown trace policy {unknown:?}; known: {}",
+            ALL.map(|p| p.name).join(", ")
+        ));
+    }
+    Ok(ALL
+        .into_iter()
+        .filter(|p| names.is_empty() || names.contains(&p.name))
+        .collect())
+}
+
+/// A trace duration as an agent duration ("250ms"), scaled and floored.
+pub fn timeout(params: &TraceParams, trace_s: f64) -> String {
+    let real_s = params.scaled(trace_s).max(MIN_TIMEOUT_S);
+    format!("{:.0}ms", real_s * 1000.0)
+}
+
+/// A host's memory limit (MiB): its ballast and headroom.
+pub fn limit_mb(host: &HostPlan) -> u32 {
+    host.memory_mb + HEADROOM_MB
+}
+
+impl Policy {
+    /// Whether hosts sleep at all (else every host is woken before the replay and stays warm).
+    pub fn sleeps(&self) -> bool {
+        self.kind != Kind::AlwaysOn
+    }
+
+    /// The `[[host]]` keys this policy sets on host `index` of `trace` (besides name, address,
+    /// image, command, ballast and memory limit).
+    pub fn host_keys(&self, trace: &Trace, index: usize) -> String {
+        let params = &trace.params;
+        debug_assert!(index < trace.hosts.len());
+        let idle = timeout(params, IMAG_IDLE_S);
+        let keep = timeout(params, KEEP_ALIVE_S);
+        match self.kind {
+            Kind::AlwaysOn => "idle_timeout = \"never\"\n".to_string(),
+            Kind::Stop => {
+                format!("idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"stop\"\n")
+            }
+            Kind::Pause | Kind::PauseBudget => {
+                format!("idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n")
+            }
+            Kind::PauseThenStop => format!(
+                "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
+                 stop_after = \"{keep}\"\n"
+            ),
+            Kind::KeepAlive => {
+                format!("idle_timeout = \"{keep}\"\nmin_warm = \"{keep}\"\nsleep = \"stop\"\n")
+            }
+        }
+    }
+
+    /// Sections this policy adds to the configuration.
+    pub fn sections(&self, trace: &Trace) -> String {
+        let mut text = String::new();
+        if self.kind == Kind::PauseBudget {
+            let total: u32 = trace.hosts.iter().map(limit_mb).sum();
+            let max_single = trace.hosts.iter().map(limit_mb).max().unwrap_or(0);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a positive share of a sum of u32 MiB"
+            )]
+            let budget = ((f64::from(total) * BUDGET_SHARE) as u32).max(max_single);
+            let _ = write!(text, "\n[limits]\nmemory_budget = \"{budget}MiB\"\n");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> TraceParams {
+        TraceParams {
+            seed: 1,
+            hosts: 4,
+            span_s: 86_400.0,
+            replay_s: 240.0,
+            max_rps: 20.0,
+            memory_scale: 0.1,
+        }
+    }
+
+    #[test]
+    fn timeouts_are_scaled_and_floored() {
+        // 10 minutes at 360×: 1.67 s; 1 minute: 167 ms, floored to 300 ms.
+        assert_eq!(timeout(&params(), KEEP_ALIVE_S), "1667ms");
+        assert_eq!(timeout(&params(), IMAG_IDLE_S), "300ms");
+    }
+
+    #[test]
+    fn policies_are_selected_by_name_and_unknown_ones_named() {
+        assert_eq!(select("").unwrap().len(), ALL.len());
+        let two = select("imag-stop, always-on").unwrap();
+        assert_eq!(
+            two.iter().map(|p| p.name).collect::<Vec<_>>(),
+            ["always-on", "imag-stop"]
+        );
+        let err = select("imag-stpo").unwrap_err();
+        assert!(
+            err.contains("\"imag-stpo\"") && err.contains("imag-stop"),
+            "{err}"
+        );
+    }
+}

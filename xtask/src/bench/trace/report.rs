@@ -1,0 +1,294 @@
+//! The trace benchmark's report: `bench/trace.md` (one row per policy, the savings against
+//! always-on, the target) and `bench/trace.png` (memory in use over time per policy, and the p99
+//! latency of requests per 5-second window), drawn with plotters into a buffer that png encodes.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context as _, bail};
+use plotters::prelude::*;
+
+use super::{PolicyRun, TraceRun, policy};
+use crate::bench::stats::quantile;
+
+/// The share of always-on's memory-seconds the best imag policy must save.
+pub const TARGET_SAVED: f64 = 0.80;
+
+fn always_on(run: &TraceRun) -> Option<&PolicyRun> {
+    run.policies.iter().find(|p| p.name == "always-on")
+}
+
+/// The share of always-on's memory-seconds a policy saved.
+fn saved(run: &TraceRun, p: &PolicyRun) -> Option<f64> {
+    always_on(run).map(|a| 1.0 - p.memory_mb_s / a.memory_mb_s)
+}
+
+pub fn markdown(run: &TraceRun) -> String {
+    let mut out = String::new();
+    intro(run, &mut out);
+    table(run, &mut out);
+    verdict(run, &mut out);
+    out
+}
+
+/// The machine, the trace and how it was replayed.
+fn intro(run: &TraceRun, out: &mut String) {
+    let p = &run.params;
+    let m = &run.machine;
+    let _ = writeln!(
+        out,
+        "# imag trace benchmark\n\n{} CPUs ({}), kernel {}, Docker {}, {}, revision {}.\n",
+        m.cpus, m.cpu_model, m.kernel, m.docker, m.date, m.revision
+    );
+    let capped = run.hosts.iter().filter(|h| h.capped).count();
+    let calling = run.hosts.iter().filter(|h| h.calls.is_some()).count();
+    let memory: u32 = run.hosts.iter().map(|h| h.memory_mb).sum();
+    let _ = writeln!(
+        out,
+        "A day of a workload shaped like Azure Functions 2019 (Shahrad et al., ATC'20; seed {}): \
+         {} hosts in {} applications ({calling} hosts call the next one of their application on \
+         every request), {} requests from outside, replayed in {:.0} s per policy: **{:.0}× \
+         compression** (imag's 1-minute idle timeout is {}, the 10-minute keep-alive {}, never \
+         below {:.0} ms). Footprints are 1/10 of the paper's (p50 17 MiB, p90 40 MiB), \
+         {memory} MiB of ballast in all, held for real; {capped} hosts were capped at {} \
+         requests/s. Memory is sampled at 10 Hz from the hosts' cgroups, plus the agent's RSS.\n",
+        p.seed,
+        run.hosts.len(),
+        run.hosts.iter().map(|h| h.app).max().map_or(0, |a| a + 1),
+        run.requests,
+        p.replay_s,
+        run.compression,
+        run.imag_idle_timeout,
+        run.keep_alive,
+        policy::MIN_TIMEOUT_S * 1000.0,
+        p.max_rps,
+    );
+}
+
+fn table(run: &TraceRun, out: &mut String) {
+    out.push_str(
+        "| policy | memory (MiB·s) | saved vs always-on | mean MiB | peak MiB | CPU s (hosts + agent) \
+         | answered | failed | p50 ms | p99 ms | p99.9 ms | met a wake | wakes (stopped / paused / \
+         absent) | SYN retrans. |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &run.policies {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {:.0} | {:.0} | {:.1} + {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | \
+             {:.2} % | {:.0} / {:.0} / {:.0}{} | {} |",
+            r.name,
+            r.memory_mb_s,
+            saved(run, r).map_or("–".to_string(), |s| format!("{:.1} %", 100.0 * s)),
+            r.memory_mb_s / r.seconds.max(1e-9),
+            r.peak_memory_mb,
+            r.host_cpu_s,
+            r.agent_cpu_s,
+            r.answered,
+            r.failed,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.latency_p999_ms,
+            100.0 * r.met_wake,
+            r.wakes.get("stopped").copied().unwrap_or(0.0),
+            r.wakes.get("paused").copied().unwrap_or(0.0),
+            r.wakes.get("absent").copied().unwrap_or(0.0),
+            if r.wakes_failed > 0.0 {
+                format!(" ({:.0} failed)", r.wakes_failed)
+            } else {
+                String::new()
+            },
+            r.syn_retransmissions,
+        );
+    }
+    out.push('\n');
+    for r in &run.policies {
+        let _ = writeln!(out, "- **{}**: {}", r.name, r.what);
+    }
+    out.push('\n');
+}
+
+/// The target, the must-be-zero counts, and how to read the table.
+fn verdict(run: &TraceRun, out: &mut String) {
+    let best = run
+        .policies
+        .iter()
+        .filter(|r| r.name.starts_with("imag"))
+        .filter_map(|r| Some((r, saved(run, r)?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match best {
+        Some((r, s)) => {
+            let met = s >= TARGET_SAVED;
+            let _ = writeln!(
+                out,
+                "**Target** (≥ {:.0} % of always-on's memory-seconds saved by the best imag policy): \
+                 **{}** — {} saved {:.1} %, with p99 request latency {:.1} ms (p99.9 {:.1} ms; \
+                 always-on: p99 {:.1} ms).",
+                TARGET_SAVED * 100.0,
+                if met { "met" } else { "NOT met" },
+                r.name,
+                100.0 * s,
+                r.latency_p99_ms,
+                r.latency_p999_ms,
+                always_on(run).map_or(f64::NAN, |a| a.latency_p99_ms),
+            );
+        }
+        None => {
+            out.push_str("**Target**: not evaluated (always-on or every imag policy left out).\n");
+        }
+    }
+    let failed: usize = run.policies.iter().map(|r| r.failed).sum();
+    let retrans: u64 = run.policies.iter().map(|r| r.syn_retransmissions).sum();
+    let _ = writeln!(
+        out,
+        "\nFailed requests (must be 0): {failed}. Client SYN retransmissions (must be 0): {retrans}."
+    );
+    for r in run.policies.iter().filter(|r| !r.failures.is_empty()) {
+        let _ = writeln!(out, "\nFirst failures under {}:", r.name);
+        for f in &r.failures {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    out.push_str(
+        "\nLatency is from a request's scheduled time to the last byte of its answer on a fresh \
+         connection, and includes its (compressed) service time and those of the hosts it calls. \
+         \"Met a wake\": a host on its path was being woken while it was in flight (the agent's \
+         log). Wakes count every wake during the replay (a host called by another is woken by \
+         that host's packet). Plot: bench/trace.png.\n",
+    );
+}
+
+/// A font for the plot's text: plotters draws glyphs with `ab_glyph` from a TTF file it is given.
+fn font() -> anyhow::Result<&'static [u8]> {
+    const FONTS: [&str; 4] = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ];
+    for path in FONTS {
+        if let Ok(bytes) = std::fs::read(path) {
+            return Ok(Box::leak(bytes.into_boxed_slice()));
+        }
+    }
+    bail!(
+        "no font for the plot's text (looked for {}); install Debian's fonts-dejavu-core",
+        FONTS.join(", ")
+    )
+}
+
+const WIDTH: u32 = 1400;
+const HEIGHT: u32 = 1000;
+const WINDOW_S: f64 = 5.0;
+
+pub fn png(run: &TraceRun, path: &Path) -> anyhow::Result<()> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font()?)
+        .map_err(|_| anyhow::anyhow!("the plot's font could not be read"))?;
+    let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(run, &mut buffer).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut w| w.write_image_data(&buffer))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// p99 latency per [`WINDOW_S`] window: (window centre, ms).
+fn windowed_p99(latencies: &[(f64, f64)], seconds: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut start = 0.0;
+    while start < seconds {
+        let mut window: Vec<f64> = latencies
+            .iter()
+            .filter(|(t, _)| (start..start + WINDOW_S).contains(t))
+            .map(|(_, ms)| *ms)
+            .collect();
+        if !window.is_empty() {
+            window.sort_by(f64::total_cmp);
+            out.push((start + WINDOW_S / 2.0, quantile(&window, 0.99).max(0.1)));
+        }
+        start += WINDOW_S;
+    }
+    out
+}
+
+fn draw(run: &TraceRun, buffer: &mut [u8]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::with_buffer(buffer, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(HEIGHT * 3 / 5);
+    let seconds = run.params.replay_s;
+    let peak = run
+        .policies
+        .iter()
+        .map(|p| p.peak_memory_mb)
+        .fold(1.0, f64::max);
+    let mut memory = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "Memory in use (hosts' cgroups + agent), {} hosts, a day in {:.0} s ({:.0}x)",
+                run.hosts.len(),
+                seconds,
+                run.compression
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..seconds, 0.0..peak * 1.1)?;
+    memory
+        .configure_mesh()
+        .x_desc("replay time (s)")
+        .y_desc("MiB")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    for (i, p) in run.policies.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        memory
+            .draw_series(LineSeries::new(
+                p.series.iter().map(|(t, h, a)| (*t, h + a)),
+                colour.stroke_width(2),
+            ))?
+            .label(p.name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3)));
+    }
+    memory
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    let slowest = run
+        .policies
+        .iter()
+        .flat_map(|p| p.latencies.iter().map(|(_, ms)| *ms))
+        .fold(10.0, f64::max);
+    let mut latency = ChartBuilder::on(&bottom)
+        .caption(
+            format!("Request latency, p99 per {WINDOW_S:.0} s window"),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..seconds, (0.1..slowest * 1.5).log_scale())?;
+    latency
+        .configure_mesh()
+        .x_desc("replay time (s)")
+        .y_desc("ms (log)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    for (i, p) in run.policies.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        latency.draw_series(LineSeries::new(
+            windowed_p99(&p.latencies, seconds),
+            colour.stroke_width(2),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}

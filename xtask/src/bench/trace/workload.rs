@@ -1,0 +1,493 @@
+//! The trace generator: a multi-service workload shaped like the Azure Functions 2019 statistics
+//! (Shahrad et al., "Serverless in the Wild", ATC'20), synthesised from a seed. Pure: no I/O, no
+//! clock; the same [`TraceParams`] give the same [`Trace`] on every machine (`ChaCha8`, a portable
+//! generator). `mod.rs` replays it; the unit tests below check its marginals against the targets.
+//!
+//! What is drawn, per host (a host is one function, a container):
+//! - **average rate** (invocations per day): log10 of it normal, fitted so that ≈ 45 % of hosts are
+//!   invoked at most once an hour and ≈ 81 % at most once a minute (the paper's figure 5); the tail
+//!   then makes the top 1 % of hosts issue most requests;
+//! - **burstiness**: ≈ 20 % periodic timers (CV 0); the rest draw a CV of inter-arrival times with
+//!   P(CV ≤ 1) ≈ 35 %, P(≤ 2) ≈ 55 %, P(≤ 4) ≈ 77 % (figure 6), piecewise log-linear between;
+//!   arrivals are a gamma renewal process with that mean and CV;
+//! - a **daily ±20 % modulation** of every non-periodic host's rate (one sine over the day; timers
+//!   fire on their own clock), applied by warping the renewal process's time, which keeps its CV;
+//! - **service time**: the paper's log-normal fit of average execution times (ln μ = −0.38 s,
+//!   σ = 2.36), compressed like the rest of time;
+//! - **memory footprint**: log-normal with p50 ≈ 170 MB and p90 ≈ 400 MB (figure 10), times
+//!   `memory_scale` (0.1 by default, so this machine holds every host at once: same shape);
+//! - **applications**: hosts are grouped into applications of 1–4 functions (most have one);
+//!   within one, each function calls the next on every request it serves (a chain), besides its
+//!   own arrivals.
+//!
+//! Time is compressed: `span_s` of trace time (a day) is replayed in `replay_s`, so every rate is
+//! multiplied and every duration (service time, the policies' timeouts) divided by
+//! [`TraceParams::compression`]. A host whose compressed rate exceeds `max_rps` is capped there
+//! (the machine could not serve the top hosts at 360×; such hosts are warm under every policy,
+//! so capping changes the request mix, not memory).
+
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution as _, Gamma, LogNormal, Normal};
+use serde::Serialize;
+
+/// One day, the period of the modulation.
+pub const DAY_S: f64 = 86_400.0;
+/// log10(invocations per day) ~ N(μ, σ): P(≤ 24/day) = 0.45, P(≤ 1440/day) = 0.81.
+pub const LOG10_RATE_MU: f64 = 1.603;
+pub const LOG10_RATE_SIGMA: f64 = 1.772;
+/// The share of periodic timers (CV 0).
+pub const PERIODIC_SHARE: f64 = 0.20;
+/// The CV distribution of the other hosts: (CV, cumulative share), log-linear in between.
+pub const CV_POINTS: [(f64, f64); 5] = [
+    (0.1, 0.0),
+    (1.0, 0.35),
+    (2.0, 0.55),
+    (4.0, 0.77),
+    (16.0, 1.0),
+];
+/// The daily modulation's amplitude (±20 %).
+pub const DAILY_AMPLITUDE: f64 = 0.20;
+/// Average execution time: ln(seconds) ~ N(−0.38, 2.36) (the paper's log-normal fit).
+pub const SERVICE_LN_MU: f64 = -0.38;
+pub const SERVICE_LN_SIGMA: f64 = 2.36;
+/// Memory (MB, unscaled): p50 170, p90 400 → ln μ = ln 170, σ = ln(400/170) / 1.2816.
+pub const MEMORY_P50_MB: f64 = 170.0;
+pub const MEMORY_P90_MB: f64 = 400.0;
+/// Replayed service times are capped here (a request still has to fit the bench's timeouts).
+pub const MAX_SERVICE_MS: u32 = 1_000;
+/// Application sizes (functions per application) and their shares.
+const APP_SIZES: [(usize, f64); 4] = [(1, 0.55), (2, 0.20), (3, 0.15), (4, 0.10)];
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TraceParams {
+    pub seed: u64,
+    pub hosts: usize,
+    /// Trace time covered (seconds; a day by default).
+    pub span_s: f64,
+    /// Real time the replay takes (seconds).
+    pub replay_s: f64,
+    /// The most requests per second one host receives from outside in the replay.
+    pub max_rps: f64,
+    /// Memory footprints are multiplied by this (0.1: p50 17 MB, p90 40 MB).
+    pub memory_scale: f64,
+}
+
+impl TraceParams {
+    /// Trace seconds per real second.
+    pub fn compression(&self) -> f64 {
+        self.span_s / self.replay_s
+    }
+
+    /// A trace duration as replay time.
+    pub fn scaled(&self, trace_s: f64) -> f64 {
+        trace_s / self.compression()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostPlan {
+    pub name: String,
+    /// The application it belongs to (an index into the grouping).
+    pub app: usize,
+    /// The host it calls on every request it serves (the next function of its application).
+    pub calls: Option<usize>,
+    /// Drawn average rate (invocations per trace day), before any cap.
+    pub rate_per_day: f64,
+    /// Whether its rate was capped at `max_rps` in the replay.
+    pub capped: bool,
+    /// Coefficient of variation of its inter-arrival times (0: a periodic timer).
+    pub cv: f64,
+    /// Resident memory it holds (MiB), after `memory_scale`.
+    pub memory_mb: u32,
+    /// Service time per request in the replay (ms), after compression.
+    pub service_ms: u32,
+}
+
+/// One external request: when (replay seconds from the start) and to which host.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Arrival {
+    pub at_s: f64,
+    pub host: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trace {
+    pub params: TraceParams,
+    pub hosts: Vec<HostPlan>,
+    /// Every external request, in time order.
+    pub arrivals: Vec<Arrival>,
+}
+
+/// Why a trace cannot be made from these parameters.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("the trace needs at least one host (--trace-hosts)")]
+    EmptyTrace,
+    #[error("the replay must last longer than zero seconds (--trace-secs)")]
+    NoTime,
+    #[error("--trace-max-rps must be above zero")]
+    NoRate,
+    #[error("the memory scale must be above zero")]
+    NoMemory,
+}
+
+/// Draws the trace for `params`.
+pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
+    if params.hosts == 0 {
+        return Err(ParamsError::EmptyTrace);
+    }
+    if params.replay_s <= 0.0 || params.span_s <= 0.0 {
+        return Err(ParamsError::NoTime);
+    }
+    if params.max_rps <= 0.0 {
+        return Err(ParamsError::NoRate);
+    }
+    if params.memory_scale <= 0.0 {
+        return Err(ParamsError::NoMemory);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let apps = group(params.hosts, &mut rng);
+    let mut hosts = Vec::with_capacity(params.hosts);
+    for (app, &size) in apps.iter().enumerate() {
+        for function in 0..size {
+            let index = hosts.len();
+            let rate_per_day = draw_rate_per_day(&mut rng);
+            let cv = draw_cv(&mut rng);
+            let memory_mb = (draw_memory_mb(&mut rng) * params.memory_scale)
+                .round()
+                .max(1.0);
+            let service_ms = (draw_service_s(&mut rng) * 1000.0 / params.compression())
+                .round()
+                .min(f64::from(MAX_SERVICE_MS));
+            let cap_per_day = params.max_rps * DAY_S / params.compression();
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "rounded, positive and clamped above: a few MiB and at most MAX_SERVICE_MS"
+            )]
+            hosts.push(HostPlan {
+                name: format!("a{app}f{function}"),
+                app,
+                calls: (function + 1 < size).then_some(index + 1),
+                rate_per_day,
+                capped: rate_per_day > cap_per_day,
+                cv,
+                memory_mb: memory_mb.min(f64::from(u32::MAX)) as u32,
+                service_ms: service_ms as u32,
+            });
+        }
+    }
+    // Arrivals come from a stream of their own per host, so that one host's draws do not shift
+    // another's (a change to one distribution leaves the rest of the trace as it was).
+    let phase = rng.random::<f64>() * std::f64::consts::TAU;
+    let mut arrivals = Vec::new();
+    for (index, host) in hosts.iter().enumerate() {
+        let mut stream = ChaCha8Rng::seed_from_u64(params.seed);
+        stream.set_stream(index as u64 + 1);
+        let rate = host
+            .rate_per_day
+            .min(params.max_rps * DAY_S / params.compression());
+        for t in arrival_times(rate / DAY_S, host.cv, params.span_s, phase, &mut stream) {
+            arrivals.push(Arrival {
+                at_s: t / params.compression(),
+                host: index,
+            });
+        }
+    }
+    arrivals.sort_by(|a, b| a.at_s.total_cmp(&b.at_s).then(a.host.cmp(&b.host)));
+    Ok(Trace {
+        params: params.clone(),
+        hosts,
+        arrivals,
+    })
+}
+
+/// Application sizes summing to `hosts` (the last one cut to fit).
+fn group(hosts: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut left = hosts;
+    while left > 0 {
+        let u = rng.random::<f64>();
+        let mut acc = 0.0;
+        let mut size = APP_SIZES[APP_SIZES.len() - 1].0;
+        for (s, share) in APP_SIZES {
+            acc += share;
+            if u < acc {
+                size = s;
+                break;
+            }
+        }
+        let size = size.min(left);
+        sizes.push(size);
+        left -= size;
+    }
+    sizes
+}
+
+pub fn draw_rate_per_day(rng: &mut ChaCha8Rng) -> f64 {
+    let normal = Normal::new(LOG10_RATE_MU, LOG10_RATE_SIGMA).expect("a valid σ");
+    10f64.powf(normal.sample(rng))
+}
+
+/// 0 for a periodic timer; else a CV from [`CV_POINTS`].
+pub fn draw_cv(rng: &mut ChaCha8Rng) -> f64 {
+    if rng.random::<f64>() < PERIODIC_SHARE {
+        return 0.0;
+    }
+    let u = rng.random::<f64>();
+    for pair in CV_POINTS.windows(2) {
+        let ((cv0, f0), (cv1, f1)) = (pair[0], pair[1]);
+        if u <= f1 {
+            let t = (u - f0) / (f1 - f0);
+            return (cv0.ln() + t * (cv1.ln() - cv0.ln())).exp();
+        }
+    }
+    CV_POINTS[CV_POINTS.len() - 1].0
+}
+
+pub fn draw_memory_mb(rng: &mut ChaCha8Rng) -> f64 {
+    let sigma = (MEMORY_P90_MB / MEMORY_P50_MB).ln() / 1.281_551_565_5;
+    LogNormal::new(MEMORY_P50_MB.ln(), sigma)
+        .expect("a valid σ")
+        .sample(rng)
+}
+
+pub fn draw_service_s(rng: &mut ChaCha8Rng) -> f64 {
+    LogNormal::new(SERVICE_LN_MU, SERVICE_LN_SIGMA)
+        .expect("a valid σ")
+        .sample(rng)
+}
+
+/// Arrival times in `[0, span_s)` of a host with average `rate` (per second) and `cv`.
+/// Periodic timers (CV 0) tick at their rate from a random phase; the others are a gamma renewal
+/// process in "busy time", warped onto the day by the modulation.
+pub fn arrival_times(
+    rate: f64,
+    cv: f64,
+    span_s: f64,
+    phase: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f64> {
+    let mut times = Vec::new();
+    if rate <= 0.0 {
+        return times;
+    }
+    let mean = 1.0 / rate;
+    if cv == 0.0 {
+        let mut t = rng.random::<f64>() * mean;
+        while t < span_s {
+            times.push(t);
+            t += mean;
+        }
+        return times;
+    }
+    let shape = 1.0 / (cv * cv);
+    let gamma = Gamma::new(shape, mean / shape).expect("valid shape and scale");
+    let end = busy_time(span_s, phase);
+    // A stationary start: the first gap is a uniform share of a drawn one.
+    let mut tau = rng.random::<f64>() * gamma.sample(rng);
+    while tau < end {
+        times.push(day_time(tau, phase, span_s));
+        tau += gamma.sample(rng);
+    }
+    times
+}
+
+/// Λ(t) = ∫₀ᵗ (1 + A sin(2πs/day + φ)) ds: trace time → the modulated process's own time.
+pub fn busy_time(t: f64, phase: f64) -> f64 {
+    let omega = std::f64::consts::TAU / DAY_S;
+    t - DAILY_AMPLITUDE / omega * ((omega * t + phase).cos() - phase.cos())
+}
+
+/// Λ⁻¹: the trace time at which the modulated process has run `tau` (bisection: Λ is strictly
+/// increasing, its slope between 0.8 and 1.2).
+fn day_time(tau: f64, phase: f64, span_s: f64) -> f64 {
+    let (mut lo, mut hi) = (tau / (1.0 + DAILY_AMPLITUDE), tau / (1.0 - DAILY_AMPLITUDE));
+    hi = hi.min(span_s);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if busy_time(mid, phase) < tau {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DRAWS: usize = 40_000;
+
+    fn share(values: &[f64], pred: impl Fn(f64) -> bool) -> f64 {
+        values.iter().filter(|v| pred(**v)).count() as f64 / values.len() as f64
+    }
+
+    fn quantile(values: &[f64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        crate::bench::stats::quantile(&sorted, q)
+    }
+
+    fn params() -> TraceParams {
+        TraceParams {
+            seed: 7,
+            hosts: 60,
+            span_s: DAY_S,
+            replay_s: 240.0,
+            max_rps: 20.0,
+            memory_scale: 0.1,
+        }
+    }
+
+    /// `actual` within `tolerance` of `target`, with both in the message.
+    fn near(what: &str, actual: f64, target: f64, tolerance: f64) {
+        assert!(
+            (actual - target).abs() <= tolerance,
+            "{what}: expected {target} ± {tolerance}, got {actual}"
+        );
+    }
+
+    #[test]
+    fn rates_follow_the_application_rate_distribution() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let rates: Vec<f64> = (0..DRAWS).map(|_| draw_rate_per_day(&mut rng)).collect();
+        near(
+            "at most once an hour",
+            share(&rates, |r| r <= 24.0),
+            0.45,
+            0.015,
+        );
+        near(
+            "at most once a minute",
+            share(&rates, |r| r <= 1440.0),
+            0.81,
+            0.015,
+        );
+        let mut sorted = rates.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let total: f64 = sorted.iter().sum();
+        let top: f64 = sorted[..DRAWS / 100].iter().sum();
+        assert!(
+            top / total > 0.5,
+            "the top 1 % of hosts should make most requests, made {:.0} %",
+            100.0 * top / total
+        );
+    }
+
+    #[test]
+    fn cvs_follow_the_burstiness_distribution() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let cvs: Vec<f64> = (0..DRAWS).map(|_| draw_cv(&mut rng)).collect();
+        near("periodic", share(&cvs, |c| c == 0.0), 0.20, 0.01);
+        let rest: Vec<f64> = cvs.into_iter().filter(|c| *c > 0.0).collect();
+        near("CV ≤ 1", share(&rest, |c| c <= 1.0), 0.35, 0.015);
+        near("CV ≤ 2", share(&rest, |c| c <= 2.0), 0.55, 0.015);
+        near("CV ≤ 4", share(&rest, |c| c <= 4.0), 0.77, 0.015);
+    }
+
+    #[test]
+    fn memory_and_service_times_follow_their_distributions() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let memory: Vec<f64> = (0..DRAWS).map(|_| draw_memory_mb(&mut rng)).collect();
+        near("memory p50", quantile(&memory, 0.5), 170.0, 6.0);
+        near("memory p90", quantile(&memory, 0.9), 400.0, 15.0);
+        let service: Vec<f64> = (0..DRAWS).map(|_| draw_service_s(&mut rng)).collect();
+        near(
+            "service p50 (s)",
+            quantile(&service, 0.5),
+            (-0.38f64).exp(),
+            0.05,
+        );
+        near("service ≤ 1 s", share(&service, |s| s <= 1.0), 0.56, 0.015);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
+        let a = generate(&params()).unwrap();
+        assert_eq!(a, generate(&params()).unwrap());
+        let b = generate(&TraceParams {
+            seed: 8,
+            ..params()
+        })
+        .unwrap();
+        assert_ne!(a.arrivals, b.arrivals);
+        assert!(!a.arrivals.is_empty());
+    }
+
+    #[test]
+    fn a_trace_scales_memory_and_time_and_caps_rates() {
+        let trace = generate(&params()).unwrap();
+        let p = &trace.params;
+        near("compression", p.compression(), 360.0, 1e-9);
+        assert!(trace.arrivals.windows(2).all(|w| w[0].at_s <= w[1].at_s));
+        assert!(
+            trace
+                .arrivals
+                .iter()
+                .all(|a| (0.0..p.replay_s).contains(&a.at_s))
+        );
+        for (i, host) in trace.hosts.iter().enumerate() {
+            let count = trace.arrivals.iter().filter(|a| a.host == i).count() as f64;
+            assert!(
+                count <= p.max_rps * p.replay_s * 1.1 + 5.0,
+                "{} got {count} requests, above the cap",
+                host.name
+            );
+            assert!(host.service_ms <= MAX_SERVICE_MS);
+            assert!(host.memory_mb >= 1 && host.memory_mb < 400);
+            if let Some(callee) = host.calls {
+                assert_eq!(
+                    trace.hosts[callee].app, host.app,
+                    "calls stay inside an app"
+                );
+                assert!(callee > i, "calls form chains, never cycles");
+            }
+        }
+        assert_eq!(trace.hosts.len(), 60);
+        assert!(
+            trace.hosts.iter().any(|h| h.calls.is_some()),
+            "some applications call each other"
+        );
+    }
+
+    #[test]
+    fn arrivals_have_the_drawn_rate_and_burstiness() {
+        for (cv, seed) in [(0.0, 4), (0.5, 5), (1.0, 6), (3.0, 7)] {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            // 200,000 arrivals over a day: the sample CV settles.
+            let rate = 200_000.0 / DAY_S;
+            let times = arrival_times(rate, cv, DAY_S, 0.0, &mut rng);
+            near("count", times.len() as f64, 200_000.0, 200_000.0 * 0.03);
+            // Over short windows the modulation is nearly flat: compare CVs on the first hour.
+            let gaps: Vec<f64> = times
+                .windows(2)
+                .filter(|w| w[1] < 3600.0)
+                .map(|w| w[1] - w[0])
+                .collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            let sample_cv = var.sqrt() / mean;
+            near(&format!("CV {cv}"), sample_cv, cv, 0.1 + 0.15 * cv);
+        }
+    }
+
+    #[test]
+    fn rates_follow_the_day_within_twenty_percent() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // φ = 0: the peak is at 6 h, the trough at 18 h.
+        let times = arrival_times(400_000.0 / DAY_S, 1.0, DAY_S, 0.0, &mut rng);
+        let around = |centre: f64| {
+            times
+                .iter()
+                .filter(|t| (*t - centre).abs() < 1800.0)
+                .count() as f64
+        };
+        let hourly = 400_000.0 / 24.0;
+        near("peak hour", around(6.0 * 3600.0) / hourly, 1.2, 0.04);
+        near("trough hour", around(18.0 * 3600.0) / hourly, 0.8, 0.04);
+    }
+}
