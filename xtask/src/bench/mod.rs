@@ -21,8 +21,8 @@
 //! 9. Chains of three cold hosts: one after another, with `wakes_with`, and learned, against a
 //!    single cold host (`chain.rs`).
 //! 10. The trace: a day of an Azure-Functions-shaped workload replayed under each sleep policy,
-//!    memory-seconds against always-on (`trace/`, written to `bench/trace.{md,json,png}`; alone
-//!    with `cargo xtask bench trace`).
+//!     memory-seconds against always-on (`trace/`, written to `bench/trace.{md,json,png}`; alone
+//!     with `cargo xtask bench trace`).
 
 mod budget_storm;
 mod chain;
