@@ -24,6 +24,7 @@
 //!     memory-seconds against always-on (`trace/`, written to `bench/trace.{md,json,png}`; alone
 //!     with `cargo xtask bench trace`).
 
+mod alone;
 mod budget_storm;
 mod chain;
 mod client;
@@ -38,7 +39,6 @@ mod storm;
 pub mod trace;
 
 use std::{
-    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -219,10 +219,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         return budget_storm::run_alone(&binary, &dir);
     }
     if opts.per_packet_only {
-        return per_packet_alone(&binary, &dir, opts.rounds);
+        return alone::per_packet(&binary, &dir, opts.rounds);
     }
     if opts.storm_only {
-        return storm_alone(&binary, &dir);
+        return alone::storm(&binary, &dir);
     }
     if opts.chain_only {
         return chain::run_alone(&binary, &dir, opts.wakes);
@@ -438,75 +438,6 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if let Some(run) = trace_run {
         trace::write(&run)?;
     }
-    Ok(())
-}
-
-/// `--per-packet-only`: the per-packet section on its own, written to
-/// `target/bench/per-packet.{md,json}` so that a partial run never replaces the full report.
-fn per_packet_alone(binary: &Path, dir: &Path, rounds: usize) -> anyhow::Result<()> {
-    let client = ClientNs::create(
-        NETNS,
-        HOST_IF,
-        "10.79.0.1/24",
-        "10.79.0.2/24",
-        &["10.76.0.0/24"],
-    )
-    .context("creating the benchmark's client namespace")?;
-    let config = dir.join("imag-per-packet.toml");
-    std::fs::write(&config, config_text(&per_packet::echo_host(image::IMAGE)))?;
-    cleanup(binary, &config);
-    let run = per_packet::measure(binary, &config, &client, rounds);
-    cleanup(binary, &config);
-    drop(client);
-    let run = run?;
-    std::fs::write(
-        dir.join("per-packet.json"),
-        serde_json::to_string_pretty(&run)?,
-    )?;
-    let mut markdown =
-        String::from("# imag per-packet figures\n\n| target | measured | |\n|---|---|---|\n");
-    for (target, measured, met) in run.targets() {
-        let _ = writeln!(
-            markdown,
-            "| {target} | {measured} | {} |",
-            report::mark(met)
-        );
-    }
-    markdown.push_str(&run.markdown());
-    std::fs::write(dir.join("per-packet.md"), &markdown)?;
-    println!("{markdown}");
-    println!("written: target/bench/per-packet.md, target/bench/per-packet.json");
-    Ok(())
-}
-
-/// `--storm-only`: the storm against the engine's floor on its own, written to
-/// `target/bench/storm.{md,json}`.
-fn storm_alone(binary: &Path, dir: &Path) -> anyhow::Result<()> {
-    let client = ClientNs::create(
-        NETNS,
-        HOST_IF,
-        "10.79.0.1/24",
-        "10.79.0.2/24",
-        &[storm::SUBNET],
-    )
-    .context("creating the benchmark's client namespace")?;
-    let run = storm::measure(binary, dir, &client);
-    drop(client);
-    let run = run?;
-    std::fs::write(dir.join("storm.json"), serde_json::to_string_pretty(&run)?)?;
-    let mut markdown =
-        String::from("# imag storm against the engine\n\n| target | measured | |\n|---|---|---|\n");
-    for (target, measured, met) in run.targets() {
-        let _ = writeln!(
-            markdown,
-            "| {target} | {measured} | {} |",
-            report::mark(met)
-        );
-    }
-    markdown.push_str(&run.markdown());
-    std::fs::write(dir.join("storm.md"), &markdown)?;
-    println!("{markdown}");
-    println!("written: target/bench/storm.md, target/bench/storm.json");
     Ok(())
 }
 
