@@ -8,14 +8,24 @@ use std::collections::HashMap;
 
 use super::{HostConfig, field::Report, raw, span, values::HostName};
 
-/// Reports unknown, self and circular dependencies at the entry that introduces them.
-pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
-    let known: HashMap<&str, &HostConfig> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let all_names: Vec<&str> = raw
+/// The valid hosts by name, and every name the file gives (valid or not), which both checks
+/// need to tell "not configured" from "configured but invalid".
+fn names<'a>(
+    raw: &'a raw::Config,
+    hosts: &'a [HostConfig],
+) -> (HashMap<&'a str, &'a HostConfig>, Vec<&'a str>) {
+    let known = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let all_names = raw
         .host
         .iter()
         .map(|h| h.get_ref().name.get_ref().as_str())
         .collect();
+    (known, all_names)
+}
+
+/// Reports unknown, self and circular dependencies at the entry that introduces them.
+pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
+    let (known, all_names) = names(raw, hosts);
     for raw_host in &raw.host {
         let raw_host = raw_host.get_ref();
         let name = raw_host.name.get_ref().as_str();
@@ -56,12 +66,7 @@ pub(super) fn check(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report
 /// Reports `wakes_with` entries that name no configured host, the host itself, a host named
 /// twice, or a host whose `allow_from` refuses this one's traffic, at the entry.
 pub(super) fn check_wakes_with(raw: &raw::Config, hosts: &[HostConfig], report: &mut Report<'_>) {
-    let known: HashMap<&str, &HostConfig> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let all_names: Vec<&str> = raw
-        .host
-        .iter()
-        .map(|h| h.get_ref().name.get_ref().as_str())
-        .collect();
+    let (known, all_names) = names(raw, hosts);
     for raw_host in &raw.host {
         let raw_host = raw_host.get_ref();
         let name = raw_host.name.get_ref().as_str();
