@@ -61,15 +61,6 @@ impl Datapath {
             .map_err(|source| DatapathError::DeliverRaw { ifindex, source })
     }
 
-    /// Which way held frames are re-delivered, once the first one has been.
-    pub fn delivery_path(&self) -> &'static str {
-        if self.injector.live_refused.load(Ordering::Relaxed) {
-            "raw-socket"
-        } else {
-            "live-frames"
-        }
-    }
-
     fn deliver_live(&self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
         let program: &Xdp = self
             .ebpf
