@@ -222,15 +222,18 @@ pub enum StateName {
     Warm,
     Sleeping,
     Failed,
+    /// Served by another node of the cluster (scale-out).
+    Elsewhere,
 }
 
 impl StateName {
-    pub const ALL: [StateName; 5] = [
+    pub const ALL: [StateName; 6] = [
         StateName::Asleep,
         StateName::Waking,
         StateName::Warm,
         StateName::Sleeping,
         StateName::Failed,
+        StateName::Elsewhere,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +243,7 @@ impl StateName {
             StateName::Warm => "warm",
             StateName::Sleeping => "sleeping",
             StateName::Failed => "failed",
+            StateName::Elsewhere => "elsewhere",
         }
     }
 }
@@ -276,6 +280,8 @@ pub struct HostView {
     pub last_active_ns: Option<u64>,
     /// What it weighs in the memory budget, in bytes (limit, measured, or the default).
     pub weight: u64,
+    /// Scale-out: the node its packets go to, when that is another node.
+    pub node: Option<String>,
 }
 
 /// Everything the orchestrator publishes for its observers: updated as hosts change state and
@@ -296,6 +302,33 @@ pub struct Snapshot {
     pub config: Option<String>,
     /// Learned edges and pre-wakes.
     pub prewake: PrewakeView,
+    /// Scale-out: this node and the cluster as it sees it (`None` without `[cluster]`).
+    pub cluster: Option<ClusterView>,
+}
+
+/// The cluster as one node sees it (`status`, `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's name and the address other nodes reach it at.
+    pub node: String,
+    pub address: String,
+    /// Whether this node's lease is being kept alive (false: fenced, it serves nothing).
+    pub healthy: bool,
+    /// The live nodes (this one included), by name.
+    pub nodes: Vec<NodeView>,
+    /// Hosts this node's claims took, and claims another node had taken first.
+    pub claims_won: u64,
+    pub claims_lost: u64,
+    /// Times this node lost the store long enough to stop serving.
+    pub fences: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub address: String,
+    /// Hosts this node serves (holds the key of).
+    pub serving: Vec<String>,
 }
 
 /// Pre-wakes (`wakes_with` and learned edges) as `status` and `/metrics` show them.
@@ -356,6 +389,7 @@ impl Snapshot {
             dropped_packets: self.counters.dropped(),
             budget: self.budget,
             prewake: self.prewake.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -383,6 +417,7 @@ impl HostView {
             open_connections: self.traffic.open_connections,
             held_packets: self.held_packets,
             weight_bytes: self.weight,
+            node: self.node.clone(),
         }
     }
 }
@@ -407,6 +442,9 @@ pub struct StatusReport {
     pub budget: BudgetView,
     #[serde(default)]
     pub prewake: PrewakeView,
+    /// Scale-out (`[cluster]`): this node, the live nodes and what each serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -431,6 +469,9 @@ pub struct HostStatus {
     /// What the host weighs in the memory budget.
     #[serde(default)]
     pub weight_bytes: u64,
+    /// Scale-out: the node serving the host (or placed to), when it is another node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[cfg(test)]

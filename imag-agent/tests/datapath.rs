@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use imag_agent::datapath::{
-    Datapath, TestHook,
+    Datapath, HostMode, TestHook,
     TestVerdict::{self, Bounce, Drop, Pass},
     ring::parse_record,
 };
@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
             given: |datapath, hook| {
                 let verdict = datapath.run_hold_program(hook, &syn_to(COLD), 0);
                 assert!(matches!(verdict, Ok((Drop, _))), "held first: {verdict:?}");
-                datapath.set_host(COLD, COLD_ID, false, 0).unwrap();
+                datapath.set_host(COLD, COLD_ID, HostMode::Pass, 0).unwrap();
             },
             frame: syn.clone(),
             ifindex: 0,
@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
         // other is found in `HOSTS`; neither is taken for the other.
         Case {
             what: "a warm host whose slot a cold host holds passes",
-            given: |datapath, _| datapath.set_host(SHADOW, 9, false, 0).unwrap(),
+            given: |datapath, _| datapath.set_host(SHADOW, 9, HostMode::Pass, 0).unwrap(),
             frame: syn_to(SHADOW),
             ifindex: 0,
             verdict: Pass,
@@ -120,7 +120,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "a cold host keeps its slot beside a warm host that shares it",
-            given: |datapath, _| datapath.set_host(SHADOW, 9, false, 0).unwrap(),
+            given: |datapath, _| datapath.set_host(SHADOW, 9, HostMode::Pass, 0).unwrap(),
             frame: syn.clone(),
             ifindex: 0,
             verdict: Drop,
@@ -131,9 +131,9 @@ fn cases() -> Vec<Case> {
         Case {
             what: "a host that shares its slot switches to pass at once",
             given: |datapath, _| {
-                datapath.set_host(SHADOW, 9, true, 0).unwrap();
-                datapath.set_host(COLD, COLD_ID, false, 0).unwrap();
-                datapath.set_host(SHADOW, 9, false, 0).unwrap();
+                datapath.set_host(SHADOW, 9, HostMode::Hold, 0).unwrap();
+                datapath.set_host(COLD, COLD_ID, HostMode::Pass, 0).unwrap();
+                datapath.set_host(SHADOW, 9, HostMode::Pass, 0).unwrap();
             },
             frame: syn_to(SHADOW),
             ifindex: 0,
@@ -190,7 +190,7 @@ fn cases() -> Vec<Case> {
     fn proxy_arp(datapath: &mut Datapath, hook: TestHook) {
         attach_interface(datapath, hook);
         datapath
-            .set_host(COLD, COLD_ID, true, HOST_FLAG_PROXY_ARP)
+            .set_host(COLD, COLD_ID, HostMode::Hold, HOST_FLAG_PROXY_ARP)
             .unwrap();
     }
     let mut probe = arp_request(COLD);
@@ -259,7 +259,7 @@ fn cases() -> Vec<Case> {
             what: "a ping to a cold host that wants pings answered is answered without holding",
             given: |datapath, _| {
                 datapath
-                    .set_host(COLD, COLD_ID, true, HOST_FLAG_ANSWER_PING)
+                    .set_host(COLD, COLD_ID, HostMode::Hold, HOST_FLAG_ANSWER_PING)
                     .unwrap();
             },
             frame: echo_request_to(COLD),
@@ -289,16 +289,16 @@ fn cases() -> Vec<Case> {
 fn hygiene_cases() -> Vec<Case> {
     fn answering_pings(datapath: &mut Datapath, _: TestHook) {
         datapath
-            .set_host(COLD, COLD_ID, true, HOST_FLAG_ANSWER_PING)
+            .set_host(COLD, COLD_ID, HostMode::Hold, HOST_FLAG_ANSWER_PING)
             .unwrap();
     }
     fn proxy_arp_for_both(datapath: &mut Datapath, _: TestHook) {
         datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
         datapath
-            .set_host(COLD, COLD_ID, true, HOST_FLAG_PROXY_ARP)
+            .set_host(COLD, COLD_ID, HostMode::Hold, HOST_FLAG_PROXY_ARP)
             .unwrap();
         datapath
-            .set_host(WARM, WARM_ID, false, HOST_FLAG_PROXY_ARP)
+            .set_host(WARM, WARM_ID, HostMode::Pass, HOST_FLAG_PROXY_ARP)
             .unwrap();
     }
     let not_waking = |what, given, frame| Case {
@@ -387,8 +387,12 @@ fn restrict(datapath: &mut Datapath, prefix: &str, ping: u8) {
         .set_allowed(&[(COLD_ID, prefix), (WARM_ID, prefix)])
         .unwrap();
     let flags = HOST_FLAG_RESTRICTED | ping;
-    datapath.set_host(COLD, COLD_ID, true, flags).unwrap();
-    datapath.set_host(WARM, WARM_ID, false, flags).unwrap();
+    datapath
+        .set_host(COLD, COLD_ID, HostMode::Hold, flags)
+        .unwrap();
+    datapath
+        .set_host(WARM, WARM_ID, HostMode::Pass, flags)
+        .unwrap();
 }
 
 fn allowing_the_client(datapath: &mut Datapath, _: TestHook) {

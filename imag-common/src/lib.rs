@@ -113,6 +113,10 @@ pub mod programs {
 pub const HOST_MODE_HOLD: u8 = 1;
 /// What the datapath does with packets for a host: let them through the kernel untouched.
 pub const HOST_MODE_PASS: u8 = 2;
+/// What the datapath does with packets for a host another node serves (scale-out): let them through
+/// the kernel, which routes them to that node; on the bridge, answer ARP for it with the bridge's MAC
+/// (as for a host that is not warm), so that local containers send it to be routed.
+pub const HOST_MODE_FORWARD: u8 = 3;
 
 /// Host flag: answer ARP requests for this host's address on attach interfaces, warm or not, with
 /// the interface's own MAC (the bridge answers for non-warm hosts anyway; warm hosts answer for
@@ -314,7 +318,7 @@ pub const SOCK_EVENTS_BYTES: u32 = 64 << 10;
 pub mod stat {
     /// Passed: destination is not an imaginary address (or not IPv4).
     pub const PASSED_OTHER: u32 = 0;
-    /// Passed: destination is a warm imaginary host.
+    /// Passed: destination is a warm imaginary host (here, or served by another node).
     pub const PASSED_WARM: u32 = 1;
     /// Passed: addressed to an imaginary host but could not be parsed (options, fragment,
     /// truncated).

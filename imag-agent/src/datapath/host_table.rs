@@ -12,14 +12,26 @@ use ipnet::Ipv4Net;
 use super::{Datapath, DatapathError};
 use crate::interfaces::Interface;
 
+/// What the datapath does with a host's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostMode {
+    /// Queue them and hand them to the agent (the host is not warm here).
+    Hold,
+    /// Let them through the kernel to the host's container here (warm).
+    Pass,
+    /// Let them through the kernel, which routes them to the node that serves the host
+    /// (scale-out); on the bridge, ARP for the host is answered with the bridge's MAC.
+    Forward,
+}
+
 /// The datapath's per-host state, as the orchestrator drives it.
 pub trait HostTable {
-    /// Hold (queue and hand over) or pass the host's packets; `flags` are `HOST_FLAG_*`.
+    /// What to do with the host's packets; `flags` are `HOST_FLAG_*`.
     fn set_host(
         &mut self,
         addr: Ipv4Addr,
         host_id: u32,
-        hold: bool,
+        mode: HostMode,
         flags: u8,
     ) -> Result<(), DatapathError>;
     /// Makes sure the host has an activity entry (counted from then on).
@@ -53,10 +65,10 @@ impl HostTable for Datapath {
         &mut self,
         addr: Ipv4Addr,
         host_id: u32,
-        hold: bool,
+        mode: HostMode,
         flags: u8,
     ) -> Result<(), DatapathError> {
-        Datapath::set_host(self, addr, host_id, hold, flags)
+        Datapath::set_host(self, addr, host_id, mode, flags)
     }
 
     fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {

@@ -10,13 +10,13 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
-    AllowKey, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink, HostSlot,
-    IgnoreKey, InterfaceEntry, host_slot, maps, stat,
+    AllowKey, HOST_MODE_FORWARD, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink,
+    HostSlot, IgnoreKey, InterfaceEntry, host_slot, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
 
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, HostMode};
 
 /// Map key of an address: its octets as they sit in the packet.
 pub fn addr_key(addr: Ipv4Addr) -> u32 {
@@ -44,16 +44,20 @@ impl Datapath {
             })
     }
 
-    /// Registers or updates a host: `hold` makes the datapath hold its packets, otherwise pass.
+    /// Registers or updates a host: what the datapath does with its packets is `mode`.
     pub fn set_host(
         &mut self,
         addr: Ipv4Addr,
         host_id: u32,
-        hold: bool,
+        mode: HostMode,
         flags: u8,
     ) -> Result<(), DatapathError> {
         let entry = HostEntry {
-            mode: if hold { HOST_MODE_HOLD } else { HOST_MODE_PASS },
+            mode: match mode {
+                HostMode::Hold => HOST_MODE_HOLD,
+                HostMode::Pass => HOST_MODE_PASS,
+                HostMode::Forward => HOST_MODE_FORWARD,
+            },
             flags,
             _reserved: [0; 2],
             host_id,

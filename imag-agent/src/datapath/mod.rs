@@ -48,7 +48,7 @@ pub use self::test_run::{TestHook, TestVerdict};
 pub use self::{
     attach::HookChoice,
     error::DatapathError,
-    host_table::HostTable,
+    host_table::{HostMode, HostTable},
     load::EbpfLogger,
     maps::{WaitingPorts, addr_key},
 };

@@ -424,6 +424,7 @@ mod tests {
             },
             last_active_ns: None,
             weight: 1 << 20,
+            node: None,
         };
         tx.send_modify(|s| {
             s.hosts = vec![host("a", StateName::Warm), host("b", StateName::Failed)];

@@ -145,7 +145,9 @@ pub fn weight(limit: Option<u64>, measured: Option<u64>, default: u64) -> u64 {
 pub fn counts(state: HostState) -> bool {
     match state {
         HostState::Warm { .. } | HostState::Waking { .. } | HostState::Sleeping { .. } => true,
-        HostState::Asleep { tier } | HostState::Failed { tier, .. } => tier == Tier::Paused,
+        HostState::Asleep { tier }
+        | HostState::Failed { tier, .. }
+        | HostState::Elsewhere { tier } => tier == Tier::Paused,
     }
 }
 

@@ -62,6 +62,9 @@ pub fn after_observation(
         (HostState::Asleep { tier: was }, Some(tier)) if was != tier => {
             Some((HostState::Asleep { tier }, vec![]))
         }
+        (HostState::Elsewhere { tier: was }, Some(tier)) if was != tier => {
+            Some((HostState::Elsewhere { tier }, vec![]))
+        }
         (
             HostState::Failed {
                 tier: was,
@@ -150,6 +153,28 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.transition(id, after, actions, &seen);
             }
         }
+    }
+
+    /// Off the critical path, one look at a warm host's container (see [`Jobs::inspect_warm`]).
+    pub(super) fn inspect_warm_container(
+        &mut self,
+        id: usize,
+        announce: bool,
+        find_link: bool,
+        count_connections: bool,
+    ) {
+        let neighbours = self
+            .wire
+            .clone()
+            .zip(self.bridge.as_ref().map(|b| b.index))
+            .filter(|_| announce);
+        self.jobs.inspect_warm(
+            id,
+            self.hosts[id].spec.clone(),
+            neighbours,
+            find_link,
+            count_connections,
+        );
     }
 }
 

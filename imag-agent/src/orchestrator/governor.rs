@@ -314,7 +314,9 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             HostState::Asleep { .. } => true,
             HostState::Sleeping { wake_after, .. } => !wake_after,
             HostState::Failed { retry_at, .. } => std::time::Instant::now() >= retry_at,
-            HostState::Waking { .. } | HostState::Warm { .. } => false,
+            HostState::Waking { .. } | HostState::Warm { .. } | HostState::Elsewhere { .. } => {
+                false
+            }
         };
         let Some(src) = would_wake
             .then(|| packets::summarize(&frame.frame).ok())

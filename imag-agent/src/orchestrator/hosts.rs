@@ -88,6 +88,8 @@ pub struct Host {
     pub pid: Option<u32>,
     /// Its container's latest measured memory usage (weighs it while it has no `memory` limit).
     pub measured_memory: Option<u64>,
+    /// Scale-out: the node this host's packets go to, when it is another one.
+    pub served_by: Option<String>,
 }
 
 impl Host {
@@ -126,6 +128,7 @@ impl Host {
             awaiting_deps: None,
             pid: None,
             measured_memory: None,
+            served_by: None,
         }
     }
 
@@ -167,6 +170,7 @@ impl Host {
             },
             last_active_ns: self.is_warm().then(|| self.last_active_ns(&self.activity)),
             weight,
+            node: self.served_by.clone(),
         }
     }
 }

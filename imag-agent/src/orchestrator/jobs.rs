@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::hosts::SLEEP_SETTLE_TIME;
 use crate::{
     clock::monotonic_ns,
+    cluster::Claim,
     config::ReadyProbe,
     interfaces::{self, ContainerLink},
     packets::{self, Wire},
@@ -73,6 +74,12 @@ pub enum WakeError {
     Budget { limit: &'static str },
     #[error("waited {waited:?} for room in the budget ([limits]) or a wake slot")]
     Queued { waited: Duration },
+    /// Scale-out: another node had taken the host first; its packets go there.
+    #[error("node {node:?} serves this host (it took it first); packets go there")]
+    ClaimLost { node: String, address: Ipv4Addr },
+    /// Scale-out: this node could not take the host in the cluster's store.
+    #[error("cannot take the host in the cluster's store: {0}")]
+    Store(String),
 }
 
 impl WakeError {
@@ -87,6 +94,8 @@ impl WakeError {
             WakeError::Ready(r) => r.reason(),
             WakeError::Dependency { .. } => "dependency_failed",
             WakeError::Budget { .. } | WakeError::Queued { .. } => "budget",
+            WakeError::ClaimLost { .. } => "served_elsewhere",
+            WakeError::Store(_) => "store_unavailable",
         }
     }
 }
@@ -101,6 +110,28 @@ pub struct WakeJob {
     /// The watch on the port the probe waits for (readiness by event), if on; dropped with the
     /// job.
     pub listen: Option<PortWatch>,
+    /// Scale-out: take the host in the cluster's store before touching the engine.
+    pub claim: Option<Claimer>,
+}
+
+/// A claim on a host in the cluster's store, made before its wake (`cluster::ClusterHandle`).
+pub struct Claimer {
+    pub cluster: Arc<dyn super::cluster::Claims>,
+    pub host: String,
+    /// Claims and releases of one host run in order (a release still under way when the host
+    /// wakes again must not delete the new claim).
+    pub order: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Claimer {
+    async fn claim(&self) -> Result<(), WakeError> {
+        let _in_order = self.order.lock().await;
+        match self.cluster.claim(&self.host).await {
+            Claim::Won => Ok(()),
+            Claim::Lost { node, address } => Err(WakeError::ClaimLost { node, address }),
+            Claim::Unavailable(why) => Err(WakeError::Store(why)),
+        }
+    }
 }
 
 /// The jobs' side of the orchestrator: the engine and the channel back.
@@ -251,8 +282,14 @@ async fn wake<R: ContainerRuntime>(
         timeout,
         poll,
         listen,
+        claim,
     } = job;
     let deadline = crate::clock::deadline_in(timeout);
+    if let Some(claimer) = claim {
+        tokio::time::timeout_at(deadline, claimer.claim())
+            .await
+            .map_err(|_| ReadyError::Timeout { probe, timeout })??;
+    }
     let started = tokio::time::timeout_at(deadline, async {
         let _permit = engine.acquire().await;
         runtime.wake(spec, from).await

@@ -9,6 +9,7 @@
 //! publishes a [`Snapshot`] for its observers (`/metrics`, `status`), which never reach in.
 
 pub mod budget;
+pub mod cluster;
 mod depends;
 mod engine_sync;
 mod governor;
@@ -42,7 +43,7 @@ pub use self::{hosts::Host, wake_metrics::WakeMetrics};
 use crate::{
     clock::monotonic_ns,
     config::{Config, HostConfig, ReadyProbe},
-    datapath::{Datapath, HostTable, addr_key, ring::HeldFrame},
+    datapath::{Datapath, HostMode, HostTable, addr_key, ring::HeldFrame},
     interfaces::Interface,
     packets::{self, Wire},
     readiness::ListenWatch,
@@ -70,6 +71,8 @@ pub enum Input {
         to: Option<Tier>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Scale-out: the cluster routed a host, or this node lost or regained the store.
+    Cluster(crate::cluster::Signal),
 }
 
 pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
@@ -95,6 +98,8 @@ pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     governor: Governor,
     /// `wakes_with` and learned pre-wakes (`wake_together.rs`).
     prewake: wake_together::Prewake,
+    /// Scale-out: the cluster this node belongs to (`cluster.rs`), without `[cluster]` none.
+    cluster: Option<cluster::ClusterLink>,
 }
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
@@ -152,6 +157,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             changed: Vec::new(),
             governor: Governor::new(&config.limits),
             prewake: wake_together::Prewake::new(config.wake.prewake),
+            cluster: None,
         }
     }
 
@@ -217,10 +223,11 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             })
             .collect();
         self.datapath.set_allowed(&allowed)?;
-        for (id, host) in self.hosts.iter().enumerate() {
-            let hold = !host.is_warm();
+        for id in 0..self.hosts.len() {
+            let mode = self.mode_of(id);
+            let host = &self.hosts[id];
             self.datapath
-                .set_host(host.config.address, host_id(id), hold, host.flags)?;
+                .set_host(host.config.address, host_id(id), mode, host.flags)?;
             self.datapath.ensure_activity(host.config.address)?;
             for prefix in &host.config.idle_ignore {
                 self.datapath.ignore_peers(host_id(id), *prefix)?;
@@ -355,8 +362,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             Input::Engine(event) => self.on_engine_event(&event),
             Input::Wake { host, reply } => {
                 let result = self.with_host(&host, |this, id| this.apply(id, Event::WakeRequested));
+                let result = result.and_then(|()| self.not_elsewhere(&host));
                 let _ = reply.send(result);
             }
+            Input::Cluster(signal) => self.on_cluster(signal),
             Input::Sleep { host, to, reply } => {
                 let result = self.with_host(&host, |this, id| {
                     let to = to.unwrap_or(this.hosts[id].config.sleep);
@@ -403,6 +412,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         let now_ns = monotonic_ns();
         self.govern(now_ns);
         self.prewake_tick(now_ns);
+        self.pause_while_fenced();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             if host.has_traffic() {
@@ -445,6 +455,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     }
                     self.apply(host, Event::WakeSucceeded);
                 }
+                Err(err) if self.claim_lost(host, &err) => {}
                 Err(err) => {
                     self.record_failed_wake(host, &err);
                     self.apply(host, Event::WakeFailed);
@@ -561,6 +572,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 _ => {}
             }
         }
+        self.release_if_left(id, before, after);
         for action in actions {
             self.perform(id, action);
         }
@@ -572,12 +584,16 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     fn perform(&mut self, id: usize, action: Action) {
         match action {
-            Action::Hold | Action::Pass => {
+            Action::Hold | Action::Pass | Action::Forward => {
                 let host = &self.hosts[id];
-                let hold = action == Action::Hold;
+                let (hold, mode) = match action {
+                    Action::Hold => (true, HostMode::Hold),
+                    Action::Pass => (false, HostMode::Pass),
+                    _ => (false, HostMode::Forward),
+                };
                 if let Err(err) =
                     self.datapath
-                        .set_host(host.config.address, host_id(id), hold, host.flags)
+                        .set_host(host.config.address, host_id(id), mode, host.flags)
                 {
                     warn!(host = %host.config.name, error = %err, "updating the datapath failed");
                 }
@@ -622,6 +638,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     /// Starts host `id`'s own wake job (its dependencies, if any, are warm).
     fn spawn_wake(&mut self, id: usize, from: Tier) {
+        let claim = self.claimer(id);
         let host = &mut self.hosts[id];
         if let Some((_, timings)) = host.wake.as_mut() {
             timings.requested_ns = monotonic_ns();
@@ -637,6 +654,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             timeout: host.config.wake_timeout,
             poll: host.config.ready_poll,
             listen,
+            claim,
         };
         self.jobs.wake(id, host.spec.clone(), job);
     }
@@ -660,28 +678,6 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     fn start_settle(&mut self, id: usize) {
         self.hosts[id].settling = true;
         self.jobs.settle(id, self.hosts[id].spec.clone());
-    }
-
-    /// Off the critical path, one look at a warm host's container (see [`Jobs::inspect_warm`]).
-    fn inspect_warm_container(
-        &mut self,
-        id: usize,
-        announce: bool,
-        find_link: bool,
-        count_connections: bool,
-    ) {
-        let neighbours = self
-            .wire
-            .clone()
-            .zip(self.bridge.as_ref().map(|b| b.index))
-            .filter(|_| announce);
-        self.jobs.inspect_warm(
-            id,
-            self.hosts[id].spec.clone(),
-            neighbours,
-            find_link,
-            count_connections,
-        );
     }
 }
 

@@ -14,9 +14,13 @@
 //!     │         failed             └──────────────────── Sleeping
 //!     └───────────────────────────────────────────────────────┘
 //!                              slept (no packet meanwhile)
+//!
+//!   Asleep / Failed ── served elsewhere ──▶ Elsewhere ── served here ──▶ Asleep
+//!   Waking ─────────── claim lost ────────▶ Elsewhere
 //! ```
 //!
-//! The datapath holds packets in every state but `Warm`.
+//! The datapath holds packets in every state but `Warm` (passes) and `Elsewhere` (forwards: the
+//! kernel routes them to the node that serves the host, see docs/SCALE-OUT.md).
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,10 @@ pub enum HostState {
         failures: u32,
         retry_at: Instant,
     },
+    /// Served by another node of the cluster (or placed there): the datapath forwards its
+    /// packets and the kernel routes them to that node. `tier` is where this node's own
+    /// container, if any, is.
+    Elsewhere { tier: Tier },
 }
 
 impl HostState {
@@ -55,13 +63,16 @@ impl HostState {
             HostState::Warm { .. } => StateName::Warm,
             HostState::Sleeping { .. } => StateName::Sleeping,
             HostState::Failed { .. } => StateName::Failed,
+            HostState::Elsewhere { .. } => StateName::Elsewhere,
         }
     }
 
     /// Where the container is while the host is not running (asleep or failed).
     pub fn tier(&self) -> Option<Tier> {
         match *self {
-            HostState::Asleep { tier } | HostState::Failed { tier, .. } => Some(tier),
+            HostState::Asleep { tier }
+            | HostState::Failed { tier, .. }
+            | HostState::Elsewhere { tier } => Some(tier),
             _ => None,
         }
     }
@@ -87,6 +98,12 @@ pub enum Event {
     SleepFailed,
     /// The engine reports the warm host's container gone or stopped.
     ContainerExited,
+    /// The cluster routes the host to another node (it serves it, or placement chose it).
+    ServedElsewhere,
+    /// The cluster routes the host to this node again.
+    ServedHere,
+    /// Another node took the host first: the wake stopped before touching the engine.
+    ClaimLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +120,8 @@ pub enum Action {
     RefuseHeld,
     /// Put the container into `to`.
     StartSleep { to: Tier },
+    /// Make the datapath forward this host's packets (the kernel routes them to its node).
+    Forward,
 }
 
 /// Timing rules for transitions.
@@ -150,8 +169,8 @@ pub fn next(
     now: Instant,
     policy: &Policy,
 ) -> (HostState, Vec<Action>) {
-    use Action::{DeliverHeld, Hold, Pass, RefuseHeld, StartSleep, StartWake};
-    use HostState::{Asleep, Failed, Sleeping, Waking, Warm};
+    use Action::{DeliverHeld, Forward, Hold, Pass, RefuseHeld, StartSleep, StartWake};
+    use HostState::{Asleep, Elsewhere, Failed, Sleeping, Waking, Warm};
     match (state, event) {
         (Asleep { tier }, Event::PacketHeld | Event::WakeRequested) => (
             Waking {
@@ -270,6 +289,17 @@ pub fn next(
             },
             vec![StartSleep { to }],
         ),
+
+        // Scale-out. A host this node does not run goes elsewhere with what it held; a warm or
+        // sleeping one is this node's (it holds the host's key), so a stale route signal is
+        // ignored; a waking one learns from its own claim (`ClaimLost`).
+        (Asleep { tier } | Failed { tier, .. }, Event::ServedElsewhere)
+        | (Waking { from: tier, .. }, Event::ClaimLost) => {
+            (Elsewhere { tier }, vec![Forward, DeliverHeld])
+        }
+        (Elsewhere { tier }, Event::ServedHere) => (Asleep { tier }, vec![Hold]),
+        // A packet held just before the datapath switched to forward: it goes on its way now.
+        (Elsewhere { .. }, Event::PacketHeld) => (state, vec![DeliverHeld]),
 
         _ => (state, vec![]),
     }
@@ -636,5 +666,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_host_served_by_another_node_forwards_and_comes_back_asleep() {
+        let now = Instant::now();
+        let failed = Failed {
+            tier: Tier::Stopped,
+            failures: 1,
+            retry_at: now,
+        };
+        for (before, tier) in [
+            (Asleep { tier: Tier::Paused }, Tier::Paused),
+            (failed, Tier::Stopped),
+            (
+                Waking {
+                    from: Tier::Absent,
+                    failures: 0,
+                },
+                Tier::Absent,
+            ),
+        ] {
+            let event = if matches!(before, Waking { .. }) {
+                ClaimLost
+            } else {
+                ServedElsewhere
+            };
+            let (state, actions) = next(before, event, now, &policy());
+            assert_eq!(state, Elsewhere { tier });
+            // Forward first: re-delivered packets must not be held again.
+            assert_eq!(actions, vec![Forward, DeliverHeld]);
+            let (state, actions) = next(state, PacketHeld, now, &policy());
+            assert_eq!((state, actions), (Elsewhere { tier }, vec![DeliverHeld]));
+            let (state, actions) = next(state, ServedHere, now, &policy());
+            assert_eq!((state, actions), (Asleep { tier }, vec![Hold]));
+        }
+        // Warm and sleeping hosts are this node's (it holds their key): a route signal for
+        // them is stale; a waking one learns from its own claim.
+        for state in [
+            Warm { since: now },
+            Sleeping {
+                to: Tier::Paused,
+                wake_after: false,
+            },
+            Waking {
+                from: Tier::Absent,
+                failures: 0,
+            },
+        ] {
+            assert_eq!(
+                next(state, ServedElsewhere, now, &policy()),
+                (state, vec![])
+            );
+        }
+        // An operator's wake does not start one here.
+        let elsewhere = Elsewhere { tier: Tier::Absent };
+        assert_eq!(
+            next(elsewhere, WakeRequested, now, &policy()),
+            (elsewhere, vec![])
+        );
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::{
-    datapath::DatapathError,
+    datapath::{DatapathError, HostMode},
     readiness::ListenWatch,
     report::StateName,
     runtime::{
@@ -28,6 +28,7 @@ use crate::{
 pub(super) struct FakeTable {
     /// Hold (true) or pass, by address.
     hold: HashMap<Ipv4Addr, bool>,
+    mode: HashMap<Ipv4Addr, HostMode>,
     activity: HashMap<Ipv4Addr, HostActivity>,
     links: HashSet<Ipv4Addr>,
     /// Sources restricted hosts allow: (host id, prefix).
@@ -37,8 +38,15 @@ pub(super) struct FakeTable {
 }
 
 impl HostTable for FakeTable {
-    fn set_host(&mut self, addr: Ipv4Addr, _: u32, hold: bool, _: u8) -> Result<(), DatapathError> {
-        self.hold.insert(addr, hold);
+    fn set_host(
+        &mut self,
+        addr: Ipv4Addr,
+        _: u32,
+        mode: HostMode,
+        _: u8,
+    ) -> Result<(), DatapathError> {
+        self.hold.insert(addr, mode == HostMode::Hold);
+        self.mode.insert(addr, mode);
         Ok(())
     }
     fn ensure_activity(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
@@ -90,6 +98,10 @@ pub(super) type Orch = Orchestrator<FakeRuntime, FakeTable>;
 /// The engine's side: operators, restarts, foreign containers (`engine_sync.rs`).
 #[path = "engine_sync_tests.rs"]
 mod engine_sync_tests;
+
+/// Scale-out: claims, route signals, releases, fencing (`cluster.rs`).
+#[path = "cluster_tests.rs"]
+mod cluster_tests;
 
 /// A network 10.9.0.0/24 with `hosts` (TOML of `[[host]]` sections).
 pub(super) fn orchestrator(hosts: &str) -> (Orch, FakeRuntime) {

@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
-use imag_agent::datapath::Datapath;
+use imag_agent::datapath::{Datapath, HostMode};
 
 /// The loopback device: test runs need a real ifindex; its entry in INTERFACES is made up.
 pub const LO: u32 = 1;
@@ -28,8 +28,8 @@ pub const SHADOW: Ipv4Addr = Ipv4Addr::new(10, 99, 16, 10);
 
 pub fn loaded() -> Datapath {
     let mut datapath = Datapath::load(None).expect("the datapath loads and passes the verifier");
-    datapath.set_host(COLD, COLD_ID, true, 0).unwrap();
-    datapath.set_host(WARM, WARM_ID, false, 0).unwrap();
+    datapath.set_host(COLD, COLD_ID, HostMode::Hold, 0).unwrap();
+    datapath.set_host(WARM, WARM_ID, HostMode::Pass, 0).unwrap();
     datapath
 }
 

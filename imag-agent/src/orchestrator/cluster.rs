@@ -1,0 +1,187 @@
+//! Scale-out in the orchestrator (docs/SCALE-OUT.md): where the cluster routes each host, the
+//! claim before a wake, the release after a sleep, and fencing.
+//!
+//! The cluster adapter (`crate::cluster`) decides, from the store, which node each host's packets
+//! go to, installs the route there and then says so (`Signal::Target`). Here that becomes an
+//! event of the state machine: a host this node does not run goes `Elsewhere` (the datapath
+//! forwards its packets, the kernel routes them) and comes back `Asleep` when it is routed here
+//! again. A wake first takes the host in the store (`jobs::Claimer`); losing the claim sends the
+//! held packets to the node that won. A host that stops running here (asleep, failed) is released
+//! once its container holds nothing. A fenced node (it lost the store) pauses what it runs and
+//! wakes nothing until the store is back.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use tracing::{info, warn};
+
+use super::{
+    Orchestrator,
+    jobs::{Claimer, WakeError},
+    state::{Event, HostState, Tier},
+};
+use crate::{
+    cluster::{Claim, ClusterHandle, Signal, Target},
+    datapath::{HostMode, HostTable},
+    runtime::ContainerRuntime,
+};
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who may run a host: the cluster's store as the orchestrator uses it (a fake in its tests).
+pub trait Claims: Send + Sync + 'static {
+    /// Takes `host` for this node before a wake (see `cluster::ClusterHandle::claim`).
+    fn claim<'a>(&'a self, host: &'a str) -> Pending<'a, Claim>;
+    /// Gives `host` up once this node's container holds nothing.
+    fn release<'a>(&'a self, host: &'a str) -> Pending<'a, ()>;
+}
+
+impl Claims for ClusterHandle {
+    fn claim<'a>(&'a self, host: &'a str) -> Pending<'a, Claim> {
+        Box::pin(ClusterHandle::claim(self, host))
+    }
+    fn release<'a>(&'a self, host: &'a str) -> Pending<'a, ()> {
+        Box::pin(ClusterHandle::release(self, host))
+    }
+}
+
+/// The orchestrator's side of the cluster: absent without `[cluster]`.
+pub(super) struct ClusterLink {
+    handle: Arc<dyn Claims>,
+    /// Per host: claims and releases run in order.
+    order: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// The node lost the store: it serves nothing and wakes nothing.
+    fenced: bool,
+}
+
+impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
+    /// Joins the cluster: wakes claim their host first, sleeps release it, and `Signal`s (fed
+    /// through [`super::Input::Cluster`]) route hosts to other nodes.
+    pub fn join_cluster(&mut self, handle: Arc<dyn Claims>) {
+        self.cluster = Some(ClusterLink {
+            handle,
+            order: (0..self.hosts.len()).map(|_| Arc::default()).collect(),
+            fenced: false,
+        });
+    }
+
+    /// What the datapath does with host `id`'s packets in its current state.
+    pub(super) fn mode_of(&self, id: usize) -> HostMode {
+        match self.hosts[id].state {
+            HostState::Warm { .. } => HostMode::Pass,
+            HostState::Elsewhere { .. } => HostMode::Forward,
+            _ => HostMode::Hold,
+        }
+    }
+
+    pub(super) fn on_cluster(&mut self, signal: Signal) {
+        match signal {
+            Signal::Target { host, target } => {
+                let Some(id) = self.host_id(&host) else {
+                    return;
+                };
+                match target {
+                    Target::Node { name, .. } => {
+                        self.hosts[id].served_by = Some(name);
+                        self.apply(id, Event::ServedElsewhere);
+                    }
+                    Target::Here => {
+                        self.hosts[id].served_by = None;
+                        self.apply(id, Event::ServedHere);
+                    }
+                }
+                self.touch(id);
+            }
+            Signal::Fence => {
+                warn!(
+                    "lost the cluster's store: pausing every host this node runs until it is back"
+                );
+                if let Some(link) = self.cluster.as_mut() {
+                    link.fenced = true;
+                }
+                self.pause_while_fenced();
+            }
+            Signal::Unfence => {
+                info!("the cluster's store answers again: hosts wake here again");
+                if let Some(link) = self.cluster.as_mut() {
+                    link.fenced = false;
+                }
+            }
+        }
+    }
+
+    /// While fenced, a host warm here (or just woken) is paused: another node may take it as
+    /// soon as this node's lease expires. Called on the fence and on every tick.
+    pub(super) fn pause_while_fenced(&mut self) {
+        if !self.cluster.as_ref().is_some_and(|c| c.fenced) {
+            return;
+        }
+        for id in 0..self.hosts.len() {
+            if self.hosts[id].is_warm() {
+                self.apply(id, Event::SleepRequested { to: Tier::Paused });
+            }
+        }
+    }
+
+    /// An operator's wake of a host another node serves is that node's to make.
+    pub(super) fn not_elsewhere(&self, host: &str) -> Result<(), String> {
+        match self.host_id(host).map(|id| &self.hosts[id]) {
+            Some(h) if matches!(h.state, HostState::Elsewhere { .. }) => Err(format!(
+                "host {host:?} is served by node {:?}: wake it there",
+                h.served_by.as_deref().unwrap_or("?")
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The claim a wake of host `id` makes first (none without `[cluster]`).
+    pub(super) fn claimer(&self, id: usize) -> Option<Claimer> {
+        let link = self.cluster.as_ref()?;
+        Some(Claimer {
+            cluster: link.handle.clone(),
+            host: self.hosts[id].config.name.clone(),
+            order: link.order[id].clone(),
+        })
+    }
+
+    /// A wake that ended without a container: another node took the host first, so its held
+    /// packets go there (`Event::ClaimLost`). False for any other failure.
+    pub(super) fn claim_lost(&mut self, id: usize, err: &WakeError) -> bool {
+        let WakeError::ClaimLost { node, address } = err else {
+            return false;
+        };
+        info!(host = %self.hosts[id].config.name, node = %node, %address,
+            "another node serves the host; its packets go there");
+        self.hosts[id].wake = None;
+        self.hosts[id].served_by = Some(node.clone());
+        self.apply(id, Event::ClaimLost);
+        true
+    }
+
+    /// Releases host `id` in the store when it stopped running here (its container stopped,
+    /// paused or never started): from then on another node may take it.
+    pub(super) fn release_if_left(&mut self, id: usize, before: HostState, after: HostState) {
+        let held_claim = matches!(
+            before,
+            HostState::Waking { .. } | HostState::Warm { .. } | HostState::Sleeping { .. }
+        );
+        let left = matches!(after, HostState::Asleep { .. } | HostState::Failed { .. });
+        let Some(link) = self.cluster.as_ref() else {
+            return;
+        };
+        if !(held_claim && left) {
+            return;
+        }
+        let handle = link.handle.clone();
+        let order = link.order[id].clone();
+        let host = self.hosts[id].config.name.clone();
+        // Taken now, in order: a wake that follows waits for this release to finish.
+        let in_order = order.clone().try_lock_owned();
+        tokio::spawn(async move {
+            let _in_order = match in_order {
+                Ok(guard) => guard,
+                Err(_) => order.lock_owned().await,
+            };
+            handle.release(&host).await;
+        });
+    }
+}
