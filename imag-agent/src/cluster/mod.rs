@@ -24,4 +24,7 @@ impl ClusterHandle {
         Claim::Won
     }
     pub async fn release(&self, _host: &str) {}
+    pub fn view(&self) -> crate::report::ClusterView {
+        crate::report::ClusterView::default()
+    }
 }

@@ -93,6 +93,8 @@ struct Series {
     budget_used: IntGaugeVec,
     budget_limit: IntGaugeVec,
     prewakes: IntCounterVec,
+    cluster_nodes: IntGaugeVec,
+    cluster_claims: IntCounterVec,
 }
 
 impl Series {
@@ -176,10 +178,25 @@ impl Series {
                  traffic reached them in time (used) or not (unused)",
                 &["result"],
             ),
+            cluster_nodes: IntGaugeVec::new(
+                Opts::new(
+                    "cluster_nodes",
+                    "Scale-out: live nodes (live), and whether this node keeps its lease (healthy: \
+                     1, fenced: 0)",
+                ),
+                &["what"],
+            )
+            .expect("valid metric"),
+            cluster_claims: counter(
+                "cluster_claims_total",
+                "Scale-out: claims of hosts before a wake (won, lost to another node), and \
+                 fences (this node lost the store and stopped serving)",
+                &["result"],
+            ),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 13] {
+    fn collectors(&self) -> [&dyn Collector; 15] {
         [
             &self.hosts,
             &self.packets,
@@ -194,6 +211,8 @@ impl Series {
             &self.budget_used,
             &self.budget_limit,
             &self.prewakes,
+            &self.cluster_nodes,
+            &self.cluster_claims,
         ]
     }
 
@@ -239,6 +258,22 @@ impl Series {
         let p = &snapshot.prewake;
         for (result, value) in [("used", p.used), ("unused", p.unused)] {
             self.prewakes.with_label_values(&[result]).inc_by(value);
+        }
+        if let Some(c) = &snapshot.cluster {
+            let live = i64::try_from(c.nodes.len()).unwrap_or(i64::MAX);
+            self.cluster_nodes.with_label_values(&["live"]).set(live);
+            self.cluster_nodes
+                .with_label_values(&["healthy"])
+                .set(i64::from(c.healthy));
+            for (result, value) in [
+                ("won", c.claims_won),
+                ("lost", c.claims_lost),
+                ("fenced", c.fences),
+            ] {
+                self.cluster_claims
+                    .with_label_values(&[result])
+                    .inc_by(value);
+            }
         }
         let now_ns = monotonic_ns();
         for host in &snapshot.hosts {

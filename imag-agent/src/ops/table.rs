@@ -32,9 +32,10 @@ pub fn render_table(report: &StatusReport) -> String {
         .map(String::from),
     )
     .chain(report.hosts.iter().map(|h| {
-        let state = match &h.tier {
-            Some(tier) => format!("{} ({tier})", h.state),
-            None => h.state.to_string(),
+        let state = match (&h.node, &h.tier) {
+            (Some(node), _) => format!("{} (on {node})", h.state),
+            (None, Some(tier)) => format!("{} ({tier})", h.state),
+            (None, None) => h.state.to_string(),
         };
         let last_wake = match (&h.last_failure, h.last_wake_ms, &h.last_wake_from) {
             (Some(failure), _, _) => {
@@ -81,6 +82,30 @@ pub fn render_table(report: &StatusReport) -> String {
         b.refused_budget,
         b.refused_rate
     );
+    if let Some(c) = &report.cluster {
+        let nodes: Vec<String> = (c.nodes.iter())
+            .map(|n| format!("{} {} serving {}", n.name, n.address, n.serving.len()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "cluster: node {} ({}) {}; live nodes: {}; claims won {}, lost {}; fenced {} times",
+            c.node,
+            c.address,
+            if c.healthy {
+                "healthy"
+            } else {
+                "FENCED (lost the store: serves nothing)"
+            },
+            if nodes.is_empty() {
+                "none".into()
+            } else {
+                nodes.join(", ")
+            },
+            c.claims_won,
+            c.claims_lost,
+            c.fences
+        );
+    }
     out
 }
 

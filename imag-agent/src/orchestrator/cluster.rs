@@ -22,6 +22,7 @@ use super::{
 use crate::{
     cluster::{Claim, ClusterHandle, Signal, Target},
     datapath::{HostMode, HostTable},
+    report::ClusterView,
     runtime::ContainerRuntime,
 };
 
@@ -33,6 +34,8 @@ pub trait Claims: Send + Sync + 'static {
     fn claim<'a>(&'a self, host: &'a str) -> Pending<'a, Claim>;
     /// Gives `host` up once this node's container holds nothing.
     fn release<'a>(&'a self, host: &'a str) -> Pending<'a, ()>;
+    /// The cluster as this node sees it, for `status`.
+    fn view(&self) -> ClusterView;
 }
 
 impl Claims for ClusterHandle {
@@ -41,6 +44,9 @@ impl Claims for ClusterHandle {
     }
     fn release<'a>(&'a self, host: &'a str) -> Pending<'a, ()> {
         Box::pin(ClusterHandle::release(self, host))
+    }
+    fn view(&self) -> ClusterView {
+        ClusterHandle::view(self)
     }
 }
 
@@ -106,6 +112,18 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     link.fenced = false;
                 }
             }
+        }
+    }
+
+    /// Publishes the cluster's view (on the tick).
+    pub(super) fn publish_cluster(&mut self) {
+        if let Some(link) = &self.cluster {
+            let view = link.handle.view();
+            self.snapshot.send_if_modified(|s| {
+                let changed = s.cluster.as_ref() != Some(&view);
+                s.cluster = Some(view);
+                changed
+            });
         }
     }
 

@@ -41,6 +41,13 @@ impl Claims for FakeClaims {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move { self.log.lock().unwrap().push(format!("release {host}")) })
     }
+    fn view(&self) -> crate::report::ClusterView {
+        crate::report::ClusterView {
+            node: "node-a".into(),
+            healthy: !*self.down.lock().unwrap(),
+            ..Default::default()
+        }
+    }
 }
 
 fn clustered(hosts: &str) -> (Orch, FakeRuntime, Arc<FakeClaims>) {
@@ -183,6 +190,14 @@ async fn a_fenced_node_pauses_what_it_runs_and_wakes_nothing() {
     orch.on_held(frame);
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(state(&orch, "db"), StateName::Failed);
+    orch.tick();
+    let cluster = orch
+        .subscribe()
+        .borrow()
+        .cluster
+        .clone()
+        .expect("the cluster's view");
+    assert!(!cluster.healthy, "status says the node is fenced");
     assert!(!wakes(&fake).contains(&"t--db".to_string()));
     let snapshot = orch.subscribe().borrow().clone();
     let failure = snapshot.hosts[1]

@@ -413,6 +413,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.govern(now_ns);
         self.prewake_tick(now_ns);
         self.pause_while_fenced();
+        self.publish_cluster();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             if host.has_traffic() {
