@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::{
     Orchestrator,
-    jobs::{Claimer, WakeError},
+    jobs::{Claimer, Outcome, WakeError},
     state::{Event, HostState, Tier},
 };
 use crate::{
@@ -62,12 +62,46 @@ pub(super) struct ClusterLink {
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// Joins the cluster: wakes claim their host first, sleeps release it, and `Signal`s (fed
     /// through [`super::Input::Cluster`]) route hosts to other nodes.
+    ///
+    /// Hosts already warm (adopted from an earlier agent) are claimed at once: one another node
+    /// took meanwhile is put to sleep here.
     pub fn join_cluster(&mut self, handle: Arc<dyn Claims>) {
         self.cluster = Some(ClusterLink {
             handle,
             order: (0..self.hosts.len()).map(|_| Arc::default()).collect(),
             fenced: false,
         });
+        for id in 0..self.hosts.len() {
+            if !self.hosts[id].is_warm() {
+                continue;
+            }
+            let Some(claimer) = self.claimer(id) else {
+                continue;
+            };
+            let outcomes = self.jobs.outcomes.clone();
+            tokio::spawn(async move {
+                let result = claimer.claim().await;
+                let _ = outcomes.send(Outcome::Claimed { host: id, result });
+            });
+        }
+    }
+
+    /// The claim of a host found warm: kept if won; another node's: this node's container
+    /// goes to sleep; the store unreachable: kept (fencing decides if it stays so).
+    pub(super) fn claimed_warm(&mut self, id: usize, result: &Result<(), WakeError>) {
+        let host = &self.hosts[id];
+        match result {
+            Err(WakeError::ClaimLost { node, .. }) if host.is_warm() => {
+                warn!(host = %host.config.name, node = %node,
+                    "another node serves this host: stopping the container found running here");
+                let to = Tier::Stopped;
+                self.apply(id, Event::SleepRequested { to });
+            }
+            Err(err) => {
+                warn!(host = %host.config.name, error = %err, "cannot claim a host found warm");
+            }
+            Ok(()) => {}
+        }
     }
 
     /// What the datapath does with host `id`'s packets in its current state.

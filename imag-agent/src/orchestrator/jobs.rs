@@ -51,6 +51,11 @@ pub enum Outcome {
         host: usize,
         pid: u32,
     },
+    /// Scale-out: the claim of a host found warm when the agent joined the cluster.
+    Claimed {
+        host: usize,
+        result: Result<(), WakeError>,
+    },
     /// The host side of a warm host's container link was found.
     HostLink {
         host: usize,
@@ -124,7 +129,7 @@ pub struct Claimer {
 }
 
 impl Claimer {
-    async fn claim(&self) -> Result<(), WakeError> {
+    pub async fn claim(&self) -> Result<(), WakeError> {
         let _in_order = self.order.lock().await;
         match self.cluster.claim(&self.host).await {
             Claim::Won => Ok(()),

@@ -488,6 +488,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.apply(host, event);
             }
             Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::Claimed { host, result } => self.claimed_warm(host, &result),
             Outcome::Observed { hosts } => self.on_observed(hosts),
             Outcome::Healthy { host, result } => self.dependency_healthy(host, result),
             Outcome::Running { host, pid } => self.hosts[host].pid = Some(pid),

@@ -20,8 +20,10 @@ pub const KEEP_ALIVE_S: f64 = 600.0;
 pub const MIN_TIMEOUT_S: f64 = 0.3;
 /// A host's memory limit is its ballast plus this (the binary, stacks, page cache).
 pub const HEADROOM_MB: u32 = 8;
-/// The memory budget's share of all hosts' limits together.
-pub const BUDGET_SHARE: f64 = 0.4;
+/// The memory budget's share of all hosts' limits together. (At 0.4 with `min_warm` = the idle
+/// timeout, the compressed run refused 1,959 of 6,999 requests: every host inside `min_warm`, so
+/// nothing evictable; the budget policy now lets any idle host be evicted.)
+pub const BUDGET_SHARE: f64 = 0.5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -134,8 +136,12 @@ impl Policy {
             Kind::Stop => {
                 format!("idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"stop\"\n")
             }
-            Kind::Pause | Kind::PauseBudget => {
+            Kind::Pause => {
                 format!("idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n")
+            }
+            // Under a budget any idle host may make room (min_warm would refuse wakes instead).
+            Kind::PauseBudget => {
+                format!("idle_timeout = \"{idle}\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n")
             }
             Kind::PauseThenStop => format!(
                 "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
