@@ -30,9 +30,16 @@ pub struct Launch {
     pub args: Vec<String>,
     /// `RUST_LOG` for the agent.
     pub log_filter: String,
-    /// Whether to copy each log line to this process's stderr as `[agent] …` (tests: shown
+    /// Whether to copy each log line to this process's stderr as `[NAME] …` (tests: shown
     /// when a test fails).
     pub echo: bool,
+    /// The prefix of echoed log lines (`agent`; a cluster's nodes use `node<i>`).
+    pub name: String,
+    /// The network namespace to run in (`nsenter --net=/run/netns/NETNS`), if not this one's.
+    /// The control socket is a file, so `status` and the other commands still reach the agent.
+    pub netns: Option<String>,
+    /// Further environment (a cluster node's `DOCKER_HOST`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -44,6 +51,9 @@ impl Launch {
             args: Vec::new(),
             log_filter: "info".into(),
             echo: false,
+            name: "agent".into(),
+            netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -105,8 +115,19 @@ impl AgentProcess {
     /// (its control socket answers a status request, which the agent serves only once its
     /// datapath is attached and its orchestrator runs).
     pub fn start(launch: Launch) -> Result<AgentProcess, AgentError> {
-        let mut command = Command::new(&launch.binary);
+        // nsenter (without --fork) execs the agent itself: the child's pid is the agent's.
+        let mut command = match &launch.netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{netns}"))
+                    .arg(&launch.binary);
+                command
+            }
+            None => Command::new(&launch.binary),
+        };
         command
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("attach")
             .args(&launch.interfaces)
             .arg("--config")
@@ -135,7 +156,7 @@ impl AgentProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if launch.echo {
-                    eprintln!("[agent] {line}");
+                    eprintln!("[{}] {line}", launch.name);
                 }
                 sink.lock().expect("log lock").push(line);
             }
