@@ -79,38 +79,54 @@ fn three_nodes_route_by_metric_fail_over_and_serve_the_client() {
         );
     }
 
-    // The owner (metric 200) beats a fallback (300); without it, the fallback carries the host.
-    let host = Ipv4Addr::new(10, 77, 0, 10);
-    let (n1, n2, n3) = (
-        cluster.node(1).fabric_addr(),
-        cluster.node(2).fabric_addr(),
-        cluster.node(3).fabric_addr(),
+    routes_follow_the_metric_and_the_living(&mut cluster);
+    a_container_answers_the_client_through_the_router(&cluster);
+    one_node_cut_off_from_etcd(&cluster);
+
+    let dropped = Instant::now();
+    drop(cluster);
+    eprintln!(
+        "cluster torn down in {:?} (whole test {:?})",
+        dropped.elapsed(),
+        began.elapsed()
     );
-    imag_route(&cluster, 1, "add", host, FABRIC_IF, 200);
-    imag_route(&cluster, 2, "add", host, FABRIC_IF, 300);
+    let left = leftovers(&tag);
+    assert!(left.is_empty(), "the cluster's teardown left: {left:#?}");
+}
+
+/// The owner (metric 200) beats a fallback (300); without it, the fallback carries the host; a
+/// dead node's routes go.
+fn routes_follow_the_metric_and_the_living(cluster: &mut Cluster) {
+    let host = Ipv4Addr::new(10, 77, 0, 10);
+    let (n1, n2) = (cluster.node(1).fabric_addr(), cluster.node(2).fabric_addr());
+    imag_route(cluster, 1, "add", host, FABRIC_IF, 200);
+    imag_route(cluster, 2, "add", host, FABRIC_IF, 300);
     wait_next_hop(
-        &cluster,
+        cluster,
         host,
         Some(n1),
         "the router routes the host via node 1 (metric 200)",
     );
-    imag_route(&cluster, 1, "del", host, FABRIC_IF, 200);
+    imag_route(cluster, 1, "del", host, FABRIC_IF, 200);
     wait_next_hop(
-        &cluster,
+        cluster,
         host,
         Some(n2),
         "the router routes the host via node 2 once node 1 withdrew it",
     );
     cluster.kill_node(2).unwrap_or_else(|e| panic!("{e}"));
     wait_next_hop(
-        &cluster,
+        cluster,
         host,
         None,
         "node 2's route is gone once node 2 is dead",
     );
     assert!(!cluster.bgp_established(2));
+}
 
-    // A container on node 3's engine, at an address of the imaginary subnet, announced by node 3.
+/// A container on node 3's engine, at an address of the imaginary subnet, announced by node 3.
+fn a_container_answers_the_client_through_the_router(cluster: &Cluster) {
+    let n3 = cluster.node(3).fabric_addr();
     let node3 = cluster.node(3);
     node3
         .docker(&[
@@ -140,9 +156,9 @@ fn three_nodes_route_by_metric_fail_over_and_serve_the_client() {
             "8080",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-    imag_route(&cluster, 3, "add", served, "imag0", 100);
+    imag_route(cluster, 3, "add", served, "imag0", 100);
     wait_next_hop(
-        &cluster,
+        cluster,
         served,
         Some(n3),
         "the router routes the container's address via node 3",
@@ -173,27 +189,19 @@ fn three_nodes_route_by_metric_fail_over_and_serve_the_client() {
         vec![(3, "web".to_string(), "running".to_string())],
         "one container, on node 3 (node 2 is dead and not listed)"
     );
+}
 
-    // Cut off from etcd, and only from etcd.
+/// Cut off from etcd, and only from etcd.
+fn one_node_cut_off_from_etcd(cluster: &Cluster) {
     cluster
         .partition_from_store(3)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!etcd_healthy(&cluster, 3), "node 3 cannot reach etcd");
-    assert!(etcd_healthy(&cluster, 1), "node 1 still reaches etcd");
+    assert!(!etcd_healthy(cluster, 3), "node 3 cannot reach etcd");
+    assert!(etcd_healthy(cluster, 1), "node 1 still reaches etcd");
     assert!(
         cluster.bgp_established(3),
         "node 3's BGP session is not affected"
     );
     cluster.heal_store(3).unwrap_or_else(|e| panic!("{e}"));
-    assert!(etcd_healthy(&cluster, 3), "node 3 reaches etcd again");
-
-    let dropped = Instant::now();
-    drop(cluster);
-    eprintln!(
-        "cluster torn down in {:?} (whole test {:?})",
-        dropped.elapsed(),
-        began.elapsed()
-    );
-    let left = leftovers(&tag);
-    assert!(left.is_empty(), "the cluster's teardown left: {left:#?}");
+    assert!(etcd_healthy(cluster, 3), "node 3 reaches etcd again");
 }
