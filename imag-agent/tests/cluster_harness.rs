@@ -2,7 +2,8 @@
 //! BGP carries the routes a node puts in its imag table to the router, the best one by metric
 //! wins, a dead node's routes go, a container on a node answers the client through the router,
 //! etcd answers from every node (and not from one cut off from it), and dropping the cluster
-//! leaves nothing behind.
+//! leaves nothing behind. And the agent as the scale-out tests will run it: inside a node, against
+//! that node's engine, woken by a client behind the router.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -10,7 +11,7 @@ use std::{
 };
 
 use imag_testkit::{
-    IMAGE, clients,
+    IMAGE, agent_binary, clients,
     cluster::{Cluster, ClusterSpec, FABRIC_IF, IMAG_TABLE, leftovers},
     require_environment, wait_until,
 };
@@ -204,4 +205,80 @@ fn one_node_cut_off_from_etcd(cluster: &Cluster) {
     );
     cluster.heal_store(3).unwrap_or_else(|e| panic!("{e}"));
     assert!(etcd_healthy(cluster, 3), "node 3 reaches etcd again");
+}
+
+/// The agent runs inside a node (`Node::launch`: its namespace, its engine), holds the client's
+/// first packet arriving from the router on the node's fabric link, and wakes the host in that
+/// node's engine. The agent does not install its routes yet: the test announces the host.
+#[test]
+fn an_agent_in_a_node_wakes_a_host_for_the_client_behind_the_router() {
+    require_environment();
+    let mut cluster = Cluster::start(&ClusterSpec {
+        nodes: 2,
+        ..ClusterSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tag = cluster.tag().to_string();
+    // Each node's agent needs a network name of its own (pins, state and control socket are
+    // named after it and shared by all namespaces).
+    let network = format!("{tag}n1");
+    let node = cluster.node(1);
+    let config = node.dir().join("imag.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nsubnet = \"10.77.0.0/24\"\nname = \"{network}\"\nbridge = \"imag0\"\n\n\
+             [[host]]\nname = \"web\"\naddress = \"10.77.0.10\"\nimage = \"{IMAGE}\"\n\
+             command = [\"/hello\", \"--port\", \"8080\"]\nports = [8080]\n"
+        ),
+    )
+    .expect("writing the agent's config");
+    let mut launch = node.launch(agent_binary!(), &config, &[FABRIC_IF]);
+    launch.echo = true;
+    launch.log_filter = "imag_agent=debug".into();
+    cluster
+        .node_mut(1)
+        .start_agent(launch)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cluster
+            .containers_everywhere("web")
+            .expect("listing containers")
+            .is_empty(),
+        "the host starts cold"
+    );
+
+    let host = Ipv4Addr::new(10, 77, 0, 10);
+    imag_route(&cluster, 1, "add", host, "imag0", 200);
+    let n1 = cluster.node(1).fabric_addr();
+    wait_next_hop(
+        &cluster,
+        host,
+        Some(n1),
+        "the router routes the host via node 1",
+    );
+    let answer = cluster
+        .client()
+        .run(|| clients::http_get(SocketAddr::from((host, 8080)), Duration::from_secs(30)))
+        .expect("entering the client namespace");
+    let (body, _) = answer.expect("the cold host on node 1 answers the client's first connection");
+    assert!(
+        body.starts_with("hello"),
+        "the example service answered: {body:?}"
+    );
+    let everywhere = cluster
+        .containers_everywhere("web")
+        .expect("listing containers");
+    assert_eq!(
+        everywhere
+            .iter()
+            .map(|(node, _, state)| (*node, state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "running")],
+        "one container for the host, on node 1: {everywhere:?}"
+    );
+
+    drop(cluster);
+    let left = leftovers(&tag);
+    assert!(left.is_empty(), "the cluster's teardown left: {left:#?}");
 }

@@ -15,6 +15,34 @@ pub fn state_dir(tag: &str) -> PathBuf {
     Path::new("/var/lib/imag-testkit").join(tag)
 }
 
+/// What agents started in the cluster's nodes keep outside it, for networks named `<tag>…`
+/// (each node's agent needs a network name of its own: the pins, the state and the control
+/// socket are named after it and shared by every namespace).
+fn agent_leftovers(tag: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    // `/run/imag-testkit/<node's namespace>.sys`: `agent::sysfs_dir`.
+    for dir in [
+        "/sys/fs/bpf/imag",
+        "/var/lib/imag",
+        "/run/imag",
+        "/run/imag-testkit",
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        found.extend(
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(tag) && name != format!("{tag}.cluster")
+                })
+                .map(|e| e.path()),
+        );
+    }
+    found
+}
+
 /// Where a cluster keeps its sockets, pid files and engines' exec roots.
 pub fn run_dir(tag: &str) -> PathBuf {
     Path::new("/run/imag-testkit").join(format!("{tag}.cluster"))
@@ -203,6 +231,11 @@ pub fn sweep(tag: &str) {
     let _ = Command::new("ip")
         .args(["link", "del", &format!("{tag}h")])
         .output();
+    for path in agent_leftovers(tag) {
+        if std::fs::remove_dir_all(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
     let _ = std::fs::remove_dir_all(state_dir(tag));
     let _ = std::fs::remove_dir_all(run_dir(tag));
 }
@@ -226,9 +259,12 @@ pub fn leftovers(tag: &str) -> Vec<String> {
             .map(|c| format!("cgroup {}", c.display())),
     );
     left.extend(mounts(tag).into_iter().map(|m| format!("mount {m}")));
-    for dir in [state_dir(tag), run_dir(tag)] {
+    for dir in [state_dir(tag), run_dir(tag)]
+        .into_iter()
+        .chain(agent_leftovers(tag))
+    {
         if dir.exists() {
-            left.push(format!("directory {}", dir.display()));
+            left.push(format!("{}", dir.display()));
         }
     }
     left
