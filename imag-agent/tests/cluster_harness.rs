@@ -12,7 +12,7 @@ use std::{
 
 use imag_testkit::{
     IMAGE, agent_binary, clients,
-    cluster::{Cluster, ClusterSpec, FABRIC_IF, IMAG_TABLE, leftovers},
+    cluster::{Cluster, ClusterSpec, FABRIC_IF, leftovers},
     require_environment, wait_until,
 };
 
@@ -22,7 +22,7 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// `ip route add|del ADDR/32 dev DEV table 4200 metric METRIC proto 201`, as the agent does
 /// through rtnetlink.
 fn imag_route(cluster: &Cluster, node: usize, op: &str, addr: Ipv4Addr, dev: &str, metric: u32) {
-    let (table, metric) = (IMAG_TABLE.to_string(), metric.to_string());
+    let (table, metric) = (cluster.table().to_string(), metric.to_string());
     cluster
         .node(node)
         .ip(&[

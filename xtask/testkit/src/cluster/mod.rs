@@ -47,7 +47,8 @@ use crate::{
     netns::{ClientNs, ip},
 };
 
-/// The agent's routing table (`[cluster] table`) the nodes' BGP daemons export.
+/// The agent's default routing table (`[cluster] table`), which the nodes' BGP daemons export
+/// unless [`ClusterSpec::table`] says otherwise.
 pub const IMAG_TABLE: u32 = 4200;
 /// etcd's client port on the router's fabric address.
 pub const ETCD_PORT: u16 = 2379;
@@ -59,6 +60,8 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// Images (of the main engine) loaded into every node's engine.
     pub images: Vec<String>,
+    /// The kernel routing table the nodes' BIRD exports (the agents' `[cluster] table`).
+    pub table: u32,
 }
 
 impl Default for ClusterSpec {
@@ -66,6 +69,7 @@ impl Default for ClusterSpec {
         ClusterSpec {
             nodes: 3,
             images: vec![IMAGE.to_string()],
+            table: IMAG_TABLE,
         }
     }
 }
@@ -121,6 +125,7 @@ pub struct Cluster {
     etcd: Option<Daemon>,
     nodes: Vec<Node>,
     started_in: Duration,
+    table: u32,
 }
 
 impl Cluster {
@@ -147,6 +152,7 @@ impl Cluster {
             etcd: None,
             nodes: Vec::new(),
             started_in: Duration::ZERO,
+            table: spec.table,
         };
         // From here on, an error drops `cluster`, which removes what was built.
         cluster.build(spec)?;
@@ -160,6 +166,11 @@ impl Cluster {
     /// How long [`Cluster::start`] took.
     pub fn started_in(&self) -> Duration {
         self.started_in
+    }
+
+    /// The kernel routing table the nodes' BGP daemons export.
+    pub fn table(&self) -> u32 {
+        self.table
     }
 
     /// The name stem of everything the cluster made (for [`leftovers`]).

@@ -102,8 +102,13 @@ impl Node {
         output(command).map_err(|e| ClusterError::Command(format!("node {}: {e}", self.index)))
     }
 
-    /// An agent launch that runs inside this node (`nsenter --net=…`) against its engine; adjust
-    /// it, then [`Node::start_agent`].
+    /// An agent launch that runs inside this node (its network namespace, with a sysfs showing
+    /// that namespace's interfaces: `crate::agent` `in_netns`) against its engine (`DOCKER_HOST`);
+    /// adjust it, then [`Node::start_agent`]. Each node's agent needs a network name of its own
+    /// (e.g. `<cluster tag>n<i>`): the agent names its pins (`/sys/fs/bpf/imag/<network>`), state
+    /// (`/var/lib/imag/<network>`) and control socket (`/run/imag/<network>.sock`) after it, and
+    /// those are shared by every namespace; names starting with the cluster's tag are removed
+    /// with the cluster.
     pub fn launch(&self, binary: &Path, config: &Path, interfaces: &[&str]) -> Launch {
         let mut launch = Launch::new(binary, config, interfaces);
         launch.netns = Some(self.netns.clone());

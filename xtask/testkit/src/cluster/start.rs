@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    Cluster, ClusterError, ClusterSpec, ETCD_PORT, FABRIC_IF, IMAG_TABLE, Node, bird,
+    Cluster, ClusterError, ClusterSpec, ETCD_PORT, FABRIC_IF, Node, bird,
     process::{Daemon, in_netns, output},
     sweep,
 };
@@ -109,7 +109,7 @@ impl Cluster {
     pub(super) fn start_daemons(&mut self) -> Result<(), ClusterError> {
         let tag = self.tag().to_string();
         let (state, run) = (sweep::state_dir(&tag), sweep::run_dir(&tag));
-        let router = self.router_addr();
+        let (router, table) = (self.router_addr(), self.table);
         let write = |path: &PathBuf, text: &str| {
             std::fs::write(path, text)
                 .map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))
@@ -152,7 +152,7 @@ impl Cluster {
 
         for node in &mut self.nodes {
             let conf = node.state.join("bird.conf");
-            write(&conf, &bird::node_config(node.addr, router, IMAG_TABLE))?;
+            write(&conf, &bird::node_config(node.addr, router, table))?;
             node.bird = Some(spawn_bird(
                 &format!("node {}'s BIRD", node.index),
                 &node.netns,
