@@ -30,9 +30,17 @@ pub struct Launch {
     pub args: Vec<String>,
     /// `RUST_LOG` for the agent.
     pub log_filter: String,
-    /// Whether to copy each log line to this process's stderr as `[agent] …` (tests: shown
+    /// Whether to copy each log line to this process's stderr as `[NAME] …` (tests: shown
     /// when a test fails).
     pub echo: bool,
+    /// The prefix of echoed log lines (`agent`; a cluster's nodes use `node<i>`).
+    pub name: String,
+    /// The network namespace to run in (`nsenter --net=/run/netns/NETNS`), if not this one's;
+    /// see [`in_netns`]. The control socket is a file, so `status` and the other commands still
+    /// reach the agent.
+    pub netns: Option<String>,
+    /// Further environment (a cluster node's `DOCKER_HOST`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -44,6 +52,9 @@ impl Launch {
             args: Vec::new(),
             log_filter: "info".into(),
             echo: false,
+            name: "agent".into(),
+            netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -105,8 +116,15 @@ impl AgentProcess {
     /// (its control socket answers a status request, which the agent serves only once its
     /// datapath is attached and its orchestrator runs).
     pub fn start(launch: Launch) -> Result<AgentProcess, AgentError> {
-        let mut command = Command::new(&launch.binary);
+        let mut command = match &launch.netns {
+            Some(netns) => in_netns(netns, &launch.binary).map_err(|error| AgentError::Spawn {
+                binary: launch.binary.display().to_string(),
+                error,
+            })?,
+            None => Command::new(&launch.binary),
+        };
         command
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("attach")
             .args(&launch.interfaces)
             .arg("--config")
@@ -135,7 +153,7 @@ impl AgentProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if launch.echo {
-                    eprintln!("[agent] {line}");
+                    eprintln!("[{}] {line}", launch.name);
                 }
                 sink.lock().expect("log lock").push(line);
             }
@@ -295,6 +313,35 @@ impl AgentProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// The directory where [`in_netns`] mounts the sysfs of `netns` (in the agent's own mount
+/// namespace; the directory stays, empty, and goes with the cluster's clean-up).
+pub fn sysfs_dir(netns: &str) -> PathBuf {
+    Path::new("/run/imag-testkit").join(format!("{netns}.sys"))
+}
+
+/// `binary` run in the network namespace `netns`, with a sysfs that shows that namespace's
+/// interfaces. nsenter alone would leave `/sys` showing the root namespace's interfaces (sysfs
+/// shows the namespace of whoever mounted it), and the agent reads interfaces' addresses there;
+/// `ip netns exec` remounts the whole of `/sys`, which hides bpffs and the cgroup mounts the agent
+/// needs. So: a private mount namespace (`unshare --mount`) in which a sysfs mounted from inside
+/// `netns` is bound over `/sys/class/net` and `/sys/devices/virtual/net` only. nsenter, unshare
+/// and sh each exec the next: the child's pid is the agent's.
+fn in_netns(netns: &str, binary: &Path) -> std::io::Result<Command> {
+    let sysfs = sysfs_dir(netns);
+    std::fs::create_dir_all(&sysfs)?;
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t sysfs sysfs \"$0\" && mount --bind \"$0/class/net\" /sys/class/net && \
+             mount --bind \"$0/devices/virtual/net\" /sys/devices/virtual/net && exec \"$@\"",
+        )
+        .arg(&sysfs)
+        .arg(binary);
+    Ok(command)
 }
 
 impl Drop for AgentProcess {

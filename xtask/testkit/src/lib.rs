@@ -7,11 +7,14 @@
 //! - [`metrics`]: one scrape of `/metrics`, looked up by name and labels.
 //! - [`docker`]: what the engine says about containers and networks.
 //! - [`lease`] and [`testnet`]: a generated, collision-free network per test, removed on drop.
+//! - [`cluster`]: several nodes (each with its own Docker engine and BGP daemon), a router, etcd
+//!   and a client, for the scale-out tests; removed on drop.
 //!
 //! `imag-agent/tests/TESTING.md` tells how to add a test.
 
 pub mod agent;
 pub mod clients;
+pub mod cluster;
 pub mod docker;
 pub mod lease;
 pub mod metrics;

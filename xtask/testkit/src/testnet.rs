@@ -63,6 +63,8 @@ impl TestNet {
         let lease = Lease::take().expect("taking a test network index");
         if let Some(stale) = lease.stale() {
             sweep(stale, None);
+            // The index may have been a crashed cluster's.
+            crate::cluster::sweep_stale(stale);
         }
         // A free port now; the agent binds it moments later (and again after a restart).
         let metrics = TcpListener::bind("127.0.0.1:0")
@@ -226,7 +228,7 @@ impl Drop for TestNet {
 
 /// Removes everything named after `tag`: through `imag-agent detach` when its config is at
 /// hand (`detach`: binary and config), then whatever is left by hand.
-fn sweep(tag: &str, detach: Option<(&Path, &Path)>) {
+pub(crate) fn sweep(tag: &str, detach: Option<(&Path, &Path)>) {
     if let Some((binary, config)) = detach.filter(|_| pins_dir(tag).exists()) {
         let _ = Command::new(binary)
             .args(["detach", "--config"])
