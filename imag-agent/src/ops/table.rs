@@ -83,30 +83,35 @@ pub fn render_table(report: &StatusReport) -> String {
         b.refused_rate
     );
     if let Some(c) = &report.cluster {
-        let nodes: Vec<String> = (c.nodes.iter())
-            .map(|n| format!("{} {} serving {}", n.name, n.address, n.serving.len()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "cluster: node {} ({}) {}; live nodes: {}; claims won {}, lost {}; fenced {} times",
-            c.node,
-            c.address,
-            if c.healthy {
-                "healthy"
-            } else {
-                "FENCED (lost the store: serves nothing)"
-            },
-            if nodes.is_empty() {
-                "none".into()
-            } else {
-                nodes.join(", ")
-            },
-            c.claims_won,
-            c.claims_lost,
-            c.fences
-        );
+        cluster_line(&mut out, c);
     }
     out
+}
+
+/// Scale-out: this node, its health, the live nodes and the claims.
+fn cluster_line(out: &mut String, c: &crate::report::ClusterView) {
+    let nodes: Vec<String> = (c.nodes.iter())
+        .map(|n| format!("{} {} serving {}", n.name, n.address, n.serving.len()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "cluster: node {} ({}) {}; live nodes: {}; claims won {}, lost {}; fenced {} times",
+        c.node,
+        c.address,
+        if c.healthy {
+            "healthy"
+        } else {
+            "FENCED (lost the store: serves nothing)"
+        },
+        if nodes.is_empty() {
+            "none".into()
+        } else {
+            nodes.join(", ")
+        },
+        c.claims_won,
+        c.claims_lost,
+        c.fences
+    );
 }
 
 fn mib(bytes: u64) -> String {

@@ -1,0 +1,302 @@
+//! Scale-out end to end (docs/SCALE-OUT.md): three nodes, each a network namespace with its own
+//! Docker engine, BIRD and imag agent, one router speaking BGP to them, a client behind it and a
+//! real etcd (`imag_testkit::cluster`). Every node runs the same hosts.
+//!
+//! - a cold host's first packet reaches the node placement chose (the router prefers its
+//!   announcement) and its one container starts there; a host calls another on another node by
+//!   name;
+//! - a node killed mid-traffic: its hosts wake on a surviving node at their next packet, never two
+//!   containers for one host (checked across every engine throughout);
+//! - a node cut off from the store stops serving (pauses its hosts) and another node takes them
+//!   once its lease is gone.
+
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use imag_testkit::{
+    IMAGE, agent_binary, clients,
+    cluster::{Cluster, ClusterSpec, FABRIC_IF},
+    require_environment, wait_until,
+};
+
+/// BGP hold time 3 s, lease below: a failover completes well within this.
+const CONVERGE: Duration = Duration::from_secs(40);
+const LEASE: &str = "4s";
+const BRIDGE: &str = "imag0";
+
+struct Host {
+    name: &'static str,
+    address: Ipv4Addr,
+    extra: &'static str,
+}
+
+const fn host(name: &'static str, last: u8, extra: &'static str) -> Host {
+    Host {
+        name,
+        address: Ipv4Addr::new(10, 77, 0, last),
+        extra,
+    }
+}
+
+/// The same hosts on every node; node names are fixed (`n1`…), so placement is the same in
+/// every run; the cluster's name is the run's own (`[cluster] name`), so runs never meet in the
+/// store.
+fn config(cluster: &Cluster, node: usize, hosts: &[Host]) -> String {
+    let tag = cluster.tag();
+    let mut text = format!(
+        "[network]\nname = \"{tag}n{node}\"\nsubnet = \"10.77.0.0/24\"\nbridge = \"{BRIDGE}\"\n\n\
+         [cluster]\nname = \"{tag}\"\nnode = \"n{node}\"\nstore = [\"{}\"]\naddress = \"{}\"\n\
+         table = {}\nlease = \"{LEASE}\"\nfence_margin = \"1s\"\n\n",
+        cluster.etcd_endpoint(),
+        cluster.node(node).fabric_addr(),
+        cluster.table(),
+    );
+    for h in hosts {
+        let _ = write!(
+            text,
+            "[[host]]\nname = \"{}\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\nports = [8080]\n\
+             idle_timeout = \"never\"\n{}\n",
+            h.name, h.address, h.extra
+        );
+    }
+    text
+}
+
+/// Starts the cluster and one agent per node, and waits until every agent sees every node.
+fn start(nodes: usize, hosts: &[Host]) -> Cluster {
+    let mut cluster = Cluster::start(&ClusterSpec {
+        nodes,
+        ..ClusterSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    for i in 1..=nodes {
+        let path = cluster.node(i).dir().join("imag.toml");
+        std::fs::write(&path, config(&cluster, i, hosts)).expect("writing a node's config");
+        let mut launch = cluster.node(i).launch(agent_binary!(), &path, &[FABRIC_IF]);
+        launch.log_filter = "imag_agent=debug".into();
+        cluster
+            .node_mut(i)
+            .start_agent(launch)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for i in 1..=nodes {
+        wait_until("every agent sees every node", CONVERGE, || {
+            live_nodes(&mut cluster, i) == nodes
+        });
+    }
+    cluster
+}
+
+fn status(cluster: &mut Cluster, node: usize) -> serde_json::Value {
+    cluster.node_mut(node).agents()[0]
+        .status()
+        .unwrap_or_else(|e| panic!("node {node}: {e}"))
+}
+
+fn live_nodes(cluster: &mut Cluster, node: usize) -> usize {
+    status(cluster, node)["cluster"]["nodes"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The host's state on `node` (`asleep`, `elsewhere`, `warm`, …).
+fn state_on(cluster: &mut Cluster, node: usize, host: &str) -> String {
+    let status = status(cluster, node);
+    let hosts = status["hosts"].as_array().expect("hosts");
+    let h = hosts.iter().find(|h| h["name"] == host).expect("the host");
+    h["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The one node that would serve `host` (every other node routes it there).
+fn placed(cluster: &mut Cluster, nodes: usize, host: &str) -> usize {
+    let mut here = Vec::new();
+    wait_until(
+        "one node keeps the host, the others route it there",
+        CONVERGE,
+        || {
+            here = (1..=nodes)
+                .filter(|&i| state_on(cluster, i, host) != "elsewhere")
+                .collect();
+            here.len() == 1
+        },
+    );
+    here[0]
+}
+
+/// Where the host's containers are, across every engine: (node, state).
+fn containers(cluster: &Cluster, host: &str) -> Vec<(usize, String)> {
+    cluster
+        .containers_everywhere(&format!("--{host}"))
+        .expect("listing containers")
+        .into_iter()
+        .map(|(node, _, state)| (node, state))
+        .collect()
+}
+
+fn get(cluster: &Cluster, addr: Ipv4Addr, timeout: Duration) -> Result<String, String> {
+    cluster
+        .client()
+        .run(|| clients::http_get(SocketAddr::from((addr, 8080)), timeout))
+        .expect("entering the client namespace")
+        .map(|(body, _)| body)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
+    require_environment();
+    let hosts = [
+        host("alpha", 11, ""),
+        host("bravo", 12, ""),
+        host("charlie", 13, ""),
+        host("back", 20, "nodes = [\"n2\"]"),
+        host(
+            "front",
+            21,
+            "nodes = [\"n1\"]\ncommand = [\"/hello\", \"--port\", \"8080\", \"--backend\", \"back:8080\"]",
+        ),
+    ];
+    let mut cluster = start(3, &hosts);
+    for h in &hosts[..3] {
+        let owner = placed(&mut cluster, 3, h.name);
+        let node = cluster.node(owner).fabric_addr();
+        wait_until(
+            "the router prefers the owner's announcement",
+            CONVERGE,
+            || cluster.router_next_hop(h.address).expect("ip route") == Some(node),
+        );
+        let body = get(&cluster, h.address, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{} does not answer: {e}", h.name));
+        assert!(body.starts_with("hello"), "{body:?}");
+        assert_eq!(
+            containers(&cluster, h.name),
+            vec![(owner, "running".to_string())],
+            "one container for {}, on the node placement chose",
+            h.name
+        );
+        assert_eq!(state_on(&mut cluster, owner, h.name), "warm");
+    }
+    // `nodes` pins front to n1 and back to n2: front calls back by name, across nodes, and
+    // back wakes on n2 from front's packet, routed there by n1.
+    assert_eq!(placed(&mut cluster, 3, "front"), 1);
+    assert_eq!(placed(&mut cluster, 3, "back"), 2);
+    let body = get(&cluster, hosts[4].address, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("front does not answer: {e}"));
+    assert!(
+        body.contains("hello"),
+        "front wraps back's answer: {body:?}"
+    );
+    assert_eq!(
+        containers(&cluster, "front"),
+        vec![(1, "running".to_string())]
+    );
+    assert_eq!(
+        containers(&cluster, "back"),
+        vec![(2, "running".to_string())]
+    );
+    // Warm, by address too, from the other node's host: the answer comes straight back.
+    let again = get(&cluster, hosts[4].address, Duration::from_secs(5)).expect("warm front");
+    assert_eq!(again, body);
+    // Every node answers every name.
+    let status = status(&mut cluster, 3);
+    assert_eq!(status["cluster"]["node"], "n3");
+}
+
+/// Samples every engine until stopped: the most containers running at once for `host`.
+fn watch_running(
+    cluster: &Arc<Cluster>,
+    host: &'static str,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let (cluster, stop) = (cluster.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut most = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let running = containers(&cluster, host)
+                .iter()
+                .filter(|(_, state)| state == "running")
+                .count();
+            most = most.max(running);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        most
+    })
+}
+
+#[test]
+fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
+    require_environment();
+    let hosts = [host("victim", 31, ""), host("island", 32, "")];
+    let mut cluster = start(3, &hosts);
+    let victim = Ipv4Addr::new(10, 77, 0, 31);
+    let owner = placed(&mut cluster, 3, "victim");
+    get(&cluster, victim, Duration::from_secs(30)).expect("the victim wakes on its node");
+    assert_eq!(
+        containers(&cluster, "victim"),
+        vec![(owner, "running".to_string())]
+    );
+
+    // Killed: agent, engine, link. The next requests wake it on a surviving node.
+    cluster.kill_node(owner).unwrap_or_else(|e| panic!("{e}"));
+    let mut answered = None;
+    wait_until("the victim answers from a surviving node", CONVERGE, || {
+        answered = get(&cluster, victim, Duration::from_secs(3)).ok();
+        answered.is_some()
+    });
+    let now: Vec<_> = containers(&cluster, "victim");
+    assert_eq!(now.len(), 1, "one container for the victim: {now:?}");
+    assert_ne!(now[0].0, owner, "on a surviving node");
+    assert_eq!(now[0].1, "running");
+
+    // The island, on a surviving node, cut off from the store (not from the network).
+    let survivors: Vec<usize> = (1..=3).filter(|&i| i != owner).collect();
+    let island = Ipv4Addr::new(10, 77, 0, 32);
+    let mut placed_on = 0;
+    wait_until("one surviving node keeps the island", CONVERGE, || {
+        let here: Vec<usize> = (survivors.iter().copied())
+            .filter(|&i| state_on(&mut cluster, i, "island") != "elsewhere")
+            .collect();
+        placed_on = here.first().copied().unwrap_or(0);
+        here.len() == 1
+    });
+    get(&cluster, island, Duration::from_secs(30)).expect("the island wakes");
+    assert_eq!(
+        containers(&cluster, "island"),
+        vec![(placed_on, "running".to_string())]
+    );
+    let other = survivors
+        .iter()
+        .copied()
+        .find(|&i| i != placed_on)
+        .expect("two survivors");
+    let cluster = Arc::new(cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let most = watch_running(&cluster, "island", &stop);
+    cluster
+        .partition_from_store(placed_on)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the cut-off node pauses the island", CONVERGE, || {
+        containers(&cluster, "island").contains(&(placed_on, "paused".to_string()))
+    });
+    wait_until("the island answers from the other node", CONVERGE, || {
+        get(&cluster, island, Duration::from_secs(3)).is_ok()
+    });
+    assert!(
+        containers(&cluster, "island").contains(&(other, "running".to_string())),
+        "{:?}",
+        containers(&cluster, "island")
+    );
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        most.join().expect("the watcher"),
+        1,
+        "never two running containers for one host"
+    );
+}
