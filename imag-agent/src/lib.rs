@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod datapath;
 pub mod dns;
