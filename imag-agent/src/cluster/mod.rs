@@ -22,12 +22,12 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+use self::store::{Store, Taken};
 pub use self::{
     decide::{HostDecision, Placed, World, decide},
     routes::{PROTOCOL, RouteError},
     store::StoreError,
 };
-use self::{store::Store, store::Taken};
 use crate::config::{ClusterConfig, Config};
 
 /// Where this node should send packets for a host.
@@ -69,8 +69,8 @@ pub enum ClusterError {
          address = \"A.B.C.D\" (where the other nodes reach this one) in [cluster]"
     )]
     NoAddress(String),
-    #[error("{0}")]
-    Bridge(#[from] crate::interfaces::InterfaceError),
+    #[error("the bridge {0:?} does not exist: start the cluster after the imag network is created")]
+    NoBridge(String),
     #[error(
         "the cluster store {endpoints} did not answer ({source}): start etcd or fix \
          [cluster] store"
@@ -219,7 +219,7 @@ impl ClusterHandle {
             Ok(true) => tracing::info!(host, "released"),
             Ok(false) => tracing::debug!(host, "not ours to release"),
             Err(err) => {
-                tracing::warn!(host, error = %err, "releasing the host's key failed; it goes with the lease")
+                tracing::warn!(host, error = %err, "releasing the host's key failed; it goes with the lease");
             }
         }
     }
@@ -312,7 +312,7 @@ fn ipv4_addresses(name: &str) -> Vec<Ipv4Addr> {
                 && !ifa.ifa_addr.is_null()
                 && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
             {
-                let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                let sin: libc::sockaddr_in = std::ptr::read_unaligned(ifa.ifa_addr.cast());
                 found.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
             }
             entry = ifa.ifa_next;
@@ -333,7 +333,13 @@ pub async fn start(
     attach: &[String],
 ) -> Result<(ClusterHandle, mpsc::Receiver<Signal>, ClusterTask), ClusterError> {
     let address = own_address(config, attach)?;
-    let bridge = crate::interfaces::Interface::lookup(bridge)?;
+    let bridge_index = std::ffi::CString::new(bridge)
+        .ok()
+        // SAFETY: a valid NUL-terminated name; if_nametoindex only reads it. (Not sysfs: it
+        // asks the calling thread's network namespace.)
+        .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) })
+        .filter(|index| *index != 0)
+        .ok_or_else(|| ClusterError::NoBridge(bridge.to_string()))?;
     let store_error = |source| ClusterError::Store {
         endpoints: config.store.join(", "),
         source,
@@ -344,7 +350,7 @@ pub async fn start(
     let lease = store.grant(config.lease).await.map_err(store_error)?;
     store.register(lease, address).await.map_err(store_error)?;
     let (world, revision) = store.snapshot().await.map_err(store_error)?;
-    let routes = routes::Routes::open(config.table, bridge.index)?;
+    let routes = routes::Routes::open(config.table, bridge_index)?;
     let flushed = routes.flush().await?;
     crate::firewall::keep_subnet_source(&network.network.name, network.network.subnet)?;
     tracing::info!(

@@ -13,7 +13,7 @@ use rtnetlink::{
     },
 };
 
-/// `proto 201` (`imag` in /etc/iproute2/rt_protos.d if the operator names it).
+/// `proto 201` (`imag` in `/etc/iproute2/rt_protos.d` if the operator names it).
 pub const PROTOCOL: u8 = 201;
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ impl Routes {
         self.delete_to(self.table, addr).await
     }
 
-    /// How the kernel reaches `address` now (`ip route get`: an RTM_GETROUTE request for one
+    /// How the kernel reaches `address` now (`ip route get`: an `RTM_GETROUTE` request for one
     /// destination, which the kernel answers with the route it would use).
     pub async fn next_hop(&self, node: &str, address: Ipv4Addr) -> Result<NextHop, RouteError> {
         let request = RouteMessageBuilder::<Ipv4Addr>::new()

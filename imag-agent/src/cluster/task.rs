@@ -4,7 +4,12 @@
 //! and tells the orchestrator (a [`Signal`] after each route change), and fences the node when
 //! no keep-alive was acknowledged for `lease - fence_margin`.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, sync::Mutex, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchStream};
 use ipnet::Ipv4Net;
@@ -160,14 +165,12 @@ impl Task {
     }
 
     async fn rewatch(&mut self, applied: &mut BTreeMap<String, Applied>) -> Option<WatchStream> {
-        match self.store.watch(self.revision + 1).await {
-            Ok(watch) => Some(watch),
-            Err(_) => {
-                // Perhaps compacted past our revision: start over from a fresh read.
-                self.resnapshot(applied).await;
-                self.store.watch(self.revision + 1).await.ok()
-            }
+        if let Ok(watch) = self.store.watch(self.revision + 1).await {
+            return Some(watch);
         }
+        // Perhaps compacted past our revision: start over from a fresh read.
+        self.resnapshot(applied).await;
+        self.store.watch(self.revision + 1).await.ok()
     }
 
     async fn resnapshot(&mut self, applied: &mut BTreeMap<String, Applied>) {
@@ -257,7 +260,7 @@ impl Task {
                             .await;
                     }
                     Err(err) => {
-                        tracing::warn!(host = host.name, error = %err, "routing the host failed; retried on the next change")
+                        tracing::warn!(host = host.name, error = %err, "routing the host failed; retried on the next change");
                     }
                 }
             }
@@ -270,7 +273,7 @@ impl Task {
                 match done {
                     Ok(()) => state.metric = metric,
                     Err(err) => {
-                        tracing::warn!(host = host.name, error = %err, "announcing the host failed")
+                        tracing::warn!(host = host.name, error = %err, "announcing the host failed");
                     }
                 }
             }

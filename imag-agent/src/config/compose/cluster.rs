@@ -13,7 +13,11 @@
 //!     metric: { serving: 100, owner: 200, fallback: 300 }
 //! ```
 
-use super::{Cx, spanned, top::integer, top::keys, yaml::Node};
+use super::{
+    Cx, spanned,
+    top::{integer, keys},
+    yaml::Node,
+};
 use crate::config::raw;
 
 const KEYS: [&str; 7] = [
@@ -49,17 +53,14 @@ pub(super) fn cluster(node: &Node, cx: &mut Cx<'_>) -> Option<toml::Spanned<raw:
             _ => c.metric = Some(spanned(value.at, metric(value, cx))),
         }
     }
-    match store {
-        Some(store) => c.store = store,
-        None => {
-            cx.problem(
-                node.at,
-                "x-imag.cluster needs store: the etcd endpoints, like [http://10.99.0.1:2379]"
-                    .into(),
-            );
-            return None;
-        }
-    }
+    let Some(store) = store else {
+        cx.problem(
+            node.at,
+            "x-imag.cluster needs store: the etcd endpoints, like [http://10.99.0.1:2379]".into(),
+        );
+        return None;
+    };
+    c.store = store;
     Some(spanned(node.at, c))
 }
 
