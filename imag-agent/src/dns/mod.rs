@@ -15,6 +15,7 @@ pub mod upstream;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
+pub use crate::config::DnsConfig;
 pub use answer::{NameTable, Outcome};
 pub use metrics::DnsMetrics;
 use tokio::{
@@ -23,8 +24,6 @@ use tokio::{
     task::JoinHandle,
 };
 use tracing::{info, warn};
-
-pub use crate::config::DnsConfig;
 
 /// Why the DNS server could not start, with the fix.
 #[derive(Debug, thiserror::Error)]
