@@ -439,6 +439,12 @@ fn two_nodes_share_hosts_through_etcd_and_routes() {
         other => panic!("unexpected {other:?}"),
     }
 
+    // `nodes` is honoured: A may not take a host pinned to B.
+    assert!(
+        matches!(a.claim("pinned"), Claim::Unavailable(why) if why.contains("may only run on")),
+        "a node outside a host's nodes cannot claim it"
+    );
+
     // Release frees the key: B may take it then.
     a.release(&h);
     assert_eq!(b.claim(&h), Claim::Won);

@@ -144,6 +144,8 @@ pub struct ClusterHandle {
     shared: Arc<Mutex<Shared>>,
     address: Ipv4Addr,
     lease_ttl: Duration,
+    /// Each host's `nodes` (absent: every node).
+    allowed: Arc<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl ClusterHandle {
@@ -175,6 +177,14 @@ impl ClusterHandle {
     }
 
     async fn try_claim(&self, host: &str) -> Claim {
+        if let Some(nodes) = self.allowed.get(host)
+            && !nodes.iter().any(|n| n == self.store.node())
+        {
+            return Claim::Unavailable(format!(
+                "host {host:?} may only run on nodes {nodes:?} (its nodes), not on {:?}",
+                self.store.node()
+            ));
+        }
         let live_address = |node: &str| self.shared().world.nodes.get(node).copied();
         for attempt in 0..2 {
             let (fenced, lease) = {
@@ -366,6 +376,9 @@ pub async fn start(
         world,
         ..Shared::default()
     }));
+    let allowed = (network.hosts.iter())
+        .filter_map(|h| Some((h.name.clone(), h.nodes.clone()?)))
+        .collect();
     let hosts = (network.hosts.iter())
         .map(|h| Placed {
             name: h.name.clone(),
@@ -393,6 +406,7 @@ pub async fn start(
         shared,
         address,
         lease_ttl: config.lease,
+        allowed: Arc::new(allowed),
     };
     Ok((
         handle,
