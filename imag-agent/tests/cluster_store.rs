@@ -554,3 +554,25 @@ fn wait_both_ranked(a: &Node, b: &Node) {
         });
     }
 }
+
+#[test]
+fn a_store_that_does_not_answer_is_an_error_naming_it_and_the_fix() {
+    // Nothing listens on a port just released; "lo" stands in for the bridge (the store is
+    // asked before any route or rule is touched).
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let text = format!(
+        "[network]\nsubnet = \"10.200.250.0/24\"\n[cluster]\nnode = \"lonely\"\n\
+         store = [\"{endpoint}\"]\naddress = \"127.0.0.1\"\n"
+    );
+    let config = Config::parse(&text, "t.toml").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = config.cluster.clone().unwrap();
+    let Err(err) = rt.block_on(cluster::start(&cluster, &config, "lo", &[])) else {
+        panic!("joining a cluster whose store does not answer must fail");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&endpoint) && message.contains("start etcd or fix [cluster] store"),
+        "{message}"
+    );
+}
