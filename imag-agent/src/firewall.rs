@@ -14,6 +14,11 @@
 //!   (conntrack) and drop the rest;
 //! - below those, `-i IFACE -d SUBNET -j ACCEPT` for hosts that declare no ports (and the
 //!   gateway), as before.
+//!
+//! With `[cluster]`, one more rule, in the nat table: Docker masquerades traffic that leaves a
+//! bridge network for another interface, but a host calling a host served by another node must
+//! keep its source address, so `-t nat -I POSTROUTING -s SUBNET -d SUBNET -j RETURN` (same
+//! comment) goes above Docker's masquerading ([`keep_subnet_source`]).
 
 use std::{net::Ipv4Addr, process::Command};
 
@@ -198,16 +203,73 @@ fn iptables<S: AsRef<str>>(args: &[S]) -> Result<String, FirewallError> {
     }
 }
 
-/// Removes every rule tagged for `network` (what `detach` does when no agent runs); returns how
-/// many.
+/// The cluster's nat rule for `subnet`: traffic between the subnet's hosts keeps its source.
+fn subnet_source_spec(network: &str, subnet: Ipv4Net) -> Vec<String> {
+    let mut spec: Vec<String> = ["-t", "nat"].map(String::from).to_vec();
+    spec.push("{verb}".into());
+    spec.push("POSTROUTING".into());
+    spec.extend([
+        "-s".to_string(),
+        subnet.to_string(),
+        "-d".into(),
+        subnet.to_string(),
+    ]);
+    spec.extend(["-m", "comment", "--comment"].map(String::from));
+    spec.push(comment(network));
+    spec.extend(["-j".to_string(), "RETURN".into()]);
+    spec
+}
+
+fn with_verb(spec: &[String], verb: &str) -> Vec<String> {
+    let mut args = vec!["-w".to_string()];
+    args.extend(spec.iter().map(|w| {
+        if w == "{verb}" {
+            verb.to_string()
+        } else {
+            w.clone()
+        }
+    }));
+    args
+}
+
+/// Inserts `-t nat -I POSTROUTING -s SUBNET -d SUBNET -j RETURN` (tagged `imag:<network>`)
+/// unless it is there; returns whether it was inserted.
+pub fn keep_subnet_source(network: &str, subnet: Ipv4Net) -> Result<bool, FirewallError> {
+    let spec = subnet_source_spec(network, subnet);
+    if iptables(&with_verb(&spec, "-C")).is_ok() {
+        return Ok(false);
+    }
+    iptables(&with_verb(&spec, "-I"))?;
+    info!(%subnet, "traffic between the subnet's hosts on different nodes keeps its source");
+    Ok(true)
+}
+
+/// Removes the rule of [`keep_subnet_source`] (every copy).
+pub fn forget_subnet_source(network: &str, subnet: Ipv4Net) {
+    let args = with_verb(&subnet_source_spec(network, subnet), "-D");
+    while iptables(&args).is_ok() {}
+}
+
+/// Removes every rule tagged for `network` (what `detach` does when no agent runs): Docker's
+/// DOCKER-USER chain and the cluster's nat rule; returns how many.
 pub fn remove_rules_of(network: &str) -> usize {
-    let Ok(listing) = iptables(&["-w", "-S", CHAIN]) else {
-        return 0;
-    };
-    let rules: Vec<Vec<String>> = listing
-        .lines()
-        .filter_map(|line| deletion_of(line, network))
-        .collect();
+    let mut rules: Vec<Vec<String>> = Vec::new();
+    for (table, chain) in [(None, CHAIN), (Some("nat"), "POSTROUTING")] {
+        let mut list = vec!["-w", "-S", chain];
+        if let Some(table) = table {
+            list.splice(0..0, ["-t", table]);
+        }
+        let Ok(listing) = iptables(&list) else {
+            continue;
+        };
+        rules.extend(listing.lines().filter_map(|line| {
+            let mut args = deletion_of(line, network)?;
+            if let Some(table) = table {
+                args.splice(0..0, ["-t".to_string(), table.to_string()]);
+            }
+            Some(args)
+        }));
+    }
     for args in &rules {
         if let Err(err) = iptables(args) {
             warn!(error = %err, "removing a forwarding rule failed");

@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["clock", "interfaces", "packets", "procnet", "firewall"],
     &["runtime"],
     &["config", "report"],
-    &["datapath", "dns"],
+    &["datapath", "dns", "cluster"],
     &["readiness"],
     &["orchestrator"],
     &["ops"],

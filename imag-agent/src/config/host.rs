@@ -75,6 +75,8 @@ pub struct HostConfig {
     pub wakes_with: Vec<String>,
     /// Extra `NAME:ADDRESS` entries of the container's /etc/hosts (compose's `extra_hosts`).
     pub extra_hosts: Vec<String>,
+    /// The cluster nodes this host may run on (`nodes`, with `[cluster]`); `None`: every node.
+    pub nodes: Option<Vec<String>>,
     /// Volumes, user, limits, capabilities, labels, healthcheck… (`container.rs`): copied into
     /// the container spec as they are.
     pub container: ContainerOptions,
@@ -289,6 +291,7 @@ pub(super) fn validate(
         None => Some(Vec::new()),
         Some(list) => items(list, report),
     };
+    let nodes = super::cluster::host_nodes(&name, host.nodes.as_ref(), span(&host.name), report);
     let container = container::validate(host, report);
     if let (Some(ReadyProbe::Healthy), Some(check)) = (ready, &container)
         && check
@@ -337,6 +340,7 @@ pub(super) fn validate(
         depends_on: depends_on?,
         wakes_with: wakes_with?.into_iter().map(|n| n.0).collect(),
         extra_hosts: extra_hosts?.into_iter().map(|e| e.0).collect(),
+        nodes: nodes?,
         container: container?,
     })
 }

@@ -11,6 +11,7 @@
 
 mod agent;
 mod allow;
+mod cluster;
 mod compose;
 pub(crate) mod container;
 mod depends;
@@ -36,6 +37,7 @@ use std::{
 
 pub use self::{
     agent::{AgentConfig, DEFAULT_METRICS, parse_metrics_address},
+    cluster::{ClusterConfig, Metrics as ClusterMetrics, NodeName},
     dns::{DnsConfig, DnsConfigError},
     error::{ConfigError, FieldError, LoadError, Problem},
     hold::HoldConfig,
@@ -86,6 +88,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// The budget of warm hosts and the wake rate limits (`[limits]`).
     pub limits: LimitsConfig,
+    /// Several nodes sharing the network (`[cluster]`); `None`: this agent runs alone.
+    pub cluster: Option<ClusterConfig>,
     /// Settings that are valid but do not do what they seem to (see `warnings.rs`).
     pub warnings: Vec<Problem>,
 }
@@ -225,6 +229,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
     let wake = wake::validate(raw.wake.as_ref(), report);
     let agent = agent::validate(raw.agent.as_ref(), report);
     let limits = limits::validate(raw.limits.as_ref(), report);
+    let cluster = cluster::validate(raw.cluster.as_ref(), report);
     let dns = network
         .as_ref()
         .and_then(|n| raw.dns.clone().unwrap_or_default().resolve(&n.name, report));
@@ -236,6 +241,7 @@ fn validate(raw: &raw::Config, report: &mut Report<'_>) -> Option<Config> {
         agent: agent?,
         dns: dns?,
         limits: limits?,
+        cluster: cluster?,
         warnings: Vec::new(),
     })
 }

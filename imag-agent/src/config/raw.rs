@@ -20,6 +20,27 @@ pub struct Config {
     pub agent: Option<Agent>,
     pub dns: Option<super::dns::DnsSection>,
     pub limits: Option<Limits>,
+    pub cluster: Option<Spanned<Cluster>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub node: Option<Spanned<String>>,
+    pub store: Spanned<Vec<Spanned<String>>>,
+    pub address: Option<Spanned<String>>,
+    pub table: Option<Spanned<i64>>,
+    pub lease: Option<Spanned<String>>,
+    pub fence_margin: Option<Spanned<String>>,
+    pub metric: Option<Spanned<ClusterMetric>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMetric {
+    pub serving: Option<Spanned<u32>>,
+    pub owner: Option<Spanned<u32>>,
+    pub fallback: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +126,8 @@ pub struct Host {
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub wakes_with: Option<Vec<Spanned<String>>>,
     pub extra_hosts: Option<Vec<Spanned<String>>>,
+    /// The nodes this host may run on (`[cluster]`); absent: every node.
+    pub nodes: Option<Vec<Spanned<String>>>,
     // Container options (`container.rs`).
     #[serde(default)]
     pub volumes: Vec<Spanned<String>>,

@@ -73,6 +73,16 @@ pub(super) fn warnings(
                 ),
             ));
         }
+        if config.cluster.is_none()
+            && let Some(list) = &raw.nodes
+        {
+            found.push(locate(
+                list.first().and_then(span).or_else(|| span(&raw.name)),
+                format!(
+                    "host {name:?}: nodes has no effect without a [cluster] section (this agent                      runs alone and serves every host)"
+                ),
+            ));
+        }
         if host.ready_poll >= host.wake_timeout && !matches!(host.ready, ReadyProbe::Running) {
             found.push(locate(
                 place(&raw.ready_poll),

@@ -24,6 +24,7 @@
 //! UTF-8.
 
 mod address;
+mod cluster;
 mod interpolate;
 mod options;
 mod service;

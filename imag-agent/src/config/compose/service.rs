@@ -37,7 +37,7 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 13] = [
+const IMAG_KEYS: [&str; 14] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
@@ -51,6 +51,7 @@ const IMAG_KEYS: [&str; 13] = [
     "answer_ping",
     "priority",
     "wakes_with",
+    "nodes",
 ];
 
 /// Keys accepted and ignored, with why.
@@ -137,6 +138,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         depends_on: None,
         wakes_with: None,
         extra_hosts: None,
+        nodes: None,
         volumes: Vec::new(),
         mounts: Vec::new(),
         user: None,
@@ -575,6 +577,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
             "allow_from" => host.allow_from = cx.strings(value, key, true),
             "wakes_with" => host.wakes_with = cx.strings(value, key, true),
+            "nodes" => host.nodes = cx.strings(value, key, true),
             "priority" => host.priority = super::top::integer(cx, value, key),
             _ => {
                 let text = cx.string(value, key);

@@ -12,6 +12,7 @@
 //!   agent: { metrics: "127.0.0.1:9477", engine: docker }
 //!   dns: { enabled: true, domain: …, listen: […], upstream: […], timeout: 2s }
 //!   limits: { max_warm: 20, memory_budget: 8GiB, wakes_per_source: 10/min, … }
+//!   cluster: { node: node-a, store: [http://10.99.0.1:2379], … }   (see cluster.rs)
 //! networks:
 //!   imag:                      # the imag network: the one with `x-imag`, or the only one
 //!     ipam: { config: [ { subnet: 10.77.0.0/24, gateway: 10.77.0.1 } ] }
@@ -44,7 +45,9 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
             cx,
             x,
             "x-imag",
-            &["network", "hosts", "hold", "wake", "agent", "dns", "limits"],
+            &[
+                "network", "hosts", "hold", "wake", "agent", "dns", "limits", "cluster",
+            ],
         ),
         None => Vec::new(),
     };
@@ -59,6 +62,7 @@ pub(super) fn config(doc: &Node, cx: &mut Cx<'_>) -> Option<raw::Config> {
         agent: section("agent").map(|n| agent(n, cx)),
         dns: section("dns").map(|n| dns(n, cx)),
         limits: section("limits").map(|n| limits(n, cx)),
+        cluster: section("cluster").and_then(|n| super::cluster::cluster(n, cx)),
     })
 }
 
