@@ -219,6 +219,17 @@ async fn attach_on<R: ContainerRuntime>(
     let (held_tx, mut held_rx) = mpsc::channel(4096);
     let (inputs_tx, mut inputs_rx) = mpsc::channel(256);
     let (detach_tx, mut detach_rx) = mpsc::channel(1);
+    let cluster = match join_cluster(&config, &opts.interfaces, &mut orchestrator, &inputs_tx).await
+    {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            if !adopted {
+                orchestrator.datapath_mut().detach_all();
+            }
+            undo.run();
+            return Err(err);
+        }
+    };
     let socket = control::socket_path(&config.network.name);
     let dns_metrics = dns::DnsMetrics::new();
     let endpoints = async {
@@ -304,10 +315,19 @@ async fn attach_on<R: ContainerRuntime>(
     for task in tasks {
         task.abort();
     }
+    let cluster = cluster.map(|(task, signals)| {
+        signals.abort();
+        task
+    });
     match on_exit {
         OnExit::Detach => {
             orchestrator.datapath_mut().detach_all();
             orchestrator.stop_started_containers().await;
+            if let Some(cluster) = cluster {
+                // Withdraws this node's routes and gives up its hosts (their containers are
+                // stopped): other nodes take them from their next packet.
+                cluster.shutdown().await;
+            }
             undo.run();
         }
         OnExit::Keep => info!(
@@ -421,6 +441,33 @@ async fn watch_container_exits<R: ContainerRuntime>(
             return;
         }
     }
+}
+
+/// Scale-out: joins the cluster of `[cluster]` (none without it): the orchestrator claims
+/// before wakes and gets the cluster's signals as inputs. Returns the cluster's task and the
+/// signal forwarder. (When the agent exits keeping the datapath, the task is dropped without
+/// giving the hosts up: a next agent within the lease takes them over.)
+async fn join_cluster<R: ContainerRuntime>(
+    config: &Config,
+    interfaces: &[String],
+    orchestrator: &mut Orchestrator<R>,
+    inputs: &mpsc::Sender<Input>,
+) -> anyhow::Result<Option<(crate::cluster::ClusterTask, tokio::task::JoinHandle<()>)>> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let (handle, mut signals, task) =
+        crate::cluster::start(cluster, config, &config.network.bridge, interfaces).await?;
+    orchestrator.join_cluster(Arc::new(handle));
+    let inputs = inputs.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(signal) = signals.recv().await {
+            if inputs.send(Input::Cluster(signal)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Some((task, forward)))
 }
 
 async fn shutdown_signal() {

@@ -354,7 +354,8 @@ pub async fn start(
         endpoints: config.store.join(", "),
         source,
     };
-    let store = Store::connect(&config.store, &network.network.name, &config.node)
+    let cluster_name = config.name.as_deref().unwrap_or(&network.network.name);
+    let store = Store::connect(&config.store, cluster_name, &config.node)
         .await
         .map_err(store_error)?;
     let lease = store.grant(config.lease).await.map_err(store_error)?;

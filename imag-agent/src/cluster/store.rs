@@ -188,7 +188,7 @@ impl Store {
                 self.node.clone(),
                 Some(PutOptions::new().with_lease(lease)),
             )])
-            .or_else([TxnOp::get(key, None)]);
+            .or_else([TxnOp::get(key.clone(), None)]);
         let mut client = self.client.clone();
         let response = bounded(client.txn(txn)).await?;
         if response.succeeded() {
@@ -199,6 +199,27 @@ impl Store {
                 && let Some(kv) = get.kvs().first()
             {
                 let node = String::from_utf8_lossy(kv.value()).into_owned();
+                if node == self.node && kv.lease() != lease {
+                    // Ours from an earlier agent's lease (a restart with warm hosts): move it to
+                    // this lease before that one runs out, unless it changed meanwhile.
+                    let rebind = Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        )])
+                        .and_then([TxnOp::put(
+                            key.clone(),
+                            self.node.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )]);
+                    if !bounded(client.txn(rebind)).await?.succeeded() {
+                        return Ok(Taken::Theirs {
+                            node: String::new(),
+                            revision: kv.mod_revision(),
+                        });
+                    }
+                }
                 if node == self.node {
                     return Ok(Taken::Ours);
                 }

@@ -48,6 +48,9 @@ impl Default for Metrics {
 /// Validated `[cluster]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// The cluster's name: its keys in the store are under `/imag/<name>/` (default: the
+    /// network's name). Nodes of one cluster share it.
+    pub name: Option<String>,
     /// This node's name (default: the machine's host name, up to its first dot).
     pub node: String,
     /// etcd endpoints, `http(s)://host:port`.
@@ -193,7 +196,7 @@ pub(super) fn validate(
         None => Some(None),
         Some(text) => parse_with(text, report, |_| {
             format!(
-                "address {:?} is not an IPv4 address: write where the other nodes reach this                  one, like \"10.99.0.11\"",
+                "address {:?} is not an IPv4 address: write where the other nodes reach this one, like \"10.99.0.11\"",
                 text.get_ref()
             )
         })
@@ -244,7 +247,24 @@ pub(super) fn validate(
         (margin, _) => margin,
     };
     let metric = metrics(raw.metric.as_ref(), report);
+    let name = match &raw.name {
+        None => Some(None),
+        Some(name) => match name.get_ref().parse::<NodeName>() {
+            Ok(NodeName(name)) => Some(Some(name)),
+            Err(BadNodeName(bad)) => {
+                report(
+                    span(name),
+                    format!(
+                        "cluster name {bad:?} is not a name: use letters, digits and '-' (not \
+                         first or last), at most 63 characters, the same on every node"
+                    ),
+                );
+                None
+            }
+        },
+    };
     Some(Some(ClusterConfig {
+        name: name?,
         node: node?,
         store: store?,
         address: address?,

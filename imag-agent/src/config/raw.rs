@@ -26,6 +26,7 @@ pub struct Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
+    pub name: Option<Spanned<String>>,
     pub node: Option<Spanned<String>>,
     pub store: Spanned<Vec<Spanned<String>>>,
     pub address: Option<Spanned<String>>,

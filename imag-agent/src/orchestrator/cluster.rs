@@ -22,7 +22,7 @@ use super::{
 use crate::{
     cluster::{Claim, ClusterHandle, Signal, Target},
     datapath::{HostMode, HostTable},
-    report::ClusterView,
+    report::{ClusterView, NodeView},
     runtime::ContainerRuntime,
 };
 
@@ -46,7 +46,28 @@ impl Claims for ClusterHandle {
         Box::pin(ClusterHandle::release(self, host))
     }
     fn view(&self) -> ClusterView {
-        ClusterHandle::view(self)
+        let view = ClusterHandle::view(self);
+        let serving = |node: &str| {
+            (view.hosts.iter())
+                .filter(|h| h.serving.as_deref() == Some(node))
+                .map(|h| h.name.clone())
+                .collect()
+        };
+        ClusterView {
+            node: view.node.clone(),
+            address: view.address.to_string(),
+            healthy: !view.fenced,
+            nodes: (view.nodes.iter())
+                .map(|n| NodeView {
+                    name: n.name.clone(),
+                    address: n.address.to_string(),
+                    serving: serving(&n.name),
+                })
+                .collect(),
+            claims_won: view.counters.claims_won,
+            claims_lost: view.counters.claims_lost,
+            fences: view.counters.fences,
+        }
     }
 }
 

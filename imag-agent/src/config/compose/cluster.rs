@@ -20,9 +20,10 @@ use super::{
 };
 use crate::config::raw;
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "node",
     "store",
+    "name",
     "address",
     "table",
     "lease",
@@ -34,6 +35,7 @@ const KEYS: [&str; 7] = [
 pub(super) fn cluster(node: &Node, cx: &mut Cx<'_>) -> Option<toml::Spanned<raw::Cluster>> {
     let mut store = None;
     let mut c = raw::Cluster {
+        name: None,
         node: None,
         store: spanned(node.at, Vec::new()),
         address: None,
@@ -45,6 +47,7 @@ pub(super) fn cluster(node: &Node, cx: &mut Cx<'_>) -> Option<toml::Spanned<raw:
     for (key, value) in keys(cx, node, "x-imag.cluster", &KEYS) {
         match key {
             "node" => c.node = cx.string(value, key),
+            "name" => c.name = cx.string(value, key),
             "store" => store = cx.strings(value, key, true).map(|s| spanned(value.at, s)),
             "address" => c.address = cx.string(value, key),
             "table" => c.table = integer(cx, value, key),
