@@ -129,23 +129,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
-        for name in [programs::HOLD, programs::DELIVER] {
-            let program: &mut Xdp = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        for name in [programs::HOLD_TC, programs::TO_HOST, programs::FROM_HOST] {
-            let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        let program: &mut TracePoint = program_mut(&mut ebpf, programs::TCP_STATE)?;
-        program.load().map_err(|source| DatapathError::Program {
-            name: programs::TCP_STATE,
-            source,
-        })?;
+        load_programs(&mut ebpf)?;
         macro_rules! typed_map {
             ($ty:ident, $name:expr) => {
                 $ty::try_from(take_map(&mut ebpf, $name)?)
@@ -217,6 +201,28 @@ impl Datapath {
             }
         }
     }
+}
+
+/// Loads every program of the object into the kernel (attaching comes later).
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    for name in [programs::HOLD, programs::DELIVER] {
+        let program: &mut Xdp = program_mut(ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    for name in [programs::HOLD_TC, programs::TO_HOST, programs::FROM_HOST] {
+        let program: &mut SchedClassifier = program_mut(ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    let program: &mut TracePoint = program_mut(ebpf, programs::TCP_STATE)?;
+    program.load().map_err(|source| DatapathError::Program {
+        name: programs::TCP_STATE,
+        source,
+    })?;
+    Ok(())
 }
 
 /// A loaded program of the object by name, as its type.
