@@ -9,7 +9,7 @@ use imag_agent::datapath::{
     Datapath, TestHook,
     TestVerdict::{self, Drop, Pass},
 };
-use imag_common::stat;
+use imag_common::{LINK_SLOTS_LEN, stat};
 
 mod support;
 use support::*;
@@ -40,6 +40,31 @@ fn a_container_speaks_only_as_itself() {
         owned(datapath, hook);
         datapath.remove_link_owner(LO);
     }
+    // The link's `LINK_SLOTS` slot must follow its owner: had it kept the first one, a frame as
+    // that one would pass.
+    fn owner_replaced(datapath: &mut Datapath, hook: TestHook) {
+        datapath
+            .set_link_owner(LO, COLD, Some(NEIGHBOUR_MAC))
+            .unwrap();
+        owned(datapath, hook);
+    }
+    // A link whose slot another link took (ifindexes `LINK_SLOTS_LEN` apart) is judged by
+    // `HOST_LINKS`, not by the other link's slot.
+    fn slot_taken_by_another_link(datapath: &mut Datapath, _: TestHook) {
+        datapath
+            .set_link_owner(LO + LINK_SLOTS_LEN, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+        datapath
+            .set_link_owner(LO, COLD, Some(NEIGHBOUR_MAC))
+            .unwrap();
+    }
+    // The other way round: the slot is this link's, another link shares it in `HOST_LINKS`.
+    fn slot_shared_with_another_link(datapath: &mut Datapath, hook: TestHook) {
+        owned(datapath, hook);
+        datapath
+            .set_link_owner(LO + LINK_SLOTS_LEN, COLD, Some(NEIGHBOUR_MAC))
+            .unwrap();
+    }
     let from = |src: Ipv4Addr, mac: [u8; 6]| {
         let mut frame = Vec::new();
         PacketBuilder::ethernet2(mac, CLIENT_MAC)
@@ -69,7 +94,7 @@ fn a_container_speaks_only_as_itself() {
         TestVerdict,
         u64,
     );
-    let rows: [Row; 13] = [
+    let rows: [Row; 19] = [
         ("its own address", owned, from(WARM, CONTAINER_MAC), Pass, 0),
         (
             "a neighbour's address as source",
@@ -146,6 +171,48 @@ fn a_container_speaks_only_as_itself() {
             "a link whose owner was forgotten is not checked",
             owner_forgotten,
             from(COLD, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "its earlier owner's identity, after a new owner",
+            owner_replaced,
+            from(COLD, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own identity, after a new owner",
+            owner_replaced,
+            from(WARM, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "the identity of the link that took its slot",
+            slot_taken_by_another_link,
+            from(WARM, CONTAINER_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own identity, its slot taken by another link",
+            slot_taken_by_another_link,
+            from(COLD, NEIGHBOUR_MAC),
+            Pass,
+            0,
+        ),
+        (
+            "the identity of a link sharing its slot",
+            slot_shared_with_another_link,
+            from(COLD, NEIGHBOUR_MAC),
+            Drop,
+            1,
+        ),
+        (
+            "its own identity, its slot shared with another link",
+            slot_shared_with_another_link,
+            from(WARM, CONTAINER_MAC),
             Pass,
             0,
         ),

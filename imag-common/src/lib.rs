@@ -64,9 +64,13 @@ pub mod maps {
     /// `host_slot(addr)`), so that the programs find a host with an array lookup; written by the
     /// agent together with `HOSTS`.
     pub const HOST_SLOTS: &str = "HOST_SLOTS";
+    /// `Array<LinkSlot>` of `LINK_SLOTS_LEN`: a direct-mapped copy of `HOST_LINKS` (slot
+    /// `link_slot(ifindex)`), so that `imag_from_host` finds a link's owner with an array lookup;
+    /// written by the agent together with `HOST_LINKS`.
+    pub const LINK_SLOTS: &str = "LINK_SLOTS";
 
     /// Every map above.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         HOSTS,
         INTERFACES,
         HELD_FRAMES,
@@ -79,6 +83,7 @@ pub mod maps {
         ALLOW,
         HOST_LINKS,
         HOST_SLOTS,
+        LINK_SLOTS,
     ];
 }
 
@@ -214,6 +219,47 @@ pub struct HostLink {
     pub mac: [u8; 6],
     pub _reserved: [u8; 2],
 }
+
+/// Slots in `LINK_SLOTS` (a power of two).
+pub const LINK_SLOTS_LEN: u32 = 4096;
+
+/// A link's slot in `LINK_SLOTS`: its ifindex modulo `LINK_SLOTS_LEN`. A network namespace
+/// numbers its interfaces upwards, so links collide only `LINK_SLOTS_LEN` interfaces apart.
+#[must_use]
+pub const fn link_slot(ifindex: u32) -> u32 {
+    ifindex & (LINK_SLOTS_LEN - 1)
+}
+
+/// `LinkSlot::state` of a slot that is its link's.
+pub const LINK_SLOT_VALID: u8 = 1;
+
+/// Value of the `LINK_SLOTS` array: a copy of the `HOST_LINKS` entry of link `ifindex`, which the
+/// agent writes whenever it writes that entry (after it) and empties before it removes it. A slot
+/// is taken by the first link that maps to it and keeps it; the others are looked up in
+/// `HOST_LINKS`. Two aligned eight-byte words: the programs read `mac` and `state` with one load,
+/// then `ifindex` and `addr` with another, and use a slot only to let a frame pass (anything
+/// else is decided by `HOST_LINKS`); the agent's `set_link_slot` orders its writes so that what
+/// a program reads is either unusable or this link's.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding, public so that both sides can build the value; never read"
+)]
+pub struct LinkSlot {
+    /// The link's ifindex: the slot is this link's only if it matches.
+    pub ifindex: u32,
+    /// `HostLink::addr`.
+    pub addr: u32,
+    /// `HostLink::mac` (all zero when unknown).
+    pub mac: [u8; 6],
+    /// `LINK_SLOT_VALID`, or 0 for a slot that is empty or being written.
+    pub state: u8,
+    pub _reserved: u8,
+}
+
+// The programs read a slot as two eight-byte words.
+const _: () = assert!(core::mem::size_of::<LinkSlot>() == 16);
 
 /// Header of a ring buffer record; the held frame's bytes follow it directly.
 #[repr(C)]
@@ -425,4 +471,6 @@ mod pod {
     unsafe impl aya::Pod for super::HostLink {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HostSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LinkSlot {}
 }

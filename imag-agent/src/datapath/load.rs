@@ -16,8 +16,8 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TracePoint, Xdp},
 };
 use imag_common::{
-    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, globals,
-    maps, programs,
+    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, LinkSlot,
+    globals, maps, programs,
 };
 use ipnet::Ipv4Net;
 use tracing::{debug, info};
@@ -47,7 +47,7 @@ const fn pinned(name: &'static str, key: usize, value: usize, per_host: bool) ->
 }
 
 /// Every map but the eBPF-only `HOLD_SCRATCH`.
-const PINNED_MAPS: [PinnedMap; 11] = [
+const PINNED_MAPS: [PinnedMap; 12] = [
     pinned(maps::HOSTS, 4, size_of::<HostEntry>(), true),
     pinned(maps::INTERFACES, 4, size_of::<InterfaceEntry>(), false),
     pinned(maps::STATS, 4, 8, false),
@@ -57,6 +57,7 @@ const PINNED_MAPS: [PinnedMap; 11] = [
     pinned(maps::WAITING_PORTS, 4, 4, false),
     pinned(maps::HOST_LINKS, 4, size_of::<HostLink>(), true),
     pinned(maps::HOST_SLOTS, 4, size_of::<HostSlot>(), false),
+    pinned(maps::LINK_SLOTS, 4, size_of::<LinkSlot>(), false),
     pinned(maps::HELD_FRAMES, 0, 0, false),
     pinned(maps::SOCK_EVENTS, 0, 0, false),
 ];
@@ -128,23 +129,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
-        for name in [programs::HOLD, programs::DELIVER] {
-            let program: &mut Xdp = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        for name in [programs::HOLD_TC, programs::TO_HOST, programs::FROM_HOST] {
-            let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        let program: &mut TracePoint = program_mut(&mut ebpf, programs::TCP_STATE)?;
-        program.load().map_err(|source| DatapathError::Program {
-            name: programs::TCP_STATE,
-            source,
-        })?;
+        load_programs(&mut ebpf)?;
         macro_rules! typed_map {
             ($ty:ident, $name:expr) => {
                 $ty::try_from(take_map(&mut ebpf, $name)?)
@@ -160,6 +145,7 @@ impl Datapath {
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
         let link_owners = typed_map!(HashMap, maps::HOST_LINKS);
         let host_slots = typed_map!(Array, maps::HOST_SLOTS);
+        let link_slots = typed_map!(Array, maps::LINK_SLOTS);
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
                 "adopting the datapath an earlier agent left");
@@ -176,6 +162,7 @@ impl Datapath {
             allow,
             link_owners,
             host_slots,
+            link_slots,
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links: StdHashMap::new(),
@@ -214,6 +201,28 @@ impl Datapath {
             }
         }
     }
+}
+
+/// Loads every program of the object into the kernel (attaching comes later).
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    for name in [programs::HOLD, programs::DELIVER] {
+        let program: &mut Xdp = program_mut(ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    for name in [programs::HOLD_TC, programs::TO_HOST, programs::FROM_HOST] {
+        let program: &mut SchedClassifier = program_mut(ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    let program: &mut TracePoint = program_mut(ebpf, programs::TCP_STATE)?;
+    program.load().map_err(|source| DatapathError::Program {
+        name: programs::TCP_STATE,
+        source,
+    })?;
+    Ok(())
 }
 
 /// A loaded program of the object by name, as its type.

@@ -1,6 +1,7 @@
 //! Typed access to the maps the agent writes and reads: which hosts are held or passed, what the
 //! datapath knows of its interfaces, each host's activity and ignored peers, the sources
-//! restricted hosts allow, the ports wakes wait on, and the packet counters. Keys and values are `imag_common`'s types; the map names come
+//! restricted hosts allow, who owns each host's own link, the ports wakes wait on, and the
+//! packet counters. Keys and values are `imag_common`'s types; the map names come
 //! from `imag_common::maps`, which names each map's key and value types.
 //!
 //! Neighbours: the policy that decides what to write lives in `orchestrator`; [`super::load`]
@@ -11,7 +12,8 @@ use std::{collections::HashSet, net::Ipv4Addr};
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
     AllowKey, HOST_MODE_FORWARD, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink,
-    HostSlot, IgnoreKey, InterfaceEntry, host_slot, maps, stat,
+    HostSlot, IgnoreKey, InterfaceEntry, LINK_SLOT_VALID, LINK_SLOTS_LEN, LinkSlot, host_slot,
+    link_slot, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -235,7 +237,8 @@ impl Datapath {
     }
 
     /// Holds whatever speaks on link `ifindex` (the host side of a host's container veth) to
-    /// `addr` and, when known, `container_mac` (`HOST_LINKS`; `imag_from_host` drops the rest).
+    /// `addr` and, when known, `container_mac` (`HOST_LINKS`, then its `LINK_SLOTS` slot;
+    /// `imag_from_host` drops the rest).
     pub fn set_link_owner(
         &mut self,
         ifindex: u32,
@@ -252,11 +255,72 @@ impl Datapath {
             .map_err(|source| DatapathError::Map {
                 map: maps::HOST_LINKS,
                 source,
-            })
+            })?;
+        self.set_link_slot(ifindex, owner)
     }
 
-    /// Forgets who owns link `ifindex` (its container is gone or going).
+    /// Copies link `ifindex`'s `HOST_LINKS` entry into its `LINK_SLOTS` slot if the slot is free
+    /// or already the link's (a slot another link took stays that link's: this one is then looked
+    /// up in `HOST_LINKS`). Written after `HOST_LINKS`, so that a slot never lets through what
+    /// `HOST_LINKS` would drop.
+    fn set_link_slot(&mut self, ifindex: u32, owner: HostLink) -> Result<(), DatapathError> {
+        let index = link_slot(ifindex);
+        let current = self.link_slots.get(&index, 0).map_err(link_slots_error)?;
+        if current.state != 0 && current.ifindex != ifindex {
+            return Ok(());
+        }
+        let slot = LinkSlot {
+            ifindex,
+            addr: owner.addr,
+            mac: owner.mac,
+            state: LINK_SLOT_VALID,
+            _reserved: 0,
+        };
+        if slot == current {
+            return Ok(());
+        }
+        // As in `set_host_slot`: the kernel copies a value without promising one store, and the
+        // program reads a slot in two loads (the word with `state` first). Every change goes
+        // through an unusable slot (`state` 0), and the last write changes only `state`: what a
+        // program reads is then either unusable (`HOST_LINKS` is asked) or this link's.
+        let empty = LinkSlot { state: 0, ..slot };
+        if current.state != 0 {
+            self.set_slot_of_link(
+                index,
+                LinkSlot {
+                    state: 0,
+                    ..current
+                },
+            )?;
+        }
+        if current != empty {
+            self.set_slot_of_link(index, empty)?;
+        }
+        self.set_slot_of_link(index, slot)
+    }
+
+    fn set_slot_of_link(&mut self, index: u32, slot: LinkSlot) -> Result<(), DatapathError> {
+        self.link_slots
+            .set(index, slot, 0)
+            .map_err(link_slots_error)
+    }
+
+    /// Forgets who owns link `ifindex` (its container is gone or going): its `LINK_SLOTS` slot
+    /// is emptied first, so that the slot never says more than `HOST_LINKS`.
     pub fn remove_link_owner(&mut self, ifindex: u32) {
+        let index = link_slot(ifindex);
+        if let Ok(current) = self.link_slots.get(&index, 0)
+            && current.state != 0
+            && current.ifindex == ifindex
+        {
+            let _ = self.set_slot_of_link(
+                index,
+                LinkSlot {
+                    state: 0,
+                    ..current
+                },
+            );
+        }
         let _ = self.link_owners.remove(&ifindex);
     }
 
@@ -267,6 +331,27 @@ impl Datapath {
             .filter_map(Result::ok)
             .filter(|&index| !exists(index))
             .collect()
+    }
+
+    /// Empties `LINK_SLOTS` slots that do not say what `HOST_LINKS` says (an earlier agent
+    /// stopped between the two writes): a slot is a copy, never an owner of its own.
+    pub(super) fn prune_link_slots(&mut self) {
+        for index in 0..LINK_SLOTS_LEN {
+            let Ok(slot) = self.link_slots.get(&index, 0) else {
+                continue;
+            };
+            if slot.state == 0 {
+                continue;
+            }
+            let agrees = self
+                .link_owners
+                .get(&slot.ifindex, 0)
+                .is_ok_and(|owner| (owner.addr, owner.mac) == (slot.addr, slot.mac));
+            if !agrees {
+                debug!(ifindex = slot.ifindex, "emptying a stale link slot");
+                let _ = self.set_slot_of_link(index, LinkSlot { state: 0, ..slot });
+            }
+        }
     }
 
     /// The table of ports wakes wait on for a LISTEN event (`WAITING_PORTS`), for readiness,
@@ -284,6 +369,13 @@ impl Datapath {
             }
         }
         totals
+    }
+}
+
+fn link_slots_error(source: aya::maps::MapError) -> DatapathError {
+    DatapathError::Map {
+        map: maps::LINK_SLOTS,
+        source,
     }
 }
 

@@ -39,7 +39,7 @@ use aya::{
     programs::links::FdLink,
 };
 use imag_common::{
-    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry,
+    AllowKey, HostActivity, HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, LinkSlot,
 };
 
 use self::pins::Pins;
@@ -70,6 +70,8 @@ pub struct Datapath {
     link_owners: HashMap<MapData, u32, HostLink>,
     /// `HOST_SLOTS`: `hosts` again, direct-mapped by address, for the programs' lookups.
     host_slots: Array<MapData, HostSlot>,
+    /// `LINK_SLOTS`: `link_owners` again, direct-mapped by ifindex, for `imag_from_host`.
+    link_slots: Array<MapData, LinkSlot>,
     /// Taken by readiness ([`Datapath::take_waiting_ports`]).
     waiting_ports: Option<HashMap<MapData, u32, u32>>,
     /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`, `to-<ifindex>`,

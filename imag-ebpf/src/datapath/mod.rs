@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use imag_common::{
     AllowKey, HELD_RING_BYTES, HOST_SLOTS_LEN, HeldFrameRecord, HostActivity, HostEntry, HostLink,
-    HostSlot, IgnoreKey, InterfaceEntry, MAX_ALLOW, MAX_HOSTS, MAX_IDLE_IGNORE, MAX_INTERFACES,
-    SOCK_EVENTS_BYTES, host_slot, stat,
+    HostSlot, IgnoreKey, InterfaceEntry, LINK_SLOTS_LEN, LinkSlot, MAX_ALLOW, MAX_HOSTS,
+    MAX_IDLE_IGNORE, MAX_INTERFACES, SOCK_EVENTS_BYTES, host_slot, stat,
 };
 
 use self::packet::Verdict;
@@ -94,6 +94,11 @@ static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW, 1);
 /// by the agent.
 #[map]
 static HOST_LINKS: HashMap<u32, HostLink> = HashMap::with_max_entries(MAX_HOSTS, 0);
+
+/// `HOST_LINKS` again, direct-mapped by ifindex (`imag_common::LinkSlot`): most frames find their
+/// link's owner here with an array lookup; written by the agent.
+#[map]
+static LINK_SLOTS: Array<LinkSlot> = Array::with_max_entries(LINK_SLOTS_LEN, 0);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
 #[map]

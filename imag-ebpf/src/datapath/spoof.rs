@@ -12,27 +12,38 @@
 //! Docker containers send anyway) are only held to the MAC. A link without an entry is not
 //! checked.
 //!
-//! Cost: one hash lookup (by ifindex) and a few compares per packet the container sends; the
-//! ARP fields are read only for ARP.
+//! Cost: the link's owner comes from its `LINK_SLOTS` slot (an array lookup, two loads) when the
+//! link has one, and a few compares per packet the container sends; the ARP fields are read only
+//! for ARP. A slot only lets frames pass: a frame it does not let through, and every frame on a
+//! link without a slot (another link took it), is judged by `HOST_LINKS` (a hash lookup), the
+//! authority, so a stale or half-written slot can never drop a frame, only ask the hash.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
-use imag_common::HostLink;
+use imag_common::{LINK_SLOT_VALID, LinkSlot, link_slot};
 use network_types::eth::EthHdr;
 
-use super::{HOST_LINKS, host_link::read};
+use super::{HOST_LINKS, LINK_SLOTS, host_link::read};
 
 /// Offsets of the ARP sender hardware and protocol addresses in an Ethernet frame.
 const ARP_SHA_OFFSET: usize = EthHdr::LEN + 8;
 const ARP_SPA_OFFSET: usize = EthHdr::LEN + 14;
 
 /// What the container sent, as far as the check needs it.
+#[derive(Clone, Copy)]
 pub enum Claim {
     /// An IPv4 packet from this source address.
     Ipv4 { source: [u8; 4] },
-    /// An ARP packet (the sender fields are read only if the link has an entry).
+    /// An ARP packet (the sender fields are read only if the link has an owner).
     Arp,
     /// Anything else: only the Ethernet source is checked.
     Other,
+}
+
+/// The identity a link's container must use: the host's address (as in a packet) and the
+/// container's MAC (all zero when unknown).
+struct Owner {
+    addr: u32,
+    mac: [u8; 6],
 }
 
 /// Whether the frame, sent from `eth_source`, claims an identity that is not the link owner's.
@@ -42,26 +53,65 @@ pub fn forged(ctx: &TcContext, eth_source: [u8; 6], claim: Claim) -> bool {
     // SAFETY: skb is the program's context. At TC ingress `ifindex` is the link the frame
     // arrived on: the host side of the container's veth.
     let ifindex = unsafe { (*skb).ifindex };
+    if let Some(owner) = slot_owner(ifindex)
+        && !claims_other(ctx, eth_source, claim, &owner)
+    {
+        return false;
+    }
     let Some(link) = HOST_LINKS.get_ptr(ifindex) else {
         return false;
     };
     // SAFETY: map values stay valid for the program's run.
-    let link: HostLink = unsafe { *link };
-    let mac_known = link.mac != [0; 6];
-    if mac_known && eth_source != link.mac {
+    let link = unsafe { *link };
+    let owner = Owner {
+        addr: link.addr,
+        mac: link.mac,
+    };
+    claims_other(ctx, eth_source, claim, &owner)
+}
+
+/// The owner of link `ifindex` from its `LINK_SLOTS` slot, if the slot is that link's.
+#[inline(always)]
+fn slot_owner(ifindex: u32) -> Option<Owner> {
+    let slot = LINK_SLOTS.get_ptr(link_slot(ifindex))?;
+    let words = slot.cast::<u64>();
+    // SAFETY: map values stay valid for the program's run; the value is two aligned eight-byte
+    // words. The word with `state` is read first, and each word with one load (volatile, so that
+    // the compiler neither splits nor reorders them): the agent changes `ifindex` and `addr` only
+    // while `state` says empty, so a valid `state` read first pairs this link's MAC with its own
+    // address, or (if the agent emptied and refilled the slot between the two loads) with
+    // another link's ifindex, which does not match.
+    let (state_word, owner_word) = unsafe {
+        let state_word = core::ptr::read_volatile(words.add(1));
+        (state_word, core::ptr::read_volatile(words))
+    };
+    // SAFETY: LinkSlot is sixteen bytes of plain integers, laid out as these two words.
+    let slot: LinkSlot =
+        unsafe { core::mem::transmute::<[u64; 2], LinkSlot>([owner_word, state_word]) };
+    (slot.state == LINK_SLOT_VALID && slot.ifindex == ifindex).then_some(Owner {
+        addr: slot.addr,
+        mac: slot.mac,
+    })
+}
+
+/// Whether the frame claims an identity other than `owner`'s.
+#[inline(always)]
+fn claims_other(ctx: &TcContext, eth_source: [u8; 6], claim: Claim, owner: &Owner) -> bool {
+    let mac_known = owner.mac != [0; 6];
+    if mac_known && eth_source != owner.mac {
         return true;
     }
     match claim {
-        Claim::Ipv4 { source } => u32::from_ne_bytes(source) != link.addr,
+        Claim::Ipv4 { source } => u32::from_ne_bytes(source) != owner.addr,
         Claim::Arp => {
             // An unreadable sender is not a claim anyone learns from; a short frame passes.
             let Ok(sender) = read::<[u8; 4]>(ctx, ARP_SPA_OFFSET) else {
                 return false;
             };
-            if sender != [0; 4] && u32::from_ne_bytes(sender) != link.addr {
+            if sender != [0; 4] && u32::from_ne_bytes(sender) != owner.addr {
                 return true;
             }
-            mac_known && read::<[u8; 6]>(ctx, ARP_SHA_OFFSET).is_ok_and(|sha| sha != link.mac)
+            mac_known && read::<[u8; 6]>(ctx, ARP_SHA_OFFSET).is_ok_and(|sha| sha != owner.mac)
         }
         Claim::Other => false,
     }
