@@ -125,7 +125,7 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     }
 
     match engine(&config) {
-        Engine::Docker => attach_on::<Docker>(opts, config, interfaces).await,
+        Engine::Docker => Box::pin(attach_on::<Docker>(opts, config, interfaces)).await,
     }
 }
 

@@ -164,23 +164,7 @@ pub(super) fn validate(
     };
     let at = span(section);
     let raw = section.get_ref();
-    let node = match &raw.node {
-        Some(node) => field::<_, NodeName>(node, "node", report).map(|n| n.0),
-        None => match hostname().map(|h| h.parse::<NodeName>()) {
-            Some(Ok(NodeName(name))) => Some(name),
-            found => {
-                let why = match found {
-                    Some(Err(BadNodeName(name))) => format!("the host name {name:?} is not one"),
-                    _ => "the host name could not be read".to_string(),
-                };
-                report(
-                    at.clone(),
-                    format!("[cluster] needs a node name and {why}: set node = \"NAME\""),
-                );
-                None
-            }
-        },
-    };
+    let node = node_name(raw.node.as_ref(), at.clone(), report);
     let store = if raw.store.get_ref().is_empty() {
         report(
             span(&raw.store),
@@ -247,22 +231,7 @@ pub(super) fn validate(
         (margin, _) => margin,
     };
     let metric = metrics(raw.metric.as_ref(), report);
-    let name = match &raw.name {
-        None => Some(None),
-        Some(name) => match name.get_ref().parse::<NodeName>() {
-            Ok(NodeName(name)) => Some(Some(name)),
-            Err(BadNodeName(bad)) => {
-                report(
-                    span(name),
-                    format!(
-                        "cluster name {bad:?} is not a name: use letters, digits and '-' (not \
-                         first or last), at most 63 characters, the same on every node"
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let name = cluster_name(raw.name.as_ref(), report);
     Some(Some(ClusterConfig {
         name: name?,
         node: node?,
@@ -273,6 +242,55 @@ pub(super) fn validate(
         fence_margin: margin?,
         metric: metric?,
     }))
+}
+
+/// `node`, or the machine's host name up to its first dot.
+fn node_name(
+    raw: Option<&Spanned<String>>,
+    at: Option<std::ops::Range<usize>>,
+    report: &mut Report<'_>,
+) -> Option<String> {
+    match raw {
+        Some(node) => field::<_, NodeName>(node, "node", report).map(|n| n.0),
+        None => match hostname().map(|h| h.parse::<NodeName>()) {
+            Some(Ok(NodeName(name))) => Some(name),
+            found => {
+                let why = match found {
+                    Some(Err(BadNodeName(name))) => format!("the host name {name:?} is not one"),
+                    _ => "the host name could not be read".to_string(),
+                };
+                report(
+                    at,
+                    format!("[cluster] needs a node name and {why}: set node = \"NAME\""),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `name`, the cluster's key prefix in the store (default: the network's name).
+#[allow(
+    clippy::option_option,
+    reason = "absent is fine (the network's name), a bad name is a reported problem"
+)]
+fn cluster_name(raw: Option<&Spanned<String>>, report: &mut Report<'_>) -> Option<Option<String>> {
+    match raw {
+        None => Some(None),
+        Some(name) => match name.get_ref().parse::<NodeName>() {
+            Ok(NodeName(name)) => Some(Some(name)),
+            Err(BadNodeName(bad)) => {
+                report(
+                    span(name),
+                    format!(
+                        "cluster name {bad:?} is not a name: use letters, digits and '-' (not \
+                     first or last), at most 63 characters, the same on every node"
+                    ),
+                );
+                None
+            }
+        },
+    }
 }
 
 fn metrics(raw: Option<&Spanned<raw::ClusterMetric>>, report: &mut Report<'_>) -> Option<Metrics> {

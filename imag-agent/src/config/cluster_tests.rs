@@ -177,3 +177,21 @@ fn compose_reads_x_imag_cluster_and_service_nodes() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn the_cluster_name_is_the_store_prefix_and_must_be_a_name() {
+    let base = format!("{NET}[cluster]\nnode = \"n1\"\nstore = [\"http://e:2379\"]\n");
+    assert_eq!(
+        parse(&base).cluster.unwrap().name,
+        None,
+        "default: the network's"
+    );
+    let named = parse(&format!("{base}name = \"shop\"\n"));
+    assert_eq!(named.cluster.unwrap().name.as_deref(), Some("shop"));
+    let text = format!("{base}name = \"a/b\"\n");
+    let found = problems(&text);
+    assert!(
+        found.iter().any(|p| p.2.contains("cluster name \"a/b\"")),
+        "{found:?}"
+    );
+}
