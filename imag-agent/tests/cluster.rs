@@ -14,7 +14,7 @@ use std::{
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -149,6 +149,15 @@ fn get(cluster: &Cluster, addr: Ipv4Addr, timeout: Duration) -> Result<String, S
         .map_err(|e| e.to_string())
 }
 
+/// The client's SYN retransmissions so far.
+fn syn_retransmissions(cluster: &Cluster) -> u64 {
+    cluster
+        .client()
+        .run(|| clients::net_counter("TcpExt", "TCPSynRetrans"))
+        .expect("entering the client namespace")
+        .expect("reading the client's TCP counters")
+}
+
 #[test]
 fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
     require_environment();
@@ -162,6 +171,11 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
             21,
             "nodes = [\"n1\"]\ncommand = [\"/hello\", \"--port\", \"8080\", \"--backend\", \"back:8080\"]",
         ),
+        host(
+            "side",
+            22,
+            "nodes = [\"n3\"]\ncommand = [\"/hello\", \"--port\", \"8080\", \"--backend\", \"10.77.0.20:8080\"]",
+        ),
     ];
     let mut cluster = start(3, &hosts);
     for h in &hosts[..3] {
@@ -172,9 +186,15 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
             CONVERGE,
             || cluster.router_next_hop(h.address).expect("ip route") == Some(node),
         );
+        let before = syn_retransmissions(&cluster);
         let body = get(&cluster, h.address, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{} does not answer: {e}", h.name));
         assert!(body.starts_with("hello"), "{body:?}");
+        assert_eq!(
+            syn_retransmissions(&cluster),
+            before,
+            "the client's own first SYN was answered, through the router, by the woken host"
+        );
         assert_eq!(
             containers(&cluster, h.name),
             vec![(owner, "running".to_string())],
@@ -201,30 +221,44 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
         containers(&cluster, "back"),
         vec![(2, "running".to_string())]
     );
-    // Warm, by address too, from the other node's host: the answer comes straight back.
+    // Warm: the answer comes straight back.
     let again = get(&cluster, hosts[4].address, Duration::from_secs(5)).expect("warm front");
     assert_eq!(again, body);
+    // By address, from a third node, to back (warm on n2).
+    let side = get(&cluster, hosts[5].address, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("side does not answer: {e}"));
+    assert!(side.contains("hello"), "side wraps back's answer: {side:?}");
+    assert_eq!(
+        containers(&cluster, "side"),
+        vec![(3, "running".to_string())]
+    );
+    assert_eq!(
+        containers(&cluster, "back"),
+        vec![(2, "running".to_string())]
+    );
     // Every node answers every name.
     let status = status(&mut cluster, 3);
     assert_eq!(status["cluster"]["node"], "n3");
 }
 
-/// Samples every engine until stopped: the most containers running at once for `host`.
+/// Samples every engine until stopped: the most containers running at once for any of `hosts`.
 fn watch_running(
-    cluster: &Arc<Cluster>,
-    host: &'static str,
+    cluster: &Arc<Mutex<Cluster>>,
+    hosts: &'static [&'static str],
     stop: &Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
     let (cluster, stop) = (cluster.clone(), stop.clone());
     std::thread::spawn(move || {
         let mut most = 0;
         while !stop.load(Ordering::Relaxed) {
-            let running = containers(&cluster, host)
-                .iter()
-                .filter(|(_, state)| state == "running")
-                .count();
-            most = most.max(running);
-            std::thread::sleep(Duration::from_millis(200));
+            for host in hosts {
+                let running = containers(&cluster.lock().unwrap(), host)
+                    .iter()
+                    .filter(|(_, state)| state == "running")
+                    .count();
+                most = most.max(running);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         most
     })
@@ -234,23 +268,26 @@ fn watch_running(
 fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     require_environment();
     let hosts = [host("victim", 31, ""), host("island", 32, "")];
-    let mut cluster = start(3, &hosts);
+    let cluster = Arc::new(Mutex::new(start(3, &hosts)));
+    let c = || cluster.lock().unwrap();
+    // Never two running containers for one host, across every engine, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let most = watch_running(&cluster, &["victim", "island"], &stop);
+
     let victim = Ipv4Addr::new(10, 77, 0, 31);
-    let owner = placed(&mut cluster, 3, "victim");
-    get(&cluster, victim, Duration::from_secs(30)).expect("the victim wakes on its node");
+    let owner = placed(&mut c(), 3, "victim");
+    get(&c(), victim, Duration::from_secs(30)).expect("the victim wakes on its node");
     assert_eq!(
-        containers(&cluster, "victim"),
+        containers(&c(), "victim"),
         vec![(owner, "running".to_string())]
     );
 
     // Killed: agent, engine, link. The next requests wake it on a surviving node.
-    cluster.kill_node(owner).unwrap_or_else(|e| panic!("{e}"));
-    let mut answered = None;
+    c().kill_node(owner).unwrap_or_else(|e| panic!("{e}"));
     wait_until("the victim answers from a surviving node", CONVERGE, || {
-        answered = get(&cluster, victim, Duration::from_secs(3)).ok();
-        answered.is_some()
+        get(&c(), victim, Duration::from_secs(3)).is_ok()
     });
-    let now: Vec<_> = containers(&cluster, "victim");
+    let now = containers(&c(), "victim");
     assert_eq!(now.len(), 1, "one container for the victim: {now:?}");
     assert_ne!(now[0].0, owner, "on a surviving node");
     assert_eq!(now[0].1, "running");
@@ -261,37 +298,36 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     let mut placed_on = 0;
     wait_until("one surviving node keeps the island", CONVERGE, || {
         let here: Vec<usize> = (survivors.iter().copied())
-            .filter(|&i| state_on(&mut cluster, i, "island") != "elsewhere")
+            .filter(|&i| state_on(&mut c(), i, "island") != "elsewhere")
             .collect();
         placed_on = here.first().copied().unwrap_or(0);
         here.len() == 1
     });
-    get(&cluster, island, Duration::from_secs(30)).expect("the island wakes");
+    get(&c(), island, Duration::from_secs(30)).expect("the island wakes");
     assert_eq!(
-        containers(&cluster, "island"),
+        containers(&c(), "island"),
         vec![(placed_on, "running".to_string())]
     );
-    let other = survivors
-        .iter()
-        .copied()
+    let other = (survivors.iter().copied())
         .find(|&i| i != placed_on)
         .expect("two survivors");
-    let cluster = Arc::new(cluster);
-    let stop = Arc::new(AtomicBool::new(false));
-    let most = watch_running(&cluster, "island", &stop);
-    cluster
-        .partition_from_store(placed_on)
+    c().partition_from_store(placed_on)
         .unwrap_or_else(|e| panic!("{e}"));
     wait_until("the cut-off node pauses the island", CONVERGE, || {
-        containers(&cluster, "island").contains(&(placed_on, "paused".to_string()))
+        containers(&c(), "island").contains(&(placed_on, "paused".to_string()))
     });
+    assert_eq!(
+        status(&mut c(), placed_on)["cluster"]["healthy"],
+        false,
+        "status says the cut-off node is fenced"
+    );
     wait_until("the island answers from the other node", CONVERGE, || {
-        get(&cluster, island, Duration::from_secs(3)).is_ok()
+        get(&c(), island, Duration::from_secs(3)).is_ok()
     });
     assert!(
-        containers(&cluster, "island").contains(&(other, "running".to_string())),
+        containers(&c(), "island").contains(&(other, "running".to_string())),
         "{:?}",
-        containers(&cluster, "island")
+        containers(&c(), "island")
     );
     stop.store(true, Ordering::Relaxed);
     assert_eq!(
