@@ -8,7 +8,7 @@
 //! - a node killed mid-traffic: its hosts wake on a surviving node at their next packet, never two
 //!   containers for one host (checked across every engine throughout);
 //! - a node cut off from the store stops serving (pauses its hosts) and another node takes them
-//!   once its lease is gone.
+//!   once its lease is gone; when it comes back it takes nothing over.
 
 use std::{
     fmt::Write as _,
@@ -329,6 +329,26 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
         "{:?}",
         containers(&c(), "island")
     );
+    // The cut-off node comes back: it takes nothing over (the island stays where it runs).
+    c().heal_store(placed_on).unwrap_or_else(|e| panic!("{e}"));
+    wait_until(
+        "the node that was cut off is healthy again",
+        CONVERGE,
+        || status(&mut c(), placed_on)["cluster"]["healthy"] == true,
+    );
+    for _ in 0..5 {
+        get(&c(), island, Duration::from_secs(5)).expect("the island still answers");
+    }
+    let running: Vec<usize> = (containers(&c(), "island").into_iter())
+        .filter(|(_, state)| state == "running")
+        .map(|(node, _)| node)
+        .collect();
+    assert_eq!(
+        running,
+        vec![other],
+        "no flapping back to the node that returned"
+    );
+    assert_eq!(state_on(&mut c(), placed_on, "island"), "elsewhere");
     stop.store(true, Ordering::Relaxed);
     assert_eq!(
         most.join().expect("the watcher"),
