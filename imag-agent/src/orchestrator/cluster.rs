@@ -144,6 +144,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     Target::Node { name, .. } => {
                         self.hosts[id].served_by = Some(name);
                         self.apply(id, Event::ServedElsewhere);
+                        self.stop_if_paused_here(id);
                     }
                     Target::Here => {
                         self.hosts[id].served_by = None;
@@ -179,6 +180,18 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 s.cluster = Some(view);
                 changed
             });
+        }
+    }
+
+    /// A host another node serves keeps no memory here: a container of it paused on this node
+    /// (fenced earlier, or paused before the other node took it) is stopped. (The engine's
+    /// event then corrects the tier, `engine_sync.rs`.)
+    fn stop_if_paused_here(&mut self, id: usize) {
+        let host = &self.hosts[id];
+        if host.state == (HostState::Elsewhere { tier: Tier::Paused }) {
+            info!(host = %host.config.name, node = host.served_by.as_deref().unwrap_or("?"),
+                "another node serves the host: stopping its container paused here");
+            self.jobs.sleep(id, host.spec.clone(), Tier::Stopped);
         }
     }
 
