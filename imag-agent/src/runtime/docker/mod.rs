@@ -237,15 +237,23 @@ impl Docker {
     /// Starts the host's container, creating it if it does not exist; returns the tier it
     /// really came from.
     async fn start_or_create(&self, spec: &ContainerSpec) -> Result<Tier, RuntimeError> {
-        let existing = self.container_id(spec).await?;
-        if let Some(id) = existing
-            && self.start_existing(spec, &id).await?
-        {
-            Ok(Tier::Stopped)
-        } else {
-            self.create_and_start(spec).await?;
-            Ok(Tier::Absent)
+        if let Some(id) = self.container_id(spec).await? {
+            match self.start_existing(spec, &id).await {
+                Ok(true) => return Ok(Tier::Stopped),
+                Ok(false) => {}
+                // The engine restarted while it was starting this container, and its runtime
+                // kept a task for it ("task …: already exists"): it will never start again. It
+                // is ours (found by its labels): replace it.
+                Err(RuntimeError::Engine { message, .. }) if message.contains("already exists") => {
+                    tracing::warn!(container = %spec.name, error = %message,
+                        "the engine cannot start the host's container again (a task left from \
+                         an engine restart): replacing it");
+                }
+                Err(err) => return Err(err),
+            }
         }
+        self.create_and_start(spec).await?;
+        Ok(Tier::Absent)
     }
 
     /// Creates (replacing the host's own container, whatever its name, so that a host never
