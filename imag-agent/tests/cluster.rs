@@ -241,27 +241,52 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
     assert_eq!(status["cluster"]["node"], "n3");
 }
 
-/// Samples every engine until stopped: the most containers running at once for any of `hosts`.
-fn watch_running(
-    cluster: &Arc<Mutex<Cluster>>,
-    hosts: &'static [&'static str],
-    stop: &Arc<AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    let (cluster, stop) = (cluster.clone(), stop.clone());
-    std::thread::spawn(move || {
-        let mut most = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for host in hosts {
-                let running = containers(&cluster.lock().unwrap(), host)
-                    .iter()
-                    .filter(|(_, state)| state == "running")
-                    .count();
-                most = most.max(running);
+/// Samples every engine until finished (or dropped, as when the test fails): the most
+/// containers running at once for any of `hosts`.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Watcher {
+    fn start(cluster: &Arc<Mutex<Cluster>>, hosts: &'static [&'static str]) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cluster, stopped) = (cluster.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut most = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                for host in hosts {
+                    let running = containers(&cluster.lock().unwrap(), host)
+                        .iter()
+                        .filter(|(_, state)| state == "running")
+                        .count();
+                    most = most.max(running);
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            most
+        });
+        Watcher {
+            stop,
+            thread: Some(thread),
         }
-        most
-    })
+    }
+
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("finished once");
+        thread.join().expect("the watcher")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // Before the cluster: its last handle then drops on the test's thread (teardown, logs).
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[test]
@@ -271,8 +296,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     let cluster = Arc::new(Mutex::new(start(3, &hosts)));
     let c = || cluster.lock().unwrap();
     // Never two running containers for one host, across every engine, for the whole test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let most = watch_running(&cluster, &["victim", "island"], &stop);
+    let watcher = Watcher::start(&cluster, &["victim", "island"]);
 
     let victim = Ipv4Addr::new(10, 77, 0, 31);
     let owner = placed(&mut c(), 3, "victim");
@@ -316,11 +340,9 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     wait_until("the cut-off node pauses the island", CONVERGE, || {
         containers(&c(), "island").contains(&(placed_on, "paused".to_string()))
     });
-    assert_eq!(
-        status(&mut c(), placed_on)["cluster"]["healthy"],
-        false,
-        "status says the cut-off node is fenced"
-    );
+    wait_until("status says the cut-off node is fenced", CONVERGE, || {
+        status(&mut c(), placed_on)["cluster"]["healthy"] == false
+    });
     wait_until("the island answers from the other node", CONVERGE, || {
         get(&c(), island, Duration::from_secs(3)).is_ok()
     });
@@ -349,9 +371,8 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
         "no flapping back to the node that returned"
     );
     assert_eq!(state_on(&mut c(), placed_on, "island"), "elsewhere");
-    stop.store(true, Ordering::Relaxed);
     assert_eq!(
-        most.join().expect("the watcher"),
+        watcher.finish(),
         1,
         "never two running containers for one host"
     );

@@ -160,6 +160,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 if let Some(link) = self.cluster.as_mut() {
                     link.fenced = true;
                 }
+                self.publish_cluster();
                 self.pause_while_fenced();
             }
             Signal::Unfence => {
@@ -167,6 +168,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 if let Some(link) = self.cluster.as_mut() {
                     link.fenced = false;
                 }
+                self.publish_cluster();
             }
         }
     }
