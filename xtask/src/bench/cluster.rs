@@ -414,7 +414,9 @@ fn failover_markdown(run: &ClusterRun, md: &mut String) {
          {} rounds: a warm host's node killed (agent, engine, BIRD SIGKILLed, its link deleted); \
          from the client, requests with a {:.0} ms timeout, retried at once, until one is \
          answered. Times from the start of the kill. Expected: about max(BGP hold 3 s, lease \
-         {}) + one cold wake.\n\n\
+         {}) + one cold wake. The kill closes the node's BGP session at once (BIRD's socket \
+         dies with it), so the router's route moves within the kill; after a real power cut it \
+         would move after the hold time, still within the lease, which bounds failover.\n\n\
          | from the kill until | n | p50 ms | {} | \n|---|---|---|---|",
         f.len(),
         run.attempt_timeout_ms,
