@@ -11,8 +11,7 @@
 //!   once its lease is gone; when it comes back it takes nothing over.
 
 use std::{
-    fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,132 +20,52 @@ use std::{
 };
 
 use imag_testkit::{
-    IMAGE, agent_binary, clients,
-    cluster::{Cluster, ClusterSpec, FABRIC_IF},
+    agent_binary, clients,
+    cluster::{CONVERGE, Cluster, ClusterHost, ClusterSpec},
     require_environment, wait_until,
 };
 
-/// BGP hold time 3 s, lease below: a failover completes well within this.
-const CONVERGE: Duration = Duration::from_secs(40);
-const LEASE: &str = "4s";
-const BRIDGE: &str = "imag0";
-
-struct Host {
-    name: &'static str,
-    address: Ipv4Addr,
-    extra: &'static str,
+fn host(name: &str, last: u8, extra: &str) -> ClusterHost {
+    ClusterHost::new(name, last, extra)
 }
 
-const fn host(name: &'static str, last: u8, extra: &'static str) -> Host {
-    Host {
-        name,
-        address: Ipv4Addr::new(10, 77, 0, last),
-        extra,
-    }
-}
-
-/// The same hosts on every node; node names are fixed (`n1`…), so placement is the same in
-/// every run; the cluster's name is the run's own (`[cluster] name`), so runs never meet in the
-/// store.
-fn config(cluster: &Cluster, node: usize, hosts: &[Host]) -> String {
-    let tag = cluster.tag();
-    let mut text = format!(
-        "[network]\nname = \"{tag}n{node}\"\nsubnet = \"10.77.0.0/24\"\nbridge = \"{BRIDGE}\"\n\n\
-         [cluster]\nname = \"{tag}\"\nnode = \"n{node}\"\nstore = [\"{}\"]\naddress = \"{}\"\n\
-         table = {}\nlease = \"{LEASE}\"\nfence_margin = \"1s\"\n\n",
-        cluster.etcd_endpoint(),
-        cluster.node(node).fabric_addr(),
-        cluster.table(),
-    );
-    for h in hosts {
-        let _ = write!(
-            text,
-            "[[host]]\nname = \"{}\"\naddress = \"{}\"\nimage = \"{IMAGE}\"\nports = [8080]\n\
-             idle_timeout = \"never\"\n{}\n",
-            h.name, h.address, h.extra
-        );
-    }
-    text
-}
-
-/// Starts the cluster and one agent per node, and waits until every agent sees every node.
-fn start(nodes: usize, hosts: &[Host]) -> Cluster {
+/// Starts the cluster and one agent per node (the same hosts on each), and waits until every
+/// agent sees every node.
+fn start(nodes: usize, hosts: &[ClusterHost]) -> Cluster {
     let mut cluster = Cluster::start(&ClusterSpec {
         nodes,
         ..ClusterSpec::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    for i in 1..=nodes {
-        let path = cluster.node(i).dir().join("imag.toml");
-        std::fs::write(&path, config(&cluster, i, hosts)).expect("writing a node's config");
-        let mut launch = cluster.node(i).launch(agent_binary!(), &path, &[FABRIC_IF]);
-        launch.log_filter = "imag_agent=debug".into();
-        cluster
-            .node_mut(i)
-            .start_agent(launch)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    for i in 1..=nodes {
-        wait_until("every agent sees every node", CONVERGE, || {
-            live_nodes(&mut cluster, i) == nodes
-        });
-    }
+    cluster
+        .start_agents(agent_binary!(), hosts, "imag_agent=debug")
+        .unwrap_or_else(|e| panic!("{e}"));
     cluster
 }
 
-fn status(cluster: &mut Cluster, node: usize) -> serde_json::Value {
-    cluster.node_mut(node).agents()[0]
-        .status()
+fn status(cluster: &Cluster, node: usize) -> serde_json::Value {
+    cluster
+        .agent_status(node)
         .unwrap_or_else(|e| panic!("node {node}: {e}"))
 }
 
-fn live_nodes(cluster: &mut Cluster, node: usize) -> usize {
-    status(cluster, node)["cluster"]["nodes"]
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
 /// The host's state on `node` (`asleep`, `elsewhere`, `warm`, …).
-fn state_on(cluster: &mut Cluster, node: usize, host: &str) -> String {
-    let status = status(cluster, node);
-    let hosts = status["hosts"].as_array().expect("hosts");
-    let h = hosts.iter().find(|h| h["name"] == host).expect("the host");
-    h["state"].as_str().unwrap_or_default().to_string()
+fn state_on(cluster: &Cluster, node: usize, host: &str) -> String {
+    cluster.host_state(node, host)
 }
 
 /// The one node that would serve `host` (every other node routes it there).
-fn placed(cluster: &mut Cluster, nodes: usize, host: &str) -> usize {
-    let mut here = Vec::new();
-    wait_until(
-        "one node keeps the host, the others route it there",
-        CONVERGE,
-        || {
-            here = (1..=nodes)
-                .filter(|&i| state_on(cluster, i, host) != "elsewhere")
-                .collect();
-            here.len() == 1
-        },
-    );
-    here[0]
+fn placed(cluster: &Cluster, host: &str) -> usize {
+    cluster.placed(host).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Where the host's containers are, across every engine: (node, state).
 fn containers(cluster: &Cluster, host: &str) -> Vec<(usize, String)> {
-    cluster
-        .containers_everywhere(&format!("--{host}"))
-        .expect("listing containers")
-        .into_iter()
-        .map(|(node, _, state)| (node, state))
-        .collect()
+    cluster.host_containers(host).expect("listing containers")
 }
 
 fn get(cluster: &Cluster, addr: Ipv4Addr, timeout: Duration) -> Result<String, String> {
-    cluster
-        .client()
-        .run(|| clients::http_get(SocketAddr::from((addr, 8080)), timeout))
-        .expect("entering the client namespace")
-        .map(|(body, _)| body)
-        .map_err(|e| e.to_string())
+    cluster.get(addr, timeout)
 }
 
 /// The client's SYN retransmissions so far.
@@ -177,9 +96,9 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
             "nodes = [\"n3\"]\ncommand = [\"/hello\", \"--port\", \"8080\", \"--backend\", \"10.77.0.20:8080\"]",
         ),
     ];
-    let mut cluster = start(3, &hosts);
+    let cluster = start(3, &hosts);
     for h in &hosts[..3] {
-        let owner = placed(&mut cluster, 3, h.name);
+        let owner = placed(&cluster, &h.name);
         let node = cluster.node(owner).fabric_addr();
         wait_until(
             "the router prefers the owner's announcement",
@@ -196,17 +115,17 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
             "the client's own first SYN was answered, through the router, by the woken host"
         );
         assert_eq!(
-            containers(&cluster, h.name),
+            containers(&cluster, &h.name),
             vec![(owner, "running".to_string())],
             "one container for {}, on the node placement chose",
             h.name
         );
-        assert_eq!(state_on(&mut cluster, owner, h.name), "warm");
+        assert_eq!(state_on(&cluster, owner, &h.name), "warm");
     }
     // `nodes` pins front to n1 and back to n2: front calls back by name, across nodes, and
     // back wakes on n2 from front's packet, routed there by n1.
-    assert_eq!(placed(&mut cluster, 3, "front"), 1);
-    assert_eq!(placed(&mut cluster, 3, "back"), 2);
+    assert_eq!(placed(&cluster, "front"), 1);
+    assert_eq!(placed(&cluster, "back"), 2);
     let body = get(&cluster, hosts[4].address, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("front does not answer: {e}"));
     assert!(
@@ -237,7 +156,7 @@ fn hosts_wake_on_their_placed_node_and_call_each_other_across_nodes() {
         vec![(2, "running".to_string())]
     );
     // Every node answers every name.
-    let status = status(&mut cluster, 3);
+    let status = status(&cluster, 3);
     assert_eq!(status["cluster"]["node"], "n3");
 }
 
@@ -299,7 +218,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     let watcher = Watcher::start(&cluster, &["victim", "island"]);
 
     let victim = Ipv4Addr::new(10, 77, 0, 31);
-    let owner = placed(&mut c(), 3, "victim");
+    let owner = placed(&c(), "victim");
     get(&c(), victim, Duration::from_secs(30)).expect("the victim wakes on its node");
     assert_eq!(
         containers(&c(), "victim"),
@@ -322,7 +241,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     let mut placed_on = 0;
     wait_until("one surviving node keeps the island", CONVERGE, || {
         let here: Vec<usize> = (survivors.iter().copied())
-            .filter(|&i| state_on(&mut c(), i, "island") != "elsewhere")
+            .filter(|&i| state_on(&c(), i, "island") != "elsewhere")
             .collect();
         placed_on = here.first().copied().unwrap_or(0);
         here.len() == 1
@@ -341,7 +260,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
         containers(&c(), "island").contains(&(placed_on, "paused".to_string()))
     });
     wait_until("status says the cut-off node is fenced", CONVERGE, || {
-        status(&mut c(), placed_on)["cluster"]["healthy"] == false
+        status(&c(), placed_on)["cluster"]["healthy"] == false
     });
     wait_until("the island answers from the other node", CONVERGE, || {
         get(&c(), island, Duration::from_secs(3)).is_ok()
@@ -356,7 +275,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
     wait_until(
         "the node that was cut off is healthy again",
         CONVERGE,
-        || status(&mut c(), placed_on)["cluster"]["healthy"] == true,
+        || status(&c(), placed_on)["cluster"]["healthy"] == true,
     );
     for _ in 0..5 {
         get(&c(), island, Duration::from_secs(5)).expect("the island still answers");
@@ -370,7 +289,7 @@ fn a_killed_node_s_hosts_wake_elsewhere_and_a_cut_off_node_stops_serving() {
         vec![other],
         "no flapping back to the node that returned"
     );
-    assert_eq!(state_on(&mut c(), placed_on, "island"), "elsewhere");
+    assert_eq!(state_on(&c(), placed_on, "island"), "elsewhere");
     assert_eq!(
         watcher.finish(),
         1,

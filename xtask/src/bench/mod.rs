@@ -28,8 +28,10 @@ mod alone;
 mod budget_storm;
 mod chain;
 mod client;
+mod cluster;
 mod dns;
 mod engine;
+mod machine;
 mod noop;
 mod per_packet;
 mod report;
@@ -49,6 +51,9 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use imag_testkit::{AgentProcess, ClientNs, Launch};
+
+pub use machine::Machine;
+use machine::machine;
 
 use crate::{cmd_output, image, run_cmd, workspace_root};
 
@@ -123,6 +128,12 @@ pub struct BenchOptions {
     /// Run only the chains of cold hosts (`--wakes` rounds); writes target/bench/chain.{md,json}.
     #[arg(long)]
     pub chain_only: bool,
+    /// Skip the scale-out section (multi-node clusters: cross-node latency, failover).
+    #[arg(long, conflicts_with = "cluster_only")]
+    pub no_cluster: bool,
+    /// Run only the scale-out section; writes bench/cluster.{md,json}.
+    #[arg(long)]
+    pub cluster_only: bool,
     /// Skip the trace benchmark (six policies, `--trace-secs` each).
     #[arg(long)]
     pub no_trace: bool,
@@ -166,16 +177,7 @@ pub struct Results {
     pub per_packet: Option<per_packet::PerPacketRun>,
     pub storm: Option<storm::StormVsEngine>,
     pub chain: Option<chain::ChainRun>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Machine {
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub kernel: String,
-    pub docker: String,
-    pub date: String,
-    pub revision: String,
+    pub cluster: Option<cluster::ClusterRun>,
 }
 
 #[derive(Debug, Serialize)]
@@ -226,6 +228,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     if opts.chain_only {
         return chain::run_alone(&binary, &dir, opts.wakes);
+    }
+    if opts.cluster_only {
+        let run = cluster::measure(&binary, 500, machine(&root))?;
+        return cluster::write(&run, "cargo xtask bench --cluster-only");
     }
     if let Some(Section::Trace) = opts.section {
         return trace::run(&binary, &dir, &opts.trace, machine(&root));
@@ -405,6 +411,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_chain {
             results.chain = Some(chain::measure(&binary, &dir, &client, opts.wakes)?);
         }
+        if !opts.no_cluster {
+            results.cluster = Some(cluster::measure(&binary, 500, machine(&root))?);
+        }
         if !opts.no_trace {
             trace_run = Some(trace::measure(
                 &binary,
@@ -431,6 +440,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if let Some(run) = &results.chain {
         markdown.push('\n');
         markdown.push_str(&chain::markdown(run));
+    }
+    if let Some(run) = &results.cluster {
+        markdown.push('\n');
+        markdown.push_str(&cluster::markdown(run));
+        cluster::write(run, "cargo xtask bench")?;
     }
     std::fs::write(out.join("results.md"), &markdown)?;
     println!("{markdown}");
@@ -655,31 +669,4 @@ fn ensure_tools() -> anyhow::Result<()> {
     eprintln!("bench: installing {}", missing.join(" "));
     run_cmd(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
         .context("the benchmarks need haproxy (the userspace proxy baseline) and bpftool (map memory): install them")
-}
-
-fn machine(root: &Path) -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    Machine {
-        cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        cpu_model: cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-            .unwrap_or_default(),
-        kernel: cmd_output(Command::new("uname").arg("-r")).unwrap_or_default(),
-        docker: cmd_output(Command::new("docker").args([
-            "version",
-            "--format",
-            "{{.Server.Version}} (API {{.Server.APIVersion}})",
-        ]))
-        .unwrap_or_default(),
-        date: cmd_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
-            .unwrap_or_default(),
-        revision: cmd_output(Command::new("git").current_dir(root).args([
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ]))
-        .unwrap_or_default(),
-    }
 }

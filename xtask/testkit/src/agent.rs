@@ -51,7 +51,8 @@ impl Launch {
             interfaces: interfaces.iter().map(ToString::to_string).collect(),
             args: Vec::new(),
             log_filter: "info".into(),
-            echo: false,
+            // IMAG_TEST_ECHO=1 echoes every agent's log as it runs (for debugging a test).
+            echo: std::env::var_os("IMAG_TEST_ECHO").is_some(),
             name: "agent".into(),
             netns: None,
             env: Vec::new(),

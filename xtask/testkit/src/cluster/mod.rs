@@ -19,6 +19,7 @@
 //! best route into its main table and forwards between the client and the fabric. Nodes reach
 //! each other directly on the fabric.
 
+mod agents;
 mod bird;
 mod node;
 mod process;
@@ -32,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use agents::{CONVERGE, ClusterHost, FENCE_MARGIN, LEASE, SUBNET, wait_for};
 pub use node::{FABRIC_IF, Node};
 pub use sweep::leftovers;
 

@@ -133,6 +133,11 @@ impl Node {
         &mut self.agents
     }
 
+    /// The first agent started in this node, if it still runs (status requests need no `mut`).
+    pub fn agent(&self) -> Option<&AgentProcess> {
+        self.agents.first()
+    }
+
     /// Names and states (`running`, `exited`, …) of the engine's containers whose name
     /// contains `filter`.
     pub fn containers(&self, filter: &str) -> Result<Vec<(String, String)>, ClusterError> {
