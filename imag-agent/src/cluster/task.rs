@@ -87,13 +87,37 @@ impl Task {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = keep_alive.tick() => {
-                    if lease_lost || keeper.is_none() {
+                    // Fenced: a fresh keep-alive stream each tick. The old one may sit on a
+                    // connection the partition killed, sending into it without an error and
+                    // never acknowledged (seen in tests/cluster.rs: never unfenced after healing).
+                    let fenced = self.shared().fenced;
+                    if fenced && !lease_lost && last_ack.elapsed() >= self.config.lease {
+                        // Nothing acknowledged for a whole lease: the store has let it go, and
+                        // it refuses keep-alives for it ("lease not found"): take a new one.
+                        lease_lost = true;
+                    }
+                    if lease_lost || keeper.is_none() || fenced {
+                        let was_lost = lease_lost;
                         keeper = self.reopen_lease(&mut lease_lost).await;
-                    } else if let Some((k, _)) = keeper.as_mut()
-                        && let Err(err) = k.keep_alive().await
-                    {
-                        tracing::warn!(error = %err, "sending a keep-alive failed");
-                        keeper = None;
+                        if was_lost && !lease_lost {
+                            // A new lease: a whole lease from now before it counts as lost.
+                            last_ack = Instant::now();
+                        }
+                    }
+                    // Bounded: the keeper's queue fills when its stream is stuck, and an
+                    // unbounded send would stop this task for good.
+                    if let Some((k, _)) = keeper.as_mut() {
+                        match tokio::time::timeout(super::store::CALL_TIMEOUT, k.keep_alive()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                tracing::warn!(error = %err, "sending a keep-alive failed");
+                                keeper = None;
+                            }
+                            Err(_) => {
+                                tracing::warn!("a keep-alive could not be sent in time; reconnecting");
+                                keeper = None;
+                            }
+                        }
                     }
                     if watch.is_none() && !self.shared().fenced {
                         watch = self.rewatch(&mut applied).await;
