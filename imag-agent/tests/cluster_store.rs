@@ -66,19 +66,7 @@ impl Etcd {
         // None of the test's descriptors (the e2e lock's above all): close-on-exec from 3 up.
         // SAFETY: close_range is an async-signal-safe system call.
         unsafe {
-            command.pre_exec(|| {
-                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-                if libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    CLOSE_RANGE_CLOEXEC,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(imag_testkit::close_inherited_fds);
         }
         let child = command
             .spawn()

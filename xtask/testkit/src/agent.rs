@@ -134,14 +134,16 @@ impl AgentProcess {
             .env("RUST_LOG", &launch.log_filter)
             .stderr(Stdio::piped());
         // If this process dies without dropping the handle (SIGKILL, abort), the agent gets the
-        // SIGTERM that Drop would have sent, and cleans up after itself.
-        // SAFETY: prctl is async-signal-safe and touches only the child being exec'd.
+        // SIGTERM that Drop would have sent, and cleans up after itself. It inherits none of the
+        // test's descriptors (the e2e lock).
+        // SAFETY: prctl and close_range are async-signal-safe and touch only the child being
+        // exec'd.
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                crate::close_inherited_fds()
             });
         }
         let mut child = command.spawn().map_err(|error| AgentError::Spawn {

@@ -187,18 +187,8 @@ fn restart_by_hand() -> Result<(), String> {
     // SAFETY: setsid and close_range are async-signal-safe system calls.
     unsafe {
         command.pre_exec(|| {
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
             libc::setsid();
-            if libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            crate::close_inherited_fds()
         });
     }
     command

@@ -36,6 +36,28 @@ macro_rules! agent_binary {
 }
 
 /// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+/// In a child between fork and exec (`pre_exec`): marks every descriptor above stderr
+/// close-on-exec (`close_range` with `CLOSE_RANGE_CLOEXEC`, Linux 5.11), so that a process a test
+/// starts never inherits, and holds, the test's descriptors (`/tmp/imag-e2e.lock` above all: a
+/// daemon holding it would keep every later test waiting). Async-signal-safe: one system call.
+pub fn close_inherited_fds() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes this process's descriptor flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !condition() {

@@ -66,18 +66,10 @@ impl Daemon {
         // child being exec'd.
         unsafe {
             command.pre_exec(|| {
-                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
-                    || libc::syscall(
-                        libc::SYS_close_range,
-                        3 as libc::c_uint,
-                        libc::c_uint::MAX,
-                        CLOSE_RANGE_CLOEXEC,
-                    ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                Ok(())
+                crate::close_inherited_fds()
             });
         }
         let child = command
