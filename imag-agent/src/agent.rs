@@ -209,11 +209,7 @@ async fn attach_on<R: ContainerRuntime>(
         anyhow::Ok(())
     };
     if let Err(err) = set_up.await {
-        if !adopted {
-            orchestrator.datapath_mut().detach_all();
-        }
-        undo.run();
-        return Err(err);
+        return Err(abandon(&mut orchestrator, adopted, undo, err));
     }
 
     let (held_tx, mut held_rx) = mpsc::channel(4096);
@@ -222,13 +218,7 @@ async fn attach_on<R: ContainerRuntime>(
     let cluster = match join_cluster(&config, &opts.interfaces, &mut orchestrator, &inputs_tx).await
     {
         Ok(cluster) => cluster,
-        Err(err) => {
-            if !adopted {
-                orchestrator.datapath_mut().detach_all();
-            }
-            undo.run();
-            return Err(err);
-        }
+        Err(err) => return Err(abandon(&mut orchestrator, adopted, undo, err)),
     };
     let socket = control::socket_path(&config.network.name);
     let dns_metrics = dns::DnsMetrics::new();
@@ -261,13 +251,7 @@ async fn attach_on<R: ContainerRuntime>(
     // Answers names until the agent returns (dropping it stops the server).
     let _dns = match endpoints.await {
         Ok(dns) => dns,
-        Err(err) => {
-            if !adopted {
-                orchestrator.datapath_mut().detach_all();
-            }
-            undo.run();
-            return Err(err);
-        }
+        Err(err) => return Err(abandon(&mut orchestrator, adopted, undo, err)),
     };
     let tasks = vec![
         tokio::spawn(ring::forward_held_frames(held_frames, held_tx)),
@@ -441,6 +425,21 @@ async fn watch_container_exits<R: ContainerRuntime>(
             return;
         }
     }
+}
+
+/// A start that failed half-way: detaches what this agent attached (an adopted datapath stays
+/// for its hosts), removes the forwarding rules it added, and returns `err`.
+fn abandon<R: ContainerRuntime>(
+    orchestrator: &mut Orchestrator<R>,
+    adopted: bool,
+    undo: Undo,
+    err: anyhow::Error,
+) -> anyhow::Error {
+    if !adopted {
+        orchestrator.datapath_mut().detach_all();
+    }
+    undo.run();
+    err
 }
 
 /// Scale-out: joins the cluster of `[cluster]` (none without it): the orchestrator claims

@@ -304,20 +304,7 @@ fn two_nodes_share_hosts_through_etcd_and_routes() {
     for node in [&a, &b] {
         node.wait_for("both nodes are live", |v| v.nodes.len() == 2);
     }
-    let nat = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.names[0],
-            "iptables",
-            "-t",
-            "nat",
-            "-S",
-            "POSTROUTING",
-        ])
-        .output()
-        .unwrap();
-    let nat = String::from_utf8_lossy(&nat.stdout);
+    let nat = nat_postrouting(&topo.names[0]);
     let subnet = format!("10.200.{i}.0/24");
     assert!(
         nat.lines()
@@ -479,20 +466,8 @@ fn two_nodes_share_hosts_through_etcd_and_routes() {
     let task = b.task.take().unwrap();
     b.rt.block_on(task.shutdown());
     assert!(b.routes("4200").is_empty() && b.routes("main").is_empty());
-    let nat = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.names[1],
-            "iptables",
-            "-t",
-            "nat",
-            "-S",
-            "POSTROUTING",
-        ])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&nat.stdout).contains(&format!("imag:{tag}")));
+    let nat = nat_postrouting(&topo.names[1]);
+    assert!(!nat.contains(&format!("imag:{tag}")));
     let keys = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args([
@@ -511,6 +486,24 @@ fn two_nodes_share_hosts_through_etcd_and_routes() {
         "no keys left"
     );
     drop((a, b));
+}
+
+/// The nat POSTROUTING rules of namespace `netns` (`iptables -S`).
+fn nat_postrouting(netns: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "iptables",
+            "-t",
+            "nat",
+            "-S",
+            "POSTROUTING",
+        ])
+        .output()
+        .expect("running iptables in the namespace");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn wait_for_etcd(endpoint: &str) {

@@ -47,12 +47,14 @@ impl Claims for ClusterHandle {
     }
     fn view(&self) -> ClusterView {
         let view = ClusterHandle::view(self);
-        let serving = |node: &str| {
-            (view.hosts.iter())
-                .filter(|h| h.serving.as_deref() == Some(node))
-                .map(|h| h.name.clone())
-                .collect()
-        };
+        // One pass over the hosts (thousands), not one per node.
+        let mut serving: std::collections::HashMap<&str, Vec<String>> =
+            std::collections::HashMap::new();
+        for h in &view.hosts {
+            if let Some(node) = h.serving.as_deref() {
+                serving.entry(node).or_default().push(h.name.clone());
+            }
+        }
         ClusterView {
             node: view.node.clone(),
             address: view.address.to_string(),
@@ -61,7 +63,7 @@ impl Claims for ClusterHandle {
                 .map(|n| NodeView {
                     name: n.name.clone(),
                     address: n.address.to_string(),
-                    serving: serving(&n.name),
+                    serving: serving.remove(n.name.as_str()).unwrap_or_default(),
                 })
                 .collect(),
             claims_won: view.counters.claims_won,

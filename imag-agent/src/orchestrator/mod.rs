@@ -588,10 +588,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         match action {
             Action::Hold | Action::Pass | Action::Forward => {
                 let host = &self.hosts[id];
-                let (hold, mode) = match action {
-                    Action::Hold => (true, HostMode::Hold),
-                    Action::Pass => (false, HostMode::Pass),
-                    _ => (false, HostMode::Forward),
+                let mode = match action {
+                    Action::Hold => HostMode::Hold,
+                    Action::Pass => HostMode::Pass,
+                    _ => HostMode::Forward,
                 };
                 if let Err(err) =
                     self.datapath
@@ -599,7 +599,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 {
                     warn!(host = %host.config.name, error = %err, "updating the datapath failed");
                 }
-                if hold {
+                if mode == HostMode::Hold {
                     // Leaving warm: neighbours on the bridge must stop using the container's MAC
                     // address and send to the bridge, where the datapath holds and answers.
                     if let (Some(wire), Some(bridge)) = (&self.wire, &self.bridge) {
