@@ -7,7 +7,7 @@
 
 use etherparse::{NetSlice, TransportSlice};
 
-use super::{FrameError, ip_offset, untagged_ipv4};
+use super::{FrameError, untagged_ipv4};
 
 /// Where the checksum field sits in a TCP header (RFC 9293 3.1) and a UDP header (RFC 768).
 const TCP_CHECKSUM_AT: usize = 16;
@@ -24,17 +24,20 @@ pub fn complete_checksum(frame: &mut [u8]) -> Result<(), FrameError> {
         };
         let header = ip.header();
         let (src, dst) = (header.source(), header.destination());
-        let l4_offset = ip_offset(frame, ip) + header.ihl() as usize * 4;
+        // Where the transport header starts, from the parsed slice itself: IPv4 extension
+        // headers (an IPsec authentication header, protocol 51) may sit between the IP header
+        // and it.
+        let at = |slice: &[u8]| slice.as_ptr() as usize - frame.as_ptr() as usize;
         match &packet.transport {
             Some(TransportSlice::Tcp(tcp)) => (
-                l4_offset + TCP_CHECKSUM_AT,
+                at(tcp.slice()) + TCP_CHECKSUM_AT,
                 tcp.calc_checksum_ipv4(src, dst)?,
             ),
             Some(TransportSlice::Udp(udp)) if udp.checksum() != 0 => {
                 let sum = udp
                     .to_header()
                     .calc_checksum_ipv4_raw(src, dst, udp.payload())?;
-                (l4_offset + UDP_CHECKSUM_AT, sum)
+                (at(udp.slice()) + UDP_CHECKSUM_AT, sum)
             }
             _ => return Ok(()),
         }
@@ -87,6 +90,42 @@ mod tests {
         partial[ETH_LEN + 20 + 16] ^= 0xff;
         complete_checksum(&mut partial).unwrap();
         assert_eq!(partial, padded);
+    }
+
+    /// An IPsec authentication header (RFC 4302) between the IP header and TCP: the checksum is
+    /// the TCP header's, after it (found by the fuzzer: it was written inside the AH, and a
+    /// second completion changed the frame again).
+    #[test]
+    fn completes_the_checksum_after_an_authentication_header() {
+        let plain = tcp_syn([10, 78, 0, 2], [10, 77, 0, 10], 40000, 8080);
+        let ip = ETH_LEN;
+        // next header TCP (6), payload length 4 (6 words: 24 bytes), reserved, SPI, sequence,
+        // 12 bytes of ICV.
+        let mut ah = vec![6u8, 4, 0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1];
+        ah.extend_from_slice(&[0xa5; 12]);
+        let mut frame = plain[..ip + 20].to_vec();
+        frame.extend_from_slice(&ah);
+        frame.extend_from_slice(&plain[ip + 20..]);
+        frame[ip + 9] = 51;
+        let total = u16::try_from(frame.len() - ip).unwrap();
+        frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+        let tcp = ip + 20 + ah.len();
+        frame[tcp + 16] ^= 0xff;
+        let before_ah = frame[..tcp].to_vec();
+        complete_checksum(&mut frame).unwrap();
+        assert_eq!(
+            frame[..tcp],
+            before_ah[..],
+            "the AH and IP header are left alone"
+        );
+        assert_eq!(
+            frame[tcp + 16..tcp + 18],
+            plain[ip + 20 + 16..ip + 20 + 18],
+            "the TCP checksum is the plain segment's (AH is not in the pseudo-header)"
+        );
+        let once = frame.clone();
+        complete_checksum(&mut frame).unwrap();
+        assert_eq!(frame, once, "completion is idempotent");
     }
 
     #[test]
