@@ -2,13 +2,19 @@
 //! "next" (-1) and an XDP program returning `XDP_PASS` — whose cost per run (the kernel's own
 //! run-time statistics, their overhead included) imag's programs are compared with.
 //!
+//! Besides the client's own interface, a TC no-op is attached first on every TC hook an imag
+//! program runs on ([`BesideImag`]): the same packets, in the same state, at the same point of
+//! the stack, one no-op per imag program so that each has its own baseline.
+//!
 //! No BPF compiler is needed: each program is two instructions, written here into the smallest
 //! ELF object aya's loader accepts (a section per program with a function symbol, a `license`
 //! section). A program's name in the kernel is its symbol's.
 
+use std::path::Path;
+
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions},
 };
 
 /// The no-op TC program's name (as `bpftool prog show` lists it).
@@ -187,8 +193,108 @@ impl Noops {
     }
 }
 
+/// The imag program behind a pinned link, by the agent's pin name (`link-tc-7`: the holding
+/// program on ifindex 7's ingress; `link-to-`/`link-from-`: a warm host's link, egress/ingress),
+/// and the hook: (program, ifindex, attach type). XDP links have no TC hook to share.
+pub fn imag_tc_hook(pin: &str) -> Option<(&'static str, u32, TcAttachType)> {
+    let name = pin.strip_prefix("link-")?;
+    let (program, rest, attach) = if let Some(rest) = name.strip_prefix("tc-") {
+        ("imag_hold_tc", rest, TcAttachType::Ingress)
+    } else if let Some(rest) = name.strip_prefix("to-") {
+        ("imag_to_host", rest, TcAttachType::Egress)
+    } else if let Some(rest) = name.strip_prefix("from-") {
+        ("imag_from_host", rest, TcAttachType::Ingress)
+    } else {
+        return None;
+    };
+    Some((program, rest.parse().ok()?, attach))
+}
+
+/// One TC no-op per imag TC program, attached first (TCX order) on each hook that program runs on,
+/// found from the agent's pins in `pin_dir`. Dropping it detaches them.
+pub struct BesideImag {
+    /// One loaded no-op per imag program (dropping one detaches its links).
+    loaded: Vec<Ebpf>,
+    /// (imag program, the id of the no-op beside it).
+    pub ids: Vec<(&'static str, u32)>,
+}
+
+impl BesideImag {
+    pub fn attach(pin_dir: &Path) -> anyhow::Result<BesideImag> {
+        use anyhow::Context as _;
+        let mut hooks: Vec<(&'static str, u32, TcAttachType)> = std::fs::read_dir(pin_dir)
+            .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
+            .flatten()
+            .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
+            .collect();
+        hooks.sort_by_key(|(program, index, _)| (*program, *index));
+        let mut beside = BesideImag {
+            loaded: Vec::new(),
+            ids: Vec::new(),
+        };
+        for (program, index, attach) in hooks {
+            let slot = if let Some(slot) = beside.ids.iter().position(|(p, _)| *p == program) {
+                slot
+            } else {
+                let mut ebpf = Ebpf::load(&object()).context("loading a no-op program")?;
+                let tc: &mut SchedClassifier = ebpf
+                    .program_mut(TC_NAME)
+                    .context("no TC no-op in the object")?
+                    .try_into()?;
+                tc.load()?;
+                let id = tc.info()?.id();
+                beside.loaded.push(ebpf);
+                beside.ids.push((program, id));
+                beside.ids.len() - 1
+            };
+            let iface = interface_name(index)
+                .with_context(|| format!("the interface of {program}'s hook (ifindex {index})"))?;
+            let tc: &mut SchedClassifier = beside.loaded[slot]
+                .program_mut(TC_NAME)
+                .context("no TC no-op in the object")?
+                .try_into()?;
+            tc.attach_with_options(
+                &iface,
+                attach,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .with_context(|| format!("attaching a TC no-op before {program} on {iface}"))?;
+        }
+        Ok(beside)
+    }
+}
+
+/// An interface's name from its index, in the calling thread's namespace.
+fn interface_name(index: u32) -> anyhow::Result<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if name.is_null() {
+        anyhow::bail!(
+            "no interface with index {index}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
+    use aya::programs::TcAttachType;
+
+    #[test]
+    fn pins_name_the_imag_program_and_its_hook() {
+        let hook =
+            |pin| super::imag_tc_hook(pin).map(|(p, i, a)| (p, i, a == TcAttachType::Egress));
+        assert_eq!(hook("link-tc-7"), Some(("imag_hold_tc", 7, false)));
+        assert_eq!(hook("link-to-12"), Some(("imag_to_host", 12, true)));
+        assert_eq!(hook("link-from-12"), Some(("imag_from_host", 12, false)));
+        assert_eq!(hook("link-xdp-7"), None);
+        assert_eq!(hook("link-tc-x"), None);
+        assert_eq!(hook("HOSTS"), None);
+    }
+
     #[test]
     fn the_object_holds_both_programs() {
         let ebpf = aya::Ebpf::load(&super::object()).expect("the no-op object parses");

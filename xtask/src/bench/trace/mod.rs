@@ -45,9 +45,16 @@ const SETUP_BATCH: usize = 8;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct TraceOptions {
-    /// Real seconds each policy's replay lasts; the trace's day is compressed into it.
+    /// Real seconds each policy's measured replay lasts; `--trace-hours` of the day are compressed
+    /// into it (a warm-up of 15 trace minutes, replayed before at the same compression, is not
+    /// measured).
     #[arg(long = "trace-secs", default_value_t = 240.0)]
     pub secs: f64,
+    /// Hours of the trace's day replayed (and measured) per policy. The compression (hours ÷
+    /// secs) is bounded by the engine, which is not compressed: at 2 hours in 240 s (30×) imag's
+    /// 1-minute idle timeout is 2 s, several cold starts.
+    #[arg(long = "trace-hours", default_value_t = 2.0)]
+    pub hours: f64,
     /// Hosts (functions) in the trace.
     #[arg(long = "trace-hosts", default_value_t = 40)]
     pub hosts: usize,
@@ -68,9 +75,13 @@ pub struct TraceRun {
     pub machine: Machine,
     pub params: TraceParams,
     pub compression: f64,
+    /// Replay seconds of warm-up before the measured span, and the requests in it (not measured).
+    pub warmup_s: f64,
+    pub warmup_requests: usize,
     pub imag_idle_timeout: String,
     pub keep_alive: String,
     pub hosts: Vec<workload::HostPlan>,
+    /// Requests in the measured span.
     pub requests: usize,
     pub policies: Vec<PolicyRun>,
 }
@@ -163,10 +174,17 @@ pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
             opts.hosts
         );
     }
+    if !(opts.hours.is_finite() && opts.hours > 0.0) {
+        bail!(
+            "--trace-hours {} must be a number of hours above zero (2 replays two hours of the day)",
+            opts.hours
+        );
+    }
     Ok(TraceParams {
         seed: opts.seed,
         hosts: opts.hosts,
-        span_s: workload::DAY_S,
+        span_s: opts.hours * 3_600.0,
+        warmup_s: policy::WARMUP_S,
         replay_s: opts.secs,
         max_rps: opts.max_rps,
         memory_scale: 0.1,
@@ -184,10 +202,14 @@ pub fn measure(
     let params = params(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     let trace = workload::generate(&params)?;
+    let lead = params.measured_from_s();
+    let measured = trace.arrivals.iter().filter(|a| a.at_s >= lead).count();
     eprintln!(
-        "bench: trace, {} hosts, {} requests, a day in {:.0} s per policy ({:.0}×), policies: {}",
+        "bench: trace, {} hosts, {measured} requests (+{} in a {lead:.0} s warm-up), {} h of the \
+         day in {:.0} s per policy ({:.0}×), policies: {}",
         trace.hosts.len(),
-        trace.arrivals.len(),
+        trace.arrivals.len() - measured,
+        params.span_s / 3_600.0,
         params.replay_s,
         params.compression(),
         policies
@@ -199,11 +221,13 @@ pub fn measure(
     let mut run = TraceRun {
         machine,
         compression: params.compression(),
+        warmup_s: lead,
+        warmup_requests: trace.arrivals.len() - measured,
         imag_idle_timeout: policy::timeout(&params, policy::IMAG_IDLE_S),
         keep_alive: policy::timeout(&params, policy::KEEP_ALIVE_S),
         params,
         hosts: trace.hosts.clone(),
-        requests: trace.arrivals.len(),
+        requests: measured,
         policies: Vec::new(),
     };
     for policy in &policies {
@@ -306,21 +330,32 @@ fn replay_policy(
     let pid = agent.pid().context("the agent has no process id")?;
     // Let the last sleeps settle and the engine calm down before the clock starts.
     std::thread::sleep(Duration::from_secs(2));
-    let before = Metrics::scrape(METRICS.parse().expect("valid"))?;
-    let agent_cpu_before = sample::cpu_s(pid);
+    let lead = trace.params.measured_from_s();
     let done = AtomicBool::new(false);
     let started = Instant::now();
-    let (replayed, sampled) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample::run(NETWORK, pid, started, &done));
-        let replayed = client.run(|| replay::replay(trace, address, started));
+    let measuring = started + Duration::from_secs_f64(lead);
+    let (replayed, sampled, before) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample::run(NETWORK, pid, measuring, &done));
+        // The agent's counters as the measured span begins (the warm-up's wakes are not its).
+        let before = scope.spawn(|| {
+            if let Some(wait) = measuring.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let cpu = sample::cpu_s(pid);
+            Metrics::scrape(METRICS.parse().expect("valid")).map(|m| (m, cpu))
+        });
+        let replayed = client.run(|| replay::replay(trace, address, started, lead));
         done.store(true, Ordering::Relaxed);
         (
             replayed,
             sampler.join().expect("the sampler does not panic"),
+            before.join().expect("the scrape does not panic"),
         )
     });
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = measuring.elapsed().as_secs_f64();
     let replayed = replayed.context("entering the client namespace")??;
+    let (before, agent_cpu_before) =
+        before.context("reading the agent's metrics as the measured span began")?;
     let agent_cpu_s = sample::cpu_s(pid) - agent_cpu_before;
     let after = Metrics::scrape(METRICS.parse().expect("valid"))?;
     let wakes: BTreeMap<String, f64> = wakes_by_tier(&after)
@@ -335,7 +370,7 @@ fn replay_policy(
         - wakes.values().sum::<f64>();
     let log_wakes = replay::wakes_in_log(&agent.log_text());
     drop(agent);
-    let mut run = summarize(trace, policy, &replayed, &sampled, &log_wakes);
+    let mut run = summarize(trace, policy, &replayed, &sampled, &log_wakes, lead);
     run.seconds = seconds;
     run.agent_cpu_s = agent_cpu_s;
     run.wakes = wakes;
@@ -350,11 +385,13 @@ fn summarize(
     replayed: &replay::Replayed,
     sampled: &sample::Sampled,
     log_wakes: &[replay::Wake],
+    lead: f64,
 ) -> PolicyRun {
     let mut latencies: Vec<f64> = Vec::new();
     let mut failures = Vec::new();
     let mut met = 0usize;
-    for d in &replayed.done {
+    let measured = || replayed.done.iter().filter(|d| d.at_s >= lead);
+    for d in measured() {
         if let Some(err) = &d.error {
             failures.push(err.clone());
             continue;
@@ -405,11 +442,9 @@ fn summarize(
             .iter()
             .map(|s| (s.t_s, s.hosts_mb, s.agent_mb))
             .collect(),
-        latencies: replayed
-            .done
-            .iter()
+        latencies: measured()
             .filter(|d| d.error.is_none())
-            .map(|d| (d.at_s, d.latency_ms))
+            .map(|d| (d.at_s - lead, d.latency_ms))
             .collect(),
         ..PolicyRun::default()
     }
@@ -457,6 +492,7 @@ mod tests {
                 secs: 240.0,
                 hosts: 12,
                 seed: 3,
+                hours: 24.0,
                 max_rps: 20.0,
                 policies: String::new(),
             })
@@ -488,6 +524,7 @@ mod tests {
                 secs: 240.0,
                 hosts: 40,
                 seed: 1,
+                hours: 24.0,
                 max_rps: 20.0,
                 policies: String::new(),
             })

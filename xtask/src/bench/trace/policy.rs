@@ -16,6 +16,9 @@ use super::workload::{HostPlan, Trace, TraceParams};
 pub const IMAG_IDLE_S: f64 = 60.0;
 /// The common serverless keep-alive (trace time), also `stop_after` for pause → stop.
 pub const KEEP_ALIVE_S: f64 = 600.0;
+/// Trace time replayed before the measured span: longer than any policy's timeouts (pause → stop
+/// lets go of a host after 1 + 10 minutes), so each is measured from its steady state.
+pub const WARMUP_S: f64 = 900.0;
 /// The shortest timeout given to the agent, in real seconds.
 pub const MIN_TIMEOUT_S: f64 = 0.3;
 /// A host's memory limit is its ballast plus this (the binary, stacks, page cache).
@@ -83,7 +86,7 @@ pub const ALL: [Policy; 6] = [
     Policy {
         name: "imag-budget",
         kind: Kind::PauseBudget,
-        what: "imag: paused after 1 minute idle, memory_budget = 40 % of all hosts' limits (LRU stopped)",
+        what: "imag: paused after 1 minute idle, memory_budget = 50 % of all hosts' limits (LRU stopped)",
     },
 ];
 
@@ -180,6 +183,7 @@ mod tests {
             seed: 1,
             hosts: 4,
             span_s: 86_400.0,
+            warmup_s: WARMUP_S,
             replay_s: 240.0,
             max_rps: 20.0,
             memory_scale: 0.1,

@@ -42,12 +42,15 @@ fn unix_s(t: SystemTime) -> f64 {
 }
 
 /// Replays `trace` against hosts at `address(i):8080`; to be called inside the client namespace.
+/// SYN retransmissions are counted from the first request at or after `measured_from_s` (the
+/// warm-up's are not the measured span's).
 pub fn replay(
     trace: &Trace,
     address: impl Fn(usize) -> Ipv4Addr + Sync,
     started: Instant,
+    measured_from_s: f64,
 ) -> std::io::Result<Replayed> {
-    let retrans_before = net_counter("TcpExt", "TCPSynRetrans")?;
+    let mut retrans_before = None;
     let wall_at_start = unix_s(SystemTime::now()) - started.elapsed().as_secs_f64();
     let (jobs, queue) = mpsc::channel::<(usize, f64)>();
     let queue = Arc::new(Mutex::new(queue));
@@ -86,10 +89,17 @@ pub fn replay(
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
+            if retrans_before.is_none() && arrival.at_s >= measured_from_s {
+                retrans_before = Some(net_counter("TcpExt", "TCPSynRetrans"));
+            }
             let _ = jobs.send((arrival.host, arrival.at_s));
         }
         drop(jobs);
     });
+    let retrans_before = match retrans_before {
+        Some(counter) => counter?,
+        None => net_counter("TcpExt", "TCPSynRetrans")?,
+    };
     let mut done: Vec<Done> = collected.into_iter().collect();
     done.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     Ok(Replayed {

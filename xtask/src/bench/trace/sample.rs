@@ -128,8 +128,9 @@ fn containers(network: &str) -> Vec<String> {
 
 /// Samples until `done`: every [`EVERY`], the memory of the network's containers and of the agent
 /// (`agent_pid`); the container list is refreshed every second on a thread of its own, so that
-/// asking the engine never delays a sample.
-pub fn run(network: &str, agent_pid: u32, started: Instant, done: &AtomicBool) -> Sampled {
+/// asking the engine never delays a sample. Only what happens from `from` on is kept (samples
+/// stamped in seconds since then, CPU time used since then): the warm-up before it is not measured.
+pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> Sampled {
     let ids = Arc::new(Mutex::new(containers(network)));
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -163,8 +164,19 @@ pub fn run(network: &str, agent_pid: u32, started: Instant, done: &AtomicBool) -
                     cpu_ns_total += if ns >= last { ns - last } else { ns };
                 }
             }
+            let Some(since) = Instant::now().checked_duration_since(from) else {
+                // Still in the warm-up: the CPU used so far is not the measured span's.
+                cpu_ns_total = 0;
+                next += EVERY;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                } else {
+                    next = Instant::now();
+                }
+                continue;
+            };
             sampled.samples.push(Sample {
-                t_s: started.elapsed().as_secs_f64(),
+                t_s: since.as_secs_f64(),
                 hosts_mb: bytes as f64 / f64::from(1 << 20),
                 agent_mb: rss_mb(agent_pid),
                 resident,

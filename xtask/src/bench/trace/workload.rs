@@ -20,9 +20,13 @@
 //!   within one, each function calls the next on every request it serves (a chain), besides its
 //!   own arrivals.
 //!
-//! Time is compressed: `span_s` of trace time (a day) is replayed in `replay_s`, so every rate is
-//! multiplied and every duration (service time, the policies' timeouts) divided by
-//! [`TraceParams::compression`]. A host whose compressed rate exceeds `max_rps` is capped there
+//! Time is compressed: `span_s` of trace time (some hours of the day) is replayed in `replay_s`, so
+//! every rate is multiplied and every duration (service time, the policies' timeouts) divided by
+//! [`TraceParams::compression`]; `warmup_s` of trace time before it is replayed too but not
+//! measured (every policy is measured from its steady state). The compression is bounded by the
+//! engine, which is not compressed: a cold start takes the same ~0.3 s at any compression, so the
+//! idle timeouts (scaled) must stay well above it or every request meets a wake that a real
+//! deployment would not see. A host whose compressed rate exceeds `max_rps` is capped there
 //! (the machine could not serve the top hosts at 360×; such hosts are warm under every policy,
 //! so capping changes the request mix, not memory).
 
@@ -63,8 +67,12 @@ const APP_SIZES: [(usize, f64); 4] = [(1, 0.55), (2, 0.20), (3, 0.15), (4, 0.10)
 pub struct TraceParams {
     pub seed: u64,
     pub hosts: usize,
-    /// Trace time covered (seconds; a day by default).
+    /// Trace time measured (seconds): the replay's `replay_s` cover this much of the day.
     pub span_s: f64,
+    /// Trace time replayed before the measured span (seconds), so that every policy is measured
+    /// from its steady state, not from the set-up's every-host-asleep start (a keep-alive would
+    /// otherwise hold nothing for its first timeout). At least the longest timeout of a policy.
+    pub warmup_s: f64,
     /// Real time the replay takes (seconds).
     pub replay_s: f64,
     /// The most requests per second one host receives from outside in the replay.
@@ -82,6 +90,11 @@ impl TraceParams {
     /// A trace duration as replay time.
     pub fn scaled(&self, trace_s: f64) -> f64 {
         trace_s / self.compression()
+    }
+
+    /// Replay seconds at which the measured span begins (the warm-up replayed before it).
+    pub fn measured_from_s(&self) -> f64 {
+        self.scaled(self.warmup_s)
     }
 }
 
@@ -126,6 +139,8 @@ pub enum ParamsError {
     EmptyTrace,
     #[error("the replay must last longer than zero seconds (--trace-secs)")]
     NoTime,
+    #[error("the trace must cover more than zero hours of the day (--trace-hours)")]
+    NoSpan,
     #[error("--trace-max-rps must be above zero")]
     NoRate,
     #[error("the memory scale must be above zero")]
@@ -137,8 +152,11 @@ pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
     if params.hosts == 0 {
         return Err(ParamsError::EmptyTrace);
     }
-    if params.replay_s <= 0.0 || params.span_s <= 0.0 {
+    if params.replay_s <= 0.0 {
         return Err(ParamsError::NoTime);
+    }
+    if params.span_s <= 0.0 || params.warmup_s < 0.0 {
+        return Err(ParamsError::NoSpan);
     }
     if params.max_rps <= 0.0 {
         return Err(ParamsError::NoRate);
@@ -188,7 +206,8 @@ pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
         let rate = host
             .rate_per_day
             .min(params.max_rps * DAY_S / params.compression());
-        for t in arrival_times(rate / DAY_S, host.cv, params.span_s, phase, &mut stream) {
+        let replayed_s = params.warmup_s + params.span_s;
+        for t in arrival_times(rate / DAY_S, host.cv, replayed_s, phase, &mut stream) {
             arrivals.push(Arrival {
                 at_s: t / params.compression(),
                 host: index,
@@ -337,10 +356,41 @@ mod tests {
             seed: 7,
             hosts: 60,
             span_s: DAY_S,
+            warmup_s: 0.0,
             replay_s: 240.0,
             max_rps: 20.0,
             memory_scale: 0.1,
         }
+    }
+
+    #[test]
+    fn the_warm_up_is_replayed_before_the_measured_span_at_the_same_compression() {
+        let p = TraceParams {
+            span_s: 7_200.0,
+            warmup_s: 900.0,
+            ..params()
+        };
+        near("compression", p.compression(), 30.0, 1e-9);
+        near("measured from", p.measured_from_s(), 30.0, 1e-9);
+        let trace = generate(&p).unwrap();
+        let end = p.measured_from_s() + p.replay_s;
+        assert!(trace.arrivals.iter().all(|a| (0.0..end).contains(&a.at_s)));
+        let before = trace
+            .arrivals
+            .iter()
+            .filter(|a| a.at_s < p.measured_from_s())
+            .count() as f64;
+        let all = trace.arrivals.len() as f64;
+        // 900 of 8,100 trace seconds: about a ninth of the requests (the modulation moves it).
+        near("share in the warm-up", before / all, 900.0 / 8_100.0, 0.04);
+        assert_eq!(
+            generate(&TraceParams {
+                warmup_s: -1.0,
+                ..p
+            })
+            .unwrap_err(),
+            ParamsError::NoSpan
+        );
     }
 
     /// `actual` within `tolerance` of `target`, with both in the message.
