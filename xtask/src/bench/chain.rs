@@ -30,7 +30,7 @@ use super::{HOST_IF, METRICS, NETNS, cleanup, client, engine, stats::summarize};
 use crate::{image, workspace_root};
 
 /// The client namespace routes it through the attach interface.
-pub const SUBNET: &str = "10.68.0.0/24";
+pub const SUBNET: &str = "10.69.0.0/24";
 const NETWORK: &str = "imagchain";
 /// The target: a chain answers its first request in at most this many times a single wake.
 pub const TARGET_RATIO: f64 = 1.3;
@@ -62,14 +62,14 @@ fn config_text(prewake: &str, chains: &[(&str, bool)]) -> String {
     );
     let mut host = |name: &str, octet: u8, backend: Option<u8>, with: Option<&str>| {
         let backend = backend
-            .map(|o| format!(", \"--backend\", \"10.68.0.{o}:8080\""))
+            .map(|o| format!(", \"--backend\", \"10.69.0.{o}:8080\""))
             .unwrap_or_default();
         let with = with
             .map(|w| format!("wakes_with = [\"{w}\"]\n"))
             .unwrap_or_default();
         write!(
             text,
-            "\n[[host]]\nname = \"{name}\"\naddress = \"10.68.0.{octet}\"\nimage = \"{}\"\n\
+            "\n[[host]]\nname = \"{name}\"\naddress = \"10.69.0.{octet}\"\nimage = \"{}\"\n\
              command = [\"/hello\", \"--port\", \"8080\"{backend}]\nports = [8080]\n\
              idle_timeout = \"never\"\n{with}",
             image::IMAGE
@@ -96,7 +96,7 @@ fn address(host: &str) -> SocketAddr {
         "w1" => 31,
         other => panic!("no entry host {other}"),
     };
-    SocketAddr::from((Ipv4Addr::new(10, 68, 0, octet), 8080))
+    SocketAddr::from((Ipv4Addr::new(10, 69, 0, octet), 8080))
 }
 
 fn start(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {

@@ -65,6 +65,18 @@ const SINK: &str = "10.76.0.11:9000";
 const PROXY_WEB: &str = "10.79.0.1:18080";
 const PROXY_SINK: &str = "10.79.0.1:19000";
 const METRICS: &str = "127.0.0.1:19477";
+/// What the full bench's client namespace routes through the attach interface: every section's
+/// subnet, each its own (a route added twice fails the whole bench: `the_sections_subnets_are_
+/// disjoint`).
+const CLIENT_ROUTES: [&str; 7] = [
+    "10.76.0.0/24",
+    "10.64.0.0/18",
+    scale::STORM_SUBNET,
+    budget_storm::SUBNET,
+    storm::SUBNET,
+    chain::SUBNET,
+    trace::SUBNET,
+];
 
 /// A section of the bench run on its own.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -251,15 +263,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         HOST_IF,
         "10.79.0.1/24",
         "10.79.0.2/24",
-        &[
-            "10.76.0.0/24",
-            "10.64.0.0/18",
-            "10.65.0.0/24",
-            budget_storm::SUBNET,
-            storm::SUBNET,
-            chain::SUBNET,
-            trace::SUBNET,
-        ],
+        &CLIENT_ROUTES,
     )
     .context("creating the benchmark's client namespace")?;
     let bench_config = |name: &str, extra: &str| -> anyhow::Result<PathBuf> {
@@ -669,4 +673,28 @@ fn ensure_tools() -> anyhow::Result<()> {
     eprintln!("bench: installing {}", missing.join(" "));
     run_cmd(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
         .context("the benchmarks need haproxy (the userspace proxy baseline) and bpftool (map memory): install them")
+}
+
+#[cfg(test)]
+mod tests {
+    /// (first address, last address) of "a.b.c.d/len".
+    fn range(net: &str) -> (u32, u32) {
+        let (addr, len) = net.split_once('/').expect("a prefix");
+        let addr: std::net::Ipv4Addr = addr.parse().expect("an address");
+        let len: u32 = len.parse().expect("a length");
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        let first = u32::from(addr) & mask;
+        (first, first | !mask)
+    }
+
+    #[test]
+    fn the_sections_subnets_are_disjoint() {
+        let routes = super::CLIENT_ROUTES;
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                let ((a0, a1), (b0, b1)) = (range(a), range(b));
+                assert!(a1 < b0 || b1 < a0, "{a} and {b} overlap");
+            }
+        }
+    }
 }

@@ -14,6 +14,9 @@ use imag_testkit::{AgentProcess, ClientNs, Launch};
 use super::{HOST_IF, Results, ScaleRun, StormRun, cleanup, client, stats};
 use crate::{cmd_output, image};
 
+/// The subnet of the 50/100-host storms.
+pub const STORM_SUBNET: &str = "10.65.0.0/24";
+
 /// 1,000 and 10,000 configured hosts; storms of 50 and 100 cold hosts woken at once.
 #[allow(
     clippy::too_many_lines,
@@ -75,9 +78,9 @@ pub(super) fn scale(
     }
 
     let config = dir.join("storm.toml");
-    let mut text =
-        "[network]\nsubnet = \"10.65.0.0/24\"\nname = \"imagstorm\"\nbridge = \"imagstorm0\"\n"
-            .to_string();
+    let mut text = format!(
+        "[network]\nsubnet = \"{STORM_SUBNET}\"\nname = \"imagstorm\"\nbridge = \"imagstorm0\"\n"
+    );
     for i in 0..150 {
         write!(
             text,

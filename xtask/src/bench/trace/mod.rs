@@ -36,7 +36,7 @@ use self::{
 use super::{HOST_IF, METRICS, Machine, cleanup, stats::quantile};
 use crate::image;
 
-pub const SUBNET: &str = "10.68.0.0/24";
+pub const SUBNET: &str = "10.70.0.0/24";
 const NETWORK: &str = "imagtrace";
 /// Hosts take addresses from .2 on.
 const MAX_HOSTS: usize = 250;
@@ -126,7 +126,7 @@ fn address(i: usize) -> Ipv4Addr {
         clippy::cast_possible_truncation,
         reason = "at most MAX_HOSTS hosts: .2 to .251"
     )]
-    Ipv4Addr::new(10, 68, 0, (i + 2) as u8)
+    Ipv4Addr::new(10, 70, 0, (i + 2) as u8)
 }
 
 fn config_text(trace: &Trace, policy: &Policy) -> String {

@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn wakes_are_read_from_the_agents_log_and_matched_to_requests() {
         let log = "2026-12-06T13:10:00.500000Z  INFO imag_agent::orchestrator::release: woke \
-                   host=a1f0 addr=10.68.0.3 from=\"stopped\" outcome=\"ok\" packets=1 \
+                   host=a1f0 addr=10.70.0.3 from=\"stopped\" outcome=\"ok\" packets=1 \
                    ready_by=\"event\" total_ms=300.00\n\
                    2026-12-06T13:10:01.000000Z  INFO imag_agent: something else host=a1f0\n";
         let wakes = wakes_in_log(log);
