@@ -120,7 +120,11 @@ fn all_cold(agent: &AgentProcess, hosts: &[String]) -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        engine::wait_for_state(&format!("{NETWORK}-{h}"), "exited", Duration::from_secs(30))?;
+        engine::wait_for_state(
+            &engine::container_name(NETWORK, h),
+            "exited",
+            Duration::from_secs(30),
+        )?;
     }
     Ok(())
 }
@@ -149,7 +153,10 @@ fn engine_floor(
     let mut took = [0.0; 2];
     for (i, hosts) in [one, three].into_iter().enumerate() {
         all_cold(agent, hosts)?;
-        let names: Vec<String> = hosts.iter().map(|h| format!("{NETWORK}-{h}")).collect();
+        let names: Vec<String> = hosts
+            .iter()
+            .map(|h| engine::container_name(NETWORK, h))
+            .collect();
         let start = Instant::now();
         std::thread::scope(|scope| {
             let calls: Vec<_> = names

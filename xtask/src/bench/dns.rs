@@ -60,7 +60,7 @@ pub fn measure(binary: &Path, config: &Path) -> anyhow::Result<DnsRun> {
     wait_warm(&agent, &["web"])?;
     // The host links' programs are attached just after adoption: let that settle first.
     std::thread::sleep(Duration::from_millis(1500));
-    let web = format!("{NETWORK}-web");
+    let web = super::engine::container_name(NETWORK, "web");
     let gateway = GATEWAY.trim_end_matches(":53");
     // Untimed: the first lookups pay for ARP and cold caches on both resolvers.
     lookups(&web, COLD, Some(gateway), WARM_UP)?;

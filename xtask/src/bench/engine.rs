@@ -11,6 +11,12 @@ use anyhow::{Context as _, bail};
 
 const SOCKET: &str = "/var/run/docker.sock";
 
+/// The name of a host's container, as the agent names it (`imag_agent::runtime::container_name`:
+/// `<network>--<host>`).
+pub fn container_name(network: &str, host: &str) -> String {
+    format!("{network}--{host}")
+}
+
 /// `POST /containers/<name>/<action>` (start, stop, pause, unpause); returns how long the engine
 /// took to answer.
 pub fn container_action(name: &str, action: &str) -> anyhow::Result<Duration> {

@@ -521,7 +521,7 @@ fn engine_wake(
     sleep_action: &str,
 ) -> anyhow::Result<EngineSample> {
     put_to_sleep(agent, tier, engine_state)?;
-    let container = format!("{NETWORK}-web");
+    let container = engine::container_name(NETWORK, "web");
     let start = Instant::now();
     let call = engine::container_action(&container, wake_action)?;
     let serve = client::until_serving(WEB.parse().expect("valid"), start, Duration::from_secs(30))?;
@@ -544,7 +544,7 @@ fn put_to_sleep(agent: &mut AgentProcess, tier: &str, engine_state: &str) -> any
     let web = web_status(agent)?;
     if web["state"] == "asleep" && web["tier"] == tier_name {
         return engine::wait_for_state(
-            &format!("{NETWORK}-web"),
+            &engine::container_name(NETWORK, "web"),
             engine_state,
             Duration::from_secs(30),
         );
@@ -556,7 +556,7 @@ fn put_to_sleep(agent: &mut AgentProcess, tier: &str, engine_state: &str) -> any
     }
     agent.command(&["sleep", "web", "--tier", tier])?;
     engine::wait_for_state(
-        &format!("{NETWORK}-web"),
+        &engine::container_name(NETWORK, "web"),
         engine_state,
         Duration::from_secs(30),
     )?;
