@@ -57,6 +57,8 @@ pub fn cold_host(image: &str) -> String {
 /// Starts an agent on `config` (the base hosts plus [`cold_host`]) and measures.
 pub fn measure(binary: &Path, config: &Path) -> anyhow::Result<DnsRun> {
     let mut agent = start_agent(binary, config)?;
+    // Woken here, not adopted: the section before (per-packet) cleans its network away.
+    agent.command(&["wake", "web"])?;
     wait_warm(&agent, &["web"])?;
     // The host links' programs are attached just after adoption: let that settle first.
     std::thread::sleep(Duration::from_millis(1500));
