@@ -79,14 +79,16 @@ pub fn ensure_root(command: &str) -> anyhow::Result<()> {
 /// What was set up so far, so that a failure or an exit can undo exactly that.
 #[derive(Default)]
 struct Undo {
-    rules: Vec<ForwardRule>,
+    /// The network whose forwarding rules this agent installed.
+    rules_of: Option<String>,
     forwarding_enabled: bool,
 }
 
 impl Undo {
     fn run(self) {
-        for rule in self.rules {
-            rule.remove();
+        if let Some(network) = self.rules_of {
+            let removed = firewall::remove_rules_of(&network);
+            info!(rules = removed, "forwarding rules removed");
         }
         if self.forwarding_enabled {
             firewall::disable_ip_forwarding();
@@ -342,19 +344,21 @@ fn set_up_forwarding(
         .iter()
         .map(|h| (h.address, h.ports.clone()))
         .collect();
-    for iface in interfaces {
-        let rules = firewall::rules_for(
-            &iface.name,
-            &config.network.name,
-            config.network.subnet,
-            &hosts,
-        );
-        for rule in rules {
-            // Also a rule an earlier agent left (kill -9, --on-exit keep) is ours to remove now.
-            rule.install()?;
-            undo.rules.push(rule);
-        }
-    }
+    let rules: Vec<ForwardRule> = interfaces
+        .iter()
+        .flat_map(|iface| {
+            firewall::rules_for(
+                &iface.name,
+                &config.network.name,
+                config.network.subnet,
+                &hosts,
+            )
+        })
+        .collect();
+    // Also the rules an earlier agent left (kill -9, --on-exit keep) are ours to replace now, and
+    // to remove on exit.
+    firewall::install(&rules, &config.network.name)?;
+    undo.rules_of = Some(config.network.name.clone());
     Ok(())
 }
 

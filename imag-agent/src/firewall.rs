@@ -20,10 +20,10 @@
 //! keep its source address, so `-t nat -I POSTROUTING -s SUBNET -d SUBNET -j RETURN` (same
 //! comment) goes above Docker's masquerading ([`keep_subnet_source`]).
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
 
 use ipnet::Ipv4Net;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 const CHAIN: &str = "DOCKER-USER";
 /// Most ports one `multiport` match takes.
@@ -141,49 +141,85 @@ impl ForwardRule {
         spec.extend(["-j".to_string(), verdict.to_string()]);
         spec
     }
+}
 
-    /// Inserts the rule at the top of the chain unless it is already there. Returns whether it
-    /// was inserted.
-    pub fn install(&self) -> Result<bool, FirewallError> {
-        if let Err(err) = iptables(&["-w", "-n", "-L", CHAIN]) {
-            return Err(match err {
-                FirewallError::Failed { .. } => FirewallError::NoDockerChain,
-                other => other,
-            });
-        }
-        if self.exists()? {
-            return Ok(false);
-        }
-        let mut args = vec!["-w".to_string(), "-I".into(), CHAIN.into()];
-        args.extend(self.spec());
-        iptables(&args)?;
-        info!(iface = %self.iface, target = ?self.target, "forwarding into the imag network allowed");
-        Ok(true)
+/// Installs `rules` (of `network`, in [`rules_for`]'s order) in one `iptables-restore` commit,
+/// replacing in the same commit every rule of `network` an earlier agent left (kill -9,
+/// `--on-exit keep`): forwarding never lapses, and a thousand hosts cost one call, not three
+/// per rule (at ~20 ms a call, 1,000 hosts with ports took four minutes to attach). Returns how
+/// many rules were replaced.
+pub fn install(rules: &[ForwardRule], network: &str) -> Result<usize, FirewallError> {
+    let listing = match iptables(&["-w", "-S", CHAIN]) {
+        Ok(listing) => listing,
+        Err(FirewallError::Failed { .. }) => return Err(FirewallError::NoDockerChain),
+        Err(other) => return Err(other),
+    };
+    let (batch, replaced) = install_batch(&listing, rules, network);
+    restore(&batch)?;
+    for rule in rules {
+        debug!(iface = %rule.iface, target = ?rule.target, "forwarding into the imag network allowed");
     }
+    info!(
+        rules = rules.len(),
+        replaced, "forwarding into the imag network allowed"
+    );
+    Ok(replaced)
+}
 
-    pub fn exists(&self) -> Result<bool, FirewallError> {
-        let mut args = vec!["-w".to_string(), "-C".into(), CHAIN.into()];
-        args.extend(self.spec());
-        match iptables(&args) {
-            Ok(_) => Ok(true),
-            Err(FirewallError::Failed { .. }) => Ok(false),
-            Err(other) => Err(other),
+/// The `iptables-restore` input that deletes `network`'s rules in `listing` (`iptables -S` of the
+/// chain) and inserts `rules`; and how many it deletes.
+fn install_batch(listing: &str, rules: &[ForwardRule], network: &str) -> (String, usize) {
+    let mut batch = String::from("*filter\n");
+    let mut replaced = 0;
+    for line in listing.lines() {
+        if let Some(rest) = ours(line, network) {
+            batch.push_str("-D ");
+            batch.push_str(rest);
+            batch.push('\n');
+            replaced += 1;
         }
     }
+    for rule in rules {
+        let _ = writeln!(batch, "-I {CHAIN} {}", rule.spec().join(" "));
+    }
+    batch.push_str("COMMIT\n");
+    (batch, replaced)
+}
 
-    /// Removes the rule (every copy of it).
-    pub fn remove(&self) {
-        let mut args = vec!["-w".to_string(), "-D".into(), CHAIN.into()];
-        args.extend(self.spec());
-        let mut removed = false;
-        while iptables(&args).is_ok() {
-            removed = true;
-        }
-        if removed {
-            info!(iface = %self.iface, target = ?self.target, "forwarding rule removed");
-        } else {
-            warn!(iface = %self.iface, target = ?self.target, "forwarding rule was already gone");
-        }
+/// The rule of an `iptables -S` line after its `-A` (chain and match, quoting as listed), if it
+/// is tagged for `network`.
+fn ours<'a>(line: &'a str, network: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix("-A ")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let tag = words.iter().position(|w| *w == "--comment")?;
+    (words.get(tag + 1)?.trim_matches('"') == comment(network)).then_some(rest)
+}
+
+/// Feeds `batch` to `iptables-restore --noflush`: one atomic commit per table.
+fn restore(batch: &str) -> Result<(), FirewallError> {
+    use std::io::Write as _;
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Failed {
+            args: "-restore -w --noflush".into(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -250,32 +286,44 @@ pub fn forget_subnet_source(network: &str, subnet: Ipv4Net) {
     while iptables(&args).is_ok() {}
 }
 
-/// Removes every rule tagged for `network` (what `detach` does when no agent runs): Docker's
-/// DOCKER-USER chain and the cluster's nat rule; returns how many.
+/// Removes every rule tagged for `network` (what `detach`, a clean exit and a failed start do):
+/// Docker's DOCKER-USER chain and the cluster's nat rule, one `iptables-restore` commit per table
+/// (rule by rule if that fails, e.g. a rule that went meanwhile); returns how many.
 pub fn remove_rules_of(network: &str) -> usize {
-    let mut rules: Vec<Vec<String>> = Vec::new();
-    for (table, chain) in [(None, CHAIN), (Some("nat"), "POSTROUTING")] {
-        let mut list = vec!["-w", "-S", chain];
-        if let Some(table) = table {
-            list.splice(0..0, ["-t", table]);
-        }
-        let Ok(listing) = iptables(&list) else {
+    let mut removed = 0;
+    for (table, chain) in [("filter", CHAIN), ("nat", "POSTROUTING")] {
+        let Ok(listing) = iptables(&["-w", "-t", table, "-S", chain]) else {
             continue;
         };
-        rules.extend(listing.lines().filter_map(|line| {
-            let mut args = deletion_of(line, network)?;
-            if let Some(table) = table {
-                args.splice(0..0, ["-t".to_string(), table.to_string()]);
-            }
-            Some(args)
-        }));
-    }
-    for args in &rules {
-        if let Err(err) = iptables(args) {
-            warn!(error = %err, "removing a forwarding rule failed");
+        let lines: Vec<&str> = listing
+            .lines()
+            .filter_map(|line| ours(line, network))
+            .collect();
+        if lines.is_empty() {
+            continue;
         }
+        let mut batch = format!("*{table}\n");
+        for rest in &lines {
+            batch.push_str("-D ");
+            batch.push_str(rest);
+            batch.push('\n');
+        }
+        batch.push_str("COMMIT\n");
+        if let Err(err) = restore(&batch) {
+            warn!(error = %err, table, "removing the forwarding rules at once failed; one by one");
+            for line in listing.lines() {
+                let Some(mut args) = deletion_of(line, network) else {
+                    continue;
+                };
+                args.splice(1..1, ["-t".to_string(), table.to_string()]);
+                if let Err(err) = iptables(&args) {
+                    warn!(error = %err, "removing a forwarding rule failed");
+                }
+            }
+        }
+        removed += lines.len();
     }
-    rules.len()
+    removed
 }
 
 /// The arguments that delete the rule an `iptables -S` line describes, if it is one of ours for
@@ -325,6 +373,37 @@ mod tests {
         assert!(deletion_of(ports, "imagt26").is_some());
         assert_eq!(deletion_of(line, "imagt2"), None, "another network's rule");
         assert_eq!(deletion_of("-A DOCKER-USER -j RETURN", "imagt26"), None);
+    }
+
+    #[test]
+    fn one_commit_replaces_what_an_earlier_agent_left_and_inserts_in_order() {
+        let listing = "-N DOCKER-USER\n\
+             -A DOCKER-USER -d 10.77.0.10/32 -i eth0 -m comment --comment \"imag:imag\" -j RETURN\n\
+             -A DOCKER-USER -d 10.78.0.0/24 -i eth0 -m comment --comment \"imag:other\" -j ACCEPT\n\
+             -A DOCKER-USER -j RETURN\n";
+        let subnet: Ipv4Net = "10.77.0.0/24".parse().unwrap();
+        let rules = rules_for(
+            "eth0",
+            "imag",
+            subnet,
+            &[(Ipv4Addr::new(10, 77, 0, 10), vec![80])],
+        );
+        let (batch, replaced) = install_batch(listing, &rules, "imag");
+        assert_eq!(replaced, 1, "only this network's rule: {batch}");
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(lines[0], "*filter");
+        assert_eq!(
+            lines[1],
+            "-D DOCKER-USER -d 10.77.0.10/32 -i eth0 -m comment --comment \"imag:imag\" -j RETURN"
+        );
+        assert_eq!(
+            lines[2],
+            "-I DOCKER-USER -i eth0 -d 10.77.0.0/24 -m comment --comment imag:imag -j ACCEPT",
+            "inserted in rules_for's order, each at the top: the subnet's ends up last"
+        );
+        assert_eq!(lines.len(), 2 + rules.len() + 1);
+        assert_eq!(lines.last(), Some(&"COMMIT"));
+        assert!(!batch.contains("imag:other") && !batch.contains("-D DOCKER-USER -j RETURN"));
     }
 
     #[test]

@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(partial, padded);
     }
 
-    /// An IPsec authentication header (RFC 4302) between the IP header and TCP: the checksum is
+    /// An `IPsec` authentication header (RFC 4302) between the IP header and TCP: the checksum is
     /// the TCP header's, after it (found by the fuzzer: it was written inside the AH, and a
     /// second completion changed the frame again).
     #[test]
