@@ -80,6 +80,11 @@ pub struct TraceRun {
     pub warmup_requests: usize,
     pub imag_idle_timeout: String,
     pub keep_alive: String,
+    /// The share of always-on's host memory-seconds a policy that keeps each host warm exactly
+    /// while it had a request in the last idle timeout (wakes free) would save: imag's 1 minute,
+    /// the keep-alive's 10 (`workload::ideal_saving`).
+    pub ideal_saving_imag: f64,
+    pub ideal_saving_keep_alive: f64,
     pub hosts: Vec<workload::HostPlan>,
     /// Requests in the measured span.
     pub requests: usize,
@@ -225,6 +230,8 @@ pub fn measure(
         warmup_requests: trace.arrivals.len() - measured,
         imag_idle_timeout: policy::timeout(&params, policy::IMAG_IDLE_S),
         keep_alive: policy::timeout(&params, policy::KEEP_ALIVE_S),
+        ideal_saving_imag: workload::ideal_saving(&trace, policy::IMAG_IDLE_S),
+        ideal_saving_keep_alive: workload::ideal_saving(&trace, policy::KEEP_ALIVE_S),
         params,
         hosts: trace.hosts.clone(),
         requests: measured,

@@ -222,6 +222,50 @@ pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
     })
 }
 
+/// The share of always-on's memory-seconds over the measured span that an ideal policy saves
+/// which keeps each host warm exactly while it had a request in the last `timeout_s` of trace
+/// time, its wakes free: what the trace itself allows that timeout, whatever the engine. A
+/// request to a host also reaches every host down its application's chain.
+pub fn ideal_saving(trace: &Trace, timeout_s: f64) -> f64 {
+    let from = trace.params.measured_from_s();
+    let to = from + trace.params.replay_s;
+    let hold = trace.params.scaled(timeout_s);
+    let mut warm_mb_s = 0.0;
+    let mut total_mb_s = 0.0;
+    for (index, host) in trace.hosts.iter().enumerate() {
+        // The hosts whose requests reach this one: it, and those whose chain passes through it.
+        let reaches = |mut caller: usize| loop {
+            if caller == index {
+                return true;
+            }
+            match trace.hosts[caller].calls {
+                Some(next) => caller = next,
+                None => return false,
+            }
+        };
+        let mut warm = 0.0;
+        let mut until = f64::NEG_INFINITY;
+        for arrival in trace.arrivals.iter().filter(|a| reaches(a.host)) {
+            let (start, end) = (
+                arrival.at_s.max(until).max(from),
+                (arrival.at_s + hold).min(to),
+            );
+            if end > start {
+                warm += end - start;
+            }
+            until = until.max(arrival.at_s + hold);
+        }
+        let mb = f64::from(host.memory_mb);
+        warm_mb_s += mb * warm;
+        total_mb_s += mb * (to - from);
+    }
+    if total_mb_s > 0.0 {
+        1.0 - warm_mb_s / total_mb_s
+    } else {
+        0.0
+    }
+}
+
 /// Application sizes summing to `hosts` (the last one cut to fit).
 fn group(hosts: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let mut sizes = Vec::new();
@@ -361,6 +405,49 @@ mod tests {
             max_rps: 20.0,
             memory_scale: 0.1,
         }
+    }
+
+    #[test]
+    fn the_ideal_saving_counts_each_host_warm_for_a_timeout_after_each_request() {
+        let params = TraceParams {
+            span_s: 100.0,
+            warmup_s: 0.0,
+            replay_s: 100.0,
+            ..params()
+        };
+        let host = |calls| HostPlan {
+            name: String::new(),
+            app: 0,
+            calls,
+            rate_per_day: 1.0,
+            capped: false,
+            cv: 1.0,
+            memory_mb: 10,
+            service_ms: 0,
+        };
+        let trace = Trace {
+            params,
+            // Host 0 calls host 1; host 2 stands alone.
+            hosts: vec![host(Some(1)), host(None), host(None)],
+            arrivals: vec![
+                Arrival {
+                    at_s: 10.0,
+                    host: 0,
+                },
+                Arrival {
+                    at_s: 15.0,
+                    host: 1,
+                },
+                Arrival {
+                    at_s: 95.0,
+                    host: 1,
+                },
+            ],
+        };
+        // Timeout 10 s: host 0 warm 10–20 (10 s); host 1 10–25 and 95–100 (20 s); host 2 never:
+        // 30 of 300 host-seconds, all footprints equal.
+        near("ideal saving", ideal_saving(&trace, 10.0), 0.9, 1e-9);
+        assert!(ideal_saving(&trace, 1_000.0) < ideal_saving(&trace, 10.0));
     }
 
     #[test]
