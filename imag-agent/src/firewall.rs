@@ -3,9 +3,10 @@
 //!
 //! Docker's FORWARD policy is DROP, and Docker only accepts traffic into a bridge network that a
 //! published port or an established connection explains. imag's hosts have no published ports:
-//! their addresses are reached directly. So for each attach interface the agent inserts rules
-//! into Docker's DOCKER-USER chain, each tagged with a comment (`imag:<network>`) so that
-//! `detach` and a restarted agent can find them:
+//! their addresses are reached directly. So the agent keeps a chain of its own per network
+//! (`IMAG-<network>`, [`chain_of`]) with one jump to it at the top of Docker's DOCKER-USER chain,
+//! tagged with a comment (`imag:<network>`) so that `detach` and a restarted agent can find it;
+//! in its chain, for each attach interface:
 //!
 //! - for each host that declares `ports`: `-d ADDR -p tcp -m multiport --dports PORTS -j
 //!   ACCEPT` (and the same for UDP: a port number does not say its protocol), `-d ADDR -p icmp
@@ -14,6 +15,13 @@
 //!   (conntrack) and drop the rest;
 //! - below those, `-i IFACE -d SUBNET -j ACCEPT` for hosts that declare no ports (and the
 //!   gateway), as before.
+//!
+//! The chain is filled in one `iptables-restore --noflush` commit (declaring it flushes what an
+//! earlier agent left there, in the same commit: forwarding never lapses) and removed in one
+//! (jump, flush, chain): a thousand hosts cost one call each way. One chain rather than rules in
+//! DOCKER-USER itself: deleting 40,000 rules one by one (10,000 hosts with ports) takes the
+//! kernel minutes, flushing a chain does not. Rules of agents from before the chain (tagged, in
+//! DOCKER-USER) are deleted in the install commit.
 //!
 //! With `[cluster]`, one more rule, in the nat table: Docker masquerades traffic that leaves a
 //! bridge network for another interface, but a host calling a host served by another node must
@@ -70,6 +78,26 @@ pub struct ForwardRule {
 
 fn comment(network: &str) -> String {
     format!("imag:{network}")
+}
+
+/// The longest chain name iptables takes.
+const CHAIN_NAME_MAX: usize = 28;
+
+/// imag's chain for `network`: `IMAG-<network>`, or, for a name too long for iptables, its first
+/// characters and a hash of the whole (stable across builds: XXH3).
+pub fn chain_of(network: &str) -> String {
+    let name = format!("IMAG-{network}");
+    if name.len() <= CHAIN_NAME_MAX {
+        return name;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(network.as_bytes());
+    let head: String = network.chars().take(14).collect();
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "eight hex digits of the hash are enough to tell networks apart"
+    )]
+    let short = hash as u32;
+    format!("IMAG-{head}-{short:08x}")
 }
 
 /// The rules for one attach interface, in the order to insert them (each goes to the top of the
@@ -143,11 +171,11 @@ impl ForwardRule {
     }
 }
 
-/// Installs `rules` (of `network`, in [`rules_for`]'s order) in one `iptables-restore` commit,
-/// replacing in the same commit every rule of `network` an earlier agent left (kill -9,
-/// `--on-exit keep`): forwarding never lapses, and a thousand hosts cost one call, not three
-/// per rule (at ~20 ms a call, 1,000 hosts with ports took four minutes to attach). Returns how
-/// many rules were replaced.
+/// Installs `rules` (of `network`, in [`rules_for`]'s order) in `network`'s own chain in one
+/// `iptables-restore` commit: the chain is created, or emptied of what an earlier agent left
+/// (kill -9, `--on-exit keep`), filled, and jumped to from DOCKER-USER, so forwarding never
+/// lapses. Returns how many rules the commit replaced in DOCKER-USER (an earlier agent's jump,
+/// or rules from before the chain).
 pub fn install(rules: &[ForwardRule], network: &str) -> Result<usize, FirewallError> {
     let listing = match iptables(&["-w", "-S", CHAIN]) {
         Ok(listing) => listing,
@@ -161,28 +189,33 @@ pub fn install(rules: &[ForwardRule], network: &str) -> Result<usize, FirewallEr
     }
     info!(
         rules = rules.len(),
-        replaced, "forwarding into the imag network allowed"
+        chain = chain_of(network),
+        "forwarding into the imag network allowed"
     );
     Ok(replaced)
 }
 
-/// The `iptables-restore` input that deletes `network`'s rules in `listing` (`iptables -S` of the
-/// chain) and inserts `rules`; and how many it deletes.
+/// The `iptables-restore` input that installs `rules` in `network`'s chain, given `listing`
+/// (`iptables -S DOCKER-USER`); and how many DOCKER-USER rules it deletes.
 fn install_batch(listing: &str, rules: &[ForwardRule], network: &str) -> (String, usize) {
-    let mut batch = String::from("*filter\n");
+    let chain = chain_of(network);
+    // Declaring a user chain creates it, or (with --noflush) empties it.
+    let mut batch = format!("*filter\n:{chain} - [0:0]\n");
     let mut replaced = 0;
     for line in listing.lines() {
         if let Some(rest) = ours(line, network) {
-            batch.push_str("-D ");
-            batch.push_str(rest);
-            batch.push('\n');
+            let _ = writeln!(batch, "-D {rest}");
             replaced += 1;
         }
     }
     for rule in rules {
-        let _ = writeln!(batch, "-I {CHAIN} {}", rule.spec().join(" "));
+        let _ = writeln!(batch, "-I {chain} {}", rule.spec().join(" "));
     }
-    batch.push_str("COMMIT\n");
+    let _ = writeln!(
+        batch,
+        "-I {CHAIN} -m comment --comment {} -j {chain}\nCOMMIT",
+        comment(network)
+    );
     (batch, replaced)
 }
 
@@ -286,58 +319,49 @@ pub fn forget_subnet_source(network: &str, subnet: Ipv4Net) {
     while iptables(&args).is_ok() {}
 }
 
-/// Removes every rule tagged for `network` (what `detach`, a clean exit and a failed start do):
-/// Docker's DOCKER-USER chain and the cluster's nat rule, one `iptables-restore` commit per table
-/// (rule by rule if that fails, e.g. a rule that went meanwhile); returns how many.
+/// Removes what [`install`] and [`keep_subnet_source`] set up for `network` (what `detach`, a
+/// clean exit and a failed start do): the jump from DOCKER-USER (and any rule tagged for the
+/// network there, from agents before the chain), the chain itself, and the cluster's nat rule; one
+/// `iptables-restore` commit per table (command by command if that fails). Returns how many rules
+/// and chains it removed.
 pub fn remove_rules_of(network: &str) -> usize {
+    let chain = chain_of(network);
     let mut removed = 0;
-    for (table, chain) in [("filter", CHAIN), ("nat", "POSTROUTING")] {
-        let Ok(listing) = iptables(&["-w", "-t", table, "-S", chain]) else {
+    for (table, parent) in [("filter", CHAIN), ("nat", "POSTROUTING")] {
+        let Ok(listing) = iptables(&["-w", "-t", table, "-S", parent]) else {
             continue;
         };
-        let lines: Vec<&str> = listing
+        let mut commands: Vec<String> = listing
             .lines()
             .filter_map(|line| ours(line, network))
+            .map(|rest| format!("-D {rest}"))
             .collect();
-        if lines.is_empty() {
+        if table == "filter" && iptables(&["-w", "-S", &chain]).is_ok() {
+            commands.push(format!("-F {chain}"));
+            commands.push(format!("-X {chain}"));
+        }
+        if commands.is_empty() {
             continue;
         }
-        let mut batch = format!("*{table}\n");
-        for rest in &lines {
-            batch.push_str("-D ");
-            batch.push_str(rest);
-            batch.push('\n');
-        }
-        batch.push_str("COMMIT\n");
+        let batch = format!("*{table}\n{}\nCOMMIT\n", commands.join("\n"));
         if let Err(err) = restore(&batch) {
             warn!(error = %err, table, "removing the forwarding rules at once failed; one by one");
-            for line in listing.lines() {
-                let Some(mut args) = deletion_of(line, network) else {
-                    continue;
-                };
-                args.splice(1..1, ["-t".to_string(), table.to_string()]);
+            for command in &commands {
+                let mut args = vec!["-w".to_string(), "-t".into(), table.to_string()];
+                // Quoted comments as listed: the words without their quotes.
+                args.extend(
+                    command
+                        .split_whitespace()
+                        .map(|w| w.trim_matches('"').to_string()),
+                );
                 if let Err(err) = iptables(&args) {
                     warn!(error = %err, "removing a forwarding rule failed");
                 }
             }
         }
-        removed += lines.len();
+        removed += commands.len();
     }
     removed
-}
-
-/// The arguments that delete the rule an `iptables -S` line describes, if it is one of ours for
-/// `network` (whatever its shape: the comment says whose it is).
-fn deletion_of(line: &str, network: &str) -> Option<Vec<String>> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let tag = words.iter().position(|w| *w == "--comment")?;
-    (words.get(tag + 1)?.trim_matches('"') == comment(network)).then_some(())?;
-    let (&"-A", rest) = words.split_first()? else {
-        return None;
-    };
-    let mut args = vec!["-w".to_string(), "-D".to_string()];
-    args.extend(rest.iter().map(|w| w.trim_matches('"').to_string()));
-    Some(args)
 }
 
 /// Makes sure the kernel forwards IPv4 (Docker normally turns this on). Returns whether it had
@@ -366,18 +390,36 @@ mod tests {
     fn finds_our_rules_in_an_iptables_listing_whatever_their_shape() {
         let line = r#"-A DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment "imag:imagt26" -j ACCEPT"#;
         assert_eq!(
-            deletion_of(line, "imagt26").unwrap().join(" "),
-            "-w -D DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment imag:imagt26 -j ACCEPT"
+            ours(line, "imagt26"),
+            Some(
+                r#"DOCKER-USER -d 10.200.26.0/24 -i imagt26h -m comment --comment "imag:imagt26" -j ACCEPT"#
+            )
         );
-        let ports = r#"-A DOCKER-USER -d 10.200.26.10/32 -i imagt26h -p tcp -m multiport --dports 80,8080 -m comment --comment "imag:imagt26" -j ACCEPT"#;
-        assert!(deletion_of(ports, "imagt26").is_some());
-        assert_eq!(deletion_of(line, "imagt2"), None, "another network's rule");
-        assert_eq!(deletion_of("-A DOCKER-USER -j RETURN", "imagt26"), None);
+        let jump = "-A DOCKER-USER -m comment --comment imag:imagt26 -j IMAG-imagt26";
+        assert!(ours(jump, "imagt26").is_some());
+        assert_eq!(ours(line, "imagt2"), None, "another network's rule");
+        assert_eq!(ours("-A DOCKER-USER -j RETURN", "imagt26"), None);
+        assert_eq!(ours("-N DOCKER-USER", "imagt26"), None);
     }
 
     #[test]
-    fn one_commit_replaces_what_an_earlier_agent_left_and_inserts_in_order() {
+    fn chains_are_named_for_their_network_within_iptables_limit() {
+        assert_eq!(chain_of("imagbench"), "IMAG-imagbench");
+        let long = "a-network-name-far-longer-than-iptables-allows";
+        let chain = chain_of(long);
+        assert_eq!(chain.len(), CHAIN_NAME_MAX, "{chain}");
+        assert!(chain.starts_with("IMAG-a-network-name"), "{chain}");
+        assert_ne!(
+            chain,
+            chain_of("a-network-name-far-longer-than-iptables-allowz")
+        );
+        assert_eq!(chain, chain_of(long), "stable");
+    }
+
+    #[test]
+    fn one_commit_fills_the_chain_replaces_what_was_left_and_jumps_to_it() {
         let listing = "-N DOCKER-USER\n\
+             -A DOCKER-USER -m comment --comment imag:imag -j IMAG-imag\n\
              -A DOCKER-USER -d 10.77.0.10/32 -i eth0 -m comment --comment \"imag:imag\" -j RETURN\n\
              -A DOCKER-USER -d 10.78.0.0/24 -i eth0 -m comment --comment \"imag:other\" -j ACCEPT\n\
              -A DOCKER-USER -j RETURN\n";
@@ -389,20 +431,36 @@ mod tests {
             &[(Ipv4Addr::new(10, 77, 0, 10), vec![80])],
         );
         let (batch, replaced) = install_batch(listing, &rules, "imag");
-        assert_eq!(replaced, 1, "only this network's rule: {batch}");
-        let lines: Vec<&str> = batch.lines().collect();
-        assert_eq!(lines[0], "*filter");
         assert_eq!(
-            lines[1],
-            "-D DOCKER-USER -d 10.77.0.10/32 -i eth0 -m comment --comment \"imag:imag\" -j RETURN"
+            replaced, 2,
+            "the old jump and a rule from before the chain: {batch}"
+        );
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(
+            lines[..2],
+            ["*filter", ":IMAG-imag - [0:0]"],
+            "declared: created or emptied"
         );
         assert_eq!(
-            lines[2],
-            "-I DOCKER-USER -i eth0 -d 10.77.0.0/24 -m comment --comment imag:imag -j ACCEPT",
+            lines[2..4],
+            [
+                "-D DOCKER-USER -m comment --comment imag:imag -j IMAG-imag",
+                "-D DOCKER-USER -d 10.77.0.10/32 -i eth0 -m comment --comment \"imag:imag\" -j RETURN",
+            ]
+        );
+        assert_eq!(
+            lines[4],
+            "-I IMAG-imag -i eth0 -d 10.77.0.0/24 -m comment --comment imag:imag -j ACCEPT",
             "inserted in rules_for's order, each at the top: the subnet's ends up last"
         );
-        assert_eq!(lines.len(), 2 + rules.len() + 1);
-        assert_eq!(lines.last(), Some(&"COMMIT"));
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "-I DOCKER-USER -m comment --comment imag:imag -j IMAG-imag",
+                "COMMIT"
+            ]
+        );
+        assert_eq!(lines.len(), 4 + rules.len() + 2);
         assert!(!batch.contains("imag:other") && !batch.contains("-D DOCKER-USER -j RETURN"));
     }
 

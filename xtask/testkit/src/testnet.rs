@@ -254,4 +254,10 @@ pub(crate) fn sweep(tag: &str, detach: Option<(&Path, &Path)>) {
             .collect();
         let _ = Command::new("iptables").args(&args).output();
     }
+    // The agent's own chain for the network (its jump, tagged, went above); test tags are short
+    // enough to be named in full (`imag_agent::firewall::chain_of`).
+    let chain = format!("IMAG-{tag}");
+    for verb in ["-F", "-X"] {
+        let _ = Command::new("iptables").args([verb, &chain]).output();
+    }
 }
