@@ -174,9 +174,9 @@ impl ForwardRule {
 /// Installs `rules` (of `network`, in [`rules_for`]'s order) in `network`'s own chain in one
 /// `iptables-restore` commit: the chain is created, or emptied of what an earlier agent left
 /// (kill -9, `--on-exit keep`), filled, and jumped to from DOCKER-USER, so forwarding never
-/// lapses. Returns how many rules the commit replaced in DOCKER-USER (an earlier agent's jump,
-/// or rules from before the chain).
-pub fn install(rules: &[ForwardRule], network: &str) -> Result<usize, FirewallError> {
+/// lapses; what it replaced in DOCKER-USER (an earlier agent's jump, or rules from before the
+/// chain) is logged.
+pub fn install(rules: &[ForwardRule], network: &str) -> Result<(), FirewallError> {
     let listing = match iptables(&["-w", "-S", CHAIN]) {
         Ok(listing) => listing,
         Err(FirewallError::Failed { .. }) => return Err(FirewallError::NoDockerChain),
@@ -189,10 +189,11 @@ pub fn install(rules: &[ForwardRule], network: &str) -> Result<usize, FirewallEr
     }
     info!(
         rules = rules.len(),
+        replaced,
         chain = chain_of(network),
         "forwarding into the imag network allowed"
     );
-    Ok(replaced)
+    Ok(())
 }
 
 /// The `iptables-restore` input that installs `rules` in `network`'s chain, given `listing`

@@ -169,10 +169,7 @@ impl Noops {
     pub fn attach(iface: &str) -> anyhow::Result<Noops> {
         use anyhow::Context as _;
         let mut ebpf = Ebpf::load(&object()).context("loading the no-op programs")?;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(TC_NAME)
-            .context("no TC no-op in the object")?
-            .try_into()?;
+        let tc = tc_noop(&mut ebpf)?;
         tc.load()?;
         tc.attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching the TC no-op to {iface} egress"))?;
@@ -237,10 +234,7 @@ impl BesideImag {
                 slot
             } else {
                 let mut ebpf = Ebpf::load(&object()).context("loading a no-op program")?;
-                let tc: &mut SchedClassifier = ebpf
-                    .program_mut(TC_NAME)
-                    .context("no TC no-op in the object")?
-                    .try_into()?;
+                let tc = tc_noop(&mut ebpf)?;
                 tc.load()?;
                 let id = tc.info()?.id();
                 beside.loaded.push(ebpf);
@@ -249,19 +243,25 @@ impl BesideImag {
             };
             let iface = interface_name(index)
                 .with_context(|| format!("the interface of {program}'s hook (ifindex {index})"))?;
-            let tc: &mut SchedClassifier = beside.loaded[slot]
-                .program_mut(TC_NAME)
-                .context("no TC no-op in the object")?
-                .try_into()?;
-            tc.attach_with_options(
-                &iface,
-                attach,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
-            .with_context(|| format!("attaching a TC no-op before {program} on {iface}"))?;
+            tc_noop(&mut beside.loaded[slot])?
+                .attach_with_options(
+                    &iface,
+                    attach,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+                .with_context(|| format!("attaching a TC no-op before {program} on {iface}"))?;
         }
         Ok(beside)
     }
+}
+
+/// The TC no-op in a loaded [`object`].
+fn tc_noop(ebpf: &mut Ebpf) -> anyhow::Result<&mut SchedClassifier> {
+    use anyhow::Context as _;
+    Ok(ebpf
+        .program_mut(TC_NAME)
+        .context("no TC no-op in the object")?
+        .try_into()?)
 }
 
 /// An interface's name from its index, in the calling thread's namespace.

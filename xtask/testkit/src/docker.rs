@@ -63,8 +63,8 @@ pub fn network_exists(network: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Removes `network` and every container imag labelled as belonging to it; what does not
-/// exist is skipped.
+/// Removes `network` and every container imag labelled as belonging to it (a clean-up: what is
+/// already gone is left alone).
 pub fn remove_network(network: &str) {
     for id in containers_on(network) {
         let _ = Command::new("docker").args(["rm", "-f", &id]).output();

@@ -164,23 +164,16 @@ pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> S
                     cpu_ns_total += if ns >= last { ns - last } else { ns };
                 }
             }
-            let Some(since) = Instant::now().checked_duration_since(from) else {
+            match Instant::now().checked_duration_since(from) {
+                Some(since) => sampled.samples.push(Sample {
+                    t_s: since.as_secs_f64(),
+                    hosts_mb: bytes as f64 / f64::from(1 << 20),
+                    agent_mb: rss_mb(agent_pid),
+                    resident,
+                }),
                 // Still in the warm-up: the CPU used so far is not the measured span's.
-                cpu_ns_total = 0;
-                next += EVERY;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                } else {
-                    next = Instant::now();
-                }
-                continue;
-            };
-            sampled.samples.push(Sample {
-                t_s: since.as_secs_f64(),
-                hosts_mb: bytes as f64 / f64::from(1 << 20),
-                agent_mb: rss_mb(agent_pid),
-                resident,
-            });
+                None => cpu_ns_total = 0,
+            }
             next += EVERY;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
