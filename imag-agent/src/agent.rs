@@ -294,7 +294,6 @@ async fn attach_on<R: ContainerRuntime>(
         }
     };
     orchestrator.run(&mut held_rx, &mut inputs_rx, stop).await;
-    let _ = std::fs::remove_file(&socket);
 
     info!(?on_exit, "shutting down");
     orchestrator.finish(&mut held_rx, EXIT_GRACE).await;
@@ -321,6 +320,9 @@ async fn attach_on<R: ContainerRuntime>(
             "leaving the datapath attached for the next agent (`imag-agent detach` removes it)"
         ),
     }
+    // The socket goes last: `imag-agent detach` waits for it to vanish before it cleans up what
+    // is left, so it must not vanish while this agent is still detaching.
+    let _ = std::fs::remove_file(&socket);
     let c = orchestrator.counters;
     info!(
         held = c.held,

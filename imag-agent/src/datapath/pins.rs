@@ -141,10 +141,16 @@ impl Pins {
     pub fn remove_all(&self) -> io::Result<()> {
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
+                // Another process (an agent detaching while `imag-agent detach` cleans up) may
+                // remove the same pins at the same time: what is already gone is fine.
+                let gone = |result: io::Result<()>| match result {
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                };
                 for entry in entries {
-                    std::fs::remove_file(entry?.path())?;
+                    gone(entry.and_then(|e| std::fs::remove_file(e.path())))?;
                 }
-                std::fs::remove_dir(&self.dir)?;
+                gone(std::fs::remove_dir(&self.dir))?;
                 let _ = std::fs::remove_dir(self.dir.parent().expect("imag/<network>"));
                 Ok(())
             }
