@@ -8,6 +8,7 @@ use etherparse::PacketBuilder;
 use imag_agent::datapath::{
     Datapath, TestHook,
     TestVerdict::{self, Drop, Pass},
+    ring::parse_record,
 };
 use imag_common::{LINK_SLOTS_LEN, stat};
 
@@ -261,6 +262,107 @@ fn the_host_link_holds_only_what_wakes() {
             datapath.stats()[stat::DROPPED_NOT_WAKING as usize],
             not_waking,
             "{what}: dropped_not_waking"
+        );
+    }
+}
+
+/// `imag_from_host` holds what a warm container sends to a neighbour that is not warm, whatever
+/// MAC it is addressed to (a container may still know a stopped neighbour's own MAC, whose port is
+/// gone, or reach a neighbour being started before its link is guarded): only what wakes it.
+#[test]
+fn a_warm_container_s_packets_to_a_cold_neighbour_are_held_where_they_are_sent() {
+    imag_testkit::require_environment();
+    let from_warm = |frame: Vec<u8>| {
+        let mut frame = frame;
+        // Sent by the warm host's container, to the neighbour's own MAC.
+        frame[0..6].copy_from_slice(&NEIGHBOUR_MAC);
+        frame[6..12].copy_from_slice(&CONTAINER_MAC);
+        frame[26..30].copy_from_slice(&WARM.octets());
+        let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+            .unwrap()
+            .to_header();
+        ip.header_checksum = ip.calc_header_checksum();
+        frame[14..34].copy_from_slice(&ip.to_bytes());
+        frame
+    };
+    // (what, frame, verdict, held, dropped_not_waking)
+    for (what, frame, verdict, held, not_waking) in [
+        (
+            "a SYN to a cold neighbour",
+            from_warm(syn_to(COLD)),
+            Drop,
+            true,
+            0,
+        ),
+        (
+            "a ping to a cold neighbour",
+            from_warm(echo_request_to(COLD)),
+            Drop,
+            true,
+            0,
+        ),
+        (
+            "a TCP reset to a cold neighbour",
+            from_warm(rst_to(COLD)),
+            Drop,
+            false,
+            1,
+        ),
+        (
+            "a SYN to a warm neighbour",
+            from_warm(syn_to(WARM)),
+            Pass,
+            false,
+            0,
+        ),
+        (
+            "a SYN to an address of no host",
+            from_warm(syn_to(OTHER)),
+            Pass,
+            false,
+            0,
+        ),
+    ] {
+        let mut datapath = loaded();
+        datapath
+            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+        let mut ring = datapath.take_held_frames().unwrap();
+        let result = datapath.run_hold_program(TestHook::FromHost, &frame, LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, verdict, "{what}: verdict");
+        let frame_held = ring
+            .next()
+            .map(|record| parse_record(&record).expect("a well-formed record"));
+        assert_eq!(frame_held.is_some(), held, "{what}: held");
+        if let Some(record) = frame_held {
+            assert_eq!(
+                record.header.host_id, COLD_ID,
+                "{what}: held for the cold host"
+            );
+            assert_eq!(
+                record.header.ifindex, LO,
+                "{what}: held on the sender's port"
+            );
+            assert_eq!(record.frame, frame, "{what}: the whole frame");
+        }
+        let stats = datapath.stats();
+        assert_eq!(
+            stats[stat::HELD_AT_HOST_LINK as usize],
+            u64::from(held),
+            "{what}: held_at_host_link"
+        );
+        assert_eq!(
+            stats[stat::DROPPED_NOT_WAKING as usize],
+            not_waking,
+            "{what}: dropped_not_waking"
+        );
+        assert_eq!(
+            stats[stat::DROPPED_SPOOFED as usize],
+            0,
+            "{what}: not spoofed"
         );
     }
 }

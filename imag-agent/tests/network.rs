@@ -93,6 +93,69 @@ fn a_chain_of_cold_hosts_answers_one_request() {
     }
 }
 
+/// A warm host that still knows a sleeping neighbour's own MAC address sends straight to it: a
+/// stopped neighbour's port is gone (the frame would be flooded and lost), and once the engine
+/// starts it again, a frame reaching it before its service listens is answered with a reset. The
+/// sender's own link holds such a frame, which wakes the neighbour and reaches it once ready.
+#[test]
+fn a_host_that_knows_a_sleeping_neighbour_s_mac_still_wakes_it() {
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let b = net.host_addr(11);
+    let config = net.network_toml()
+        + &net.http_host("a", 10, &["--backend", &format!("{b}:8080")])
+        // Slow to listen: a SYN reaching its container early would be reset.
+        + &net.http_host("b", 11, &["--delay-ms", "700"]);
+    let agent = net.start_agent(&config, &[]);
+    let ask = || {
+        client
+            .run(|| clients::http_get(net.http_addr(10), WAKE))
+            .unwrap()
+    };
+    let (body, _) = ask().expect("the first request wakes both");
+    assert_eq!(body, "a via backend: hello from b\n");
+    let b_mac = docker::container_mac(&net.container("b"), net.network()).unwrap();
+    agent.command(&["sleep", "b", "--tier", "stop"]).unwrap();
+    wait_until("b is asleep", Duration::from_secs(20), || {
+        agent.host("b").unwrap()["state"] == "asleep"
+    });
+    // a keeps b's own MAC whatever it is told (as a neighbour cache that missed or refused the
+    // datapath's gratuitous ARP would).
+    let a_pid = docker::inspect(&net.container("a"), "{{.State.Pid}}").unwrap();
+    let pinned = Command::new("nsenter")
+        .args(["-t", &a_pid, "-n", "ip", "neigh", "replace", &b.to_string()])
+        .args(["lladdr", b_mac.trim(), "dev", "eth0", "nud", "permanent"])
+        .status()
+        .unwrap();
+    assert!(pinned.success(), "pinning a's neighbour entry for b");
+    let before = container_syn_retransmits(&net.container("a"));
+
+    let (body, _) =
+        ask().unwrap_or_else(|e| panic!("a's request wakes b: {e}\n{}", agent.log_text()));
+    assert_eq!(
+        body,
+        "a via backend: hello from b\n",
+        "b was reached, not reset:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        container_syn_retransmits(&net.container("a")) - before,
+        0,
+        "a reached b with its first SYN"
+    );
+    // The datapath's counters reach /metrics on the agent's next tick.
+    wait_until(
+        "the frame held at a's link is counted",
+        Duration::from_secs(5),
+        || {
+            net.scrape().value(
+                "imag_datapath_packets_total",
+                &[("verdict", "held_at_host_link")],
+            ) >= 1.0
+        },
+    );
+}
+
 #[test]
 fn a_neighbour_on_the_same_segment_resolves_a_cold_host_by_arp() {
     neighbour_resolves_cold_host(&[]);

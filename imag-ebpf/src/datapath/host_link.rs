@@ -11,7 +11,8 @@
 //!   A VLAN-tagged frame is never held there (it would be re-delivered untagged): it passes
 //!   untouched; a packet that would not wake the host (`wakes`) is dropped.
 //! - `from_host` (ingress from the container) drops what the container sends as someone else
-//!   (`spoof`), and counts packets out.
+//!   (`spoof`), counts packets out, and holds what it sends to a neighbour that is not warm
+//!   (whatever MAC it was sent to: see `hold_for_neighbour`).
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
@@ -20,7 +21,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use imag_common::{
-    HOST_FLAG_IGNORES_PEERS, HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, stat,
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity,
+    HostEntry, IgnoreKey, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -32,11 +34,14 @@ use super::{
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
     count,
     hold::emit_held,
-    host_entry,
+    host_entry, in_subnet,
     packet::{Frame, ptr_at},
     spoof::{self, Claim},
-    wakes::wakes,
+    wakes::{IPPROTO_ICMP, wakes},
 };
+
+/// The "more fragments" bit in the first byte of an IPv4 header's flags and offset.
+const MORE_FRAGMENTS: u8 = 0x20;
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
@@ -156,7 +161,59 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     if let Some(host) = host_entry(host_addr) {
         record(&host, ip.dst_addr, ctx.len(), Direction::Out);
     }
-    TC_ACT_OK
+    // Outside the subnet (answers to clients): no host there, no lookup.
+    let dst = u32::from_ne_bytes(ip.dst_addr);
+    if !in_subnet(dst) {
+        return TC_ACT_OK;
+    }
+    match host_entry(dst) {
+        Some(target) if target.mode == HOST_MODE_HOLD => hold_for_neighbour(ctx, &ip, dst, &target),
+        _ => TC_ACT_OK,
+    }
+}
+
+/// A packet this container sends to a neighbour that is not warm is held here, at the sender,
+/// whatever MAC address it is sent to. Sent to the bridge it would be held there anyway; but a
+/// container may still know the neighbour's own MAC (a stopped container's port is gone, and the
+/// frame would be flooded and lost), and a neighbour being started has a new link that is
+/// guarded only once it is warm, so the frame would reach a container whose service does not
+/// listen yet (a reset: "connection refused"). The held frame names this link, the port it
+/// entered the bridge on, like those `to_host` holds.
+#[inline(always)]
+fn hold_for_neighbour(ctx: &TcContext, ip: &Ipv4Hdr, dst: u32, target: &HostEntry) -> i32 {
+    // Left to the bridge: fragments and packets with options (passed there), VLAN-tagged
+    // frames, and pings the datapath answers for the host.
+    if ip.vihl != 0x45 || ip.frags[0] & MORE_FRAGMENTS != 0 || ip.frag_offset() != 0 {
+        return TC_ACT_OK;
+    }
+    if ctx.vlan_tagged() || (ip.proto == IPPROTO_ICMP && target.flags & HOST_FLAG_ANSWER_PING != 0)
+    {
+        return TC_ACT_OK;
+    }
+    if allow::denied(target, ip.src_addr, || true) {
+        return TC_ACT_SHOT;
+    }
+    let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
+    if !wakes(ip.proto, |at| read::<u8>(ctx, l4 + at).ok()) {
+        count(stat::DROPPED_NOT_WAKING);
+        return TC_ACT_SHOT;
+    }
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let emitted = emit_held(
+        ctx.len() as usize,
+        ctx.ingress_ifindex(),
+        dst,
+        target.host_id,
+        |to, len| {
+            // SAFETY: `to` holds at least len bytes (emit_held checked it).
+            unsafe { bpf_skb_load_bytes(skb.cast(), 0, to, len) }
+        },
+    );
+    count(match emitted {
+        Ok(()) => stat::HELD_AT_HOST_LINK,
+        Err(counter) => counter,
+    });
+    TC_ACT_SHOT
 }
 
 /// Whether the packet's TCP segment opens a connection (unreadable: assume it does).
