@@ -50,7 +50,8 @@ impl Launch {
             config: config.to_path_buf(),
             interfaces: interfaces.iter().map(ToString::to_string).collect(),
             args: Vec::new(),
-            log_filter: "info".into(),
+            // IMAG_TEST_LOG=FILTER sets the agents' RUST_LOG (e.g. "info,imag_agent=debug").
+            log_filter: std::env::var("IMAG_TEST_LOG").unwrap_or_else(|_| "info".into()),
             // IMAG_TEST_ECHO=1 echoes every agent's log as it runs (for debugging a test).
             echo: std::env::var_os("IMAG_TEST_ECHO").is_some(),
             name: "agent".into(),

@@ -375,8 +375,17 @@ fn replay_policy(
     let wakes_failed = after.sum("imag_wakes_total", &[])
         - before.sum("imag_wakes_total", &[])
         - wakes.values().sum::<f64>();
-    let log_wakes = replay::wakes_in_log(&agent.log_text());
+    let log = agent.log_text();
     drop(agent);
+    // Kept for whoever investigates a failed request or a slow wake (not part of the report).
+    let log_path = config.with_file_name(format!("trace-agent-{}.log", policy.name));
+    if let Err(err) = std::fs::write(&log_path, &log) {
+        eprintln!(
+            "trace: could not keep the agent's log at {}: {err}",
+            log_path.display()
+        );
+    }
+    let log_wakes = replay::wakes_in_log(&log);
     let mut run = summarize(trace, policy, &replayed, &sampled, &log_wakes, lead);
     run.seconds = seconds;
     run.agent_cpu_s = agent_cpu_s;
@@ -400,7 +409,7 @@ fn summarize(
     let measured = || replayed.done.iter().filter(|d| d.at_s >= lead);
     for d in measured() {
         if let Some(err) = &d.error {
-            failures.push(err.clone());
+            failures.push(format!("at {:.1} s: {err}", d.at_s - lead));
             continue;
         }
         latencies.push(d.latency_ms);
