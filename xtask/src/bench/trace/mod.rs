@@ -85,6 +85,10 @@ pub struct TraceRun {
     /// the keep-alive's 10 (`workload::ideal_saving`).
     pub ideal_saving_imag: f64,
     pub ideal_saving_keep_alive: f64,
+    /// The same bound for other idle timeouts: (timeout in trace seconds, share saved).
+    pub ideal_curve: Vec<(f64, f64)>,
+    /// The longest idle timeout (trace seconds) whose bound still reaches the target.
+    pub ideal_timeout_for_target_s: f64,
     pub hosts: Vec<workload::HostPlan>,
     /// Requests in the measured span.
     pub requests: usize,
@@ -116,6 +120,15 @@ pub struct PolicyRun {
     /// Wakes during the replay, by the tier they woke from; and failed wakes.
     pub wakes: BTreeMap<String, f64>,
     pub wakes_failed: f64,
+    /// Wakes the budget refused (no room, nothing evictable): their requests are reset.
+    pub wakes_refused_budget: f64,
+    /// Wakes that ended in the measured span (the agent's log), their length p50/p99 (ms), and
+    /// how many took longer than a client's first SYN timeout (1 s): each forces a retransmission
+    /// of every SYN it held.
+    pub wakes_logged: usize,
+    pub wake_p50_ms: f64,
+    pub wake_p99_ms: f64,
+    pub wakes_over_1s: usize,
     pub syn_retransmissions: u64,
     pub samples: usize,
     /// Memory over time: (seconds, hosts MiB, agent MiB).
@@ -124,6 +137,9 @@ pub struct PolicyRun {
     #[serde(skip)]
     pub latencies: Vec<(f64, f64)>,
 }
+
+/// Idle timeouts (trace seconds) the report gives the trace's own bound for.
+const IDEAL_CURVE_S: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0];
 
 /// The host's address: .2, .3, …
 fn address(i: usize) -> Ipv4Addr {
@@ -232,6 +248,11 @@ pub fn measure(
         keep_alive: policy::timeout(&params, policy::KEEP_ALIVE_S),
         ideal_saving_imag: workload::ideal_saving(&trace, policy::IMAG_IDLE_S),
         ideal_saving_keep_alive: workload::ideal_saving(&trace, policy::KEEP_ALIVE_S),
+        ideal_curve: IDEAL_CURVE_S
+            .iter()
+            .map(|&t| (t, workload::ideal_saving(&trace, t)))
+            .collect(),
+        ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
         params,
         hosts: trace.hosts.clone(),
         requests: measured,
@@ -391,6 +412,8 @@ fn replay_policy(
     run.agent_cpu_s = agent_cpu_s;
     run.wakes = wakes;
     run.wakes_failed = wakes_failed;
+    let refused = |m: &Metrics| m.sum("imag_wakes_refused_total", &[("reason", "budget")]);
+    run.wakes_refused_budget = refused(&after) - refused(&before);
     Ok(run)
 }
 
@@ -425,6 +448,16 @@ fn summarize(
     }
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
+    // The wall clock of the measured span's start, from any measured request.
+    let measured_wall = measured()
+        .next()
+        .map_or(f64::INFINITY, |d| d.wall_s - (d.at_s - lead));
+    let mut wake_ms: Vec<f64> = log_wakes
+        .iter()
+        .filter(|w| w.to_s >= measured_wall)
+        .map(|w| (w.to_s - w.from_s) * 1000.0)
+        .collect();
+    wake_ms.sort_by(f64::total_cmp);
     let host_memory_mb_s = sampled.memory_mb_s(|s| s.hosts_mb);
     let agent_memory_mb_s = sampled.memory_mb_s(|s| s.agent_mb);
     PolicyRun {
@@ -451,6 +484,10 @@ fn summarize(
             met as f64 / latencies.len() as f64
         },
         failures: failures.into_iter().take(20).collect(),
+        wakes_logged: wake_ms.len(),
+        wake_p50_ms: quantile(&wake_ms, 0.5),
+        wake_p99_ms: quantile(&wake_ms, 0.99),
+        wakes_over_1s: wake_ms.iter().filter(|&&ms| ms > 1000.0).count(),
         syn_retransmissions: replayed.syn_retransmissions,
         samples: sampled.samples.len(),
         series: sampled

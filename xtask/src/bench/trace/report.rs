@@ -74,13 +74,14 @@ fn table(run: &TraceRun, out: &mut String) {
     out.push_str(
         "| policy | memory (MiB·s) | saved vs always-on | mean MiB | peak MiB | CPU s (hosts + agent) \
          | answered | failed | p50 ms | p99 ms | p99.9 ms | met a wake | wakes (stopped / paused / \
-         absent) | SYN retrans. |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         absent) | wake p50 / p99 ms | wakes > 1 s | SYN retrans. |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &run.policies {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {} | {:.0} | {:.0} | {:.1} + {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | \
-             {:.2} % | {:.0} / {:.0} / {:.0}{} | {} |",
+             {:.2} % | {:.0} / {:.0} / {:.0}{} | {} | {} | {} |",
             r.name,
             r.memory_mb_s,
             saved(run, r).map_or("–".to_string(), |s| format!("{:.1} %", 100.0 * s)),
@@ -102,6 +103,12 @@ fn table(run: &TraceRun, out: &mut String) {
             } else {
                 String::new()
             },
+            if r.wakes_logged == 0 {
+                "–".to_string()
+            } else {
+                format!("{:.0} / {:.0}", r.wake_p50_ms, r.wake_p99_ms)
+            },
+            r.wakes_over_1s,
             r.syn_retransmissions,
         );
     }
@@ -110,6 +117,15 @@ fn table(run: &TraceRun, out: &mut String) {
         let _ = writeln!(out, "- **{}**: {}", r.name, r.what);
     }
     out.push('\n');
+}
+
+/// A trace duration for the report: "30 s", "1 min", "10 min".
+fn trace_duration(seconds: f64) -> String {
+    if seconds >= 60.0 && seconds % 60.0 == 0.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{seconds} s")
+    }
 }
 
 /// The target, the must-be-zero counts, and how to read the table.
@@ -150,12 +166,45 @@ fn verdict(run: &TraceRun, out: &mut String) {
         100.0 * run.ideal_saving_imag,
         100.0 * run.ideal_saving_keep_alive,
     );
+    let curve: Vec<String> = run
+        .ideal_curve
+        .iter()
+        .map(|(t, saved)| format!("{} {:.1} %", trace_duration(*t), 100.0 * saved))
+        .collect();
+    let _ = writeln!(
+        out,
+        "The same bound by idle timeout: {}. {:.0} % needs every host asleep within {:.1} s \
+         (trace time) of its last request, {:.0} ms at this compression: a wake on almost \
+         every request, where a stopped host's wake here is the engine's start (hundreds of ms, \
+         see the wake column) and a paused host keeps its memory.",
+        curve.join(", "),
+        TARGET_SAVED * 100.0,
+        run.ideal_timeout_for_target_s,
+        1000.0 * run.ideal_timeout_for_target_s / run.compression.max(1e-9),
+    );
     let failed: usize = run.policies.iter().map(|r| r.failed).sum();
     let retrans: u64 = run.policies.iter().map(|r| r.syn_retransmissions).sum();
     let _ = writeln!(
         out,
         "\nFailed requests (must be 0): {failed}. Client SYN retransmissions (must be 0): {retrans}."
     );
+    for r in run.policies.iter().filter(|r| r.wakes_refused_budget > 0.0) {
+        let _ = writeln!(
+            out,
+            "Under {}, {:.0} wakes were refused by the budget (no room and nothing evictable: \
+             every host counted against it busy or waking), each answering its held requests \
+             with a reset: a budget smaller than the busy hosts' peak refuses by design.",
+            r.name, r.wakes_refused_budget
+        );
+    }
+    for r in run.policies.iter().filter(|r| r.wakes_over_1s > 0) {
+        let _ = writeln!(
+            out,
+            "Under {}, {} wakes took longer than 1 s, a client's first SYN timeout: every SYN \
+             such a wake held was sent again, what the wait forces.",
+            r.name, r.wakes_over_1s
+        );
+    }
     for r in run.policies.iter().filter(|r| !r.failures.is_empty()) {
         let _ = writeln!(out, "\nFirst failures under {}:", r.name);
         for f in &r.failures {

@@ -266,6 +266,27 @@ pub fn ideal_saving(trace: &Trace, timeout_s: f64) -> f64 {
     }
 }
 
+/// The longest idle timeout (trace seconds, to a millisecond) for which [`ideal_saving`] still
+/// reaches `share`; 0 if none does. The saving only falls as the timeout grows.
+pub fn timeout_for_saving(trace: &Trace, share: f64) -> f64 {
+    let (mut low, mut high) = (0.0_f64, 86_400.0_f64);
+    if ideal_saving(trace, high) >= share {
+        return high;
+    }
+    if ideal_saving(trace, low) < share {
+        return 0.0;
+    }
+    while high - low > 0.001 {
+        let mid = f64::midpoint(low, high);
+        if ideal_saving(trace, mid) >= share {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    low
+}
+
 /// Application sizes summing to `hosts` (the last one cut to fit).
 fn group(hosts: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let mut sizes = Vec::new();
@@ -448,6 +469,14 @@ mod tests {
         // 30 of 300 host-seconds, all footprints equal.
         near("ideal saving", ideal_saving(&trace, 10.0), 0.9, 1e-9);
         assert!(ideal_saving(&trace, 1_000.0) < ideal_saving(&trace, 10.0));
+        // 90 % saved up to a 10 s timeout, less beyond; everything at 0, nothing asks for more.
+        near(
+            "longest timeout saving 90 %",
+            timeout_for_saving(&trace, 0.9),
+            10.0,
+            0.002,
+        );
+        assert!(timeout_for_saving(&trace, 1.01).abs() < f64::EPSILON);
     }
 
     #[test]
