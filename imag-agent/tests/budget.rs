@@ -158,7 +158,13 @@ fn a_host_with_an_open_connection_survives_eviction_while_an_idle_one_goes() {
 
     let (body, retransmits) = request(client, &net, 12);
     assert_eq!(body, "hello from c\n");
-    assert_eq!(retransmits, 0, "{}", agent.log_text());
+    // None beyond what the wait forces (eviction, then the engine's create and start).
+    let wake_ms = agent.last_wake_ms("c").expect("c's wake is logged");
+    assert!(
+        retransmits <= clients::syn_retransmissions_forced(wake_ms),
+        "{retransmits} SYN retransmissions during a wake of {wake_ms} ms: {}",
+        agent.log_text()
+    );
     assert_eq!(
         container_status(&net.container("b")).as_deref(),
         Some("exited"),
@@ -208,7 +214,13 @@ fn memory_budget_counts_hosts_memory_limits_and_evicts_the_least_recently_used()
     // 80 MiB + 40 MiB > 100 MiB: a, the least recently used, makes room.
     let (body, retransmits) = request(client, &net, 12);
     assert_eq!(body, "hello from c\n");
-    assert_eq!(retransmits, 0, "{}", agent.log_text());
+    // None beyond what the wait forces (eviction, then the engine's create and start).
+    let wake_ms = agent.last_wake_ms("c").expect("c's wake is logged");
+    assert!(
+        retransmits <= clients::syn_retransmissions_forced(wake_ms),
+        "{retransmits} SYN retransmissions during a wake of {wake_ms} ms: {}",
+        agent.log_text()
+    );
     assert_eq!(
         container_status(&net.container("a")).as_deref(),
         Some("exited"),

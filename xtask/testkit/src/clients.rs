@@ -226,3 +226,37 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     // Folded above: the sum fits 16 bits.
     !u16::try_from(sum).expect("folded to 16 bits")
 }
+
+/// The SYN retransmissions a client forces by itself while a wake of `wake_ms` holds its first
+/// SYN: Linux sends a SYN again 1 s after the first, then 2 s, 4 s, … after the one before.
+/// A test asserts no retransmission beyond these (a slow engine start is not imag's doing).
+pub fn syn_retransmissions_forced(wake_ms: f64) -> u64 {
+    let mut forced = 0;
+    let mut at_ms = 1000.0;
+    let mut gap_ms = 1000.0;
+    while at_ms < wake_ms {
+        forced += 1;
+        gap_ms *= 2.0;
+        at_ms += gap_ms;
+    }
+    forced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::syn_retransmissions_forced;
+
+    #[test]
+    fn a_wait_forces_a_syn_retransmission_at_1_3_and_7_seconds() {
+        for (wake_ms, forced) in [
+            (0.0, 0),
+            (999.0, 0),
+            (1_001.0, 1),
+            (2_999.0, 1),
+            (3_001.0, 2),
+            (7_001.0, 3),
+        ] {
+            assert_eq!(syn_retransmissions_forced(wake_ms), forced, "{wake_ms} ms");
+        }
+    }
+}
