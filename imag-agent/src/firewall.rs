@@ -55,6 +55,9 @@ pub enum FirewallError {
 pub enum Target {
     /// Accept everything into the subnet.
     Subnet(Ipv4Net),
+    /// Accept packets of connections conntrack already knows (what Docker's own rules accept
+    /// too), so that only a connection's first packet walks the hosts' rules below.
+    Established(Ipv4Net),
     /// Accept new TCP or UDP traffic to these ports of a host (at most [`MULTIPORT_MAX`]).
     Ports {
         host: Ipv4Addr,
@@ -131,6 +134,11 @@ pub fn rules_for(
             }
         }
     }
+    // Every forwarded packet passes DOCKER-USER (before Docker's own "established" accept): with
+    // rules per host, the chain would be walked in full by every packet of every connection.
+    if rules.len() > 1 {
+        rules.push(rule(Target::Established(subnet)));
+    }
     rules
 }
 
@@ -141,6 +149,13 @@ impl ForwardRule {
         let verdict = match &self.target {
             Target::Subnet(subnet) => {
                 spec.extend(["-d".to_string(), subnet.to_string()]);
+                "ACCEPT"
+            }
+            Target::Established(subnet) => {
+                spec.extend(["-d".to_string(), subnet.to_string()]);
+                spec.extend(
+                    ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"].map(String::from),
+                );
                 "ACCEPT"
             }
             Target::Ports {
@@ -494,6 +509,18 @@ mod tests {
         assert!(
             !specs.iter().any(|s| s.contains("10.77.0.11")),
             "a host without ports is covered by the subnet rule"
+        );
+        assert_eq!(
+            specs.last().unwrap(),
+            "-i eth0 -d 10.77.0.0/24 -m conntrack --ctstate RELATED,ESTABLISHED -m comment \
+             --comment imag:imag -j ACCEPT",
+            "inserted last, so matched first: a known connection's packets walk nothing else"
+        );
+        let open_only = rules_for("eth0", "imag", subnet, &[(open, vec![])]);
+        assert_eq!(
+            open_only.len(),
+            1,
+            "without hosts' rules the subnet rule alone is as cheap: {open_only:?}"
         );
         let chunks = specs
             .iter()
