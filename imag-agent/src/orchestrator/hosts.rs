@@ -65,6 +65,9 @@ pub struct Host {
     pub started_here: bool,
     /// `CLOCK_MONOTONIC` ns when the host last became warm.
     pub warm_since_ns: u64,
+    /// Its TCP connections opened so far (`HostActivity::tcp_opened`) when it last became warm:
+    /// a connection opened since is traffic even before its link's counters are attached.
+    pub tcp_opened_at_warm: u64,
     /// `CLOCK_MONOTONIC` ns when the host last fell asleep.
     pub asleep_since_ns: u64,
     pub sleep_cause: Option<SleepCause>,
@@ -117,6 +120,7 @@ impl Host {
             last_wake: None,
             started_here: false,
             warm_since_ns: now_ns,
+            tcp_opened_at_warm: 0,
             asleep_since_ns: now_ns,
             sleep_cause: None,
             settling: false,

@@ -130,3 +130,30 @@ async fn a_pre_wake_keeps_to_allow_from_and_never_evicts() {
     );
     assert_eq!(orch.subscribe().borrow().budget.evictions_max_warm, 0);
 }
+
+/// A pre-woken host's link counts packets only once it is found, a moment after the host became
+/// warm; a connection its source opened to it meanwhile still makes the pre-wake a used one.
+#[tokio::test(start_paused = true)]
+async fn a_connection_before_the_link_counts_makes_a_pre_wake_used() {
+    let (mut orch, _fake) = orchestrator(&[host("a", 10, ""), host("b", 11, "")].concat());
+    orch.prewake.learner = learned(&[("a", "b")]);
+    let frame = held(&orch, A);
+    orch.on_held(frame);
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "b"), StateName::Warm);
+    let result = |orch: &Orch| orch.subscribe().borrow().prewake.recent[0].result.clone();
+    orch.tick();
+    orch.publish();
+    assert_eq!(result(&orch), "pending", "no traffic yet");
+    // a connects to b: the connection is counted, no packet of b's link is.
+    orch.datapath_mut()
+        .activity
+        .entry(B)
+        .or_default()
+        .tcp_opened += 1;
+    // One tick reads the activity, the next judges it.
+    orch.tick();
+    orch.tick();
+    orch.publish();
+    assert_eq!(result(&orch), "used");
+}

@@ -29,7 +29,7 @@ pub(super) struct FakeTable {
     /// Hold (true) or pass, by address.
     hold: HashMap<Ipv4Addr, bool>,
     mode: HashMap<Ipv4Addr, HostMode>,
-    activity: HashMap<Ipv4Addr, HostActivity>,
+    pub(super) activity: HashMap<Ipv4Addr, HostActivity>,
     links: HashSet<Ipv4Addr>,
     /// Sources restricted hosts allow: (host id, prefix).
     allowed: Vec<(u32, Ipv4Net)>,

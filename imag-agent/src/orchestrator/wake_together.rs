@@ -200,11 +200,15 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             };
             let h = &self.hosts[t];
             // The datapath counts a warm host's traffic, not who sent it: traffic after the
-            // pre-wake is taken as the source's.
-            if h.is_warm() && h.activity.last_packet_ns > h.warm_since_ns {
-                self.prewake
-                    .learner
-                    .packet(&source, &target, false, h.activity.last_packet_ns);
+            // pre-wake is taken as the source's. Its link's counters start a moment after it
+            // became warm (the link is found then); the connections it accepted meanwhile are
+            // counted anyway (`imag_tcp_state` is not on the link).
+            if h.is_warm()
+                && (h.activity.last_packet_ns > h.warm_since_ns
+                    || h.activity.tcp_opened > h.tcp_opened_at_warm)
+            {
+                let at = h.activity.last_packet_ns.max(h.warm_since_ns);
+                self.prewake.learner.packet(&source, &target, false, at);
             }
         }
         let hosts = &self.hosts;
