@@ -8,7 +8,7 @@ use etherparse::PacketBuilder;
 use imag_agent::datapath::{
     Datapath, TestHook,
     TestVerdict::{self, Drop, Pass},
-    ring::parse_record,
+    ring::{HeldFrame, parse_record},
 };
 use imag_common::{LINK_SLOTS_LEN, stat};
 
@@ -234,6 +234,24 @@ fn a_container_speaks_only_as_itself() {
     }
 }
 
+/// Runs `hook` on `frame` arriving on the loopback device; its verdict and the frame it held.
+fn run_on_link(
+    datapath: &mut Datapath,
+    hook: TestHook,
+    frame: &[u8],
+    what: &str,
+) -> (TestVerdict, Option<HeldFrame>) {
+    let mut ring = datapath.take_held_frames().unwrap();
+    let result = datapath.run_hold_program(hook, frame, LO);
+    let Ok((got, _)) = result else {
+        panic!("{what}: the test run failed: {result:?}");
+    };
+    let held = ring
+        .next()
+        .map(|record| parse_record(&record).expect("a well-formed record"));
+    (got, held)
+}
+
 /// `imag_to_host` holds a neighbour's packet to a host that is not warm only if it wakes it.
 #[test]
 fn the_host_link_holds_only_what_wakes() {
@@ -250,14 +268,10 @@ fn the_host_link_holds_only_what_wakes() {
         ("a neighbour's TCP reset", rst_to(COLD), Drop, false, 1),
     ] {
         let mut datapath = loaded();
-        let mut ring = datapath.take_held_frames().unwrap();
         // A neighbour's bridge port: an ifindex the datapath does not run on.
-        let result = datapath.run_hold_program(TestHook::ToHost, &frame, LO);
-        let Ok((got, _)) = result else {
-            panic!("{what}: the test run failed: {result:?}");
-        };
+        let (got, frame_held) = run_on_link(&mut datapath, TestHook::ToHost, &frame, what);
         assert_eq!(got, verdict, "{what}: verdict");
-        assert_eq!(ring.next().is_some(), held, "{what}: held");
+        assert_eq!(frame_held.is_some(), held, "{what}: held");
         assert_eq!(
             datapath.stats()[stat::DROPPED_NOT_WAKING as usize],
             not_waking,
@@ -327,15 +341,8 @@ fn a_warm_container_s_packets_to_a_cold_neighbour_are_held_where_they_are_sent()
         datapath
             .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
             .unwrap();
-        let mut ring = datapath.take_held_frames().unwrap();
-        let result = datapath.run_hold_program(TestHook::FromHost, &frame, LO);
-        let Ok((got, _)) = result else {
-            panic!("{what}: the test run failed: {result:?}");
-        };
+        let (got, frame_held) = run_on_link(&mut datapath, TestHook::FromHost, &frame, what);
         assert_eq!(got, verdict, "{what}: verdict");
-        let frame_held = ring
-            .next()
-            .map(|record| parse_record(&record).expect("a well-formed record"));
         assert_eq!(frame_held.is_some(), held, "{what}: held");
         if let Some(record) = frame_held {
             assert_eq!(

@@ -97,7 +97,7 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
 /// A version-4 header without options that is not a fragment: the only packets the agent
 /// re-delivers and answers for.
 #[inline(always)]
-fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
+pub fn is_plain_ipv4(ip: &Ipv4Hdr) -> bool {
     const MORE_FRAGMENTS: u8 = 0x20;
     ip.vihl == 0x45 && ip.frags[0] & MORE_FRAGMENTS == 0 && ip.frag_offset() == 0
 }

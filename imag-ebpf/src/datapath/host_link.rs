@@ -33,15 +33,12 @@ use super::{
     ACTIVITY, IDLE_IGNORE, INTERFACES,
     allow::{self, IPPROTO_TCP, TCP_FLAGS_OFFSET},
     count,
-    hold::emit_held,
+    hold::{emit_held, is_plain_ipv4},
     host_entry, in_subnet,
     packet::{Frame, ptr_at},
     spoof::{self, Claim},
     wakes::{IPPROTO_ICMP, wakes},
 };
-
-/// The "more fragments" bit in the first byte of an IPv4 header's flags and offset.
-const MORE_FRAGMENTS: u8 = 0x20;
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
@@ -110,22 +107,24 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         count(stat::PASSED_UNPARSED);
         return TC_ACT_OK;
     }
-    // With IP options the transport header's offset varies: such packets wake, as before.
+    hold_at_link(ctx, &ip, ingress, host_addr, host.host_id)
+}
+
+/// Holds a frame at a host's link for `host_addr` (`HELD_AT_HOST_LINK`), naming `port`, the
+/// bridge port it entered on, for its re-delivery; or drops it if it would not wake the host.
+/// With IP options the transport header's offset varies: such packets wake, as before.
+#[inline(always)]
+fn hold_at_link(ctx: &TcContext, ip: &Ipv4Hdr, port: u32, host_addr: u32, host_id: u32) -> i32 {
     let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
     if ip.vihl == 0x45 && !wakes(ip.proto, |at| read::<u8>(ctx, l4 + at).ok()) {
         count(stat::DROPPED_NOT_WAKING);
         return TC_ACT_SHOT;
     }
-    let emitted = emit_held(
-        ctx.len() as usize,
-        ingress,
-        host_addr,
-        host.host_id,
-        |dst, len| {
-            // SAFETY: dst holds at least len bytes (emit_held checked it).
-            unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, len) }
-        },
-    );
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let emitted = emit_held(ctx.len() as usize, port, host_addr, host_id, |to, len| {
+        // SAFETY: `to` holds at least len bytes (emit_held checked it).
+        unsafe { bpf_skb_load_bytes(skb.cast(), 0, to, len) }
+    });
     count(match emitted {
         Ok(()) => stat::HELD_AT_HOST_LINK,
         Err(counter) => counter,
@@ -183,37 +182,16 @@ pub fn from_host(ctx: &TcContext) -> i32 {
 fn hold_for_neighbour(ctx: &TcContext, ip: &Ipv4Hdr, dst: u32, target: &HostEntry) -> i32 {
     // Left to the bridge: fragments and packets with options (passed there), VLAN-tagged
     // frames, and pings the datapath answers for the host.
-    if ip.vihl != 0x45 || ip.frags[0] & MORE_FRAGMENTS != 0 || ip.frag_offset() != 0 {
-        return TC_ACT_OK;
-    }
-    if ctx.vlan_tagged() || (ip.proto == IPPROTO_ICMP && target.flags & HOST_FLAG_ANSWER_PING != 0)
+    if !is_plain_ipv4(ip)
+        || ctx.vlan_tagged()
+        || (ip.proto == IPPROTO_ICMP && target.flags & HOST_FLAG_ANSWER_PING != 0)
     {
         return TC_ACT_OK;
     }
     if allow::denied(target, ip.src_addr, || true) {
         return TC_ACT_SHOT;
     }
-    let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
-    if !wakes(ip.proto, |at| read::<u8>(ctx, l4 + at).ok()) {
-        count(stat::DROPPED_NOT_WAKING);
-        return TC_ACT_SHOT;
-    }
-    let skb: *mut __sk_buff = ctx.skb.skb;
-    let emitted = emit_held(
-        ctx.len() as usize,
-        ctx.ingress_ifindex(),
-        dst,
-        target.host_id,
-        |to, len| {
-            // SAFETY: `to` holds at least len bytes (emit_held checked it).
-            unsafe { bpf_skb_load_bytes(skb.cast(), 0, to, len) }
-        },
-    );
-    count(match emitted {
-        Ok(()) => stat::HELD_AT_HOST_LINK,
-        Err(counter) => counter,
-    });
-    TC_ACT_SHOT
+    hold_at_link(ctx, ip, ctx.ingress_ifindex(), dst, target.host_id)
 }
 
 /// Whether the packet's TCP segment opens a connection (unreadable: assume it does).
