@@ -551,15 +551,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.dependency_changed(id);
             }
             self.prewake_state_changed(id, after);
-            let opened = matches!(after, HostState::Warm { .. })
-                .then(|| self.datapath.activity(self.hosts[id].config.address))
-                .flatten()
-                .map_or(0, |a| a.tcp_opened);
             let host = &mut self.hosts[id];
             match after {
                 HostState::Warm { .. } => {
                     host.warm_since_ns = monotonic_ns();
-                    host.tcp_opened_at_warm = opened;
                     host.healthy = None;
                 }
                 HostState::Asleep { tier } => {

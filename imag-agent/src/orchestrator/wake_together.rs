@@ -179,6 +179,12 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// Host `id` changed state: a source that became warm opens its window's clock, one that
     /// failed closes its window.
     pub(super) fn prewake_state_changed(&mut self, id: usize, after: HostState) {
+        if matches!(after, HostState::Warm { .. }) {
+            // What `prewake_tick` compares with to tell a connection since then.
+            let address = self.hosts[id].config.address;
+            self.hosts[id].tcp_opened_at_warm =
+                self.datapath.activity(address).map_or(0, |a| a.tcp_opened);
+        }
         let name = &self.hosts[id].config.name;
         match after {
             HostState::Warm { .. } => self.prewake.learner.source_ready(name, monotonic_ns()),

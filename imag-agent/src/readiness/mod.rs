@@ -195,20 +195,17 @@ impl Check {
     async fn passes(&self) -> bool {
         match *self {
             Check::Tcp(addr) => {
-                match tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await
-                {
-                    Ok(Ok(stream)) => {
-                        // Closed with a reset, sent before the host is declared ready: a FIN
-                        // exchange would go on after the switch to warm, and its packets
-                        // would count as the host's first traffic (taken for the use of a
-                        // pre-wake).
-                        #[allow(deprecated, reason = "a zero linger resets at once, never blocks")]
-                        let _ = stream.set_linger(Some(Duration::ZERO));
-                        drop(stream);
-                        true
-                    }
-                    _ => false,
-                }
+                let connected =
+                    tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await;
+                let Ok(Ok(stream)) = connected else {
+                    return false;
+                };
+                // Closed with a reset, sent before the host is declared ready: a FIN exchange
+                // would go on after the switch to warm, and its packets would count as the
+                // host's first traffic (taken for the use of a pre-wake).
+                #[allow(deprecated, reason = "a zero linger resets at once, never blocks")]
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                true
             }
             Check::UdpBound { pid, port } => procnet::udp_port_bound(pid, port),
         }
