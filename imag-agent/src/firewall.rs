@@ -247,21 +247,19 @@ fn ours<'a>(line: &'a str, network: &str) -> Option<&'a str> {
 /// Feeds `batch` to `iptables-restore --noflush`: one atomic commit per table.
 fn restore(batch: &str) -> Result<(), FirewallError> {
     use std::io::Write as _;
+    let unrunnable =
+        |e: std::io::Error| FirewallError::NoIptables(format!("iptables-restore: {e}"));
     let mut child = Command::new("iptables-restore")
         .args(["-w", "--noflush"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+        .map_err(unrunnable)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(batch.as_bytes())
-            .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+        stdin.write_all(batch.as_bytes()).map_err(unrunnable)?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| FirewallError::NoIptables(format!("iptables-restore: {e}")))?;
+    let output = child.wait_with_output().map_err(unrunnable)?;
     if output.status.success() {
         Ok(())
     } else {

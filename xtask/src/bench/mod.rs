@@ -50,7 +50,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use imag_testkit::{AgentProcess, ClientNs, Launch};
+use imag_testkit::{AgentProcess, ClientNs, Launch, agent::log_field as field};
 
 pub use machine::Machine;
 use machine::machine;
@@ -592,12 +592,6 @@ fn wait_warm(agent: &AgentProcess, hosts: &[&str]) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn field(line: &str, name: &str) -> Option<String> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .map(|v| v.trim_matches('"').to_string())
 }
 
 fn parse_phases(line: &str) -> [f64; 5] {

@@ -239,8 +239,7 @@ impl AgentProcess {
         let needle = format!(" woke host={host} ");
         let log = self.log.lock().expect("log lock");
         let line = log.iter().rev().find(|l| l.contains(&needle))?;
-        let value = line.split("total_ms=").nth(1)?.split_whitespace().next()?;
-        value.parse().ok()
+        log_field(line, "total_ms")?.parse().ok()
     }
 
     /// Every log line so far.
@@ -364,4 +363,11 @@ impl Drop for AgentProcess {
             let _ = self.stop();
         }
     }
+}
+
+/// The value of `name=value` in an agent's log line (quotes trimmed).
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .map(|v| v.trim_matches('"').to_string())
 }

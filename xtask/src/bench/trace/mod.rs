@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use imag_testkit::{AgentProcess, ClientNs, Launch, metrics::Metrics};
+use imag_testkit::{AgentProcess, ClientNs, Launch, clients, metrics::Metrics};
 
 use self::{
     policy::Policy,
@@ -487,7 +487,10 @@ fn summarize(
         wakes_logged: wake_ms.len(),
         wake_p50_ms: quantile(&wake_ms, 0.5),
         wake_p99_ms: quantile(&wake_ms, 0.99),
-        wakes_over_1s: wake_ms.iter().filter(|&&ms| ms > 1000.0).count(),
+        wakes_over_1s: wake_ms
+            .iter()
+            .filter(|&&ms| clients::syn_retransmissions_forced(ms) > 0)
+            .count(),
         syn_retransmissions: replayed.syn_retransmissions,
         samples: sampled.samples.len(),
         series: sampled
