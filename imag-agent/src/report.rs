@@ -137,6 +137,15 @@ pub struct WakeRecord {
     pub ready_by: ReadyBy,
 }
 
+/// Page-outs of paused hosts' memory to swap (`swap_after`), for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOutCounters {
+    pub done: u64,
+    pub failed: u64,
+    /// Bytes the done ones moved out of memory.
+    pub bytes: u64,
+}
+
 /// Counts of what happened to held packets, for logs, status and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldCounters {
@@ -278,6 +287,8 @@ pub struct HostView {
     pub traffic: Traffic,
     /// `CLOCK_MONOTONIC` ns of the last packet that counts for idleness (warm hosts).
     pub last_active_ns: Option<u64>,
+    /// Bytes paged out to swap while it sleeps paused (`swap_after`; 0: none).
+    pub paged_out_bytes: u64,
     /// What it weighs in the memory budget, in bytes (limit, measured, or the default).
     pub weight: u64,
     /// Scale-out: the node its packets go to, when that is another node.
@@ -302,6 +313,8 @@ pub struct Snapshot {
     pub config: Option<String>,
     /// Learned edges and pre-wakes.
     pub prewake: PrewakeView,
+    /// Page-outs of paused hosts (`swap_after`).
+    pub page_outs: PageOutCounters,
     /// Scale-out: this node and the cluster as it sees it (`None` without `[cluster]`).
     pub cluster: Option<ClusterView>,
 }
@@ -389,6 +402,7 @@ impl Snapshot {
             dropped_packets: self.counters.dropped(),
             budget: self.budget,
             prewake: self.prewake.clone(),
+            page_outs: self.page_outs,
             cluster: self.cluster.clone(),
         }
     }
@@ -417,6 +431,7 @@ impl HostView {
             open_connections: self.traffic.open_connections,
             held_packets: self.held_packets,
             weight_bytes: self.weight,
+            paged_out_bytes: self.paged_out_bytes,
             node: self.node.clone(),
         }
     }
@@ -442,6 +457,8 @@ pub struct StatusReport {
     pub budget: BudgetView,
     #[serde(default)]
     pub prewake: PrewakeView,
+    #[serde(default)]
+    pub page_outs: PageOutCounters,
     /// Scale-out (`[cluster]`): this node, the live nodes and what each serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterView>,
@@ -469,9 +486,20 @@ pub struct HostStatus {
     /// What the host weighs in the memory budget.
     #[serde(default)]
     pub weight_bytes: u64,
+    /// Bytes of a paused host paged out to swap (`swap_after`); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paged_out_bytes: u64,
     /// Scale-out: the node serving the host (or placed to), when it is another node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[cfg(test)]

@@ -489,3 +489,86 @@ fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
         "b wakes again through the bridge"
     );
 }
+
+/// Bytes charged to a container's memory cgroup (cgroup v1 or v2, cgroupfs or systemd driver).
+fn cgroup_memory(container: &str) -> u64 {
+    let id = docker::inspect(container, "{{.Id}}").expect("the container exists");
+    let files = [
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
+    ];
+    let text = (files.iter())
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .expect("the container's memory cgroup");
+    text.trim().parse().expect("a byte count")
+}
+
+#[test]
+fn a_paused_host_is_paged_out_to_swap_and_its_next_packet_wakes_it() {
+    const MIB: u64 = 1 << 20;
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    // 64 MiB that every request reads (BALLAST_TOUCH): paged out, they must come back.
+    let config = net.network_toml()
+        + &host(
+            &net,
+            "web",
+            12,
+            &[],
+            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"0s\"\n\
+             env = { BALLAST_MB = \"64\", BALLAST_TOUCH = \"1\" }\n",
+        );
+    let agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
+
+    assert_eq!(request(client, &net, 12).0, "hello from web\n");
+    let resident = cgroup_memory(&container);
+    assert!(
+        resident > 64 * MIB,
+        "the ballast is resident: {resident} bytes"
+    );
+    wait_until(
+        "the paused host is paged out",
+        Duration::from_secs(30),
+        || {
+            net.scrape()
+                .sum("imag_page_outs_total", &[("result", "done")])
+                >= 1.0
+        },
+    );
+    assert_eq!(container_status(&container).as_deref(), Some("paused"));
+    let paged = cgroup_memory(&container);
+    assert!(
+        paged < 16 * MIB,
+        "paged out: {paged} bytes resident (was {resident})\n{}",
+        agent.log_text()
+    );
+    let moved = agent.host("web").unwrap()["paged_out_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(moved > 48 * MIB, "status says {moved} bytes paged out");
+    assert!(net.scrape().sum("imag_paged_out_bytes_total", &[]) > (48 * MIB) as f64);
+
+    // The next request thaws it (a wake from the paused tier) and reads its whole ballast back.
+    let (body, retransmits) = request(client, &net, 12);
+    assert_eq!(body, "hello from web\n");
+    assert_eq!(retransmits, 0);
+    assert_eq!(wakes(&net, &[("from", "paused")]), 1.0);
+    let back = cgroup_memory(&container);
+    assert!(
+        back > 64 * MIB,
+        "the ballast is back in memory: {back} bytes"
+    );
+    assert_eq!(
+        agent.host("web").unwrap()["paged_out_bytes"].as_u64(),
+        None,
+        "warm again: nothing paged out"
+    );
+    assert_eq!(
+        net.scrape()
+            .sum("imag_page_outs_total", &[("result", "failed")]),
+        0.0
+    );
+}

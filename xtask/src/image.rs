@@ -4,10 +4,9 @@
 use std::process::Command;
 
 use anyhow::Context as _;
+pub use imag_testkit::IMAGE;
 
 use crate::{run_cmd, workspace_root};
-
-pub use imag_testkit::IMAGE;
 
 pub fn build() -> anyhow::Result<()> {
     let root = workspace_root();

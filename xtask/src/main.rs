@@ -74,6 +74,7 @@ fn main() -> ExitCode {
 fn test(fuzz_seconds: u32, args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     preflight::require_privileges("cargo xtask test")?;
+    preflight::ensure_swap(2)?;
     image::build()?;
     // Integration tests wake real containers and count TCP retransmissions; running them one at a
     // time keeps a shared 2-core machine from stretching a wake past TCP's 1 s SYN timeout.

@@ -50,3 +50,42 @@ pub fn require_privileges(what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Swap for the `swap_after` tier (its tests and the trace bench's policy): when none is in use,
+/// brings a compressed RAM device (zram) or, without zram, a swap file, and says so. Left in
+/// place afterwards, like the Docker engine the tests start.
+pub fn ensure_swap(size_gib: u32) -> anyhow::Result<()> {
+    let swaps = std::fs::read_to_string("/proc/swaps")?;
+    if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
+        return Ok(());
+    }
+    let size = format!("{size_gib}G");
+    let zram = output(Command::new("zramctl").args(["--find", "--size", &size]))
+        .map(|d| d.trim().to_string())
+        .filter(|d| d.starts_with("/dev/"));
+    let device = if let Some(device) = zram {
+        device
+    } else {
+        let file = "/var/lib/imag-swap";
+        let made = output(Command::new("fallocate").args(["-l", &size, file])).is_some()
+            && output(Command::new("chmod").args(["600", file])).is_some();
+        if !made {
+            bail!(
+                "no swap is in use and neither a zram device (zramctl --find) nor a swap file \
+                 ({file}) could be made: add swap by hand (mkswap + swapon) for the swap_after \
+                 tier"
+            );
+        }
+        file.to_string()
+    };
+    if output(Command::new("mkswap").arg(&device)).is_none()
+        || output(Command::new("swapon").arg(&device)).is_none()
+    {
+        bail!(
+            "no swap is in use, and enabling {device} failed (mkswap/swapon, util-linux): add \
+             swap by hand for the swap_after tier"
+        );
+    }
+    eprintln!("xtask: no swap was in use; enabled {size} of swap on {device} (swap_after tier)");
+    Ok(())
+}

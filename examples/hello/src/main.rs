@@ -18,7 +18,11 @@
 //! (a slow-stopping one). `--dns-server ADDR[:PORT]` asks that server instead of resolv.conf's.
 //!
 //! Environment: `BALLAST_MB=N` allocates N MiB and writes to every page of it before listening, so
-//! that the service holds that much resident memory for real (the trace benchmark's footprints);
+//! that the service holds that much resident memory for real (the trace benchmark's footprints):
+//! half of each page pseudo-random bytes, half zeros, so that it compresses about 2:1 like
+//! typical process memory rather than to nothing (what swap to zram keeps of it is honest);
+//! `BALLAST_TOUCH=1` makes every HTTP request read a byte of every ballast page before it is
+//! answered (the whole footprint is working set: memory paged out while paused comes back);
 //! `SERVICE_MS=N` makes every HTTP request take N ms (a sleep: time, not CPU) before it is answered.
 
 use std::{
@@ -229,19 +233,43 @@ fn env_number(name: &str) -> u64 {
     }
 }
 
+/// The ballast, when `BALLAST_TOUCH=1` asks requests to read it.
+static TOUCHED_BALLAST: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
+
 /// Allocates `mb` MiB, writes to each of its pages (so the kernel really backs them, and the
-/// container's memory cgroup is charged), and keeps it for the life of the process.
+/// container's memory cgroup is charged), and keeps it for the life of the process. Each page is
+/// half pseudo-random (xorshift) and half zeros.
 fn hold_ballast(mb: u64) {
     let bytes = usize::try_from(mb << 20).unwrap_or_else(|_| {
         eprintln!("hello: BALLAST_MB={mb} does not fit this machine's address space");
         process::exit(2);
     });
-    let mut ballast = vec![0u8; bytes];
+    let ballast: &'static mut [u8] = vec![0u8; bytes].leak();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for page in ballast.chunks_mut(4096) {
-        page[0] = 1;
+        let half = page.len() / 2;
+        for word in page[..half].chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+        }
     }
     std::hint::black_box(&ballast);
-    std::mem::forget(ballast);
+    if env_number("BALLAST_TOUCH") > 0 {
+        let _ = TOUCHED_BALLAST.set(ballast);
+    }
+}
+
+/// Reads one byte of every ballast page (`BALLAST_TOUCH=1`), faulting back in what was paged out.
+fn touch_ballast() {
+    if let Some(ballast) = TOUCHED_BALLAST.get() {
+        let sum = ballast
+            .iter()
+            .step_by(4096)
+            .fold(0u8, |acc, b| acc.wrapping_add(*b));
+        std::hint::black_box(sum);
+    }
 }
 
 fn hostname() -> String {
@@ -338,6 +366,7 @@ fn handle(
                 break;
             }
         }
+        touch_ballast();
         if !service.is_zero() {
             thread::sleep(service);
         }

@@ -6,9 +6,9 @@
 //! The wire format is hickory-proto's. `main.rs` uses [`Backend`] for `--backend NAME:PORT`,
 //! and [`lookup`] for `--resolve` and `--dns-bench`.
 
-use std::fmt::Write as _;
 use std::{
     fmt,
+    fmt::Write as _,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };

@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 
-use crate::runtime::Engine;
-
 use super::{
     error::FieldError,
     field::{Report, field_or},
     raw,
     values::{BadMetricsAddress, MetricsAddress},
 };
+use crate::runtime::Engine;
 
 /// Default address of the Prometheus endpoint: loopback only.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9477";

@@ -52,6 +52,10 @@ pub struct HostConfig {
     pub sleep: Tier,
     /// With `sleep = "pause"`: stop the paused container after this long.
     pub stop_after: Option<Duration>,
+    /// With `sleep = "pause"`: page the paused container's memory out to swap after this long
+    /// (zero: as soon as it is paused). A wake thaws it as from any pause; its pages come back as
+    /// it touches them.
+    pub swap_after: Option<Duration>,
     /// Shortest time a woken host stays warm before idleness may put it to sleep.
     pub min_warm: Duration,
     /// Under the budget, lower priorities are evicted first (`priority = N`, default 0).
@@ -254,6 +258,17 @@ pub(super) fn validate(
     }
     let stop_after: Option<Option<NonZeroDuration>> =
         optional(host.stop_after.as_ref(), "stop_after", report);
+    if let Some(text) = &host.swap_after
+        && sleep.is_some_and(|s| s != Tier::Paused)
+    {
+        report(
+            span(text),
+            format!("swap_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
+        );
+        ok = false;
+    }
+    let swap_after: Option<Option<AnyDuration>> =
+        optional(host.swap_after.as_ref(), "swap_after", report);
     let min_warm = field_or(
         host.min_warm.as_ref(),
         "min_warm",
@@ -325,6 +340,7 @@ pub(super) fn validate(
         idle_timeout: idle_timeout?.0,
         sleep: sleep?,
         stop_after: stop_after?.map(|d| d.0),
+        swap_after: swap_after?.map(|d| d.0),
         min_warm: min_warm?.0,
         priority: host.priority.as_ref().map_or(0, |p| *p.get_ref()),
         idle_ignore: idle_ignore?,
@@ -503,6 +519,7 @@ image = "x"
 idle_timeout = "2m"
 sleep = "pause"
 stop_after = "1h"
+swap_after = "0s"
 min_warm = "0s"
 ready_poll = "5ms"
 [[host]]
@@ -515,6 +532,8 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
         let a = &config.hosts[0];
         assert_eq!(a.sleep, Tier::Paused);
         assert_eq!(a.stop_after, Some(Duration::from_hours(1)));
+        assert_eq!(a.swap_after, Some(Duration::ZERO));
+        assert_eq!(config.hosts[1].swap_after, None);
         assert_eq!(a.min_warm, Duration::ZERO);
         assert_eq!(a.ready_poll, Duration::from_millis(5));
         assert_eq!(
@@ -547,12 +566,14 @@ name = "b"
 address = "10.0.0.6"
 image = "x"
 stop_after = "1h"
+swap_after = "1m"
 idle_ignore = ["nowhere"]
 "#;
         let found = problems(bad);
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(found[0].2.contains("sleep \"hibernate\""));
         assert!(found[1].2.contains("stop_after only applies"));
-        assert!(found[2].2.contains("\"nowhere\" is not an IPv4 prefix"));
+        assert!(found[2].2.contains("swap_after only applies"));
+        assert!(found[3].2.contains("\"nowhere\" is not an IPv4 prefix"));
     }
 }

@@ -15,7 +15,6 @@ pub mod upstream;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
-pub use crate::config::DnsConfig;
 pub use answer::{NameTable, Outcome};
 pub use metrics::DnsMetrics;
 use tokio::{
@@ -24,6 +23,8 @@ use tokio::{
     task::JoinHandle,
 };
 use tracing::{info, warn};
+
+pub use crate::config::DnsConfig;
 
 /// Why the DNS server could not start, with the fix.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 
 use prometheus::{
-    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -93,11 +94,17 @@ struct Series {
     budget_used: IntGaugeVec,
     budget_limit: IntGaugeVec,
     prewakes: IntCounterVec,
+    page_outs: IntCounterVec,
+    paged_out_bytes: IntCounter,
     cluster_nodes: IntGaugeVec,
     cluster_claims: IntCounterVec,
 }
 
 impl Series {
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one flat constructor call per series"
+    )]
     fn new() -> Series {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -178,6 +185,16 @@ impl Series {
                  traffic reached them in time (used) or not (unused)",
                 &["result"],
             ),
+            page_outs: counter(
+                "page_outs_total",
+                "Page-outs of paused hosts' memory to swap (swap_after), by result (done, failed)",
+                &["result"],
+            ),
+            paged_out_bytes: IntCounter::new(
+                "paged_out_bytes_total",
+                "Bytes the page-outs of paused hosts moved out of memory (swap_after)",
+            )
+            .expect("valid metric"),
             cluster_nodes: IntGaugeVec::new(
                 Opts::new(
                     "cluster_nodes",
@@ -196,7 +213,7 @@ impl Series {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 15] {
+    fn collectors(&self) -> [&dyn Collector; 17] {
         [
             &self.hosts,
             &self.packets,
@@ -211,6 +228,8 @@ impl Series {
             &self.budget_used,
             &self.budget_limit,
             &self.prewakes,
+            &self.page_outs,
+            &self.paged_out_bytes,
             &self.cluster_nodes,
             &self.cluster_claims,
         ]
@@ -259,6 +278,11 @@ impl Series {
         for (result, value) in [("used", p.used), ("unused", p.unused)] {
             self.prewakes.with_label_values(&[result]).inc_by(value);
         }
+        let o = &snapshot.page_outs;
+        for (result, value) in [("done", o.done), ("failed", o.failed)] {
+            self.page_outs.with_label_values(&[result]).inc_by(value);
+        }
+        self.paged_out_bytes.inc_by(o.bytes);
         if let Some(c) = &snapshot.cluster {
             let live = i64::try_from(c.nodes.len()).unwrap_or(i64::MAX);
             self.cluster_nodes.with_label_values(&["live"]).set(live);
@@ -458,6 +482,7 @@ mod tests {
                 ..Traffic::default()
             },
             last_active_ns: None,
+            paged_out_bytes: 0,
             weight: 1 << 20,
             node: None,
         };

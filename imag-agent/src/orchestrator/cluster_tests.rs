@@ -3,9 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use cluster::Claims;
+
 use super::*;
 use crate::cluster::{Claim, Signal, Target};
-use cluster::Claims;
 
 /// The cluster's store in memory: hosts another node has taken, whether it answers, and every
 /// claim and release in order.

@@ -45,6 +45,8 @@ pub enum Tick {
     Idle { to: Tier },
     /// Paused for its `stop_after`: stop it.
     Escalate,
+    /// Paused for its `swap_after`: page its memory out to swap.
+    PageOut,
     /// Fast-thawed and quiet long enough: repair the engine's view of it now.
     Settle,
 }
@@ -73,6 +75,12 @@ pub struct Host {
     pub sleep_cause: Option<SleepCause>,
     /// A settle (engine view repair) is under way.
     pub settling: bool,
+    /// The `epoch` in which a page-out (`swap_after`) was started: one per sleep, whether it
+    /// succeeds or not (a failure is not retried until the host has slept again).
+    pub page_out_epoch: Option<u64>,
+    /// Bytes the latest page-out moved out of memory (valid while `page_out_epoch` is the
+    /// host's epoch: the host has not changed state since).
+    pub paged_out_bytes: u64,
     /// What made the latest wake ready.
     pub ready_by: ReadyBy,
     /// The latest activity read from the datapath (warm and sleeping hosts, on the tick).
@@ -124,6 +132,8 @@ impl Host {
             asleep_since_ns: now_ns,
             sleep_cause: None,
             settling: false,
+            page_out_epoch: None,
+            paged_out_bytes: 0,
             ready_by: ReadyBy::FirstTry,
             activity: HostActivity::default(),
             deps: Vec::new(),
@@ -155,6 +165,15 @@ impl Host {
         )
     }
 
+    /// Bytes a page-out moved to swap while the host sleeps paused (0: none, or it woke since).
+    pub fn paged_out(&self) -> u64 {
+        if self.page_out_epoch == Some(self.epoch) {
+            self.paged_out_bytes
+        } else {
+            0
+        }
+    }
+
     /// The host as observers see it (status, metrics).
     pub fn view(&self, held_packets: usize, weight: u64) -> HostView {
         HostView {
@@ -173,6 +192,7 @@ impl Host {
                 open_connections: open_connections(&self.activity),
             },
             last_active_ns: self.is_warm().then(|| self.last_active_ns(&self.activity)),
+            paged_out_bytes: self.paged_out(),
             weight,
             node: self.served_by.clone(),
         }
@@ -190,9 +210,12 @@ pub fn tick(host: &Host, activity: &HostActivity, unsettled: bool, now_ns: u64) 
     let config = &host.config;
     match host.state {
         HostState::Asleep { tier: Tier::Paused } => {
-            let after = config.stop_after?;
             let asleep = Duration::from_nanos(now_ns.saturating_sub(host.asleep_since_ns));
-            (asleep >= after).then_some(Tick::Escalate)
+            if config.stop_after.is_some_and(|after| asleep >= after) {
+                return Some(Tick::Escalate);
+            }
+            let after = config.swap_after?;
+            (asleep >= after && host.page_out_epoch != Some(host.epoch)).then_some(Tick::PageOut)
         }
         HostState::Warm { .. } => {
             let quiet = Duration::from_nanos(now_ns.saturating_sub(host.last_active_ns(activity)));
@@ -321,6 +344,33 @@ mod tests {
             tick(&h, &none, false, 999 * S),
             None,
             "only paused escalates"
+        );
+    }
+
+    #[test]
+    fn a_paused_host_pages_out_once_per_sleep_after_swap_after() {
+        let mut h = host("sleep = \"pause\"\nswap_after = \"10s\"\nstop_after = \"60s\"");
+        h.state = HostState::Asleep { tier: Tier::Paused };
+        h.asleep_since_ns = 200 * S;
+        let none = HostActivity::default();
+        assert_eq!(tick(&h, &none, false, 209 * S), None);
+        assert_eq!(tick(&h, &none, false, 210 * S), Some(Tick::PageOut));
+        h.page_out_epoch = Some(h.epoch);
+        assert_eq!(
+            tick(&h, &none, false, 211 * S),
+            None,
+            "started (or failed) already"
+        );
+        assert_eq!(
+            tick(&h, &none, false, 260 * S),
+            Some(Tick::Escalate),
+            "stop_after first"
+        );
+        h.epoch += 1;
+        assert_eq!(
+            tick(&h, &none, false, 211 * S),
+            Some(Tick::PageOut),
+            "slept again"
         );
     }
 

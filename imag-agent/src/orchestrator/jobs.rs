@@ -36,6 +36,12 @@ pub enum Outcome {
     Settled {
         host: usize,
     },
+    /// A page-out (`swap_after`) started in the host's `epoch` ended.
+    PagedOut {
+        host: usize,
+        epoch: u64,
+        result: Result<crate::runtime::PagedOut, RuntimeError>,
+    },
     /// What the engine said about hosts' containers, each with the host's epoch when asked
     /// (`engine_sync.rs`).
     Observed {
@@ -146,6 +152,9 @@ pub struct Jobs<R> {
     pub outcomes: mpsc::UnboundedSender<Outcome>,
     /// Bounds the engine calls under way at once (`[limits] max_engine_calls`).
     pub engine: Arc<Semaphore>,
+    /// Page-outs run one at a time: each keeps the kernel's reclaim busy on a CPU, and none is
+    /// urgent.
+    pub page_outs: Arc<Semaphore>,
 }
 
 impl<R: ContainerRuntime> Jobs<R> {
@@ -190,6 +199,21 @@ impl<R: ContainerRuntime> Jobs<R> {
             let result = this.runtime.sleep(&spec, to).await;
             drop(permit);
             let _ = this.outcomes.send(Outcome::Slept { host, result });
+        });
+    }
+
+    /// Pages the paused host's memory out to swap.
+    pub fn page_out(&self, host: usize, epoch: u64, spec: ContainerSpec) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let permit = this.page_outs.acquire().await;
+            let result = this.runtime.page_out(&spec).await;
+            drop(permit);
+            let _ = this.outcomes.send(Outcome::PagedOut {
+                host,
+                epoch,
+                result,
+            });
         });
     }
 

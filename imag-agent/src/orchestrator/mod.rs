@@ -16,6 +16,7 @@ mod governor;
 pub mod held;
 pub mod hosts;
 mod jobs;
+mod page_out;
 mod prewake;
 #[cfg(test)]
 mod prewake_tests;
@@ -140,6 +141,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 runtime,
                 outcomes: outcomes_tx,
                 engine: Arc::new(tokio::sync::Semaphore::new(config.limits.max_engine_calls)),
+                page_outs: Arc::new(tokio::sync::Semaphore::new(1)),
             },
             wire,
             bridge,
@@ -429,6 +431,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             match hosts::tick(host, &host.activity, unsettled, now_ns) {
                 None => {}
                 Some(Tick::Settle) => self.start_settle(id),
+                Some(Tick::PageOut) => self.start_page_out(id),
                 Some(Tick::Escalate) => {
                     self.hosts[id].sleep_cause = Some(SleepCause::Requested);
                     self.apply(id, Event::Idle { to: Tier::Stopped });
@@ -488,6 +491,11 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.apply(host, event);
             }
             Outcome::Settled { host } => self.hosts[host].settling = false,
+            Outcome::PagedOut {
+                host,
+                epoch,
+                result,
+            } => self.paged_out(host, epoch, result),
             Outcome::Claimed { host, result } => self.claimed_warm(host, &result),
             Outcome::Observed { hosts } => self.on_observed(hosts),
             Outcome::Healthy { host, result } => self.dependency_healthy(host, result),

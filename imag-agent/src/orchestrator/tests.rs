@@ -268,6 +268,44 @@ async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_paused_host_is_paged_out_once_after_swap_after() {
+    let (mut orch, fake) = orchestrator(&host(
+        "web",
+        10,
+        "idle_timeout = \"10s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"5s\"",
+    ));
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
+    orch.tick();
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Asleep);
+    let page_outs = |fake: &FakeRuntime| {
+        (fake.calls().iter())
+            .filter(|c| matches!(c, Call::PageOut(_)))
+            .count()
+    };
+    orch.tick();
+    assert_eq!(page_outs(&fake), 0, "not paused for 5 s yet");
+    orch.hosts[0].asleep_since_ns = monotonic_ns() - 6_000_000_000;
+    orch.tick();
+    settle(&mut orch, Duration::from_secs(1)).await;
+    orch.tick();
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(page_outs(&fake), 1, "once per sleep");
+    let snapshot = orch.subscribe().borrow().clone();
+    assert_eq!((snapshot.page_outs.done, snapshot.page_outs.failed), (1, 0));
+    assert_eq!(snapshot.page_outs.bytes, 99 << 20);
+    assert_eq!(snapshot.hosts[0].paged_out_bytes, 99 << 20);
+    // Still paused: the next packet wakes it as from any pause.
+    assert_eq!(fake.status("t--web"), Some(ContainerStatus::Paused));
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert_eq!(orch.subscribe().borrow().hosts[0].paged_out_bytes, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
     let (mut orch, fake) = orchestrator(&host(
         "web",

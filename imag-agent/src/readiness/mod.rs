@@ -23,7 +23,6 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::{net::TcpStream, time::Instant};
 
 pub use self::listen::{ListenWatch, PortWatch};
-
 pub use crate::report::ReadyBy;
 use crate::{
     config::ReadyProbe,

@@ -29,25 +29,7 @@ impl Freezer {
     /// `exists` says is there: v1 `freezer/<parent>/<id>` (cgroupfs driver) or
     /// `freezer/<slice>/docker-<id>.scope` (systemd driver), else the same under v2.
     fn for_id(id: &str, parent: Option<&str>, exists: impl Fn(&str) -> bool) -> Option<Freezer> {
-        // An ID is hex; anything else must not become part of a path.
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-            return None;
-        }
-        let parent = parent
-            .map(|p| p.trim_matches('/'))
-            .filter(|p| !p.is_empty() && !p.split('/').any(|part| part == ".."));
-        let cgroupfs = parent.unwrap_or("docker");
-        let slice = parent
-            .filter(|p| {
-                std::path::Path::new(p)
-                    .extension()
-                    .is_some_and(|e| e == "slice")
-            })
-            .unwrap_or("system.slice");
-        let groups = [
-            format!("{cgroupfs}/{id}"),
-            format!("{slice}/docker-{id}.scope"),
-        ];
+        let groups = container_groups(id, parent)?;
         let v1 = groups
             .iter()
             .map(|g| (format!("/sys/fs/cgroup/freezer/{g}/freezer.state"), false));
@@ -78,6 +60,31 @@ impl Freezer {
             state.trim() == "FROZEN"
         })
     }
+}
+
+/// Where the cgroup of the container with ID `id` may sit, below a controller's mount (v1) or the
+/// unified hierarchy (v2): `<parent>/<id>` (cgroupfs driver, parent "docker" unless the engine
+/// was given another) or `<slice>/docker-<id>.scope` (systemd driver). `None` for an ID that is
+/// not hex (it must not become part of a path).
+pub(super) fn container_groups(id: &str, parent: Option<&str>) -> Option<[String; 2]> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let parent = parent
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty() && !p.split('/').any(|part| part == ".."));
+    let cgroupfs = parent.unwrap_or("docker");
+    let slice = parent
+        .filter(|p| {
+            std::path::Path::new(p)
+                .extension()
+                .is_some_and(|e| e == "slice")
+        })
+        .unwrap_or("system.slice");
+    Some([
+        format!("{cgroupfs}/{id}"),
+        format!("{slice}/docker-{id}.scope"),
+    ])
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod engine;
 #[cfg(any(test, feature = "test-helpers"))]
 pub mod fake;
 pub mod freezer;
+pub mod memory;
 mod options;
 mod tier;
 
@@ -29,6 +30,7 @@ use std::{
 pub use engine::{Engine, UnknownEngine};
 use futures::stream::BoxStream;
 use ipnet::Ipv4Net;
+pub use memory::PagedOut;
 pub use options::{ContainerOptions, Health, Healthcheck, Mount, MountSource};
 use serde::Serialize;
 pub use tier::{Tier, UnknownTier};
@@ -317,6 +319,21 @@ pub trait ContainerRuntime: Clone + Send + Sync + 'static {
     /// quiet moment. Engines without fast thaw are never unsettled.
     fn unsettled(&self, _spec: &ContainerSpec) -> bool {
         false
+    }
+
+    /// Optional capability, page-out (`swap_after`): moves what a paused container holds in
+    /// memory out to the machine's swap (see [`memory`]), saying what it held before and after.
+    /// Engines without it refuse.
+    fn page_out(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<PagedOut, RuntimeError>> + Send {
+        let refused = RuntimeError::Engine {
+            action: "page out",
+            container: spec.name.clone(),
+            message: "this engine cannot page a container's memory out".into(),
+        };
+        async { Err(refused) }
     }
 
     /// Optional capability, fast thaw: brings the engine's view of a container in line with

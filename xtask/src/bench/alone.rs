@@ -4,11 +4,10 @@
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::Context as _;
+use imag_testkit::ClientNs;
 use serde::Serialize;
 
 use super::{HOST_IF, NETNS, cleanup, config_text, per_packet, report, storm};
-use imag_testkit::ClientNs;
-
 use crate::image;
 
 /// `--per-packet-only`: the per-packet section on its own.

@@ -18,9 +18,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch, metrics::Metrics};
+use serde::Serialize;
 
 use super::{HOST_IF, METRICS, NETNS, cleanup, client, field, report, stats::summarize};
 use crate::{cmd_output, image, workspace_root};

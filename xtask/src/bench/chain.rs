@@ -22,9 +22,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch};
+use serde::Serialize;
 
 use super::{HOST_IF, METRICS, NETNS, cleanup, client, engine, stats::summarize};
 use crate::{image, workspace_root};

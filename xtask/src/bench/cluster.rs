@@ -22,12 +22,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
 use imag_testkit::{
     clients::HttpConnection,
     cluster::{CONVERGE, Cluster, ClusterHost, ClusterSpec, FENCE_MARGIN, LEASE, wait_for},
 };
+use serde::Serialize;
 
 use super::{
     Machine, client,

@@ -48,12 +48,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch, agent::log_field as field};
-
 pub use machine::Machine;
 use machine::machine;
+use serde::Serialize;
 
 use crate::{cmd_output, image, run_cmd, workspace_root};
 

@@ -20,9 +20,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::programs::{ProgramInfo, loaded_programs};
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch};
+use serde::Serialize;
 
 use super::{
     HOST_IF, METRICS, NETWORK, SINK, client,

@@ -37,12 +37,13 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 14] = [
+const IMAG_KEYS: [&str; 15] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
     "sleep",
     "stop_after",
+    "swap_after",
     "min_warm",
     "idle_ignore",
     "allow_from",
@@ -128,6 +129,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         idle_timeout: None,
         sleep: None,
         stop_after: None,
+        swap_after: None,
         min_warm: None,
         priority: None,
         idle_ignore: None,
@@ -587,6 +589,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
                     "idle_timeout" => &mut host.idle_timeout,
                     "sleep" => &mut host.sleep,
                     "stop_after" => &mut host.stop_after,
+                    "swap_after" => &mut host.swap_after,
                     "min_warm" => &mut host.min_warm,
                     _ => &mut host.ready_poll,
                 };

@@ -2,11 +2,13 @@
 //! container (create, start, pause, stop, remove, inspect), by the ID `identity` found from its
 //! labels (never by name); `network` holds what concerns the whole network (the Docker network
 //! itself, listing its containers), `events` the engine's event stream, and `thaw` the optional
-//! fast-thaw capability (the cgroup freezer, behind the engine's back).
+//! fast-thaw capability (the cgroup freezer, behind the engine's back), `page_out` the optional
+//! page-out capability (the memory cgroup, reclaimed to swap).
 
 mod events;
 mod identity;
 mod network;
+mod page_out;
 mod thaw;
 
 use std::collections::HashMap;
@@ -438,6 +440,10 @@ impl ContainerRuntime for Docker {
 
     async fn settle(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         self.settle_view(spec).await
+    }
+
+    async fn page_out(&self, spec: &ContainerSpec) -> Result<super::PagedOut, RuntimeError> {
+        self.page_out_paused(spec).await
     }
 
     async fn observe(&self, spec: &ContainerSpec) -> Result<Observed, RuntimeError> {

@@ -48,6 +48,7 @@ pub enum Call {
     Observe(String),
     Settle(String),
     Health(String),
+    PageOut(String),
 }
 
 /// How a scripted wake ends (after its delay).
@@ -631,6 +632,24 @@ impl ContainerRuntime for FakeRuntime {
 
     fn unsettled(&self, spec: &ContainerSpec) -> bool {
         self.state().unsettled.contains(&spec.name)
+    }
+
+    /// A paused container "holds" 100 MiB and keeps 1 MiB after a page-out; any other refuses.
+    async fn page_out(&self, spec: &ContainerSpec) -> Result<super::PagedOut, RuntimeError> {
+        self.record(Call::PageOut(spec.name.clone()));
+        let state = self.state();
+        let own = state.own(spec).unwrap_or_default();
+        match state.containers.get(&own) {
+            Some(c) if c.status == ContainerStatus::Paused => Ok(super::PagedOut {
+                before: 100 << 20,
+                after: 1 << 20,
+            }),
+            _ => Err(RuntimeError::Engine {
+                action: "page out",
+                container: spec.name.clone(),
+                message: "it is not paused".into(),
+            }),
+        }
     }
 
     async fn settle(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {

@@ -25,9 +25,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
 use imag_testkit::{AgentProcess, ClientNs, Launch, clients, metrics::Metrics};
+use serde::Serialize;
 
 use self::{
     policy::Policy,
@@ -92,6 +91,8 @@ pub struct TraceRun {
     pub hosts: Vec<workload::HostPlan>,
     /// Requests in the measured span.
     pub requests: usize,
+    /// The swap in use (`/proc/swaps`: device or file, and type), for `swap_after`.
+    pub swap: Vec<String>,
     pub policies: Vec<PolicyRun>,
 }
 
@@ -102,6 +103,9 @@ pub struct PolicyRun {
     pub seconds: f64,
     /// ∫ memory dt of the hosts' cgroups and of the agent's RSS (MiB·s).
     pub host_memory_mb_s: f64,
+    /// Of `host_memory_mb_s`, what zram swap held (memory paged out to a compressed RAM device
+    /// is still memory).
+    pub swap_memory_mb_s: f64,
     pub agent_memory_mb_s: f64,
     pub memory_mb_s: f64,
     pub peak_memory_mb: f64,
@@ -164,7 +168,8 @@ fn config_text(trace: &Trace, policy: &Policy) -> String {
             text,
             "\n[[host]]\nname = \"{}\"\naddress = \"{}\"\nimage = \"{}\"\n\
              command = [\"/hello\", \"--port\", \"8080\"{backend}]\nports = [8080]\n\
-             env = {{ BALLAST_MB = \"{}\", SERVICE_MS = \"{}\" }}\nmemory = \"{}MiB\"\n\
+             env = {{ BALLAST_MB = \"{}\", BALLAST_TOUCH = \"1\", SERVICE_MS = \"{}\" }}\n\
+             memory = \"{}MiB\"\n\
              wake_timeout = \"20s\"\n{}",
             host.name,
             address(i),
@@ -253,6 +258,15 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
+        swap: (std::fs::read_to_string("/proc/swaps")
+            .unwrap_or_default()
+            .lines())
+        .skip(1)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some(format!("{} ({})", fields.next()?, fields.next()?))
+        })
+        .collect(),
         params,
         hosts: trace.hosts.clone(),
         requests: measured,
@@ -464,6 +478,7 @@ fn summarize(
         name: policy.name.to_string(),
         what: policy.what.to_string(),
         host_memory_mb_s,
+        swap_memory_mb_s: sampled.memory_mb_s(|s| s.swap_mb),
         agent_memory_mb_s,
         memory_mb_s: host_memory_mb_s + agent_memory_mb_s,
         peak_memory_mb: sampled
@@ -511,7 +526,10 @@ fn summarize(
 pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> anyhow::Result<()> {
     // Fail on bad flags before anything is created.
     params(opts)?;
-    policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    if policies.iter().any(|p| p.kind == policy::Kind::PauseSwap) {
+        crate::preflight::ensure_swap(8)?;
+    }
     let client = ClientNs::create(
         super::NETNS,
         HOST_IF,

@@ -38,6 +38,8 @@ pub enum Kind {
     Pause,
     /// imag, paused after [`IMAG_IDLE_S`], stopped after [`KEEP_ALIVE_S`] paused.
     PauseThenStop,
+    /// imag, paused after [`IMAG_IDLE_S`] and paged out to swap at once (`swap_after = "0s"`).
+    PauseSwap,
     /// imag, paused after [`IMAG_IDLE_S`], under `[limits] memory_budget` ([`BUDGET_SHARE`] of
     /// every host's limit): waking beyond it stops the least recently used.
     PauseBudget,
@@ -61,7 +63,7 @@ pub const ALWAYS_ON: Policy = Policy {
     what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
 };
 
-pub const ALL: [Policy; 6] = [
+pub const ALL: [Policy; 7] = [
     ALWAYS_ON,
     Policy {
         name: "keep-alive-10m",
@@ -82,6 +84,11 @@ pub const ALL: [Policy; 6] = [
         name: "imag-pause-stop",
         kind: Kind::PauseThenStop,
         what: "imag: paused after 1 minute idle, stopped after 10 minutes paused (stop_after)",
+    },
+    Policy {
+        name: "imag-pause-swap",
+        kind: Kind::PauseSwap,
+        what: "imag: paused after 1 minute idle and paged out to swap at once (swap_after = 0s)",
     },
     Policy {
         name: "imag-budget",
@@ -146,6 +153,10 @@ impl Policy {
             Kind::PauseBudget => {
                 format!("idle_timeout = \"{idle}\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n")
             }
+            Kind::PauseSwap => format!(
+                "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
+                 swap_after = \"0s\"\n"
+            ),
             Kind::PauseThenStop => format!(
                 "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
                  stop_after = \"{keep}\"\n"

@@ -128,6 +128,27 @@ fn trace_duration(seconds: f64) -> String {
     }
 }
 
+/// What swap held under the policies that page out (`swap_after`).
+fn swap_notes(run: &TraceRun, out: &mut String) {
+    for r in run.policies.iter().filter(|r| r.name.contains("swap")) {
+        let _ = writeln!(
+            out,
+            "Under {}, paused hosts were paged out to swap ({}); of its hosts' {:.0} MiB·s, \
+             {:.0} were the zram devices holding what was paged out (compressed memory is still \
+             memory and counts; swap on disk does not). Each page comes back when a request \
+             touches it (every request reads the host's whole ballast).",
+            r.name,
+            if run.swap.is_empty() {
+                "none in use".to_string()
+            } else {
+                run.swap.join(", ")
+            },
+            r.host_memory_mb_s,
+            r.swap_memory_mb_s
+        );
+    }
+}
+
 /// The target, the must-be-zero counts, and how to read the table.
 fn verdict(run: &TraceRun, out: &mut String) {
     let best = run
@@ -197,6 +218,7 @@ fn verdict(run: &TraceRun, out: &mut String) {
             r.name, r.wakes_refused_budget
         );
     }
+    swap_notes(run, out);
     for r in run.policies.iter().filter(|r| r.wakes_over_1s > 0) {
         let _ = writeln!(
             out,

@@ -1,7 +1,9 @@
 //! What a replay costs, sampled every 100 ms: the memory charged to each host's container cgroup
 //! (cgroup v1 `memory.usage_in_bytes`, v2 `memory.current`; a stopped container has no cgroup and
 //! holds nothing), the agent's resident memory, and CPU time (each cgroup's `cpuacct.usage` or
-//! `cpu.stat`, summed over the incarnations of a container; the agent's utime + stime).
+//! `cpu.stat`, summed over the incarnations of a container; the agent's utime + stime). Memory
+//! paged out to a zram swap device is still memory: what the devices hold (compressed, with
+//! their overhead: `mm_stat`'s `mem_used_total`) counts as the hosts' too. Swap on disk does not.
 
 use std::{
     collections::HashMap,
@@ -21,7 +23,10 @@ pub const EVERY: Duration = Duration::from_millis(100);
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Sample {
     pub t_s: f64,
+    /// The hosts' cgroups and what zram swap holds.
     pub hosts_mb: f64,
+    /// Of `hosts_mb`, what zram swap holds.
+    pub swap_mb: f64,
     pub agent_mb: f64,
     /// Containers holding memory (running or paused).
     pub resident: usize,
@@ -75,6 +80,22 @@ fn cpu_ns(id: &str) -> Option<u64> {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|us| us * 1000)
     })
+}
+
+/// The memory zram swap devices use (bytes): `mem_used_total` of each `/dev/zramN` that
+/// `/proc/swaps` lists.
+pub fn zram_swap_bytes() -> u64 {
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("/dev/"))
+        .filter(|dev| dev.starts_with("zram"))
+        .filter_map(|dev| {
+            let stat = std::fs::read_to_string(format!("/sys/block/{dev}/mm_stat")).ok()?;
+            stat.split_whitespace().nth(2)?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// A process's resident memory (MiB).
@@ -164,10 +185,12 @@ pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> S
                     cpu_ns_total += if ns >= last { ns - last } else { ns };
                 }
             }
+            let swap = zram_swap_bytes();
             match Instant::now().checked_duration_since(from) {
                 Some(since) => sampled.samples.push(Sample {
                     t_s: since.as_secs_f64(),
-                    hosts_mb: bytes as f64 / f64::from(1 << 20),
+                    hosts_mb: (bytes + swap) as f64 / f64::from(1 << 20),
+                    swap_mb: swap as f64 / f64::from(1 << 20),
                     agent_mb: rss_mb(agent_pid),
                     resident,
                 }),

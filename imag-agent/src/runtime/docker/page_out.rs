@@ -1,0 +1,46 @@
+//! Page-out, the Docker runtime's optional capability (`swap_after`): the paused container's
+//! memory cgroup, found from its ID, is reclaimed to swap by the kernel ([`MemoryCgroup`]). The
+//! engine is asked only for the container's ID and cgroup parent; it never learns of it.
+
+use bollard::query_parameters::InspectContainerOptions;
+
+use super::{Docker, classify};
+use crate::runtime::{ContainerSpec, PagedOut, RuntimeError, memory::MemoryCgroup};
+
+impl Docker {
+    pub(super) async fn page_out_paused(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<PagedOut, RuntimeError> {
+        let refused = |message: String| RuntimeError::Engine {
+            action: "page out",
+            container: spec.name.clone(),
+            message,
+        };
+        let id = (self.container_id(spec).await?)
+            .ok_or_else(|| refused("the container no longer exists".into()))?;
+        let inspected = self
+            .client
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| classify(e, "inspect", &spec.name))?;
+        // Only a frozen container: a running one would fault its pages straight back in.
+        let frozen = match self.freezer(spec).await {
+            Some(freezer) => freezer.is_frozen().unwrap_or(false),
+            None => false,
+        };
+        if !frozen {
+            return Err(refused("it is not paused".into()));
+        }
+        let parent = (inspected.host_config.as_ref()).and_then(|h| h.cgroup_parent.as_deref());
+        let group = MemoryCgroup::of_container(&id, parent).ok_or_else(|| {
+            refused(
+                "its memory cgroup is not under /sys/fs/cgroup (memory controller missing?)".into(),
+            )
+        })?;
+        tokio::task::spawn_blocking(move || group.page_out())
+            .await
+            .map_err(|e| refused(format!("the page-out task failed: {e}")))?
+            .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")))
+    }
+}

@@ -1,0 +1,136 @@
+//! A container's memory cgroup, for `swap_after`: a paused container's memory paged out to the
+//! machine's swap, so that a host asleep in the pause tier holds (almost) no memory and still
+//! wakes with a thaw. The kernel's own reclaim does the work: cgroup v1's `memory.force_empty`
+//! (reclaim everything the group holds; anonymous pages go to swap) or v2's `memory.reclaim`.
+//! Nothing is read back on a wake: the thawed process faults its pages in as it touches them.
+//!
+//! Without swap the kernel can drop only clean file pages, and the paused host stays resident:
+//! the agent refuses `swap_after` on a machine without active swap ([`swap_active`]).
+
+use std::{io, path::PathBuf};
+
+use super::freezer::container_groups;
+
+/// Where a container's memory cgroup is, and which interface it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// What a page-out did to a container's memory cgroup (bytes charged to it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PagedOut {
+    pub before: u64,
+    pub after: u64,
+}
+
+impl MemoryCgroup {
+    /// The memory cgroup of the container with ID `id` (see `Freezer::of_container`: found from
+    /// the ID, never a PID).
+    pub fn of_container(id: &str, parent: Option<&str>) -> Option<MemoryCgroup> {
+        MemoryCgroup::for_id(id, parent, |path| std::path::Path::new(path).exists())
+    }
+
+    fn for_id(
+        id: &str,
+        parent: Option<&str>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Option<MemoryCgroup> {
+        let groups = container_groups(id, parent)?;
+        let v1 = groups.iter().map(|g| {
+            (
+                format!("/sys/fs/cgroup/memory/{g}"),
+                false,
+                "memory.force_empty",
+            )
+        });
+        let v2 = groups
+            .iter()
+            .map(|g| (format!("/sys/fs/cgroup/{g}"), true, "memory.reclaim"));
+        v1.chain(v2)
+            .find(|(dir, _, file)| exists(&format!("{dir}/{file}")))
+            .map(|(dir, v2, _)| MemoryCgroup {
+                dir: PathBuf::from(dir),
+                v2,
+            })
+    }
+
+    /// Bytes charged to the group now.
+    pub fn usage(&self) -> io::Result<u64> {
+        let file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        let text = std::fs::read_to_string(self.dir.join(file))?;
+        text.trim()
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{file}: {e}")))
+    }
+
+    /// Reclaims as much of the group's memory as the kernel can (blocking: the kernel compresses
+    /// or writes out every page, some milliseconds per MiB).
+    pub fn page_out(&self) -> io::Result<PagedOut> {
+        let before = self.usage()?;
+        if self.v2 {
+            // Asks for everything; the kernel answers EAGAIN when it reclaimed less, which is
+            // what is left resident (shown by `after`), not a failure.
+            match std::fs::write(self.dir.join("memory.reclaim"), before.to_string()) {
+                Err(err) if err.raw_os_error() != Some(libc::EAGAIN) => return Err(err),
+                _ => {}
+            }
+        } else {
+            std::fs::write(self.dir.join("memory.force_empty"), "0")?;
+        }
+        Ok(PagedOut {
+            before,
+            after: self.usage()?,
+        })
+    }
+}
+
+/// Whether the machine has swap space in use (`/proc/swaps` lists a device or file).
+pub fn swap_active() -> io::Result<bool> {
+    Ok(swaps_listed(&std::fs::read_to_string("/proc/swaps")?))
+}
+
+fn swaps_listed(proc_swaps: &str) -> bool {
+    proc_swaps.lines().skip(1).any(|l| !l.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "f6e536270e239ead8cd92119508895f297ab36c7142807178021cbc82a260555";
+
+    #[test]
+    fn finds_the_v1_and_v2_memory_cgroups_by_id() {
+        let v1 =
+            MemoryCgroup::for_id(ID, None, |f| f.starts_with("/sys/fs/cgroup/memory/")).unwrap();
+        assert_eq!(
+            v1.dir,
+            PathBuf::from(format!("/sys/fs/cgroup/memory/docker/{ID}"))
+        );
+        assert!(!v1.v2);
+        let v2 = MemoryCgroup::for_id(ID, None, |f| f.ends_with(".scope/memory.reclaim")).unwrap();
+        assert_eq!(
+            v2.dir,
+            PathBuf::from(format!("/sys/fs/cgroup/system.slice/docker-{ID}.scope"))
+        );
+        assert!(v2.v2);
+        assert_eq!(MemoryCgroup::for_id("../x", None, |_| true), None);
+        assert_eq!(MemoryCgroup::for_id(ID, None, |_| false), None);
+    }
+
+    #[test]
+    fn swap_is_active_when_proc_swaps_lists_one() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!swaps_listed(header));
+        assert!(!swaps_listed(""));
+        assert!(swaps_listed(&format!(
+            "{header}/dev/zram0                              partition\t4194300\t\t0\t\t100\n"
+        )));
+    }
+}
