@@ -572,3 +572,47 @@ fn a_paused_host_is_paged_out_to_swap_and_its_next_packet_wakes_it() {
         0.0
     );
 }
+
+#[test]
+fn a_wake_during_a_page_out_stops_it() {
+    const MIB: u64 = 1 << 20;
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    // 512 MiB take the kernel seconds to page out: the wake comes in the middle of it.
+    let config = net.network_toml()
+        + &host(
+            &net,
+            "web",
+            13,
+            &[],
+            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"0s\"\n\
+             env = { BALLAST_MB = \"512\" }\n",
+        );
+    let agent = net.start_agent(&config, &[]);
+    let container = net.container("web");
+
+    assert_eq!(request(client, &net, 13).0, "hello from web\n");
+    let before = cgroup_memory(&container);
+    wait_until("the idle host is paused", Duration::from_secs(15), || {
+        container_status(&container).as_deref() == Some("paused")
+    });
+    wait_until("its page-out is under way", Duration::from_secs(5), || {
+        cgroup_memory(&container) + 32 * MIB < before
+    });
+    let (body, retransmits) = request(client, &net, 13);
+    assert_eq!(body, "hello from web\n");
+    assert_eq!(retransmits, 0);
+    // Uninterrupted, the page-out would go on until the whole ballast is in swap.
+    std::thread::sleep(Duration::from_secs(3));
+    let resident = cgroup_memory(&container);
+    assert!(
+        resident > 256 * MIB,
+        "the woken host keeps its memory: {resident} bytes resident\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        net.scrape()
+            .sum("imag_page_outs_total", &[("result", "done")]),
+        0.0
+    );
+}

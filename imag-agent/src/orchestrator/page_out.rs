@@ -17,6 +17,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         let host = &mut self.hosts[id];
         host.page_out_epoch = Some(host.epoch);
         host.paged_out_bytes = 0;
+        debug!(host = %host.config.name, "paging out to swap");
         self.jobs.page_out(id, host.epoch, host.spec.clone());
     }
 
@@ -45,7 +46,8 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 });
             }
             Err(err) => {
-                // A host woken meanwhile refuses ("not paused"): nothing lost, not a failure.
+                // A host woken meanwhile refuses ("not paused") or stops its page-out: nothing
+                // lost, not a failure.
                 if host.epoch == epoch {
                     warn!(host = %host.config.name, error = %err, "paging out to swap failed");
                     self.snapshot.send_modify(|s| s.page_outs.failed += 1);

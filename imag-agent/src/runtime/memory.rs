@@ -70,23 +70,86 @@ impl MemoryCgroup {
     }
 
     /// Reclaims as much of the group's memory as the kernel can (blocking: the kernel compresses
-    /// or writes out every page, some milliseconds per MiB).
-    pub fn page_out(&self) -> io::Result<PagedOut> {
+    /// or writes out every page, some milliseconds per MiB), unless `woken` says the container was
+    /// thawed meanwhile: then the reclaim is interrupted (the kernel's reclaim loop stops at a
+    /// pending signal) so that it does not fight a running process for its pages.
+    pub fn page_out(&self, woken: impl Fn() -> bool) -> io::Result<PagedOut> {
         let before = self.usage()?;
-        if self.v2 {
+        let (file, value) = if self.v2 {
             // Asks for everything; the kernel answers EAGAIN when it reclaimed less, which is
             // what is left resident (shown by `after`), not a failure.
-            match std::fs::write(self.dir.join("memory.reclaim"), before.to_string()) {
-                Err(err) if err.raw_os_error() != Some(libc::EAGAIN) => return Err(err),
-                _ => {}
-            }
+            (self.dir.join("memory.reclaim"), before.to_string())
         } else {
-            std::fs::write(self.dir.join("memory.force_empty"), "0")?;
+            (self.dir.join("memory.force_empty"), "0".to_string())
+        };
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("imag-page-out".into())
+            .spawn(move || {
+                // One write call: `write_all` would retry an interrupted one.
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(file)
+                    .and_then(|mut f| std::io::Write::write(&mut f, value.as_bytes()).map(drop));
+                let _ = done_tx.send(());
+                written
+            })?;
+        let mut interrupted = false;
+        while done.recv_timeout(WOKEN_POLL).is_err() {
+            if woken() {
+                interrupted = true;
+                interrupt(&worker);
+            }
+        }
+        match worker.join() {
+            Ok(Err(err)) if interrupted && err.kind() == io::ErrorKind::Interrupted => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the container was woken during its page-out, which was stopped",
+                ));
+            }
+            Ok(Err(err)) if !(self.v2 && err.raw_os_error() == Some(libc::EAGAIN)) => {
+                return Err(err);
+            }
+            Ok(_) => {}
+            Err(_) => return Err(io::Error::other("the page-out thread panicked")),
         }
         Ok(PagedOut {
             before,
             after: self.usage()?,
         })
+    }
+}
+
+/// How often a page-out looks whether its container was woken.
+const WOKEN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The signal that interrupts a page-out's reclaim: a real-time one, with a handler that does
+/// nothing (an ignored signal would never be pending; the handler makes the write return EINTR).
+fn interrupt_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+/// Interrupts the worker's reclaim (the kernel checks for a pending signal between passes).
+fn interrupt(worker: &std::thread::JoinHandle<io::Result<()>>) {
+    use std::os::unix::thread::JoinHandleExt;
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time
+        // signal nothing else in the agent uses; no SA_RESTART, so the write returns EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as *const () as libc::sighandler_t;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(interrupt_signal(), &raw const action, std::ptr::null_mut());
+        }
+    });
+    // SAFETY: the thread has not been joined (the handle is borrowed), so its pthread_t is
+    // valid; a thread that just finished makes this a harmless ESRCH or a no-op handler call.
+    unsafe {
+        libc::pthread_kill(worker.as_pthread_t(), interrupt_signal());
     }
 }
 

@@ -24,21 +24,20 @@ impl Docker {
             .inspect_container(&id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| classify(e, "inspect", &spec.name))?;
-        // Only a frozen container: a running one would fault its pages straight back in.
-        let frozen = match self.freezer(spec).await {
-            Some(freezer) => freezer.is_frozen().unwrap_or(false),
-            None => false,
-        };
-        if !frozen {
+        // Only a frozen container: a running one would fault its pages straight back in (and a
+        // wake during the page-out stops it).
+        let freezer = self.freezer(spec).await;
+        let Some(freezer) = freezer.filter(|f| f.is_frozen().unwrap_or(false)) else {
             return Err(refused("it is not paused".into()));
-        }
+        };
         let parent = (inspected.host_config.as_ref()).and_then(|h| h.cgroup_parent.as_deref());
         let group = MemoryCgroup::of_container(&id, parent).ok_or_else(|| {
             refused(
                 "its memory cgroup is not under /sys/fs/cgroup (memory controller missing?)".into(),
             )
         })?;
-        tokio::task::spawn_blocking(move || group.page_out())
+        let woken = move || !freezer.is_frozen().unwrap_or(false);
+        tokio::task::spawn_blocking(move || group.page_out(woken))
             .await
             .map_err(|e| refused(format!("the page-out task failed: {e}")))?
             .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")))
