@@ -96,32 +96,6 @@ impl Undo {
     }
 }
 
-/// `swap_after` pages a paused host out to swap: without swap it would stay resident, silently.
-fn check_swap(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    let paging: Vec<&str> = (config.hosts.iter())
-        .filter(|h| h.swap_after.is_some())
-        .map(|h| h.name.as_str())
-        .collect();
-    if paging.is_empty() {
-        return Ok(());
-    }
-    let active = crate::runtime::memory::swap_active().map_err(|e| {
-        anyhow::anyhow!("cannot read /proc/swaps ({e}) to check swap for swap_after")
-    })?;
-    if !active {
-        bail!(
-            "host(s) {} in {} set swap_after, but this machine has no swap in use (/proc/swaps \
-             lists none), so a paused host's memory would stay resident: add swap (a file: \
-             fallocate -l 4G /swapfile && chmod 600 /swapfile && mkswap /swapfile && swapon \
-             /swapfile; or zram: zramctl --find --size 4G, mkswap and swapon that device), or \
-             remove swap_after",
-            paging.join(", "),
-            file.display()
-        );
-    }
-    Ok(())
-}
-
 pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
     ensure_root("attach")?;
     if opts.interfaces.is_empty() {
@@ -151,7 +125,12 @@ pub async fn attach(opts: AttachOptions) -> anyhow::Result<()> {
             opts.config.display()
         );
     }
-    check_swap(&config, &opts.config)?;
+    let paging: Vec<&str> = (config.hosts.iter())
+        .filter(|h| h.swap_after.is_some())
+        .map(|h| h.name.as_str())
+        .collect();
+    crate::runtime::memory::require_swap(&paging)
+        .with_context(|| format!("checking {} against this machine", opts.config.display()))?;
 
     match engine(&config) {
         Engine::Docker => Box::pin(attach_on::<Docker>(opts, config, interfaces)).await,

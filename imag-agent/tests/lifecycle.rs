@@ -490,36 +490,36 @@ fn a_sleeping_hosts_neighbours_are_pointed_back_at_the_bridge() {
     );
 }
 
-/// Bytes charged to a container's memory cgroup (cgroup v1 or v2, cgroupfs or systemd driver).
+const MIB: u64 = 1 << 20;
+
+/// Bytes charged to a container's memory cgroup.
 fn cgroup_memory(container: &str) -> u64 {
     let id = docker::inspect(container, "{{.Id}}").expect("the container exists");
-    let files = [
-        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
-        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
-    ];
-    let text = (files.iter())
-        .find_map(|f| std::fs::read_to_string(f).ok())
-        .expect("the container's memory cgroup");
-    text.trim().parse().expect("a byte count")
+    docker::cgroup_memory_bytes(&id).expect("the container's memory cgroup")
+}
+
+/// A host whose memory is paged out to swap as soon as it is paused, 1 s after its last packet,
+/// with these `env` entries (its ballast).
+fn paged_host(net: &TestNet, i: u8, env: &str) -> String {
+    host(
+        net,
+        "web",
+        i,
+        &[],
+        &format!(
+            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"0s\"\n\
+             env = {{ {env} }}\n"
+        ),
+    )
 }
 
 #[test]
 fn a_paused_host_is_paged_out_to_swap_and_its_next_packet_wakes_it() {
-    const MIB: u64 = 1 << 20;
     let net = TestNet::new(agent_binary!());
     let client = net.client();
     // 64 MiB that every request reads (BALLAST_TOUCH): paged out, they must come back.
-    let config = net.network_toml()
-        + &host(
-            &net,
-            "web",
-            12,
-            &[],
-            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"0s\"\n\
-             env = { BALLAST_MB = \"64\", BALLAST_TOUCH = \"1\" }\n",
-        );
+    let config =
+        net.network_toml() + &paged_host(&net, 12, "BALLAST_MB = \"64\", BALLAST_TOUCH = \"1\"");
     let agent = net.start_agent(&config, &[]);
     let container = net.container("web");
 
@@ -575,19 +575,10 @@ fn a_paused_host_is_paged_out_to_swap_and_its_next_packet_wakes_it() {
 
 #[test]
 fn a_wake_during_a_page_out_stops_it() {
-    const MIB: u64 = 1 << 20;
     let net = TestNet::new(agent_binary!());
     let client = net.client();
     // 512 MiB take the kernel seconds to page out: the wake comes in the middle of it.
-    let config = net.network_toml()
-        + &host(
-            &net,
-            "web",
-            13,
-            &[],
-            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"0s\"\n\
-             env = { BALLAST_MB = \"512\" }\n",
-        );
+    let config = net.network_toml() + &paged_host(&net, 13, "BALLAST_MB = \"512\"");
     let agent = net.start_agent(&config, &[]);
     let container = net.container("web");
 

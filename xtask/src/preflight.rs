@@ -55,8 +55,7 @@ pub fn require_privileges(what: &str) -> anyhow::Result<()> {
 /// brings a compressed RAM device (zram) or, without zram, a swap file, and says so. Left in
 /// place afterwards, like the Docker engine the tests start.
 pub fn ensure_swap(size_gib: u32) -> anyhow::Result<()> {
-    let swaps = std::fs::read_to_string("/proc/swaps")?;
-    if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
+    if !swaps().is_empty() {
         return Ok(());
     }
     let size = format!("{size_gib}G");
@@ -88,4 +87,16 @@ pub fn ensure_swap(size_gib: u32) -> anyhow::Result<()> {
     }
     eprintln!("xtask: no swap was in use; enabled {size} of swap on {device} (swap_after tier)");
     Ok(())
+}
+
+/// The swap in use, as `/proc/swaps` lists it: (device or file, type).
+pub fn swaps() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?.to_string(), fields.next()?.to_string()))
+        })
+        .collect()
 }

@@ -247,26 +247,23 @@ pub(super) fn validate(
         report,
     );
     let sleep = field_or(host.sleep.as_ref(), "sleep", Tier::Stopped, report);
-    if let Some(text) = &host.stop_after
-        && sleep.is_some_and(|s| s != Tier::Paused)
-    {
-        report(
-            span(text),
-            format!("stop_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
-        );
-        ok = false;
+    // What happens to a paused host later: meaningless for any other tier.
+    for (key, value) in [
+        ("stop_after", &host.stop_after),
+        ("swap_after", &host.swap_after),
+    ] {
+        if let Some(text) = value
+            && sleep.is_some_and(|s| s != Tier::Paused)
+        {
+            report(
+                span(text),
+                format!("{key} only applies to hosts with sleep = \"pause\" (host {name:?})"),
+            );
+            ok = false;
+        }
     }
     let stop_after: Option<Option<NonZeroDuration>> =
         optional(host.stop_after.as_ref(), "stop_after", report);
-    if let Some(text) = &host.swap_after
-        && sleep.is_some_and(|s| s != Tier::Paused)
-    {
-        report(
-            span(text),
-            format!("swap_after only applies to hosts with sleep = \"pause\" (host {name:?})"),
-        );
-        ok = false;
-    }
     let swap_after: Option<Option<AnyDuration>> =
         optional(host.swap_after.as_ref(), "swap_after", report);
     let min_warm = field_or(

@@ -5,7 +5,7 @@
 //! Nothing is read back on a wake: the thawed process faults its pages in as it touches them.
 //!
 //! Without swap the kernel can drop only clean file pages, and the paused host stays resident:
-//! the agent refuses `swap_after` on a machine without active swap ([`swap_active`]).
+//! the agent refuses `swap_after` on a machine without active swap ([`require_swap`]).
 
 use std::{io, path::PathBuf};
 
@@ -153,9 +153,34 @@ fn interrupt(worker: &std::thread::JoinHandle<io::Result<()>>) {
     }
 }
 
-/// Whether the machine has swap space in use (`/proc/swaps` lists a device or file).
-pub fn swap_active() -> io::Result<bool> {
-    Ok(swaps_listed(&std::fs::read_to_string("/proc/swaps")?))
+/// `hosts` set `swap_after` and there is no swap to page them out to: their memory would stay
+/// resident, silently.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapMissing {
+    #[error("cannot read /proc/swaps to check swap for swap_after: {0}")]
+    Unreadable(io::Error),
+    #[error(
+        "host(s) {hosts} set swap_after, but this machine has no swap in use (/proc/swaps lists \
+         none), so a paused host's memory would stay resident: add swap (a file: fallocate -l 4G \
+         /swapfile && chmod 600 /swapfile && mkswap /swapfile && swapon /swapfile; or zram: \
+         zramctl --find --size 4G, mkswap and swapon that device), or remove swap_after"
+    )]
+    None { hosts: String },
+}
+
+/// Checks that the machine has swap in use when any of `hosts` (those with `swap_after`) does.
+pub fn require_swap(hosts: &[&str]) -> Result<(), SwapMissing> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let swaps = std::fs::read_to_string("/proc/swaps").map_err(SwapMissing::Unreadable)?;
+    if swaps_listed(&swaps) {
+        Ok(())
+    } else {
+        Err(SwapMissing::None {
+            hosts: hosts.join(", "),
+        })
+    }
 }
 
 fn swaps_listed(proc_swaps: &str) -> bool {

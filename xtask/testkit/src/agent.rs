@@ -242,6 +242,15 @@ impl AgentProcess {
         log_field(line, "total_ms")?.parse().ok()
     }
 
+    /// The SYN retransmissions `host`'s latest wake forced by its length alone
+    /// ([`crate::clients::syn_retransmissions_forced`]): a test allows none beyond them. Panics if
+    /// the log has no wake of `host`.
+    pub fn syn_retransmissions_forced(&self, host: &str) -> u64 {
+        let wake_ms = (self.last_wake_ms(host))
+            .unwrap_or_else(|| panic!("{host}'s wake is not in the log:\n{}", self.log_text()));
+        crate::clients::syn_retransmissions_forced(wake_ms)
+    }
+
     /// Every log line so far.
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")

@@ -15,6 +15,19 @@ pub fn inspect(container: &str, format: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Bytes charged to the memory cgroup of the container with ID `id` (cgroup v1 or v2, cgroupfs
+/// or systemd driver); `None` without one (a stopped container holds nothing).
+pub fn cgroup_memory_bytes(id: &str) -> Option<u64> {
+    [
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
+        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
+    ]
+    .into_iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+}
+
 /// The container's state as `docker inspect` reports it (`running`, `paused`, `exited`, …).
 pub fn container_status(container: &str) -> Option<String> {
     inspect(container, "{{.State.Status}}")

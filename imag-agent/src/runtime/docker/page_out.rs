@@ -4,7 +4,10 @@
 
 use bollard::query_parameters::InspectContainerOptions;
 
-use super::{Docker, classify};
+use super::{
+    Docker, classify,
+    thaw::{cgroup_of, freezer_of},
+};
 use crate::runtime::{ContainerSpec, PagedOut, RuntimeError, memory::MemoryCgroup};
 
 impl Docker {
@@ -19,6 +22,7 @@ impl Docker {
         };
         let id = (self.container_id(spec).await?)
             .ok_or_else(|| refused("the container no longer exists".into()))?;
+        // One look at the container names both its cgroups.
         let inspected = self
             .client
             .inspect_container(&id, None::<InspectContainerOptions>)
@@ -26,16 +30,18 @@ impl Docker {
             .map_err(|e| classify(e, "inspect", &spec.name))?;
         // Only a frozen container: a running one would fault its pages straight back in (and a
         // wake during the page-out stops it).
-        let freezer = self.freezer(spec).await;
-        let Some(freezer) = freezer.filter(|f| f.is_frozen().unwrap_or(false)) else {
+        let Some(freezer) = freezer_of(&inspected).filter(|f| f.is_frozen().unwrap_or(false))
+        else {
             return Err(refused("it is not paused".into()));
         };
-        let parent = (inspected.host_config.as_ref()).and_then(|h| h.cgroup_parent.as_deref());
-        let group = MemoryCgroup::of_container(&id, parent).ok_or_else(|| {
-            refused(
-                "its memory cgroup is not under /sys/fs/cgroup (memory controller missing?)".into(),
-            )
-        })?;
+        let group = cgroup_of(&inspected)
+            .and_then(|(id, parent)| MemoryCgroup::of_container(id, parent))
+            .ok_or_else(|| {
+                refused(
+                    "its memory cgroup is not under /sys/fs/cgroup (memory controller missing?)"
+                        .into(),
+                )
+            })?;
         let woken = move || !freezer.is_frozen().unwrap_or(false);
         tokio::task::spawn_blocking(move || group.page_out(woken))
             .await

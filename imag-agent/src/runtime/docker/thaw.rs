@@ -52,14 +52,17 @@ impl FastThaw {
     }
 }
 
-/// The freezer of an inspected container: its cgroup, named by the container's ID (unique,
-/// never reused; a PID can be, by an unrelated process once the container is gone).
-pub(super) fn freezer_of(inspected: &ContainerInspectResponse) -> Option<Freezer> {
+/// What names an inspected container's cgroups: its ID (unique, never reused; a PID can be, by
+/// an unrelated process once the container is gone) and the engine's cgroup parent, if set.
+pub(super) fn cgroup_of(inspected: &ContainerInspectResponse) -> Option<(&str, Option<&str>)> {
     let id = inspected.id.as_deref()?;
-    let parent = inspected
-        .host_config
-        .as_ref()
-        .and_then(|h| h.cgroup_parent.as_deref());
+    let parent = (inspected.host_config.as_ref()).and_then(|h| h.cgroup_parent.as_deref());
+    Some((id, parent))
+}
+
+/// The freezer of an inspected container.
+pub(super) fn freezer_of(inspected: &ContainerInspectResponse) -> Option<Freezer> {
+    let (id, parent) = cgroup_of(inspected)?;
     Freezer::of_container(id, parent)
 }
 

@@ -258,15 +258,9 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
-        swap: (std::fs::read_to_string("/proc/swaps")
-            .unwrap_or_default()
-            .lines())
-        .skip(1)
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            Some(format!("{} ({})", fields.next()?, fields.next()?))
-        })
-        .collect(),
+        swap: (crate::preflight::swaps().into_iter())
+            .map(|(name, kind)| format!("{name} ({kind})"))
+            .collect(),
         params,
         hosts: trace.hosts.clone(),
         requests: measured,

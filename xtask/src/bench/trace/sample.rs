@@ -52,17 +52,6 @@ fn read_number(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The container's memory (bytes), from whichever cgroup layout this machine has.
-fn memory_bytes(id: &str) -> Option<u64> {
-    [
-        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
-        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
-    ]
-    .into_iter()
-    .find_map(|p| read_number(&p))
-}
-
 /// The container's CPU time so far in this incarnation (ns).
 fn cpu_ns(id: &str) -> Option<u64> {
     if let Some(ns) = read_number(&format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage")) {
@@ -82,15 +71,17 @@ fn cpu_ns(id: &str) -> Option<u64> {
     })
 }
 
-/// The memory zram swap devices use (bytes): `mem_used_total` of each `/dev/zramN` that
-/// `/proc/swaps` lists.
-pub fn zram_swap_bytes() -> u64 {
-    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-    swaps
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("/dev/"))
+/// The zram devices swap uses (`zram0`, …), from `/proc/swaps`: read once per replay.
+fn zram_swaps() -> Vec<String> {
+    (crate::preflight::swaps().into_iter())
+        .filter_map(|(name, _)| Some(name.strip_prefix("/dev/")?.to_string()))
         .filter(|dev| dev.starts_with("zram"))
+        .collect()
+}
+
+/// The memory `devices` (zram) use now, compressed pages and overhead: `mem_used_total` (bytes).
+fn zram_bytes(devices: &[String]) -> u64 {
+    (devices.iter())
         .filter_map(|dev| {
             let stat = std::fs::read_to_string(format!("/sys/block/{dev}/mm_stat")).ok()?;
             stat.split_whitespace().nth(2)?.parse::<u64>().ok()
@@ -153,6 +144,7 @@ fn containers(network: &str) -> Vec<String> {
 /// stamped in seconds since then, CPU time used since then): the warm-up before it is not measured.
 pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> Sampled {
     let ids = Arc::new(Mutex::new(containers(network)));
+    let zram = zram_swaps();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
@@ -175,7 +167,7 @@ pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> S
             let now_ids = ids.lock().expect("not poisoned").clone();
             let (mut bytes, mut resident) = (0u64, 0usize);
             for id in &now_ids {
-                if let Some(b) = memory_bytes(id) {
+                if let Some(b) = imag_testkit::docker::cgroup_memory_bytes(id) {
                     bytes += b;
                     resident += 1;
                 }
@@ -185,7 +177,7 @@ pub fn run(network: &str, agent_pid: u32, from: Instant, done: &AtomicBool) -> S
                     cpu_ns_total += if ns >= last { ns - last } else { ns };
                 }
             }
-            let swap = zram_swap_bytes();
+            let swap = zram_bytes(&zram);
             match Instant::now().checked_duration_since(from) {
                 Some(since) => sampled.samples.push(Sample {
                     t_s: since.as_secs_f64(),
