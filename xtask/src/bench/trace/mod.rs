@@ -521,7 +521,7 @@ pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> 
     // Fail on bad flags before anything is created.
     params(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
-    if policies.iter().any(|p| p.kind == policy::Kind::PauseSwap) {
+    if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
         crate::preflight::ensure_swap(8)?;
     }
     let client = ClientNs::create(

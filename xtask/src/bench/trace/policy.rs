@@ -14,6 +14,8 @@ use super::workload::{HostPlan, Trace, TraceParams};
 
 /// imag's idle timeout in trace time: its wakes are cheap, so it may let go soon.
 pub const IMAG_IDLE_S: f64 = 60.0;
+/// The short idle timeout (trace time) that wakes at thaw speed afford (at 30×, 333 ms real).
+pub const SHORT_IDLE_S: u32 = 10;
 /// The common serverless keep-alive (trace time), also `stop_after` for pause → stop.
 pub const KEEP_ALIVE_S: f64 = 600.0;
 /// Trace time replayed before the measured span: longer than any policy's timeouts (pause → stop
@@ -38,8 +40,9 @@ pub enum Kind {
     Pause,
     /// imag, paused after [`IMAG_IDLE_S`], stopped after [`KEEP_ALIVE_S`] paused.
     PauseThenStop,
-    /// imag, paused after [`IMAG_IDLE_S`] and paged out to swap at once (`swap_after = "0s"`).
-    PauseSwap,
+    /// imag, paused after `idle_s` (trace seconds) and paged out to swap at once
+    /// (`swap_after = "0s"`).
+    PauseSwap { idle_s: u32 },
     /// imag, paused after [`IMAG_IDLE_S`], under `[limits] memory_budget` ([`BUDGET_SHARE`] of
     /// every host's limit): waking beyond it stops the least recently used.
     PauseBudget,
@@ -63,7 +66,7 @@ pub const ALWAYS_ON: Policy = Policy {
     what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
 };
 
-pub const ALL: [Policy; 7] = [
+pub const ALL: [Policy; 8] = [
     ALWAYS_ON,
     Policy {
         name: "keep-alive-10m",
@@ -87,8 +90,16 @@ pub const ALL: [Policy; 7] = [
     },
     Policy {
         name: "imag-pause-swap",
-        kind: Kind::PauseSwap,
+        kind: Kind::PauseSwap { idle_s: 60 },
         what: "imag: paused after 1 minute idle and paged out to swap at once (swap_after = 0s)",
+    },
+    Policy {
+        name: "imag-swap-10s",
+        kind: Kind::PauseSwap {
+            idle_s: SHORT_IDLE_S,
+        },
+        what: "imag: paused after 10 s idle and paged out to swap at once (a wake is a thaw, so a \
+               short idle timeout is affordable)",
     },
     Policy {
         name: "imag-budget",
@@ -153,10 +164,13 @@ impl Policy {
             Kind::PauseBudget => {
                 format!("idle_timeout = \"{idle}\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n")
             }
-            Kind::PauseSwap => format!(
-                "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
-                 swap_after = \"0s\"\n"
-            ),
+            Kind::PauseSwap { idle_s } => {
+                let idle = timeout(params, f64::from(idle_s));
+                format!(
+                    "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
+                     swap_after = \"0s\"\n"
+                )
+            }
             Kind::PauseThenStop => format!(
                 "idle_timeout = \"{idle}\"\nmin_warm = \"{idle}\"\nsleep = \"pause\"\n\
                  stop_after = \"{keep}\"\n"
