@@ -55,8 +55,24 @@ use crate::{
 
 /// How often held packets are checked against their host's wake timeout.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
-/// How often warm hosts are checked for idleness (and paused ones for escalation).
+/// How often warm hosts are checked for idleness (and paused ones for escalation), at most.
 const TICK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often at least: the datapath's activity stamps trail the clock by up to 20 ms (its coarse
+/// clock, `hosts::sleep_called_off`), so looking more often would not judge idleness better.
+const MIN_TICK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How often the orchestrator looks at its hosts: a quarter of the shortest idle timeout (so a
+/// host sleeps within a quarter of its timeout past it), within [`MIN_TICK_INTERVAL`] and
+/// [`TICK_INTERVAL`]. With the usual timeouts (seconds and more) that is every 250 ms.
+fn tick_interval(hosts: &[Host]) -> Duration {
+    hosts
+        .iter()
+        .filter_map(|h| h.config.idle_timeout)
+        .min()
+        .map_or(TICK_INTERVAL, |shortest| {
+            (shortest / 4).clamp(MIN_TICK_INTERVAL, TICK_INTERVAL)
+        })
+}
 
 /// Inputs from outside the orchestrator: the engine and the operator.
 pub enum Input {
@@ -255,7 +271,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     ) {
         tokio::pin!(shutdown);
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
-        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        let mut tick = tokio::time::interval(tick_interval(&self.hosts));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

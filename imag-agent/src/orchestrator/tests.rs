@@ -267,6 +267,30 @@ async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
     assert_eq!(fake.status("t--web"), Some(ContainerStatus::Running));
 }
 
+#[tokio::test]
+async fn the_orchestrator_looks_at_its_hosts_often_enough_for_the_shortest_idle_timeout() {
+    let interval = |hosts: &str| tick_interval(&orchestrator(hosts).0.hosts);
+    let two = |a: &str, b: &str| {
+        format!(
+            "{}{}",
+            host(
+                "a",
+                10,
+                &format!("idle_timeout = \"{a}\"\nmin_warm = \"0s\"")
+            ),
+            host(
+                "b",
+                11,
+                &format!("idle_timeout = \"{b}\"\nmin_warm = \"0s\"")
+            )
+        )
+    };
+    assert_eq!(interval(&two("5m", "never")), TICK_INTERVAL);
+    assert_eq!(interval(&two("never", "never")), TICK_INTERVAL);
+    assert_eq!(interval(&two("5m", "400ms")), Duration::from_millis(100));
+    assert_eq!(interval(&two("50ms", "1s")), MIN_TICK_INTERVAL);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_paused_host_is_paged_out_once_after_swap_after() {
     let (mut orch, fake) = orchestrator(&host(

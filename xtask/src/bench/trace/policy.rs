@@ -1,7 +1,8 @@
 //! The policies a trace is replayed under, as configuration. Every policy runs the same agent on
 //! the same hosts (same image, ballast, memory limit, calls); only the keys below differ. Timeouts
 //! are stated in trace time and scaled like the rest of time, never below [`MIN_TIMEOUT_S`] of
-//! real time (the agent looks at idleness every 250 ms).
+//! real time (the agent looks at idleness as often as a quarter of the shortest idle timeout,
+//! every 20 ms at most).
 //!
 //! To add a policy (e.g. imag with `wakes_with`): a variant of [`Kind`], its row in [`ALL`], its
 //! keys in [`Policy::host_keys`] (it sees the whole trace and the host's index, so the name of the
@@ -16,13 +17,17 @@ use super::workload::{HostPlan, Trace, TraceParams};
 pub const IMAG_IDLE_S: f64 = 60.0;
 /// The short idle timeout (trace time) that wakes at thaw speed afford (at 30×, 333 ms real).
 pub const SHORT_IDLE_S: u32 = 10;
+/// The shortest idle timeout (trace time) tried: a sleep after almost every request (at 30×,
+/// 33 ms real, floored to [`MIN_TIMEOUT_S`]).
+pub const SHORTEST_IDLE_S: u32 = 1;
 /// The common serverless keep-alive (trace time), also `stop_after` for pause → stop.
 pub const KEEP_ALIVE_S: f64 = 600.0;
 /// Trace time replayed before the measured span: longer than any policy's timeouts (pause → stop
 /// lets go of a host after 1 + 10 minutes), so each is measured from its steady state.
 pub const WARMUP_S: f64 = 900.0;
-/// The shortest timeout given to the agent, in real seconds.
-pub const MIN_TIMEOUT_S: f64 = 0.3;
+/// The shortest timeout given to the agent, in real seconds: twice the lag of the datapath's
+/// activity stamps (the kernel's coarse clock, up to 20 ms), the agent's shortest look interval.
+pub const MIN_TIMEOUT_S: f64 = 0.04;
 /// A host's memory limit is its ballast plus this (the binary, stacks, page cache).
 pub const HEADROOM_MB: u32 = 8;
 /// The memory budget's share of all hosts' limits together. (At 0.4 with `min_warm` = the idle
@@ -66,7 +71,7 @@ pub const ALWAYS_ON: Policy = Policy {
     what: "every host warm for the whole replay (imag with idle_timeout = never, all woken first)",
 };
 
-pub const ALL: [Policy; 8] = [
+pub const ALL: [Policy; 9] = [
     ALWAYS_ON,
     Policy {
         name: "keep-alive-10m",
@@ -100,6 +105,14 @@ pub const ALL: [Policy; 8] = [
         },
         what: "imag: paused after 10 s idle and paged out to swap at once (a wake is a thaw, so a \
                short idle timeout is affordable)",
+    },
+    Policy {
+        name: "imag-swap-1s",
+        kind: Kind::PauseSwap {
+            idle_s: SHORTEST_IDLE_S,
+        },
+        what: "imag: paused after 1 s idle and paged out to swap at once (a sleep, a page-out and \
+               a wake around almost every request)",
     },
     Policy {
         name: "imag-budget",
@@ -217,9 +230,10 @@ mod tests {
 
     #[test]
     fn timeouts_are_scaled_and_floored() {
-        // 10 minutes at 360×: 1.67 s; 1 minute: 167 ms, floored to 300 ms.
+        // 10 minutes at 360×: 1.67 s; 1 minute: 167 ms; 1 s: 3 ms, floored to 40 ms.
         assert_eq!(timeout(&params(), KEEP_ALIVE_S), "1667ms");
-        assert_eq!(timeout(&params(), IMAG_IDLE_S), "300ms");
+        assert_eq!(timeout(&params(), IMAG_IDLE_S), "167ms");
+        assert_eq!(timeout(&params(), f64::from(SHORTEST_IDLE_S)), "40ms");
     }
 
     #[test]
