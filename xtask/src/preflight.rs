@@ -65,27 +65,59 @@ pub fn ensure_swap(size_gib: u32) -> anyhow::Result<()> {
     let device = if let Some(device) = zram {
         device
     } else {
-        let file = "/var/lib/imag-swap";
-        let made = output(Command::new("fallocate").args(["-l", &size, file])).is_some()
-            && output(Command::new("chmod").args(["600", file])).is_some();
-        if !made {
-            bail!(
-                "no swap is in use and neither a zram device (zramctl --find) nor a swap file \
-                 ({file}) could be made: add swap by hand (mkswap + swapon) for the swap_after \
-                 tier"
-            );
-        }
-        file.to_string()
+        make_swap_file(&size).map_err(|e| {
+            anyhow::anyhow!("no swap is in use and no zram device (zramctl --find) was made: {e}")
+        })?
     };
-    if output(Command::new("mkswap").arg(&device)).is_none()
-        || output(Command::new("swapon").arg(&device)).is_none()
+    enable_swap(&device, None)?;
+    eprintln!("xtask: no swap was in use; enabled {size} of swap on {device} (swap_after tier)");
+    Ok(())
+}
+
+/// Makes sure swap on disk is in use and preferred (priority 100, above zram's), adding a swap
+/// file of `size_gib` when only zram (or nothing) is: the trace bench measures memory freed, and
+/// what zram holds is still memory.
+pub fn ensure_disk_swap(size_gib: u32) -> anyhow::Result<()> {
+    if swaps()
+        .iter()
+        .any(|(name, _)| !name.starts_with("/dev/zram"))
     {
+        return Ok(());
+    }
+    let file = make_swap_file(&format!("{size_gib}G"))?;
+    enable_swap(&file, Some(100))?;
+    eprintln!("xtask: enabled {size_gib}G of swap on {file}, preferred over zram (trace bench)");
+    Ok(())
+}
+
+const SWAP_FILE: &str = "/var/lib/imag-swap";
+
+/// A swap file of `size` (as fallocate takes it) at [`SWAP_FILE`], readable by root only.
+fn make_swap_file(size: &str) -> anyhow::Result<String> {
+    let made = output(Command::new("fallocate").args(["-l", size, SWAP_FILE])).is_some()
+        && output(Command::new("chmod").args(["600", SWAP_FILE])).is_some();
+    if !made {
         bail!(
-            "no swap is in use, and enabling {device} failed (mkswap/swapon, util-linux): add \
-             swap by hand for the swap_after tier"
+            "a swap file ({SWAP_FILE}, {size}) could not be made (fallocate, chmod): add swap by \
+             hand (mkswap + swapon) for the swap_after tier"
         );
     }
-    eprintln!("xtask: no swap was in use; enabled {size} of swap on {device} (swap_after tier)");
+    Ok(SWAP_FILE.to_string())
+}
+
+/// `mkswap` and `swapon` (at `priority`, else the kernel's default) on `device`.
+fn enable_swap(device: &str, priority: Option<u32>) -> anyhow::Result<()> {
+    let mut swapon = Command::new("swapon");
+    if let Some(priority) = priority {
+        swapon.args(["--priority", &priority.to_string()]);
+    }
+    if output(Command::new("mkswap").arg(device)).is_none() || output(swapon.arg(device)).is_none()
+    {
+        bail!(
+            "enabling swap on {device} failed (mkswap/swapon, util-linux): add swap by hand for \
+             the swap_after tier"
+        );
+    }
     Ok(())
 }
 

@@ -144,7 +144,7 @@ pub struct BenchOptions {
     /// Run only the scale-out section; writes bench/cluster.{md,json}.
     #[arg(long)]
     pub cluster_only: bool,
-    /// Skip the trace benchmark (six policies, `--trace-secs` each).
+    /// Skip the trace benchmark (nine policies, `--trace-secs` each).
     #[arg(long)]
     pub no_trace: bool,
     #[command(flatten)]

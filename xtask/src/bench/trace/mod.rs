@@ -522,7 +522,8 @@ pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> 
     params(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
-        crate::preflight::ensure_swap(8)?;
+        // Swap on disk: paging out to zram keeps the memory, compressed (it is counted).
+        crate::preflight::ensure_disk_swap(8)?;
     }
     let client = ClientNs::create(
         super::NETNS,

@@ -149,22 +149,24 @@ fn swap_notes(run: &TraceRun, out: &mut String) {
     }
 }
 
+/// The imag policy that saved the most of always-on's memory-seconds, and how much; with
+/// `clean_only`, among those that kept the must-be-zero counts (failed requests, SYN
+/// retransmissions) at zero: a saving paid for with either does not count towards the target.
+fn best(policies: &[PolicyRun], clean_only: bool) -> Option<(&PolicyRun, f64)> {
+    let always_on = policies.iter().find(|p| p.name == "always-on")?;
+    policies
+        .iter()
+        .filter(|r| r.name.starts_with("imag"))
+        .filter(|r| !clean_only || (r.failed == 0 && r.syn_retransmissions == 0))
+        .map(|r| (r, 1.0 - r.memory_mb_s / always_on.memory_mb_s))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 /// The target: the largest saving among imag policies that kept the must-be-zero counts at
 /// zero, and the largest of all when that is another policy.
 fn target(run: &TraceRun, out: &mut String) {
-    // Judged on the policies that kept the must-be-zero counts at zero: a saving paid for with
-    // failed requests or retransmitted SYNs does not count towards the target.
-    let clean = |r: &&PolicyRun| r.failed == 0 && r.syn_retransmissions == 0;
-    let best = |clean_only: bool| {
-        run.policies
-            .iter()
-            .filter(|r| r.name.starts_with("imag"))
-            .filter(|r| !clean_only || clean(r))
-            .filter_map(|r| Some((r, saved(run, r)?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-    };
     let always_on_p99 = always_on(run).map_or(f64::NAN, |a| a.latency_p99_ms);
-    match best(true) {
+    match best(&run.policies, true) {
         Some((r, s)) => {
             let met = s >= TARGET_SAVED;
             let _ = writeln!(
@@ -188,7 +190,8 @@ fn target(run: &TraceRun, out: &mut String) {
             );
         }
     }
-    if let (Some((largest, s)), clean_best) = (best(false), best(true))
+    if let (Some((largest, s)), clean_best) =
+        (best(&run.policies, false), best(&run.policies, true))
         && clean_best.is_none_or(|(c, _)| c.name != largest.name)
     {
         let _ = writeln!(
@@ -409,4 +412,39 @@ fn draw(run: &TraceRun, buffer: &mut [u8]) -> Result<(), Box<dyn std::error::Err
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, memory_mb_s: f64, failed: usize, syn_retransmissions: u64) -> PolicyRun {
+        PolicyRun {
+            name: name.to_string(),
+            memory_mb_s,
+            failed,
+            syn_retransmissions,
+            ..PolicyRun::default()
+        }
+    }
+
+    #[test]
+    fn the_target_is_judged_on_policies_that_failed_nothing_and_retransmitted_nothing() {
+        let policies = [
+            policy("always-on", 1000.0, 0, 0),
+            policy("imag-budget", 300.0, 12, 0),
+            policy("imag-stop", 400.0, 0, 5),
+            policy("imag-swap", 500.0, 0, 0),
+            policy("keep-alive", 100.0, 0, 0),
+        ];
+        let (clean, saved) = best(&policies, true).unwrap();
+        assert_eq!((clean.name.as_str(), saved), ("imag-swap", 0.5));
+        let (largest, saved) = best(&policies, false).unwrap();
+        assert_eq!(largest.name, "imag-budget");
+        assert!((saved - 0.7).abs() < 1e-9, "{saved}");
+        assert!(
+            best(&policies[1..], false).is_none(),
+            "no always-on, no saving"
+        );
+    }
 }
