@@ -74,61 +74,114 @@ pub fn ensure_swap(size_gib: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure swap on disk is in use and preferred (priority 100, above zram's), adding a swap
-/// file of `size_gib` when only zram (or nothing) is: the trace bench measures memory freed, and
-/// what zram holds is still memory.
+/// Makes sure swap on disk is in use and preferred over any zram device (a higher priority),
+/// adding (or raising) a swap file of `size_gib` when it is not: the trace bench measures memory
+/// freed, and what zram holds is still memory.
 pub fn ensure_disk_swap(size_gib: u32) -> anyhow::Result<()> {
-    if swaps()
-        .iter()
-        .any(|(name, _)| !name.starts_with("/dev/zram"))
-    {
+    let table = swap_table();
+    let is_zram = |name: &str| name.starts_with("/dev/zram");
+    let zram_top = (table.iter())
+        .filter(|(name, ..)| is_zram(name))
+        .map(|&(.., priority)| priority)
+        .max();
+    let preferred = |priority: i32| zram_top.is_none_or(|top| priority > top);
+    if (table.iter()).any(|(name, _, priority)| !is_zram(name) && preferred(*priority)) {
         return Ok(());
     }
-    let file = make_swap_file(&format!("{size_gib}G"))?;
-    enable_swap(&file, Some(100))?;
-    eprintln!("xtask: enabled {size_gib}G of swap on {file}, preferred over zram (trace bench)");
+    let priority = zram_top.map_or(100, |top| (top + 1).max(100));
+    if priority > MAX_SWAP_PRIORITY {
+        bail!(
+            "a zram device is in use at the highest swap priority ({MAX_SWAP_PRIORITY}), so no \
+             swap on disk can be preferred over it: swapoff it, or give it a lower priority, for \
+             the trace bench (what zram holds is still memory)"
+        );
+    }
+    if table.iter().any(|(name, ..)| name == SWAP_FILE) {
+        // Ours, from an earlier run, below zram: enabled again at a priority above it.
+        run(Command::new("swapoff").arg(SWAP_FILE)).map_err(anyhow::Error::msg)?;
+    } else {
+        make_swap_file(&format!("{size_gib}G"))?;
+    }
+    enable_swap(SWAP_FILE, Some(priority))?;
+    eprintln!(
+        "xtask: enabled swap on {SWAP_FILE} at priority {priority}, preferred over zram (trace \
+         bench)"
+    );
     Ok(())
 }
 
 const SWAP_FILE: &str = "/var/lib/imag-swap";
+/// The highest priority `swapon --priority` takes.
+const MAX_SWAP_PRIORITY: i32 = 32_767;
 
 /// A swap file of `size` (as fallocate takes it) at [`SWAP_FILE`], readable by root only.
 fn make_swap_file(size: &str) -> anyhow::Result<String> {
-    let made = output(Command::new("fallocate").args(["-l", size, SWAP_FILE])).is_some()
-        && output(Command::new("chmod").args(["600", SWAP_FILE])).is_some();
-    if !made {
+    let made = run(Command::new("fallocate").args(["-l", size, SWAP_FILE]))
+        .and_then(|()| run(Command::new("chmod").args(["600", SWAP_FILE])));
+    if let Err(why) = made {
+        let _ = std::fs::remove_file(SWAP_FILE);
         bail!(
-            "a swap file ({SWAP_FILE}, {size}) could not be made (fallocate, chmod): add swap by \
-             hand (mkswap + swapon) for the swap_after tier"
+            "a swap file ({SWAP_FILE}, {size}) could not be made ({why}): add swap by hand \
+             (mkswap + swapon) for the swap_after tier"
         );
     }
     Ok(SWAP_FILE.to_string())
 }
 
-/// `mkswap` and `swapon` (at `priority`, else the kernel's default) on `device`.
-fn enable_swap(device: &str, priority: Option<u32>) -> anyhow::Result<()> {
+/// `mkswap` and `swapon` (at `priority`, else the kernel's default) on `device`; a swap file of
+/// ours that cannot be enabled is removed again.
+fn enable_swap(device: &str, priority: Option<i32>) -> anyhow::Result<()> {
     let mut swapon = Command::new("swapon");
     if let Some(priority) = priority {
         swapon.args(["--priority", &priority.to_string()]);
     }
-    if output(Command::new("mkswap").arg(device)).is_none() || output(swapon.arg(device)).is_none()
-    {
+    let enabled = run(Command::new("mkswap").arg(device)).and_then(|()| run(swapon.arg(device)));
+    if let Err(why) = enabled {
+        if device == SWAP_FILE {
+            let _ = std::fs::remove_file(SWAP_FILE);
+        }
         bail!(
-            "enabling swap on {device} failed (mkswap/swapon, util-linux): add swap by hand for \
-             the swap_after tier"
+            "enabling swap on {device} failed ({why}): add swap by hand (mkswap + swapon) for the \
+             swap_after tier"
         );
     }
     Ok(())
 }
 
-/// The swap in use, as `/proc/swaps` lists it: (device or file, type).
-pub fn swaps() -> Vec<(String, String)> {
+/// Runs `cmd`; on failure, says which program and what it wrote to stderr.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `/proc/swaps`: (device or file, type, priority) per swap in use.
+fn swap_table() -> Vec<(String, String, i32)> {
     let text = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            Some((fields.next()?.to_string(), fields.next()?.to_string()))
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                (*fields.first()?).to_string(),
+                (*fields.get(1)?).to_string(),
+                fields.get(4)?.parse().ok()?,
+            ))
         })
+        .collect()
+}
+
+/// The swap in use, as `/proc/swaps` lists it: (device or file, type).
+pub fn swaps() -> Vec<(String, String)> {
+    swap_table()
+        .into_iter()
+        .map(|(name, kind, _)| (name, kind))
         .collect()
 }

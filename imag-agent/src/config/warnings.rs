@@ -5,6 +5,10 @@ use std::{ops::Range, time::Duration};
 
 use super::{Config, Problem, ReadyProbe, field::span, raw};
 
+/// The shortest `idle_timeout` that can put a host to sleep: twice the lag of the datapath's
+/// activity stamps behind the agent's clock (`orchestrator::hosts::sleep_called_off`).
+const SHORTEST_USEFUL_IDLE: Duration = Duration::from_millis(40);
+
 /// Every warning for a configuration that passed validation; `locate` turns a span into a place.
 pub(super) fn warnings(
     raw: &raw::Config,
@@ -20,46 +24,7 @@ pub(super) fn warnings(
     {
         let name = &host.name;
         let place = |key: &Option<toml::Spanned<String>>| key.as_ref().and_then(span);
-        match host.idle_timeout {
-            Some(idle) if idle < host.min_warm => found.push(locate(
-                place(&raw.idle_timeout).or_else(|| span(&raw.name)),
-                format!(
-                    "host {name:?}: idle_timeout {} is shorter than min_warm {}{}: the host \
-                     sleeps {} after waking at the earliest; set min_warm to at most {} if \
-                     that is meant",
-                    human(idle),
-                    human(host.min_warm),
-                    if raw.min_warm.is_none() {
-                        " (the default)"
-                    } else {
-                        ""
-                    },
-                    human(host.min_warm),
-                    human(idle),
-                ),
-            )),
-            None => {
-                if raw.min_warm.is_some() {
-                    found.push(locate(
-                        place(&raw.min_warm),
-                        format!(
-                            "host {name:?}: min_warm has no effect with idle_timeout = \"never\" \
-                             (the host never sleeps by itself)"
-                        ),
-                    ));
-                }
-                if raw.idle_ignore.as_ref().is_some_and(|l| !l.is_empty()) {
-                    found.push(locate(
-                        span(&raw.name),
-                        format!(
-                            "host {name:?}: idle_ignore has no effect with idle_timeout = \"never\" \
-                             (the host never sleeps by itself)"
-                        ),
-                    ));
-                }
-            }
-            _ => {}
-        }
+        idle_warnings(raw, host, locate, &mut found);
         if let ReadyProbe::Delay(delay) = host.ready
             && delay >= host.wake_timeout
         {
@@ -113,6 +78,74 @@ pub(super) fn warnings(
     found
 }
 
+/// What `idle_timeout` (and the keys that only matter with one) do not do as they seem to.
+fn idle_warnings(
+    raw: &raw::Host,
+    host: &super::HostConfig,
+    locate: &dyn Fn(Option<Range<usize>>, String) -> Problem,
+    found: &mut Vec<Problem>,
+) {
+    let name = &host.name;
+    let place = |key: &Option<toml::Spanned<String>>| key.as_ref().and_then(span);
+    match host.idle_timeout {
+        Some(idle) if idle < host.min_warm => found.push(locate(
+            place(&raw.idle_timeout).or_else(|| span(&raw.name)),
+            format!(
+                "host {name:?}: idle_timeout {} is shorter than min_warm {}{}: the host \
+                 sleeps {} after waking at the earliest; set min_warm to at most {} if \
+                 that is meant",
+                human(idle),
+                human(host.min_warm),
+                if raw.min_warm.is_none() {
+                    " (the default)"
+                } else {
+                    ""
+                },
+                human(host.min_warm),
+                human(idle),
+            ),
+        )),
+        None => {
+            if raw.min_warm.is_some() {
+                found.push(locate(
+                    place(&raw.min_warm),
+                    format!(
+                        "host {name:?}: min_warm has no effect with idle_timeout = \"never\" \
+                         (the host never sleeps by itself)"
+                    ),
+                ));
+            }
+            if raw.idle_ignore.as_ref().is_some_and(|l| !l.is_empty()) {
+                found.push(locate(
+                    span(&raw.name),
+                    format!(
+                        "host {name:?}: idle_ignore has no effect with idle_timeout = \"never\" \
+                         (the host never sleeps by itself)"
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let Some(idle) = host.idle_timeout
+        && idle < SHORTEST_USEFUL_IDLE
+    {
+        found.push(locate(place(&raw.idle_timeout), too_short_idle(name, idle)));
+    }
+}
+
+/// Why an `idle_timeout` shorter than [`SHORTEST_USEFUL_IDLE`] never puts its host to sleep.
+fn too_short_idle(name: &str, idle: Duration) -> String {
+    format!(
+        "host {name:?}: idle_timeout {} is shorter than {}: the datapath stamps a host's packets \
+         with the kernel's coarse clock (up to 20 ms behind), so a sleep decided sooner after the \
+         last packet is called off again; use at least {}",
+        human(idle),
+        human(SHORTEST_USEFUL_IDLE),
+        human(SHORTEST_USEFUL_IDLE),
+    )
+}
+
 fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -150,6 +183,21 @@ mod tests {
             .is_empty()
         );
         assert!(warnings(&format!("{HOST}idle_timeout = \"1m\"\n")).is_empty());
+    }
+
+    #[test]
+    fn an_idle_timeout_too_short_to_ever_sleep_is_pointed_out() {
+        let found = warnings(&format!(
+            "{HOST}idle_timeout = \"10ms\"\nmin_warm = \"0s\"\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("idle_timeout 10ms is shorter than 40ms")
+                && found[0].contains("use at least 40ms"),
+            "{found:?}"
+        );
+        let ok = format!("{HOST}idle_timeout = \"40ms\"\nmin_warm = \"0s\"\n");
+        assert!(warnings(&ok).is_empty());
     }
 
     #[test]

@@ -55,15 +55,17 @@ use crate::{
 
 /// How often held packets are checked against their host's wake timeout.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
-/// How often warm hosts are checked for idleness (and paused ones for escalation), at most.
+/// How often warm hosts are checked for idleness (and paused ones for escalation), at least.
 const TICK_INTERVAL: Duration = Duration::from_millis(250);
-/// How often at least: the datapath's activity stamps trail the clock by up to 20 ms (its coarse
-/// clock, `hosts::sleep_called_off`), so looking more often would not judge idleness better.
-const MIN_TICK_INTERVAL: Duration = Duration::from_millis(20);
+/// How often at most: the lag the agent allows the datapath's activity stamps behind its own
+/// clock (the kernel's coarse clock, `hosts::sleep_called_off`); looking more often would not
+/// judge idleness better.
+const MIN_TICK_INTERVAL: Duration = Duration::from_nanos(hosts::COARSE_CLOCK_LAG_NS);
 
 /// How often the orchestrator looks at its hosts: a quarter of the shortest idle timeout (so a
 /// host sleeps within a quarter of its timeout past it), within [`MIN_TICK_INTERVAL`] and
-/// [`TICK_INTERVAL`]. With the usual timeouts (seconds and more) that is every 250 ms.
+/// [`TICK_INTERVAL`]. With the usual timeouts (seconds and more) that is every 250 ms. Only
+/// `idle_timeout` counts: `stop_after` and `swap_after` are looked at as often, no more.
 fn tick_interval(hosts: &[Host]) -> Duration {
     hosts
         .iter()
@@ -118,6 +120,10 @@ pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     prewake: wake_together::Prewake,
     /// Scale-out: the cluster this node belongs to (`cluster.rs`), without `[cluster]` none.
     cluster: Option<cluster::ClusterLink>,
+    /// When the tick last did what needs no more than every [`TICK_INTERVAL`] (the governor,
+    /// the cluster, the datapath's counters), however often it looks at idleness. Tokio's clock,
+    /// so that tests on its paused clock see housekeeping when they let time pass.
+    housekept: Option<tokio::time::Instant>,
 }
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
@@ -177,6 +183,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             governor: Governor::new(&config.limits),
             prewake: wake_together::Prewake::new(config.wake.prewake),
             cluster: None,
+            housekept: None,
         }
     }
 
@@ -426,13 +433,23 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// not read: with thousands of configured hosts that would be thousands of syscalls a tick)
     /// and acts on the timers that fired.
     fn tick(&mut self) {
-        self.snapshot
-            .send_modify(|s| s.datapath = self.datapath.stats().to_vec());
         let now_ns = monotonic_ns();
-        self.govern(now_ns);
+        let now = tokio::time::Instant::now();
+        // Looks come with some jitter: allowing one shortest interval keeps housekeeping at
+        // every look when looks come every 250 ms, and at about every 250 ms when more often.
+        if (self.housekept).is_none_or(|at| now - at + MIN_TICK_INTERVAL >= TICK_INTERVAL) {
+            self.housekept = Some(now);
+            let stats = self.datapath.stats().to_vec();
+            self.snapshot.send_if_modified(|s| {
+                let changed = s.datapath != stats;
+                s.datapath = stats;
+                changed
+            });
+            self.govern(now_ns);
+            self.pause_while_fenced();
+            self.publish_cluster();
+        }
         self.prewake_tick(now_ns);
-        self.pause_while_fenced();
-        self.publish_cluster();
         for id in 0..self.hosts.len() {
             let host = &self.hosts[id];
             if host.has_traffic() {
@@ -440,8 +457,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     .datapath
                     .activity(host.config.address)
                     .unwrap_or_default();
-                self.hosts[id].activity = activity;
-                self.touch(id);
+                if activity != self.hosts[id].activity {
+                    self.hosts[id].activity = activity;
+                    self.touch(id);
+                }
             }
             let host = &self.hosts[id];
             let unsettled = host.is_warm() && self.jobs.runtime.unsettled(&host.spec);

@@ -1,8 +1,8 @@
 //! The policies a trace is replayed under, as configuration. Every policy runs the same agent on
 //! the same hosts (same image, ballast, memory limit, calls); only the keys below differ. Timeouts
 //! are stated in trace time and scaled like the rest of time, never below [`MIN_TIMEOUT_S`] of
-//! real time (the agent looks at idleness as often as a quarter of the shortest idle timeout,
-//! every 20 ms at most).
+//! real time (the agent looks at idleness every quarter of the shortest idle timeout, every
+//! 20 ms at most).
 //!
 //! To add a policy (e.g. imag with `wakes_with`): a variant of [`Kind`], its row in [`ALL`], its
 //! keys in [`Policy::host_keys`] (it sees the whole trace and the host's index, so the name of the
@@ -25,8 +25,9 @@ pub const KEEP_ALIVE_S: f64 = 600.0;
 /// Trace time replayed before the measured span: longer than any policy's timeouts (pause → stop
 /// lets go of a host after 1 + 10 minutes), so each is measured from its steady state.
 pub const WARMUP_S: f64 = 900.0;
-/// The shortest timeout given to the agent, in real seconds: twice the lag of the datapath's
-/// activity stamps (the kernel's coarse clock, up to 20 ms), the agent's shortest look interval.
+/// The shortest timeout given to the agent, in real seconds: the shortest idle timeout that can
+/// put a host to sleep (twice the 20 ms the agent allows the datapath's activity stamps to lag;
+/// `imag-agent validate` warns below it).
 pub const MIN_TIMEOUT_S: f64 = 0.04;
 /// A host's memory limit is its ballast plus this (the binary, stacks, page cache).
 pub const HEADROOM_MB: u32 = 8;
