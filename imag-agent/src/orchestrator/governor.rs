@@ -224,11 +224,13 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.apply(id, Event::SleepRequested { to });
     }
 
-    /// Fails a wake that the budget has no room for: its held packets are refused.
+    /// Fails a wake that the budget has no room for: its held packets are refused, and the
+    /// next packet asks again (no backoff: a refusal says nothing about the host, and room comes
+    /// back as soon as another host sleeps).
     fn refuse_wake(&mut self, id: usize, err: &WakeError) {
         self.governor.counts.refused_budget += 1;
         self.record_failed_wake(id, err);
-        self.apply(id, Event::WakeFailed);
+        self.apply(id, Event::WakeRefused);
     }
 
     /// On the tick: refuses queued wakes that waited longer than their `wake_timeout`, forgets

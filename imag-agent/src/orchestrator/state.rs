@@ -88,6 +88,10 @@ pub enum Event {
     WakeSucceeded,
     /// The wake failed (the orchestrator logs and counts why).
     WakeFailed,
+    /// The governor refused the wake (no room under the budget, or queued past its
+    /// `wake_timeout`): failed too, but with no backoff, since room may come with the next
+    /// eviction; the next packet asks again.
+    WakeRefused,
     /// The host has been idle for its idle timeout; `to` is the tier its policy chose.
     Idle { to: Tier },
     /// The operator asked for sleep into `to`.
@@ -195,20 +199,23 @@ pub fn next(
         (Waking { .. }, Event::WakeSucceeded) => (Warm { since: now }, vec![Pass, DeliverHeld]),
         (Waking { from, failures }, Event::WakeFailed) => {
             let failures = failures + 1;
-            let tier = if from == Tier::Paused {
-                Tier::Paused
-            } else {
-                Tier::Stopped
-            };
             (
                 Failed {
-                    tier,
+                    tier: failed_tier(from),
                     failures,
                     retry_at: crate::clock::later(now, policy.backoff(failures)),
                 },
                 vec![RefuseHeld],
             )
         }
+        (Waking { from, failures }, Event::WakeRefused) => (
+            Failed {
+                tier: failed_tier(from),
+                failures,
+                retry_at: now,
+            },
+            vec![RefuseHeld],
+        ),
 
         // A packet held just before the datapath switched to pass: deliver it now.
         (Warm { .. }, Event::PacketHeld) => (state, vec![DeliverHeld]),
@@ -302,6 +309,16 @@ pub fn next(
         (Elsewhere { .. }, Event::PacketHeld) => (state, vec![DeliverHeld]),
 
         _ => (state, vec![]),
+    }
+}
+
+/// Where a host whose wake from `from` failed sleeps: still paused, else (stopped or absent,
+/// perhaps created meanwhile) stopped.
+fn failed_tier(from: Tier) -> Tier {
+    if from == Tier::Paused {
+        Tier::Paused
+    } else {
+        Tier::Stopped
     }
 }
 

@@ -568,6 +568,36 @@ async fn nothing_evictable_refuses_the_wake_at_once() {
     assert_eq!(orch.subscribe().borrow().budget.refused_budget, 1);
 }
 
+/// A refusal is no failure of the host: no backoff, so the first packet after room came back
+/// wakes it (an engine failure's backoff would refuse packets for a second and more).
+#[tokio::test(start_paused = true)]
+async fn a_refused_host_wakes_with_the_next_packet_once_there_is_room() {
+    let (mut orch, fake) = limited("max_warm = 1", &three(""));
+    wake_by_packet(&mut orch, WEB).await;
+    wake_by_packet(&mut orch, DB).await;
+    assert_eq!(
+        state(&orch, "b"),
+        StateName::Failed,
+        "refused: a is inside min_warm"
+    );
+    let (reply, answer) = oneshot::channel();
+    orch.on_input(Input::Sleep {
+        host: "a".into(),
+        to: None,
+        reply,
+    });
+    assert_eq!(answer.await.unwrap(), Ok(()));
+    settle(&mut orch, Duration::from_millis(100)).await;
+    assert_eq!(state(&orch, "a"), StateName::Asleep);
+    wake_by_packet(&mut orch, DB).await;
+    assert_eq!(state(&orch, "b"), StateName::Warm);
+    assert_eq!(wakes(&fake), vec!["t--a", "t--b"]);
+    assert_eq!(
+        orch.counters.dropped_unanswerable, 1,
+        "only the refused packet"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sweep_from_one_source_over_its_rate_starts_only_the_bucket() {
     let hosts: String = (0..50u8)
