@@ -244,10 +244,23 @@ impl AgentProcess {
 
     /// The SYN retransmissions `host`'s latest wake forced by its length alone
     /// ([`crate::clients::syn_retransmissions_forced`]): a test allows none beyond them. Panics if
-    /// the log has no wake of `host`.
+    /// the log has no wake of `host` within 5 s.
+    ///
+    /// The agent logs a wake right after delivering its packets, so a client may have its answer
+    /// a moment before the line is written: it is waited for, up to 5 s.
     pub fn syn_retransmissions_forced(&self, host: &str) -> u64 {
-        let wake_ms = (self.last_wake_ms(host))
-            .unwrap_or_else(|| panic!("{host}'s wake is not in the log:\n{}", self.log_text()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let wake_ms = loop {
+            if let Some(ms) = self.last_wake_ms(host) {
+                break ms;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{host}'s wake is not in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         crate::clients::syn_retransmissions_forced(wake_ms)
     }
 
