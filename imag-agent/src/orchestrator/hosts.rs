@@ -245,7 +245,7 @@ pub fn sleep_called_off(decided_ns: u64, activity: &HostActivity) -> bool {
 
 /// How far the datapath's activity stamps (`bpf_ktime_get_coarse_ns`) may trail
 /// `CLOCK_MONOTONIC`: one tick at the slowest tick rate (100 Hz), twice over (20 ms).
-pub(super) const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
+pub const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
 
 /// The oldest hold time a packet of `host` may have at `now_ns` before it is discarded.
 pub fn expiry_cutoff(host: &Host, now_ns: u64) -> u64 {

@@ -19,7 +19,12 @@ fn always_on(run: &TraceRun) -> Option<&PolicyRun> {
 
 /// The share of always-on's memory-seconds a policy saved.
 fn saved(run: &TraceRun, p: &PolicyRun) -> Option<f64> {
-    always_on(run).map(|a| 1.0 - p.memory_mb_s / a.memory_mb_s)
+    always_on(run).map(|a| saving(a, p))
+}
+
+/// The share of `always_on`'s memory-seconds `p` saved.
+fn saving(always_on: &PolicyRun, p: &PolicyRun) -> f64 {
+    1.0 - p.memory_mb_s / always_on.memory_mb_s
 }
 
 pub fn markdown(run: &TraceRun) -> String {
@@ -158,7 +163,7 @@ fn best(policies: &[PolicyRun], clean_only: bool) -> Option<(&PolicyRun, f64)> {
         .iter()
         .filter(|r| r.name.starts_with("imag"))
         .filter(|r| !clean_only || (r.failed == 0 && r.syn_retransmissions == 0))
-        .map(|r| (r, 1.0 - r.memory_mb_s / always_on.memory_mb_s))
+        .map(|r| (r, saving(always_on, r)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
