@@ -36,6 +36,10 @@ pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e6
 }
 
+/// How far the datapath's activity stamps (`bpf_ktime_get_coarse_ns`) may trail
+/// `CLOCK_MONOTONIC`: one tick at the slowest tick rate (100 Hz), twice over (20 ms).
+pub const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
+
 #[cfg(test)]
 #[allow(
     clippy::float_cmp,

@@ -7,8 +7,7 @@ use super::{Config, Problem, ReadyProbe, field::span, raw};
 
 /// The shortest `idle_timeout` that can put a host to sleep: twice the lag the agent allows the
 /// datapath's activity stamps behind its own clock (`orchestrator::hosts::sleep_called_off`).
-const SHORTEST_USEFUL_IDLE: Duration =
-    Duration::from_nanos(2 * crate::orchestrator::hosts::COARSE_CLOCK_LAG_NS);
+const SHORTEST_USEFUL_IDLE: Duration = Duration::from_nanos(2 * crate::clock::COARSE_CLOCK_LAG_NS);
 
 /// Every warning for a configuration that passed validation; `locate` turns a span into a place.
 pub(super) fn warnings(

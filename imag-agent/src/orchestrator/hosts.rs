@@ -240,12 +240,9 @@ pub fn tick(host: &Host, activity: &HostActivity, unsettled: bool, now_ns: u64) 
 /// the next look, while missing a packet would put a busy host to sleep. (Idleness was decided
 /// after `idle_timeout` of quiet, so the last packet before the decision is far older.)
 pub fn sleep_called_off(decided_ns: u64, activity: &HostActivity) -> bool {
-    activity.last_packet_ns + COARSE_CLOCK_LAG_NS > decided_ns || open_connections(activity) > 0
+    activity.last_packet_ns + crate::clock::COARSE_CLOCK_LAG_NS > decided_ns
+        || open_connections(activity) > 0
 }
-
-/// How far the datapath's activity stamps (`bpf_ktime_get_coarse_ns`) may trail
-/// `CLOCK_MONOTONIC`: one tick at the slowest tick rate (100 Hz), twice over (20 ms).
-pub const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
 
 /// The oldest hold time a packet of `host` may have at `now_ns` before it is discarded.
 pub fn expiry_cutoff(host: &Host, now_ns: u64) -> u64 {

@@ -60,7 +60,7 @@ const TICK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often at most: the lag the agent allows the datapath's activity stamps behind its own
 /// clock (the kernel's coarse clock, `hosts::sleep_called_off`); looking more often would not
 /// judge idleness better.
-const MIN_TICK_INTERVAL: Duration = Duration::from_nanos(hosts::COARSE_CLOCK_LAG_NS);
+const MIN_TICK_INTERVAL: Duration = Duration::from_nanos(crate::clock::COARSE_CLOCK_LAG_NS);
 
 /// How often the orchestrator looks at its hosts: a quarter of the shortest idle timeout (so a
 /// host sleeps within a quarter of its timeout past it), within [`MIN_TICK_INTERVAL`] and
