@@ -61,10 +61,12 @@ fn max_warm_two_stops_the_least_recently_used_before_the_third_answers() {
     assert_eq!(request(client, &net, 11).0, "hello from b\n");
     let (body, retransmits) = request(client, &net, 12);
     assert_eq!(body, "hello from c\n");
-    assert_eq!(
-        retransmits,
-        0,
-        "c woke from its first SYN after the eviction: {}",
+    // c woke from its first SYN after the eviction: none beyond what the wait forces (a wake
+    // over 1 s, the eviction then the engine's create and start, on a loaded machine).
+    let forced = agent.syn_retransmissions_forced("c");
+    assert!(
+        retransmits <= forced,
+        "{retransmits} SYN retransmissions, {forced} forced by c's wake: {}",
         agent.log_text()
     );
     assert_eq!(
