@@ -144,6 +144,12 @@ pub struct PageOutCounters {
     pub failed: u64,
     /// Bytes the done ones moved out of memory.
     pub bytes: u64,
+    /// Nanoseconds page-outs ran (done or not): over time, how busy they kept the swap device.
+    #[serde(default)]
+    pub busy_ns: u64,
+    /// Nanoseconds started page-outs waited in the queue (`orchestrator::page_out`).
+    #[serde(default)]
+    pub wait_ns: u64,
 }
 
 /// Counts of what happened to held packets, for logs, status and metrics.

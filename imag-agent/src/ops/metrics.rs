@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
@@ -96,6 +96,8 @@ struct Series {
     prewakes: IntCounterVec,
     page_outs: IntCounterVec,
     paged_out_bytes: IntCounter,
+    page_out_seconds: Counter,
+    page_out_wait_seconds: Counter,
     cluster_nodes: IntGaugeVec,
     cluster_claims: IntCounterVec,
 }
@@ -195,6 +197,18 @@ impl Series {
                 "Bytes the page-outs of paused hosts moved out of memory (swap_after)",
             )
             .expect("valid metric"),
+            page_out_seconds: Counter::new(
+                "page_out_seconds_total",
+                "Time page-outs ran (one at a time: its rate is the share of time the swap \
+                 device was busy with them)",
+            )
+            .expect("valid metric"),
+            page_out_wait_seconds: Counter::new(
+                "page_out_wait_seconds_total",
+                "Time page-outs waited in the queue before they ran (the host expected to sleep \
+                 longest goes first)",
+            )
+            .expect("valid metric"),
             cluster_nodes: IntGaugeVec::new(
                 Opts::new(
                     "cluster_nodes",
@@ -213,7 +227,7 @@ impl Series {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 17] {
+    fn collectors(&self) -> [&dyn Collector; 19] {
         [
             &self.hosts,
             &self.packets,
@@ -230,6 +244,8 @@ impl Series {
             &self.prewakes,
             &self.page_outs,
             &self.paged_out_bytes,
+            &self.page_out_seconds,
+            &self.page_out_wait_seconds,
             &self.cluster_nodes,
             &self.cluster_claims,
         ]
@@ -283,6 +299,9 @@ impl Series {
             self.page_outs.with_label_values(&[result]).inc_by(value);
         }
         self.paged_out_bytes.inc_by(o.bytes);
+        let seconds = |ns: u64| std::time::Duration::from_nanos(ns).as_secs_f64();
+        self.page_out_seconds.inc_by(seconds(o.busy_ns));
+        self.page_out_wait_seconds.inc_by(seconds(o.wait_ns));
         if let Some(c) = &snapshot.cluster {
             let live = i64::try_from(c.nodes.len()).unwrap_or(i64::MAX);
             self.cluster_nodes.with_label_values(&["live"]).set(live);

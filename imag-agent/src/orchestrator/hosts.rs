@@ -81,6 +81,9 @@ pub struct Host {
     /// Bytes the latest page-out moved out of memory (valid while `page_out_epoch` is the
     /// host's epoch: the host has not changed state since).
     pub paged_out_bytes: u64,
+    /// How long its sleeps in the pause tier lasted lately (`page_out::learn_sleep`): where its
+    /// page-out stands in the queue.
+    pub sleep_estimate_ns: Option<u64>,
     /// What made the latest wake ready.
     pub ready_by: ReadyBy,
     /// The latest activity read from the datapath (warm and sleeping hosts, on the tick).
@@ -134,6 +137,7 @@ impl Host {
             settling: false,
             page_out_epoch: None,
             paged_out_bytes: 0,
+            sleep_estimate_ns: None,
             ready_by: ReadyBy::FirstTry,
             activity: HostActivity::default(),
             deps: Vec::new(),

@@ -124,6 +124,8 @@ pub struct Orchestrator<R: ContainerRuntime, D: HostTable = Datapath> {
     /// the cluster, the datapath's counters), however often it looks at idleness. Tokio's clock,
     /// so that tests on its paused clock see housekeeping when they let time pass.
     housekept: Option<tokio::time::Instant>,
+    /// Page-outs waiting and under way (`page_out.rs`).
+    page_outs: page_out::Queue,
 }
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
@@ -164,7 +166,6 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 runtime,
                 outcomes: outcomes_tx,
                 engine: Arc::new(tokio::sync::Semaphore::new(config.limits.max_engine_calls)),
-                page_outs: Arc::new(tokio::sync::Semaphore::new(1)),
             },
             wire,
             bridge,
@@ -184,6 +185,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             prewake: wake_together::Prewake::new(config.wake.prewake),
             cluster: None,
             housekept: None,
+            page_outs: page_out::Queue::default(),
         }
     }
 
@@ -513,6 +515,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                 self.dependency_changed(id);
             }
             self.prewake_state_changed(id, after);
+            self.learn_sleep_if_woken(id, before, after);
             let host = &mut self.hosts[id];
             match after {
                 HostState::Warm { .. } => {

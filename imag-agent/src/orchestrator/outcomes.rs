@@ -63,8 +63,9 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             Outcome::PagedOut {
                 host,
                 epoch,
+                took,
                 result,
-            } => self.paged_out(host, epoch, result),
+            } => self.paged_out(host, epoch, took, result),
             Outcome::Claimed { host, result } => self.claimed_warm(host, &result),
             Outcome::Observed { hosts } => self.on_observed(hosts),
             Outcome::Healthy { host, result } => self.dependency_healthy(host, result),

@@ -332,6 +332,12 @@ async fn a_paused_host_is_paged_out_once_after_swap_after() {
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(state(&orch, "web"), StateName::Warm);
     assert_eq!(orch.subscribe().borrow().hosts[0].paged_out_bytes, 0);
+    // The sleep (6 s and a little more) is learned for its next page-out's place in the queue.
+    let learned = orch.hosts[0].sleep_estimate_ns.expect("learned as it woke");
+    assert!(
+        (6_000_000_000..7_000_000_000).contains(&learned),
+        "{learned}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
