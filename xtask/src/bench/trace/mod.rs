@@ -126,6 +126,14 @@ pub struct PolicyRun {
     pub wakes_failed: f64,
     /// Wakes the budget refused (no room, nothing evictable): their requests are reset.
     pub wakes_refused_budget: f64,
+    /// Page-outs (`swap_after`) done in the measured span, the seconds they ran (one at a time:
+    /// the swap device's busy time) and waited in the agent's queue.
+    #[serde(default)]
+    pub page_outs: f64,
+    #[serde(default)]
+    pub page_out_busy_s: f64,
+    #[serde(default)]
+    pub page_out_wait_s: f64,
     /// Wakes that ended in the measured span (the agent's log), their length p50/p99 (ms), and
     /// how many took longer than a client's first SYN timeout (1 s): each forces a retransmission
     /// of every SYN it held.
@@ -422,6 +430,11 @@ fn replay_policy(
     run.wakes_failed = wakes_failed;
     let refused = |m: &Metrics| m.sum("imag_wakes_refused_total", &[("reason", "budget")]);
     run.wakes_refused_budget = refused(&after) - refused(&before);
+    let delta =
+        |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
+    run.page_outs = delta("imag_page_outs_total", &[("result", "done")]);
+    run.page_out_busy_s = delta("imag_page_out_seconds_total", &[]);
+    run.page_out_wait_s = delta("imag_page_out_wait_seconds_total", &[]);
     Ok(run)
 }
 

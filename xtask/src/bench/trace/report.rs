@@ -151,6 +151,20 @@ fn swap_notes(run: &TraceRun, out: &mut String) {
             r.host_memory_mb_s,
             r.swap_memory_mb_s
         );
+        if r.page_outs > 0.0 {
+            let _ = writeln!(
+                out,
+                "Its {:.0} page-outs ran {:.0} s of the {:.0} s measured ({:.0} % busy, one at a \
+                 time; {:.0} ms each on average), and waited {:.0} ms each on average in the \
+                 agent's queue.",
+                r.page_outs,
+                r.page_out_busy_s,
+                r.seconds,
+                100.0 * r.page_out_busy_s / r.seconds.max(f64::MIN_POSITIVE),
+                1000.0 * r.page_out_busy_s / r.page_outs,
+                1000.0 * r.page_out_wait_s / r.page_outs
+            );
+        }
     }
 }
 
