@@ -64,7 +64,7 @@ pub struct TraceOptions {
     #[arg(long = "trace-max-rps", default_value_t = 20.0)]
     pub max_rps: f64,
     /// Policies to replay (comma-separated; default all): always-on, keep-alive-10m, imag-stop,
-    /// imag-pause, imag-pause-stop, imag-budget.
+    /// imag-pause, imag-pause-stop, imag-pause-swap, imag-swap-10s, imag-swap-1s, imag-budget.
     #[arg(long = "trace-policies", default_value = "")]
     pub policies: String,
 }
@@ -151,7 +151,7 @@ pub struct PolicyRun {
 }
 
 /// Idle timeouts (trace seconds) the report gives the trace's own bound for.
-const IDEAL_CURVE_S: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0];
+const IDEAL_CURVE_S: [f64; 9] = [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0];
 
 /// The host's address: .2, .3, …
 fn address(i: usize) -> Ipv4Addr {

@@ -223,9 +223,10 @@ pub fn generate(params: &TraceParams) -> Result<Trace, ParamsError> {
 }
 
 /// The share of always-on's memory-seconds over the measured span that an ideal policy saves
-/// which keeps each host warm exactly while it had a request in the last `timeout_s` of trace
-/// time, its wakes free: what the trace itself allows that timeout, whatever the engine. A
-/// request to a host also reaches every host down its application's chain.
+/// which keeps each host warm exactly while it serves a request and for `timeout_s` of trace time
+/// after, its wakes free: what the trace itself allows that timeout, whatever the engine. A
+/// request to a host also reaches every host down its application's chain, and keeps each busy
+/// from when it reaches it until it has answered ([`busy_span`]).
 pub fn ideal_saving(trace: &Trace, timeout_s: f64) -> f64 {
     let from = trace.params.measured_from_s();
     let to = from + trace.params.replay_s;
@@ -233,27 +234,21 @@ pub fn ideal_saving(trace: &Trace, timeout_s: f64) -> f64 {
     let mut warm_mb_s = 0.0;
     let mut total_mb_s = 0.0;
     for (index, host) in trace.hosts.iter().enumerate() {
-        // The hosts whose requests reach this one: it, and those whose chain passes through it.
-        let reaches = |mut caller: usize| loop {
-            if caller == index {
-                return true;
-            }
-            match trace.hosts[caller].calls {
-                Some(next) => caller = next,
-                None => return false,
-            }
-        };
+        let mut spans: Vec<(f64, f64)> = (trace.arrivals.iter())
+            .filter_map(|a| {
+                let (reached, answered) = busy_span(trace, a.host, index)?;
+                Some((a.at_s + reached, a.at_s + answered + hold))
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut warm = 0.0;
         let mut until = f64::NEG_INFINITY;
-        for arrival in trace.arrivals.iter().filter(|a| reaches(a.host)) {
-            let (start, end) = (
-                arrival.at_s.max(until).max(from),
-                (arrival.at_s + hold).min(to),
-            );
+        for (start, end) in spans {
+            let (start, end) = (start.max(until).max(from), end.min(to));
             if end > start {
                 warm += end - start;
             }
-            until = until.max(arrival.at_s + hold);
+            until = until.max(end);
         }
         let mb = f64::from(host.memory_mb);
         warm_mb_s += mb * warm;
@@ -264,6 +259,26 @@ pub fn ideal_saving(trace: &Trace, timeout_s: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// When a request arriving at `front` reaches `host` and when `host` has answered it, in replay
+/// seconds after its arrival; `None` if `front`'s chain does not pass `host`. Each host serves
+/// (`service_ms`) and then calls the next (`hello`), answering once its backend did: a host is
+/// reached after the services before it on the chain, and answers after the whole chain's.
+pub fn busy_span(trace: &Trace, front: usize, host: usize) -> Option<(f64, f64)> {
+    let mut reached = None;
+    let mut elapsed = 0.0;
+    let mut at = Some(front);
+    // A chain is at most every host once.
+    for _ in 0..trace.hosts.len() {
+        let Some(current) = at else { break };
+        if current == host {
+            reached = Some(elapsed);
+        }
+        elapsed += f64::from(trace.hosts[current].service_ms) / 1000.0;
+        at = trace.hosts[current].calls;
+    }
+    reached.map(|reached| (reached, elapsed))
 }
 
 /// The longest idle timeout (trace seconds, to a millisecond) for which [`ideal_saving`] still
@@ -477,6 +492,56 @@ mod tests {
             0.002,
         );
         assert!(timeout_for_saving(&trace, 1.01).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn the_ideal_saving_keeps_a_host_warm_while_it_serves_and_its_backends_do() {
+        let params = TraceParams {
+            span_s: 100.0,
+            warmup_s: 0.0,
+            replay_s: 100.0,
+            ..params()
+        };
+        let host = |calls, service_ms| HostPlan {
+            name: String::new(),
+            app: 0,
+            calls,
+            rate_per_day: 1.0,
+            capped: false,
+            cv: 1.0,
+            memory_mb: 10,
+            service_ms,
+        };
+        let trace = Trace {
+            params,
+            // Host 0 (2 s) calls host 1 (3 s); host 2 (4 s) alone, asked twice 5 s apart.
+            hosts: vec![host(Some(1), 2_000), host(None, 3_000), host(None, 4_000)],
+            arrivals: vec![
+                Arrival {
+                    at_s: 10.0,
+                    host: 0,
+                },
+                Arrival {
+                    at_s: 50.0,
+                    host: 2,
+                },
+                Arrival {
+                    at_s: 55.0,
+                    host: 2,
+                },
+            ],
+        };
+        assert_eq!(busy_span(&trace, 0, 0), Some((0.0, 5.0)));
+        assert_eq!(busy_span(&trace, 0, 1), Some((2.0, 5.0)));
+        assert_eq!(busy_span(&trace, 1, 0), None);
+        // Timeout 1 s: host 0 warm 10–16 (6 s), host 1 12–16 (4 s), host 2 50–60 (10 s, the
+        // two requests overlapping): 20 of 300 host-seconds.
+        near(
+            "ideal saving",
+            ideal_saving(&trace, 1.0),
+            1.0 - 20.0 / 300.0,
+            1e-9,
+        );
     }
 
     #[test]
