@@ -34,10 +34,18 @@ pub const AT_ONCE: usize = 1;
 /// Hosts waiting to be paged out, and how many page-outs are under way.
 #[derive(Debug, Default)]
 pub struct Queue {
-    /// Each host with the `CLOCK_MONOTONIC` time it joined (in the epoch it had then:
-    /// `Host::page_out_epoch`).
-    waiting: Vec<(usize, u64)>,
+    waiting: Vec<Waiting>,
     running: usize,
+}
+
+/// A host's page-out for one sleep, waiting its turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiting {
+    host: usize,
+    /// The host's epoch when it was queued (that sleep's).
+    epoch: u64,
+    /// `CLOCK_MONOTONIC` time it joined the queue.
+    queued_ns: u64,
 }
 
 /// How long `host`, asleep since `asleep_since_ns`, is expected to sleep in all, at `now_ns`:
@@ -55,23 +63,25 @@ pub fn learn_sleep(estimate_ns: Option<u64>, slept_ns: u64) -> u64 {
     estimate_ns.map_or(slept_ns, |e| e / 2 + slept_ns / 2)
 }
 
-/// Whether `host` is still the page-out it was queued for: asleep paused in the epoch its
-/// page-out was decided in.
-fn still_due(host: &Host) -> bool {
-    host.page_out_epoch == Some(host.epoch)
+/// Whether `host` is still in the sleep its page-out was queued for (`epoch`), paused: one that
+/// woke since leaves the queue, and so does an entry of an earlier sleep (the host's page-out for
+/// its current one was queued anew).
+fn still_due(host: &Host, epoch: u64) -> bool {
+    host.epoch == epoch
+        && host.page_out_epoch == Some(epoch)
         && matches!(host.state, HostState::Asleep { tier: Tier::Paused })
 }
 
 impl Queue {
     /// Drops hosts no longer due, and takes the one expected to sleep longest (the longest
-    /// waiting among equals), with the time it joined.
-    fn take_next(&mut self, hosts: &[Host], now_ns: u64) -> Option<(usize, u64)> {
-        self.waiting.retain(|&(id, _)| still_due(&hosts[id]));
+    /// waiting among equals).
+    fn take_next(&mut self, hosts: &[Host], now_ns: u64) -> Option<Waiting> {
+        self.waiting.retain(|w| still_due(&hosts[w.host], w.epoch));
         let at = (self.waiting.iter().enumerate())
-            .max_by_key(|(_, (id, queued_ns))| {
+            .max_by_key(|(_, w)| {
                 (
-                    expected_sleep_ns(&hosts[*id], now_ns),
-                    std::cmp::Reverse(*queued_ns),
+                    expected_sleep_ns(&hosts[w.host], now_ns),
+                    std::cmp::Reverse(w.queued_ns),
                 )
             })
             .map(|(at, _)| at)?;
@@ -85,7 +95,11 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         let host = &mut self.hosts[id];
         host.page_out_epoch = Some(host.epoch);
         host.paged_out_bytes = 0;
-        self.page_outs.waiting.push((id, monotonic_ns()));
+        self.page_outs.waiting.push(Waiting {
+            host: id,
+            epoch: host.epoch,
+            queued_ns: monotonic_ns(),
+        });
         self.pump_page_outs();
     }
 
@@ -93,11 +107,12 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     pub(super) fn pump_page_outs(&mut self) {
         while self.page_outs.running < AT_ONCE {
             let now_ns = monotonic_ns();
-            let Some((id, queued_ns)) = self.page_outs.take_next(&self.hosts, now_ns) else {
+            let Some(next) = self.page_outs.take_next(&self.hosts, now_ns) else {
                 return;
             };
+            let id = next.host;
             let host = &self.hosts[id];
-            let waited = Duration::from_nanos(now_ns.saturating_sub(queued_ns));
+            let waited = Duration::from_nanos(now_ns.saturating_sub(next.queued_ns));
             debug!(host = %host.config.name, ?waited, "paging out to swap");
             self.page_outs.running += 1;
             self.snapshot.send_modify(|s| {
@@ -195,6 +210,20 @@ mod tests {
             .collect()
     }
 
+    /// A queue holding `ids`' page-outs for their current sleeps, queued in that order.
+    fn queued(hosts: &[Host], ids: &[usize]) -> Queue {
+        Queue {
+            waiting: (ids.iter().zip(1..))
+                .map(|(&host, queued_ns)| Waiting {
+                    host,
+                    epoch: hosts[host].epoch,
+                    queued_ns,
+                })
+                .collect(),
+            running: 0,
+        }
+    }
+
     #[test]
     fn sleeps_are_learned_recent_ones_weighing_most() {
         assert_eq!(learn_sleep(None, 100 * MS), 100 * MS);
@@ -223,32 +252,38 @@ mod tests {
         for (h, estimate) in hosts.iter_mut().zip([20, 5_000, 5_000, 30]) {
             h.sleep_estimate_ns = Some(estimate * MS);
         }
-        let mut queue = Queue {
-            waiting: vec![(0, 1), (1, 2), (2, 3), (3, 4)],
-            running: 0,
-        };
+        let mut queue = queued(&hosts, &[0, 1, 2, 3]);
         let now = 1_010 * MS;
         let order: Vec<usize> = std::iter::from_fn(|| queue.take_next(&hosts, now))
-            .map(|(id, _)| id)
+            .map(|w| w.host)
             .collect();
         assert_eq!(order, [1, 2, 3, 0]);
     }
 
     #[test]
     fn a_host_that_woke_or_slept_again_since_it_was_queued_leaves_the_queue() {
-        let mut hosts = hosts(3);
+        let mut hosts = hosts(4);
+        let mut queue = queued(&hosts, &[0, 1, 2, 3]);
         hosts[0].state = HostState::Warm {
             since: std::time::Instant::now(),
         };
         hosts[0].epoch += 1;
-        // Asleep paused again, but in a later sleep (its page-out for that one is queued anew).
+        // Asleep paused again, in a later sleep whose page-out is queued anew: the entry of
+        // the earlier sleep goes, the new one stays (one page-out per sleep).
         hosts[1].epoch += 2;
-        let mut queue = Queue {
-            waiting: vec![(0, 1), (1, 2), (2, 3)],
-            running: 0,
-        };
-        assert_eq!(queue.take_next(&hosts, 1_010 * MS), Some((2, 3)));
-        assert_eq!(queue.take_next(&hosts, 1_010 * MS), None);
+        hosts[1].page_out_epoch = Some(hosts[1].epoch);
+        queue.waiting.push(Waiting {
+            host: 1,
+            epoch: hosts[1].epoch,
+            queued_ns: 5,
+        });
+        // Not paged out in this sleep after all (a page-out of a later state was started).
+        hosts[3].page_out_epoch = None;
+        let now = 1_010 * MS;
+        let order: Vec<(usize, u64)> = std::iter::from_fn(|| queue.take_next(&hosts, now))
+            .map(|w| (w.host, w.queued_ns))
+            .collect();
+        assert_eq!(order, [(2, 3), (1, 5)]);
         assert!(queue.waiting.is_empty());
     }
 }
