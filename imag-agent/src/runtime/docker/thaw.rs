@@ -13,6 +13,9 @@ use bollard::{models::ContainerInspectResponse, query_parameters::InspectContain
 use super::{Docker, classify};
 use crate::runtime::{ContainerSpec, RuntimeError, freezer::Freezer};
 
+/// How long a refreeze waits for every task of the container to be frozen.
+const REFREEZE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What fast thaw remembers, shared by every clone of a [`Docker`] handle.
 #[derive(Clone, Default)]
 pub(super) struct FastThaw {
@@ -109,14 +112,28 @@ impl Docker {
 
     /// Puts an unsettled container back to sleep by freezing it again, which makes the engine's
     /// "paused" true once more. False if that failed (the caller settles and pauses instead).
+    ///
+    /// The freeze is done only once every task is frozen: cgroup v1 freezes asynchronously (the
+    /// state reads `FREEZING` until then), and the engine's pause waits for `FROZEN` too. A host
+    /// reported asleep while still freezing had its page-out (`swap_after`) refused ("not
+    /// paused"), and could not be thawed directly.
     pub(super) async fn refreeze(&self, spec: &ContainerSpec) -> bool {
-        if let Some(freezer) = self.freezer(spec).await
-            && freezer.freeze().is_ok()
-        {
-            self.thaw.set_unsettled(&spec.name, false);
-            return true;
+        let Some(freezer) = self.freezer(spec).await else {
+            return false;
+        };
+        if freezer.freeze().is_err() {
+            return false;
         }
-        false
+        let deadline = std::time::Instant::now() + REFREEZE_WAIT;
+        while !freezer.is_frozen().unwrap_or(false) {
+            if std::time::Instant::now() >= deadline {
+                // Left to the settle and the engine's pause, which thaw and freeze it anew.
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.thaw.set_unsettled(&spec.name, false);
+        true
     }
 
     /// Repairs the engine's view of a container thawed directly: freeze it again (for the few
