@@ -88,6 +88,9 @@ pub struct TraceRun {
     pub ideal_curve: Vec<(f64, f64)>,
     /// The longest idle timeout (trace seconds) whose bound still reaches the target.
     pub ideal_timeout_for_target_s: f64,
+    /// The bound at 0 s and 1 s for the generator's other seeds, the parameters otherwise the
+    /// same: (seed, share saved at 0 s, at 1 s). How typical this trace is.
+    pub ideal_by_seed: Vec<(u64, f64, f64)>,
     pub hosts: Vec<workload::HostPlan>,
     /// Requests in the measured span.
     pub requests: usize,
@@ -148,6 +151,23 @@ pub struct PolicyRun {
     /// Per request: (scheduled second, latency ms); for the plot only.
     #[serde(skip)]
     pub latencies: Vec<(f64, f64)>,
+}
+
+/// Seeds whose bounds the report shows beside the replayed trace's.
+const OTHER_SEEDS: std::ops::RangeInclusive<u64> = 1..=12;
+
+/// [`TraceRun::ideal_by_seed`]: the bound for each of [`OTHER_SEEDS`] (generated, not replayed).
+fn ideal_by_seed(params: &TraceParams) -> Vec<(u64, f64, f64)> {
+    OTHER_SEEDS
+        .filter_map(|seed| {
+            let trace = workload::generate(&TraceParams { seed, ..*params }).ok()?;
+            Some((
+                seed,
+                workload::ideal_saving(&trace, 0.0),
+                workload::ideal_saving(&trace, 1.0),
+            ))
+        })
+        .collect()
 }
 
 /// Idle timeouts (trace seconds) the report gives the trace's own bound for.
@@ -266,6 +286,7 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
+        ideal_by_seed: ideal_by_seed(&params),
         swap: (crate::preflight::swaps().into_iter())
             .map(|(name, kind)| format!("{name} ({kind})"))
             .collect(),

@@ -133,6 +133,29 @@ fn trace_duration(seconds: f64) -> String {
     }
 }
 
+/// The bound for the generator's other seeds: whether this trace is a typical one.
+fn seeds(run: &TraceRun, out: &mut String) {
+    if run.ideal_by_seed.len() < 2 {
+        return;
+    }
+    let list: Vec<String> = (run.ideal_by_seed.iter())
+        .map(|(seed, at_once, one_s)| {
+            format!("{seed}: {:.1} / {:.1} %", 100.0 * at_once, 100.0 * one_s)
+        })
+        .collect();
+    let mut at_once: Vec<f64> = run.ideal_by_seed.iter().map(|s| s.1).collect();
+    at_once.sort_by(f64::total_cmp);
+    let median = at_once[at_once.len() / 2];
+    let _ = writeln!(
+        out,
+        "The same generator with other seeds (the parameters otherwise the same; generated, not \
+         replayed) allows, at 0 s / 1 s: {} (median at 0 s {:.1} %). This trace is seed {}.",
+        list.join(", "),
+        100.0 * median,
+        run.params.seed
+    );
+}
+
 /// What swap held under the policies that page out (`swap_after`).
 fn swap_notes(run: &TraceRun, out: &mut String) {
     for r in run.policies.iter().filter(|r| r.name.contains("swap")) {
@@ -292,6 +315,7 @@ fn verdict(run: &TraceRun, out: &mut String) {
             );
         }
     }
+    seeds(run, out);
     let failed: usize = run.policies.iter().map(|r| r.failed).sum();
     let retrans: u64 = run.policies.iter().map(|r| r.syn_retransmissions).sum();
     let _ = writeln!(
