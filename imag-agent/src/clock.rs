@@ -31,6 +31,12 @@ pub fn deadline_in(d: std::time::Duration) -> tokio::time::Instant {
     tokio::time::Instant::from_std(later(tokio::time::Instant::now().into_std(), d))
 }
 
+/// `d` in nanoseconds, saturating at `u64::MAX` (584 years: nothing configured or measured comes
+/// near, but a configured duration is not trusted to).
+pub fn saturating_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds between two monotonic stamps (0 if they are out of order).
 pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e6

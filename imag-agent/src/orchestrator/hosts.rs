@@ -251,7 +251,7 @@ pub fn sleep_called_off(decided_ns: u64, activity: &HostActivity) -> bool {
 /// The oldest hold time a packet of `host` may have at `now_ns` before it is discarded.
 pub fn expiry_cutoff(host: &Host, now_ns: u64) -> u64 {
     // A timeout beyond u64 nanoseconds (584 years) saturates: nothing expires.
-    let timeout_ns = u64::try_from(host.config.wake_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let timeout_ns = crate::clock::saturating_ns(host.config.wake_timeout);
     now_ns.saturating_sub(timeout_ns)
 }
 

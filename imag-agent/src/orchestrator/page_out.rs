@@ -23,7 +23,7 @@ use super::{
     state::{HostState, Tier},
 };
 use crate::{
-    clock::monotonic_ns,
+    clock::{monotonic_ns, ms_between, saturating_ns},
     datapath::HostTable,
     runtime::{ContainerRuntime, PagedOut, RuntimeError},
 };
@@ -112,11 +112,11 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             };
             let id = next.host;
             let host = &self.hosts[id];
-            let waited = Duration::from_nanos(now_ns.saturating_sub(next.queued_ns));
-            debug!(host = %host.config.name, ?waited, "paging out to swap");
+            let waited_ms = ms_between(next.queued_ns, now_ns);
+            debug!(host = %host.config.name, waited_ms, "paging out to swap");
             self.page_outs.running += 1;
             self.snapshot.send_modify(|s| {
-                s.page_outs.wait_ns += u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+                s.page_outs.wait_ns += now_ns.saturating_sub(next.queued_ns);
             });
             self.jobs.page_out(id, host.epoch, host.spec.clone());
         }
@@ -141,7 +141,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         result: Result<PagedOut, RuntimeError>,
     ) {
         self.page_outs.running = self.page_outs.running.saturating_sub(1);
-        let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let took_ns = saturating_ns(took);
         let host = &mut self.hosts[id];
         match result {
             Ok(paged) => {

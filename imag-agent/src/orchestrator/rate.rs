@@ -12,7 +12,7 @@ use crate::config::WakeRate;
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 fn log_interval_ns() -> u64 {
-    u64::try_from(LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX)
+    crate::clock::saturating_ns(LOG_INTERVAL)
 }
 
 /// A token bucket: `count` tokens, refilled evenly over `per`.
