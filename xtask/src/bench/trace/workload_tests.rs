@@ -25,43 +25,41 @@ fn params() -> TraceParams {
     }
 }
 
+/// A trace of 100 s replayed at no compression, hosts `(calls, service_ms)` of 10 MB each, and
+/// requests `(at_s, host)`: for the bound's tests.
+fn small_trace(hosts: &[(Option<usize>, u32)], arrivals: &[(f64, usize)]) -> Trace {
+    Trace {
+        params: TraceParams {
+            span_s: 100.0,
+            warmup_s: 0.0,
+            replay_s: 100.0,
+            ..params()
+        },
+        hosts: (hosts.iter())
+            .map(|&(calls, service_ms)| HostPlan {
+                name: String::new(),
+                app: 0,
+                calls,
+                rate_per_day: 1.0,
+                capped: false,
+                cv: 1.0,
+                memory_mb: 10,
+                service_ms,
+            })
+            .collect(),
+        arrivals: (arrivals.iter())
+            .map(|&(at_s, host)| Arrival { at_s, host })
+            .collect(),
+    }
+}
+
 #[test]
 fn the_ideal_saving_counts_each_host_warm_for_a_timeout_after_each_request() {
-    let params = TraceParams {
-        span_s: 100.0,
-        warmup_s: 0.0,
-        replay_s: 100.0,
-        ..params()
-    };
-    let host = |calls| HostPlan {
-        name: String::new(),
-        app: 0,
-        calls,
-        rate_per_day: 1.0,
-        capped: false,
-        cv: 1.0,
-        memory_mb: 10,
-        service_ms: 0,
-    };
-    let trace = Trace {
-        params,
-        // Host 0 calls host 1; host 2 stands alone.
-        hosts: vec![host(Some(1)), host(None), host(None)],
-        arrivals: vec![
-            Arrival {
-                at_s: 10.0,
-                host: 0,
-            },
-            Arrival {
-                at_s: 15.0,
-                host: 1,
-            },
-            Arrival {
-                at_s: 95.0,
-                host: 1,
-            },
-        ],
-    };
+    // Host 0 calls host 1; host 2 stands alone.
+    let trace = small_trace(
+        &[(Some(1), 0), (None, 0), (None, 0)],
+        &[(10.0, 0), (15.0, 1), (95.0, 1)],
+    );
     // Timeout 10 s: host 0 warm 10–20 (10 s); host 1 10–25 and 95–100 (20 s); host 2 never:
     // 30 of 300 host-seconds, all footprints equal.
     near("ideal saving", ideal_saving(&trace, 10.0), 0.9, 1e-9);
@@ -78,41 +76,11 @@ fn the_ideal_saving_counts_each_host_warm_for_a_timeout_after_each_request() {
 
 #[test]
 fn the_ideal_saving_keeps_a_host_warm_while_it_serves_and_its_backends_do() {
-    let params = TraceParams {
-        span_s: 100.0,
-        warmup_s: 0.0,
-        replay_s: 100.0,
-        ..params()
-    };
-    let host = |calls, service_ms| HostPlan {
-        name: String::new(),
-        app: 0,
-        calls,
-        rate_per_day: 1.0,
-        capped: false,
-        cv: 1.0,
-        memory_mb: 10,
-        service_ms,
-    };
-    let trace = Trace {
-        params,
-        // Host 0 (2 s) calls host 1 (3 s); host 2 (4 s) alone, asked twice 5 s apart.
-        hosts: vec![host(Some(1), 2_000), host(None, 3_000), host(None, 4_000)],
-        arrivals: vec![
-            Arrival {
-                at_s: 10.0,
-                host: 0,
-            },
-            Arrival {
-                at_s: 50.0,
-                host: 2,
-            },
-            Arrival {
-                at_s: 55.0,
-                host: 2,
-            },
-        ],
-    };
+    // Host 0 (2 s) calls host 1 (3 s); host 2 (4 s) alone, asked twice 5 s apart.
+    let trace = small_trace(
+        &[(Some(1), 2_000), (None, 3_000), (None, 4_000)],
+        &[(10.0, 0), (50.0, 2), (55.0, 2)],
+    );
     assert_eq!(busy_span(&trace, 0, 0), Some((0.0, 5.0)));
     assert_eq!(busy_span(&trace, 0, 1), Some((2.0, 5.0)));
     assert_eq!(busy_span(&trace, 1, 0), None);
