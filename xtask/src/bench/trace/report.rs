@@ -145,7 +145,7 @@ fn seeds(run: &TraceRun, out: &mut String) {
         .collect();
     let mut at_once: Vec<f64> = run.ideal_by_seed.iter().map(|s| s.1).collect();
     at_once.sort_by(f64::total_cmp);
-    let median = at_once[at_once.len() / 2];
+    let median = quantile(&at_once, 0.5);
     let _ = writeln!(
         out,
         "The same generator with other seeds (the parameters otherwise the same; generated, not \
