@@ -65,6 +65,23 @@ impl Metrics {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.matching(name, labels).sum()
     }
+
+    /// Every series named `name` that has label `label`, as (the label's value, the series'
+    /// value), sorted by the label's value.
+    pub fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let mut found: Vec<(String, f64)> = (self.series.iter())
+            .filter(|(series, _)| series.split('{').next() == Some(name))
+            .filter_map(|(series, value)| {
+                let (_, rest) = ["{", ","]
+                    .iter()
+                    .find_map(|sep| series.split_once(&format!("{sep}{label}=\"")))?;
+                let (label_value, _) = rest.split_once('"')?;
+                Some((label_value.to_string(), *value))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +107,31 @@ mod tests {
         assert_eq!(m.sum("imag_wakes_total", &[("result", "ok")]), 3.0);
         assert_eq!(m.value("imag_wakes_total", &[("host", "db")]), 0.0);
         assert_eq!(m.value("imag_ring_buffer_lost_packets", &[]), 0.0);
+    }
+
+    #[test]
+    fn series_are_listed_by_one_label() {
+        let m = Metrics::parse(
+            "imag_datapath_packets_total{verdict=\"held\"} 3\n\
+             imag_datapath_packets_total{verdict=\"dropped_denied\"} 1\n\
+             imag_wakes_total{from=\"absent\",result=\"ok\"} 1\n\
+             imag_x_total{result=\"ok\",xresult=\"no\"} 1\n",
+        );
+        assert_eq!(
+            m.by_label("imag_datapath_packets_total", "verdict"),
+            vec![
+                ("dropped_denied".to_string(), 1.0),
+                ("held".to_string(), 3.0)
+            ]
+        );
+        assert_eq!(
+            m.by_label("imag_wakes_total", "result"),
+            vec![("ok".to_string(), 1.0)]
+        );
+        assert_eq!(
+            m.by_label("imag_x_total", "xresult"),
+            vec![("no".to_string(), 1.0)]
+        );
+        assert!(m.by_label("imag_wakes_total", "host").is_empty());
     }
 }

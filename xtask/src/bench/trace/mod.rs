@@ -9,6 +9,7 @@
 //! then, unless the policy keeps hosts warm, puts them all to sleep stopped, and exits keeping
 //! them; the policy's own agent adopts them, and the replay starts from there.
 
+mod losses;
 pub mod policy;
 mod replay;
 mod report;
@@ -145,6 +146,9 @@ pub struct PolicyRun {
     pub wake_p99_ms: f64,
     pub wakes_over_1s: usize,
     pub syn_retransmissions: u64,
+    /// Where packets were lost, if anywhere (for whoever chases a retransmission).
+    #[serde(default)]
+    pub losses: losses::Losses,
     pub samples: usize,
     /// Memory over time: (seconds, hosts MiB, agent MiB).
     pub series: Vec<(f64, f64, f64)>,
@@ -433,6 +437,7 @@ fn replay_policy(
     let wakes_failed = after.sum("imag_wakes_total", &[])
         - before.sum("imag_wakes_total", &[])
         - wakes.values().sum::<f64>();
+    let hosts_tcp = losses::hosts_tcp(NETWORK);
     let log = agent.log_text();
     drop(agent);
     // Kept for whoever investigates a failed request or a slow wake (not part of the report).
@@ -456,6 +461,8 @@ fn replay_policy(
     run.page_outs = delta("imag_page_outs_total", &[("result", "done")]);
     run.page_out_busy_s = delta("imag_page_out_seconds_total", &[]);
     run.page_out_wait_s = delta("imag_page_out_wait_seconds_total", &[]);
+    run.losses.datapath = losses::datapath(&before, &after);
+    run.losses.hosts_tcp = hosts_tcp;
     Ok(run)
 }
 
@@ -500,6 +507,8 @@ fn summarize(
         .map(|w| (w.to_s - w.from_s) * 1000.0)
         .collect();
     wake_ms.sort_by(f64::total_cmp);
+    let (slow_unexplained, slow_listed) =
+        losses::slow_unexplained(trace, measured(), log_wakes, lead);
     let host_memory_mb_s = sampled.memory_mb_s(|s| s.hosts_mb);
     let agent_memory_mb_s = sampled.memory_mb_s(|s| s.agent_mb);
     PolicyRun {
@@ -535,6 +544,11 @@ fn summarize(
             .filter(|&&ms| clients::syn_retransmissions_forced(ms) > 0)
             .count(),
         syn_retransmissions: replayed.syn_retransmissions,
+        losses: losses::Losses {
+            slow_unexplained,
+            slow_listed,
+            ..losses::Losses::default()
+        },
         samples: sampled.samples.len(),
         series: sampled
             .samples

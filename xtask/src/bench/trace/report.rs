@@ -157,6 +157,37 @@ fn seeds(run: &TraceRun, out: &mut String) {
 }
 
 /// What swap held under the policies that page out (`swap_after`).
+/// Where each policy lost packets, if it did: the datapath's drops, the hosts' own stacks, and
+/// the slow requests no long wake explains (the first listed).
+fn losses(run: &TraceRun, out: &mut String) {
+    for r in &run.policies {
+        let l = &r.losses;
+        let stacks: Vec<String> = (l.hosts_tcp.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        if l.datapath.is_empty() && stacks.is_empty() && l.slow_unexplained == 0 {
+            continue;
+        }
+        let drops: Vec<String> = (l.datapath.iter())
+            .map(|(what, n)| format!("{what} {n:.0}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Under {}, losses: datapath [{}]; the hosts' own TCP stacks (containers alive at \
+             the end, since they started) [{}]; {} requests took over 1 s with no wake on their \
+             path that long.",
+            r.name,
+            drops.join(", "),
+            stacks.join(", "),
+            l.slow_unexplained
+        );
+        for slow in &l.slow_listed {
+            let _ = writeln!(out, "- {slow}");
+        }
+    }
+}
+
 fn swap_notes(run: &TraceRun, out: &mut String) {
     for r in run.policies.iter().filter(|r| r.name.contains("swap")) {
         let _ = writeln!(
@@ -340,6 +371,7 @@ fn verdict(run: &TraceRun, out: &mut String) {
             r.name, r.wakes_over_1s
         );
     }
+    losses(run, out);
     for r in run.policies.iter().filter(|r| !r.failures.is_empty()) {
         let _ = writeln!(out, "\nFirst failures under {}:", r.name);
         for f in &r.failures {

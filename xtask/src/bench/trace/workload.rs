@@ -417,4 +417,4 @@ fn day_time(tau: f64, phase: f64, span_s: f64) -> f64 {
 
 #[cfg(test)]
 #[path = "workload_tests.rs"]
-mod tests;
+pub(super) mod tests;

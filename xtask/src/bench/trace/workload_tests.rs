@@ -27,7 +27,10 @@ fn params() -> TraceParams {
 
 /// A trace of 100 s replayed at no compression, hosts `(calls, service_ms)` of 10 MB each, and
 /// requests `(at_s, host)`: for the bound's tests.
-fn small_trace(hosts: &[(Option<usize>, u32)], arrivals: &[(f64, usize)]) -> Trace {
+pub(in crate::bench::trace) fn small_trace(
+    hosts: &[(Option<usize>, u32)],
+    arrivals: &[(f64, usize)],
+) -> Trace {
     Trace {
         params: TraceParams {
             span_s: 100.0,

@@ -1,0 +1,189 @@
+//! Where a replay lost packets, for whoever chases a SYN retransmission the report shows: the
+//! datapath's drops over the measured span, the hosts' own TCP stacks (listen queues that
+//! overflowed, SYNs the hosts sent each other again), and the requests that took longer than a
+//! client's first SYN timeout while no wake on their path took that long.
+
+use std::collections::BTreeMap;
+
+use imag_testkit::{
+    clients::{net_counter_of, syn_retransmissions_forced},
+    docker,
+    metrics::Metrics,
+};
+use serde::Serialize;
+
+use super::{
+    Trace, path,
+    replay::{Done, Wake},
+};
+
+/// The hosts' TCP counters summed over their containers (`TcpExt` of `/proc/PID/net/netstat`).
+const HOST_TCP_COUNTERS: [&str; 3] = ["ListenOverflows", "ListenDrops", "TCPSynRetrans"];
+/// Slow requests listed, at most.
+const LISTED: usize = 20;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Losses {
+    /// The datapath's `dropped_*` verdicts and what became of held packets other than delivery
+    /// (`imag_datapath_packets_total`, `imag_held_packets_total`), over the measured span; only
+    /// those that happened.
+    pub datapath: BTreeMap<String, f64>,
+    /// [`HOST_TCP_COUNTERS`] summed over the containers running (or paused) at the end, each
+    /// since it started (warm-up included): drops in a host's own stack, and retransmissions of
+    /// the calls hosts make to each other (the client's are `syn_retransmissions`).
+    pub hosts_tcp: BTreeMap<String, u64>,
+    /// How many requests took longer than a first SYN timeout (1 s) while no wake on their path
+    /// did: a lost packet (or a slow service) that no wake explains.
+    pub slow_unexplained: usize,
+    /// The first of them: when, to which host, how long, and the wakes they met.
+    pub slow_listed: Vec<String>,
+}
+
+/// The datapath's losses between two scrapes of the agent's metrics.
+pub fn datapath(before: &Metrics, after: &Metrics) -> BTreeMap<String, f64> {
+    let series = [
+        ("imag_datapath_packets_total", "verdict"),
+        ("imag_held_packets_total", "outcome"),
+    ];
+    let mut lost = BTreeMap::new();
+    for (name, label) in series {
+        for (value, n) in after.by_label(name, label) {
+            if !(value.starts_with("dropped") || value.starts_with("refused")) {
+                continue;
+            }
+            let delta = n - before.value(name, &[(label, &value)]);
+            if delta > 0.0 {
+                lost.insert(format!("{label}={value}"), delta);
+            }
+        }
+    }
+    lost
+}
+
+/// [`HOST_TCP_COUNTERS`] over the containers on `network` that have a process now.
+pub fn hosts_tcp(network: &str) -> BTreeMap<String, u64> {
+    let mut sums: BTreeMap<String, u64> = HOST_TCP_COUNTERS
+        .iter()
+        .map(|c| ((*c).to_string(), 0))
+        .collect();
+    for container in docker::containers_on(network) {
+        let Some(pid) = docker::inspect(&container, "{{.State.Pid}}")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|&p| p > 0)
+        else {
+            continue;
+        };
+        for counter in HOST_TCP_COUNTERS {
+            if let Ok(n) = net_counter_of(pid, "TcpExt", counter) {
+                *sums.entry(counter.to_string()).or_default() += n;
+            }
+        }
+    }
+    sums
+}
+
+/// The measured requests that took longer than a first SYN timeout while no wake on their path
+/// took that long; their count and the first [`LISTED`], described.
+pub fn slow_unexplained<'a>(
+    trace: &Trace,
+    measured: impl Iterator<Item = &'a Done>,
+    wakes: &[Wake],
+    lead: f64,
+) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut listed = Vec::new();
+    for d in measured.filter(|d| d.error.is_none()) {
+        if syn_retransmissions_forced(d.latency_ms) == 0 {
+            continue;
+        }
+        let names = path(trace, d.host);
+        let end_s = d.wall_s + d.latency_ms / 1000.0;
+        let met: Vec<&Wake> = wakes
+            .iter()
+            .filter(|w| names.contains(&w.host.as_str()) && w.from_s <= end_s && w.to_s >= d.wall_s)
+            .collect();
+        let explained = met
+            .iter()
+            .any(|w| syn_retransmissions_forced((w.to_s - w.from_s) * 1000.0) > 0);
+        if explained {
+            continue;
+        }
+        count += 1;
+        if listed.len() < LISTED {
+            let wakes: Vec<String> = met
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} {:.0} ms ending {:+.3} s",
+                        w.host,
+                        (w.to_s - w.from_s) * 1000.0,
+                        w.to_s - d.wall_s
+                    )
+                })
+                .collect();
+            listed.push(format!(
+                "at {:.3} s (unix {:.3}) to {} ({}): {:.0} ms; wakes met: {}",
+                d.at_s - lead,
+                d.wall_s,
+                trace.hosts[d.host].name,
+                names.join(" → "),
+                d.latency_ms,
+                if wakes.is_empty() {
+                    "none".to_string()
+                } else {
+                    wakes.join(", ")
+                }
+            ));
+        }
+    }
+    (count, listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::trace::workload::tests::small_trace;
+
+    fn done(host: usize, wall_s: f64, latency_ms: f64) -> Done {
+        Done {
+            host,
+            at_s: wall_s,
+            wall_s,
+            latency_ms,
+            error: None,
+        }
+    }
+
+    fn wake(trace: &Trace, host: usize, from_s: f64, to_s: f64) -> Wake {
+        Wake {
+            host: trace.hosts[host].name.clone(),
+            from_s,
+            to_s,
+        }
+    }
+
+    #[test]
+    fn a_slow_request_is_explained_only_by_a_wake_on_its_path_longer_than_a_syn_timeout() {
+        // Host 0 calls host 1; host 2 stands alone.
+        let mut trace = small_trace(&[(Some(1), 0), (None, 0), (None, 0)], &[]);
+        for (i, h) in trace.hosts.iter_mut().enumerate() {
+            h.name = format!("h{i}");
+        }
+        let requests = [
+            done(0, 10.0, 1100.0), // its callee's 1.05 s wake explains it
+            done(0, 20.0, 1100.0), // a short wake of its own does not
+            done(2, 30.0, 1100.0), // a long wake elsewhere does not
+            done(2, 40.0, 300.0),  // not slow
+        ];
+        let wakes = [
+            wake(&trace, 1, 10.0, 11.05),
+            wake(&trace, 0, 20.0, 20.05),
+            wake(&trace, 1, 30.0, 31.05),
+        ];
+        let (count, listed) = slow_unexplained(&trace, requests.iter(), &wakes, 0.0);
+        assert_eq!(count, 2);
+        assert!(listed[0].contains("to h0 (h0 → h1)"), "{listed:?}");
+        assert!(listed[0].contains("h0 50 ms"), "{listed:?}");
+        assert!(listed[1].contains("wakes met: none"), "{listed:?}");
+    }
+}
