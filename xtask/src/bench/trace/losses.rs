@@ -1,7 +1,8 @@
 //! Where a replay lost packets, for whoever chases a SYN retransmission the report shows: the
 //! datapath's drops over the measured span, the hosts' own TCP stacks (listen queues that
 //! overflowed, SYNs the hosts sent each other again), and the requests that took longer than a
-//! client's first SYN timeout while no wake on their path took that long.
+//! client's first SYN timeout beyond their path's service time while no wake on their path took
+//! that long.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,15 @@ use super::{
 };
 
 /// The hosts' TCP counters summed over their containers (`TcpExt` of `/proc/PID/net/netstat`).
-const HOST_TCP_COUNTERS: [&str; 3] = ["ListenOverflows", "ListenDrops", "TCPSynRetrans"];
+/// `TCPSynRetrans` counts SYN-ACKs sent again too (a server's handshake not completed in time).
+const HOST_TCP_COUNTERS: [&str; 6] = [
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPSynRetrans",
+    "TCPReqQFullDrop",
+    "TCPBacklogDrop",
+    "TCPTimeouts",
+];
 /// Slow requests listed, at most.
 const LISTED: usize = 20;
 
@@ -32,8 +41,10 @@ pub struct Losses {
     /// since it started (warm-up included): drops in a host's own stack, and retransmissions of
     /// the calls hosts make to each other (the client's are `syn_retransmissions`).
     pub hosts_tcp: BTreeMap<String, u64>,
-    /// How many requests took longer than a first SYN timeout (1 s) while no wake on their path
-    /// did: a lost packet (or a slow service) that no wake explains.
+    /// Of `hosts_tcp`'s `TCPSynRetrans`, the containers that sent SYNs again, by name.
+    pub hosts_syn_retrans: BTreeMap<String, u64>,
+    /// How many requests took longer than a first SYN timeout (1 s) beyond their path's service
+    /// time while no wake on their path did: a lost packet that no wake explains.
     pub slow_unexplained: usize,
     /// The first of them: when, to which host, how long, and the wakes they met.
     pub slow_listed: Vec<String>,
@@ -48,7 +59,10 @@ pub fn datapath(before: &Metrics, after: &Metrics) -> BTreeMap<String, f64> {
     let mut lost = BTreeMap::new();
     for (name, label) in series {
         for (value, n) in after.by_label(name, label) {
-            if !(value.starts_with("dropped") || value.starts_with("refused")) {
+            if !(value.starts_with("dropped")
+                || value.starts_with("refused")
+                || value == "deliver_errors")
+            {
                 continue;
             }
             let delta = n - before.value(name, &[(label, &value)]);
@@ -60,12 +74,14 @@ pub fn datapath(before: &Metrics, after: &Metrics) -> BTreeMap<String, f64> {
     lost
 }
 
-/// [`HOST_TCP_COUNTERS`] over the containers on `network` that have a process now.
-pub fn hosts_tcp(network: &str) -> BTreeMap<String, u64> {
+/// [`HOST_TCP_COUNTERS`] over the containers on `network` that have a process now, and the
+/// containers that retransmitted SYNs.
+pub fn hosts_tcp(network: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let mut sums: BTreeMap<String, u64> = HOST_TCP_COUNTERS
         .iter()
         .map(|c| ((*c).to_string(), 0))
         .collect();
+    let mut retransmitted = BTreeMap::new();
     for container in docker::containers_on(network) {
         let Some(pid) = docker::inspect(&container, "{{.State.Pid}}")
             .and_then(|p| p.trim().parse::<u32>().ok())
@@ -73,17 +89,24 @@ pub fn hosts_tcp(network: &str) -> BTreeMap<String, u64> {
         else {
             continue;
         };
+        let name = docker::inspect(&container, "{{.Name}}").map_or(container.clone(), |n| {
+            n.trim().trim_start_matches('/').to_string()
+        });
         for counter in HOST_TCP_COUNTERS {
             if let Ok(n) = net_counter_of(pid, "TcpExt", counter) {
                 *sums.entry(counter.to_string()).or_default() += n;
+                if counter == "TCPSynRetrans" && n > 0 {
+                    retransmitted.insert(name.clone(), n);
+                }
             }
         }
     }
-    sums
+    (sums, retransmitted)
 }
 
-/// The measured requests that took longer than a first SYN timeout while no wake on their path
-/// took that long; their count and the first [`LISTED`], described.
+/// The measured requests that took longer than a first SYN timeout beyond their path's service
+/// time while no wake on their path took that long; their count and the first [`LISTED`],
+/// described.
 pub fn slow_unexplained<'a>(
     trace: &Trace,
     measured: impl Iterator<Item = &'a Done>,
@@ -93,10 +116,14 @@ pub fn slow_unexplained<'a>(
     let mut count = 0;
     let mut listed = Vec::new();
     for d in measured.filter(|d| d.error.is_none()) {
-        if syn_retransmissions_forced(d.latency_ms) == 0 {
+        let names = path(trace, d.host);
+        let service_ms: f64 = (trace.hosts.iter())
+            .filter(|h| names.contains(&h.name.as_str()))
+            .map(|h| f64::from(h.service_ms))
+            .sum();
+        if syn_retransmissions_forced(d.latency_ms - service_ms) == 0 {
             continue;
         }
-        let names = path(trace, d.host);
         let end_s = d.wall_s + d.latency_ms / 1000.0;
         let met: Vec<&Wake> = wakes
             .iter()
@@ -122,7 +149,8 @@ pub fn slow_unexplained<'a>(
                 })
                 .collect();
             listed.push(format!(
-                "at {:.3} s (unix {:.3}) to {} ({}): {:.0} ms; wakes met: {}",
+                "at {:.3} s (unix {:.3}) to {} ({}): {:.0} ms, of which service {service_ms:.0} \
+                 ms; wakes met: {}",
                 d.at_s - lead,
                 d.wall_s,
                 trace.hosts[d.host].name,
@@ -165,15 +193,16 @@ mod tests {
     #[test]
     fn a_slow_request_is_explained_only_by_a_wake_on_its_path_longer_than_a_syn_timeout() {
         // Host 0 calls host 1; host 2 stands alone.
-        let mut trace = small_trace(&[(Some(1), 0), (None, 0), (None, 0)], &[]);
+        let mut trace = small_trace(&[(Some(1), 0), (None, 500), (None, 0)], &[]);
         for (i, h) in trace.hosts.iter_mut().enumerate() {
             h.name = format!("h{i}");
         }
         let requests = [
-            done(0, 10.0, 1100.0), // its callee's 1.05 s wake explains it
-            done(0, 20.0, 1100.0), // a short wake of its own does not
+            done(0, 10.0, 1600.0), // its callee's 1.05 s wake explains it
+            done(0, 20.0, 1600.0), // a short wake of its own does not
             done(2, 30.0, 1100.0), // a long wake elsewhere does not
             done(2, 40.0, 300.0),  // not slow
+            done(0, 50.0, 1400.0), // slow by its path's service time (500 ms) alone
         ];
         let wakes = [
             wake(&trace, 1, 10.0, 11.05),

@@ -462,7 +462,7 @@ fn replay_policy(
     run.page_out_busy_s = delta("imag_page_out_seconds_total", &[]);
     run.page_out_wait_s = delta("imag_page_out_wait_seconds_total", &[]);
     run.losses.datapath = losses::datapath(&before, &after);
-    run.losses.hosts_tcp = hosts_tcp;
+    (run.losses.hosts_tcp, run.losses.hosts_syn_retrans) = hosts_tcp;
     Ok(run)
 }
 

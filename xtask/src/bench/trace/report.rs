@@ -182,6 +182,12 @@ fn losses(run: &TraceRun, out: &mut String) {
             stacks.join(", "),
             l.slow_unexplained
         );
+        if !l.hosts_syn_retrans.is_empty() {
+            let by_host: Vec<String> = (l.hosts_syn_retrans.iter())
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(out, "- SYNs sent again by: {}", by_host.join(", "));
+        }
         for slow in &l.slow_listed {
             let _ = writeln!(out, "- {slow}");
         }
