@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 use imag_agent::datapath::{
-    Datapath, TestHook,
+    Datapath, HostMode, TestHook,
     TestVerdict::{self, Drop, Pass},
     ring::{HeldFrame, parse_record},
 };
@@ -372,4 +372,72 @@ fn a_warm_container_s_packets_to_a_cold_neighbour_are_held_where_they_are_sent()
             "{what}: not spoofed"
         );
     }
+}
+
+/// A host about to sleep drains (`HostMode::Drain`): what the kernel routed to it before the
+/// switch reaches its link after it, and must reach the container and count as its traffic (the
+/// agent's look before the sleep then calls the sleep off), not be dropped there as for a host
+/// that sleeps; its new packets are held where they enter, as a sleeping host's.
+#[test]
+fn a_draining_host_gets_what_was_past_the_hold_point_and_holds_what_is_new() {
+    imag_testkit::require_environment();
+    for (mode, verdict, dropped, counted) in
+        [(HostMode::Drain, Pass, 0, 1), (HostMode::Hold, Drop, 1, 0)]
+    {
+        let what = format!("{mode:?}");
+        let mut datapath = loaded();
+        datapath.set_host(COLD, COLD_ID, mode, 0).unwrap();
+        datapath.ensure_activity(COLD).unwrap();
+        // The loopback device as an interface the datapath runs on: the packet was routed.
+        datapath.set_interface(LO, IFACE_MAC, 0).unwrap();
+        let (got, held) = run_on_link(&mut datapath, TestHook::ToHost, &syn_to(COLD), &what);
+        assert_eq!(got, verdict, "{what}: a routed SYN at the host's link");
+        assert!(held.is_none(), "{what}: nothing is held at the link");
+        assert_eq!(
+            datapath.stats()[stat::DROPPED_AT_HOST_LINK as usize],
+            dropped,
+            "{what}: dropped_at_host_link"
+        );
+        let activity = datapath.activity(COLD).unwrap();
+        assert_eq!(activity.packets_in, counted, "{what}: counted as traffic");
+        assert_eq!(
+            activity.last_packet_ns > 0,
+            counted > 0,
+            "{what}: its time stamped"
+        );
+    }
+    // Where packets enter, a draining host's are held: from a client (both holding programs)...
+    for hook in TestHook::ALL {
+        let mut datapath = loaded();
+        datapath
+            .set_host(COLD, COLD_ID, HostMode::Drain, 0)
+            .unwrap();
+        let (got, held) = run_on_link(&mut datapath, hook, &syn_to(COLD), "a client's SYN");
+        assert_eq!(got, Drop, "{hook:?}: a client's SYN to a draining host");
+        assert!(held.is_some(), "{hook:?}: is held");
+    }
+    // ... and from a neighbour's container, on its own link.
+    let mut datapath = loaded();
+    datapath
+        .set_host(COLD, COLD_ID, HostMode::Drain, 0)
+        .unwrap();
+    let mut frame = syn_to(COLD);
+    frame[6..12].copy_from_slice(&CONTAINER_MAC);
+    frame[26..30].copy_from_slice(&WARM.octets());
+    let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+        .unwrap()
+        .to_header();
+    ip.header_checksum = ip.calc_header_checksum();
+    frame[14..34].copy_from_slice(&ip.to_bytes());
+    datapath
+        .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+        .unwrap();
+    let (got, held) = run_on_link(
+        &mut datapath,
+        TestHook::FromHost,
+        &frame,
+        "a neighbour's SYN",
+    );
+    assert_eq!(got, Drop, "a neighbour's SYN to a draining host");
+    assert!(held.is_some(), "is held where it was sent");
 }

@@ -122,6 +122,12 @@ pub const HOST_MODE_PASS: u8 = 2;
 /// the kernel, which routes them to that node; on the bridge, answer ARP for it with the bridge's MAC
 /// (as for a host that is not warm), so that local containers send it to be routed.
 pub const HOST_MODE_FORWARD: u8 = 3;
+/// What the datapath does with packets for a host that is about to sleep: hold new ones where
+/// they enter (as `HOST_MODE_HOLD`), but let those already past that point reach the container
+/// and count as its traffic (as `HOST_MODE_PASS`, on the host's own link), so that the agent's
+/// second look before the sleep sees them and calls the sleep off. A datapath older than this
+/// mode treats it as hold everywhere.
+pub const HOST_MODE_DRAIN: u8 = 4;
 
 /// Host flag: answer ARP requests for this host's address on attach interfaces, warm or not, with
 /// the interface's own MAC (the bridge answers for non-warm hosts anyway; warm hosts answer for

@@ -17,6 +17,10 @@ use crate::interfaces::Interface;
 pub enum HostMode {
     /// Queue them and hand them to the agent (the host is not warm here).
     Hold,
+    /// About to sleep: hold new ones as [`HostMode::Hold`], but let those already past the hold
+    /// point reach the container and count as its traffic (so that the look before the sleep
+    /// sees them, instead of their being dropped at the host's link).
+    Drain,
     /// Let them through the kernel to the host's container here (warm).
     Pass,
     /// Let them through the kernel, which routes them to the node that serves the host

@@ -11,9 +11,9 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
-    AllowKey, HOST_MODE_FORWARD, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity, HostEntry, HostLink,
-    HostSlot, IgnoreKey, InterfaceEntry, LINK_SLOT_VALID, LINK_SLOTS_LEN, LinkSlot, host_slot,
-    link_slot, maps, stat,
+    AllowKey, HOST_MODE_DRAIN, HOST_MODE_FORWARD, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity,
+    HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, LINK_SLOT_VALID, LINK_SLOTS_LEN,
+    LinkSlot, host_slot, link_slot, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -57,6 +57,7 @@ impl Datapath {
         let entry = HostEntry {
             mode: match mode {
                 HostMode::Hold => HOST_MODE_HOLD,
+                HostMode::Drain => HOST_MODE_DRAIN,
                 HostMode::Pass => HOST_MODE_PASS,
                 HostMode::Forward => HOST_MODE_FORWARD,
             },

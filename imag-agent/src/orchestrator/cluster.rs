@@ -130,6 +130,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// What the datapath does with host `id`'s packets in its current state.
     pub(super) fn mode_of(&self, id: usize) -> HostMode {
         match self.hosts[id].state {
+            HostState::Sleeping { .. } if self.hosts[id].draining => HostMode::Drain,
             HostState::Warm { .. } => HostMode::Pass,
             HostState::Elsewhere { .. } => HostMode::Forward,
             _ => HostMode::Hold,

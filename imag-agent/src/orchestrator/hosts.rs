@@ -75,6 +75,8 @@ pub struct Host {
     pub sleep_cause: Option<SleepCause>,
     /// A settle (engine view repair) is under way.
     pub settling: bool,
+    /// The datapath drains its packets (`HostMode::Drain`): a sleep from warm awaits its look.
+    pub draining: bool,
     /// The `epoch` in which a page-out (`swap_after`) was started: one per sleep, whether it
     /// succeeds or not (a failure is not retried until the host has slept again).
     pub page_out_epoch: Option<u64>,
@@ -135,6 +137,7 @@ impl Host {
             asleep_since_ns: now_ns,
             sleep_cause: None,
             settling: false,
+            draining: false,
             page_out_epoch: None,
             paged_out_bytes: 0,
             sleep_estimate_ns: None,

@@ -551,22 +551,18 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
 
     fn perform(&mut self, id: usize, action: Action) {
         match action {
-            Action::Hold | Action::Pass | Action::Forward => {
-                let host = &self.hosts[id];
+            Action::Hold | Action::Drain | Action::Pass | Action::Forward => {
                 let mode = match action {
                     Action::Hold => HostMode::Hold,
+                    Action::Drain => HostMode::Drain,
                     Action::Pass => HostMode::Pass,
                     _ => HostMode::Forward,
                 };
-                if let Err(err) =
-                    self.datapath
-                        .set_host(host.config.address, host_id(id), mode, host.flags)
-                {
-                    warn!(host = %host.config.name, error = %err, "updating the datapath failed");
-                }
-                if mode == HostMode::Hold {
+                self.set_mode(id, mode);
+                if matches!(mode, HostMode::Hold | HostMode::Drain) {
                     // Leaving warm: neighbours on the bridge must stop using the container's MAC
                     // address and send to the bridge, where the datapath holds and answers.
+                    let host = &self.hosts[id];
                     if let (Some(wire), Some(bridge)) = (&self.wire, &self.bridge) {
                         jobs::announce(wire, bridge.index, host.config.address, bridge.mac);
                     }
@@ -626,10 +622,23 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         self.jobs.wake(id, host.spec.clone(), job);
     }
 
+    /// What the datapath does with host `id`'s packets from now on.
+    fn set_mode(&mut self, id: usize, mode: HostMode) {
+        let host = &mut self.hosts[id];
+        host.draining = mode == HostMode::Drain;
+        if let Err(err) = self
+            .datapath
+            .set_host(host.config.address, host_id(id), mode, host.flags)
+        {
+            warn!(host = %host.config.name, error = %err, "updating the datapath failed");
+        }
+    }
+
     fn start_sleep(&mut self, id: usize, to: Tier) {
-        if matches!(self.hosts[id].sleep_cause, Some(SleepCause::Idle { .. })) {
-            // The datapath holds from now on; give packets already past it a moment to show up
-            // in the host's activity before committing (Outcome::SleepCheck).
+        if self.hosts[id].draining {
+            // A warm host: the datapath holds its new packets from now on, and lets those
+            // already past the hold point reach it; give them a moment to show up in its
+            // activity before committing (Outcome::SleepCheck).
             self.jobs.sleep_check(id);
         } else {
             self.spawn_sleep(id, to);

@@ -10,7 +10,10 @@ use super::{
     jobs::Outcome,
     state::{Event, HostState},
 };
-use crate::{datapath::HostTable, runtime::ContainerRuntime};
+use crate::{
+    datapath::{HostMode, HostTable},
+    runtime::ContainerRuntime,
+};
 
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
@@ -36,18 +39,20 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             },
             Outcome::SleepCheck { host } => {
                 let h = &self.hosts[host];
-                let (HostState::Sleeping { to, .. }, Some(SleepCause::Idle { decided_ns })) =
-                    (h.state, h.sleep_cause)
-                else {
+                let HostState::Sleeping { to, .. } = h.state else {
                     return;
                 };
-                let activity = self.datapath.activity(h.config.address).unwrap_or_default();
-                if hosts::sleep_called_off(decided_ns, &activity) {
-                    info!(host = %h.config.name, "sleep called off: traffic arrived meanwhile");
-                    self.apply(host, Event::SleepFailed);
-                } else {
-                    self.spawn_sleep(host, to);
+                if let Some(SleepCause::Idle { decided_ns }) = h.sleep_cause {
+                    let activity = self.datapath.activity(h.config.address).unwrap_or_default();
+                    if hosts::sleep_called_off(decided_ns, &activity) || !self.held.is_empty(host) {
+                        info!(host = %h.config.name, "sleep called off: traffic arrived meanwhile");
+                        self.apply(host, Event::SleepFailed);
+                        return;
+                    }
                 }
+                // Committed: nothing is on its way to the container any more.
+                self.set_mode(host, HostMode::Hold);
+                self.spawn_sleep(host, to);
             }
             Outcome::Slept { host, result } => {
                 let event = match result {

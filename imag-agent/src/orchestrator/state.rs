@@ -114,6 +114,10 @@ pub enum Event {
 pub enum Action {
     /// Make the datapath hold this host's packets.
     Hold,
+    /// Make the datapath hold this host's new packets but let those already past the hold point
+    /// reach it (`HostMode::Drain`): the start of every sleep from warm, before the look that
+    /// commits it.
+    Drain,
     /// Make the datapath pass this host's packets.
     Pass,
     /// Start a wake from `from` (create, start or unpause, then probe).
@@ -173,7 +177,7 @@ pub fn next(
     now: Instant,
     policy: &Policy,
 ) -> (HostState, Vec<Action>) {
-    use Action::{DeliverHeld, Forward, Hold, Pass, RefuseHeld, StartSleep, StartWake};
+    use Action::{DeliverHeld, Drain, Forward, Hold, Pass, RefuseHeld, StartSleep, StartWake};
     use HostState::{Asleep, Elsewhere, Failed, Sleeping, Waking, Warm};
     match (state, event) {
         (Asleep { tier }, Event::PacketHeld | Event::WakeRequested) => (
@@ -224,14 +228,14 @@ pub fn next(
                 to,
                 wake_after: false,
             },
-            vec![Hold, StartSleep { to }],
+            vec![Drain, StartSleep { to }],
         ),
         (Warm { .. }, Event::SleepRequested { to }) => (
             Sleeping {
                 to,
                 wake_after: false,
             },
-            vec![Hold, StartSleep { to }],
+            vec![Drain, StartSleep { to }],
         ),
         (Warm { .. }, Event::ContainerExited) => (
             Asleep {

@@ -182,7 +182,7 @@ fn idle_sleep_respects_min_warm() {
         }
     );
     // Hold first: a packet arriving while the container is frozen must be held, not lost.
-    assert_eq!(actions, vec![Hold, StartSleep { to: Tier::Paused }]);
+    assert_eq!(actions, vec![Drain, StartSleep { to: Tier::Paused }]);
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn operator_sleep_ignores_min_warm() {
             wake_after: false
         }
     );
-    assert_eq!(actions, vec![Hold, StartSleep { to: Tier::Stopped }]);
+    assert_eq!(actions, vec![Drain, StartSleep { to: Tier::Stopped }]);
 }
 
 #[test]

@@ -45,7 +45,8 @@ impl HostTable for FakeTable {
         mode: HostMode,
         _: u8,
     ) -> Result<(), DatapathError> {
-        self.hold.insert(addr, mode == HostMode::Hold);
+        self.hold
+            .insert(addr, matches!(mode, HostMode::Hold | HostMode::Drain));
         self.mode.insert(addr, mode);
         Ok(())
     }
@@ -252,11 +253,17 @@ async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
     // Quiet since becoming warm: the tick after 10 s decides, the 2 ms look confirms.
     orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
     orch.tick();
-    assert!(
-        orch.datapath().hold[&WEB],
-        "held before the engine is asked"
+    assert_eq!(
+        orch.datapath().mode[&WEB],
+        HostMode::Drain,
+        "new packets held, those on their way let through, before the engine is asked"
     );
     settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(
+        orch.datapath().mode[&WEB],
+        HostMode::Hold,
+        "held once committed"
+    );
     assert!(fake.calls().contains(&Call::Sleep {
         container: "t--web".into(),
         to: Tier::Paused
@@ -365,6 +372,50 @@ async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
         "the engine was never asked"
     );
     assert!(!orch.datapath().hold[&WEB]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_packet_held_while_an_idle_host_drains_calls_the_sleep_off() {
+    let (mut orch, fake) = orchestrator(&host(
+        "web",
+        10,
+        "idle_timeout = \"10s\"\nmin_warm = \"0s\"",
+    ));
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    let delivered = orch.datapath().delivered.lock().unwrap().len();
+    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
+    orch.tick();
+    // A new request, held where it entered while the host drains.
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert!(
+        !fake.calls().iter().any(|c| matches!(c, Call::Sleep { .. })),
+        "the engine was never asked"
+    );
+    assert_eq!(orch.datapath().mode[&WEB], HostMode::Pass);
+    assert_eq!(
+        orch.datapath().delivered.lock().unwrap().len(),
+        delivered + 1,
+        "the held packet is delivered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requested_sleep_drains_then_commits_whatever_arrives() {
+    let (mut orch, fake) = orchestrator(&host("web", 10, ""));
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    orch.hosts[0].sleep_cause = Some(SleepCause::Requested);
+    orch.apply(0, Event::SleepRequested { to: Tier::Paused });
+    assert_eq!(orch.datapath().mode[&WEB], HostMode::Drain);
+    orch.on_held(held(&orch, WEB));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert!(fake.calls().iter().any(|c| matches!(c, Call::Sleep { .. })));
+    // Asleep, then woken again by what it held meanwhile.
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    assert_eq!(wakes(&fake).len(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,8 +1,10 @@
 //! Programs on a warm host's own link (TC on the host side of its container's veth): they count
 //! the host's traffic for idleness, and make sure nothing reaches a container that is not warm.
 //!
-//! - `to_host` (egress towards the container) counts packets in. While the host is not warm, it
-//!   drops ARP (only the datapath answers for a sleeping host: a paused container's kernel would
+//! - `to_host` (egress towards the container) counts packets in. While the host drains (about to
+//!   sleep: `HOST_MODE_DRAIN`), it passes and counts IPv4 packets as for a warm host: they were
+//!   past the hold point before the switch, and counting them calls the sleep off. While the host
+//!   is not warm, it drops ARP (only the datapath answers for a sleeping host: a paused container's kernel would
 //!   still answer, and neighbours would then send to a frozen container), and holds IPv4 packets
 //!   that a neighbour on the bridge sent straight to the container's MAC address (they are
 //!   re-delivered on that neighbour's port once the host is warm again).
@@ -21,8 +23,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use imag_common::{
-    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity,
-    HostEntry, IgnoreKey, stat,
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_MODE_DRAIN, HOST_MODE_HOLD,
+    HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -80,7 +82,9 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     let Some(host) = host_entry(host_addr) else {
         return TC_ACT_OK;
     };
-    let warm = host.mode == HOST_MODE_PASS;
+    // A draining host's packets here were past the hold point when it switched: they pass and
+    // count (its sleep is then called off), as a warm host's.
+    let warm = host.mode == HOST_MODE_PASS || host.mode == HOST_MODE_DRAIN;
     // The machine's own packets (the agent's probes and DNS answers) are not checked.
     if !from_this_host
         && allow::denied(&host, ip.src_addr, || {
@@ -98,7 +102,9 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     }
     // Not warm. A frame bridged from a neighbour's port (an ifindex the datapath does not run
     // on) can be re-delivered on that port later: hold it. Anything else got here by routing
-    // after the switch to hold, and is dropped (its sender retransmits).
+    // after the switch to hold. Every sleep from warm drains first (the agent's second look),
+    // so that is a packet that took longer from the hold point to here than that look waits:
+    // it is dropped (its sender retransmits).
     if INTERFACES.get_ptr(ingress).is_some() {
         count(stat::DROPPED_AT_HOST_LINK);
         return TC_ACT_SHOT;
@@ -166,7 +172,11 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     match host_entry(dst) {
-        Some(target) if target.mode == HOST_MODE_HOLD => hold_for_neighbour(ctx, &ip, dst, &target),
+        // A draining neighbour's new packets are held as a sleeping one's: this is where they
+        // enter.
+        Some(target) if target.mode == HOST_MODE_HOLD || target.mode == HOST_MODE_DRAIN => {
+            hold_for_neighbour(ctx, &ip, dst, &target)
+        }
         _ => TC_ACT_OK,
     }
 }
