@@ -474,6 +474,8 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     self.hosts[id].sleep_cause = Some(SleepCause::Requested);
                     self.apply(id, Event::Idle { to: Tier::Stopped });
                 }
+                // Pre-woken, and its source may still call it.
+                Some(Tick::Idle { .. }) if self.prewake_awaited(id) => {}
                 Some(Tick::Idle { to }) => {
                     self.hosts[id].sleep_cause = Some(SleepCause::Idle { decided_ns: now_ns });
                     self.apply(id, Event::Idle { to });

@@ -157,3 +157,41 @@ async fn a_connection_before_the_link_counts_makes_a_pre_wake_used() {
     orch.publish();
     assert_eq!(result(&orch), "used");
 }
+
+/// A pre-woken host whose source is slow to call it (a page-in, say) stays warm for that call
+/// while its source is warm; once the source sleeps without calling, it may sleep too.
+#[tokio::test(start_paused = true)]
+async fn a_pre_woken_host_waits_for_its_source_while_the_source_is_warm() {
+    let quick = "idle_timeout = \"1s\"\nmin_warm = \"0s\"";
+    let (mut orch, _fake) = orchestrator(&[host("a", 10, quick), host("b", 11, quick)].concat());
+    orch.prewake.learner = learned(&[("a", "b")]);
+    orch.on_held(held(&orch, A));
+    settle(&mut orch, Duration::from_secs(1)).await;
+    assert_eq!(state(&orch, "b"), StateName::Warm);
+    // Both quiet past their idle timeout; a has a connection open (it serves the request that
+    // woke it, and has not called b yet).
+    orch.datapath_mut()
+        .activity
+        .entry(A)
+        .or_default()
+        .tcp_opened += 1;
+    for id in [0, 1] {
+        orch.hosts[id].warm_since_ns = crate::clock::monotonic_ns() - 2_000_000_000;
+    }
+    orch.tick();
+    settle(&mut orch, Duration::from_millis(100)).await;
+    assert_eq!(state(&orch, "a"), StateName::Warm, "a serves");
+    assert_eq!(state(&orch, "b"), StateName::Warm, "b waits for a's call");
+    // a answered and went to sleep without calling b: b may sleep.
+    orch.datapath_mut()
+        .activity
+        .entry(A)
+        .or_default()
+        .tcp_closed += 1;
+    orch.tick();
+    settle(&mut orch, Duration::from_millis(100)).await;
+    orch.tick();
+    settle(&mut orch, Duration::from_millis(100)).await;
+    assert_eq!(state(&orch, "a"), StateName::Asleep);
+    assert_eq!(state(&orch, "b"), StateName::Asleep);
+}

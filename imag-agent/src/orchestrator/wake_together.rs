@@ -176,6 +176,23 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         true
     }
 
+    /// Whether host `id` was pre-woken and its source, warm or waking, has not reached it yet
+    /// (the window still open): it is not put to sleep for idleness meanwhile. The source may be
+    /// slow to call it (reading its pages back from swap, say); asleep by then, it would be
+    /// woken again by that call, and the pre-wake would have saved nothing.
+    pub(super) fn prewake_awaited(&self, id: usize) -> bool {
+        let name = &self.hosts[id].config.name;
+        (self.prewake.learner.awaiting_use().iter()).any(|(source, target)| {
+            target == name
+                && self.host_id(source).is_some_and(|s| {
+                    matches!(
+                        self.hosts[s].state,
+                        HostState::Warm { .. } | HostState::Waking { .. }
+                    )
+                })
+        })
+    }
+
     /// Host `id` changed state: a source that became warm opens its window's clock, one that
     /// failed closes its window.
     pub(super) fn prewake_state_changed(&mut self, id: usize, after: HostState) {
