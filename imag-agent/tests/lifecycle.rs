@@ -614,3 +614,60 @@ fn a_wake_during_a_page_out_stops_it() {
         0.0
     );
 }
+
+/// A paged-out host's memory is read back as it wakes (`swap_prefetch`, on by default), beside
+/// the process rather than as the process touches it: these requests never touch the ballast,
+/// and still it comes back. With `swap_prefetch = false` it stays in swap.
+#[test]
+fn a_paged_out_host_s_memory_is_read_back_as_it_wakes() {
+    for prefetch in [true, false] {
+        let net = TestNet::new(agent_binary!());
+        let client = net.client();
+        let extra = if prefetch {
+            ""
+        } else {
+            "swap_prefetch = false\n"
+        };
+        let config = net.network_toml()
+            + &host(
+                &net,
+                "web",
+                12,
+                &[],
+                &format!(
+                    "idle_timeout = \"1m\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n\
+                     swap_after = \"0s\"\nenv = {{ BALLAST_MB = \"64\" }}\n{extra}"
+                ),
+            );
+        let agent = net.start_agent(&config, &[]);
+        let container = net.container("web");
+        assert_eq!(request(client, &net, 12).0, "hello from web\n");
+        agent.command(&["sleep", "web"]).unwrap();
+        wait_until(
+            "the paused host is paged out",
+            Duration::from_secs(30),
+            || {
+                net.scrape()
+                    .sum("imag_page_outs_total", &[("result", "done")])
+                    >= 1.0
+            },
+        );
+        let paged = cgroup_memory(&container);
+        assert!(paged < 16 * MIB, "paged out: {paged} bytes resident");
+        assert_eq!(request(client, &net, 12).0, "hello from web\n");
+        if prefetch {
+            wait_until(
+                "the ballast is read back though nothing touched it",
+                Duration::from_secs(20),
+                || cgroup_memory(&container) > 64 * MIB,
+            );
+        } else {
+            std::thread::sleep(Duration::from_secs(2));
+            let back = cgroup_memory(&container);
+            assert!(
+                back < 32 * MIB,
+                "swap_prefetch = false: only what the request touched comes back, {back} bytes"
+            );
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub struct HostConfig {
     /// (zero: as soon as it is paused). A wake thaws it as from any pause; its pages come back as
     /// it touches them.
     pub swap_after: Option<Duration>,
+    /// With `swap_after`: read the paged-out memory back as the host wakes, all of it at once
+    /// beside the process (default), instead of as the process touches it.
+    pub swap_prefetch: bool,
     /// Shortest time a woken host stays warm before idleness may put it to sleep.
     pub min_warm: Duration,
     /// Under the budget, lower priorities are evicted first (`priority = N`, default 0).
@@ -135,6 +138,7 @@ impl HostConfig {
             env: self.env.clone(),
             extra_hosts: self.extra_hosts.clone(),
             options: self.container.clone(),
+            swap_prefetch: self.swap_after.is_some() && self.swap_prefetch,
         }
     }
 }
@@ -266,6 +270,16 @@ pub(super) fn validate(
         optional(host.stop_after.as_ref(), "stop_after", report);
     let swap_after: Option<Option<AnyDuration>> =
         optional(host.swap_after.as_ref(), "swap_after", report);
+    if host.swap_prefetch.is_some() && host.swap_after.is_none() {
+        report(
+            span(&host.name),
+            format!(
+                "swap_prefetch only applies to hosts with swap_after (host {name:?}): add \
+                 swap_after, or remove swap_prefetch"
+            ),
+        );
+        ok = false;
+    }
     let min_warm = field_or(
         host.min_warm.as_ref(),
         "min_warm",
@@ -338,6 +352,7 @@ pub(super) fn validate(
         sleep: sleep?,
         stop_after: stop_after?.map(|d| d.0),
         swap_after: swap_after?.map(|d| d.0),
+        swap_prefetch: host.swap_prefetch.unwrap_or(true),
         min_warm: min_warm?.0,
         priority: host.priority.as_ref().map_or(0, |p| *p.get_ref()),
         idle_ignore: idle_ignore?,
@@ -530,7 +545,13 @@ idle_ignore = ["10.1.2.3", "10.8.0.0/24"]
         assert_eq!(a.sleep, Tier::Paused);
         assert_eq!(a.stop_after, Some(Duration::from_hours(1)));
         assert_eq!(a.swap_after, Some(Duration::ZERO));
+        assert!(a.swap_prefetch, "read back on a wake by default");
+        assert!(a.container_spec("n").swap_prefetch);
         assert_eq!(config.hosts[1].swap_after, None);
+        assert!(
+            !config.hosts[1].container_spec("n").swap_prefetch,
+            "nothing paged out"
+        );
         assert_eq!(a.min_warm, Duration::ZERO);
         assert_eq!(a.ready_poll, Duration::from_millis(5));
         assert_eq!(
@@ -565,12 +586,31 @@ image = "x"
 stop_after = "1h"
 swap_after = "1m"
 idle_ignore = ["nowhere"]
+[[host]]
+name = "c"
+address = "10.0.0.7"
+image = "x"
+sleep = "pause"
+swap_prefetch = false
 "#;
         let found = problems(bad);
-        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
         assert!(found[0].2.contains("sleep \"hibernate\""));
         assert!(found[1].2.contains("stop_after only applies"));
         assert!(found[2].2.contains("swap_after only applies"));
         assert!(found[3].2.contains("\"nowhere\" is not an IPv4 prefix"));
+        assert!(
+            found[4]
+                .2
+                .contains("swap_prefetch only applies to hosts with swap_after"),
+            "{found:?}"
+        );
+        let off = Config::parse(
+            "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \"10.0.0.5\"\n\
+             image = \"x\"\nsleep = \"pause\"\nswap_after = \"0s\"\nswap_prefetch = false\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!off.hosts[0].container_spec("n").swap_prefetch);
     }
 }

@@ -118,6 +118,7 @@ pub struct Host {
     pub sleep: Option<Spanned<String>>,
     pub stop_after: Option<Spanned<String>>,
     pub swap_after: Option<Spanned<String>>,
+    pub swap_prefetch: Option<bool>,
     pub min_warm: Option<Spanned<String>>,
     pub priority: Option<Spanned<i64>>,
     pub idle_ignore: Option<Vec<Spanned<String>>>,

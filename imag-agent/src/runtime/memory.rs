@@ -2,7 +2,10 @@
 //! machine's swap, so that a host asleep in the pause tier holds (almost) no memory and still
 //! wakes with a thaw. The kernel's own reclaim does the work: cgroup v1's `memory.force_empty`
 //! (reclaim everything the group holds; anonymous pages go to swap) or v2's `memory.reclaim`.
-//! Nothing is read back on a wake: the thawed process faults its pages in as it touches them.
+//! On a wake, what was paged out is read back ahead of the process ([`MemoryCgroup::prefetch`]):
+//! the kernel is asked to start reading every mapping of the group's processes from swap at
+//! once, while the thawed process faults in what it touches first, instead of one fault (and
+//! its few pages of readahead) at a time.
 //!
 //! Without swap the kernel can drop only clean file pages, and the paused host stays resident:
 //! the agent refuses `swap_after` on a machine without active swap ([`require_swap`]).
@@ -121,6 +124,87 @@ impl MemoryCgroup {
     }
 }
 
+impl MemoryCgroup {
+    /// Asks the kernel to read back, asynchronously, the pages of every process in the group:
+    /// `process_madvise(MADV_WILLNEED)` over each of its mappings (swapped anonymous pages are
+    /// read from swap, dropped file pages from their files; nothing waits for the reads). Returns
+    /// the bytes of the mappings advised. Processes that exit meanwhile are skipped.
+    pub fn prefetch(&self) -> io::Result<u64> {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
+        let mut advised = 0;
+        for pid in procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue;
+            };
+            let Ok(pidfd) = pidfd_open(pid) else {
+                continue;
+            };
+            for (start, end) in mappings(&maps) {
+                // One range per call: a mapping the kernel refuses (a special one) fails alone.
+                if advise_willneed(&pidfd, start, end - start).is_ok() {
+                    advised += end - start;
+                }
+            }
+        }
+        Ok(advised)
+    }
+}
+
+/// The address ranges of a process's mappings (`/proc/PID/maps`), but the kernel's own
+/// (`[vvar]`, `[vdso]`, `[vsyscall]`), which are not the process's memory.
+fn mappings(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    maps.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let name = fields.nth(4).unwrap_or("");
+        if matches!(name, "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]") {
+            return None;
+        }
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        (end > start).then_some((start, end))
+    })
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall; the returned descriptor is owned right away.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn advise_willneed(pidfd: &std::os::fd::OwnedFd, start: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let iov = libc::iovec {
+        iov_base: start as *mut libc::c_void,
+        iov_len: usize::try_from(len).map_err(io::Error::other)?,
+    };
+    // SAFETY: the iovec names another process's range (the kernel checks it); no memory of ours
+    // is read or written.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_process_madvise,
+            pidfd.as_raw_fd(),
+            &raw const iov,
+            1usize,
+            libc::MADV_WILLNEED,
+            0u32,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How often a page-out looks whether its container was woken.
 const WOKEN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -210,6 +294,30 @@ mod tests {
         assert!(v2.v2);
         assert_eq!(MemoryCgroup::for_id("../x", None, |_| true), None);
         assert_eq!(MemoryCgroup::for_id(ID, None, |_| false), None);
+    }
+
+    #[test]
+    fn every_mapping_but_the_kernels_own_is_read_back() {
+        let maps = "\
+55d0c0a00000-55d0c0a21000 r--p 00000000 00:1f 123 /hello
+55d0c2000000-55d0c2022000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0004000000 rw-p 00000000 00:00 0
+7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
+7ffd3000-7ffd5000 r--p 00000000 00:00 0 [vvar]
+7ffd5000-7ffd7000 r-xp 00000000 00:00 0 [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+garbage line
+";
+        let found: Vec<(u64, u64)> = mappings(maps).collect();
+        assert_eq!(
+            found,
+            [
+                (0x55d0_c0a0_0000, 0x55d0_c0a2_1000),
+                (0x55d0_c200_0000, 0x55d0_c202_2000),
+                (0x7f00_0000_0000, 0x7f00_0400_0000),
+                (0x7ffd_1000, 0x7ffd_2000),
+            ]
+        );
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct ContainerSpec {
     /// while unset, so that the fingerprint of a spec without options never changes).
     #[serde(flatten)]
     pub options: ContainerOptions,
+    /// Read a paged-out container's memory back as it wakes (`swap_prefetch`, with
+    /// `swap_after`). How it sleeps, not what the container is: not in the fingerprint.
+    #[serde(skip)]
+    pub swap_prefetch: bool,
 }
 
 /// The network every host's container joins: a bridge network on the imaginary subnet.

@@ -37,13 +37,14 @@ use super::{
 use crate::config::{raw, values::Subnet};
 
 /// imag's own per-host settings, in a service's `x-imag` or the top-level `x-imag.hosts`.
-const IMAG_KEYS: [&str; 15] = [
+const IMAG_KEYS: [&str; 16] = [
     "ready",
     "wake_timeout",
     "idle_timeout",
     "sleep",
     "stop_after",
     "swap_after",
+    "swap_prefetch",
     "min_warm",
     "idle_ignore",
     "allow_from",
@@ -130,6 +131,7 @@ fn empty_host(name: Spanned<String>, at: usize) -> raw::Host {
         sleep: None,
         stop_after: None,
         swap_after: None,
+        swap_prefetch: None,
         min_warm: None,
         priority: None,
         idle_ignore: None,
@@ -576,6 +578,7 @@ fn imag_settings(node: &Node, what: &str, host: &mut raw::Host, cx: &mut Cx<'_>)
         match key {
             "proxy_arp" => host.proxy_arp = cx.boolean(value, key),
             "answer_ping" => host.answer_ping = cx.boolean(value, key),
+            "swap_prefetch" => host.swap_prefetch = cx.boolean(value, key),
             "idle_ignore" => host.idle_ignore = cx.strings(value, key, true),
             "allow_from" => host.allow_from = cx.strings(value, key, true),
             "wakes_with" => host.wakes_with = cx.strings(value, key, true),

@@ -55,6 +55,9 @@ pub struct Docker {
     ids: Identities,
     /// DNS servers of the containers it creates ([`EngineOptions::dns`]).
     dns: Vec<String>,
+    /// The memory cgroups of containers paged out since their last wake, by name: read back
+    /// ahead of the process on the next wake (`page_out.rs`).
+    paged_out: page_out::PagedOutGroups,
 }
 
 impl Docker {
@@ -305,6 +308,7 @@ impl ContainerRuntime for Docker {
             thaw: FastThaw::new(options.fast_thaw),
             ids: Identities::default(),
             dns: options.dns.iter().map(ToString::to_string).collect(),
+            paged_out: page_out::PagedOutGroups::default(),
         })
     }
 
@@ -330,6 +334,8 @@ impl ContainerRuntime for Docker {
 
     async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
         let requested_ns = monotonic_ns();
+        // Started before the thaw, and not waited for: the reads go on beside the process.
+        self.paged_out.prefetch(&spec.name);
         if from == Tier::Paused && self.thaw_directly(spec).await {
             return Ok(Started {
                 from: Tier::Paused,

@@ -1,6 +1,12 @@
 //! Page-out, the Docker runtime's optional capability (`swap_after`): the paused container's
 //! memory cgroup, found from its ID, is reclaimed to swap by the kernel ([`MemoryCgroup`]). The
-//! engine is asked only for the container's ID and cgroup parent; it never learns of it.
+//! engine is asked only for the container's ID and cgroup parent; it never learns of it. On the
+//! container's next wake its pages are read back ahead of the process ([`PagedOutGroups`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use bollard::query_parameters::InspectContainerOptions;
 
@@ -43,9 +49,45 @@ impl Docker {
                 )
             })?;
         let woken = move || !freezer.is_frozen().unwrap_or(false);
-        tokio::task::spawn_blocking(move || group.page_out(woken))
+        let reclaimed = group.clone();
+        let paged = tokio::task::spawn_blocking(move || reclaimed.page_out(woken))
             .await
             .map_err(|e| refused(format!("the page-out task failed: {e}")))?
-            .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")))
+            .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")))?;
+        if spec.swap_prefetch {
+            self.paged_out.insert(&spec.name, group);
+        }
+        Ok(paged)
+    }
+}
+
+/// Containers paged out since their last wake, by name, with their memory cgroups (shared by
+/// the runtime's clones).
+#[derive(Clone, Default)]
+pub(super) struct PagedOutGroups(Arc<Mutex<HashMap<String, MemoryCgroup>>>);
+
+impl PagedOutGroups {
+    fn insert(&self, name: &str, group: MemoryCgroup) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), group);
+    }
+
+    /// If container `name` was paged out since its last wake: starts reading its pages back
+    /// (`MemoryCgroup::prefetch`, in a blocking task nobody waits for) and forgets it.
+    pub(super) fn prefetch(&self, name: &str) {
+        let Some(group) = self.0.lock().expect("not poisoned").remove(name) else {
+            return;
+        };
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || match group.prefetch() {
+            Ok(bytes) => {
+                tracing::debug!(container = %name, bytes, "reading its pages back from swap");
+            }
+            Err(err) => {
+                tracing::debug!(container = %name, error = %err, "cannot read its pages back ahead");
+            }
+        });
     }
 }

@@ -204,6 +204,7 @@ impl FakeRuntime {
             env: std::collections::BTreeMap::new(),
             extra_hosts: Vec::new(),
             options: super::ContainerOptions::default(),
+            swap_prefetch: false,
         };
         let mut state = self.state();
         state.insert(&spec, ContainerStatus::Running, String::new());

@@ -19,6 +19,7 @@ fn spec(host: &str) -> ContainerSpec {
         env: BTreeMap::new(),
         extra_hosts: Vec::new(),
         options: crate::runtime::ContainerOptions::default(),
+        swap_prefetch: false,
     }
 }
 
