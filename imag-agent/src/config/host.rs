@@ -57,7 +57,8 @@ pub struct HostConfig {
     /// it touches them.
     pub swap_after: Option<Duration>,
     /// With `swap_after`: read the paged-out memory back as the host wakes, all of it at once
-    /// beside the process (default), instead of as the process touches it.
+    /// beside the process (default), instead of as the process touches it. Without `swap_after`
+    /// it means nothing and is ignored (so that compose's `x-imag.hosts` defaults can set it).
     pub swap_prefetch: bool,
     /// Shortest time a woken host stays warm before idleness may put it to sleep.
     pub min_warm: Duration,
@@ -270,16 +271,6 @@ pub(super) fn validate(
         optional(host.stop_after.as_ref(), "stop_after", report);
     let swap_after: Option<Option<AnyDuration>> =
         optional(host.swap_after.as_ref(), "swap_after", report);
-    if host.swap_prefetch.is_some() && host.swap_after.is_none() {
-        report(
-            span(&host.name),
-            format!(
-                "swap_prefetch only applies to hosts with swap_after (host {name:?}): add \
-                 swap_after, or remove swap_prefetch"
-            ),
-        );
-        ok = false;
-    }
     let min_warm = field_or(
         host.min_warm.as_ref(),
         "min_warm",
@@ -594,17 +585,12 @@ sleep = "pause"
 swap_prefetch = false
 "#;
         let found = problems(bad);
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(found[0].2.contains("sleep \"hibernate\""));
         assert!(found[1].2.contains("stop_after only applies"));
         assert!(found[2].2.contains("swap_after only applies"));
         assert!(found[3].2.contains("\"nowhere\" is not an IPv4 prefix"));
-        assert!(
-            found[4]
-                .2
-                .contains("swap_prefetch only applies to hosts with swap_after"),
-            "{found:?}"
-        );
+        // Host c's swap_prefetch without swap_after is ignored, not refused (compose defaults).
         let off = Config::parse(
             "[network]\nsubnet = \"10.0.0.0/24\"\n[[host]]\nname = \"a\"\naddress = \"10.0.0.5\"\n\
              image = \"x\"\nsleep = \"pause\"\nswap_after = \"0s\"\nswap_prefetch = false\n",

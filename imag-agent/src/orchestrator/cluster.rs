@@ -130,7 +130,9 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// What the datapath does with host `id`'s packets in its current state.
     pub(super) fn mode_of(&self, id: usize) -> HostMode {
         match self.hosts[id].state {
-            HostState::Sleeping { .. } if self.hosts[id].draining => HostMode::Drain,
+            HostState::Sleeping { .. } if self.hosts[id].draining_from_packets.is_some() => {
+                HostMode::Drain
+            }
             HostState::Warm { .. } => HostMode::Pass,
             HostState::Elsewhere { .. } => HostMode::Forward,
             _ => HostMode::Hold,

@@ -75,8 +75,9 @@ pub struct Host {
     pub sleep_cause: Option<SleepCause>,
     /// A settle (engine view repair) is under way.
     pub settling: bool,
-    /// The datapath drains its packets (`HostMode::Drain`): a sleep from warm awaits its look.
-    pub draining: bool,
+    /// While the datapath drains its packets (`HostMode::Drain`: a sleep from warm awaits its
+    /// look), the packets its link had let in when the drain began.
+    pub draining_from_packets: Option<u64>,
     /// The `epoch` in which a page-out (`swap_after`) was started: one per sleep, whether it
     /// succeeds or not (a failure is not retried until the host has slept again).
     pub page_out_epoch: Option<u64>,
@@ -137,7 +138,7 @@ impl Host {
             asleep_since_ns: now_ns,
             sleep_cause: None,
             settling: false,
-            draining: false,
+            draining_from_packets: None,
             page_out_epoch: None,
             paged_out_bytes: 0,
             sleep_estimate_ns: None,

@@ -166,7 +166,8 @@ impl<R: ContainerRuntime> Jobs<R> {
         });
     }
 
-    /// Reports back after [`SLEEP_SETTLE_TIME`], for the second look at an idle host.
+    /// Reports back after [`SLEEP_SETTLE_TIME`], for the look at a draining host before its
+    /// sleep is committed.
     pub fn sleep_check(&self, host: usize) {
         let outcomes = self.outcomes.clone();
         tokio::spawn(async move {

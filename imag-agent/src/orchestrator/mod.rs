@@ -627,7 +627,10 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// What the datapath does with host `id`'s packets from now on.
     fn set_mode(&mut self, id: usize, mode: HostMode) {
         let host = &mut self.hosts[id];
-        host.draining = mode == HostMode::Drain;
+        host.draining_from_packets = (mode == HostMode::Drain).then(|| {
+            let activity = self.datapath.activity(host.config.address);
+            activity.unwrap_or_default().packets_in
+        });
         if let Err(err) = self
             .datapath
             .set_host(host.config.address, host_id(id), mode, host.flags)
@@ -637,7 +640,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     }
 
     fn start_sleep(&mut self, id: usize, to: Tier) {
-        if self.hosts[id].draining {
+        if self.hosts[id].draining_from_packets.is_some() {
             // A warm host: the datapath holds its new packets from now on, and lets those
             // already past the hold point reach it; give them a moment to show up in its
             // activity before committing (Outcome::SleepCheck).

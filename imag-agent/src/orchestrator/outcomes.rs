@@ -39,16 +39,22 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             },
             Outcome::SleepCheck { host } => {
                 let h = &self.hosts[host];
-                let HostState::Sleeping { to, .. } = h.state else {
+                let (HostState::Sleeping { to, .. }, Some(packets_before)) =
+                    (h.state, h.draining_from_packets)
+                else {
                     return;
                 };
+                let activity = self.datapath.activity(h.config.address).unwrap_or_default();
                 if let Some(SleepCause::Idle { decided_ns }) = h.sleep_cause {
-                    let activity = self.datapath.activity(h.config.address).unwrap_or_default();
                     if hosts::sleep_called_off(decided_ns, &activity) || !self.held.is_empty(host) {
                         info!(host = %h.config.name, "sleep called off: traffic arrived meanwhile");
                         self.apply(host, Event::SleepFailed);
                         return;
                     }
+                } else if activity.packets_in > packets_before {
+                    // Asked for: it sleeps all the same, and wakes right after, for what reached
+                    // the container while it drained (it would wait in the frozen container).
+                    self.apply(host, Event::WakeRequested);
                 }
                 // Committed: nothing is on its way to the container any more.
                 self.set_mode(host, HostMode::Hold);

@@ -181,7 +181,8 @@ fn idle_sleep_respects_min_warm() {
             wake_after: false
         }
     );
-    // Hold first: a packet arriving while the container is frozen must be held, not lost.
+    // Drain first: a packet arriving while the container is frozen must be held, not lost, and
+    // one already on its way must reach it and be seen.
     assert_eq!(actions, vec![Drain, StartSleep { to: Tier::Paused }]);
 }
 

@@ -402,20 +402,38 @@ async fn a_packet_held_while_an_idle_host_drains_calls_the_sleep_off() {
     );
 }
 
+/// A requested sleep drains too, and commits whatever arrives; what reached the container
+/// meanwhile (it waits there, frozen) or was held wakes it right after.
 #[tokio::test(start_paused = true)]
-async fn a_requested_sleep_drains_then_commits_whatever_arrives() {
-    let (mut orch, fake) = orchestrator(&host("web", 10, ""));
-    orch.on_held(held(&orch, WEB));
-    settle(&mut orch, Duration::from_secs(1)).await;
-    orch.hosts[0].sleep_cause = Some(SleepCause::Requested);
-    orch.apply(0, Event::SleepRequested { to: Tier::Paused });
-    assert_eq!(orch.datapath().mode[&WEB], HostMode::Drain);
-    orch.on_held(held(&orch, WEB));
-    settle(&mut orch, Duration::from_secs(1)).await;
-    assert!(fake.calls().iter().any(|c| matches!(c, Call::Sleep { .. })));
-    // Asleep, then woken again by what it held meanwhile.
-    assert_eq!(state(&orch, "web"), StateName::Warm);
-    assert_eq!(wakes(&fake).len(), 2);
+async fn a_requested_sleep_drains_then_commits_and_wakes_for_what_arrived() {
+    for packet_reached_it in [false, true] {
+        let (mut orch, fake) = orchestrator(&host("web", 10, ""));
+        orch.on_held(held(&orch, WEB));
+        settle(&mut orch, Duration::from_secs(1)).await;
+        orch.hosts[0].sleep_cause = Some(SleepCause::Requested);
+        orch.apply(0, Event::SleepRequested { to: Tier::Paused });
+        assert_eq!(orch.datapath().mode[&WEB], HostMode::Drain);
+        if packet_reached_it {
+            orch.datapath_mut()
+                .activity
+                .entry(WEB)
+                .or_default()
+                .packets_in += 1;
+        }
+        settle(&mut orch, Duration::from_secs(1)).await;
+        assert!(fake.calls().iter().any(|c| matches!(c, Call::Sleep { .. })));
+        let (expected, woken) = if packet_reached_it {
+            (StateName::Warm, 2)
+        } else {
+            (StateName::Asleep, 1)
+        };
+        assert_eq!(
+            state(&orch, "web"),
+            expected,
+            "reached it: {packet_reached_it}"
+        );
+        assert_eq!(wakes(&fake).len(), woken, "reached it: {packet_reached_it}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

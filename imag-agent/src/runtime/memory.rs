@@ -3,8 +3,8 @@
 //! wakes with a thaw. The kernel's own reclaim does the work: cgroup v1's `memory.force_empty`
 //! (reclaim everything the group holds; anonymous pages go to swap) or v2's `memory.reclaim`.
 //! On a wake, what was paged out is read back ahead of the process ([`MemoryCgroup::prefetch`]):
-//! the kernel is asked to start reading every mapping of the group's processes from swap at
-//! once, while the thawed process faults in what it touches first, instead of one fault (and
+//! the kernel is asked to start reading every anonymous mapping of the group's processes from
+//! swap at once, while the thawed process faults in what it touches first, instead of one fault (and
 //! its few pages of readahead) at a time.
 //!
 //! Without swap the kernel can drop only clean file pages, and the paused host stays resident:
@@ -125,42 +125,56 @@ impl MemoryCgroup {
 }
 
 impl MemoryCgroup {
-    /// Asks the kernel to read back, asynchronously, the pages of every process in the group:
-    /// `process_madvise(MADV_WILLNEED)` over each of its mappings (swapped anonymous pages are
-    /// read from swap, dropped file pages from their files; nothing waits for the reads). Returns
-    /// the bytes of the mappings advised. Processes that exit meanwhile are skipped.
+    /// Asks the kernel to read back, asynchronously, what the group's processes had paged out:
+    /// `process_madvise(MADV_WILLNEED)` over each of their anonymous mappings (heap, stacks,
+    /// private allocations: what went to swap) starts reading their swapped pages; nothing waits
+    /// for the reads. File mappings are left alone (the kernel would read their whole range, a
+    /// large mapped file too). Returns the bytes of the mappings advised; an error if no advice
+    /// was taken at all (the kernel lacks `process_madvise`, or the agent the right to use it).
+    /// Processes that exit meanwhile are skipped.
     pub fn prefetch(&self) -> io::Result<u64> {
         let procs = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
         let mut advised = 0;
+        let mut failed = None;
         for pid in procs
             .lines()
             .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
         {
-            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-                continue;
-            };
+            // The pidfd first: the maps read after it are its process's (a PID reused later
+            // cannot be advised through it).
             let Ok(pidfd) = pidfd_open(pid) else {
                 continue;
             };
-            for (start, end) in mappings(&maps) {
-                // One range per call: a mapping the kernel refuses (a special one) fails alone.
-                if advise_willneed(&pidfd, start, end - start).is_ok() {
-                    advised += end - start;
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue;
+            };
+            for (start, end) in anonymous_mappings(&maps) {
+                // One range per call: a mapping the kernel refuses fails alone.
+                match advise_willneed(&pidfd, start, end - start) {
+                    Ok(()) => advised += end - start,
+                    Err(err) => failed = Some(err),
                 }
             }
         }
-        Ok(advised)
+        match failed {
+            Some(err) if advised == 0 => Err(err),
+            _ => Ok(advised),
+        }
     }
 }
 
-/// The address ranges of a process's mappings (`/proc/PID/maps`), but the kernel's own
-/// (`[vvar]`, `[vdso]`, `[vsyscall]`), which are not the process's memory.
-fn mappings(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+/// The address ranges of a process's anonymous mappings (`/proc/PID/maps`: no file, or
+/// `[heap]`, `[stack]`, `[anon:…]`); not files, nor the kernel's own (`[vvar]`, `[vdso]`, …).
+fn anonymous_mappings(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
     maps.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
         let (start, end) = fields.next()?.split_once('-')?;
         let name = fields.nth(4).unwrap_or("");
-        if matches!(name, "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]") {
+        let anonymous = name.is_empty()
+            || name == "[heap]"
+            || name.starts_with("[stack")
+            || name.starts_with("[anon:");
+        if !anonymous {
             return None;
         }
         let start = u64::from_str_radix(start, 16).ok()?;
@@ -297,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn every_mapping_but_the_kernels_own_is_read_back() {
+    fn only_anonymous_mappings_are_read_back() {
         let maps = "\
 55d0c0a00000-55d0c0a21000 r--p 00000000 00:1f 123 /hello
 55d0c2000000-55d0c2022000 rw-p 00000000 00:00 0 [heap]
@@ -308,11 +322,10 @@ mod tests {
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 garbage line
 ";
-        let found: Vec<(u64, u64)> = mappings(maps).collect();
+        let found: Vec<(u64, u64)> = anonymous_mappings(maps).collect();
         assert_eq!(
             found,
             [
-                (0x55d0_c0a0_0000, 0x55d0_c0a2_1000),
                 (0x55d0_c200_0000, 0x55d0_c202_2000),
                 (0x7f00_0000_0000, 0x7f00_0400_0000),
                 (0x7ffd_1000, 0x7ffd_2000),

@@ -334,8 +334,13 @@ impl ContainerRuntime for Docker {
 
     async fn wake(&self, spec: &ContainerSpec, from: Tier) -> Result<Started, RuntimeError> {
         let requested_ns = monotonic_ns();
-        // Started before the thaw, and not waited for: the reads go on beside the process.
-        self.paged_out.prefetch(&spec.name);
+        if from == Tier::Paused {
+            // Started before the thaw, and not waited for: the reads go on beside the process.
+            self.paged_out.prefetch(&spec.name);
+        } else {
+            // Started anew: nothing of the paged-out process is left to read back.
+            self.paged_out.forget(&spec.name);
+        }
         if from == Tier::Paused && self.thaw_directly(spec).await {
             return Ok(Started {
                 from: Tier::Paused,

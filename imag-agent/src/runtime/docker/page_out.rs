@@ -49,15 +49,19 @@ impl Docker {
                 )
             })?;
         let woken = move || !freezer.is_frozen().unwrap_or(false);
-        let reclaimed = group.clone();
-        let paged = tokio::task::spawn_blocking(move || reclaimed.page_out(woken))
+        // Known before the reclaim starts: a wake in the middle of it reads back what already
+        // went out.
+        if spec.swap_prefetch {
+            self.paged_out.insert(&spec.name, group.clone());
+        }
+        let paged = tokio::task::spawn_blocking(move || group.page_out(woken))
             .await
             .map_err(|e| refused(format!("the page-out task failed: {e}")))?
-            .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")))?;
-        if spec.swap_prefetch {
-            self.paged_out.insert(&spec.name, group);
+            .map_err(|e| refused(format!("reclaiming its memory cgroup failed: {e}")));
+        if paged.is_err() {
+            self.paged_out.forget(&spec.name);
         }
-        Ok(paged)
+        paged
     }
 }
 
@@ -74,6 +78,10 @@ impl PagedOutGroups {
             .insert(name.to_string(), group);
     }
 
+    pub(super) fn forget(&self, name: &str) {
+        self.0.lock().expect("not poisoned").remove(name);
+    }
+
     /// If container `name` was paged out since its last wake: starts reading its pages back
     /// (`MemoryCgroup::prefetch`, in a blocking task nobody waits for) and forgets it.
     pub(super) fn prefetch(&self, name: &str) {
@@ -86,7 +94,13 @@ impl PagedOutGroups {
                 tracing::debug!(container = %name, bytes, "reading its pages back from swap");
             }
             Err(err) => {
-                tracing::debug!(container = %name, error = %err, "cannot read its pages back ahead");
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::warn!(container = %name, error = %err,
+                        "cannot read a paged-out host's memory back as it wakes (process_madvise \
+                         needs Linux 5.10 and CAP_SYS_NICE); its pages come back as it touches \
+                         them (logged once)");
+                });
             }
         });
     }
