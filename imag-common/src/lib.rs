@@ -150,13 +150,42 @@ pub const HOST_FLAG_RESTRICTED: u8 = 1 << 3;
     reason = "explicit padding, public so that both sides can build the value; never read"
 )]
 pub struct HostEntry {
-    /// `HOST_MODE_HOLD` or `HOST_MODE_PASS`.
+    /// `HOST_MODE_*`.
     pub mode: u8,
     /// `HOST_FLAG_*` bits.
     pub flags: u8,
     pub _reserved: [u8; 2],
     /// The agent's index for the host; echoed in held frames so the agent needs no second lookup.
     pub host_id: u32,
+}
+
+/// What each program makes of a host's mode (`HOST_MODE_*`), in one place.
+impl HostEntry {
+    /// Where packets enter (the holding programs): passed, to the container here (warm) or by
+    /// the kernel to the node that serves it (forward); otherwise held.
+    #[inline]
+    pub fn passes_where_packets_enter(&self) -> bool {
+        self.mode == HOST_MODE_PASS || self.mode == HOST_MODE_FORWARD
+    }
+
+    /// At its own link (`imag_to_host`): its IPv4 packets reach the container and count as its
+    /// traffic (warm, or draining: what arrives there was past the hold point).
+    #[inline]
+    pub fn reaches_its_container(&self) -> bool {
+        self.mode == HOST_MODE_PASS || self.mode == HOST_MODE_DRAIN
+    }
+
+    /// A warm neighbour's packets to it are held where they are sent (`imag_from_host`).
+    #[inline]
+    pub fn holds_neighbours_packets(&self) -> bool {
+        self.mode == HOST_MODE_HOLD || self.mode == HOST_MODE_DRAIN
+    }
+
+    /// Only the datapath answers ARP for it (anything but warm).
+    #[inline]
+    pub fn answered_by_datapath(&self) -> bool {
+        self.mode != HOST_MODE_PASS
+    }
 }
 
 /// Slots in `HOST_SLOTS` (a power of two).

@@ -6,7 +6,7 @@
 //! A request whose VLAN tag the skb carries aside is not answered (the answer would go out
 //! untagged).
 
-use imag_common::{HOST_FLAG_PROXY_ARP, HOST_MODE_PASS, IFACE_FLAG_BRIDGE, stat};
+use imag_common::{HOST_FLAG_PROXY_ARP, IFACE_FLAG_BRIDGE, stat};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use super::{
@@ -43,7 +43,7 @@ pub fn try_answer<F: Frame>(ctx: &F, eth: *mut EthHdr) -> Verdict {
     // SAFETY: as above.
     let iface = unsafe { *iface };
     let answer = if iface.flags & IFACE_FLAG_BRIDGE != 0 {
-        host.mode != HOST_MODE_PASS
+        host.answered_by_datapath()
     } else {
         host.flags & HOST_FLAG_PROXY_ARP != 0
     };

@@ -8,8 +8,7 @@
 use aya_ebpf::{check_bounds_signed, helpers::generated::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use imag_common::{
-    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HOST_MODE_FORWARD, HOST_MODE_PASS,
-    HeldFrameRecord, MAX_FRAME_LEN, stat,
+    HELD_FRAME_HEADER_LEN, HOST_FLAG_ANSWER_PING, HeldFrameRecord, MAX_FRAME_LEN, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -61,7 +60,7 @@ pub fn try_hold<F: Frame>(ctx: &F) -> Verdict {
         return Verdict::Pass;
     };
     // Warm here, or served by another node (the kernel routes it there).
-    let warm = host.mode == HOST_MODE_PASS || host.mode == HOST_MODE_FORWARD;
+    let warm = host.passes_where_packets_enter();
     if allow::denied(&host, source, || {
         !warm || proto != IPPROTO_TCP || !plain || tcp_opens(ctx)
     }) {

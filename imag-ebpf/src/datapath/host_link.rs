@@ -23,8 +23,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use imag_common::{
-    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HOST_MODE_DRAIN, HOST_MODE_HOLD,
-    HOST_MODE_PASS, HostActivity, HostEntry, IgnoreKey, stat,
+    HOST_FLAG_ANSWER_PING, HOST_FLAG_IGNORES_PEERS, HostActivity, HostEntry, IgnoreKey, stat,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -65,7 +64,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
             return TC_ACT_OK;
         };
         return match host_entry(u32::from_ne_bytes(target)) {
-            Some(host) if host.mode != HOST_MODE_PASS => {
+            Some(host) if host.answered_by_datapath() => {
                 count(stat::DROPPED_AT_HOST_LINK);
                 TC_ACT_SHOT
             }
@@ -84,7 +83,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
     };
     // A draining host's packets here were past the hold point when it switched: they pass and
     // count (its sleep is then called off), as a warm host's.
-    let warm = host.mode == HOST_MODE_PASS || host.mode == HOST_MODE_DRAIN;
+    let warm = host.reaches_its_container();
     // The machine's own packets (the agent's probes and DNS answers) are not checked.
     if !from_this_host
         && allow::denied(&host, ip.src_addr, || {
@@ -174,7 +173,7 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     match host_entry(dst) {
         // A draining neighbour's new packets are held as a sleeping one's: this is where they
         // enter.
-        Some(target) if target.mode == HOST_MODE_HOLD || target.mode == HOST_MODE_DRAIN => {
+        Some(target) if target.holds_neighbours_packets() => {
             hold_for_neighbour(ctx, &ip, dst, &target)
         }
         _ => TC_ACT_OK,
