@@ -4,7 +4,7 @@
 //! (reclaim everything the group holds; anonymous pages go to swap) or v2's `memory.reclaim`.
 //! On a wake, what was paged out is read back ahead of the process ([`MemoryCgroup::prefetch`]):
 //! the kernel is asked to start reading every anonymous mapping of the group's processes from
-//! swap at once, while the thawed process faults in what it touches first, instead of one fault (and
+//! swap at once (and their code), while the thawed process faults in what it touches first, instead of one fault (and
 //! its few pages of readahead) at a time.
 //!
 //! Without swap the kernel can drop only clean file pages, and the paused host stays resident:
@@ -127,9 +127,9 @@ impl MemoryCgroup {
 impl MemoryCgroup {
     /// Asks the kernel to read back, asynchronously, what the group's processes had paged out:
     /// `process_madvise(MADV_WILLNEED)` over each of their anonymous mappings (heap, stacks,
-    /// private allocations: what went to swap) starts reading their swapped pages; nothing waits
-    /// for the reads. File mappings are left alone (the kernel would read their whole range, a
-    /// large mapped file too). Returns the bytes of the mappings advised; an error if no advice
+    /// private allocations: what went to swap) and their code starts reading their pages back;
+    /// nothing waits for the reads. Other file mappings are left alone (the kernel would read
+    /// their whole range, a large mapped file too). Returns the bytes of the mappings advised; an error if no advice
     /// was taken at all (the kernel lacks `process_madvise`, or the agent the right to use it).
     /// Processes that exit meanwhile are skipped.
     pub fn prefetch(&self) -> io::Result<u64> {
@@ -148,7 +148,7 @@ impl MemoryCgroup {
             let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue;
             };
-            for (start, end) in anonymous_mappings(&maps) {
+            for (start, end) in prefetched_mappings(&maps) {
                 // One range per call: a mapping the kernel refuses fails alone.
                 match advise_willneed(&pidfd, start, end - start) {
                     Ok(()) => advised += end - start,
@@ -164,17 +164,21 @@ impl MemoryCgroup {
 }
 
 /// The address ranges of a process's anonymous mappings (`/proc/PID/maps`: no file, or
-/// `[heap]`, `[stack]`, `[anon:…]`); not files, nor the kernel's own (`[vvar]`, `[vdso]`, …).
-fn anonymous_mappings(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+/// `[heap]`, `[stack]`, `[anon:…]`) and of its code (executable file mappings: what it runs
+/// first as it thaws, and small); not its other file mappings (a large mapped data file would
+/// be read whole), nor the kernel's own (`[vvar]`, `[vdso]`, …).
+fn prefetched_mappings(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
     maps.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
         let (start, end) = fields.next()?.split_once('-')?;
-        let name = fields.nth(4).unwrap_or("");
+        let perms = fields.next()?;
+        let name = fields.nth(3).unwrap_or("");
         let anonymous = name.is_empty()
             || name == "[heap]"
             || name.starts_with("[stack")
             || name.starts_with("[anon:");
-        if !anonymous {
+        let code = perms.contains('x') && name.starts_with('/');
+        if !(anonymous || code) {
             return None;
         }
         let start = u64::from_str_radix(start, 16).ok()?;
@@ -311,9 +315,11 @@ mod tests {
     }
 
     #[test]
-    fn only_anonymous_mappings_are_read_back() {
+    fn anonymous_mappings_and_code_are_read_back() {
         let maps = "\
 55d0c0a00000-55d0c0a21000 r--p 00000000 00:1f 123 /hello
+55d0c0a21000-55d0c0b00000 r-xp 00021000 00:1f 123 /hello
+7e0000000000-7e0040000000 r--s 00000000 00:1f 456 /data/big.db
 55d0c2000000-55d0c2022000 rw-p 00000000 00:00 0 [heap]
 7f0000000000-7f0004000000 rw-p 00000000 00:00 0
 7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
@@ -322,10 +328,11 @@ mod tests {
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 garbage line
 ";
-        let found: Vec<(u64, u64)> = anonymous_mappings(maps).collect();
+        let found: Vec<(u64, u64)> = prefetched_mappings(maps).collect();
         assert_eq!(
             found,
             [
+                (0x55d0_c0a2_1000, 0x55d0_c0b0_0000),
                 (0x55d0_c200_0000, 0x55d0_c202_2000),
                 (0x7f00_0000_0000, 0x7f00_0400_0000),
                 (0x7ffd_1000, 0x7ffd_2000),
