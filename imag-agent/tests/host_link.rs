@@ -280,25 +280,25 @@ fn the_host_link_holds_only_what_wakes() {
     }
 }
 
+/// `frame` as the warm host's container sends it, to the neighbour's own MAC.
+fn from_warm(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[0..6].copy_from_slice(&NEIGHBOUR_MAC);
+    frame[6..12].copy_from_slice(&CONTAINER_MAC);
+    frame[26..30].copy_from_slice(&WARM.octets());
+    let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+        .unwrap()
+        .to_header();
+    ip.header_checksum = ip.calc_header_checksum();
+    frame[14..34].copy_from_slice(&ip.to_bytes());
+    frame
+}
+
 /// `imag_from_host` holds what a warm container sends to a neighbour that is not warm, whatever
 /// MAC it is addressed to (a container may still know a stopped neighbour's own MAC, whose port is
 /// gone, or reach a neighbour being started before its link is guarded): only what wakes it.
 #[test]
 fn a_warm_container_s_packets_to_a_cold_neighbour_are_held_where_they_are_sent() {
     imag_testkit::require_environment();
-    let from_warm = |frame: Vec<u8>| {
-        let mut frame = frame;
-        // Sent by the warm host's container, to the neighbour's own MAC.
-        frame[0..6].copy_from_slice(&NEIGHBOUR_MAC);
-        frame[6..12].copy_from_slice(&CONTAINER_MAC);
-        frame[26..30].copy_from_slice(&WARM.octets());
-        let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
-            .unwrap()
-            .to_header();
-        ip.header_checksum = ip.calc_header_checksum();
-        frame[14..34].copy_from_slice(&ip.to_bytes());
-        frame
-    };
     // (what, frame, verdict, held, dropped_not_waking)
     for (what, frame, verdict, held, not_waking) in [
         (
@@ -421,14 +421,7 @@ fn a_draining_host_gets_what_was_past_the_hold_point_and_holds_what_is_new() {
     datapath
         .set_host(COLD, COLD_ID, HostMode::Drain, 0)
         .unwrap();
-    let mut frame = syn_to(COLD);
-    frame[6..12].copy_from_slice(&CONTAINER_MAC);
-    frame[26..30].copy_from_slice(&WARM.octets());
-    let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
-        .unwrap()
-        .to_header();
-    ip.header_checksum = ip.calc_header_checksum();
-    frame[14..34].copy_from_slice(&ip.to_bytes());
+    let frame = from_warm(syn_to(COLD));
     datapath
         .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
         .unwrap();

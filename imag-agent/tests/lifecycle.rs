@@ -498,6 +498,19 @@ fn cgroup_memory(container: &str) -> u64 {
     docker::cgroup_memory_bytes(&id).expect("the container's memory cgroup")
 }
 
+/// Waits until the agent has paged a host out (`imag_page_outs_total{result="done"}`).
+fn wait_paged_out(net: &TestNet) {
+    wait_until(
+        "the paused host is paged out",
+        Duration::from_secs(30),
+        || {
+            net.scrape()
+                .sum("imag_page_outs_total", &[("result", "done")])
+                >= 1.0
+        },
+    );
+}
+
 /// A host whose memory is paged out to swap as soon as it is paused, 1 s after its last packet,
 /// with these `env` entries (its ballast).
 fn paged_host(net: &TestNet, i: u8, env: &str) -> String {
@@ -529,15 +542,7 @@ fn a_paused_host_is_paged_out_to_swap_and_its_next_packet_wakes_it() {
         resident > 64 * MIB,
         "the ballast is resident: {resident} bytes"
     );
-    wait_until(
-        "the paused host is paged out",
-        Duration::from_secs(30),
-        || {
-            net.scrape()
-                .sum("imag_page_outs_total", &[("result", "done")])
-                >= 1.0
-        },
-    );
+    wait_paged_out(&net);
     assert_eq!(container_status(&container).as_deref(), Some("paused"));
     let paged = cgroup_memory(&container);
     assert!(
@@ -643,15 +648,7 @@ fn a_paged_out_host_s_memory_is_read_back_as_it_wakes() {
         let container = net.container("web");
         assert_eq!(request(client, &net, 12).0, "hello from web\n");
         agent.command(&["sleep", "web"]).unwrap();
-        wait_until(
-            "the paused host is paged out",
-            Duration::from_secs(30),
-            || {
-                net.scrape()
-                    .sum("imag_page_outs_total", &[("result", "done")])
-                    >= 1.0
-            },
-        );
+        wait_paged_out(&net);
         let paged = cgroup_memory(&container);
         assert!(paged < 16 * MIB, "paged out: {paged} bytes resident");
         assert_eq!(request(client, &net, 12).0, "hello from web\n");

@@ -239,20 +239,30 @@ async fn a_failed_wake_refuses_what_was_held_and_backs_off() {
     assert_eq!(orch.counters.dropped_unanswerable, 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
+/// Host "web" (idle after 10 s, no `min_warm`, and `extra` keys), woken by a held packet.
+async fn woken_web(extra: &str) -> (Orch, FakeRuntime) {
     let (mut orch, fake) = orchestrator(&host(
         "web",
         10,
-        "idle_timeout = \"10s\"\nmin_warm = \"0s\"\nsleep = \"pause\"",
+        &format!("idle_timeout = \"10s\"\nmin_warm = \"0s\"\n{extra}"),
     ));
-    let frame = held(&orch, WEB);
-    orch.on_held(frame);
+    orch.on_held(held(&orch, WEB));
     settle(&mut orch, Duration::from_secs(1)).await;
-    assert_eq!(state(&orch, "web"), StateName::Warm);
-    // Quiet since becoming warm: the tick after 10 s decides, the 2 ms look confirms.
+    (orch, fake)
+}
+
+/// Host 0 quiet for longer than its 10 s idle timeout, and the tick that decides it.
+fn quiet_past_idle(orch: &mut Orch) {
     orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
     orch.tick();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_sleeps_in_its_tier_and_the_next_packet_wakes_it() {
+    let (mut orch, fake) = woken_web("sleep = \"pause\"").await;
+    assert_eq!(state(&orch, "web"), StateName::Warm);
+    // Quiet since becoming warm: the tick after 10 s decides, the 2 ms look confirms.
+    quiet_past_idle(&mut orch);
     assert_eq!(
         orch.datapath().mode[&WEB],
         HostMode::Drain,
@@ -305,15 +315,8 @@ async fn the_orchestrator_looks_at_its_hosts_often_enough_for_the_shortest_idle_
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_host_is_paged_out_once_after_swap_after() {
-    let (mut orch, fake) = orchestrator(&host(
-        "web",
-        10,
-        "idle_timeout = \"10s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\nswap_after = \"5s\"",
-    ));
-    orch.on_held(held(&orch, WEB));
-    settle(&mut orch, Duration::from_secs(1)).await;
-    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
-    orch.tick();
+    let (mut orch, fake) = woken_web("sleep = \"pause\"\nswap_after = \"5s\"").await;
+    quiet_past_idle(&mut orch);
     settle(&mut orch, Duration::from_secs(1)).await;
     assert_eq!(state(&orch, "web"), StateName::Asleep);
     let page_outs = |fake: &FakeRuntime| {
@@ -349,16 +352,8 @@ async fn a_paused_host_is_paged_out_once_after_swap_after() {
 
 #[tokio::test(start_paused = true)]
 async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
-    let (mut orch, fake) = orchestrator(&host(
-        "web",
-        10,
-        "idle_timeout = \"10s\"\nmin_warm = \"0s\"",
-    ));
-    let frame = held(&orch, WEB);
-    orch.on_held(frame);
-    settle(&mut orch, Duration::from_secs(1)).await;
-    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
-    orch.tick();
+    let (mut orch, fake) = woken_web("").await;
+    quiet_past_idle(&mut orch);
     // A packet slipped past the switch to hold, after the decision.
     orch.datapath_mut()
         .activity
@@ -376,16 +371,9 @@ async fn traffic_after_the_idle_decision_calls_the_sleep_off() {
 
 #[tokio::test(start_paused = true)]
 async fn a_packet_held_while_an_idle_host_drains_calls_the_sleep_off() {
-    let (mut orch, fake) = orchestrator(&host(
-        "web",
-        10,
-        "idle_timeout = \"10s\"\nmin_warm = \"0s\"",
-    ));
-    orch.on_held(held(&orch, WEB));
-    settle(&mut orch, Duration::from_secs(1)).await;
+    let (mut orch, fake) = woken_web("").await;
     let delivered = orch.datapath().delivered.lock().unwrap().len();
-    orch.hosts[0].warm_since_ns = monotonic_ns() - 11_000_000_000;
-    orch.tick();
+    quiet_past_idle(&mut orch);
     // A new request, held where it entered while the host drains.
     orch.on_held(held(&orch, WEB));
     settle(&mut orch, Duration::from_secs(1)).await;
