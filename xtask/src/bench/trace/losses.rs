@@ -83,15 +83,16 @@ pub fn hosts_tcp(network: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>
         .collect();
     let mut retransmitted = BTreeMap::new();
     for container in docker::containers_on(network) {
-        let Some(pid) = docker::inspect(&container, "{{.State.Pid}}")
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .filter(|&p| p > 0)
+        // One look at the container for both its process and its name.
+        let Some((pid, name)) =
+            docker::inspect(&container, "{{.State.Pid}} {{.Name}}").and_then(|found| {
+                let (pid, name) = found.trim().split_once(' ')?;
+                let pid = pid.parse::<u32>().ok().filter(|&p| p > 0)?;
+                Some((pid, name.trim_start_matches('/').to_string()))
+            })
         else {
             continue;
         };
-        let name = docker::inspect(&container, "{{.Name}}").map_or(container.clone(), |n| {
-            n.trim().trim_start_matches('/').to_string()
-        });
         for counter in HOST_TCP_COUNTERS {
             if let Ok(n) = net_counter_of(pid, "TcpExt", counter) {
                 *sums.entry(counter.to_string()).or_default() += n;
@@ -127,7 +128,7 @@ pub fn slow_unexplained<'a>(
         let end_s = d.wall_s + d.latency_ms / 1000.0;
         let met: Vec<&Wake> = wakes
             .iter()
-            .filter(|w| names.contains(&w.host.as_str()) && w.from_s <= end_s && w.to_s >= d.wall_s)
+            .filter(|w| w.met(&names, d.wall_s, end_s))
             .collect();
         let explained = met
             .iter()

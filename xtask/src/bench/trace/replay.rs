@@ -138,9 +138,14 @@ pub fn wakes_in_log(log: &str) -> Vec<Wake> {
 /// Whether a request to `path` (the host and the hosts it calls, by name) in flight over
 /// `[from_s, to_s]` met a wake of one of them.
 pub fn met_wake(wakes: &[Wake], path: &[&str], from_s: f64, to_s: f64) -> bool {
-    wakes
-        .iter()
-        .any(|w| path.contains(&w.host.as_str()) && w.from_s <= to_s && w.to_s >= from_s)
+    wakes.iter().any(|w| w.met(path, from_s, to_s))
+}
+
+impl Wake {
+    /// Whether this wake was of a host on `path` and overlapped `[from_s, to_s]`.
+    pub fn met(&self, path: &[&str], from_s: f64, to_s: f64) -> bool {
+        path.contains(&self.host.as_str()) && self.from_s <= to_s && self.to_s >= from_s
+    }
 }
 
 #[cfg(test)]
