@@ -265,6 +265,13 @@ impl Learner {
         true
     }
 
+    /// The sources whose pre-wake of `target` still waits for a sighting.
+    pub fn sources_awaited_by<'a>(&'a self, target: &'a str) -> impl Iterator<Item = &'a str> {
+        (self.wakes.iter())
+            .filter(move |(_, w)| w.pending.get(target).is_some_and(|p| p.prewoken.is_some()))
+            .map(|(source, _)| source.as_str())
+    }
+
     /// The pre-woken targets still waiting for a sighting, as (source, target).
     pub fn awaiting_use(&self) -> Vec<(String, String)> {
         self.wakes
@@ -439,6 +446,8 @@ mod tests {
         l.source_waking("a", |_| true);
         l.prewoken("a", "b", Kind::Learned, 5);
         assert_eq!(l.awaiting_use(), [("a".to_string(), "b".to_string())]);
+        assert_eq!(l.sources_awaited_by("b").collect::<Vec<_>>(), ["a"]);
+        assert_eq!(l.sources_awaited_by("a").count(), 0);
         l.packet("a", "b", true, 9);
         assert!(l.awaiting_use().is_empty());
         let r = l.recent().last().unwrap();

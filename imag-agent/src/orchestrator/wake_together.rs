@@ -182,14 +182,13 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// woken again by that call, and the pre-wake would have saved nothing.
     pub(super) fn prewake_awaited(&self, id: usize) -> bool {
         let name = &self.hosts[id].config.name;
-        (self.prewake.learner.awaiting_use().iter()).any(|(source, target)| {
-            target == name
-                && self.host_id(source).is_some_and(|s| {
-                    matches!(
-                        self.hosts[s].state,
-                        HostState::Warm { .. } | HostState::Waking { .. }
-                    )
-                })
+        (self.prewake.learner.sources_awaited_by(name)).any(|source| {
+            self.host_id(source).is_some_and(|s| {
+                matches!(
+                    self.hosts[s].state,
+                    HostState::Warm { .. } | HostState::Waking { .. }
+                )
+            })
         })
     }
 
