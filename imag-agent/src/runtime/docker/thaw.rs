@@ -113,7 +113,7 @@ impl Docker {
     /// Puts an unsettled container back to sleep by freezing it again, which makes the engine's
     /// "paused" true once more. False if that failed (the caller settles and pauses instead).
     ///
-    /// The freeze is done only once every task is frozen: cgroup v1 freezes asynchronously (the
+    /// It reports success only once every task is frozen: cgroup v1 freezes asynchronously (the
     /// state reads `FREEZING` until then), and the engine's pause waits for `FROZEN` too. A host
     /// reported asleep while still freezing had its page-out (`swap_after`) refused ("not
     /// paused"), and could not be thawed directly.
