@@ -1,14 +1,18 @@
-//! The per-packet section's baseline: two programs that do nothing — a TC classifier returning
+//! The per-packet section's baselines: two programs that do nothing — a TC classifier returning
 //! "next" (-1) and an XDP program returning `XDP_PASS` — whose cost per run (the kernel's own
-//! run-time statistics, their overhead included) imag's programs are compared with.
+//! run-time statistics, their overhead included) imag's programs are compared with; and a floor,
+//! a TC program doing only what counting a host's packet takes (two array lookups, a count and
+//! a stamp: [`floor_code`]), which says what any program that keeps per-host activity costs at
+//! the same hook.
 //!
-//! Besides the client's own interface, a TC no-op is attached first on every TC hook an imag
-//! program runs on ([`BesideImag`]): the same packets, in the same state, at the same point of
-//! the stack, one no-op per imag program so that each has its own baseline.
+//! Besides the client's own interface, a TC no-op and a floor are attached first on every TC
+//! hook an imag program runs on ([`BesideImag`]): the same packets, in the same state, at the
+//! same point of the stack, one pair per imag program so that each has its own baselines.
 //!
-//! No BPF compiler is needed: each program is two instructions, written here into the smallest
-//! ELF object aya's loader accepts (a section per program with a function symbol, a `license`
-//! section). A program's name in the kernel is its symbol's.
+//! No BPF compiler is needed: the programs are a few instructions each, written here into the
+//! smallest ELF object aya's loader accepts (a section per program with a function symbol, a
+//! `license` section, the floor's maps in a legacy `maps` section with `.rel` sections naming
+//! them). A program's name in the kernel is its symbol's.
 
 use std::path::Path;
 
@@ -21,13 +25,77 @@ use aya::{
 pub const TC_NAME: &str = "bench_noop_tc";
 /// The no-op XDP program's name.
 pub const XDP_NAME: &str = "bench_noop_xdp";
+/// The floor TC program's name ([`floor_code`]).
+pub const FLOOR_NAME: &str = "bench_floor_tc";
+
+/// One eBPF instruction: opcode, destination and source registers, offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[0] = code;
+    out[1] = (src << 4) | dst;
+    out[2..4].copy_from_slice(&off.to_le_bytes());
+    out[4..8].copy_from_slice(&imm.to_le_bytes());
+    out
+}
 
 /// `r0 = imm; exit`.
 fn return_imm(imm: i32) -> Vec<u8> {
-    let mut code = vec![0xb7, 0x00, 0x00, 0x00];
-    code.extend_from_slice(&imm.to_le_bytes());
-    code.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
-    code
+    [insn(0xb7, 0, 0, 0, imm), insn(0x95, 0, 0, 0, 0)].concat()
+}
+
+/// `bpf_map_lookup_elem(map, &0)` into r0: the key (0) already on the stack at r10 - 4; the map's
+/// address is a 64-bit immediate the loader fills in (the relocation at this code's first byte).
+fn lookup_key0() -> Vec<u8> {
+    [
+        insn(0xbf, 2, 10, 0, 0), // r2 = r10
+        insn(0x07, 2, 0, 0, -4), // r2 += -4
+        insn(0x18, 1, 0, 0, 0),  // r1 = map (ld_imm64, first half)
+        insn(0, 0, 0, 0, 0),     // (second half)
+        insn(0x85, 0, 0, 0, 1),  // call bpf_map_lookup_elem
+    ]
+    .concat()
+}
+
+/// The floor: the least a program on the warm path can do that finds a host and counts its
+/// packet — one array lookup (a host's slot, read), one per-CPU array lookup (its counters), a
+/// count added and the coarse clock stored — then "next" (-1). Two relocations: the slot map at
+/// the first `lookup_key0`, the counters at the second.
+fn floor_code() -> (Vec<u8>, [usize; 2]) {
+    const JEQ_R0_0: u8 = 0x15;
+    let mut code = insn(0x62, 10, 0, -4, 0).to_vec(); // *(u32 *)(r10 - 4) = 0
+    let slots_at = code.len() + 16;
+    code.extend(lookup_key0());
+    code.extend(insn(JEQ_R0_0, 0, 0, 13, 0)); // if r0 == 0 goto out
+    code.extend(insn(0x79, 7, 0, 0, 0)); // r7 = *(u64 *)(r0 + 0): the slot
+    let counters_at = code.len() + 16;
+    code.extend(lookup_key0());
+    code.extend(insn(JEQ_R0_0, 0, 0, 6, 0)); // if r0 == 0 goto out
+    code.extend(insn(0xbf, 6, 0, 0, 0)); // r6 = r0
+    code.extend(insn(0x79, 1, 6, 0, 0)); // r1 = *(u64 *)(r6 + 0)
+    code.extend(insn(0x07, 1, 0, 0, 1)); // r1 += 1
+    code.extend(insn(0x7b, 6, 1, 0, 0)); // *(u64 *)(r6 + 0) = r1
+    code.extend(insn(0x85, 0, 0, 0, 160)); // call bpf_ktime_get_coarse_ns
+    code.extend(insn(0x7b, 6, 0, 8, 0)); // *(u64 *)(r6 + 8) = r0
+    code.extend(return_imm(-1)); // out: r0 = -1; exit
+    (code, [slots_at, counters_at])
+}
+
+/// The floor's maps: `bpf_map_def` (type, key size, value size, entries, flags, id, pinning):
+/// an array of 4096 eight-byte slots (as `HOST_SLOTS`) and a per-CPU array of sixteen-byte
+/// counters (count and stamp, as a host's `ACTIVITY`).
+fn floor_maps() -> [(&'static str, Vec<u8>); 2] {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let def = |kind: u32, value: u32, entries: u32| {
+        [kind, 4, value, entries, 0, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    };
+    [
+        ("floor_slots", def(BPF_MAP_TYPE_ARRAY, 8, 4096)),
+        ("floor_counts", def(BPF_MAP_TYPE_PERCPU_ARRAY, 16, 4096)),
+    ]
 }
 
 fn pad8(buf: &mut Vec<u8>) {
@@ -40,7 +108,23 @@ fn pad8(buf: &mut Vec<u8>) {
 /// info, alignment, entry size.
 type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
 
-/// A relocatable eBPF ELF object with `classifier` (returns -1) and `xdp` (returns 2).
+const SHT_PROGBITS: u32 = 1;
+const SHT_SYMTAB: u32 = 2;
+const SHT_STRTAB: u32 = 3;
+const SHT_REL: u32 = 9;
+const SHF_WRITE: u64 = 1;
+const SHF_ALLOC: u64 = 2;
+const SHF_EXECINSTR: u64 = 4;
+/// `R_BPF_64_64`: a 64-bit immediate (a map's address) in an `ld_imm64`.
+const R_BPF_64_64: u64 = 1;
+
+/// A program of the object: section, symbol, code, relocations (offset in the code, index of
+/// the map in [`floor_maps`]).
+type ObjectProgram = (&'static str, &'static str, Vec<u8>, Vec<(usize, usize)>);
+
+/// A relocatable eBPF ELF object with three programs: `classifier` (returns -1), `xdp` (returns
+/// 2), and the floor (`classifier/floor`, [`floor_code`]) with its maps in a legacy `maps`
+/// section, each relocation an `Elf64_Rel` against the map's symbol.
 #[allow(
     clippy::cast_possible_truncation,
     reason = "offsets and sizes within an object of a few hundred bytes"
@@ -50,10 +134,24 @@ type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
     reason = "the object's bytes in the order they lie in the file"
 )]
 pub fn object() -> Vec<u8> {
-    let programs = [
-        ("classifier", TC_NAME, return_imm(-1)),
-        ("xdp", XDP_NAME, return_imm(2)),
+    let (floor, floor_relocations) = floor_code();
+    let maps = floor_maps();
+    let programs: [ObjectProgram; 3] = [
+        ("classifier", TC_NAME, return_imm(-1), Vec::new()),
+        ("xdp", XDP_NAME, return_imm(2), Vec::new()),
+        (
+            "classifier/floor",
+            FLOOR_NAME,
+            floor,
+            vec![(floor_relocations[0], 0), (floor_relocations[1], 1)],
+        ),
     ];
+    let relocated = programs.iter().filter(|p| !p.3.is_empty()).count();
+    // Section indexes: null, the programs, license, maps, one `.rel` per relocated program,
+    // then the tables.
+    let maps_index = programs.len() + 2;
+    let symtab_index = (maps_index + 1 + relocated) as u32;
+    let map_symbol = |map: usize| (1 + programs.len() + map) as u64;
     let mut shstrtab = vec![0u8];
     let name = |table: &mut Vec<u8>, s: &str| {
         let at = table.len() as u32;
@@ -65,13 +163,22 @@ pub fn object() -> Vec<u8> {
     let mut sections: Vec<SectionHeader> = vec![(0, 0, 0, 0, 0, 0, 0, 0, 0)];
     let mut body = vec![0u8; 64];
     let mut symtab = vec![0u8; 24];
-    for (section, symbol, code) in &programs {
-        let index = sections.len() as u16;
+    // Elf64_Sym: name, info, other, section, value, size.
+    let mut symbol =
+        |strtab: &mut Vec<u8>, sym: &str, info: u8, section: usize, value: u64, size: u64| {
+            symtab.extend_from_slice(&name(strtab, sym).to_le_bytes());
+            symtab.extend_from_slice(&[info, 0]);
+            symtab.extend_from_slice(&(section as u16).to_le_bytes());
+            symtab.extend_from_slice(&value.to_le_bytes());
+            symtab.extend_from_slice(&size.to_le_bytes());
+        };
+    for (section, sym, code, _) in &programs {
+        let index = sections.len();
         let sh_name = name(&mut shstrtab, section);
         sections.push((
             sh_name,
-            1,
-            2 | 4,
+            SHT_PROGBITS,
+            SHF_ALLOC | SHF_EXECINSTR,
             body.len() as u64,
             code.len() as u64,
             0,
@@ -80,22 +187,76 @@ pub fn object() -> Vec<u8> {
             0,
         ));
         body.extend_from_slice(code);
-        // Elf64_Sym: name, info (global function), other, section, value, size.
-        symtab.extend_from_slice(&name(&mut strtab, symbol).to_le_bytes());
-        symtab.extend_from_slice(&[0x12, 0]);
-        symtab.extend_from_slice(&index.to_le_bytes());
-        symtab.extend_from_slice(&0u64.to_le_bytes());
-        symtab.extend_from_slice(&(code.len() as u64).to_le_bytes());
+        // A global function.
+        symbol(&mut strtab, sym, 0x12, index, 0, code.len() as u64);
     }
     let license = name(&mut shstrtab, "license");
-    sections.push((license, 1, 2 | 1, body.len() as u64, 4, 0, 0, 1, 0));
+    sections.push((
+        license,
+        SHT_PROGBITS,
+        SHF_ALLOC | SHF_WRITE,
+        body.len() as u64,
+        4,
+        0,
+        0,
+        1,
+        0,
+    ));
     body.extend_from_slice(b"GPL\0");
     pad8(&mut body);
-    let symtab_index = sections.len() as u32;
+    let maps_data: Vec<u8> = maps.iter().flat_map(|(_, def)| def.clone()).collect();
+    let sh_name = name(&mut shstrtab, "maps");
+    sections.push((
+        sh_name,
+        SHT_PROGBITS,
+        SHF_ALLOC | SHF_WRITE,
+        body.len() as u64,
+        maps_data.len() as u64,
+        0,
+        0,
+        4,
+        0,
+    ));
+    let mut at = 0u64;
+    for (map, def) in &maps {
+        // A global object in the maps section.
+        symbol(&mut strtab, map, 0x11, maps_index, at, def.len() as u64);
+        at += def.len() as u64;
+    }
+    body.extend_from_slice(&maps_data);
+    pad8(&mut body);
+    for (index, (section, _, _, relocations)) in programs.iter().enumerate() {
+        if relocations.is_empty() {
+            continue;
+        }
+        // Elf64_Rel: offset, info (symbol << 32 | type).
+        let rel: Vec<u8> = relocations
+            .iter()
+            .flat_map(|(offset, map)| {
+                let mut entry = (*offset as u64).to_le_bytes().to_vec();
+                entry.extend_from_slice(&(map_symbol(*map) << 32 | R_BPF_64_64).to_le_bytes());
+                entry
+            })
+            .collect();
+        let sh_name = name(&mut shstrtab, &format!(".rel{section}"));
+        sections.push((
+            sh_name,
+            SHT_REL,
+            0,
+            body.len() as u64,
+            rel.len() as u64,
+            symtab_index,
+            (index + 1) as u32,
+            8,
+            16,
+        ));
+        body.extend_from_slice(&rel);
+    }
+    debug_assert_eq!(sections.len() as u32, symtab_index);
     let sh_name = name(&mut shstrtab, ".symtab");
     sections.push((
         sh_name,
-        2,
+        SHT_SYMTAB,
         0,
         body.len() as u64,
         symtab.len() as u64,
@@ -108,7 +269,7 @@ pub fn object() -> Vec<u8> {
     let sh_name = name(&mut shstrtab, ".strtab");
     sections.push((
         sh_name,
-        3,
+        SHT_STRTAB,
         0,
         body.len() as u64,
         strtab.len() as u64,
@@ -120,7 +281,7 @@ pub fn object() -> Vec<u8> {
     body.extend_from_slice(&strtab);
     let shstrndx = sections.len() as u16;
     let sh_name = name(&mut shstrtab, ".shstrtab");
-    sections.push((sh_name, 3, 0, body.len() as u64, 0, 0, 0, 1, 0));
+    sections.push((sh_name, SHT_STRTAB, 0, body.len() as u64, 0, 0, 0, 1, 0));
     let last = sections.len() - 1;
     sections[last].4 = shstrtab.len() as u64;
     body.extend_from_slice(&shstrtab);
@@ -207,13 +368,15 @@ pub fn imag_tc_hook(pin: &str) -> Option<(&'static str, u32, TcAttachType)> {
     Some((program, rest.parse().ok()?, attach))
 }
 
-/// One TC no-op per imag TC program, attached first (TCX order) on each hook that program runs on,
-/// found from the agent's pins in `pin_dir`. Dropping it detaches them.
+/// One TC no-op and one floor per imag TC program, attached first (TCX order) on each hook that
+/// program runs on, found from the agent's pins in `pin_dir`. Dropping it detaches them.
 pub struct BesideImag {
-    /// One loaded no-op per imag program (dropping one detaches its links).
+    /// One loaded object per imag program (dropping one detaches its links).
     loaded: Vec<Ebpf>,
     /// (imag program, the id of the no-op beside it).
     pub ids: Vec<(&'static str, u32)>,
+    /// (imag program, the id of the floor beside it).
+    pub floors: Vec<(&'static str, u32)>,
 }
 
 impl BesideImag {
@@ -228,28 +391,35 @@ impl BesideImag {
         let mut beside = BesideImag {
             loaded: Vec::new(),
             ids: Vec::new(),
+            floors: Vec::new(),
         };
         for (program, index, attach) in hooks {
             let slot = if let Some(slot) = beside.ids.iter().position(|(p, _)| *p == program) {
                 slot
             } else {
-                let mut ebpf = Ebpf::load(&object()).context("loading a no-op program")?;
-                let tc = tc_noop(&mut ebpf)?;
-                tc.load()?;
-                let id = tc.info()?.id();
+                let mut ebpf = Ebpf::load(&object()).context("loading a no-op and a floor")?;
+                let mut ids = [0; 2];
+                for (at, name) in [TC_NAME, FLOOR_NAME].into_iter().enumerate() {
+                    let tc = tc_program(&mut ebpf, name)?;
+                    tc.load().with_context(|| format!("loading {name}"))?;
+                    ids[at] = tc.info()?.id();
+                }
                 beside.loaded.push(ebpf);
-                beside.ids.push((program, id));
+                beside.ids.push((program, ids[0]));
+                beside.floors.push((program, ids[1]));
                 beside.ids.len() - 1
             };
             let iface = interface_name(index)
                 .with_context(|| format!("the interface of {program}'s hook (ifindex {index})"))?;
-            tc_noop(&mut beside.loaded[slot])?
-                .attach_with_options(
-                    &iface,
-                    attach,
-                    TcAttachOptions::TcxOrder(LinkOrder::first()),
-                )
-                .with_context(|| format!("attaching a TC no-op before {program} on {iface}"))?;
+            for name in [FLOOR_NAME, TC_NAME] {
+                tc_program(&mut beside.loaded[slot], name)?
+                    .attach_with_options(
+                        &iface,
+                        attach,
+                        TcAttachOptions::TcxOrder(LinkOrder::first()),
+                    )
+                    .with_context(|| format!("attaching {name} before {program} on {iface}"))?;
+            }
         }
         Ok(beside)
     }
@@ -257,10 +427,15 @@ impl BesideImag {
 
 /// The TC no-op in a loaded [`object`].
 fn tc_noop(ebpf: &mut Ebpf) -> anyhow::Result<&mut SchedClassifier> {
+    tc_program(ebpf, TC_NAME)
+}
+
+/// A TC program of a loaded [`object`] by name.
+fn tc_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
     use anyhow::Context as _;
     Ok(ebpf
-        .program_mut(TC_NAME)
-        .context("no TC no-op in the object")?
+        .program_mut(name)
+        .with_context(|| format!("no {name} in the object"))?
         .try_into()?)
 }
 
@@ -296,10 +471,19 @@ mod tests {
     }
 
     #[test]
-    fn the_object_holds_both_programs() {
-        let ebpf = aya::Ebpf::load(&super::object()).expect("the no-op object parses");
-        let names: Vec<&str> = ebpf.programs().map(|(name, _)| name).collect();
-        assert!(names.contains(&super::TC_NAME), "{names:?}");
-        assert!(names.contains(&super::XDP_NAME), "{names:?}");
+    fn the_object_holds_the_three_programs_and_the_kernel_accepts_the_floor() {
+        // Loading creates the floor's maps (the relocations name them) and has the verifier
+        // check the floor: as root, as the bench runs.
+        let mut ebpf = aya::Ebpf::load(&super::object()).expect("the object loads");
+        let mut names: Vec<&str> = ebpf.programs().map(|(name, _)| name).collect();
+        names.sort_unstable();
+        assert_eq!(names, [super::FLOOR_NAME, super::TC_NAME, super::XDP_NAME]);
+        let mut maps: Vec<&str> = ebpf.maps().map(|(name, _)| name).collect();
+        maps.sort_unstable();
+        assert_eq!(maps, ["floor_counts", "floor_slots"]);
+        super::tc_program(&mut ebpf, super::FLOOR_NAME)
+            .expect("a classifier")
+            .load()
+            .expect("the verifier accepts the floor");
     }
 }
