@@ -293,13 +293,32 @@ fn serve_udp(port: u16, identity: &str) {
     }
 }
 
-/// For throughput measurements: each connection's bytes are read to EOF and counted; the count
-/// is the answer.
-fn serve_sink(port: u16) {
+/// Listens on TCP `port` with an accept queue as deep as the system allows (`SOMAXCONN`, which
+/// the kernel caps at `net.core.somaxconn`), as servers such as Go's and nginx's do; std's own
+/// is 128, and a burst of connections to a service slowed for a moment (reading its memory back
+/// from swap after a wake) would overflow it: the kernel drops the SYNs beyond it and the
+/// clients retransmit a second later.
+fn listen(port: u16) -> TcpListener {
+    use std::os::fd::AsRawFd as _;
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
         eprintln!("hello: binding tcp port {port}: {e}");
         process::exit(1);
     });
+    // SAFETY: plain system call on a socket this function owns; listen() on a listening socket
+    // only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), libc::SOMAXCONN) } != 0 {
+        eprintln!(
+            "hello: deepening the accept queue of port {port}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    listener
+}
+
+/// For throughput measurements: each connection's bytes are read to EOF and counted; the count
+/// is the answer.
+fn serve_sink(port: u16) {
+    let listener = listen(port);
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         thread::spawn(move || {
@@ -323,10 +342,7 @@ fn serve_http(
     identity: String,
     service: Duration,
 ) {
-    let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
-        eprintln!("hello: binding tcp port {port}: {e}");
-        process::exit(1);
-    });
+    let listener = listen(port);
     let identity: &'static str = Box::leak(identity.into_boxed_str());
     let backend: Option<&'static Backend> = backend.map(|b| &*Box::leak(Box::new(b)));
     for stream in listener.incoming() {
