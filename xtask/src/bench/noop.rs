@@ -18,7 +18,9 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions, xdp::XdpLinkId,
+    },
 };
 
 /// The no-op TC program's name (as `bpftool prog show` lists it).
@@ -27,6 +29,8 @@ pub const TC_NAME: &str = "bench_noop_tc";
 pub const XDP_NAME: &str = "bench_noop_xdp";
 /// The floor TC program's name ([`floor_code`]).
 pub const FLOOR_NAME: &str = "bench_floor_tc";
+/// The floor as an XDP program.
+pub const XDP_FLOOR_NAME: &str = "bench_floor_xdp";
 
 /// One eBPF instruction: opcode, destination and source registers, offset, immediate.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
@@ -58,9 +62,9 @@ fn lookup_key0() -> Vec<u8> {
 
 /// The floor: the least a program on the warm path can do that finds a host and counts its
 /// packet — one array lookup (a host's slot, read), one per-CPU array lookup (its counters), a
-/// count added and the coarse clock stored — then "next" (-1). Two relocations: the slot map at
-/// the first `lookup_key0`, the counters at the second.
-fn floor_code() -> (Vec<u8>, [usize; 2]) {
+/// count added and the coarse clock stored — then `verdict` (TC "next", -1; `XDP_PASS`, 2). Two
+/// relocations: the slot map at the first `lookup_key0`, the counters at the second.
+fn floor_code(verdict: i32) -> (Vec<u8>, [usize; 2]) {
     const JEQ_R0_0: u8 = 0x15;
     let mut code = insn(0x62, 10, 0, -4, 0).to_vec(); // *(u32 *)(r10 - 4) = 0
     let slots_at = code.len() + 16;
@@ -76,7 +80,7 @@ fn floor_code() -> (Vec<u8>, [usize; 2]) {
     code.extend(insn(0x7b, 6, 1, 0, 0)); // *(u64 *)(r6 + 0) = r1
     code.extend(insn(0x85, 0, 0, 0, 160)); // call bpf_ktime_get_coarse_ns
     code.extend(insn(0x7b, 6, 0, 8, 0)); // *(u64 *)(r6 + 8) = r0
-    code.extend(return_imm(-1)); // out: r0 = -1; exit
+    code.extend(return_imm(verdict)); // out: r0 = verdict; exit
     (code, [slots_at, counters_at])
 }
 
@@ -123,8 +127,31 @@ const R_BPF_64_64: u64 = 1;
 type ObjectProgram = (&'static str, &'static str, Vec<u8>, Vec<(usize, usize)>);
 
 /// A relocatable eBPF ELF object with three programs: `classifier` (returns -1), `xdp` (returns
-/// 2), and the floor (`classifier/floor`, [`floor_code`]) with its maps in a legacy `maps`
+/// 2), and the floor (`classifier/floor`: [`floor_code`]) with its maps in a legacy `maps`
 /// section, each relocation an `Elf64_Rel` against the map's symbol.
+pub fn object() -> Vec<u8> {
+    let (floor, relocations) = floor_program(-1);
+    build(&[
+        ("classifier", TC_NAME, return_imm(-1), Vec::new()),
+        ("xdp", XDP_NAME, return_imm(2), Vec::new()),
+        ("classifier/floor", FLOOR_NAME, floor, relocations),
+    ])
+}
+
+/// An object with the floor as an XDP program alone: aya takes an XDP program only from a
+/// section named `xdp`, which [`object`]'s no-op has.
+pub fn xdp_floor_object() -> Vec<u8> {
+    let (floor, relocations) = floor_program(2);
+    build(&[("xdp", XDP_FLOOR_NAME, floor, relocations)])
+}
+
+/// The floor's code returning `verdict`, with its relocations.
+fn floor_program(verdict: i32) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let (code, [slots, counts]) = floor_code(verdict);
+    (code, vec![(slots, 0), (counts, 1)])
+}
+
+/// The object of `programs`, one section each, with the floor's maps.
 #[allow(
     clippy::cast_possible_truncation,
     reason = "offsets and sizes within an object of a few hundred bytes"
@@ -133,19 +160,8 @@ type ObjectProgram = (&'static str, &'static str, Vec<u8>, Vec<(usize, usize)>);
     clippy::too_many_lines,
     reason = "the object's bytes in the order they lie in the file"
 )]
-pub fn object() -> Vec<u8> {
-    let (floor, floor_relocations) = floor_code();
+fn build(programs: &[ObjectProgram]) -> Vec<u8> {
     let maps = floor_maps();
-    let programs: [ObjectProgram; 3] = [
-        ("classifier", TC_NAME, return_imm(-1), Vec::new()),
-        ("xdp", XDP_NAME, return_imm(2), Vec::new()),
-        (
-            "classifier/floor",
-            FLOOR_NAME,
-            floor,
-            vec![(floor_relocations[0], 0), (floor_relocations[1], 1)],
-        ),
-    ];
     let relocated = programs.iter().filter(|p| !p.3.is_empty()).count();
     // Section indexes: null, the programs, license, maps, one `.rel` per relocated program,
     // then the tables.
@@ -172,7 +188,7 @@ pub fn object() -> Vec<u8> {
             symtab.extend_from_slice(&value.to_le_bytes());
             symtab.extend_from_slice(&size.to_le_bytes());
         };
-    for (section, sym, code, _) in &programs {
+    for (section, sym, code, _) in programs {
         let index = sections.len();
         let sh_name = name(&mut shstrtab, section);
         sections.push((
@@ -320,10 +336,19 @@ pub fn object() -> Vec<u8> {
 
 /// Both no-ops loaded and attached to one interface of the calling thread's network namespace:
 /// TC on its egress (TCX), XDP on its ingress (generic mode). Dropping it detaches them.
+///
+/// The XDP floor is loaded beside them, not attached: an interface has one XDP program, so the
+/// floor is measured by taking the no-op's place ([`Noops::use_xdp`]).
 pub struct Noops {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The XDP floor's own object ([`xdp_floor_object`]).
+    floor: Ebpf,
+    iface: String,
+    /// The XDP program attached now, and its link (none only after a failed swap).
+    xdp_attached: Option<(&'static str, XdpLinkId)>,
     pub tc_id: u32,
     pub xdp_id: u32,
+    pub xdp_floor_id: u32,
 }
 
 impl Noops {
@@ -335,20 +360,68 @@ impl Noops {
         tc.attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching the TC no-op to {iface} egress"))?;
         let tc_id = tc.info()?.id();
-        let xdp: &mut Xdp = ebpf
-            .program_mut(XDP_NAME)
-            .context("no XDP no-op in the object")?
-            .try_into()?;
-        xdp.load()?;
-        xdp.attach(iface, XdpMode::Skb)
+        let mut floor = Ebpf::load(&xdp_floor_object()).context("loading the XDP floor")?;
+        let mut ids = [0; 2];
+        for (at, (object, name)) in [(&mut ebpf, XDP_NAME), (&mut floor, XDP_FLOOR_NAME)]
+            .into_iter()
+            .enumerate()
+        {
+            let xdp = xdp_program(object, name)?;
+            xdp.load().with_context(|| format!("loading {name}"))?;
+            ids[at] = xdp.info()?.id();
+        }
+        let link = xdp_program(&mut ebpf, XDP_NAME)?
+            .attach(iface, XdpMode::Skb)
             .with_context(|| format!("attaching the XDP no-op to {iface} (generic mode)"))?;
-        let xdp_id = xdp.info()?.id();
         Ok(Noops {
-            _ebpf: ebpf,
+            ebpf,
+            floor,
+            iface: iface.to_string(),
+            xdp_attached: Some((XDP_NAME, link)),
             tc_id,
-            xdp_id,
+            xdp_id: ids[0],
+            xdp_floor_id: ids[1],
         })
     }
+
+    /// Puts XDP program `name` (the no-op or the floor) on the interface in place of the one
+    /// there; from the thread in the interface's network namespace.
+    pub fn use_xdp(&mut self, name: &'static str) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        if let Some((attached, _)) = self.xdp_attached
+            && attached == name
+        {
+            return Ok(());
+        }
+        let iface = self.iface.clone();
+        if let Some((attached, link)) = self.xdp_attached.take() {
+            xdp_program(self.object_of(attached), attached)?
+                .detach(link)
+                .with_context(|| format!("detaching {attached} from {iface}"))?;
+        }
+        let link = xdp_program(self.object_of(name), name)?
+            .attach(&iface, XdpMode::Skb)
+            .with_context(|| format!("attaching {name} to {iface} (generic mode)"))?;
+        self.xdp_attached = Some((name, link));
+        Ok(())
+    }
+
+    fn object_of(&mut self, program: &str) -> &mut Ebpf {
+        if program == XDP_FLOOR_NAME {
+            &mut self.floor
+        } else {
+            &mut self.ebpf
+        }
+    }
+}
+
+/// An XDP program of a loaded [`object`] by name.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    use anyhow::Context as _;
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("no {name} in the object"))?
+        .try_into()?)
 }
 
 /// The imag program behind a pinned link, by the agent's pin name (`link-tc-7`: the holding
@@ -471,9 +544,9 @@ mod tests {
     }
 
     #[test]
-    fn the_object_holds_the_three_programs_and_the_kernel_accepts_the_floor() {
+    fn the_objects_hold_the_programs_and_the_kernel_accepts_the_floors() {
         // Loading creates the floor's maps (the relocations name them) and has the verifier
-        // check the floor: as root, as the bench runs.
+        // check the floors: as root, as the bench runs.
         let mut ebpf = aya::Ebpf::load(&super::object()).expect("the object loads");
         let mut names: Vec<&str> = ebpf.programs().map(|(name, _)| name).collect();
         names.sort_unstable();
@@ -485,5 +558,10 @@ mod tests {
             .expect("a classifier")
             .load()
             .expect("the verifier accepts the floor");
+        let mut xdp = aya::Ebpf::load(&super::xdp_floor_object()).expect("the XDP floor loads");
+        super::xdp_program(&mut xdp, super::XDP_FLOOR_NAME)
+            .expect("an XDP program")
+            .load()
+            .expect("the verifier accepts the XDP floor");
     }
 }

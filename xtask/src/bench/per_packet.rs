@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{
     HOST_IF, METRICS, NETWORK, SINK, client,
-    noop::{BesideImag, Noops},
+    noop::{self, BesideImag, Noops},
     remove_pins,
     stats::summarize,
     wait_warm,
@@ -193,6 +193,69 @@ type Workload<'a> = (
     Box<dyn Fn() -> anyhow::Result<()> + Sync + 'a>,
 );
 
+/// A program's passes: its name, kind, runs over all passes, each pass's average ns.
+type Passes = (String, &'static str, u64, Vec<f64>);
+
+/// What each program in `ids` cost per run over [`PASSES`] runs of `traffic`, by id.
+fn passes(
+    ids: &[u32],
+    traffic: &(dyn Fn() -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<HashMap<u32, Passes>> {
+    let mut passes: HashMap<u32, Passes> = HashMap::new();
+    for _ in 0..PASSES {
+        let before = snapshot(ids);
+        traffic()?;
+        let after = snapshot(ids);
+        for (id, (program, kind, runs, ns)) in after {
+            let (_, _, runs0, ns0) = before.get(&id).cloned().unwrap_or_default();
+            let runs = runs - runs0;
+            if runs == 0 {
+                continue;
+            }
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "nanoseconds and run counts of one measurement"
+            )]
+            let ns_per_run = (ns - ns0) as f64 / runs as f64;
+            let entry = passes.entry(id).or_insert((program, kind, 0, Vec::new()));
+            entry.2 += runs;
+            entry.3.push(ns_per_run);
+        }
+    }
+    Ok(passes)
+}
+
+impl ProgramCost {
+    /// The row of a program measured in `passes_ns`; the pair says whether it is a baseline (a
+    /// no-op or a floor) and whether a floor.
+    #[allow(clippy::too_many_arguments, reason = "the row's fields")]
+    fn new(
+        hook: &'static str,
+        workload: &'static str,
+        program: String,
+        kind: &'static str,
+        (noop, floor): (bool, bool),
+        beside: Option<&'static str>,
+        runs: u64,
+        passes_ns: Vec<f64>,
+    ) -> ProgramCost {
+        let mut sorted = passes_ns.clone();
+        sorted.sort_by(f64::total_cmp);
+        ProgramCost {
+            hook,
+            workload,
+            program,
+            kind,
+            noop,
+            beside,
+            floor,
+            runs,
+            ns_per_run: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+            passes_ns,
+        }
+    }
+}
+
 /// Per-run costs of imag's programs (hooked with `hook`) and the no-ops on each workload.
 fn costs(
     binary: &Path,
@@ -204,7 +267,7 @@ fn costs(
     remove_pins(NETWORK);
     let mut agent = start_agent(binary, config, hook)?;
     let mut ids = imag_program_ids()?;
-    let noops = client.run(|| Noops::attach("eth0"))??;
+    let mut noops = client.run(|| Noops::attach("eth0"))??;
     ids.extend([noops.tc_id, noops.xdp_id]);
     let beside = BesideImag::attach(&pin_dir())?;
     ids.extend(beside.ids.iter().map(|(_, id)| *id));
@@ -245,29 +308,7 @@ fn costs(
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling the kernel's BPF run-time statistics")?;
     for (workload, traffic) in &workloads {
-        // Per program: its runs and each pass's average.
-        let mut passes: HashMap<u32, (String, &'static str, u64, Vec<f64>)> = HashMap::new();
-        for _ in 0..PASSES {
-            let before = snapshot(&ids);
-            traffic()?;
-            let after = snapshot(&ids);
-            for (id, (program, kind, runs, ns)) in after {
-                let (_, _, runs0, ns0) = before.get(&id).cloned().unwrap_or_default();
-                let runs = runs - runs0;
-                if runs == 0 {
-                    continue;
-                }
-                #[allow(
-                    clippy::cast_precision_loss,
-                    reason = "nanoseconds and run counts of one measurement"
-                )]
-                let ns_per_run = (ns - ns0) as f64 / runs as f64;
-                let entry = passes.entry(id).or_insert((program, kind, 0, Vec::new()));
-                entry.2 += runs;
-                entry.3.push(ns_per_run);
-            }
-        }
-        for (id, (program, kind, runs, passes_ns)) in passes {
+        for (id, (program, kind, runs, passes_ns)) in passes(&ids, traffic)? {
             let (beside, floor) = match (beside_of(id), floor_of(id)) {
                 (Some(p), _) => (Some(p), false),
                 (None, Some(p)) => (Some(p), true),
@@ -278,25 +319,44 @@ fn costs(
                 Some(p) => format!("no-op before {p}"),
                 None => program,
             };
-            let mut sorted = passes_ns.clone();
-            sorted.sort_by(f64::total_cmp);
-            run.costs.push(ProgramCost {
+            run.costs.push(ProgramCost::new(
                 hook,
                 workload,
                 program,
                 kind,
-                noop: id == noops.tc_id || id == noops.xdp_id || beside.is_some(),
+                (
+                    id == noops.tc_id || id == noops.xdp_id || beside.is_some(),
+                    floor,
+                ),
                 beside,
-                floor,
                 runs,
-                ns_per_run: sorted[sorted.len() / 2],
                 passes_ns,
-            });
+            ));
         }
+    }
+    // The XDP floor in the client's XDP no-op's place (one XDP program per interface), on the
+    // same traffic right after: once, with the holding program hooked by XDP.
+    if hook == "xdp-generic" {
+        client.run(|| noops.use_xdp(noop::XDP_FLOOR_NAME))??;
+        for (workload, traffic) in &workloads {
+            for (_, (program, kind, runs, passes_ns)) in passes(&[noops.xdp_floor_id], traffic)? {
+                run.costs.push(ProgramCost::new(
+                    hook,
+                    workload,
+                    format!("{program} (client's floor, in its no-op's place)"),
+                    kind,
+                    (true, true),
+                    None,
+                    runs,
+                    passes_ns,
+                ));
+            }
+        }
+        client.run(|| noops.use_xdp(noop::XDP_NAME))??;
     }
     drop(stats);
     drop(beside);
-    drop(noops);
+    client.run(move || drop(noops))?;
     agent.stop()?;
     Ok(())
 }
@@ -364,6 +424,7 @@ impl PerPacketRun {
             .iter()
             .find(|c| {
                 c.noop
+                    && !c.floor
                     && c.beside.is_none()
                     && c.hook == hook
                     && c.workload == workload
@@ -390,22 +451,31 @@ impl PerPacketRun {
         self.beside(c, false)
     }
 
-    /// The floors against the no-ops on the same hooks: (highest ratio, where), over every hook
-    /// and workload.
-    pub fn worst_floor(&self) -> Option<(f64, String)> {
+    /// The no-op a floor is compared with: the one beside the same imag program (TC), or the
+    /// client's of its kind.
+    fn floor_noop(&self, f: &ProgramCost) -> Option<f64> {
         self.costs
             .iter()
-            .filter(|f| f.floor)
+            .find(|n| {
+                n.beside == f.beside
+                    && n.noop
+                    && !n.floor
+                    && n.kind == f.kind
+                    && n.hook == f.hook
+                    && n.workload == f.workload
+            })
+            .map(|n| n.ns_per_run)
+    }
+
+    /// The floors of `kind` against their no-ops: (highest ratio, where), over every hook and
+    /// workload.
+    pub fn worst_floor(&self, kind: &str) -> Option<(f64, String)> {
+        self.costs
+            .iter()
+            .filter(|f| f.floor && f.kind == kind)
             .filter_map(|f| {
-                let noop = self.costs.iter().find(|n| {
-                    n.beside == f.beside
-                        && n.noop
-                        && !n.floor
-                        && n.hook == f.hook
-                        && n.workload == f.workload
-                })?;
                 Some((
-                    f.ns_per_run / noop.ns_per_run,
+                    f.ns_per_run / self.floor_noop(f)?,
                     format!("{} on {} (hook {})", f.program, f.workload, f.hook),
                 ))
             })
@@ -455,15 +525,14 @@ impl PerPacketRun {
             if let Some((ratio, what)) = self.worst_ratio(kind) {
                 // What the least per-host counting costs at the same hooks: if the floor itself
                 // is above the target, so is every program that keeps idleness.
-                let floor = self.worst_floor().filter(|_| kind == "tc").map_or(
-                    String::new(),
-                    |(floor, where_)| {
+                let floor = self
+                    .worst_floor(kind)
+                    .map_or(String::new(), |(floor, where_)| {
                         format!(
                             "; the floor (two array lookups, a count and a stamp) up to \
-                             {floor:.2}× the no-op beside it: {where_}"
+                             {floor:.2}× its no-op: {where_}"
                         )
-                    },
-                );
+                    });
                 rows.push((
                     format!(
                         "every imag {kind} program on the warm path ≤ {MAX_RATIO}× the {kind} \
@@ -505,15 +574,12 @@ impl PerPacketRun {
         let ratio = |n: Option<f64>| n.map_or("–".into(), |n| format!("{:.2}", c.ns_per_run / n));
         let none = || "–".to_string();
         let (own, floor, client) = if c.floor {
-            // The floor against the no-op beside it.
-            let noop = self.costs.iter().find(|n| {
-                n.noop
-                    && !n.floor
-                    && n.beside == c.beside
-                    && n.hook == c.hook
-                    && n.workload == c.workload
-            });
-            (ratio(noop.map(|n| n.ns_per_run)), none(), none())
+            // The floor against its no-op (beside it, or the client's it stood in for).
+            if c.beside.is_some() {
+                (ratio(self.floor_noop(c)), none(), none())
+            } else {
+                (none(), none(), ratio(self.floor_noop(c)))
+            }
         } else if c.noop {
             (none(), none(), none())
         } else {
@@ -529,7 +595,7 @@ impl PerPacketRun {
             c.hook,
             c.workload,
             c.program,
-            if c.noop && c.beside.is_none() {
+            if c.noop && !c.floor && c.beside.is_none() {
                 " (client's no-op)"
             } else {
                 ""
@@ -565,7 +631,9 @@ impl PerPacketRun {
              hooks runs a floor: a TC program doing only what keeping a host's activity takes \
              (an array lookup of a slot, a per-CPU array lookup of its counters, a count added \
              and the coarse clock stored): the least any program counting per-host traffic \
-             costs there.\n"
+             costs there. The same floor as an XDP program takes the client's XDP no-op's place \
+             for {PASSES} more passes of each traffic right after (an interface has one XDP \
+             program), with the holding program hooked by XDP.\n"
         );
         out.push_str(
             "| hook | traffic | program | runs | ns/run (passes) | × no-op on its hooks | × floor on its hooks | × client's no-op |\n\
