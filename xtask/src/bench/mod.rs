@@ -17,7 +17,8 @@
 //!    programs of its hook, and small packets' latency and rate against no program
 //!    (`per_packet.rs`, `noop.rs`).
 //! 8. A storm of cold hosts against the engine's own concurrent create+start of the same
-//!    containers, at several engine-call concurrencies (`storm.rs`).
+//!    containers: a sweep of engine-call concurrencies, then imag and the engine alone at the
+//!    agent's default in interleaved rounds, each storm on a quiet machine (`storm.rs`).
 //! 9. Chains of three cold hosts: one after another, with `wakes_with`, and learned, against a
 //!    single cold host (`chain.rs`).
 //! 10. The trace: a day of an Azure-Functions-shaped workload replayed under each sleep policy,

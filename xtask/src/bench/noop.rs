@@ -1,7 +1,7 @@
 //! The per-packet section's baselines: two programs that do nothing — a TC classifier returning
 //! "next" (-1) and an XDP program returning `XDP_PASS` — whose cost per run (the kernel's own
 //! run-time statistics, their overhead included) imag's programs are compared with; and a floor,
-//! a TC program doing only what counting a host's packet takes (two array lookups, a count and
+//! a program (TC, and XDP in its own object) doing only what counting a host's packet takes (two array lookups, a count and
 //! a stamp: [`floor_code`]), which says what any program that keeps per-host activity costs at
 //! the same hook.
 //!
@@ -63,7 +63,10 @@ fn lookup_key0() -> Vec<u8> {
 /// The floor: the least a program on the warm path can do that finds a host and counts its
 /// packet — one array lookup (a host's slot, read), one per-CPU array lookup (its counters), a
 /// count added and the coarse clock stored — then `verdict` (TC "next", -1; `XDP_PASS`, 2). Two
-/// relocations: the slot map at the first `lookup_key0`, the counters at the second.
+/// relocations: the slot map at the first `lookup_key0`, the counters at the second. Both
+/// lookups use key 0: unlike imag's, whose counters are found by the host id read from the slot,
+/// the second does not wait for the first's load, so the floor if anything understates what two
+/// dependent lookups cost.
 fn floor_code(verdict: i32) -> (Vec<u8>, [usize; 2]) {
     const JEQ_R0_0: u8 = 0x15;
     let mut code = insn(0x62, 10, 0, -4, 0).to_vec(); // *(u32 *)(r10 - 4) = 0
@@ -85,8 +88,8 @@ fn floor_code(verdict: i32) -> (Vec<u8>, [usize; 2]) {
 }
 
 /// The floor's maps: `bpf_map_def` (type, key size, value size, entries, flags, id, pinning):
-/// an array of 4096 eight-byte slots (as `HOST_SLOTS`) and a per-CPU array of sixteen-byte
-/// counters (count and stamp, as a host's `ACTIVITY`).
+/// an array of 4096 eight-byte slots (as `HOST_SLOTS`) and a per-CPU array of 4096 sixteen-byte
+/// counters (count and stamp, like a host's `ACTIVITY` entry; `ACTIVITY` has `MAX_HOSTS`).
 fn floor_maps() -> [(&'static str, Vec<u8>); 2] {
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
     const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;

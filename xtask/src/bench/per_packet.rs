@@ -1,7 +1,10 @@
 //! The warm path per packet: what each of imag's programs costs per run, by the kernel's own
 //! run-time statistics (`BPF_ENABLE_STATS`, off again when its descriptor closes), next to no-op
 //! programs of the same hook (`noop.rs`) on the same traffic in the same run; and small packets'
-//! latency and rate through imag against no program, in interleaved rounds.
+//! latency and rate through imag against no program, in interleaved rounds. Beside each no-op a
+//! floor (`noop::floor_code`: two array lookups, a count and a stamp) says what any program that
+//! counts a host's packets costs on the same packets; each traffic runs `PASSES` times and a
+//! program's figure is the median pass.
 //!
 //! Traffic, from the client namespace to warm hosts: bulk TCP (GSO-sized packets), 64-byte UDP
 //! request/response one at a time, and 64-byte UDP requests kept 32 in flight (a high packet
@@ -27,7 +30,7 @@ use super::{
     HOST_IF, METRICS, NETWORK, SINK, client,
     noop::{self, BesideImag, Noops},
     remove_pins,
-    stats::summarize,
+    stats::{median, summarize},
     wait_warm,
 };
 use crate::cmd_output;
@@ -75,14 +78,12 @@ pub struct ProgramCost {
     /// For a no-op or a floor on an imag program's own hooks: that program.
     pub beside: Option<&'static str>,
     /// The floor (`noop::floor_code`), a baseline too.
-    #[serde(default)]
     pub floor: bool,
     /// Runs over all passes.
     pub runs: u64,
     /// The median over passes of each pass's average.
     pub ns_per_run: f64,
     /// Each pass's average run time.
-    #[serde(default)]
     pub passes_ns: Vec<f64>,
 }
 
@@ -239,8 +240,6 @@ impl ProgramCost {
         runs: u64,
         passes_ns: Vec<f64>,
     ) -> ProgramCost {
-        let mut sorted = passes_ns.clone();
-        sorted.sort_by(f64::total_cmp);
         ProgramCost {
             hook,
             workload,
@@ -250,7 +249,7 @@ impl ProgramCost {
             beside,
             floor,
             runs,
-            ns_per_run: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+            ns_per_run: median(passes_ns.clone()),
             passes_ns,
         }
     }
@@ -506,10 +505,6 @@ impl PerPacketRun {
 
     /// Medians over rounds of the per-round p99 (µs) and rate (answers/s), for a mode.
     pub fn small(&self, mode: &str) -> (f64, f64, usize) {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         let rounds: Vec<&SmallRound> = self.rounds.iter().filter(|r| r.mode == mode).collect();
         (
             median(rounds.iter().map(|r| summarize(&r.rr_us).p99).collect()),

@@ -110,10 +110,7 @@ pub fn markdown(r: &Results) -> String {
     let warm = |mode: &str| -> WarmFigures {
         let runs: Vec<_> = r.warm.iter().filter(|w| w.mode == mode).collect();
         let per_round: Vec<Summary> = runs.iter().map(|w| summarize(&w.latencies_us)).collect();
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
+        let median = super::stats::median;
         let pooled: Vec<f64> = runs
             .iter()
             .flat_map(|w| w.latencies_us.iter().copied())

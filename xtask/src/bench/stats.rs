@@ -13,6 +13,13 @@ pub struct Summary {
     pub mean: f64,
 }
 
+/// The median of `samples` (for an even count, the upper middle one), NaN for none: rounds'
+/// figures are few and odd in number.
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// The `q`-quantile (0..=1) of sorted samples, by nearest rank.
 #[allow(
     clippy::cast_possible_truncation,
@@ -51,6 +58,13 @@ pub fn summarize(samples: &[f64]) -> Summary {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_rounds() {
+        assert_eq!(median(vec![22.3, 19.6, 24.1]), 22.3);
+        assert_eq!(median(vec![3.0, 1.0, 4.0, 2.0]), 3.0);
+        assert!(median(Vec::new()).is_nan());
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
