@@ -10,10 +10,7 @@
 //! agent next looks at the whole network, if that name is free. Its neighbour `mod.rs` drives
 //! the container through the IDs kept here.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::collections::HashMap;
 
 use bollard::{
     models::ContainerSummary,
@@ -24,7 +21,7 @@ use bollard::{
 };
 use tracing::{info, warn};
 
-use super::{Docker, classify, status_of};
+use super::{Docker, by_name::ByName, classify, status_of};
 use crate::runtime::{
     ContainerSpec, LABEL_HOST, LABEL_MANAGED, LABEL_NETWORK, RuntimeError, legacy_container_name,
 };
@@ -32,7 +29,7 @@ use crate::runtime::{
 /// Host → its container's ID as last seen: `Some(None)` when the engine had none, absent from
 /// the map when unknown (then the engine is asked by label). Shared by every clone.
 #[derive(Clone, Default)]
-pub(super) struct Identities(Arc<Mutex<HashMap<String, Option<String>>>>);
+pub(super) struct Identities(ByName<Option<String>>);
 
 impl Identities {
     #[allow(
@@ -40,28 +37,23 @@ impl Identities {
         reason = "unknown (ask the engine) versus known to have no container"
     )]
     fn get(&self, host: &str) -> Option<Option<String>> {
-        self.0.lock().expect("not poisoned").get(host).cloned()
+        self.0.get(host)
     }
 
     pub(super) fn set(&self, host: &str, id: Option<String>) {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .insert(host.to_string(), id);
+        self.0.insert(host, id);
     }
 
     /// Forgets what was known (the next use asks the engine).
     pub(super) fn forget(&self, host: &str) {
-        self.0.lock().expect("not poisoned").remove(host);
+        self.0.remove(host);
     }
 
     /// The container `id` is gone: forgets it if it was the one known for `host` (imag's own
     /// removals already recorded that the host has none).
     pub(super) fn gone(&self, host: &str, id: Option<&str>) {
-        let mut known = self.0.lock().expect("not poisoned");
-        if id.is_none() || known.get(host).is_some_and(|k| k.as_deref() == id) {
-            known.remove(host);
-        }
+        self.0
+            .remove_if(host, |known| id.is_none() || known.as_deref() == id);
     }
 }
 

@@ -5,6 +5,7 @@
 //! fast-thaw capability (the cgroup freezer, behind the engine's back), `page_out` the optional
 //! page-out capability (the memory cgroup, reclaimed to swap).
 
+mod by_name;
 mod events;
 mod identity;
 mod network;

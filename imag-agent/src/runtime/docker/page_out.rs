@@ -3,15 +3,12 @@
 //! engine is asked only for the container's ID and cgroup parent; it never learns of it. On the
 //! container's next wake its pages are read back ahead of the process ([`PagedOutGroups`]).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
-
 use bollard::query_parameters::InspectContainerOptions;
 
 use super::{
-    Docker, classify,
+    Docker,
+    by_name::ByName,
+    classify,
     thaw::{cgroup_of, freezer_of},
 };
 use crate::runtime::{ContainerSpec, PagedOut, RuntimeError, memory::MemoryCgroup};
@@ -68,24 +65,21 @@ impl Docker {
 /// Containers paged out since their last wake, by name, with their memory cgroups (shared by
 /// the runtime's clones).
 #[derive(Clone, Default)]
-pub(super) struct PagedOutGroups(Arc<Mutex<HashMap<String, MemoryCgroup>>>);
+pub(super) struct PagedOutGroups(ByName<MemoryCgroup>);
 
 impl PagedOutGroups {
     fn insert(&self, name: &str, group: MemoryCgroup) {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), group);
+        self.0.insert(name, group);
     }
 
     pub(super) fn forget(&self, name: &str) {
-        self.0.lock().expect("not poisoned").remove(name);
+        self.0.remove(name);
     }
 
     /// If container `name` was paged out since its last wake: starts reading its pages back
     /// (`MemoryCgroup::prefetch`, in a blocking task nobody waits for) and forgets it.
     pub(super) fn prefetch(&self, name: &str) {
-        let Some(group) = self.0.lock().expect("not poisoned").remove(name) else {
+        let Some(group) = self.0.remove(name) else {
             return;
         };
         let name = name.to_string();

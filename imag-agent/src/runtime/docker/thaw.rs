@@ -3,14 +3,9 @@
 //! milliseconds), and repair the engine's view of it later ("settle"), at a quiet moment. Its
 //! neighbour `mod.rs` calls in here from wake, sleep and observe.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-};
-
 use bollard::{models::ContainerInspectResponse, query_parameters::InspectContainerOptions};
 
-use super::{Docker, classify};
+use super::{Docker, by_name::ByName, classify};
 use crate::runtime::{ContainerSpec, RuntimeError, freezer::Freezer};
 
 /// How long a refreeze waits for every task of the container to be frozen.
@@ -23,9 +18,9 @@ pub(super) struct FastThaw {
     enabled: bool,
     /// Freezers of containers this agent paused, found when pausing (so that a wake needs no
     /// engine round trip to find them).
-    freezers: Arc<Mutex<HashMap<String, Freezer>>>,
+    freezers: ByName<Freezer>,
     /// Containers thawed directly: running, though the engine still says paused.
-    unsettled: Arc<Mutex<HashSet<String>>>,
+    unsettled: ByName<()>,
 }
 
 impl FastThaw {
@@ -37,21 +32,20 @@ impl FastThaw {
     }
 
     pub(super) fn is_unsettled(&self, name: &str) -> bool {
-        self.unsettled.lock().expect("not poisoned").contains(name)
+        self.unsettled.contains(name)
     }
 
     pub(super) fn set_unsettled(&self, name: &str, unsettled: bool) {
-        let mut set = self.unsettled.lock().expect("not poisoned");
         if unsettled {
-            set.insert(name.to_string());
+            self.unsettled.insert(name, ());
         } else {
-            set.remove(name);
+            self.unsettled.remove(name);
         }
     }
 
     /// Drops the remembered freezer of a container that is being stopped or removed.
     pub(super) fn forget(&self, name: &str) {
-        self.freezers.lock().expect("not poisoned").remove(name);
+        self.freezers.remove(name);
     }
 }
 
@@ -74,8 +68,8 @@ impl Docker {
     /// ID.
     pub(super) async fn freezer(&self, spec: &ContainerSpec) -> Option<Freezer> {
         let name = &spec.name;
-        if let Some(freezer) = self.thaw.freezers.lock().expect("not poisoned").get(name) {
-            return Some(freezer.clone());
+        if let Some(freezer) = self.thaw.freezers.get(name) {
+            return Some(freezer);
         }
         let id = self.container_id(spec).await.ok()??;
         let inspected = self
@@ -84,11 +78,7 @@ impl Docker {
             .await
             .ok()?;
         let freezer = freezer_of(&inspected)?;
-        self.thaw
-            .freezers
-            .lock()
-            .expect("not poisoned")
-            .insert(name.clone(), freezer.clone());
+        self.thaw.freezers.insert(name, freezer.clone());
         Some(freezer)
     }
 
