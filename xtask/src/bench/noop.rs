@@ -115,6 +115,29 @@ fn pad8(buf: &mut Vec<u8>) {
 /// info, alignment, entry size.
 type SectionHeader = (u32, u32, u64, u64, u64, u32, u32, u64, u64);
 
+/// A section that links to no other and holds no table of entries: name offset, type, flags,
+/// offset, size, alignment.
+fn plain(
+    name: u32,
+    kind: u32,
+    flags: u64,
+    offset: usize,
+    size: usize,
+    align: u64,
+) -> SectionHeader {
+    (
+        name,
+        kind,
+        flags,
+        offset as u64,
+        size as u64,
+        0,
+        0,
+        align,
+        0,
+    )
+}
+
 const SHT_PROGBITS: u32 = 1;
 const SHT_SYMTAB: u32 = 2;
 const SHT_STRTAB: u32 = 3;
@@ -194,47 +217,38 @@ fn build(programs: &[ObjectProgram]) -> Vec<u8> {
     for (section, sym, code, _) in programs {
         let index = sections.len();
         let sh_name = name(&mut shstrtab, section);
-        sections.push((
+        sections.push(plain(
             sh_name,
             SHT_PROGBITS,
             SHF_ALLOC | SHF_EXECINSTR,
-            body.len() as u64,
-            code.len() as u64,
-            0,
-            0,
+            body.len(),
+            code.len(),
             8,
-            0,
         ));
         body.extend_from_slice(code);
         // A global function.
         symbol(&mut strtab, sym, 0x12, index, 0, code.len() as u64);
     }
     let license = name(&mut shstrtab, "license");
-    sections.push((
+    sections.push(plain(
         license,
         SHT_PROGBITS,
         SHF_ALLOC | SHF_WRITE,
-        body.len() as u64,
+        body.len(),
         4,
-        0,
-        0,
         1,
-        0,
     ));
     body.extend_from_slice(b"GPL\0");
     pad8(&mut body);
     let maps_data: Vec<u8> = maps.iter().flat_map(|(_, def)| def.clone()).collect();
     let sh_name = name(&mut shstrtab, "maps");
-    sections.push((
+    sections.push(plain(
         sh_name,
         SHT_PROGBITS,
         SHF_ALLOC | SHF_WRITE,
-        body.len() as u64,
-        maps_data.len() as u64,
-        0,
-        0,
+        body.len(),
+        maps_data.len(),
         4,
-        0,
     ));
     let mut at = 0u64;
     for (map, def) in &maps {
@@ -286,23 +300,12 @@ fn build(programs: &[ObjectProgram]) -> Vec<u8> {
     ));
     body.extend_from_slice(&symtab);
     let sh_name = name(&mut shstrtab, ".strtab");
-    sections.push((
-        sh_name,
-        SHT_STRTAB,
-        0,
-        body.len() as u64,
-        strtab.len() as u64,
-        0,
-        0,
-        1,
-        0,
-    ));
+    sections.push(plain(sh_name, SHT_STRTAB, 0, body.len(), strtab.len(), 1));
     body.extend_from_slice(&strtab);
     let shstrndx = sections.len() as u16;
     let sh_name = name(&mut shstrtab, ".shstrtab");
-    sections.push((sh_name, SHT_STRTAB, 0, body.len() as u64, 0, 0, 0, 1, 0));
-    let last = sections.len() - 1;
-    sections[last].4 = shstrtab.len() as u64;
+    // Its own name is in it, so its size is known only now.
+    sections.push(plain(sh_name, SHT_STRTAB, 0, body.len(), shstrtab.len(), 1));
     body.extend_from_slice(&shstrtab);
     pad8(&mut body);
     let shoff = body.len() as u64;

@@ -61,6 +61,17 @@ pub struct EngineStorm {
     pub failed: Vec<String>,
 }
 
+impl EngineStorm {
+    /// The median engine calls, for the report ("create …, start …").
+    fn call_p50s(&self) -> String {
+        format!(
+            "create {:.0}, start {:.0}",
+            summarize(&self.create_call_ms).p50,
+            summarize(&self.start_call_ms).p50
+        )
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct ImagStorm {
     pub max_engine_calls: usize,
@@ -574,11 +585,7 @@ impl StormVsEngine {
                 format!("engine create+start, {} at once", e.concurrency),
                 &e.serve_ms,
                 e.failed.len(),
-                format!(
-                    "create {:.0}, start {:.0}",
-                    summarize(&e.create_call_ms).p50,
-                    summarize(&e.start_call_ms).p50
-                ),
+                e.call_p50s(),
             );
         }
         if let Some(e) = &self.start_only {
@@ -601,11 +608,7 @@ impl StormVsEngine {
                 ),
                 &e.serve_ms,
                 e.failed.len(),
-                format!(
-                    "create {:.0}, start {:.0}",
-                    summarize(&e.create_call_ms).p50,
-                    summarize(&e.start_call_ms).p50
-                ),
+                e.call_p50s(),
             );
         }
         for (round, i) in self.imag.iter().enumerate() {
