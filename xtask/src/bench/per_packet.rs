@@ -417,33 +417,41 @@ pub fn measure(
 }
 
 impl PerPacketRun {
-    /// The client's no-op's cost per run for a hook, workload and program kind.
-    fn noop(&self, hook: &str, workload: &str, kind: &str) -> Option<f64> {
+    /// The cost per run of the baseline (a no-op, or with `floor` a floor) on `workload` with
+    /// the holding program hooked by `hook`, of program kind `kind`, beside imag program
+    /// `beside` (on its hooks), or the client's with `None`.
+    fn baseline_cost(
+        &self,
+        (hook, workload, kind): (&str, &str, &str),
+        beside: Option<&str>,
+        floor: bool,
+    ) -> Option<f64> {
         self.costs
             .iter()
-            .find(|c| {
-                c.noop
-                    && !c.floor
-                    && c.beside.is_none()
-                    && c.hook == hook
-                    && c.workload == workload
-                    && c.kind == kind
+            .find(|n| {
+                n.noop
+                    && n.floor == floor
+                    && n.beside == beside
+                    && n.hook == hook
+                    && n.workload == workload
+                    && n.kind == kind
             })
-            .map(|c| c.ns_per_run)
+            .map(|n| n.ns_per_run)
+    }
+
+    /// The client's no-op's cost per run for a hook, workload and program kind.
+    fn noop(&self, hook: &str, workload: &str, kind: &str) -> Option<f64> {
+        self.baseline_cost((hook, workload, kind), None, false)
     }
 
     /// The cost per run of the no-op (or, with `floor`, the floor) on `c`'s own hooks, if it
     /// has one (TC programs).
     fn beside(&self, c: &ProgramCost, floor: bool) -> Option<f64> {
-        self.costs
-            .iter()
-            .find(|n| {
-                n.beside == Some(c.program.as_str())
-                    && n.floor == floor
-                    && n.hook == c.hook
-                    && n.workload == c.workload
-            })
-            .map(|n| n.ns_per_run)
+        self.baseline_cost(
+            (c.hook, c.workload, c.kind),
+            Some(c.program.as_str()),
+            floor,
+        )
     }
 
     fn noop_beside(&self, c: &ProgramCost) -> Option<f64> {
@@ -453,17 +461,7 @@ impl PerPacketRun {
     /// The no-op a floor is compared with: the one beside the same imag program (TC), or the
     /// client's of its kind.
     fn floor_noop(&self, f: &ProgramCost) -> Option<f64> {
-        self.costs
-            .iter()
-            .find(|n| {
-                n.beside == f.beside
-                    && n.noop
-                    && !n.floor
-                    && n.kind == f.kind
-                    && n.hook == f.hook
-                    && n.workload == f.workload
-            })
-            .map(|n| n.ns_per_run)
+        self.baseline_cost((f.hook, f.workload, f.kind), f.beside, false)
     }
 
     /// The floors of `kind` against their no-ops: (highest ratio, where), over every hook and
