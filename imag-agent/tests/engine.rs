@@ -1,6 +1,7 @@
 //! imag and the container engine beside it, for real: the Docker engine restarted while hosts
 //! are warm and waking, an operator pausing, renaming and removing a host's container by hand,
-//! an operator's own container in a host's way, and containers of the old naming scheme. imag
+//! an operator's own container in a host's way, containers of the old naming scheme, and a settle
+//! of a fast-thawed container racing its sleep. imag
 //! must follow what the engine says, touch only containers carrying its labels, and leave every
 //! host in a true state.
 
@@ -278,4 +279,94 @@ fn a_container_named_by_the_old_scheme_is_recognised_by_its_labels_and_renamed()
         .unwrap()
         .unwrap();
     assert_eq!(labelled(net.network(), "web").len(), 1);
+}
+
+/// A settle of a fast-thawed container and a sleep of it asked for at once — the trace bench's
+/// host that went quiet for a second (its settle) and idle in the same breath (its sleep) —
+/// leave it paused with the engine agreeing, and its next wake a thaw. Interleaved, the settle's
+/// engine unpause could land after the sleep had frozen it again: the container ran while the
+/// agent had it asleep, and every later wake was refused ("not paused"). Driven through the
+/// runtime itself, on the container an agent made and left behind (`--on-exit keep`), with the
+/// sleep started at several offsets into the settle's engine round trip. And a wake from pause
+/// of a container that runs already (the engine refuses the unpause) finds it running.
+#[test]
+fn a_settle_and_a_sleep_of_one_container_at_once_leave_it_paused_and_wakeable() {
+    use imag_agent::{
+        config::Config,
+        runtime::{ContainerRuntime as _, EngineOptions, Tier, docker::Docker},
+    };
+
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let mut agent = net.start_agent(&config, &["--on-exit", "keep"]);
+    let get = || {
+        client
+            .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(30)))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("GET web: {e}\n{}", agent.log_text()))
+    };
+    get();
+    agent.stop().expect("the agent stops, leaving web running");
+    let container = net.container("web");
+    let parsed = Config::parse(&config, "test").expect("the test's config is valid");
+    let spec = parsed
+        .host("web")
+        .expect("web is configured")
+        .container_spec(&parsed.network.name);
+
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let engine = Docker::connect(EngineOptions {
+            fast_thaw: true,
+            dns: Vec::new(),
+        })
+        .await
+        .expect("the engine answers");
+        engine.sleep(&spec, Tier::Paused).await.expect("paused");
+        for offset_ms in [0, 1, 2, 4, 6, 8, 12, 16] {
+            engine.wake(&spec, Tier::Paused).await.expect("thawed");
+            assert!(engine.unsettled(&spec), "woken by fast thaw");
+            let settle = engine.settle(&spec);
+            let sleep = async {
+                tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+                engine.sleep(&spec, Tier::Paused).await
+            };
+            let (settled, slept) = tokio::join!(settle, sleep);
+            settled.unwrap_or_else(|e| panic!("settle, sleep {offset_ms} ms in: {e}"));
+            slept.unwrap_or_else(|e| panic!("sleep {offset_ms} ms into a settle: {e}"));
+            assert_eq!(
+                docker::container_status(&container).as_deref(),
+                Some("paused"),
+                "the engine says paused after a sleep {offset_ms} ms into a settle"
+            );
+        }
+        engine
+            .wake(&spec, Tier::Paused)
+            .await
+            .expect("thawed at last");
+        engine
+            .settle(&spec)
+            .await
+            .expect("settled: the engine says running");
+        // A wake from a pause the engine has already undone (running, as after an operator's
+        // `docker unpause`): the engine refuses the unpause ("not paused"), and the wake finds
+        // the container running instead of failing.
+        engine
+            .wake(&spec, Tier::Paused)
+            .await
+            .expect("the wake of a running container is done");
+        assert_eq!(
+            docker::container_status(&container).as_deref(),
+            Some("running")
+        );
+    });
+    assert_eq!(
+        client
+            .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(5)))
+            .unwrap()
+            .expect("web answers, awake")
+            .0,
+        "hello from web\n"
+    );
 }

@@ -227,12 +227,15 @@ pub fn tick(host: &Host, activity: &HostActivity, unsettled: bool, now_ns: u64) 
         }
         HostState::Warm { .. } => {
             let quiet = Duration::from_nanos(now_ns.saturating_sub(host.last_active_ns(activity)));
-            if unsettled && !host.settling && quiet >= SETTLE_QUIET {
-                return Some(Tick::Settle);
+            // Idle before settled: a sleep to pause freezes an unsettled container again, which
+            // makes the engine's "paused" true with no engine call (a settle first would cost an
+            // unpause, then a pause).
+            if (config.idle_timeout)
+                .is_some_and(|timeout| open_connections(activity) == 0 && quiet >= timeout)
+            {
+                return Some(Tick::Idle { to: config.sleep });
             }
-            let timeout = config.idle_timeout?;
-            (open_connections(activity) == 0 && quiet >= timeout)
-                .then_some(Tick::Idle { to: config.sleep })
+            (unsettled && !host.settling && quiet >= SETTLE_QUIET).then_some(Tick::Settle)
         }
         _ => None,
     }
@@ -298,7 +301,7 @@ mod tests {
         assert_eq!(tick(&h, &activity, false, 114 * S), None, "9 s quiet");
         assert_eq!(
             tick(&h, &activity, false, 115 * S),
-            Some(Tick::Idle { to: Tier::Paused })
+            Some(Tick::Idle { to: h.config.sleep })
         );
     }
 
@@ -388,6 +391,24 @@ mod tests {
         h.settling = true;
         assert_eq!(tick(&h, &activity, true, 122 * S), None, "under way");
         assert_eq!(tick(&h, &activity, false, 122 * S), None, "settled");
+    }
+
+    #[test]
+    fn an_unsettled_host_that_is_idle_sleeps_rather_than_settles() {
+        // Quiet for a second with a shorter idle timeout (a connection was open till now): the
+        // sleep refreezes it; a settle would unpause it through the engine first.
+        let h = host("idle_timeout = \"40ms\"");
+        let activity = quiet_since(120);
+        assert_eq!(
+            tick(&h, &activity, true, 121 * S),
+            Some(Tick::Idle { to: h.config.sleep })
+        );
+        // With a connection still open it is not idle: settled once quiet.
+        let open = HostActivity {
+            tcp_opened: 1,
+            ..activity
+        };
+        assert_eq!(tick(&h, &open, true, 121 * S), Some(Tick::Settle));
     }
 
     #[test]

@@ -53,6 +53,13 @@ impl<V: Clone> ByName<V> {
     pub(super) fn get(&self, name: &str) -> Option<V> {
         self.lock().get(name).cloned()
     }
+
+    /// `name`'s value, made by `make` and kept if there was none.
+    pub(super) fn get_or_insert_with(&self, name: &str, make: impl FnOnce() -> V) -> V {
+        (self.lock().entry(name.to_string()))
+            .or_insert_with(make)
+            .clone()
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +77,7 @@ mod tests {
         assert_eq!(a.get("web"), Some(1), "kept: the predicate said no");
         b.remove_if("web", |v| *v == 1);
         assert_eq!(a.remove("web"), None);
+        assert_eq!(a.get_or_insert_with("db", || 3), 3);
+        assert_eq!(b.get_or_insert_with("db", || 4), 3, "kept: there was one");
     }
 }

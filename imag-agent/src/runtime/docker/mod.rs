@@ -225,8 +225,13 @@ impl Docker {
                 self.create_and_start(spec).await?;
                 Ok(Tier::Absent)
             }
-            // 409: not paused (stopped or already running).
-            Err(err) if status_of(&err) == Some(409) => self.start_or_create(spec).await,
+            // Not paused (stopped, or running already): 409 from newer engines, a 500 saying so
+            // from Docker 20.10. A running container is started by nothing (304): the wake is done.
+            Err(err)
+                if status_of(&err) == Some(409) || message_of(&err).contains("is not paused") =>
+            {
+                self.start_or_create(spec).await
+            }
             Err(err) => Err(classify(err, "unpause", &spec.name)),
         }
     }
@@ -403,6 +408,8 @@ impl ContainerRuntime for Docker {
     }
 
     async fn sleep(&self, spec: &ContainerSpec, to: Tier) -> Result<(), RuntimeError> {
+        // After a settle of this container under way, never beside it.
+        let _turn = self.thaw.one_at_a_time(&spec.name).await;
         match to {
             Tier::Paused => {
                 if self.thaw.is_unsettled(&spec.name) {
@@ -410,7 +417,7 @@ impl ContainerRuntime for Docker {
                     if self.refreeze(spec).await {
                         return Ok(());
                     }
-                    self.settle(spec).await?;
+                    self.settle_view(spec).await?;
                 }
                 let id = self.own_id(spec, "pause").await?;
                 // Remember the freezer now, while the container runs, for a fast wake.
@@ -421,7 +428,7 @@ impl ContainerRuntime for Docker {
                     .map_err(|e| classify(e, "pause", &spec.name))
             }
             Tier::Stopped => {
-                self.settle(spec).await?;
+                self.settle_view(spec).await?;
                 self.thaw.forget(&spec.name);
                 let Some(id) = self.container_id(spec).await? else {
                     return Ok(());
@@ -439,7 +446,7 @@ impl ContainerRuntime for Docker {
                 }
             }
             Tier::Absent => {
-                self.settle(spec).await?;
+                self.settle_view(spec).await?;
                 self.thaw.forget(&spec.name);
                 self.remove_own(spec).await
             }
@@ -451,6 +458,7 @@ impl ContainerRuntime for Docker {
     }
 
     async fn settle(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let _turn = self.thaw.one_at_a_time(&spec.name).await;
         self.settle_view(spec).await
     }
 

@@ -21,6 +21,9 @@ pub(super) struct FastThaw {
     freezers: ByName<Freezer>,
     /// Containers thawed directly: running, though the engine still says paused.
     unsettled: ByName<()>,
+    /// One lock per container, held by a settle and by a sleep, so that the two never
+    /// interleave ([`FastThaw::one_at_a_time`]).
+    turns: ByName<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl FastThaw {
@@ -41,6 +44,18 @@ impl FastThaw {
         } else {
             self.unsettled.remove(name);
         }
+    }
+
+    /// Waits for the container's turn: a settle and a sleep of one container run one after the
+    /// other. Interleaved, a settle's engine unpause could land after a sleep had frozen the
+    /// container again: the container ran while the agent had it asleep, the engine agreed with
+    /// neither, and every later wake was refused ("not paused") — seen in the trace bench, a
+    /// host that went quiet for a second (the settle) and idle in the same breath (the sleep).
+    pub(super) async fn one_at_a_time(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turns
+            .get_or_insert_with(name, std::sync::Arc::default)
+            .lock_owned()
+            .await
     }
 
     /// Drops the remembered freezer of a container that is being stopped or removed.
@@ -128,7 +143,8 @@ impl Docker {
 
     /// Repairs the engine's view of a container thawed directly: freeze it again (for the few
     /// milliseconds the engine needs), and let the engine unpause it; if that fails, thaw it
-    /// ourselves again, so that the container is never left frozen.
+    /// ourselves again, so that the container is never left frozen. The caller holds the
+    /// container's turn ([`FastThaw::one_at_a_time`]).
     pub(super) async fn settle_view(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         if !self.thaw.is_unsettled(&spec.name) {
             return Ok(());
