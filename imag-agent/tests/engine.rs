@@ -1,9 +1,8 @@
 //! imag and the container engine beside it, for real: the Docker engine restarted while hosts
 //! are warm and waking, an operator pausing, renaming and removing a host's container by hand,
 //! an operator's own container in a host's way, containers of the old naming scheme, and a settle
-//! of a fast-thawed container racing its sleep. imag
-//! must follow what the engine says, touch only containers carrying its labels, and leave every
-//! host in a true state.
+//! of a fast-thawed container racing its sleep. imag must follow what the engine says, touch only
+//! containers carrying its labels, and leave every host in a true state.
 
 use std::{io::ErrorKind, net::TcpStream, process::Command, time::Duration};
 

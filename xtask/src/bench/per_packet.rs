@@ -30,7 +30,7 @@ use super::{
     HOST_IF, METRICS, NETWORK, SINK, client,
     noop::{self, BesideImag, Noops},
     remove_pins,
-    stats::{median, summarize},
+    stats::{median, resolution, summarize},
     wait_warm,
 };
 use crate::cmd_output;
@@ -543,19 +543,37 @@ impl PerPacketRun {
         }
         let ((none_p99, none_rate, n), (imag_p99, imag_rate, _)) =
             (self.small("none"), self.small("imag"));
+        // How finely this run's rounds resolve 3 %: their own scatter, per mode.
+        let per_round = |mode: &str, figure: fn(&SmallRound) -> f64| -> Vec<f64> {
+            (self.rounds.iter())
+                .filter(|r| r.mode == mode)
+                .map(figure)
+                .collect()
+        };
+        let noise = |figure: fn(&SmallRound) -> f64, measured: f64| {
+            resolution(&per_round("imag", figure), &per_round("none", figure), 0.03)
+                .map_or(String::new(), |r| {
+                    format!("; {}", r.describe(measured, 0.03))
+                })
+        };
+        let p99_diff = imag_p99 / none_p99 - 1.0;
         rows.push((
             "small packets: UDP 64 B round trip p99 within 3 % of no program".into(),
             format!(
-                "{:+.1} % ({imag_p99:.1} vs {none_p99:.1} µs, medians of rounds' p99, n = {n} each)",
-                100.0 * (imag_p99 / none_p99 - 1.0)
+                "{:+.1} % ({imag_p99:.1} vs {none_p99:.1} µs, medians of rounds' p99, n = {n} \
+                 each){}",
+                100.0 * p99_diff,
+                noise(|r| summarize(&r.rr_us).p99, p99_diff)
             ),
             imag_p99 <= 1.03 * none_p99,
         ));
+        let rate_diff = imag_rate / none_rate - 1.0;
         rows.push((
             "small packets: rate ≥ 97 % of no program".into(),
             format!(
-                "{:.1} % ({imag_rate:.0} vs {none_rate:.0} answers/s, medians of rounds)",
-                100.0 * imag_rate / none_rate
+                "{:.1} % ({imag_rate:.0} vs {none_rate:.0} answers/s, medians of rounds){}",
+                100.0 * imag_rate / none_rate,
+                noise(|r| r.rate_pps, rate_diff)
             ),
             imag_rate >= 0.97 * none_rate,
         ));

@@ -529,6 +529,23 @@ impl StormVsEngine {
                 )
             })
             .collect();
+        // How finely three rounds resolve a tenth: the rounds' own scatter.
+        let p99s = |storms: Vec<&[f64]>| -> Vec<f64> {
+            storms.into_iter().map(|s| summarize(s).p99).collect()
+        };
+        let noise = super::stats::resolution(
+            &p99s(self.imag.iter().map(|i| i.client_ms.as_slice()).collect()),
+            &p99s(
+                self.paired_engine
+                    .iter()
+                    .map(|e| e.serve_ms.as_slice())
+                    .collect(),
+            ),
+            MAX_RATIO - 1.0,
+        )
+        .map_or(String::new(), |r| {
+            format!("; {}", r.describe(ours / engine - 1.0, MAX_RATIO - 1.0))
+        });
         vec![(
             format!(
                 "storm of {} cold hosts: imag p99 ≤ {MAX_RATIO}× the engine's own concurrent \
@@ -540,7 +557,7 @@ impl StormVsEngine {
             format!(
                 "{:.3}× ({ours:.0} vs {engine:.0} ms at {} engine calls at once; by round {}){best}; \
                  imag answered {}/{} in every round: {}; the engine's own failures {engine_failed}; \
-                 SYN retransmissions per round {} (the clients' own retries while held)",
+                 SYN retransmissions per round {} (the clients' own retries while held){noise}",
                 ours / engine,
                 DEFAULT_ENGINE_CALLS,
                 rounds.join(", "),
