@@ -194,13 +194,16 @@ fn a_paused_host_wakes_in_milliseconds_and_the_engine_catches_up() {
             "web",
             10,
             &[],
-            "idle_timeout = \"1s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n",
+            // An idle timeout longer than the settle's second of quiet: a host idle sooner
+            // sleeps again instead (its refreeze makes the engine's "paused" true at no cost).
+            "idle_timeout = \"60s\"\nmin_warm = \"0s\"\nsleep = \"pause\"\n",
         );
     let agent = net.start_agent(&config, &[]);
     let container = net.container("web");
 
     assert_eq!(request(client, &net, 10).0, "hello from web\n");
-    wait_until("the idle host is paused", Duration::from_secs(15), || {
+    agent.command(&["sleep", "web", "--tier", "pause"]).unwrap();
+    wait_until("the host is paused", Duration::from_secs(15), || {
         container_status(&container).as_deref() == Some("paused")
     });
     let started_at = docker::inspect(&container, "{{.State.StartedAt}}");
