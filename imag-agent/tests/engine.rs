@@ -6,7 +6,9 @@
 
 use std::{io::ErrorKind, net::TcpStream, process::Command, time::Duration};
 
-use imag_testkit::{AgentProcess, IMAGE, TestNet, agent_binary, clients, docker, wait_until};
+use imag_testkit::{
+    AgentProcess, ClientNs, IMAGE, TestNet, agent_binary, clients, docker, wait_until,
+};
 
 /// `docker ARGS`, which must succeed.
 fn docker_cli(args: &[&str]) -> String {
@@ -32,6 +34,14 @@ fn labelled(network: &str, host: &str) -> Vec<String> {
     .split_whitespace()
     .map(String::from)
     .collect()
+}
+
+/// GET of host `web` (.10) from the client namespace; panics with the agent's log if unanswered.
+fn get_web(client: &ClientNs, net: &TestNet, agent: &AgentProcess) -> (String, Duration) {
+    client
+        .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(30)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("GET web: {e}\n{}", agent.log_text()))
 }
 
 /// Waits until host `name`'s status satisfies `check`.
@@ -161,12 +171,7 @@ fn an_operator_pausing_renaming_and_removing_a_host_s_container_is_followed() {
     let client = net.client();
     let config = net.network_toml() + &net.http_host("web", 10, &[]);
     let agent = net.start_agent(&config, &[]);
-    let get = || {
-        client
-            .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(30)))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("GET web: {e}\n{}", agent.log_text()))
-    };
+    let get = || get_web(&client, &net, &agent);
     get();
     let container = net.container("web");
 
@@ -299,12 +304,7 @@ fn a_settle_and_a_sleep_of_one_container_at_once_leave_it_paused_and_wakeable() 
     let client = net.client();
     let config = net.network_toml() + &net.http_host("web", 10, &[]);
     let mut agent = net.start_agent(&config, &["--on-exit", "keep"]);
-    let get = || {
-        client
-            .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(30)))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("GET web: {e}\n{}", agent.log_text()))
-    };
+    let get = || get_web(&client, &net, &agent);
     get();
     agent.stop().expect("the agent stops, leaving web running");
     let container = net.container("web");
