@@ -171,7 +171,7 @@ fn an_operator_pausing_renaming_and_removing_a_host_s_container_is_followed() {
     let client = net.client();
     let config = net.network_toml() + &net.http_host("web", 10, &[]);
     let agent = net.start_agent(&config, &[]);
-    let get = || get_web(&client, &net, &agent);
+    let get = || get_web(client, &net, &agent);
     get();
     let container = net.container("web");
 
@@ -304,7 +304,7 @@ fn a_settle_and_a_sleep_of_one_container_at_once_leave_it_paused_and_wakeable() 
     let client = net.client();
     let config = net.network_toml() + &net.http_host("web", 10, &[]);
     let mut agent = net.start_agent(&config, &["--on-exit", "keep"]);
-    let get = || get_web(&client, &net, &agent);
+    let get = || get_web(client, &net, &agent);
     get();
     agent.stop().expect("the agent stops, leaving web running");
     let container = net.container("web");
