@@ -30,7 +30,7 @@ use super::{
     HOST_IF, METRICS, NETWORK, SINK, client,
     noop::{self, BesideImag, Noops},
     remove_pins,
-    stats::{median, resolution, summarize},
+    stats::{median, noise_note, summarize},
     wait_warm,
 };
 use crate::cmd_output;
@@ -551,10 +551,12 @@ impl PerPacketRun {
                 .collect()
         };
         let noise = |figure: fn(&SmallRound) -> f64, measured: f64| {
-            resolution(&per_round("imag", figure), &per_round("none", figure), 0.03)
-                .map_or(String::new(), |r| {
-                    format!("; {}", r.describe(measured, 0.03))
-                })
+            noise_note(
+                &per_round("imag", figure),
+                &per_round("none", figure),
+                measured,
+                0.03,
+            )
         };
         let p99_diff = imag_p99 / none_p99 - 1.0;
         rows.push((

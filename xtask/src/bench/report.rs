@@ -177,10 +177,7 @@ pub fn markdown(r: &Results) -> String {
         100.0 * warm_p99,
         imag.p99,
         none.p99,
-        super::stats::resolution(&imag.p99_rounds, &none.p99_rounds, 0.03).map_or(
-            String::new(),
-            |r| format!("; {}", r.describe(warm_p99, 0.03))
-        ),
+        super::stats::noise_note(&imag.p99_rounds, &none.p99_rounds, warm_p99, 0.03),
         mark(imag.p99 <= 1.03 * none.p99)
     );
     let _ = writeln!(

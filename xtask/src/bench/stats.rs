@@ -101,6 +101,14 @@ pub fn resolution(a: &[f64], b: &[f64], tolerance: f64) -> Option<Resolution> {
     })
 }
 
+/// For a target's row: "; " and what [`resolution`] says of a `measured` difference of the
+/// medians of `a` and `b` against `tolerance`, or nothing when the rounds cannot say.
+pub fn noise_note(a: &[f64], b: &[f64], measured: f64, tolerance: f64) -> String {
+    resolution(a, b, tolerance).map_or(String::new(), |r| {
+        format!("; {}", r.describe(measured, tolerance))
+    })
+}
+
 impl Resolution {
     /// For a report: what this machine's noise means for a difference of `measured` (relative)
     /// against a target's `tolerance`.

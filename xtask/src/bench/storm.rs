@@ -533,7 +533,7 @@ impl StormVsEngine {
         let p99s = |storms: Vec<&[f64]>| -> Vec<f64> {
             storms.into_iter().map(|s| summarize(s).p99).collect()
         };
-        let noise = super::stats::resolution(
+        let noise = super::stats::noise_note(
             &p99s(self.imag.iter().map(|i| i.client_ms.as_slice()).collect()),
             &p99s(
                 self.paired_engine
@@ -541,11 +541,9 @@ impl StormVsEngine {
                     .map(|e| e.serve_ms.as_slice())
                     .collect(),
             ),
+            ours / engine - 1.0,
             MAX_RATIO - 1.0,
-        )
-        .map_or(String::new(), |r| {
-            format!("; {}", r.describe(ours / engine - 1.0, MAX_RATIO - 1.0))
-        });
+        );
         vec![(
             format!(
                 "storm of {} cold hosts: imag p99 ≤ {MAX_RATIO}× the engine's own concurrent \

@@ -37,9 +37,10 @@ pub struct Losses {
     /// (`imag_datapath_packets_total`, `imag_held_packets_total`), over the measured span; only
     /// those that happened.
     pub datapath: BTreeMap<String, f64>,
-    /// [`HOST_TCP_COUNTERS`] summed over the containers running (or paused) at the end, each
-    /// since it started (warm-up included): drops in a host's own stack, and retransmissions of
-    /// the calls hosts make to each other (the client's are `syn_retransmissions`).
+    /// [`HOST_TCP_COUNTERS`] over the measured span ([`hosts_tcp_since`]), summed over the
+    /// containers running (or paused) at its end: drops in a host's own stack, and
+    /// retransmissions of the calls hosts make to each other (the client's are
+    /// `syn_retransmissions`).
     pub hosts_tcp: BTreeMap<String, u64>,
     /// Of `hosts_tcp`'s `TCPSynRetrans`, the containers that sent SYNs again, by name.
     pub hosts_syn_retrans: BTreeMap<String, u64>,
@@ -74,31 +75,47 @@ pub fn datapath(before: &Metrics, after: &Metrics) -> BTreeMap<String, f64> {
     lost
 }
 
-/// [`HOST_TCP_COUNTERS`] over the containers on `network` that have a process now, and the
-/// containers that retransmitted SYNs.
-pub fn hosts_tcp(network: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+/// [`HOST_TCP_COUNTERS`] of each container on a network that had a process at one moment, by
+/// name: its process (a restarted container has a new one, and a new network namespace whose
+/// counters start again at 0) and its counters.
+pub type HostsTcp = BTreeMap<String, (u32, BTreeMap<&'static str, u64>)>;
+
+/// [`HOST_TCP_COUNTERS`] of the containers on `network` that have a process now.
+pub fn hosts_tcp_now(network: &str) -> HostsTcp {
+    docker::processes_on(network)
+        .into_iter()
+        .map(|(name, pid)| {
+            let counters = (HOST_TCP_COUNTERS.iter())
+                .filter_map(|&c| Some((c, net_counter_of(pid, "TcpExt", c).ok()?)))
+                .collect();
+            (name, (pid, counters))
+        })
+        .collect()
+}
+
+/// What the hosts' stacks counted between two snapshots, summed over the containers with a
+/// process at the second, and the containers that sent SYNs again: a container with the same
+/// process at both counts the difference, one started since counts all it has (it started in
+/// the span). A container that stopped before the second is not counted (its counters went with
+/// its namespace).
+pub fn hosts_tcp_since(
+    before: &HostsTcp,
+    after: &HostsTcp,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let mut sums: BTreeMap<String, u64> = HOST_TCP_COUNTERS
         .iter()
         .map(|c| ((*c).to_string(), 0))
         .collect();
     let mut retransmitted = BTreeMap::new();
-    for container in docker::containers_on(network) {
-        // One look at the container for both its process and its name.
-        let Some((pid, name)) =
-            docker::inspect(&container, "{{.State.Pid}} {{.Name}}").and_then(|found| {
-                let (pid, name) = found.trim().split_once(' ')?;
-                let pid = pid.parse::<u32>().ok().filter(|&p| p > 0)?;
-                Some((pid, name.trim_start_matches('/').to_string()))
-            })
-        else {
-            continue;
-        };
-        for counter in HOST_TCP_COUNTERS {
-            if let Ok(n) = net_counter_of(pid, "TcpExt", counter) {
-                *sums.entry(counter.to_string()).or_default() += n;
-                if counter == "TCPSynRetrans" && n > 0 {
-                    retransmitted.insert(name.clone(), n);
-                }
+    for (name, (pid, counters)) in after {
+        let was = (before.get(name))
+            .filter(|(was_pid, _)| was_pid == pid)
+            .map(|(_, was)| was);
+        for (&counter, &n) in counters {
+            let n = n.saturating_sub(was.and_then(|w| w.get(counter).copied()).unwrap_or(0));
+            *sums.entry(counter.to_string()).or_default() += n;
+            if counter == "TCPSynRetrans" && n > 0 {
+                retransmitted.insert(name.clone(), n);
             }
         }
     }
@@ -189,6 +206,43 @@ mod tests {
             from_s,
             to_s,
         }
+    }
+
+    fn snapshot(hosts: &[(&str, u32, u64, u64)]) -> HostsTcp {
+        hosts
+            .iter()
+            .map(|&(name, pid, syn, drops)| {
+                let counters = [("TCPSynRetrans", syn), ("ListenDrops", drops)].into();
+                (name.to_string(), (pid, counters))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_hosts_counters_over_a_span_count_a_restarted_container_from_zero() {
+        let before = snapshot(&[
+            ("same", 10, 300, 2),     // its warm-up's 300 are not the span's
+            ("restarted", 11, 50, 0), // a new process: a new namespace, counters from 0
+            ("stopped", 12, 7, 0),    // gone by the end: not counted
+            ("quiet", 13, 5, 0),      // nothing new
+        ]);
+        let after = snapshot(&[
+            ("same", 10, 304, 2),
+            ("restarted", 21, 3, 1),
+            ("quiet", 13, 5, 0),
+            ("new", 22, 2, 0), // started in the span
+        ]);
+        let (sums, retransmitted) = hosts_tcp_since(&before, &after);
+        assert_eq!(sums["TCPSynRetrans"], 4 + 3 + 2);
+        assert_eq!(sums["ListenDrops"], 1);
+        assert_eq!(
+            sums["TCPBacklogDrop"], 0,
+            "every counter is listed: {sums:?}"
+        );
+        let names: Vec<(&str, u64)> = (retransmitted.iter())
+            .map(|(n, c)| (n.as_str(), *c))
+            .collect();
+        assert_eq!(names, [("new", 2), ("restarted", 3), ("same", 4)]);
     }
 
     #[test]

@@ -79,14 +79,14 @@ fn table(run: &TraceRun, out: &mut String) {
     out.push_str(
         "| policy | memory (MiB·s) | saved vs always-on | mean MiB | peak MiB | CPU s (hosts + agent) \
          | answered | failed | p50 ms | p99 ms | p99.9 ms | met a wake | wakes (stopped / paused / \
-         absent) | wake p50 / p99 ms | wakes > 1 s | SYN retrans. |\n\
+         absent) | wake p50 / p99 ms | wakes > 1 s | SYN retrans. (clients + hosts) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &run.policies {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {} | {:.0} | {:.0} | {:.1} + {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | \
-             {:.2} % | {:.0} / {:.0} / {:.0}{} | {} | {} | {} |",
+             {:.2} % | {:.0} / {:.0} / {:.0}{} | {} | {} | {} + {} |",
             r.name,
             r.memory_mb_s,
             saved(run, r).map_or("–".to_string(), |s| format!("{:.1} %", 100.0 * s)),
@@ -115,6 +115,7 @@ fn table(run: &TraceRun, out: &mut String) {
             },
             r.wakes_over_1s,
             r.syn_retransmissions,
+            r.hosts_syn_retransmissions(),
         );
     }
     out.push('\n');
@@ -149,14 +150,19 @@ fn seeds(run: &TraceRun, out: &mut String) {
     let _ = writeln!(
         out,
         "The same generator with other seeds (the parameters otherwise the same; generated, not \
-         replayed) allows, at 0 s / 1 s: {} (median at 0 s {:.1} %). This trace is seed {}.",
+         replayed) allows, at 0 s / 1 s: {} (median at 0 s {:.1} %). This trace is seed {}{}.",
         list.join(", "),
         100.0 * median,
-        run.params.seed
+        run.params.seed,
+        if run.seed_is_median {
+            ", the median of them: the default, chosen from what each trace allows before \
+             anything was replayed"
+        } else {
+            " (given with --trace-seed)"
+        }
     );
 }
 
-/// What swap held under the policies that page out (`swap_after`).
 /// Where each policy lost packets, if it did: the datapath's drops, the hosts' own stacks, and
 /// the slow requests no long wake explains (the first listed).
 fn losses(run: &TraceRun, out: &mut String) {
@@ -174,8 +180,8 @@ fn losses(run: &TraceRun, out: &mut String) {
             .collect();
         let _ = writeln!(
             out,
-            "Under {}, losses: datapath [{}]; the hosts' own TCP stacks (containers alive at \
-             the end, since they started) [{}]; {} requests took over 1 s with no wake on their \
+            "Under {}, losses: datapath [{}]; the hosts' own TCP stacks (over the measured \
+             span, containers alive at its end) [{}]; {} requests took over 1 s with no wake on their \
              path that long.",
             r.name,
             drops.join(", "),
@@ -194,6 +200,7 @@ fn losses(run: &TraceRun, out: &mut String) {
     }
 }
 
+/// What swap held under the policies that page out (`swap_after`).
 fn swap_notes(run: &TraceRun, out: &mut String) {
     for r in run.policies.iter().filter(|r| r.name.contains("swap")) {
         let _ = writeln!(
@@ -236,7 +243,7 @@ fn best(policies: &[PolicyRun], clean_only: bool) -> Option<(&PolicyRun, f64)> {
     policies
         .iter()
         .filter(|r| r.name.starts_with("imag"))
-        .filter(|r| !clean_only || (r.failed == 0 && r.syn_retransmissions == 0))
+        .filter(|r| !clean_only || (r.failed == 0 && r.all_syn_retransmissions() == 0))
         .map(|r| (r, saving(always_on, r)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
@@ -251,7 +258,8 @@ fn target(run: &TraceRun, out: &mut String) {
             let _ = writeln!(
                 out,
                 "**Target** (≥ {:.0} % of always-on's memory-seconds saved by the best imag policy \
-                 among those with 0 failed requests and 0 SYN retransmissions): **{}** — {} \
+                 among those with 0 failed requests and 0 SYN retransmissions, the clients' or \
+                 the hosts' calls to each other): **{}** — {} \
                  saved {:.1} %, with p99 request latency {:.1} ms (p99.9 {:.1} ms; always-on: \
                  p99 {always_on_p99:.1} ms).",
                 TARGET_SAVED * 100.0,
@@ -283,7 +291,7 @@ fn target(run: &TraceRun, out: &mut String) {
             100.0 * s,
             largest.name,
             largest.failed,
-            largest.syn_retransmissions,
+            largest.all_syn_retransmissions(),
             largest.latency_p99_ms,
         );
     }
@@ -292,6 +300,56 @@ fn target(run: &TraceRun, out: &mut String) {
 /// The target, the must-be-zero counts, and how to read the table.
 fn verdict(run: &TraceRun, out: &mut String) {
     target(run, out);
+    allowed(run, out);
+    seeds(run, out);
+    let failed: usize = run.policies.iter().map(|r| r.failed).sum();
+    let retrans: u64 = run.policies.iter().map(|r| r.syn_retransmissions).sum();
+    let hosts_retrans: u64 = (run.policies.iter())
+        .map(PolicyRun::hosts_syn_retransmissions)
+        .sum();
+    let _ = writeln!(
+        out,
+        "\nFailed requests (must be 0): {failed}. SYN retransmissions (must be 0): the clients' \
+         {retrans}, the hosts' calls to each other {hosts_retrans} (over the measured span; a \
+         host's count includes SYN-ACKs it sent again)."
+    );
+    for r in run.policies.iter().filter(|r| r.wakes_refused_budget > 0.0) {
+        let _ = writeln!(
+            out,
+            "Under {}, {:.0} wakes were refused by the budget (no room and nothing evictable: \
+             every host counted against it busy or waking), each answering its held requests \
+             with a reset: a budget smaller than the busy hosts' peak refuses by design.",
+            r.name, r.wakes_refused_budget
+        );
+    }
+    swap_notes(run, out);
+    for r in run.policies.iter().filter(|r| r.wakes_over_1s > 0) {
+        let _ = writeln!(
+            out,
+            "Under {}, {} wakes took longer than 1 s, a client's first SYN timeout: every SYN \
+             such a wake held was sent again, what the wait forces.",
+            r.name, r.wakes_over_1s
+        );
+    }
+    losses(run, out);
+    for r in run.policies.iter().filter(|r| !r.failures.is_empty()) {
+        let _ = writeln!(out, "\nFirst failures under {}:", r.name);
+        for f in &r.failures {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    out.push_str(
+        "\nLatency is from a request's scheduled time to the last byte of its answer on a fresh \
+         connection, and includes its (compressed) service time and those of the hosts it calls. \
+         \"Met a wake\": a host on its path was being woken while it was in flight (the agent's \
+         log). Wakes count every wake during the replay (a host called by another is woken by \
+         that host's packet). Plot: bench/trace.png.\n",
+    );
+}
+
+/// What the trace itself allows (its bound, by idle timeout), and the best clean policy against
+/// it.
+fn allowed(run: &TraceRun, out: &mut String) {
     let _ = writeln!(
         out,
         "\nWhat the trace itself allows: with every host warm exactly while it serves a request \
@@ -352,45 +410,6 @@ fn verdict(run: &TraceRun, out: &mut String) {
             );
         }
     }
-    seeds(run, out);
-    let failed: usize = run.policies.iter().map(|r| r.failed).sum();
-    let retrans: u64 = run.policies.iter().map(|r| r.syn_retransmissions).sum();
-    let _ = writeln!(
-        out,
-        "\nFailed requests (must be 0): {failed}. Client SYN retransmissions (must be 0): {retrans}."
-    );
-    for r in run.policies.iter().filter(|r| r.wakes_refused_budget > 0.0) {
-        let _ = writeln!(
-            out,
-            "Under {}, {:.0} wakes were refused by the budget (no room and nothing evictable: \
-             every host counted against it busy or waking), each answering its held requests \
-             with a reset: a budget smaller than the busy hosts' peak refuses by design.",
-            r.name, r.wakes_refused_budget
-        );
-    }
-    swap_notes(run, out);
-    for r in run.policies.iter().filter(|r| r.wakes_over_1s > 0) {
-        let _ = writeln!(
-            out,
-            "Under {}, {} wakes took longer than 1 s, a client's first SYN timeout: every SYN \
-             such a wake held was sent again, what the wait forces.",
-            r.name, r.wakes_over_1s
-        );
-    }
-    losses(run, out);
-    for r in run.policies.iter().filter(|r| !r.failures.is_empty()) {
-        let _ = writeln!(out, "\nFirst failures under {}:", r.name);
-        for f in &r.failures {
-            let _ = writeln!(out, "- {f}");
-        }
-    }
-    out.push_str(
-        "\nLatency is from a request's scheduled time to the last byte of its answer on a fresh \
-         connection, and includes its (compressed) service time and those of the hosts it calls. \
-         \"Met a wake\": a host on its path was being woken while it was in flight (the agent's \
-         log). Wakes count every wake during the replay (a host called by another is woken by \
-         that host's packet). Plot: bench/trace.png.\n",
-    );
 }
 
 /// A font for the plot's text: plotters draws glyphs with `ab_glyph` from a TTF file it is given.
@@ -553,9 +572,18 @@ mod tests {
             policy("imag-stop", 400.0, 0, 5),
             policy("imag-swap", 500.0, 0, 0),
             policy("keep-alive", 100.0, 0, 0),
+            // Its clients retransmitted nothing, its hosts calling each other did.
+            PolicyRun {
+                losses: super::super::losses::Losses {
+                    hosts_tcp: [("TCPSynRetrans".to_string(), 2)].into(),
+                    ..Default::default()
+                },
+                ..policy("imag-swap-1s", 450.0, 0, 0)
+            },
         ];
         let (clean, saved) = best(&policies, true).unwrap();
         assert_eq!((clean.name.as_str(), saved), ("imag-swap", 0.5));
+        assert_eq!(policies[5].all_syn_retransmissions(), 2);
         let (largest, saved) = best(&policies, false).unwrap();
         assert_eq!(largest.name, "imag-budget");
         assert!((saved - 0.7).abs() < 1e-9, "{saved}");
