@@ -15,6 +15,9 @@ use crate::{
     runtime::ContainerRuntime,
 };
 
+/// An attach to a host's link that took at least this long (ms) is logged.
+const SLOW_ATTACH_MS: f64 = 5.0;
+
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
@@ -91,10 +94,19 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     return;
                 }
                 let addr = h.config.address;
-                if let Err(err) =
+                // The attach takes the kernel's RTNL lock, which the engine's own network set-up
+                // holds while it starts and stops containers: the time is the orchestrator's
+                // (nothing else is handled meanwhile), so a slow one is said.
+                let started = std::time::Instant::now();
+                let attached =
                     self.datapath
-                        .attach_host_link(addr, &link.host_side, link.container_mac)
-                {
+                        .attach_host_link(addr, &link.host_side, link.container_mac);
+                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+                if took_ms >= SLOW_ATTACH_MS {
+                    info!(host = %h.config.name, took_ms = format_args!("{took_ms:.1}"),
+                        "attaching to the host's link was slow");
+                }
+                if let Err(err) = attached {
                     warn!(host = %h.config.name, error = %err,
                         "cannot count the host's traffic on its link; idleness sees only its TCP connections");
                 }

@@ -150,6 +150,15 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     /// Logs, counts and records a failed wake of host `id`.
     pub(super) fn record_failed_wake(&mut self, id: usize, err: &WakeError) {
         let packets = self.held.len(id);
+        let now = monotonic_ns();
+        // A phase that never began (a wake refused before its start, one no packet began) is 0.
+        let since = |from_ns: u64, now: u64| {
+            if from_ns == 0 {
+                0.0
+            } else {
+                ms_between(from_ns, now)
+            }
+        };
         let h = &mut self.hosts[id];
         let (from, timings) = h
             .wake
@@ -163,7 +172,8 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             reason = err.reason(),
             packets,
             held_to_start_ms = format_args!("{:.2}", timings.ms(Phase::HeldToStart)),
-            start_to_failure_ms = format_args!("{:.2}", ms_between(timings.requested_ns, monotonic_ns())),
+            start_to_failure_ms = format_args!("{:.2}", since(timings.requested_ns, now)),
+            held_to_failure_ms = format_args!("{:.2}", since(timings.held_ns, now)),
             error = %err,
             "wake failed"
         );

@@ -64,6 +64,15 @@ pub struct BudgetStormRun {
     pub evictions: f64,
     pub refused_budget: f64,
     pub seconds: f64,
+    /// The agent's own time from a refused wake's held packet (the kernel's hold) to the
+    /// refusal (its log's `held_to_failure_ms`), ms: beside `refused_ms`, what the agent took
+    /// and what the client's side did.
+    #[serde(default)]
+    pub agent_refused_ms: Vec<f64>,
+    /// Attaches to hosts' links the agent logged as slow (≥ 5 ms; the orchestrator waits for
+    /// each), ms.
+    #[serde(default)]
+    pub slow_attach_ms: Vec<f64>,
 }
 
 impl BudgetStormRun {
@@ -247,8 +256,9 @@ pub fn measure(binary: &Path, dir: &Path, client: &ClientNs) -> anyhow::Result<B
     run.seconds = started.elapsed().as_secs_f64();
     let outcomes = outcomes.context("running the storm's clients in their namespace")?;
     // A wake that evicted names itself in the eviction's log line (`for_host=`).
-    let evicted_for: HashSet<String> = agent
-        .log_text()
+    let log = agent.log_text();
+    (run.agent_refused_ms, run.slow_attach_ms) = agent_times(&log);
+    let evicted_for: HashSet<String> = log
         .lines()
         .filter(|l| l.contains("evicting to make room"))
         .filter_map(|l| field(l, "for_host"))
@@ -301,6 +311,21 @@ pub fn measure(binary: &Path, dir: &Path, client: &ClientNs) -> anyhow::Result<B
     Ok(run)
 }
 
+/// From the agent's log: each wake refused for the budget, its held packet → refusal (ms); each
+/// slow attach to a host's link (ms).
+fn agent_times(log: &str) -> (Vec<f64>, Vec<f64>) {
+    let ms = |line: &str, name: &str| field(line, name).and_then(|v| v.parse::<f64>().ok());
+    let refused = (log.lines())
+        .filter(|l| l.contains("wake failed") && field(l, "reason").as_deref() == Some("budget"))
+        .filter_map(|l| ms(l, "held_to_failure_ms"))
+        .collect();
+    let attaches = (log.lines())
+        .filter(|l| l.contains("attaching to the host's link was slow"))
+        .filter_map(|l| ms(l, "took_ms"))
+        .collect();
+    (refused, attaches)
+}
+
 /// `--budget-storm-only`: the storm on its own, written to `target/bench/budget-storm.{md,json}`
 /// so that a partial run never replaces the full report in `bench/`.
 pub fn run_alone(binary: &Path, dir: &Path) -> anyhow::Result<()> {
@@ -325,4 +350,21 @@ pub fn run_alone(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     let shown = dir.strip_prefix(workspace_root()).unwrap_or(dir).display();
     println!("written: {shown}/budget-storm.md, {shown}/budget-storm.json");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_s_refusals_and_slow_attaches_are_read_from_its_log() {
+        let log = r#"
+2026-12-07T18:00:00.1Z  WARN imag_agent: wake failed host=b3 outcome="failed" reason="budget" packets=1 held_to_start_ms=0.00 start_to_failure_ms=0.00 held_to_failure_ms=12.50 error=x
+2026-12-07T18:00:00.2Z  WARN imag_agent: wake failed host=b4 outcome="failed" reason="engine_error" held_to_failure_ms=9.00 error=y
+2026-12-07T18:00:00.3Z  INFO imag_agent: attaching to the host's link was slow host=b5 took_ms=31.4
+"#;
+        let (refused, attaches) = agent_times(log);
+        assert_eq!(refused, [12.5]);
+        assert_eq!(attaches, [31.4]);
+    }
 }

@@ -482,6 +482,22 @@ pub fn budget_storm(b: &BudgetStormRun) -> String {
         &summarize(&b.refused_ms),
         "ms",
     );
+    if !b.agent_refused_ms.is_empty() {
+        row(
+            &mut out,
+            "refused: the agent's held packet → refusal (its log)",
+            &summarize(&b.agent_refused_ms),
+            "ms",
+        );
+    }
+    if !b.slow_attach_ms.is_empty() {
+        row(
+            &mut out,
+            "the agent's attaches to a host's link ≥ 5 ms (its orchestrator waits)",
+            &summarize(&b.slow_attach_ms),
+            "ms",
+        );
+    }
     let _ = writeln!(
         out,
         "\n{} answered, {} refused, {} hung (bound {:.0} s), {} failed otherwise; the agent \
