@@ -14,6 +14,7 @@ pub mod policy;
 mod replay;
 mod report;
 mod sample;
+mod seeds;
 pub mod workload;
 
 use std::{
@@ -95,7 +96,8 @@ pub struct TraceRun {
     /// The bound at 0 s and 1 s for the generator's other seeds, the parameters otherwise the
     /// same: (seed, share saved at 0 s, at 1 s). How typical this trace is.
     pub ideal_by_seed: Vec<(u64, f64, f64)>,
-    /// Whether the seed is the median of [`OTHER_SEEDS`] ([`median_seed`]) rather than given.
+    /// Whether the seed is the median of [`seeds::OTHER_SEEDS`] ([`seeds::median_seed`]) rather
+    /// than given.
     pub seed_is_median: bool,
     pub hosts: Vec<workload::HostPlan>,
     /// Requests in the measured span.
@@ -179,31 +181,6 @@ impl PolicyRun {
     }
 }
 
-/// Seeds whose bounds the report shows beside the replayed trace's.
-const OTHER_SEEDS: std::ops::RangeInclusive<u64> = 1..=12;
-
-/// [`TraceRun::ideal_by_seed`]: the bound for each of [`OTHER_SEEDS`] (generated, not replayed).
-fn ideal_by_seed(params: &TraceParams) -> Vec<(u64, f64, f64)> {
-    OTHER_SEEDS
-        .filter_map(|seed| {
-            let trace = workload::generate(&TraceParams { seed, ..*params }).ok()?;
-            Some((
-                seed,
-                workload::ideal_saving(&trace, 0.0),
-                workload::ideal_saving(&trace, 1.0),
-            ))
-        })
-        .collect()
-}
-
-/// The seed of `by_seed` ([`ideal_by_seed`]) whose bound at 0 s is the median (the lower of
-/// the two middle ones of an even count, as [`report`] states the median; ties by seed).
-fn median_seed(by_seed: &[(u64, f64, f64)]) -> Option<u64> {
-    let mut sorted = by_seed.to_vec();
-    sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    sorted.get(sorted.len().checked_sub(1)? / 2).map(|s| s.0)
-}
-
 /// Idle timeouts (trace seconds) the report gives the trace's own bound for.
 const IDEAL_CURVE_S: [f64; 9] = [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0];
 
@@ -278,12 +255,12 @@ pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
         memory_scale: 0.1,
     };
     if opts.seed.is_none() {
-        params.seed = median_seed(&ideal_by_seed(&params)).with_context(|| {
+        params.seed = seeds::median_seed(&seeds::ideal_by_seed(&params)).with_context(|| {
             format!(
                 "none of seeds {}–{} makes a trace with these parameters; give one with \
                  --trace-seed",
-                OTHER_SEEDS.start(),
-                OTHER_SEEDS.end()
+                seeds::OTHER_SEEDS.start(),
+                seeds::OTHER_SEEDS.end()
             )
         })?;
     }
@@ -331,7 +308,7 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
-        ideal_by_seed: ideal_by_seed(&params),
+        ideal_by_seed: seeds::ideal_by_seed(&params),
         seed_is_median: opts.seed.is_none(),
         swap: (crate::preflight::swaps().into_iter())
             .map(|(name, kind)| format!("{name} ({kind})"))
@@ -699,41 +676,6 @@ mod tests {
             chain[1..]
                 .iter()
                 .all(|n| n.starts_with(&format!("a{}f", trace.hosts[caller].app)))
-        );
-    }
-
-    #[test]
-    fn the_default_seed_is_the_one_whose_trace_allows_the_median_saving() {
-        let by_seed = [
-            (1, 0.70, 0.6),
-            (2, 0.95, 0.9),
-            (3, 0.93, 0.9),
-            (4, 0.87, 0.8),
-        ];
-        // Sorted by the bound at 0 s: 1, 4, 3, 2; the lower middle one of four is 4.
-        assert_eq!(median_seed(&by_seed), Some(4));
-        assert_eq!(median_seed(&by_seed[..3]), Some(3));
-        assert_eq!(
-            median_seed(&[(7, 0.5, 0.5), (5, 0.5, 0.5)]),
-            Some(5),
-            "ties by seed"
-        );
-        assert_eq!(median_seed(&[]), None);
-        let opts = |seed| TraceOptions {
-            secs: 240.0,
-            hosts: 40,
-            seed,
-            hours: 2.0,
-            max_rps: 20.0,
-            policies: String::new(),
-        };
-        let chosen = params(&opts(None)).unwrap().seed;
-        let bounds = ideal_by_seed(&params(&opts(Some(1))).unwrap());
-        assert_eq!(Some(chosen), median_seed(&bounds));
-        assert_eq!(
-            params(&opts(Some(11))).unwrap().seed,
-            11,
-            "a given seed is kept"
         );
     }
 }
