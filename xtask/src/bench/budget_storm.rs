@@ -319,11 +319,15 @@ fn agent_times(log: &str) -> (Vec<f64>, Vec<f64>) {
         .filter(|l| l.contains("wake failed") && field(l, "reason").as_deref() == Some("budget"))
         .filter_map(|l| ms(l, "held_to_failure_ms"))
         .collect();
-    let attaches = (log.lines())
+    (refused, slow_attaches(log))
+}
+
+/// From the agent's log: each attach to a host's link it logged as slow (≥ 5 ms), ms.
+pub(super) fn slow_attaches(log: &str) -> Vec<f64> {
+    (log.lines())
         .filter(|l| l.contains("attaching to the host's link was slow"))
-        .filter_map(|l| ms(l, "took_ms"))
-        .collect();
-    (refused, attaches)
+        .filter_map(|l| field(l, "took_ms")?.parse().ok())
+        .collect()
 }
 
 /// `--budget-storm-only`: the storm on its own, written to `target/bench/budget-storm.{md,json}`

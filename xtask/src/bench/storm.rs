@@ -80,6 +80,10 @@ pub struct ImagStorm {
     pub failed: Vec<String>,
     /// The client namespace's `TcpExtTCPSynRetrans` over the storm.
     pub syn_retransmits: u64,
+    /// The agent's attaches to hosts' links that took ≥ 5 ms (its log), ms: time its one
+    /// orchestrator task spent waiting for the kernel's RTNL lock instead of handling packets.
+    #[serde(default)]
+    pub slow_attach_ms: Vec<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -348,11 +352,13 @@ fn imag_storm(
         });
         (outcomes, syn_retransmits().saturating_sub(before))
     })?;
+    let slow_attach_ms = super::budget_storm::slow_attaches(&agent.log_text());
     drop(agent);
     cleanup(binary, &config);
     let mut run = ImagStorm {
         max_engine_calls,
         syn_retransmits: retransmits,
+        slow_attach_ms,
         ..ImagStorm::default()
     };
     for outcome in outcomes {
@@ -629,10 +635,14 @@ impl StormVsEngine {
         for (round, i) in self.imag.iter().enumerate() {
             row(
                 format!(
-                    "round {}: imag, max_engine_calls = {} ({} SYN retransmissions)",
+                    "round {}: imag, max_engine_calls = {} ({} SYN retransmissions; {} link \
+                     attaches ≥ 5 ms, {:.1} s in all, the longest {:.0} ms)",
                     round + 1,
                     i.max_engine_calls,
-                    i.syn_retransmits
+                    i.syn_retransmits,
+                    i.slow_attach_ms.len(),
+                    i.slow_attach_ms.iter().sum::<f64>() / 1000.0,
+                    i.slow_attach_ms.iter().copied().fold(0.0, f64::max)
                 ),
                 &i.client_ms,
                 i.failed.len(),
