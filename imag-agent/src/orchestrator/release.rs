@@ -151,7 +151,8 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     pub(super) fn record_failed_wake(&mut self, id: usize, err: &WakeError) {
         let packets = self.held.len(id);
         let now = monotonic_ns();
-        // A phase that never began (a wake refused before its start, one no packet began) is 0.
+        // A phase that never began reads 0: a wake an operator began has no held packet, one
+        // refused before it was queued no start (a queued one's "start" is its queueing).
         let since = |from_ns: u64, now: u64| {
             if from_ns == 0 {
                 0.0

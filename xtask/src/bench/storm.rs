@@ -635,14 +635,20 @@ impl StormVsEngine {
         for (round, i) in self.imag.iter().enumerate() {
             row(
                 format!(
-                    "round {}: imag, max_engine_calls = {} ({} SYN retransmissions; {} link \
-                     attaches ≥ 5 ms, {:.1} s in all, the longest {:.0} ms)",
+                    "round {}: imag, max_engine_calls = {} ({} SYN retransmissions{})",
                     round + 1,
                     i.max_engine_calls,
                     i.syn_retransmits,
-                    i.slow_attach_ms.len(),
-                    i.slow_attach_ms.iter().sum::<f64>() / 1000.0,
-                    i.slow_attach_ms.iter().copied().fold(0.0, f64::max)
+                    if i.slow_attach_ms.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} link attaches ≥ 5 ms, {:.1} s in all, the longest {:.0} ms",
+                            i.slow_attach_ms.len(),
+                            i.slow_attach_ms.iter().sum::<f64>() / 1000.0,
+                            i.slow_attach_ms.iter().copied().fold(0.0, f64::max)
+                        )
+                    }
                 ),
                 &i.client_ms,
                 i.failed.len(),

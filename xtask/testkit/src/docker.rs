@@ -69,29 +69,53 @@ pub fn containers_on(network: &str) -> Vec<String> {
 }
 
 /// The containers on `network` (as [`containers_on`]) that have a process now (running or
-/// paused), by name with that process's ID: one call to the engine for all of them.
-pub fn processes_on(network: &str) -> Vec<(String, u32)> {
-    let ids = containers_on(network);
+/// paused), by name with that process's ID: two calls to the engine for all of them. An error
+/// when the engine could not be asked (an empty list would read as "nothing running").
+pub fn processes_on(network: &str) -> Result<Vec<(String, u32)>, String> {
+    let listed = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=imag.network={network}"),
+        ])
+        .output()
+        .map_err(|e| format!("running docker ps: {e}"))?;
+    if !listed.status.success() {
+        return Err(format!(
+            "docker ps failed: {}",
+            String::from_utf8_lossy(&listed.stderr).trim()
+        ));
+    }
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     if ids.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let out = Command::new("docker")
         .args(["inspect", "--format", "{{.State.Pid}} {{.Name}}"])
         .args(&ids)
-        .output();
-    // A container removed between the two calls fails the inspect of it alone: the others'
-    // lines are still printed.
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|line| {
-                let (pid, name) = line.trim().split_once(' ')?;
-                let pid = pid.parse::<u32>().ok().filter(|&p| p > 0)?;
-                Some((name.trim_start_matches('/').to_string(), pid))
-            })
-            .collect()
-    })
-    .unwrap_or_default()
+        .output()
+        .map_err(|e| format!("running docker inspect: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // A container removed between the two calls fails the inspect of it alone (the exit status
+    // says so) while the others' lines are printed; nothing printed at all is a failure.
+    if !out.status.success() && text.trim().is_empty() {
+        return Err(format!(
+            "docker inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (pid, name) = line.trim().split_once(' ')?;
+            let pid = pid.parse::<u32>().ok().filter(|&p| p > 0)?;
+            Some((name.trim_start_matches('/').to_string(), pid))
+        })
+        .collect())
 }
 
 /// Whether the engine has a network named `network`.

@@ -80,9 +80,14 @@ pub fn datapath(before: &Metrics, after: &Metrics) -> BTreeMap<String, f64> {
 /// counters start again at 0) and its counters.
 pub type HostsTcp = BTreeMap<String, (u32, BTreeMap<&'static str, u64>)>;
 
+/// The latest reading of each run of a container seen during a span, by (name, process): a host
+/// stopped before the span ends takes its counters with it, so the span is read every few
+/// seconds ([`record`]) and each run counts with its last reading.
+pub type HostRuns = BTreeMap<(String, u32), BTreeMap<&'static str, u64>>;
+
 /// [`HOST_TCP_COUNTERS`] of the containers on `network` that have a process now.
-pub fn hosts_tcp_now(network: &str) -> HostsTcp {
-    docker::processes_on(network)
+pub fn hosts_tcp_now(network: &str) -> Result<HostsTcp, String> {
+    Ok(docker::processes_on(network)?
         .into_iter()
         .map(|(name, pid)| {
             let counters = (HOST_TCP_COUNTERS.iter())
@@ -90,32 +95,47 @@ pub fn hosts_tcp_now(network: &str) -> HostsTcp {
                 .collect();
             (name, (pid, counters))
         })
-        .collect()
+        .collect())
 }
 
-/// What the hosts' stacks counted between two snapshots, summed over the containers with a
-/// process at the second, and the containers that sent SYNs again: a container with the same
-/// process at both counts the difference, one started since counts all it has (it started in
-/// the span). A container that stopped before the second is not counted (its counters went with
-/// its namespace).
+/// Keeps `now` as the latest reading of each container run it saw (counters only grow within a
+/// run).
+pub fn record(runs: &mut HostRuns, now: HostsTcp) {
+    for (name, (pid, counters)) in now {
+        runs.insert((name, pid), counters);
+    }
+}
+
+/// What the hosts' stacks counted over a span: each container run seen in it ([`record`]), at
+/// its last reading, less what it had counted at the span's start (`start`) if it was already
+/// running then — a run started since counts all it has (its namespace is new). Summed by
+/// counter, and the containers that sent SYNs (or SYN-ACKs) again. A counter the start could not
+/// read for a run that was already there is left out rather than counted since the host started.
+/// What a host counted after its last reading before it stopped is not seen.
 pub fn hosts_tcp_since(
-    before: &HostsTcp,
-    after: &HostsTcp,
+    start: &HostsTcp,
+    runs: &HostRuns,
 ) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let mut sums: BTreeMap<String, u64> = HOST_TCP_COUNTERS
         .iter()
         .map(|c| ((*c).to_string(), 0))
         .collect();
-    let mut retransmitted = BTreeMap::new();
-    for (name, (pid, counters)) in after {
-        let was = (before.get(name))
+    let mut retransmitted: BTreeMap<String, u64> = BTreeMap::new();
+    for ((name, pid), counters) in runs {
+        let was = (start.get(name))
             .filter(|(was_pid, _)| was_pid == pid)
             .map(|(_, was)| was);
         for (&counter, &n) in counters {
-            let n = n.saturating_sub(was.and_then(|w| w.get(counter).copied()).unwrap_or(0));
+            let n = match was {
+                Some(was) => match was.get(counter) {
+                    Some(&w) => n.saturating_sub(w),
+                    None => continue,
+                },
+                None => n,
+            };
             *sums.entry(counter.to_string()).or_default() += n;
             if counter == "TCPSynRetrans" && n > 0 {
-                retransmitted.insert(name.clone(), n);
+                *retransmitted.entry(name.clone()).or_default() += n;
             }
         }
     }
@@ -219,21 +239,31 @@ mod tests {
     }
 
     #[test]
-    fn the_hosts_counters_over_a_span_count_a_restarted_container_from_zero() {
-        let before = snapshot(&[
+    fn the_hosts_counters_over_a_span_count_every_run_seen_from_its_start_or_from_zero() {
+        let start = snapshot(&[
             ("same", 10, 300, 2),     // its warm-up's 300 are not the span's
-            ("restarted", 11, 50, 0), // a new process: a new namespace, counters from 0
-            ("stopped", 12, 7, 0),    // gone by the end: not counted
+            ("restarted", 11, 50, 0), // then a new process: a new namespace, counters from 0
+            ("stopped", 12, 7, 0),    // stopped during the span, after a reading that saw 9
             ("quiet", 13, 5, 0),      // nothing new
         ]);
-        let after = snapshot(&[
-            ("same", 10, 304, 2),
-            ("restarted", 21, 3, 1),
-            ("quiet", 13, 5, 0),
-            ("new", 22, 2, 0), // started in the span
-        ]);
-        let (sums, retransmitted) = hosts_tcp_since(&before, &after);
-        assert_eq!(sums["TCPSynRetrans"], 4 + 3 + 2);
+        let mut runs = HostRuns::new();
+        record(&mut runs, start.clone());
+        record(
+            &mut runs,
+            snapshot(&[("stopped", 12, 9, 0), ("same", 10, 301, 2)]),
+        );
+        record(
+            &mut runs,
+            snapshot(&[
+                ("same", 10, 304, 2),
+                ("restarted", 21, 3, 1),
+                ("quiet", 13, 5, 0),
+                ("new", 22, 2, 0), // started in the span
+            ]),
+        );
+        let (sums, retransmitted) = hosts_tcp_since(&start, &runs);
+        // same 4, restarted's first run 0 and its second 3, stopped 2, new 2.
+        assert_eq!(sums["TCPSynRetrans"], 4 + 3 + 2 + 2);
         assert_eq!(sums["ListenDrops"], 1);
         assert_eq!(
             sums["TCPBacklogDrop"], 0,
@@ -242,7 +272,15 @@ mod tests {
         let names: Vec<(&str, u64)> = (retransmitted.iter())
             .map(|(n, c)| (n.as_str(), *c))
             .collect();
-        assert_eq!(names, [("new", 2), ("restarted", 3), ("same", 4)]);
+        assert_eq!(
+            names,
+            [("new", 2), ("restarted", 3), ("same", 4), ("stopped", 2)]
+        );
+        // A counter the start could not read is left out, not counted since the host started.
+        let mut blind = start.clone();
+        blind.get_mut("same").unwrap().1.remove("TCPSynRetrans");
+        let (sums, _) = hosts_tcp_since(&blind, &runs);
+        assert_eq!(sums["TCPSynRetrans"], 3 + 2 + 2);
     }
 
     #[test]

@@ -422,17 +422,17 @@ fn replay_policy(
     let done = AtomicBool::new(false);
     let started = Instant::now();
     let measuring = started + Duration::from_secs_f64(lead);
-    let (replayed, sampled, before) = std::thread::scope(|scope| {
+    let (replayed, sampled, before, hosts_tcp) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| sample::run(NETWORK, pid, measuring, &done));
+        // The hosts' own counters over the span: their warm-up's retransmissions are not its.
+        let hosts_tcp = scope.spawn(|| watch_hosts_tcp(measuring, &done));
         // The agent's counters as the measured span begins (the warm-up's wakes are not its).
         let before = scope.spawn(|| {
             if let Some(wait) = measuring.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             let cpu = sample::cpu_s(pid);
-            let metrics = Metrics::scrape(METRICS.parse().expect("valid"));
-            // The hosts' own counters too: their warm-up's retransmissions are not the span's.
-            metrics.map(|m| (m, cpu, losses::hosts_tcp_now(NETWORK)))
+            Metrics::scrape(METRICS.parse().expect("valid")).map(|m| (m, cpu))
         });
         let replayed = client.run(|| replay::replay(trace, address, started, lead));
         done.store(true, Ordering::Relaxed);
@@ -440,12 +440,22 @@ fn replay_policy(
             replayed,
             sampler.join().expect("the sampler does not panic"),
             before.join().expect("the scrape does not panic"),
+            hosts_tcp.join().expect("the hosts' counters do not panic"),
         )
     });
     let seconds = measuring.elapsed().as_secs_f64();
     let replayed = replayed.context("entering the client namespace")??;
-    let (before, agent_cpu_before, hosts_tcp_before) =
+    let (before, agent_cpu_before) =
         before.context("reading the agent's metrics as the measured span began")?;
+    let (hosts_tcp_start, mut host_runs) = hosts_tcp
+        .map_err(anyhow::Error::msg)
+        .context("reading the hosts' TCP counters as the measured span began")?;
+    losses::record(
+        &mut host_runs,
+        losses::hosts_tcp_now(NETWORK)
+            .map_err(anyhow::Error::msg)
+            .context("reading the hosts' TCP counters as the measured span ended")?,
+    );
     let agent_cpu_s = sample::cpu_s(pid) - agent_cpu_before;
     let after = Metrics::scrape(METRICS.parse().expect("valid"))?;
     let wakes: BTreeMap<String, f64> = wakes_by_tier(&after)
@@ -458,7 +468,7 @@ fn replay_policy(
     let wakes_failed = after.sum("imag_wakes_total", &[])
         - before.sum("imag_wakes_total", &[])
         - wakes.values().sum::<f64>();
-    let hosts_tcp = losses::hosts_tcp_since(&hosts_tcp_before, &losses::hosts_tcp_now(NETWORK));
+    let hosts_tcp = losses::hosts_tcp_since(&hosts_tcp_start, &host_runs);
     let log = agent.log_text();
     drop(agent);
     // Kept for whoever investigates a failed request or a slow wake (not part of the report).
@@ -485,6 +495,36 @@ fn replay_policy(
     run.losses.datapath = losses::datapath(&before, &after);
     (run.losses.hosts_tcp, run.losses.hosts_syn_retrans) = hosts_tcp;
     Ok(run)
+}
+
+/// How often the hosts' TCP counters are read during the measured span (a host stopped takes its
+/// counters with it: what it counted after its last reading is not seen).
+const HOSTS_TCP_EVERY: Duration = Duration::from_secs(2);
+
+/// The hosts' TCP counters as the span begins (at `from`, before anything else is read then),
+/// and every run of a container seen until `done` at its latest reading; a reading that fails
+/// mid-span is skipped, one at the start is the error.
+fn watch_hosts_tcp(
+    from: Instant,
+    done: &AtomicBool,
+) -> Result<(losses::HostsTcp, losses::HostRuns), String> {
+    if let Some(wait) = from.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let start = losses::hosts_tcp_now(NETWORK)?;
+    let mut runs = losses::HostRuns::new();
+    losses::record(&mut runs, start.clone());
+    let mut next = Instant::now() + HOSTS_TCP_EVERY;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next {
+            if let Ok(now) = losses::hosts_tcp_now(NETWORK) {
+                losses::record(&mut runs, now);
+            }
+            next += HOSTS_TCP_EVERY;
+        }
+    }
+    Ok((start, runs))
 }
 
 /// What the client saw and the sampler measured, as a row of the report.

@@ -79,7 +79,7 @@ fn table(run: &TraceRun, out: &mut String) {
     out.push_str(
         "| policy | memory (MiB·s) | saved vs always-on | mean MiB | peak MiB | CPU s (hosts + agent) \
          | answered | failed | p50 ms | p99 ms | p99.9 ms | met a wake | wakes (stopped / paused / \
-         absent) | wake p50 / p99 ms | wakes > 1 s | SYN retrans. (clients + hosts) |\n\
+         absent) | wake p50 / p99 ms | wakes > 1 s | SYN retrans. (clients + hosts' SYN/SYN-ACK) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &run.policies {
@@ -181,7 +181,7 @@ fn losses(run: &TraceRun, out: &mut String) {
         let _ = writeln!(
             out,
             "Under {}, losses: datapath [{}]; the hosts' own TCP stacks (over the measured \
-             span, containers alive at its end) [{}]; {} requests took over 1 s with no wake on their \
+             span, every container run seen in it) [{}]; {} requests took over 1 s with no wake on their \
              path that long.",
             r.name,
             drops.join(", "),
@@ -192,7 +192,11 @@ fn losses(run: &TraceRun, out: &mut String) {
             let by_host: Vec<String> = (l.hosts_syn_retrans.iter())
                 .map(|(c, n)| format!("{c} {n}"))
                 .collect();
-            let _ = writeln!(out, "- SYNs sent again by: {}", by_host.join(", "));
+            let _ = writeln!(
+                out,
+                "- SYNs or SYN-ACKs sent again by: {}",
+                by_host.join(", ")
+            );
         }
         for slow in &l.slow_listed {
             let _ = writeln!(out, "- {slow}");
@@ -259,7 +263,7 @@ fn target(run: &TraceRun, out: &mut String) {
                 out,
                 "**Target** (≥ {:.0} % of always-on's memory-seconds saved by the best imag policy \
                  among those with 0 failed requests and 0 SYN retransmissions, the clients' or \
-                 the hosts' calls to each other): **{}** — {} \
+                 the hosts' SYNs and SYN-ACKs): **{}** — {} \
                  saved {:.1} %, with p99 request latency {:.1} ms (p99.9 {:.1} ms; always-on: \
                  p99 {always_on_p99:.1} ms).",
                 TARGET_SAVED * 100.0,
@@ -310,8 +314,9 @@ fn verdict(run: &TraceRun, out: &mut String) {
     let _ = writeln!(
         out,
         "\nFailed requests (must be 0): {failed}. SYN retransmissions (must be 0): the clients' \
-         {retrans}, the hosts' calls to each other {hosts_retrans} (over the measured span; a \
-         host's count includes SYN-ACKs it sent again)."
+         {retrans}, the hosts' {hosts_retrans} (their calls to each other, and SYN-ACKs they sent \
+         again; over the measured span, read every 2 s: a host stopped takes what it counted after \
+         its last reading with it)."
     );
     for r in run.policies.iter().filter(|r| r.wakes_refused_budget > 0.0) {
         let _ = writeln!(
