@@ -4,7 +4,11 @@
 //! client's first SYN timeout beyond their path's service time while no wake on their path took
 //! that long.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use imag_testkit::{
     clients::{net_counter_of, syn_retransmissions_forced},
@@ -140,6 +144,36 @@ pub fn hosts_tcp_since(
         }
     }
     (sums, retransmitted)
+}
+
+/// How often the hosts' TCP counters are read during the measured span (a host stopped takes its
+/// counters with it: what it counted after its last reading is not seen).
+const HOSTS_TCP_EVERY: Duration = Duration::from_secs(2);
+
+/// The TCP counters of the hosts on `network` as the span begins (at `from`), and every run of a container seen until `done` at its latest reading; a reading that fails
+/// mid-span is skipped, one at the start is the error.
+pub fn watch_hosts_tcp(
+    network: &str,
+    from: Instant,
+    done: &AtomicBool,
+) -> Result<(HostsTcp, HostRuns), String> {
+    if let Some(wait) = from.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let start = hosts_tcp_now(network)?;
+    let mut runs = HostRuns::new();
+    record(&mut runs, start.clone());
+    let mut next = Instant::now() + HOSTS_TCP_EVERY;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next {
+            if let Ok(now) = hosts_tcp_now(network) {
+                record(&mut runs, now);
+            }
+            next += HOSTS_TCP_EVERY;
+        }
+    }
+    Ok((start, runs))
 }
 
 /// The measured requests that took longer than a first SYN timeout beyond their path's service

@@ -425,7 +425,7 @@ fn replay_policy(
     let (replayed, sampled, before, hosts_tcp) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| sample::run(NETWORK, pid, measuring, &done));
         // The hosts' own counters over the span: their warm-up's retransmissions are not its.
-        let hosts_tcp = scope.spawn(|| watch_hosts_tcp(measuring, &done));
+        let hosts_tcp = scope.spawn(|| losses::watch_hosts_tcp(NETWORK, measuring, &done));
         // The agent's counters as the measured span begins (the warm-up's wakes are not its).
         let before = scope.spawn(|| {
             if let Some(wait) = measuring.checked_duration_since(Instant::now()) {
@@ -495,36 +495,6 @@ fn replay_policy(
     run.losses.datapath = losses::datapath(&before, &after);
     (run.losses.hosts_tcp, run.losses.hosts_syn_retrans) = hosts_tcp;
     Ok(run)
-}
-
-/// How often the hosts' TCP counters are read during the measured span (a host stopped takes its
-/// counters with it: what it counted after its last reading is not seen).
-const HOSTS_TCP_EVERY: Duration = Duration::from_secs(2);
-
-/// The hosts' TCP counters as the span begins (at `from`, before anything else is read then),
-/// and every run of a container seen until `done` at its latest reading; a reading that fails
-/// mid-span is skipped, one at the start is the error.
-fn watch_hosts_tcp(
-    from: Instant,
-    done: &AtomicBool,
-) -> Result<(losses::HostsTcp, losses::HostRuns), String> {
-    if let Some(wait) = from.checked_duration_since(Instant::now()) {
-        std::thread::sleep(wait);
-    }
-    let start = losses::hosts_tcp_now(NETWORK)?;
-    let mut runs = losses::HostRuns::new();
-    losses::record(&mut runs, start.clone());
-    let mut next = Instant::now() + HOSTS_TCP_EVERY;
-    while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        if Instant::now() >= next {
-            if let Ok(now) = losses::hosts_tcp_now(NETWORK) {
-                losses::record(&mut runs, now);
-            }
-            next += HOSTS_TCP_EVERY;
-        }
-    }
-    Ok((start, runs))
 }
 
 /// What the client saw and the sampler measured, as a row of the report.
