@@ -360,12 +360,6 @@ fn a_settle_and_a_sleep_of_one_container_at_once_leave_it_paused_and_wakeable() 
             Some("running")
         );
     });
-    assert_eq!(
-        client
-            .run(|| clients::http_get(net.http_addr(10), Duration::from_secs(5)))
-            .unwrap()
-            .expect("web answers, awake")
-            .0,
-        "hello from web\n"
-    );
+    let (body, _) = get_web(client, &net, &agent);
+    assert_eq!(body, "hello from web\n", "web answers, awake");
 }

@@ -482,21 +482,20 @@ pub fn budget_storm(b: &BudgetStormRun) -> String {
         &summarize(&b.refused_ms),
         "ms",
     );
-    if !b.agent_refused_ms.is_empty() {
-        row(
-            &mut out,
+    // From the agent's log: rows only for what it said.
+    for (what, samples) in [
+        (
             "refused: the agent's held packet → refusal (its log)",
-            &summarize(&b.agent_refused_ms),
-            "ms",
-        );
-    }
-    if !b.slow_attach_ms.is_empty() {
-        row(
-            &mut out,
+            &b.agent_refused_ms,
+        ),
+        (
             "the agent's attaches to a host's link ≥ 5 ms (its orchestrator waits)",
-            &summarize(&b.slow_attach_ms),
-            "ms",
-        );
+            &b.slow_attach_ms,
+        ),
+    ] {
+        if !samples.is_empty() {
+            row(&mut out, what, &summarize(samples), "ms");
+        }
     }
     let _ = writeln!(
         out,

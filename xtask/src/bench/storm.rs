@@ -639,15 +639,14 @@ impl StormVsEngine {
                     round + 1,
                     i.max_engine_calls,
                     i.syn_retransmits,
-                    if i.slow_attach_ms.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
+                    match summarize(&i.slow_attach_ms) {
+                        s if s.n == 0 => String::new(),
+                        s => format!(
                             "; {} link attaches ≥ 5 ms, {:.1} s in all, the longest {:.0} ms",
-                            i.slow_attach_ms.len(),
+                            s.n,
                             i.slow_attach_ms.iter().sum::<f64>() / 1000.0,
-                            i.slow_attach_ms.iter().copied().fold(0.0, f64::max)
-                        )
+                            s.max
+                        ),
                     }
                 ),
                 &i.client_ms,

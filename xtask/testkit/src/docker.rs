@@ -49,29 +49,15 @@ pub fn container_mac(container: &str, network: &str) -> Option<String> {
     )
 }
 
-/// Containers (any state) that imag labelled as belonging to `network`.
+/// Containers (any state) that imag labelled as belonging to `network`; none if the engine
+/// could not be asked.
 pub fn containers_on(network: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=imag.network={network}"),
-        ])
-        .output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect()
-    })
-    .unwrap_or_default()
+    list_containers_on(network).unwrap_or_default()
 }
 
-/// The containers on `network` (as [`containers_on`]) that have a process now (running or
-/// paused), by name with that process's ID: two calls to the engine for all of them. An error
-/// when the engine could not be asked (an empty list would read as "nothing running").
-pub fn processes_on(network: &str) -> Result<Vec<(String, u32)>, String> {
+/// [`containers_on`], with an error when the engine could not be asked (where an empty list
+/// would read as "nothing there").
+fn list_containers_on(network: &str) -> Result<Vec<String>, String> {
     let listed = Command::new("docker")
         .args([
             "ps",
@@ -87,10 +73,17 @@ pub fn processes_on(network: &str) -> Result<Vec<(String, u32)>, String> {
             String::from_utf8_lossy(&listed.stderr).trim()
         ));
     }
-    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+    Ok(String::from_utf8_lossy(&listed.stdout)
         .split_whitespace()
         .map(String::from)
-        .collect();
+        .collect())
+}
+
+/// The containers on `network` (as [`containers_on`]) that have a process now (running or
+/// paused), by name with that process's ID: two calls to the engine for all of them. An error
+/// when the engine could not be asked.
+pub fn processes_on(network: &str) -> Result<Vec<(String, u32)>, String> {
+    let ids = list_containers_on(network)?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }

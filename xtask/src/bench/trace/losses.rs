@@ -41,12 +41,11 @@ pub struct Losses {
     /// (`imag_datapath_packets_total`, `imag_held_packets_total`), over the measured span; only
     /// those that happened.
     pub datapath: BTreeMap<String, f64>,
-    /// [`HOST_TCP_COUNTERS`] over the measured span ([`hosts_tcp_since`]), summed over the
-    /// containers running (or paused) at its end: drops in a host's own stack, and
-    /// retransmissions of the calls hosts make to each other (the client's are
-    /// `syn_retransmissions`).
+    /// [`HOST_TCP_COUNTERS`] over the measured span ([`hosts_tcp_since`]), summed over every
+    /// container run seen in it: drops in a host's own stack, and retransmissions of the calls
+    /// hosts make to each other and of their SYN-ACKs (the clients' are `syn_retransmissions`).
     pub hosts_tcp: BTreeMap<String, u64>,
-    /// Of `hosts_tcp`'s `TCPSynRetrans`, the containers that sent SYNs again, by name.
+    /// Of `hosts_tcp`'s `TCPSynRetrans`, the containers that sent SYNs or SYN-ACKs again, by name.
     pub hosts_syn_retrans: BTreeMap<String, u64>,
     /// How many requests took longer than a first SYN timeout (1 s) beyond their path's service
     /// time while no wake on their path did: a lost packet that no wake explains.
@@ -150,8 +149,9 @@ pub fn hosts_tcp_since(
 /// counters with it: what it counted after its last reading is not seen).
 const HOSTS_TCP_EVERY: Duration = Duration::from_secs(2);
 
-/// The TCP counters of the hosts on `network` as the span begins (at `from`), and every run of a container seen until `done` at its latest reading; a reading that fails
-/// mid-span is skipped, one at the start is the error.
+/// The TCP counters of the hosts on `network` as the span begins (at `from`), and every run of
+/// a container seen until `done` at its latest reading; a reading that fails mid-span is
+/// skipped, one at the start is the error.
 pub fn watch_hosts_tcp(
     network: &str,
     from: Instant,

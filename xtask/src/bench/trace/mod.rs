@@ -233,6 +233,12 @@ fn path(trace: &Trace, mut i: usize) -> Vec<&str> {
 }
 
 pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
+    Ok(params_and_seeds(opts)?.0)
+}
+
+/// [`params`], and the bounds of [`seeds::OTHER_SEEDS`] the default seed is chosen from (and the
+/// report lists): generated once.
+fn params_and_seeds(opts: &TraceOptions) -> anyhow::Result<(TraceParams, seeds::Bounds)> {
     if opts.hosts > MAX_HOSTS {
         bail!(
             "--trace-hosts {} is more than the trace subnet {SUBNET} holds ({MAX_HOSTS})",
@@ -254,8 +260,9 @@ pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
         max_rps: opts.max_rps,
         memory_scale: 0.1,
     };
+    let by_seed = seeds::ideal_by_seed(&params);
     if opts.seed.is_none() {
-        params.seed = seeds::median_seed(&seeds::ideal_by_seed(&params)).with_context(|| {
+        params.seed = seeds::median_seed(&by_seed).with_context(|| {
             format!(
                 "none of seeds {}–{} makes a trace with these parameters; give one with \
                  --trace-seed",
@@ -264,7 +271,7 @@ pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
             )
         })?;
     }
-    Ok(params)
+    Ok((params, by_seed))
 }
 
 /// Runs the trace benchmark with `client` (whose routes include [`SUBNET`]).
@@ -275,7 +282,7 @@ pub fn measure(
     opts: &TraceOptions,
     machine: Machine,
 ) -> anyhow::Result<TraceRun> {
-    let params = params(opts)?;
+    let (params, ideal_by_seed) = params_and_seeds(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     let trace = workload::generate(&params)?;
     let lead = params.measured_from_s();
@@ -308,7 +315,7 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
-        ideal_by_seed: seeds::ideal_by_seed(&params),
+        ideal_by_seed,
         seed_is_median: opts.seed.is_none(),
         swap: (crate::preflight::swaps().into_iter())
             .map(|(name, kind)| format!("{name} ({kind})"))

@@ -7,8 +7,12 @@ use super::workload::{self, TraceParams};
 /// Seeds whose bounds the report shows beside the replayed trace's.
 pub const OTHER_SEEDS: std::ops::RangeInclusive<u64> = 1..=12;
 
-/// [`super::TraceRun::ideal_by_seed`]: the bound for each of [`OTHER_SEEDS`] (generated, not replayed).
-pub fn ideal_by_seed(params: &TraceParams) -> Vec<(u64, f64, f64)> {
+/// Per seed: (seed, share saved at 0 s, at 1 s).
+pub type Bounds = Vec<(u64, f64, f64)>;
+
+/// [`super::TraceRun::ideal_by_seed`]: the bound for each of [`OTHER_SEEDS`] (generated, not
+/// replayed).
+pub fn ideal_by_seed(params: &TraceParams) -> Bounds {
     OTHER_SEEDS
         .filter_map(|seed| {
             let trace = workload::generate(&TraceParams { seed, ..*params }).ok()?;
