@@ -286,3 +286,93 @@ fn an_unknown_interface_is_refused_with_the_fix_and_nothing_attached() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// The host links' pinned TC links in the network's pin directory, as (prefix, ifindex).
+fn host_link_pins(net: &TestNet) -> Vec<(String, u32)> {
+    let dir = format!("/sys/fs/bpf/imag/{}", net.network());
+    let mut pins: Vec<(String, u32)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("reading {dir}: {err}"))
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (prefix, index) = name.strip_prefix("link-")?.split_once('-')?;
+            let index = index.parse().ok()?;
+            ["to", "from"]
+                .contains(&prefix)
+                .then(|| (prefix.to_string(), index))
+        })
+        .collect();
+    pins.sort();
+    pins
+}
+
+/// The names of the programs attached by TCX to `ifindex` in `attach_type`'s direction.
+fn tcx_programs(ifindex: u32, attach_type: aya::programs::tc::TcAttachType) -> Vec<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: name has room for IF_NAMESIZE bytes.
+    let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
+    assert!(!found.is_null(), "interface {ifindex} exists");
+    // SAFETY: if_indextoname wrote a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(found) }.to_string_lossy();
+    let (_, programs) = aya::programs::SchedClassifier::query_tcx(&name, attach_type)
+        .unwrap_or_else(|err| panic!("querying the TCX programs on {name}: {err}"));
+    programs
+        .iter()
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .collect()
+}
+
+/// The host's own link gets its counting programs (attached off the orchestrator's task, pinned
+/// beside the maps), and lets go of them when the host sleeps stopped; the next wake's new link
+/// gets them again.
+#[test]
+fn a_woken_hosts_link_gets_its_programs_and_a_stopped_host_lets_go_of_them() {
+    use aya::programs::tc::TcAttachType::{Egress, Ingress};
+    let net = TestNet::new(agent_binary!());
+    let client = net.client();
+    let config = net.network_toml() + &net.http_host("web", 10, &[]);
+    let agent = net.start_agent(&config, &[]);
+    let mut links = Vec::new();
+    for round in 0..2 {
+        let (body, _) = client
+            .run(|| clients::http_get(net.http_addr(10), COLD_WAKE_TIMEOUT))
+            .unwrap()
+            .expect("the host wakes and answers");
+        assert_eq!(body, "hello from web\n");
+        let mut pins = Vec::new();
+        imag_testkit::wait_until(
+            "both programs are pinned on the host's link",
+            Duration::from_secs(10),
+            || {
+                pins = host_link_pins(&net);
+                pins.len() == 2
+            },
+        );
+        let index = pins[0].1;
+        assert_eq!(
+            pins,
+            [("from".to_string(), index), ("to".to_string(), index)],
+            "one link, both directions (round {round})"
+        );
+        assert!(
+            tcx_programs(index, Egress).contains(&"imag_to_host".to_string()),
+            "imag_to_host on the link's egress"
+        );
+        assert!(
+            tcx_programs(index, Ingress).contains(&"imag_from_host".to_string()),
+            "imag_from_host on the link's ingress"
+        );
+        links.push(index);
+
+        agent.command(&["sleep", "web", "--tier", "stop"]).unwrap();
+        imag_testkit::wait_until("web is asleep", Duration::from_secs(30), || {
+            agent.host("web").is_ok_and(|web| web["state"] == "asleep")
+        });
+        imag_testkit::wait_until(
+            "the stopped host's links are let go of",
+            Duration::from_secs(10),
+            || host_link_pins(&net).is_empty(),
+        );
+    }
+    assert_ne!(links[0], links[1], "each start has a new link");
+}

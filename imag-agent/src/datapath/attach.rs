@@ -119,59 +119,34 @@ impl Datapath {
     /// Attaches the TC programs to a warm host's own link (the host side of its container's
     /// veth), adopting pinned ones; replaces the links of an earlier container of the host. The
     /// link's owner (`HOST_LINKS`: the host's address, the container's MAC when known) is
-    /// written first, so that `imag_from_host` holds the container to it from its first packet.
+    /// written here, so that `imag_from_host` holds the container to it from its first packet;
+    /// the attach itself is queued to the host-link thread ([`super::host_links`]), since it
+    /// waits on the kernel's RTNL lock.
     pub fn attach_host_link(
         &mut self,
         addr: Ipv4Addr,
         veth: &Interface,
         container_mac: Option<[u8; 6]>,
     ) -> Result<(), DatapathError> {
-        if self.host_links.get(&addr) == Some(&veth.index) {
+        if self.host_links.placed(addr) == Some(veth.index) {
             return self.set_link_owner(veth.index, addr, container_mac);
         }
         self.detach_host_link(addr);
         self.set_link_owner(veth.index, addr, container_mac)?;
-        for (program_name, attach_type, prefix) in [
-            (programs::TO_HOST, TcAttachType::Egress, "to"),
-            (programs::FROM_HOST, TcAttachType::Ingress, "from"),
-        ] {
-            let link_name = format!("{prefix}-{}", veth.index);
-            if self.adopt_link(&link_name) {
-                continue;
-            }
-            let attach_error = |source| DatapathError::AttachOther {
-                program: program_name,
-                target: veth.name.clone(),
-                source,
-            };
-            let program: &mut SchedClassifier = program_mut(&mut self.ebpf, program_name)?;
-            let link_id = program
-                .attach(&veth.name, attach_type)
-                .map_err(attach_error)?;
-            let link = fd_link(program_name, program.take_link(link_id))?;
-            self.keep_link(link_name, link)?;
-        }
-        self.host_links.insert(addr, veth.index);
-        debug!(%addr, veth = %veth.name, "activity counting attached to the host's link");
+        self.host_links.queue_attach(addr, veth);
         Ok(())
     }
 
-    /// Whether a host's TC programs are attached to its link.
+    /// Whether a host's TC programs are attached to its link (or on their way there).
     pub fn has_host_link(&self, addr: Ipv4Addr) -> bool {
-        self.host_links.contains_key(&addr)
+        self.host_links.placed(addr).is_some()
     }
 
-    /// Forgets (and unpins) the TC links of a host whose container's link is gone or going.
+    /// Forgets the link's owner of a host whose container's link is gone or going, and queues
+    /// letting go of (and unpinning) its TC links.
     pub fn detach_host_link(&mut self, addr: Ipv4Addr) {
-        if let Some(index) = self.host_links.remove(&addr) {
+        if let Some(index) = self.host_links.queue_detach(addr) {
             self.remove_link_owner(index);
-            for prefix in ["to", "from"] {
-                let name = format!("{prefix}-{index}");
-                self.links.remove(&name);
-                if let Some(pins) = &self.pins {
-                    pins.remove_link(&name);
-                }
-            }
         }
     }
 
@@ -210,9 +185,8 @@ impl Datapath {
     /// Detaches every program and removes the pinned datapath: what `detach` and a clean exit
     /// do. Without pins, dropping the links detaches them.
     pub fn detach_all(&mut self) {
-        let count = self.links.len();
+        let count = self.links.len() + self.host_links.clear();
         self.links.clear();
-        self.host_links.clear();
         if let Some(pins) = &self.pins
             && let Err(err) = pins.remove_all()
         {
@@ -246,7 +220,10 @@ fn interface_exists(index: u32) -> bool {
 }
 
 /// Turns a program's link into a plain fd link (which can be pinned).
-fn fd_link<L>(program: &'static str, link: Result<L, ProgramError>) -> Result<FdLink, DatapathError>
+pub(super) fn fd_link<L>(
+    program: &'static str,
+    link: Result<L, ProgramError>,
+) -> Result<FdLink, DatapathError>
 where
     FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
 {

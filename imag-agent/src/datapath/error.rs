@@ -90,6 +90,11 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "starting the thread that attaches the TC programs to hosts' links failed (is the \
+         agent out of threads or memory?)"
+    )]
+    HostLinkThread(#[source] std::io::Error),
     #[error(transparent)]
     Pins(#[from] PinsError),
 }

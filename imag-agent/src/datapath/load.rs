@@ -146,6 +146,7 @@ impl Datapath {
         let link_owners = typed_map!(HashMap, maps::HOST_LINKS);
         let host_slots = typed_map!(Array, maps::HOST_SLOTS);
         let link_slots = typed_map!(Array, maps::LINK_SLOTS);
+        let host_links = super::host_links::HostLinks::start(&ebpf, pins.clone())?;
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
                 "adopting the datapath an earlier agent left");
@@ -165,7 +166,7 @@ impl Datapath {
             link_slots,
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
-            host_links: StdHashMap::new(),
+            host_links,
             host_ids: StdHashMap::new(),
             injector: super::deliver::Injector::default(),
         })

@@ -4,7 +4,8 @@
 //!   and handing out its ring buffers and logger; [`pins`] knows where it all lives on the BPF
 //!   filesystem.
 //! - [`attach`]: hooking the holding program into interfaces (XDP or TC, see [`HookChoice`]),
-//!   the TC programs into warm hosts' links and `imag_tcp_state` into its tracepoint.
+//!   the TC programs into warm hosts' links (through `host_links`, a thread of its own: those
+//!   attaches wait on the kernel's RTNL lock) and `imag_tcp_state` into its tracepoint.
 //! - [`maps`]: typed access to the maps (hosts, interfaces, activity, ignored peers, waited-for
 //!   ports, counters).
 //! - [`deliver`]: re-injecting a held frame into the stack.
@@ -20,6 +21,7 @@
 pub mod attach;
 pub mod deliver;
 mod error;
+mod host_links;
 mod host_table;
 pub mod load;
 pub mod maps;
@@ -74,11 +76,11 @@ pub struct Datapath {
     link_slots: Array<MapData, LinkSlot>,
     /// Taken by readiness ([`Datapath::take_waiting_ports`]).
     waiting_ports: Option<HashMap<MapData, u32, u32>>,
-    /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`, `to-<ifindex>`,
-    /// `from-<ifindex>`).
+    /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`); the hosts' own links
+    /// (`to-<ifindex>`, `from-<ifindex>`) are `host_links`'.
     links: BTreeMap<String, FdLink>,
-    /// The link (host-side veth ifindex) each warm host's TC programs are attached to.
-    host_links: StdHashMap<Ipv4Addr, u32>,
+    /// The TC programs on warm hosts' own links, attached and detached on a thread of their own.
+    host_links: host_links::HostLinks,
     /// How held frames go back into the stack ([`deliver`]).
     injector: deliver::Injector,
 }

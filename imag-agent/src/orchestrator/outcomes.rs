@@ -15,9 +15,6 @@ use crate::{
     runtime::ContainerRuntime,
 };
 
-/// An attach to a host's link that took at least this long (ms) is logged.
-const SLOW_ATTACH_MS: f64 = 5.0;
-
 impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
@@ -94,19 +91,12 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
                     return;
                 }
                 let addr = h.config.address;
-                // The attach takes the kernel's RTNL lock, which the engine's own network set-up
-                // holds while it starts and stops containers: the time is the orchestrator's
-                // (nothing else is handled meanwhile), so a slow one is said.
-                let started = std::time::Instant::now();
-                let attached =
+                // Writes the link's owner and queues the attach, which waits on the kernel's
+                // RTNL lock, to a thread of its own: nothing here waits for the engine.
+                if let Err(err) =
                     self.datapath
-                        .attach_host_link(addr, &link.host_side, link.container_mac);
-                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-                if took_ms >= SLOW_ATTACH_MS {
-                    info!(host = %h.config.name, took_ms = format_args!("{took_ms:.1}"),
-                        "attaching to the host's link was slow");
-                }
-                if let Err(err) = attached {
+                        .attach_host_link(addr, &link.host_side, link.container_mac)
+                {
                     warn!(host = %h.config.name, error = %err,
                         "cannot count the host's traffic on its link; idleness sees only its TCP connections");
                 }

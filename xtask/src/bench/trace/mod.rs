@@ -6,8 +6,11 @@
 //!
 //! Each policy starts alike: a set-up agent (the always-on configuration, so that nothing falls
 //! asleep by itself meanwhile) creates every host's container (each touches its ballast once),
-//! then, unless the policy keeps hosts warm, puts them all to sleep stopped, and exits keeping
-//! them; the policy's own agent adopts them, and the replay starts from there.
+//! then puts them all to sleep in the tier the policy leaves a long-idle host in
+//! ([`Policy::steady_tier`]: paused under the pause and swap policies, which never stop a host,
+//! stopped under the rest; nothing for always-on), and exits keeping them; the policy's own agent
+//! adopts them (and pages paused hosts out where the policy swaps), and the replay starts from
+//! there.
 
 mod losses;
 pub mod policy;
@@ -388,8 +391,8 @@ fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
     )?)
 }
 
-/// Creates every container (each touches its ballast), then puts them to sleep stopped unless the
-/// policy keeps them warm; `setup` is the always-on configuration of the same hosts, whose agent
+/// Creates every container (each touches its ballast), then puts them to sleep in the policy's
+/// steady tier ([`Policy::steady_tier`]) unless it keeps them warm; `setup` is the always-on configuration of the same hosts, whose agent
 /// never puts a host to sleep by itself (a policy's own timeouts, scaled, may be shorter than a
 /// wake is observed).
 fn set_up(binary: &Path, setup: &Path, trace: &Trace, policy: &Policy) -> anyhow::Result<()> {
@@ -400,9 +403,9 @@ fn set_up(binary: &Path, setup: &Path, trace: &Trace, policy: &Policy) -> anyhow
             agent.command(&["wake", name])?;
         }
         wait_state(&agent, batch, "warm")?;
-        if policy.sleeps() {
+        if let Some(tier) = policy.steady_tier() {
             for name in batch {
-                agent.command(&["sleep", name, "--tier", "stop"])?;
+                agent.command(&["sleep", name, "--tier", tier])?;
             }
             wait_state(&agent, batch, "asleep")?;
         }

@@ -154,9 +154,18 @@ pub fn limit_mb(host: &HostPlan) -> u32 {
 }
 
 impl Policy {
-    /// Whether hosts sleep at all (else every host is woken before the replay and stays warm).
-    pub fn sleeps(&self) -> bool {
-        self.kind != Kind::AlwaysOn
+    /// The tier a host that has not been called for a long time is in under this policy (its
+    /// steady state), which the replay starts every host from: `None` for warm. Pause policies
+    /// that never stop a host keep it paused (and `swap_after` pages it out once this policy's
+    /// agent has adopted it); the others let it go to stopped in the end — pause → stop after
+    /// `stop_after`, the budget when it needs the room (a paused host holds its memory, so the
+    /// budget's steady state is mostly stopped hosts).
+    pub fn steady_tier(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::AlwaysOn => None,
+            Kind::Pause | Kind::PauseSwap { .. } => Some("pause"),
+            Kind::Stop | Kind::PauseThenStop | Kind::PauseBudget | Kind::KeepAlive => Some("stop"),
+        }
     }
 
     /// The `[[host]]` keys this policy sets on host `index` of `trace` (besides name, address,
@@ -250,5 +259,24 @@ mod tests {
             err.contains("\"imag-stpo\"") && err.contains("imag-stop"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_policy_starts_from_the_tier_its_configuration_leaves_idle_hosts_in() {
+        let trace = super::super::workload::generate(&params()).expect("valid parameters");
+        for policy in ALL {
+            let keys = policy.host_keys(&trace, 0);
+            let never_stops = keys.contains("sleep = \"pause\"")
+                && !keys.contains("stop_after")
+                && policy.sections(&trace).is_empty();
+            let expected = if policy.kind == Kind::AlwaysOn {
+                None
+            } else if never_stops {
+                Some("pause")
+            } else {
+                Some("stop")
+            };
+            assert_eq!(policy.steady_tier(), expected, "{}", policy.name);
+        }
     }
 }
