@@ -69,8 +69,8 @@ pub struct BudgetStormRun {
     /// and what the client's side did.
     #[serde(default)]
     pub agent_refused_ms: Vec<f64>,
-    /// Attaches to hosts' links the agent logged as slow (≥ 5 ms; the orchestrator waits for
-    /// each), ms.
+    /// Attaches to hosts' links the agent logged as slow (≥ 5 ms, waiting on the kernel's RTNL
+    /// lock; on the agent's host-link thread, not its orchestrator), ms.
     #[serde(default)]
     pub slow_attach_ms: Vec<f64>,
 }

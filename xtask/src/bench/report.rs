@@ -489,7 +489,7 @@ pub fn budget_storm(b: &BudgetStormRun) -> String {
             &b.agent_refused_ms,
         ),
         (
-            "the agent's attaches to a host's link ≥ 5 ms (its orchestrator waits)",
+            "the agent's attaches to a host's link ≥ 5 ms (its host-link thread waits)",
             &b.slow_attach_ms,
         ),
     ] {

@@ -80,8 +80,8 @@ pub struct ImagStorm {
     pub failed: Vec<String>,
     /// The client namespace's `TcpExtTCPSynRetrans` over the storm.
     pub syn_retransmits: u64,
-    /// The agent's attaches to hosts' links that took ≥ 5 ms (its log), ms: time its one
-    /// orchestrator task spent waiting for the kernel's RTNL lock instead of handling packets.
+    /// The agent's attaches to hosts' links that took ≥ 5 ms (its log), ms: time its host-link
+    /// thread waited for the kernel's RTNL lock (the orchestrator meanwhile handles packets).
     #[serde(default)]
     pub slow_attach_ms: Vec<f64>,
 }
