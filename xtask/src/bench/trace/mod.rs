@@ -287,6 +287,12 @@ pub fn measure(
 ) -> anyhow::Result<TraceRun> {
     let (params, ideal_by_seed) = params_and_seeds(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    // Swap on disk, on this path too (the full bench comes here without `run`): paging out to
+    // zram keeps the memory, compressed, and it is counted. A full bench on a fresh machine
+    // without it measured the swap policies against zram alone.
+    if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
+        crate::preflight::ensure_disk_swap(8)?;
+    }
     let trace = workload::generate(&params)?;
     let lead = params.measured_from_s();
     let measured = trace.arrivals.iter().filter(|a| a.at_s >= lead).count();
@@ -609,11 +615,7 @@ fn summarize(
 pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> anyhow::Result<()> {
     // Fail on bad flags before anything is created.
     params(opts)?;
-    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
-    if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
-        // Swap on disk: paging out to zram keeps the memory, compressed (it is counted).
-        crate::preflight::ensure_disk_swap(8)?;
-    }
+    policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     let client = ClientNs::create(
         super::NETNS,
         HOST_IF,
