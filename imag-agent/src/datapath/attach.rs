@@ -213,7 +213,7 @@ impl Datapath {
     }
 }
 
-fn interface_exists(index: u32) -> bool {
+pub(super) fn interface_exists(index: u32) -> bool {
     let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: name has room for IF_NAMESIZE bytes.
     !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()

@@ -31,7 +31,11 @@ use aya::{
 use imag_common::programs;
 use tracing::{debug, info, warn};
 
-use super::{DatapathError, attach::fd_link, pins::Pins};
+use super::{
+    DatapathError,
+    attach::{fd_link, interface_exists},
+    pins::Pins,
+};
 use crate::interfaces::Interface;
 
 /// An attach that took at least this long (ms) is logged: it waited on the kernel's RTNL lock.
@@ -201,8 +205,15 @@ impl Worker {
                 debug!(%addr, veth = %veth.name, "activity counting attached to the host's link");
             }
             Err(err) => {
-                warn!(%addr, veth = %veth.name, error = %err,
-                    "cannot count the host's traffic on its link; idleness sees only its TCP connections");
+                if interface_exists(veth.index) {
+                    warn!(%addr, veth = %veth.name, error = %err,
+                        "cannot count the host's traffic on its link; idleness sees only its TCP connections");
+                } else {
+                    // The container stopped before the attach's turn came (a host evicted or
+                    // put to sleep right after its wake): nothing is wrong, its detach follows.
+                    debug!(%addr, veth = %veth.name, error = %err,
+                        "the host's link was gone before its programs were attached");
+                }
                 // Not half attached: what did attach goes, and the host counts as without its
                 // programs unless a later attach is already queued.
                 self.detach(veth.index);
