@@ -6,11 +6,9 @@
 //!
 //! Each policy starts alike: a set-up agent (the always-on configuration, so that nothing falls
 //! asleep by itself meanwhile) creates every host's container (each touches its ballast once),
-//! then puts them all to sleep in the tier the policy leaves a long-idle host in
-//! ([`Policy::steady_tier`]: paused under the pause and swap policies, which never stop a host,
-//! stopped under the rest; nothing for always-on), and exits keeping them; the policy's own agent
-//! adopts them (and pages paused hosts out where the policy swaps), and the replay starts from
-//! there.
+//! then puts them to sleep in the tier the policy leaves a long-idle host in
+//! ([`Policy::steady_tier`]), and exits keeping them; the policy's own agent adopts them (paging
+//! paused hosts out where the policy swaps), and the replay starts from there.
 
 mod losses;
 pub mod policy;
@@ -287,9 +285,7 @@ pub fn measure(
 ) -> anyhow::Result<TraceRun> {
     let (params, ideal_by_seed) = params_and_seeds(opts)?;
     let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
-    // Swap on disk, on this path too (the full bench comes here without `run`): paging out to
-    // zram keeps the memory, compressed, and it is counted. A full bench on a fresh machine
-    // without it measured the swap policies against zram alone.
+    // Swap on disk, on the full bench's path too: what zram holds is still memory (counted).
     if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
         crate::preflight::ensure_disk_swap(8)?;
     }
