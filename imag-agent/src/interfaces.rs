@@ -136,20 +136,24 @@ pub fn host_side_of_container(pid: u32) -> std::io::Result<ContainerLink> {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: name has room for IF_NAMESIZE bytes.
-    if unsafe { libc::if_indextoname(peer_index, name.as_mut_ptr()) }.is_null() {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated string.
-    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    let name = name_of_index(peer_index).ok_or_else(std::io::Error::last_os_error)?;
     let host_side = Interface::lookup(&name).map_err(std::io::Error::other)?;
     Ok(ContainerLink {
         host_side,
         container_mac,
     })
+}
+
+/// The name of the interface with index `index`, if there is one (in this thread's namespace).
+pub fn name_of_index(index: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: name has room for IF_NAMESIZE bytes.
+    if unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {

@@ -308,12 +308,8 @@ fn host_link_pins(net: &TestNet) -> Vec<(String, u32)> {
 
 /// The names of the programs attached by TCX to `ifindex` in `attach_type`'s direction.
 fn tcx_programs(ifindex: u32, attach_type: aya::programs::tc::TcAttachType) -> Vec<String> {
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: name has room for IF_NAMESIZE bytes.
-    let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
-    assert!(!found.is_null(), "interface {ifindex} exists");
-    // SAFETY: if_indextoname wrote a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(found) }.to_string_lossy();
+    let name = imag_agent::interfaces::name_of_index(ifindex)
+        .unwrap_or_else(|| panic!("interface {ifindex} exists"));
     let (_, programs) = aya::programs::SchedClassifier::query_tcx(&name, attach_type)
         .unwrap_or_else(|err| panic!("querying the TCX programs on {name}: {err}"));
     programs

@@ -204,19 +204,14 @@ impl Datapath {
     }
 
     fn keep_link(&mut self, name: String, link: FdLink) -> Result<(), DatapathError> {
-        let link = match &self.pins {
-            Some(pins) => pins.pin_link(&name, link)?,
-            None => link,
-        };
+        let link = pins::pin_if_pinning(self.pins.as_ref(), &name, link)?;
         self.links.insert(name, link);
         Ok(())
     }
 }
 
 pub(super) fn interface_exists(index: u32) -> bool {
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: name has room for IF_NAMESIZE bytes.
-    !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()
+    crate::interfaces::name_of_index(index).is_some()
 }
 
 /// Turns a program's link into a plain fd link (which can be pinned).

@@ -256,10 +256,7 @@ impl Worker {
                 }
             })?;
             let link = fd_link(name, program.take_link(link_id))?;
-            let link = match pins {
-                Some(pins) => pins.pin_link(&link_name, link)?,
-                None => link,
-            };
+            let link = super::pins::pin_if_pinning(pins.as_ref(), &link_name, link)?;
             links.insert(link_name, link);
         }
         Ok(())

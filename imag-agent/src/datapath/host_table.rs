@@ -51,7 +51,9 @@ pub trait HostTable {
     /// The datapath's verdict counters, summed over CPUs.
     fn stats(&self) -> [u64; stat::COUNT as usize];
     /// Counts the host's traffic on its container link (the host side of its veth), and holds
-    /// the container there to its own address and `container_mac` (when known).
+    /// the container there to its own address and `container_mac` (when known). The owner is
+    /// written at once; the programs may reach the link a little later (the real datapath
+    /// attaches them on a thread of its own).
     fn attach_host_link(
         &mut self,
         addr: Ipv4Addr,

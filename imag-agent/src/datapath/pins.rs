@@ -222,6 +222,14 @@ impl Pins {
     }
 }
 
+/// `link` pinned as `name` when the datapath is pinned (`pins`), else as it is.
+pub fn pin_if_pinning(pins: Option<&Pins>, name: &str, link: FdLink) -> Result<FdLink, PinsError> {
+    match pins {
+        Some(pins) => pins.pin_link(name, link),
+        None => Ok(link),
+    }
+}
+
 fn ensure_bpffs() -> Result<(), PinsError> {
     mount_unless("bpf", BPFFS, |fields| {
         fields.get(1) == Some(&BPFFS) && fields.get(2) == Some(&"bpf")

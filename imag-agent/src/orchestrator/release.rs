@@ -153,7 +153,7 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
         let now = monotonic_ns();
         // A phase that never began reads 0: a wake an operator began has no held packet, one
         // refused before it was queued no start (a queued one's "start" is its queueing).
-        let since = |from_ns: u64, now: u64| {
+        let since = |from_ns: u64| {
             if from_ns == 0 {
                 0.0
             } else {
@@ -173,8 +173,8 @@ impl<R: ContainerRuntime, D: HostTable> Orchestrator<R, D> {
             reason = err.reason(),
             packets,
             held_to_start_ms = format_args!("{:.2}", timings.ms(Phase::HeldToStart)),
-            start_to_failure_ms = format_args!("{:.2}", since(timings.requested_ns, now)),
-            held_to_failure_ms = format_args!("{:.2}", since(timings.held_ns, now)),
+            start_to_failure_ms = format_args!("{:.2}", since(timings.requested_ns)),
+            held_to_failure_ms = format_args!("{:.2}", since(timings.held_ns)),
             error = %err,
             "wake failed"
         );

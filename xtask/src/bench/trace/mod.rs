@@ -394,9 +394,9 @@ fn start_agent(binary: &Path, config: &Path) -> anyhow::Result<AgentProcess> {
 }
 
 /// Creates every container (each touches its ballast), then puts them to sleep in the policy's
-/// steady tier ([`Policy::steady_tier`]) unless it keeps them warm; `setup` is the always-on configuration of the same hosts, whose agent
-/// never puts a host to sleep by itself (a policy's own timeouts, scaled, may be shorter than a
-/// wake is observed).
+/// steady tier ([`Policy::steady_tier`]) unless it keeps them warm; `setup` is the always-on
+/// configuration of the same hosts, whose agent never puts a host to sleep by itself (a policy's
+/// own timeouts, scaled, may be shorter than a wake is observed).
 fn set_up(binary: &Path, setup: &Path, trace: &Trace, policy: &Policy) -> anyhow::Result<()> {
     let mut agent = start_agent(binary, setup)?;
     let names: Vec<&str> = trace.hosts.iter().map(|h| h.name.as_str()).collect();
