@@ -26,6 +26,7 @@
 //!     with `cargo xtask bench trace`).
 
 mod alone;
+mod bpf_stats;
 mod budget_storm;
 mod chain;
 mod client;

@@ -7,7 +7,10 @@
 //!
 //! Besides the client's own interface, a TC no-op and a floor are attached first on every TC
 //! hook an imag program runs on ([`BesideImag`]): the same packets, in the same state, at the
-//! same point of the stack, one pair per imag program so that each has its own baselines.
+//! same point of the stack, one pair per imag program so that each has its own baselines. An
+//! interface has one XDP program, so the XDP no-op and floor take turns ([`XdpBaselines`]) on the
+//! client and, while the holding program is hooked by TC, on its interfaces
+//! ([`holding_interfaces`]): the packets `imag_hold` sees there when it is hooked by XDP.
 //!
 //! No BPF compiler is needed: the programs are a few instructions each, written here into the
 //! smallest ELF object aya's loader accepts (a section per program with a function symbol, a
@@ -340,21 +343,14 @@ fn build(programs: &[ObjectProgram]) -> Vec<u8> {
     body
 }
 
-/// Both no-ops loaded and attached to one interface of the calling thread's network namespace:
-/// TC on its egress (TCX), XDP on its ingress (generic mode). Dropping it detaches them.
-///
-/// The XDP floor is loaded beside them, not attached: an interface has one XDP program, so the
-/// floor is measured by taking the no-op's place ([`Noops::use_xdp`]).
+/// The TC no-op attached to one interface of the calling thread's network namespace (on its
+/// egress, TCX), and the XDP baselines on the same interface's ingress (generic mode, the no-op
+/// first). Dropping it detaches them.
 pub struct Noops {
+    /// The TC no-op's object.
     ebpf: Ebpf,
-    /// The XDP floor's own object ([`xdp_floor_object`]).
-    floor: Ebpf,
-    iface: String,
-    /// The XDP program attached now, and its link (none only after a failed swap).
-    xdp_attached: Option<(&'static str, XdpLinkId)>,
+    pub xdp: XdpBaselines,
     pub tc_id: u32,
-    pub xdp_id: u32,
-    pub xdp_floor_id: u32,
 }
 
 impl Noops {
@@ -366,9 +362,36 @@ impl Noops {
         tc.attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching the TC no-op to {iface} egress"))?;
         let tc_id = tc.info()?.id();
+        let mut xdp = XdpBaselines::load(vec![iface.to_string()])?;
+        xdp.use_xdp(XDP_NAME)?;
+        Ok(Noops { ebpf, xdp, tc_id })
+    }
+}
+
+/// The XDP no-op and the XDP floor, loaded, and one of them attached (generic mode) to each of
+/// some interfaces: an interface has one XDP program, so the two take turns
+/// ([`XdpBaselines::use_xdp`]). Attach and swap from a thread in the interfaces' network
+/// namespace. Dropping it detaches them.
+pub struct XdpBaselines {
+    /// The no-op's object ([`object`]) and the floor's ([`xdp_floor_object`]).
+    noop: Ebpf,
+    floor: Ebpf,
+    ifaces: Vec<String>,
+    /// The program attached now, and its links (none before the first swap, or after a failed
+    /// one).
+    attached: Option<(&'static str, Vec<XdpLinkId>)>,
+    pub noop_id: u32,
+    pub floor_id: u32,
+}
+
+impl XdpBaselines {
+    /// Both programs loaded for `ifaces`, neither attached yet.
+    pub fn load(ifaces: Vec<String>) -> anyhow::Result<XdpBaselines> {
+        use anyhow::Context as _;
+        let mut noop = Ebpf::load(&object()).context("loading the XDP no-op")?;
         let mut floor = Ebpf::load(&xdp_floor_object()).context("loading the XDP floor")?;
         let mut ids = [0; 2];
-        for (at, (object, name)) in [(&mut ebpf, XDP_NAME), (&mut floor, XDP_FLOOR_NAME)]
+        for (at, (object, name)) in [(&mut noop, XDP_NAME), (&mut floor, XDP_FLOOR_NAME)]
             .into_iter()
             .enumerate()
         {
@@ -376,39 +399,41 @@ impl Noops {
             xdp.load().with_context(|| format!("loading {name}"))?;
             ids[at] = xdp.info()?.id();
         }
-        let link = xdp_program(&mut ebpf, XDP_NAME)?
-            .attach(iface, XdpMode::Skb)
-            .with_context(|| format!("attaching the XDP no-op to {iface} (generic mode)"))?;
-        Ok(Noops {
-            ebpf,
+        Ok(XdpBaselines {
+            noop,
             floor,
-            iface: iface.to_string(),
-            xdp_attached: Some((XDP_NAME, link)),
-            tc_id,
-            xdp_id: ids[0],
-            xdp_floor_id: ids[1],
+            ifaces,
+            attached: None,
+            noop_id: ids[0],
+            floor_id: ids[1],
         })
     }
 
-    /// Puts XDP program `name` (the no-op or the floor) on the interface in place of the one
-    /// there; from the thread in the interface's network namespace.
+    /// Puts XDP program `name` (the no-op or the floor) on every interface in place of the one
+    /// there.
     pub fn use_xdp(&mut self, name: &'static str) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        if let Some((attached, _)) = self.xdp_attached
-            && attached == name
+        if let Some((attached, _)) = &self.attached
+            && *attached == name
         {
             return Ok(());
         }
-        let iface = self.iface.clone();
-        if let Some((attached, link)) = self.xdp_attached.take() {
-            xdp_program(self.object_of(attached), attached)?
-                .detach(link)
-                .with_context(|| format!("detaching {attached} from {iface}"))?;
+        let ifaces = self.ifaces.clone();
+        if let Some((attached, links)) = self.attached.take() {
+            for (link, iface) in links.into_iter().zip(&ifaces) {
+                xdp_program(self.object_of(attached), attached)?
+                    .detach(link)
+                    .with_context(|| format!("detaching {attached} from {iface}"))?;
+            }
         }
-        let link = xdp_program(self.object_of(name), name)?
-            .attach(&iface, XdpMode::Skb)
-            .with_context(|| format!("attaching {name} to {iface} (generic mode)"))?;
-        self.xdp_attached = Some((name, link));
+        let mut links = Vec::new();
+        for iface in &ifaces {
+            let link = xdp_program(self.object_of(name), name)?
+                .attach(iface, XdpMode::Skb)
+                .with_context(|| format!("attaching {name} to {iface} (generic mode)"))?;
+            links.push(link);
+        }
+        self.attached = Some((name, links));
         Ok(())
     }
 
@@ -416,7 +441,7 @@ impl Noops {
         if program == XDP_FLOOR_NAME {
             &mut self.floor
         } else {
-            &mut self.ebpf
+            &mut self.noop
         }
     }
 }
@@ -570,4 +595,20 @@ mod tests {
             .load()
             .expect("the verifier accepts the XDP floor");
     }
+}
+
+/// The interfaces the holding program is hooked on by TC, from the agent's pins in `pin_dir`
+/// (`link-tc-<ifindex>`): where, with the holding program hooked by XDP instead, `imag_hold`
+/// runs on the same packets.
+pub fn holding_interfaces(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let mut indexes: Vec<u32> = std::fs::read_dir(pin_dir)
+        .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
+        .flatten()
+        .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
+        .filter(|(program, _, _)| *program == "imag_hold_tc")
+        .map(|(_, index, _)| index)
+        .collect();
+    indexes.sort_unstable();
+    indexes.into_iter().map(interface_name).collect()
 }

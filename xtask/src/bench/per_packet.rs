@@ -9,11 +9,11 @@
 //! Traffic, from the client namespace to warm hosts: bulk TCP (GSO-sized packets), 64-byte UDP
 //! request/response one at a time, and 64-byte UDP requests kept 32 in flight (a high packet
 //! rate). The holding program is measured hooked both ways the agent can hook it (`--hook tc`,
-//! the default on virtual interfaces, and `--hook xdp-generic`); the no-ops sit on the client's
-//! own interface (TC egress: the client's packets; XDP ingress: the answers).
+//! the default on virtual interfaces, and `--hook xdp-generic`); no-ops sit on the client's own
+//! interface (TC egress: the client's packets; XDP ingress: the answers), first on each imag TC
+//! program's hooks, and at XDP on the holding program's interfaces while it is hooked by TC.
 
 use std::{
-    collections::HashMap,
     fmt::Write as _,
     net::SocketAddr,
     path::Path,
@@ -22,13 +22,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::programs::{ProgramInfo, loaded_programs};
 use imag_testkit::{AgentProcess, ClientNs, Launch};
 use serde::Serialize;
 
 use super::{
-    HOST_IF, METRICS, NETWORK, SINK, client,
-    noop::{self, BesideImag, Noops},
+    HOST_IF, METRICS, NETWORK, SINK,
+    bpf_stats::{PASSES, Workload, passes},
+    client,
+    noop::{self, BesideImag, Noops, XdpBaselines},
     remove_pins,
     stats::{median, noise_note, summarize},
     wait_warm,
@@ -47,8 +48,6 @@ const RATE_FOR: Duration = Duration::from_secs(2);
 const ROUND_RR: usize = 5_000;
 /// The target: every program on the warm path at most this many times its hook's no-op.
 pub const MAX_RATIO: f64 = 2.0;
-/// Each workload is measured this many times in a row; a program's figure is the median pass.
-const PASSES: usize = 3;
 
 /// The host the section adds to the base configuration.
 pub fn echo_host(image: &str) -> String {
@@ -163,69 +162,6 @@ fn imag_program_ids() -> anyhow::Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Run count and run time (ns) of each program in `ids`.
-fn snapshot(ids: &[u32]) -> HashMap<u32, (String, &'static str, u64, u64)> {
-    loaded_programs()
-        .flatten()
-        .filter(|p| ids.contains(&p.id()))
-        .filter_map(|p: ProgramInfo| {
-            // aya does not re-export the kernel's program type enum: its name tells. The
-            // tracepoint (TCP state changes) runs per connection, not per packet.
-            let kind = match format!("{:?}", p.program_type()) {
-                t if t.ends_with("_XDP") => "xdp",
-                t if t.ends_with("_SCHED_CLS") => "tc",
-                _ => return None,
-            };
-            Some((
-                p.id(),
-                (
-                    p.name_as_str().unwrap_or("?").to_string(),
-                    kind,
-                    p.run_count(),
-                    u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
-                ),
-            ))
-        })
-        .collect()
-}
-
-type Workload<'a> = (
-    &'static str,
-    Box<dyn Fn() -> anyhow::Result<()> + Sync + 'a>,
-);
-
-/// A program's passes: its name, kind, runs over all passes, each pass's average ns.
-type Passes = (String, &'static str, u64, Vec<f64>);
-
-/// What each program in `ids` cost per run over [`PASSES`] runs of `traffic`, by id.
-fn passes(
-    ids: &[u32],
-    traffic: &(dyn Fn() -> anyhow::Result<()> + Sync),
-) -> anyhow::Result<HashMap<u32, Passes>> {
-    let mut passes: HashMap<u32, Passes> = HashMap::new();
-    for _ in 0..PASSES {
-        let before = snapshot(ids);
-        traffic()?;
-        let after = snapshot(ids);
-        for (id, (program, kind, runs, ns)) in after {
-            let (_, _, runs0, ns0) = before.get(&id).cloned().unwrap_or_default();
-            let runs = runs - runs0;
-            if runs == 0 {
-                continue;
-            }
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "nanoseconds and run counts of one measurement"
-            )]
-            let ns_per_run = (ns - ns0) as f64 / runs as f64;
-            let entry = passes.entry(id).or_insert((program, kind, 0, Vec::new()));
-            entry.2 += runs;
-            entry.3.push(ns_per_run);
-        }
-    }
-    Ok(passes)
-}
-
 impl ProgramCost {
     /// The row of a program measured in `passes_ns`; the pair says whether it is a baseline (a
     /// no-op or a floor) and whether a floor.
@@ -267,7 +203,7 @@ fn costs(
     let mut agent = start_agent(binary, config, hook)?;
     let mut ids = imag_program_ids()?;
     let mut noops = client.run(|| Noops::attach("eth0"))??;
-    ids.extend([noops.tc_id, noops.xdp_id]);
+    ids.extend([noops.tc_id, noops.xdp.noop_id]);
     let beside = BesideImag::attach(&pin_dir())?;
     ids.extend(beside.ids.iter().map(|(_, id)| *id));
     ids.extend(beside.floors.iter().map(|(_, id)| *id));
@@ -324,7 +260,7 @@ fn costs(
                 program,
                 kind,
                 (
-                    id == noops.tc_id || id == noops.xdp_id || beside.is_some(),
+                    id == noops.tc_id || id == noops.xdp.noop_id || beside.is_some(),
                     floor,
                 ),
                 beside,
@@ -333,30 +269,67 @@ fn costs(
             ));
         }
     }
-    // The XDP floor in the client's XDP no-op's place (one XDP program per interface), on the
-    // same traffic right after: once, with the holding program hooked by XDP.
     if hook == "xdp-generic" {
-        client.run(|| noops.use_xdp(noop::XDP_FLOOR_NAME))??;
-        for (workload, traffic) in &workloads {
-            for (_, (program, kind, runs, passes_ns)) in passes(&[noops.xdp_floor_id], traffic)? {
-                run.costs.push(ProgramCost::new(
-                    hook,
-                    workload,
-                    format!("{program} (client's floor, in its no-op's place)"),
-                    kind,
-                    (true, true),
-                    None,
-                    runs,
-                    passes_ns,
-                ));
-            }
+        // The XDP floor in the client's XDP no-op's place (one XDP program per interface), on
+        // the same traffic right after.
+        client.run(|| noops.xdp.use_xdp(noop::XDP_FLOOR_NAME))??;
+        let id = noops.xdp.floor_id;
+        xdp_passes(
+            &workloads,
+            id,
+            hook,
+            None,
+            run,
+            "client's floor, in its no-op's place",
+        )?;
+        client.run(|| noops.xdp.use_xdp(noop::XDP_NAME))??;
+    } else {
+        // With the holding program hooked by TC, the XDP hook of its interfaces is free: the XDP
+        // no-op and floor there see the packets `imag_hold` sees when hooked by XDP (its rows).
+        let mut on_hold = XdpBaselines::load(noop::holding_interfaces(&pin_dir())?)?;
+        for name in [noop::XDP_NAME, noop::XDP_FLOOR_NAME] {
+            on_hold.use_xdp(name)?;
+            let id = if name == noop::XDP_NAME {
+                on_hold.noop_id
+            } else {
+                on_hold.floor_id
+            };
+            let what = "on imag_hold's interfaces, with it hooked by TC";
+            xdp_passes(&workloads, id, "xdp-generic", Some("imag_hold"), run, what)?;
         }
-        client.run(|| noops.use_xdp(noop::XDP_NAME))??;
     }
     drop(stats);
     drop(beside);
     client.run(move || drop(noops))?;
     agent.stop()?;
+    Ok(())
+}
+
+/// Rows for XDP baseline `id` (the no-op or the floor: its name tells) on every workload,
+/// beside `beside`'s hooks or the client's, labelled `what`.
+fn xdp_passes(
+    workloads: &[Workload],
+    id: u32,
+    hook: &'static str,
+    beside: Option<&'static str>,
+    run: &mut PerPacketRun,
+    what: &str,
+) -> anyhow::Result<()> {
+    for (workload, traffic) in workloads {
+        for (_, (program, kind, runs, passes_ns)) in passes(&[id], traffic)? {
+            let floor = program == noop::XDP_FLOOR_NAME;
+            run.costs.push(ProgramCost::new(
+                hook,
+                workload,
+                format!("{program} ({what})"),
+                kind,
+                (true, floor),
+                beside,
+                runs,
+                passes_ns,
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -529,12 +502,7 @@ impl PerPacketRun {
                 rows.push((
                     format!(
                         "every imag {kind} program on the warm path ≤ {MAX_RATIO}× the {kind} \
-                         no-op per run{}",
-                        if kind == "tc" {
-                            " (the no-op on its own hooks)"
-                        } else {
-                            ""
-                        }
+                         no-op per run (the no-op on its own hooks)"
                     ),
                     format!("worst {ratio:.2}×: {what}{floor}"),
                     ratio <= MAX_RATIO,
@@ -628,9 +596,10 @@ impl PerPacketRun {
              attached first (TCX order) on every hook each imag TC program runs on (its own \
              baseline: the same packets at the same point of the stack), and on the client a TC \
              classifier on its egress (every packet it sends) and an XDP program (generic mode) on \
-             its ingress (every answer). TC programs are judged against the no-op on their own \
-             hooks, XDP ones (one program per hook: no neighbour) against the client's. \
-             Statistics are on only while measuring (a `BPF_ENABLE_STATS` descriptor",
+             its ingress (every answer). An interface has one XDP program, so `imag_hold`'s own \
+             XDP baselines run on its interfaces while it is hooked by TC there (the XDP hook \
+             free; the same packets, the run count tells). Every imag program is judged against \
+             the no-op on its own hooks. Statistics are on only while measuring (a `BPF_ENABLE_STATS` descriptor",
         );
         let _ = writeln!(
             out,
@@ -644,9 +613,9 @@ impl PerPacketRun {
              hooks runs a floor: a TC program doing only what keeping a host's activity takes \
              (an array lookup of a slot, a per-CPU array lookup of its counters, a count added \
              and the coarse clock stored): the least any program counting per-host traffic \
-             costs there. The same floor as an XDP program takes the client's XDP no-op's place \
-             for {PASSES} more passes of each traffic right after (an interface has one XDP \
-             program), with the holding program hooked by XDP.\n"
+             costs there. The same floor as an XDP program takes the XDP no-op's place, for \
+             {PASSES} more passes of each traffic right after, on the client and on \
+             `imag_hold`'s interfaces.\n"
         );
         out.push_str(
             "| hook | traffic | program | runs | ns/run (passes) | × no-op on its hooks | × floor on its hooks | × client's no-op |\n\
