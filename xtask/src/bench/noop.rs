@@ -347,8 +347,8 @@ fn build(programs: &[ObjectProgram]) -> Vec<u8> {
 /// egress, TCX), and the XDP baselines on the same interface's ingress (generic mode, the no-op
 /// first). Dropping it detaches them.
 pub struct Noops {
-    /// The TC no-op's object.
-    ebpf: Ebpf,
+    /// The TC no-op's object, held for its link (dropping it detaches the no-op).
+    _tc: Ebpf,
     pub xdp: XdpBaselines,
     pub tc_id: u32,
 }
@@ -364,7 +364,11 @@ impl Noops {
         let tc_id = tc.info()?.id();
         let mut xdp = XdpBaselines::load(vec![iface.to_string()])?;
         xdp.use_xdp(XDP_NAME)?;
-        Ok(Noops { ebpf, xdp, tc_id })
+        Ok(Noops {
+            _tc: ebpf,
+            xdp,
+            tc_id,
+        })
     }
 }
 
@@ -558,6 +562,22 @@ fn interface_name(index: u32) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// The interfaces the holding program is hooked on by TC, from the agent's pins in `pin_dir`
+/// (`link-tc-<ifindex>`): where, with the holding program hooked by XDP instead, `imag_hold`
+/// runs on the same packets.
+pub fn holding_interfaces(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let mut indexes: Vec<u32> = std::fs::read_dir(pin_dir)
+        .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
+        .flatten()
+        .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
+        .filter(|(program, _, _)| *program == "imag_hold_tc")
+        .map(|(_, index, _)| index)
+        .collect();
+    indexes.sort_unstable();
+    indexes.into_iter().map(interface_name).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use aya::programs::TcAttachType;
@@ -595,20 +615,4 @@ mod tests {
             .load()
             .expect("the verifier accepts the XDP floor");
     }
-}
-
-/// The interfaces the holding program is hooked on by TC, from the agent's pins in `pin_dir`
-/// (`link-tc-<ifindex>`): where, with the holding program hooked by XDP instead, `imag_hold`
-/// runs on the same packets.
-pub fn holding_interfaces(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context as _;
-    let mut indexes: Vec<u32> = std::fs::read_dir(pin_dir)
-        .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
-        .flatten()
-        .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
-        .filter(|(program, _, _)| *program == "imag_hold_tc")
-        .map(|(_, index, _)| index)
-        .collect();
-    indexes.sort_unstable();
-    indexes.into_iter().map(interface_name).collect()
 }
