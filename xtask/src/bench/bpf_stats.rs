@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use aya::programs::{ProgramInfo, loaded_programs};
 
 /// Each workload is measured this many times in a row; a program's figure is the median pass.
-pub const PASSES: usize = 3;
+/// A pass of one-at-a-time traffic lasts under a second, and one disturbed by other work on the
+/// machine can cost half as much again (126, 168 and 205 ns in one run's three passes): five
+/// passes let the median stand clear of two such.
+pub const PASSES: usize = 5;
 
 /// Run count and run time (ns) of each program in `ids`.
 fn snapshot(ids: &[u32]) -> HashMap<u32, (String, &'static str, u64, u64)> {
