@@ -249,10 +249,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         return trace::run(&binary, &dir, &opts.trace, machine(&root));
     }
     // Bad trace flags fail now, not after the other sections.
-    if !opts.no_trace {
-        trace::params(&opts.trace)?;
-        trace::policy::select(&opts.trace.policies).map_err(anyhow::Error::msg)?;
-    }
+    let trace_plan = if opts.no_trace {
+        None
+    } else {
+        Some(trace::plan(&opts.trace)?)
+    };
 
     let mut results = Results {
         machine: machine(&root),
@@ -418,12 +419,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_cluster {
             results.cluster = Some(cluster::measure(&binary, 500, machine(&root))?);
         }
-        if !opts.no_trace {
+        if let Some(plan) = &trace_plan {
             trace_run = Some(trace::measure(
                 &binary,
                 &dir,
                 &client,
-                &opts.trace,
+                plan,
                 machine(&root),
             )?);
         }

@@ -414,13 +414,18 @@ impl XdpBaselines {
     }
 
     /// Puts XDP program `name` (the no-op or the floor) on every interface in place of the one
-    /// there.
-    pub fn use_xdp(&mut self, name: &'static str) -> anyhow::Result<()> {
+    /// there; returns its id.
+    pub fn use_xdp(&mut self, name: &'static str) -> anyhow::Result<u32> {
         use anyhow::Context as _;
+        let id = if name == XDP_FLOOR_NAME {
+            self.floor_id
+        } else {
+            self.noop_id
+        };
         if let Some((attached, _)) = &self.attached
             && *attached == name
         {
-            return Ok(());
+            return Ok(id);
         }
         let ifaces = self.ifaces.clone();
         if let Some((attached, links)) = self.attached.take() {
@@ -438,7 +443,7 @@ impl XdpBaselines {
             links.push(link);
         }
         self.attached = Some((name, links));
-        Ok(())
+        Ok(id)
     }
 
     fn object_of(&mut self, program: &str) -> &mut Ebpf {
@@ -490,12 +495,7 @@ pub struct BesideImag {
 impl BesideImag {
     pub fn attach(pin_dir: &Path) -> anyhow::Result<BesideImag> {
         use anyhow::Context as _;
-        let mut hooks: Vec<(&'static str, u32, TcAttachType)> = std::fs::read_dir(pin_dir)
-            .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
-            .flatten()
-            .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
-            .collect();
-        hooks.sort_by_key(|(program, index, _)| (*program, *index));
+        let hooks = imag_tc_hooks(pin_dir)?;
         let mut beside = BesideImag {
             loaded: Vec::new(),
             ids: Vec::new(),
@@ -562,20 +562,27 @@ fn interface_name(index: u32) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// Every imag TC hook, from the agent's pins in `pin_dir` ([`imag_tc_hook`]), by program and
+/// ifindex.
+fn imag_tc_hooks(pin_dir: &Path) -> anyhow::Result<Vec<(&'static str, u32, TcAttachType)>> {
+    use anyhow::Context as _;
+    let mut hooks: Vec<(&'static str, u32, TcAttachType)> = std::fs::read_dir(pin_dir)
+        .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
+        .flatten()
+        .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
+        .collect();
+    hooks.sort_by_key(|(program, index, _)| (*program, *index));
+    Ok(hooks)
+}
+
 /// The interfaces the holding program is hooked on by TC, from the agent's pins in `pin_dir`
 /// (`link-tc-<ifindex>`): where, with the holding program hooked by XDP instead, `imag_hold`
 /// runs on the same packets.
 pub fn holding_interfaces(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context as _;
-    let mut indexes: Vec<u32> = std::fs::read_dir(pin_dir)
-        .with_context(|| format!("reading the agent's pins in {}", pin_dir.display()))?
-        .flatten()
-        .filter_map(|e| imag_tc_hook(&e.file_name().to_string_lossy()))
+    (imag_tc_hooks(pin_dir)?.into_iter())
         .filter(|(program, _, _)| *program == "imag_hold_tc")
-        .map(|(_, index, _)| index)
-        .collect();
-    indexes.sort_unstable();
-    indexes.into_iter().map(interface_name).collect()
+        .map(|(_, index, _)| interface_name(index))
+        .collect()
 }
 
 #[cfg(test)]

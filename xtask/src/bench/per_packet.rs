@@ -272,8 +272,7 @@ fn costs(
     if hook == "xdp-generic" {
         // The XDP floor in the client's XDP no-op's place (one XDP program per interface), on
         // the same traffic right after.
-        client.run(|| noops.xdp.use_xdp(noop::XDP_FLOOR_NAME))??;
-        let id = noops.xdp.floor_id;
+        let id = client.run(|| noops.xdp.use_xdp(noop::XDP_FLOOR_NAME))??;
         xdp_passes(
             &workloads,
             id,
@@ -288,12 +287,7 @@ fn costs(
         // no-op and floor there see the packets `imag_hold` sees when hooked by XDP (its rows).
         let mut on_hold = XdpBaselines::load(noop::holding_interfaces(&pin_dir())?)?;
         for name in [noop::XDP_NAME, noop::XDP_FLOOR_NAME] {
-            on_hold.use_xdp(name)?;
-            let id = if name == noop::XDP_NAME {
-                on_hold.noop_id
-            } else {
-                on_hold.floor_id
-            };
+            let id = on_hold.use_xdp(name)?;
             let what = "on imag_hold's interfaces, with it hooked by TC";
             xdp_passes(&workloads, id, "xdp-generic", Some("imag_hold"), run, what)?;
         }

@@ -233,13 +233,19 @@ fn path(trace: &Trace, mut i: usize) -> Vec<&str> {
     names
 }
 
-pub fn params(opts: &TraceOptions) -> anyhow::Result<TraceParams> {
-    Ok(params_and_seeds(opts)?.0)
+/// What a trace run replays, from its flags: the trace's parameters (the seed chosen when none
+/// is given), the bounds of [`seeds::OTHER_SEEDS`] it was chosen from (and the report lists),
+/// and the policies. Every flag is checked here, once: a full bench makes its plan before its
+/// other sections, so that bad flags fail at once, and hands it to [`measure`].
+pub struct Plan {
+    pub params: TraceParams,
+    ideal_by_seed: seeds::Bounds,
+    seed_is_median: bool,
+    policies: Vec<Policy>,
 }
 
-/// [`params`], and the bounds of [`seeds::OTHER_SEEDS`] the default seed is chosen from (and the
-/// report lists): generated once.
-fn params_and_seeds(opts: &TraceOptions) -> anyhow::Result<(TraceParams, seeds::Bounds)> {
+pub fn plan(opts: &TraceOptions) -> anyhow::Result<Plan> {
+    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
     if opts.hosts > MAX_HOSTS {
         bail!(
             "--trace-hosts {} is more than the trace subnet {SUBNET} holds ({MAX_HOSTS})",
@@ -272,7 +278,12 @@ fn params_and_seeds(opts: &TraceOptions) -> anyhow::Result<(TraceParams, seeds::
             )
         })?;
     }
-    Ok((params, by_seed))
+    Ok(Plan {
+        params,
+        ideal_by_seed: by_seed,
+        seed_is_median: opts.seed.is_none(),
+        policies,
+    })
 }
 
 /// Runs the trace benchmark with `client` (whose routes include [`SUBNET`]).
@@ -280,11 +291,16 @@ pub fn measure(
     binary: &Path,
     dir: &Path,
     client: &ClientNs,
-    opts: &TraceOptions,
+    plan: &Plan,
     machine: Machine,
 ) -> anyhow::Result<TraceRun> {
-    let (params, ideal_by_seed) = params_and_seeds(opts)?;
-    let policies = policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    let Plan {
+        params,
+        ideal_by_seed,
+        seed_is_median,
+        policies,
+    } = plan;
+    let params = params.clone();
     // Swap on disk, on the full bench's path too: what zram holds is still memory (counted).
     if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
         crate::preflight::ensure_disk_swap(8)?;
@@ -320,8 +336,8 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
-        ideal_by_seed,
-        seed_is_median: opts.seed.is_none(),
+        ideal_by_seed: ideal_by_seed.clone(),
+        seed_is_median: *seed_is_median,
         swap: (crate::preflight::swaps().into_iter())
             .map(|(name, kind)| format!("{name} ({kind})"))
             .collect(),
@@ -330,7 +346,7 @@ pub fn measure(
         requests: measured,
         policies: Vec::new(),
     };
-    for policy in &policies {
+    for policy in policies {
         let config = dir.join(format!("trace-{}.toml", policy.name));
         std::fs::write(&config, config_text(&trace, policy))?;
         cleanup(binary, &config);
@@ -610,8 +626,7 @@ fn summarize(
 /// `bench/trace.{md,json,png}`.
 pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> anyhow::Result<()> {
     // Fail on bad flags before anything is created.
-    params(opts)?;
-    policy::select(&opts.policies).map_err(anyhow::Error::msg)?;
+    let plan = plan(opts)?;
     let client = ClientNs::create(
         super::NETNS,
         HOST_IF,
@@ -620,7 +635,7 @@ pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> 
         &[SUBNET],
     )
     .context("creating the benchmark's client namespace")?;
-    let run = measure(binary, dir, &client, opts, machine);
+    let run = measure(binary, dir, &client, &plan, machine);
     drop(client);
     write(&run?)
 }
@@ -638,62 +653,4 @@ pub fn write(run: &TraceRun) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_policy_configures_every_host_with_its_ballast_and_calls() {
-        let trace = workload::generate(
-            &params(&TraceOptions {
-                secs: 240.0,
-                hosts: 12,
-                seed: Some(3),
-                hours: 24.0,
-                max_rps: 20.0,
-                policies: String::new(),
-            })
-            .unwrap(),
-        )
-        .unwrap();
-        for policy in policy::ALL {
-            let text = config_text(&trace, &policy);
-            if let Ok(dir) = std::env::var("IMAG_TRACE_CONFIG_DIR") {
-                std::fs::write(format!("{dir}/{}.toml", policy.name), &text).unwrap();
-            }
-            assert_eq!(text.matches("[[host]]").count(), 12, "{}", policy.name);
-            assert_eq!(text.matches("BALLAST_MB").count(), 12, "{}", policy.name);
-            let calls = trace.hosts.iter().filter(|h| h.calls.is_some()).count();
-            assert_eq!(text.matches("--backend").count(), calls, "{}", policy.name);
-            assert_eq!(
-                text.contains("memory_budget"),
-                policy.kind == policy::Kind::PauseBudget,
-                "{}",
-                policy.name
-            );
-        }
-    }
-
-    #[test]
-    fn a_request_passes_through_the_chain_of_its_application() {
-        let trace = workload::generate(
-            &params(&TraceOptions {
-                secs: 240.0,
-                hosts: 40,
-                seed: Some(1),
-                hours: 24.0,
-                max_rps: 20.0,
-                policies: String::new(),
-            })
-            .unwrap(),
-        )
-        .unwrap();
-        let caller = trace.hosts.iter().position(|h| h.calls.is_some()).unwrap();
-        let chain = path(&trace, caller);
-        assert!(chain.len() >= 2);
-        assert!(
-            chain[1..]
-                .iter()
-                .all(|n| n.starts_with(&format!("a{}f", trace.hosts[caller].app)))
-        );
-    }
-}
+mod tests;

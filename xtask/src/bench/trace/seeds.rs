@@ -36,7 +36,7 @@ pub fn median_seed(by_seed: &[(u64, f64, f64)]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::{
-        super::{TraceOptions, params},
+        super::{TraceOptions, plan},
         *,
     };
 
@@ -65,11 +65,11 @@ mod tests {
             max_rps: 20.0,
             policies: String::new(),
         };
-        let chosen = params(&opts(None)).unwrap().seed;
-        let bounds = ideal_by_seed(&params(&opts(Some(1))).unwrap());
+        let chosen = plan(&opts(None)).unwrap().params.seed;
+        let bounds = ideal_by_seed(&plan(&opts(Some(1))).unwrap().params);
         assert_eq!(Some(chosen), median_seed(&bounds));
         assert_eq!(
-            params(&opts(Some(11))).unwrap().seed,
+            plan(&opts(Some(11))).unwrap().params.seed,
             11,
             "a given seed is kept"
         );
