@@ -8,9 +8,11 @@ use etherparse::PacketBuilder;
 use imag_agent::datapath::{
     Datapath, HostMode, TestHook,
     TestVerdict::{self, Drop, Pass},
+    pins::Pins,
     ring::{HeldFrame, parse_record},
 };
-use imag_common::{LINK_SLOTS_LEN, stat};
+use imag_common::{HOST_FLAG_IGNORES_PEERS, LINK_SLOTS_LEN, stat};
+use ipnet::Ipv4Net;
 
 mod support;
 use support::*;
@@ -433,4 +435,163 @@ fn a_draining_host_gets_what_was_past_the_hold_point_and_holds_what_is_new() {
     );
     assert_eq!(got, Drop, "a neighbour's SYN to a draining host");
     assert!(held.is_some(), "is held where it was sent");
+}
+
+/// A UDP packet the warm host's container sends to the client, as itself.
+fn sent_by_warm() -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CONTAINER_MAC, CLIENT_MAC)
+        .ipv4(WARM.octets(), CLIENT.octets(), 64)
+        .udp(8080, 40000)
+        .write(&mut frame, b"answer")
+        .unwrap();
+    frame
+}
+
+/// What a container sends counts as its host's traffic (`imag_from_host`), whether its link's
+/// slot names the host or the host is looked up by the packet's source; traffic with a peer in the
+/// host's idle-ignore prefixes counts as ignored, and keeps it awake no longer. A slot names the
+/// host as `set_host` last told it, whichever was written first.
+#[test]
+#[allow(
+    clippy::items_after_statements,
+    reason = "the row type sits next to its table"
+)]
+fn what_a_container_sends_counts_as_its_host_s_traffic() {
+    imag_testkit::require_environment();
+    const NEW_ID: u32 = 9;
+    fn owned(datapath: &mut Datapath) {
+        datapath
+            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+    }
+    fn ignoring_the_client(datapath: &mut Datapath, id: u32) {
+        datapath
+            .set_host(WARM, id, HostMode::Pass, HOST_FLAG_IGNORES_PEERS)
+            .unwrap();
+        datapath
+            .ignore_peers(id, Ipv4Net::new(CLIENT, 32).unwrap())
+            .unwrap();
+    }
+    fn slot_taken_by_another_link(datapath: &mut Datapath) {
+        datapath
+            .set_link_owner(LO + LINK_SLOTS_LEN, COLD, Some(NEIGHBOUR_MAC))
+            .unwrap();
+        owned(datapath);
+    }
+    fn ignoring_then_owned(datapath: &mut Datapath) {
+        ignoring_the_client(datapath, WARM_ID);
+        owned(datapath);
+    }
+    fn owned_then_ignoring(datapath: &mut Datapath) {
+        owned(datapath);
+        ignoring_the_client(datapath, WARM_ID);
+    }
+    fn owned_then_new_id(datapath: &mut Datapath) {
+        owned(datapath);
+        datapath.set_host(WARM, NEW_ID, HostMode::Pass, 0).unwrap();
+    }
+    fn owned_then_new_id_ignoring(datapath: &mut Datapath) {
+        owned(datapath);
+        ignoring_the_client(datapath, NEW_ID);
+    }
+    // (what, given, counted, ignored)
+    type Row = (&'static str, fn(&mut Datapath), u64, u64);
+    let rows: [Row; 6] = [
+        ("named by its link's slot", owned, 1, 0),
+        (
+            "looked up by its source (its slot taken by another link)",
+            slot_taken_by_another_link,
+            1,
+            0,
+        ),
+        (
+            "an ignored peer, flags before the owner",
+            ignoring_then_owned,
+            1,
+            1,
+        ),
+        (
+            "an ignored peer, flags after the owner",
+            owned_then_ignoring,
+            1,
+            1,
+        ),
+        ("a new host id after the owner", owned_then_new_id, 1, 0),
+        (
+            "a new host id and flags after the owner",
+            owned_then_new_id_ignoring,
+            1,
+            1,
+        ),
+    ];
+    for (what, given, counted, ignored) in rows {
+        let mut datapath = loaded();
+        given(&mut datapath);
+        datapath.ensure_activity(WARM).unwrap();
+        datapath.ensure_activity(COLD).unwrap();
+        let result = datapath.run_hold_program(TestHook::FromHost, &sent_by_warm(), LO);
+        let Ok((got, _)) = result else {
+            panic!("{what}: the test run failed: {result:?}");
+        };
+        assert_eq!(got, Pass, "{what}: verdict");
+        let activity = datapath.activity(WARM).unwrap();
+        assert_eq!(activity.packets_out, counted, "{what}: packets_out");
+        assert_eq!(
+            activity.bytes_out,
+            counted * sent_by_warm().len() as u64,
+            "{what}: bytes_out"
+        );
+        assert_eq!(activity.ignored_packets, ignored, "{what}: ignored_packets");
+        assert_eq!(
+            activity.last_packet_ns > 0,
+            ignored == 0,
+            "{what}: stamped unless ignored"
+        );
+        let neighbour = datapath.activity(COLD).unwrap();
+        assert_eq!(
+            neighbour.packets_out, 0,
+            "{what}: nothing for the neighbour"
+        );
+    }
+}
+
+/// An agent that adopts a pinned datapath does not trust the link slots an earlier agent left:
+/// they name hosts by that agent's ids. Until it writes a link's owner again, the link is judged
+/// by `HOST_LINKS` and its traffic counted for the host its source names.
+#[test]
+fn an_adopting_agent_empties_the_link_slots_it_finds() {
+    const NEW_ID: u32 = 9;
+    imag_testkit::require_environment();
+    let pins = Pins::for_network("imag-test-link-slots");
+    let _ = pins.remove_all();
+    {
+        let mut earlier = Datapath::load(Some(pins.clone())).unwrap();
+        earlier.set_host(WARM, WARM_ID, HostMode::Pass, 0).unwrap();
+        earlier.ensure_activity(WARM).unwrap();
+        earlier
+            .set_link_owner(LO, WARM, Some(CONTAINER_MAC))
+            .unwrap();
+    }
+    let mut datapath = Datapath::load(Some(pins.clone())).unwrap();
+    assert!(datapath.adopted(), "the pinned maps are adopted");
+    // This agent's configuration gives the host another id.
+    datapath.set_host(WARM, NEW_ID, HostMode::Pass, 0).unwrap();
+    datapath.ensure_activity(WARM).unwrap();
+    let counted = datapath.run_hold_program(TestHook::FromHost, &sent_by_warm(), LO);
+    let mut as_neighbour = sent_by_warm();
+    as_neighbour[6..12].copy_from_slice(&NEIGHBOUR_MAC);
+    let forged = datapath.run_hold_program(TestHook::FromHost, &as_neighbour, LO);
+    let activity = datapath.activity(WARM);
+    let stats = datapath.stats();
+    drop(datapath);
+    pins.remove_all().unwrap();
+    assert_eq!(counted.unwrap().0, Pass, "its own packet passes");
+    assert_eq!(
+        activity.unwrap().packets_out,
+        1,
+        "counted under the host's new id"
+    );
+    assert_eq!(forged.unwrap().0, Drop, "the earlier owner still holds");
+    assert_eq!(stats[stat::DROPPED_SPOOFED as usize], 1, "dropped_spoofed");
 }

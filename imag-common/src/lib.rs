@@ -65,9 +65,11 @@ pub mod maps {
     /// agent together with `HOSTS`.
     pub const HOST_SLOTS: &str = "HOST_SLOTS";
     /// `Array<LinkSlot>` of `LINK_SLOTS_LEN`: a direct-mapped copy of `HOST_LINKS` (slot
-    /// `link_slot(ifindex)`), so that `imag_from_host` finds a link's owner with an array lookup;
-    /// written by the agent together with `HOST_LINKS`.
-    pub const LINK_SLOTS: &str = "LINK_SLOTS";
+    /// `link_slot(ifindex)`) that also names each link's host, so that `imag_from_host` finds a
+    /// link's owner and the counters of what it sends with one array lookup; written by the
+    /// agent together with `HOST_LINKS` and `HOSTS`. (`LINK_SLOTS` before a slot named its host:
+    /// a datapath pinned by such an agent is outdated and must be detached.)
+    pub const LINK_OWNERS: &str = "LINK_OWNERS";
 
     /// Every map above.
     pub const ALL: [&str; 13] = [
@@ -83,7 +85,7 @@ pub mod maps {
         ALLOW,
         HOST_LINKS,
         HOST_SLOTS,
-        LINK_SLOTS,
+        LINK_OWNERS,
     ];
 }
 
@@ -255,42 +257,64 @@ pub struct HostLink {
     pub _reserved: [u8; 2],
 }
 
-/// Slots in `LINK_SLOTS` (a power of two).
+/// Slots in `LINK_OWNERS` (a power of two).
 pub const LINK_SLOTS_LEN: u32 = 4096;
 
-/// A link's slot in `LINK_SLOTS`: its ifindex modulo `LINK_SLOTS_LEN`. A network namespace
+/// A link's slot in `LINK_OWNERS`: its ifindex modulo `LINK_SLOTS_LEN`. A network namespace
 /// numbers its interfaces upwards, so links collide only `LINK_SLOTS_LEN` interfaces apart.
 #[must_use]
 pub const fn link_slot(ifindex: u32) -> u32 {
     ifindex & (LINK_SLOTS_LEN - 1)
 }
 
-/// `LinkSlot::state` of a slot that is its link's.
-pub const LINK_SLOT_VALID: u8 = 1;
+/// `LinkSlot::tag` of link `ifindex`: the bits of its ifindex above its slot's index. `None` for
+/// an ifindex too large for the tag (from 2^28 on), which gets no slot.
+#[must_use]
+pub const fn link_slot_tag(ifindex: u32) -> Option<u16> {
+    let high = ifindex >> LINK_SLOTS_LEN.trailing_zeros();
+    if high > u16::MAX as u32 {
+        return None;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at most u16::MAX: checked above"
+    )]
+    Some(high as u16)
+}
 
-/// Value of the `LINK_SLOTS` array: a copy of the `HOST_LINKS` entry of link `ifindex`, which the
-/// agent writes whenever it writes that entry (after it) and empties before it removes it. A slot
-/// is taken by the first link that maps to it and keeps it; the others are looked up in
-/// `HOST_LINKS`. Two aligned eight-byte words: the programs read `mac` and `state` with one load,
-/// then `ifindex` and `addr` with another, and use a slot only to let a frame pass (anything
-/// else is decided by `HOST_LINKS`); the agent's `set_link_slot` orders its writes so that what
-/// a program reads is either unusable or this link's.
+/// `LinkSlot::state` of a slot that is its link's: who may speak on the link.
+pub const LINK_SLOT_OWNER: u8 = 1;
+/// `LinkSlot::state` of a slot that is its link's and names the host at its address too
+/// (`host_id`, `host_flags`), so that a frame the slot lets pass is counted without looking its
+/// sender up.
+pub const LINK_SLOT_OWNER_HOST: u8 = 2;
+
+/// Value of the `LINK_OWNERS` array: a copy of the `HOST_LINKS` entry of the link it is tagged
+/// with, and of the `HOSTS` entry's id and flags of the host at that address, which the agent
+/// writes whenever it writes either (after them) and empties before it removes the link's entry.
+/// A slot is taken by the first link that maps to it and keeps it; the others are looked up in
+/// `HOST_LINKS`. Two aligned eight-byte words: the programs read `mac`, `state` and
+/// `host_flags` with one load, then `addr`, `host_id` and `tag` with another, and use a slot
+/// only to let a frame pass (anything else is decided by `HOST_LINKS`); the agent's
+/// `set_link_slot` orders its writes so that what a program reads is either unusable or this
+/// link's.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(
-    clippy::pub_underscore_fields,
-    reason = "explicit padding, public so that both sides can build the value; never read"
-)]
 pub struct LinkSlot {
-    /// The link's ifindex: the slot is this link's only if it matches.
-    pub ifindex: u32,
     /// `HostLink::addr`.
     pub addr: u32,
+    /// `HostEntry::host_id` of the host at `addr` (with `LINK_SLOT_OWNER_HOST`; hosts with an
+    /// id above `u16::MAX` are named by `LINK_SLOT_OWNER` slots only).
+    pub host_id: u16,
+    /// `link_slot_tag` of the link's ifindex: the slot is this link's only if it matches.
+    pub tag: u16,
     /// `HostLink::mac` (all zero when unknown).
     pub mac: [u8; 6],
-    /// `LINK_SLOT_VALID`, or 0 for a slot that is empty or being written.
+    /// `LINK_SLOT_OWNER` or `LINK_SLOT_OWNER_HOST`; 0 for a slot that is empty or being
+    /// written.
     pub state: u8,
-    pub _reserved: u8,
+    /// `HostEntry::flags` of the host at `addr` (with `LINK_SLOT_OWNER_HOST`).
+    pub host_flags: u8,
 }
 
 // The programs read a slot as two eight-byte words.
@@ -457,7 +481,20 @@ pub mod stat {
 
 #[cfg(test)]
 mod tests {
-    use super::stat;
+    use super::{LINK_SLOTS_LEN, link_slot, link_slot_tag, stat};
+
+    #[test]
+    fn a_link_slot_and_its_tag_make_up_the_whole_ifindex() {
+        for ifindex in [1, 4095, 4096, 4097, 123_456, (1 << 28) - 1] {
+            let tag = link_slot_tag(ifindex).expect("a tag below 2^28");
+            assert_eq!(
+                u32::from(tag) * LINK_SLOTS_LEN + link_slot(ifindex),
+                ifindex
+            );
+        }
+        assert_eq!(link_slot_tag(1 << 28), None, "no slot from 2^28 on");
+        assert_eq!(link_slot_tag(u32::MAX), None);
+    }
 
     #[test]
     fn counter_names_line_up_with_their_indexes() {

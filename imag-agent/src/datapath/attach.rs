@@ -157,7 +157,6 @@ impl Datapath {
         for index in self.stale_link_owners(interface_exists) {
             self.remove_link_owner(index);
         }
-        self.prune_link_slots();
         let Some(pins) = &self.pins else { return };
         let Ok(entries) = std::fs::read_dir(pins.dir()) else {
             return;

@@ -57,7 +57,7 @@ const PINNED_MAPS: [PinnedMap; 12] = [
     pinned(maps::WAITING_PORTS, 4, 4, false),
     pinned(maps::HOST_LINKS, 4, size_of::<HostLink>(), true),
     pinned(maps::HOST_SLOTS, 4, size_of::<HostSlot>(), false),
-    pinned(maps::LINK_SLOTS, 4, size_of::<LinkSlot>(), false),
+    pinned(maps::LINK_OWNERS, 4, size_of::<LinkSlot>(), false),
     pinned(maps::HELD_FRAMES, 0, 0, false),
     pinned(maps::SOCK_EVENTS, 0, 0, false),
 ];
@@ -145,13 +145,13 @@ impl Datapath {
         let waiting_ports = typed_map!(HashMap, maps::WAITING_PORTS);
         let link_owners = typed_map!(HashMap, maps::HOST_LINKS);
         let host_slots = typed_map!(Array, maps::HOST_SLOTS);
-        let link_slots = typed_map!(Array, maps::LINK_SLOTS);
+        let link_slots = typed_map!(Array, maps::LINK_OWNERS);
         let host_links = super::host_links::HostLinks::start(&ebpf, pins.clone())?;
         if adopted {
             info!(dir = %pins.as_ref().expect("adopted implies pins").dir().display(),
                 "adopting the datapath an earlier agent left");
         }
-        Ok(Datapath {
+        let mut datapath = Datapath {
             ebpf,
             pins,
             adopted,
@@ -167,9 +167,14 @@ impl Datapath {
             waiting_ports: Some(waiting_ports),
             links: BTreeMap::new(),
             host_links,
-            host_ids: StdHashMap::new(),
+            host_entries: StdHashMap::new(),
+            owned_links: StdHashMap::new(),
             injector: super::deliver::Injector::default(),
-        })
+        };
+        if adopted {
+            datapath.empty_link_slots();
+        }
+        Ok(datapath)
     }
 
     /// Whether the maps were left by an earlier agent (and so hold its state).

@@ -12,8 +12,7 @@ use std::{collections::HashSet, net::Ipv4Addr};
 use aya::maps::{HashMap, MapData, PerCpuValues, lpm_trie::Key};
 use imag_common::{
     AllowKey, HOST_MODE_DRAIN, HOST_MODE_FORWARD, HOST_MODE_HOLD, HOST_MODE_PASS, HostActivity,
-    HostEntry, HostLink, HostSlot, IgnoreKey, InterfaceEntry, LINK_SLOT_VALID, LINK_SLOTS_LEN,
-    LinkSlot, host_slot, link_slot, maps, stat,
+    HostEntry, HostSlot, IgnoreKey, InterfaceEntry, host_slot, maps, stat,
 };
 use ipnet::Ipv4Net;
 use tracing::debug;
@@ -71,8 +70,17 @@ impl Datapath {
                 map: maps::HOSTS,
                 source,
             })?;
-        self.host_ids.insert(addr, host_id);
-        self.set_host_slot(addr, entry)
+        let named = |e: &HostEntry| (e.host_id, e.flags);
+        let renamed =
+            self.host_entries.insert(addr, entry).as_ref().map(named) != Some(named(&entry));
+        let slot = self.set_host_slot(addr, entry);
+        // Its links' slots name the host by id and flags.
+        let links = if renamed {
+            self.name_host_in_link_slots(addr)
+        } else {
+            Ok(())
+        };
+        slot.and(links)
     }
 
     /// Copies the host's `HOSTS` entry into its `HOST_SLOTS` slot if the slot is free or already
@@ -129,7 +137,7 @@ impl Datapath {
     /// The host's activity summed over CPUs (the latest packet time over CPUs); `None` before
     /// [`Datapath::ensure_activity`] set its entry up.
     pub fn activity(&self, addr: Ipv4Addr) -> Option<HostActivity> {
-        let id = *self.host_ids.get(&addr)?;
+        let id = self.host_entries.get(&addr)?.host_id;
         let values = self.activity.get(&id, 0).ok()?;
         if values.iter().next()?.host_addr != addr_key(addr) {
             return None;
@@ -175,7 +183,7 @@ impl Datapath {
             ..first
         };
         let values = PerCpuValues::try_from(values).map_err(cpus_error)?;
-        let Some(&id) = self.host_ids.get(&addr) else {
+        let Some(id) = self.host_entries.get(&addr).map(|e| e.host_id) else {
             return Err(DatapathError::UnknownHost { addr });
         };
         self.activity
@@ -237,124 +245,6 @@ impl Datapath {
         Ok(())
     }
 
-    /// Holds whatever speaks on link `ifindex` (the host side of a host's container veth) to
-    /// `addr` and, when known, `container_mac` (`HOST_LINKS`, then its `LINK_SLOTS` slot;
-    /// `imag_from_host` drops the rest).
-    pub fn set_link_owner(
-        &mut self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-        container_mac: Option<[u8; 6]>,
-    ) -> Result<(), DatapathError> {
-        let owner = HostLink {
-            addr: addr_key(addr),
-            mac: container_mac.unwrap_or_default(),
-            _reserved: [0; 2],
-        };
-        self.link_owners
-            .insert(ifindex, owner, 0)
-            .map_err(|source| DatapathError::Map {
-                map: maps::HOST_LINKS,
-                source,
-            })?;
-        self.set_link_slot(ifindex, owner)
-    }
-
-    /// Copies link `ifindex`'s `HOST_LINKS` entry into its `LINK_SLOTS` slot if the slot is free
-    /// or already the link's (a slot another link took stays that link's: this one is then looked
-    /// up in `HOST_LINKS`). Written after `HOST_LINKS`, so that a slot never lets through what
-    /// `HOST_LINKS` would drop.
-    fn set_link_slot(&mut self, ifindex: u32, owner: HostLink) -> Result<(), DatapathError> {
-        let index = link_slot(ifindex);
-        let current = self.link_slots.get(&index, 0).map_err(link_slots_error)?;
-        if current.state != 0 && current.ifindex != ifindex {
-            return Ok(());
-        }
-        let slot = LinkSlot {
-            ifindex,
-            addr: owner.addr,
-            mac: owner.mac,
-            state: LINK_SLOT_VALID,
-            _reserved: 0,
-        };
-        if slot == current {
-            return Ok(());
-        }
-        // As in `set_host_slot`: the kernel copies a value without promising one store, and the
-        // program reads a slot in two loads (the word with `state` first). Every change goes
-        // through an unusable slot (`state` 0), and the last write changes only `state`: what a
-        // program reads is then either unusable (`HOST_LINKS` is asked) or this link's.
-        let empty = LinkSlot { state: 0, ..slot };
-        if current.state != 0 {
-            self.set_slot_of_link(
-                index,
-                LinkSlot {
-                    state: 0,
-                    ..current
-                },
-            )?;
-        }
-        if current != empty {
-            self.set_slot_of_link(index, empty)?;
-        }
-        self.set_slot_of_link(index, slot)
-    }
-
-    fn set_slot_of_link(&mut self, index: u32, slot: LinkSlot) -> Result<(), DatapathError> {
-        self.link_slots
-            .set(index, slot, 0)
-            .map_err(link_slots_error)
-    }
-
-    /// Forgets who owns link `ifindex` (its container is gone or going): its `LINK_SLOTS` slot
-    /// is emptied first, so that the slot never says more than `HOST_LINKS`.
-    pub fn remove_link_owner(&mut self, ifindex: u32) {
-        let index = link_slot(ifindex);
-        if let Ok(current) = self.link_slots.get(&index, 0)
-            && current.state != 0
-            && current.ifindex == ifindex
-        {
-            let _ = self.set_slot_of_link(
-                index,
-                LinkSlot {
-                    state: 0,
-                    ..current
-                },
-            );
-        }
-        let _ = self.link_owners.remove(&ifindex);
-    }
-
-    /// Link owners whose link no longer exists (left by an earlier agent), by ifindex.
-    pub(super) fn stale_link_owners(&self, exists: impl Fn(u32) -> bool) -> Vec<u32> {
-        self.link_owners
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|&index| !exists(index))
-            .collect()
-    }
-
-    /// Empties `LINK_SLOTS` slots that do not say what `HOST_LINKS` says (an earlier agent
-    /// stopped between the two writes): a slot is a copy, never an owner of its own.
-    pub(super) fn prune_link_slots(&mut self) {
-        for index in 0..LINK_SLOTS_LEN {
-            let Ok(slot) = self.link_slots.get(&index, 0) else {
-                continue;
-            };
-            if slot.state == 0 {
-                continue;
-            }
-            let agrees = self
-                .link_owners
-                .get(&slot.ifindex, 0)
-                .is_ok_and(|owner| (owner.addr, owner.mac) == (slot.addr, slot.mac));
-            if !agrees {
-                debug!(ifindex = slot.ifindex, "emptying a stale link slot");
-                let _ = self.set_slot_of_link(index, LinkSlot { state: 0, ..slot });
-            }
-        }
-    }
-
     /// The table of ports wakes wait on for a LISTEN event (`WAITING_PORTS`), for readiness,
     /// which owns it from then on.
     pub fn take_waiting_ports(&mut self) -> Option<WaitingPorts> {
@@ -370,13 +260,6 @@ impl Datapath {
             }
         }
         totals
-    }
-}
-
-fn link_slots_error(source: aya::maps::MapError) -> DatapathError {
-    DatapathError::Map {
-        map: maps::LINK_SLOTS,
-        source,
     }
 }
 

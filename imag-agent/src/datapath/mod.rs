@@ -7,7 +7,8 @@
 //!   the TC programs into warm hosts' links (through `host_links`, a thread of its own: those
 //!   attaches wait on the kernel's RTNL lock) and `imag_tcp_state` into its tracepoint.
 //! - [`maps`]: typed access to the maps (hosts, interfaces, activity, ignored peers, waited-for
-//!   ports, counters).
+//!   ports, counters); `link_owners`: who may speak on each warm host's own link, and the
+//!   direct-mapped slots that name the link's host.
 //! - [`deliver`]: re-injecting a held frame into the stack.
 //! - [`HostTable`]: the part the orchestrator drives (hold/pass, activity, host links,
 //!   re-delivery), as a trait its unit tests implement in memory.
@@ -23,6 +24,7 @@ pub mod deliver;
 mod error;
 mod host_links;
 mod host_table;
+mod link_owners;
 pub mod load;
 pub mod maps;
 pub mod pins;
@@ -64,16 +66,21 @@ pub struct Datapath {
     interfaces: HashMap<MapData, u32, InterfaceEntry>,
     stats: PerCpuArray<MapData, u64>,
     activity: PerCpuArray<MapData, HostActivity>,
-    /// Each host's id (its index into `activity`), as [`Datapath::set_host`] was told.
-    host_ids: StdHashMap<Ipv4Addr, u32>,
+    /// Each host's entry as [`Datapath::set_host`] was last told it (its id indexes `activity`;
+    /// its id and flags go into its links' slots).
+    host_entries: StdHashMap<Ipv4Addr, HostEntry>,
     idle_ignore: LpmTrie<MapData, IgnoreKey, u8>,
     allow: LpmTrie<MapData, AllowKey, u8>,
     /// `HOST_LINKS`: who may speak on each host's own link.
     link_owners: HashMap<MapData, u32, HostLink>,
     /// `HOST_SLOTS`: `hosts` again, direct-mapped by address, for the programs' lookups.
     host_slots: Array<MapData, HostSlot>,
-    /// `LINK_SLOTS`: `link_owners` again, direct-mapped by ifindex, for `imag_from_host`.
+    /// `LINK_OWNERS`: `link_owners` again, direct-mapped by ifindex, with each link's host, for
+    /// `imag_from_host`.
     link_slots: Array<MapData, LinkSlot>,
+    /// The links whose owner this agent wrote, by ifindex, with their host's address: the slots
+    /// to rewrite when a host's id or flags change.
+    owned_links: StdHashMap<u32, Ipv4Addr>,
     /// Taken by readiness ([`Datapath::take_waiting_ports`]).
     waiting_ports: Option<HashMap<MapData, u32, u32>>,
     /// Links by pin name (`xdp-<ifindex>`, `tc-<ifindex>`, `tcp-state`); the hosts' own links

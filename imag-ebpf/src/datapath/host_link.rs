@@ -37,7 +37,7 @@ use super::{
     hold::{emit_held, is_plain_ipv4},
     host_entry, in_subnet,
     packet::{Frame, ptr_at},
-    spoof::{self, Claim},
+    spoof::{self, Claim, Judged, LinkHost},
     wakes::{IPPROTO_ICMP, wakes},
 };
 
@@ -93,7 +93,11 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     if warm {
-        record(&host, ip.src_addr, ctx.len(), Direction::In);
+        let link_host = LinkHost {
+            host_id: host.host_id,
+            flags: host.flags,
+        };
+        record(link_host, ip.src_addr, ctx.len(), Direction::In);
         return TC_ACT_OK;
     }
     if from_this_host {
@@ -154,16 +158,26 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         (None, ETHERTYPE_ARP) => Claim::Arp,
         _ => Claim::Other,
     };
-    if spoof::forged(ctx, eth.src_addr, claim) {
-        count(stat::DROPPED_SPOOFED);
-        return TC_ACT_SHOT;
-    }
+    let sender = match spoof::judge(ctx, eth.src_addr, claim) {
+        Judged::Forged => {
+            count(stat::DROPPED_SPOOFED);
+            return TC_ACT_SHOT;
+        }
+        Judged::Passed(sender) => sender,
+    };
     let Some(ip) = ip else {
         return TC_ACT_OK;
     };
-    let host_addr = u32::from_ne_bytes(ip.src_addr);
-    if let Some(host) = host_entry(host_addr) {
-        record(&host, ip.dst_addr, ctx.len(), Direction::Out);
+    // The link's slot names the sender (its source is the slot's address: the check let it
+    // pass); else it is looked up by its source.
+    let sender = sender.or_else(|| {
+        host_entry(u32::from_ne_bytes(ip.src_addr)).map(|host| LinkHost {
+            host_id: host.host_id,
+            flags: host.flags,
+        })
+    });
+    if let Some(sender) = sender {
+        record(sender, ip.dst_addr, ctx.len(), Direction::Out);
     }
     // Outside the subnet (answers to clients): no host there, no lookup.
     let dst = u32::from_ne_bytes(ip.dst_addr);
@@ -233,7 +247,8 @@ enum Direction {
     Out,
 }
 
-/// Adds a packet to the host's activity; it counts for idleness unless its peer is ignored.
+/// Adds a packet to the activity of `host` (its id and flags); it counts for idleness unless its
+/// peer is ignored.
 ///
 /// This runs for every packet of a warm host, so it does the least it can: one per-CPU array lookup by the host id,
 /// plain adds on this CPU's copy, the idle-ignore trie only for hosts that have ignored peers
@@ -241,7 +256,7 @@ enum Direction {
 /// read), stored only when it moved. Idleness is judged in seconds; the agent allows for the
 /// coarse clock's lag where it compares with a precise stamp (`hosts::sleep_called_off`).
 #[inline(always)]
-fn record(host: &HostEntry, peer: [u8; 4], len: u32, direction: Direction) {
+fn record(host: LinkHost, peer: [u8; 4], len: u32, direction: Direction) {
     let Some(activity) = ACTIVITY.get_ptr_mut(host.host_id) else {
         return;
     };

@@ -95,10 +95,11 @@ static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW, 1);
 #[map]
 static HOST_LINKS: HashMap<u32, HostLink> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
-/// `HOST_LINKS` again, direct-mapped by ifindex (`imag_common::LinkSlot`): most frames find their
-/// link's owner here with an array lookup; written by the agent.
+/// `HOST_LINKS` again, direct-mapped by ifindex (`imag_common::LinkSlot`), naming each link's
+/// host too: most frames find their link's owner, and the counters of what it sends, here with
+/// one array lookup; written by the agent.
 #[map]
-static LINK_SLOTS: Array<LinkSlot> = Array::with_max_entries(LINK_SLOTS_LEN, 0);
+static LINK_OWNERS: Array<LinkSlot> = Array::with_max_entries(LINK_SLOTS_LEN, 0);
 
 /// Ports that wakes are waiting for a listening socket on; written by the agent.
 #[map]

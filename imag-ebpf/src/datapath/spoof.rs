@@ -12,17 +12,19 @@
 //! Docker containers send anyway) are only held to the MAC. A link without an entry is not
 //! checked.
 //!
-//! Cost: the link's owner comes from its `LINK_SLOTS` slot (an array lookup, two loads) when the
+//! Cost: the link's owner comes from its `LINK_OWNERS` slot (an array lookup, two loads) when the
 //! link has one, and a few compares per packet the container sends; the ARP fields are read only
-//! for ARP. A slot only lets frames pass: a frame it does not let through, and every frame on a
-//! link without a slot (another link took it), is judged by `HOST_LINKS` (a hash lookup), the
-//! authority, so a stale or half-written slot can never drop a frame, only ask the hash.
+//! for ARP. The slot names the owner's host too (its id and flags), so that a frame it lets pass
+//! is counted without looking the sender up (`Judged::Passed`). A slot only lets frames pass: a
+//! frame it does not let through, and every frame on a link without a slot (another link took
+//! it), is judged by `HOST_LINKS` (a hash lookup), the authority, so a stale or half-written slot
+//! can never drop a frame, only ask the hash.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
-use imag_common::{LINK_SLOT_VALID, LinkSlot, link_slot};
+use imag_common::{LINK_SLOT_OWNER_HOST, LINK_SLOTS_LEN, LinkSlot, link_slot};
 use network_types::eth::EthHdr;
 
-use super::{HOST_LINKS, LINK_SLOTS, host_link::read};
+use super::{HOST_LINKS, LINK_OWNERS, host_link::read};
 
 /// Offsets of the ARP sender hardware and protocol addresses in an Ethernet frame.
 const ARP_SHA_OFFSET: usize = EthHdr::LEN + 8;
@@ -39,6 +41,23 @@ pub enum Claim {
     Other,
 }
 
+/// The host whose link it is (its id and flags): where the link's packets are counted.
+#[derive(Clone, Copy)]
+pub struct LinkHost {
+    pub host_id: u32,
+    pub flags: u8,
+}
+
+/// What the check made of a frame.
+pub enum Judged {
+    /// Sent as someone else: drop it.
+    Forged,
+    /// Sent as the link's owner (or on a link without one). With the sender's host when the
+    /// link's slot let the frame pass and names its host: an IPv4 packet's source is then that
+    /// host's address, and the host its sender.
+    Passed(Option<LinkHost>),
+}
+
 /// The identity a link's container must use: the host's address (as in a packet) and the
 /// container's MAC (all zero when unknown).
 struct Owner {
@@ -46,20 +65,29 @@ struct Owner {
     mac: [u8; 6],
 }
 
-/// Whether the frame, sent from `eth_source`, claims an identity that is not the link owner's.
+/// Whether the frame, sent from `eth_source`, claims an identity that is not the link owner's;
+/// if not, the link's host as its slot names it.
 #[inline(always)]
-pub fn forged(ctx: &TcContext, eth_source: [u8; 6], claim: Claim) -> bool {
+pub fn judge(ctx: &TcContext, eth_source: [u8; 6], claim: Claim) -> Judged {
     let skb: *mut __sk_buff = ctx.skb.skb;
     // SAFETY: skb is the program's context. At TC ingress `ifindex` is the link the frame
     // arrived on: the host side of the container's veth.
     let ifindex = unsafe { (*skb).ifindex };
-    if let Some(owner) = slot_owner(ifindex)
-        && !claims_other(ctx, eth_source, claim, &owner)
-    {
-        return false;
+    if let Some(slot) = slot_of(ifindex) {
+        let owner = Owner {
+            addr: slot.addr,
+            mac: slot.mac,
+        };
+        if !claims_other(ctx, eth_source, claim, &owner) {
+            let sender = (slot.state == LINK_SLOT_OWNER_HOST).then_some(LinkHost {
+                host_id: u32::from(slot.host_id),
+                flags: slot.host_flags,
+            });
+            return Judged::Passed(sender);
+        }
     }
     let Some(link) = HOST_LINKS.get_ptr(ifindex) else {
-        return false;
+        return Judged::Passed(None);
     };
     // SAFETY: map values stay valid for the program's run.
     let link = unsafe { *link };
@@ -67,20 +95,24 @@ pub fn forged(ctx: &TcContext, eth_source: [u8; 6], claim: Claim) -> bool {
         addr: link.addr,
         mac: link.mac,
     };
-    claims_other(ctx, eth_source, claim, &owner)
+    if claims_other(ctx, eth_source, claim, &owner) {
+        Judged::Forged
+    } else {
+        Judged::Passed(None)
+    }
 }
 
-/// The owner of link `ifindex` from its `LINK_SLOTS` slot, if the slot is that link's.
+/// Link `ifindex`'s `LINK_OWNERS` slot, if the slot is that link's.
 #[inline(always)]
-fn slot_owner(ifindex: u32) -> Option<Owner> {
-    let slot = LINK_SLOTS.get_ptr(link_slot(ifindex))?;
+fn slot_of(ifindex: u32) -> Option<LinkSlot> {
+    let slot = LINK_OWNERS.get_ptr(link_slot(ifindex))?;
     let words = slot.cast::<u64>();
     // SAFETY: map values stay valid for the program's run; the value is two aligned eight-byte
     // words. The word with `state` is read first, and each word with one load (volatile, so that
-    // the compiler neither splits nor reorders them): the agent changes `ifindex` and `addr` only
-    // while `state` says empty, so a valid `state` read first pairs this link's MAC with its own
-    // address, or (if the agent emptied and refilled the slot between the two loads) with
-    // another link's ifindex, which does not match.
+    // the compiler neither splits nor reorders them): the agent changes a slot's words only
+    // while `state` says empty, so a valid `state` read first pairs this link's MAC and host
+    // flags with its own address and host id, or (if the agent emptied and refilled the slot
+    // between the two loads) with another link's tag, which does not match.
     let (state_word, owner_word) = unsafe {
         let state_word = core::ptr::read_volatile(words.add(1));
         (state_word, core::ptr::read_volatile(words))
@@ -88,10 +120,10 @@ fn slot_owner(ifindex: u32) -> Option<Owner> {
     // SAFETY: LinkSlot is sixteen bytes of plain integers, laid out as these two words.
     let slot: LinkSlot =
         unsafe { core::mem::transmute::<[u64; 2], LinkSlot>([owner_word, state_word]) };
-    (slot.state == LINK_SLOT_VALID && slot.ifindex == ifindex).then_some(Owner {
-        addr: slot.addr,
-        mac: slot.mac,
-    })
+    // The tag is the ifindex's bits above the slot's index (a u32 compare: an ifindex too large
+    // for the tag matches none).
+    let tag = ifindex >> LINK_SLOTS_LEN.trailing_zeros();
+    (slot.state != 0 && u32::from(slot.tag) == tag).then_some(slot)
 }
 
 /// Whether the frame claims an identity other than `owner`'s.
