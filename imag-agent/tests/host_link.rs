@@ -43,7 +43,7 @@ fn a_container_speaks_only_as_itself() {
         owned(datapath, hook);
         datapath.remove_link_owner(LO);
     }
-    // The link's `LINK_SLOTS` slot must follow its owner: had it kept the first one, a frame as
+    // The link's `LINK_OWNERS` slot must follow its owner: had it kept the first one, a frame as
     // that one would pass.
     fn owner_replaced(datapath: &mut Datapath, hook: TestHook) {
         datapath

@@ -297,7 +297,8 @@ pub const LINK_SLOT_OWNER_HOST: u8 = 2;
 /// `host_flags` with one load, then `addr`, `host_id` and `tag` with another, and use a slot
 /// only to let a frame pass (anything else is decided by `HOST_LINKS`); the agent's
 /// `set_link_slot` orders its writes so that what a program reads is either unusable or this
-/// link's.
+/// link's (but for a refill between a program's two loads, which no program meets: see
+/// docs/ARCHITECTURE.md, *Link owners by array*).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkSlot {

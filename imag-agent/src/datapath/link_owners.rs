@@ -32,6 +32,15 @@ impl Datapath {
             mac: container_mac.unwrap_or_default(),
             _reserved: [0; 2],
         };
+        // A slot that says another owner (a MAC learnt since, say) is emptied before
+        // `HOST_LINKS` changes, so that it never lets through what the new entry drops.
+        if let Ok(current) = self.link_slots.get(&link_slot(ifindex), 0)
+            && current.state != 0
+            && Some(current.tag) == link_slot_tag(ifindex)
+            && (current.addr, current.mac) != (owner.addr, owner.mac)
+        {
+            self.empty_slot_of(ifindex);
+        }
         self.link_owners
             .insert(ifindex, owner, 0)
             .map_err(|source| DatapathError::Map {
@@ -42,23 +51,31 @@ impl Datapath {
         self.set_link_slot(ifindex, addr, owner)
     }
 
-    /// Rewrites the slots of the links host `addr` owns, after its id or flags changed.
+    /// Rewrites the slots of the links host `addr` owns, after its id or flags changed. A slot
+    /// that cannot be rewritten is emptied (best effort), so that it does not go on naming the
+    /// host by its old id: the link's frames are then judged by `HOST_LINKS` and counted by
+    /// their source.
     pub(super) fn name_host_in_link_slots(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
         let links: Vec<u32> = (self.owned_links.iter())
             .filter(|&(_, &owner)| owner == addr)
             .map(|(&ifindex, _)| ifindex)
             .collect();
+        let mut first_error = Ok(());
         for ifindex in links {
-            let owner = self
+            let rewritten = self
                 .link_owners
                 .get(&ifindex, 0)
                 .map_err(|source| DatapathError::Map {
                     map: maps::HOST_LINKS,
                     source,
-                })?;
-            self.set_link_slot(ifindex, addr, owner)?;
+                })
+                .and_then(|owner| self.set_link_slot(ifindex, addr, owner));
+            if let Err(err) = rewritten {
+                self.empty_slot_of(ifindex);
+                first_error = first_error.and(Err(err));
+            }
         }
-        Ok(())
+        first_error
     }
 
     /// Copies link `ifindex`'s `HOST_LINKS` entry, and the id and flags of the host at its
@@ -125,6 +142,14 @@ impl Datapath {
     /// Forgets who owns link `ifindex` (its container is gone or going): its `LINK_OWNERS` slot
     /// is emptied first, so that the slot never says more than `HOST_LINKS`.
     pub fn remove_link_owner(&mut self, ifindex: u32) {
+        self.empty_slot_of(ifindex);
+        let _ = self.link_owners.remove(&ifindex);
+        self.owned_links.remove(&ifindex);
+    }
+
+    /// Empties link `ifindex`'s slot if it is that link's (best effort: a slot that cannot be
+    /// read or written is left as it is).
+    fn empty_slot_of(&mut self, ifindex: u32) {
         let index = link_slot(ifindex);
         if let Ok(current) = self.link_slots.get(&index, 0)
             && current.state != 0
@@ -138,8 +163,6 @@ impl Datapath {
                 },
             );
         }
-        let _ = self.link_owners.remove(&ifindex);
-        self.owned_links.remove(&ifindex);
     }
 
     /// Link owners whose link no longer exists (left by an earlier agent), by ifindex.

@@ -112,7 +112,9 @@ fn slot_of(ifindex: u32) -> Option<LinkSlot> {
     // the compiler neither splits nor reorders them): the agent changes a slot's words only
     // while `state` says empty, so a valid `state` read first pairs this link's MAC and host
     // flags with its own address and host id, or (if the agent emptied and refilled the slot
-    // between the two loads) with another link's tag, which does not match.
+    // for another link between the two loads) with another link's tag, which does not match.
+    // Refilled for this link, the first word may be the slot's previous content; why no program
+    // meets that: docs/ARCHITECTURE.md, *Link owners by array*.
     let (state_word, owner_word) = unsafe {
         let state_word = core::ptr::read_volatile(words.add(1));
         (state_word, core::ptr::read_volatile(words))
