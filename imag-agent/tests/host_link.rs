@@ -68,15 +68,6 @@ fn a_container_speaks_only_as_itself() {
             .set_link_owner(LO + LINK_SLOTS_LEN, COLD, Some(NEIGHBOUR_MAC))
             .unwrap();
     }
-    let from = |src: Ipv4Addr, mac: [u8; 6]| {
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2(mac, CLIENT_MAC)
-            .ipv4(src.octets(), CLIENT.octets(), 64)
-            .udp(5353, 53)
-            .write(&mut frame, b"query")
-            .unwrap();
-        frame
-    };
     let arp = |oper: u8, sender: Ipv4Addr, sha: [u8; 6]| {
         let mut frame = arp_request(CLIENT);
         frame[6..12].copy_from_slice(&sha);
@@ -85,7 +76,7 @@ fn a_container_speaks_only_as_itself() {
         frame[28..32].copy_from_slice(&sender.octets());
         frame
     };
-    let mut ipv6 = from(WARM, CONTAINER_MAC);
+    let mut ipv6 = sent_by(WARM, CONTAINER_MAC);
     ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     // A test run refuses (EINVAL) an IPv6 frame shorter than an IPv6 header.
     ipv6.resize(14 + 64, 0);
@@ -98,25 +89,31 @@ fn a_container_speaks_only_as_itself() {
         u64,
     );
     let rows: [Row; 19] = [
-        ("its own address", owned, from(WARM, CONTAINER_MAC), Pass, 0),
+        (
+            "its own address",
+            owned,
+            sent_by(WARM, CONTAINER_MAC),
+            Pass,
+            0,
+        ),
         (
             "a neighbour's address as source",
             owned,
-            from(COLD, CONTAINER_MAC),
+            sent_by(COLD, CONTAINER_MAC),
             Drop,
             1,
         ),
         (
             "an outside address as source",
             owned,
-            from(CLIENT, CONTAINER_MAC),
+            sent_by(CLIENT, CONTAINER_MAC),
             Drop,
             1,
         ),
         (
             "its own address from a neighbour's MAC",
             owned,
-            from(WARM, NEIGHBOUR_MAC),
+            sent_by(WARM, NEIGHBOUR_MAC),
             Drop,
             1,
         ),
@@ -159,63 +156,63 @@ fn a_container_speaks_only_as_itself() {
         (
             "a neighbour's address, the container's MAC unknown",
             owned_mac_unknown,
-            from(COLD, NEIGHBOUR_MAC),
+            sent_by(COLD, NEIGHBOUR_MAC),
             Drop,
             1,
         ),
         (
             "its own address, the container's MAC unknown",
             owned_mac_unknown,
-            from(WARM, NEIGHBOUR_MAC),
+            sent_by(WARM, NEIGHBOUR_MAC),
             Pass,
             0,
         ),
         (
             "a link whose owner was forgotten is not checked",
             owner_forgotten,
-            from(COLD, NEIGHBOUR_MAC),
+            sent_by(COLD, NEIGHBOUR_MAC),
             Pass,
             0,
         ),
         (
             "its earlier owner's identity, after a new owner",
             owner_replaced,
-            from(COLD, NEIGHBOUR_MAC),
+            sent_by(COLD, NEIGHBOUR_MAC),
             Drop,
             1,
         ),
         (
             "its own identity, after a new owner",
             owner_replaced,
-            from(WARM, CONTAINER_MAC),
+            sent_by(WARM, CONTAINER_MAC),
             Pass,
             0,
         ),
         (
             "the identity of the link that took its slot",
             slot_taken_by_another_link,
-            from(WARM, CONTAINER_MAC),
+            sent_by(WARM, CONTAINER_MAC),
             Drop,
             1,
         ),
         (
             "its own identity, its slot taken by another link",
             slot_taken_by_another_link,
-            from(COLD, NEIGHBOUR_MAC),
+            sent_by(COLD, NEIGHBOUR_MAC),
             Pass,
             0,
         ),
         (
             "the identity of a link sharing its slot",
             slot_shared_with_another_link,
-            from(COLD, NEIGHBOUR_MAC),
+            sent_by(COLD, NEIGHBOUR_MAC),
             Drop,
             1,
         ),
         (
             "its own identity, its slot shared with another link",
             slot_shared_with_another_link,
-            from(WARM, CONTAINER_MAC),
+            sent_by(WARM, CONTAINER_MAC),
             Pass,
             0,
         ),
@@ -437,15 +434,20 @@ fn a_draining_host_gets_what_was_past_the_hold_point_and_holds_what_is_new() {
     assert!(held.is_some(), "is held where it was sent");
 }
 
-/// A UDP packet the warm host's container sends to the client, as itself.
-fn sent_by_warm() -> Vec<u8> {
+/// A UDP packet sent from the container's link as `src` from `mac`, to the client.
+fn sent_by(src: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CONTAINER_MAC, CLIENT_MAC)
-        .ipv4(WARM.octets(), CLIENT.octets(), 64)
-        .udp(8080, 40000)
-        .write(&mut frame, b"answer")
+    PacketBuilder::ethernet2(mac, CLIENT_MAC)
+        .ipv4(src.octets(), CLIENT.octets(), 64)
+        .udp(5353, 53)
+        .write(&mut frame, b"query")
         .unwrap();
     frame
+}
+
+/// A UDP packet the warm host's container sends to the client, as itself.
+fn sent_by_warm() -> Vec<u8> {
+    sent_by(WARM, CONTAINER_MAC)
 }
 
 /// What a container sends counts as its host's traffic (`imag_from_host`), whether its link's
@@ -579,8 +581,7 @@ fn an_adopting_agent_empties_the_link_slots_it_finds() {
     datapath.set_host(WARM, NEW_ID, HostMode::Pass, 0).unwrap();
     datapath.ensure_activity(WARM).unwrap();
     let counted = datapath.run_hold_program(TestHook::FromHost, &sent_by_warm(), LO);
-    let mut as_neighbour = sent_by_warm();
-    as_neighbour[6..12].copy_from_slice(&NEIGHBOUR_MAC);
+    let as_neighbour = sent_by(WARM, NEIGHBOUR_MAC);
     let forged = datapath.run_hold_program(TestHook::FromHost, &as_neighbour, LO);
     let activity = datapath.activity(WARM);
     let stats = datapath.stats();

@@ -34,10 +34,9 @@ impl Datapath {
         };
         // A slot that says another owner (a MAC learnt since, say) is emptied before
         // `HOST_LINKS` changes, so that it never lets through what the new entry drops.
-        if let Ok(current) = self.link_slots.get(&link_slot(ifindex), 0)
-            && current.state != 0
-            && Some(current.tag) == link_slot_tag(ifindex)
-            && (current.addr, current.mac) != (owner.addr, owner.mac)
+        if self
+            .own_slot(ifindex)
+            .is_some_and(|slot| (slot.addr, slot.mac) != (owner.addr, owner.mac))
         {
             self.empty_slot_of(ifindex);
         }
@@ -150,19 +149,20 @@ impl Datapath {
     /// Empties link `ifindex`'s slot if it is that link's (best effort: a slot that cannot be
     /// read or written is left as it is).
     fn empty_slot_of(&mut self, ifindex: u32) {
-        let index = link_slot(ifindex);
-        if let Ok(current) = self.link_slots.get(&index, 0)
-            && current.state != 0
-            && Some(current.tag) == link_slot_tag(ifindex)
-        {
-            let _ = self.set_slot_of_link(
-                index,
-                LinkSlot {
-                    state: 0,
-                    ..current
-                },
-            );
+        if let Some(current) = self.own_slot(ifindex) {
+            let emptied = LinkSlot {
+                state: 0,
+                ..current
+            };
+            let _ = self.set_slot_of_link(link_slot(ifindex), emptied);
         }
+    }
+
+    /// Link `ifindex`'s slot, if it is usable and that link's (as `imag_from_host` would take
+    /// it); `None` too when it cannot be read.
+    fn own_slot(&self, ifindex: u32) -> Option<LinkSlot> {
+        let slot = self.link_slots.get(&link_slot(ifindex), 0).ok()?;
+        (slot.state != 0 && link_slot_tag(ifindex) == Some(slot.tag)).then_some(slot)
     }
 
     /// Link owners whose link no longer exists (left by an earlier agent), by ifindex.

@@ -93,11 +93,7 @@ pub fn to_host(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     if warm {
-        let link_host = LinkHost {
-            host_id: host.host_id,
-            flags: host.flags,
-        };
-        record(link_host, ip.src_addr, ctx.len(), Direction::In);
+        record(LinkHost::of(&host), ip.src_addr, ctx.len(), Direction::In);
         return TC_ACT_OK;
     }
     if from_this_host {
@@ -170,12 +166,8 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     };
     // The link's slot names the sender (its source is the slot's address: the check let it
     // pass); else it is looked up by its source.
-    let sender = sender.or_else(|| {
-        host_entry(u32::from_ne_bytes(ip.src_addr)).map(|host| LinkHost {
-            host_id: host.host_id,
-            flags: host.flags,
-        })
-    });
+    let sender =
+        sender.or_else(|| host_entry(u32::from_ne_bytes(ip.src_addr)).map(|h| LinkHost::of(&h)));
     if let Some(sender) = sender {
         record(sender, ip.dst_addr, ctx.len(), Direction::Out);
     }

@@ -21,7 +21,7 @@
 //! can never drop a frame, only ask the hash.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
-use imag_common::{LINK_SLOT_OWNER_HOST, LINK_SLOTS_LEN, LinkSlot, link_slot};
+use imag_common::{HostEntry, LINK_SLOT_OWNER_HOST, LinkSlot, link_slot, link_slot_tag};
 use network_types::eth::EthHdr;
 
 use super::{HOST_LINKS, LINK_OWNERS, host_link::read};
@@ -46,6 +46,17 @@ pub enum Claim {
 pub struct LinkHost {
     pub host_id: u32,
     pub flags: u8,
+}
+
+impl LinkHost {
+    /// The host of `entry`.
+    #[inline(always)]
+    pub fn of(entry: &HostEntry) -> LinkHost {
+        LinkHost {
+            host_id: entry.host_id,
+            flags: entry.flags,
+        }
+    }
 }
 
 /// What the check made of a frame.
@@ -122,10 +133,8 @@ fn slot_of(ifindex: u32) -> Option<LinkSlot> {
     // SAFETY: LinkSlot is sixteen bytes of plain integers, laid out as these two words.
     let slot: LinkSlot =
         unsafe { core::mem::transmute::<[u64; 2], LinkSlot>([owner_word, state_word]) };
-    // The tag is the ifindex's bits above the slot's index (a u32 compare: an ifindex too large
-    // for the tag matches none).
-    let tag = ifindex >> LINK_SLOTS_LEN.trailing_zeros();
-    (slot.state != 0 && u32::from(slot.tag) == tag).then_some(slot)
+    // An ifindex too large for a tag has no slot.
+    (slot.state != 0 && link_slot_tag(ifindex) == Some(slot.tag)).then_some(slot)
 }
 
 /// Whether the frame claims an identity other than `owner`'s.

@@ -419,7 +419,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         if !opts.no_cluster {
             results.cluster = Some(cluster::measure(&binary, 500, machine(&root))?);
         }
-        if let Some(plan) = &trace_plan {
+        if let Some(plan) = trace_plan {
             trace_run = Some(trace::measure(
                 &binary,
                 &dir,

@@ -291,7 +291,7 @@ pub fn measure(
     binary: &Path,
     dir: &Path,
     client: &ClientNs,
-    plan: &Plan,
+    plan: Plan,
     machine: Machine,
 ) -> anyhow::Result<TraceRun> {
     let Plan {
@@ -300,7 +300,6 @@ pub fn measure(
         seed_is_median,
         policies,
     } = plan;
-    let params = params.clone();
     // Swap on disk, on the full bench's path too: what zram holds is still memory (counted).
     if (policies.iter()).any(|p| matches!(p.kind, policy::Kind::PauseSwap { .. })) {
         crate::preflight::ensure_disk_swap(8)?;
@@ -336,8 +335,8 @@ pub fn measure(
             .map(|&t| (t, workload::ideal_saving(&trace, t)))
             .collect(),
         ideal_timeout_for_target_s: workload::timeout_for_saving(&trace, report::TARGET_SAVED),
-        ideal_by_seed: ideal_by_seed.clone(),
-        seed_is_median: *seed_is_median,
+        ideal_by_seed,
+        seed_is_median,
         swap: (crate::preflight::swaps().into_iter())
             .map(|(name, kind)| format!("{name} ({kind})"))
             .collect(),
@@ -346,7 +345,7 @@ pub fn measure(
         requests: measured,
         policies: Vec::new(),
     };
-    for policy in policies {
+    for policy in &policies {
         let config = dir.join(format!("trace-{}.toml", policy.name));
         std::fs::write(&config, config_text(&trace, policy))?;
         cleanup(binary, &config);
@@ -635,7 +634,7 @@ pub fn run(binary: &Path, dir: &Path, opts: &TraceOptions, machine: Machine) -> 
         &[SUBNET],
     )
     .context("creating the benchmark's client namespace")?;
-    let run = measure(binary, dir, &client, &plan, machine);
+    let run = measure(binary, dir, &client, plan, machine);
     drop(client);
     write(&run?)
 }

@@ -2,21 +2,22 @@
 
 use super::*;
 
+/// A day of `hosts` hosts replayed in 240 s, from `seed`.
+fn day_trace(hosts: usize, seed: u64) -> Trace {
+    let opts = TraceOptions {
+        secs: 240.0,
+        hosts,
+        seed: Some(seed),
+        hours: 24.0,
+        max_rps: 20.0,
+        policies: String::new(),
+    };
+    workload::generate(&plan(&opts).unwrap().params).unwrap()
+}
+
 #[test]
 fn every_policy_configures_every_host_with_its_ballast_and_calls() {
-    let trace = workload::generate(
-        &plan(&TraceOptions {
-            secs: 240.0,
-            hosts: 12,
-            seed: Some(3),
-            hours: 24.0,
-            max_rps: 20.0,
-            policies: String::new(),
-        })
-        .unwrap()
-        .params,
-    )
-    .unwrap();
+    let trace = day_trace(12, 3);
     for policy in policy::ALL {
         let text = config_text(&trace, &policy);
         if let Ok(dir) = std::env::var("IMAG_TRACE_CONFIG_DIR") {
@@ -37,19 +38,7 @@ fn every_policy_configures_every_host_with_its_ballast_and_calls() {
 
 #[test]
 fn a_request_passes_through_the_chain_of_its_application() {
-    let trace = workload::generate(
-        &plan(&TraceOptions {
-            secs: 240.0,
-            hosts: 40,
-            seed: Some(1),
-            hours: 24.0,
-            max_rps: 20.0,
-            policies: String::new(),
-        })
-        .unwrap()
-        .params,
-    )
-    .unwrap();
+    let trace = day_trace(40, 1);
     let caller = trace.hosts.iter().position(|h| h.calls.is_some()).unwrap();
     let chain = path(&trace, caller);
     assert!(chain.len() >= 2);
